@@ -1,0 +1,34 @@
+# Two commands for a fresh machine: `make demo` runs the main job, `make test` the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build by default; set TORCH_SPEC="torch" for the CUDA build on a GPU machine.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install demo simulate test lint clean
+
+$(BIN)/sae-backend: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/sae-backend
+
+demo: install
+	$(BIN)/sae-backend demo $(DEMO_ARGS)
+
+simulate: install
+	$(BIN)/sae-backend simulate --dataset digits --model sae,ae,classifier --strategy margin,random \
+		--initial 50 --per-round 50 --rounds 6 --seeds 3 --out runs/simulate-digits
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .label-studio runs

@@ -1,0 +1,105 @@
+"""The paper's comparison: the same encoder plus a linear layer, trained on labeled items only."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.device import resolve_device
+from model.networks import build_networks
+from model.sae import as_float_array
+
+
+class EncoderClassifier(ClassifierMixin, BaseEstimator):
+    """Cross-entropy classifier with the SAE's encoder architecture.
+
+    It sees only labeled items. ``epochs`` counts passes over the labeled set, with at
+    least ``min_steps`` optimiser steps so that 100 labels still get a real training.
+    """
+
+    def __init__(self, n_classes: int | None = None, latent_dim: int = 10, epochs: int = 50,
+                 min_steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, network: str = "auto",
+                 channels: Sequence[int] = (32, 64, 128), hidden: Sequence[int] = (256, 128),
+                 device: str = "auto", amp: bool = True, warm_start: bool = False,
+                 random_state: int | None = 0, verbose: bool = False) -> None:
+        self.n_classes = n_classes
+        self.latent_dim = latent_dim
+        self.epochs = epochs
+        self.min_steps = min_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.network = network
+        self.channels = channels
+        self.hidden = hidden
+        self.device = device
+        self.amp = amp
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> EncoderClassifier:
+        """Train on the items with ``y >= 0``; unlabeled items are ignored."""
+        x = as_float_array(X)
+        y = np.asarray(y, dtype=np.int64)
+        lab = np.flatnonzero(y >= 0)
+        if len(np.unique(y[lab])) < 2:
+            raise ValueError("training needs labeled items of at least two classes")
+        k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
+        if self.random_state is not None:
+            torch.manual_seed(int(self.random_state))
+        rng = np.random.default_rng(self.random_state)
+        dev = resolve_device(self.device)
+        if not (self.warm_start and hasattr(self, "net_")):
+            enc, _ = build_networks(x.shape[1:], int(self.latent_dim), self.network,
+                                    self.channels, self.hidden)
+            self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))
+        self.device_ = dev
+        self.net_.to(dev).train()
+        xl = torch.from_numpy(np.ascontiguousarray(x[lab])).to(dev)
+        yl = torch.as_tensor(y[lab], device=dev)
+        opt = torch.optim.Adam(self.net_.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
+        steps = max(int(self.min_steps), int(self.epochs) * math.ceil(len(lab) / int(self.batch_size)))
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.amp and dev.type == "cuda" else nullcontext())
+        loss_fn = nn.CrossEntropyLoss()
+        for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
+            sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
+            with autocast:
+                loss = loss_fn(self.net_(xl[sel]).float(), yl[sel])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        self.net_.eval()
+        self.classes_ = np.arange(k)
+        self.n_classes_ = k
+        return self
+
+    @torch.no_grad()
+    def decision_function(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Logits, shape ``(n, n_classes)``."""
+        out = []
+        for s in range(0, len(X), batch_size):
+            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
+            out.append(self.net_(xb).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes_))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return np.argmax(self.decision_function(X), axis=1)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        s = self.decision_function(X)
+        e = np.exp(s - s.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    def clone_fitted(self) -> EncoderClassifier:
+        return copy.deepcopy(self)

@@ -1,0 +1,124 @@
+"""Encoder/decoder pairs: a small conv net for square images and an MLP for vectors.
+
+Any ``nn.Module`` pair works with the trainer as long as the encoder maps a batch of
+inputs to ``(n, latent_dim)`` and the decoder maps that back to the input shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class ConvEncoder(nn.Module):
+    """Three conv + ReLU + max-pool stages, then a linear map to the latent code."""
+
+    def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,
+                 channels: Sequence[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, size = in_channels, image_size
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2, ceil_mode=True)]
+            c_in, size = c_out, -(-size // 2)
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in * size * size, latent_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of :class:`ConvEncoder`: upsampling to the exact sizes the encoder saw."""
+
+    def __init__(self, image_size: int = 28, out_channels: int = 1, latent_dim: int = 10,
+                 channels: Sequence[int] = (32, 64, 128)) -> None:
+        super().__init__()
+        sizes = [image_size]
+        for _ in channels:
+            sizes.append(-(-sizes[-1] // 2))
+        rev = list(channels)[::-1]
+        self.start = (rev[0], sizes[-1])
+        self.head = nn.Linear(latent_dim, rev[0] * sizes[-1] * sizes[-1])
+        layers: list[nn.Module] = [nn.ReLU(inplace=True)]
+        targets = sizes[:-1][::-1]
+        outs = rev[1:] + [out_channels]
+        c_in = rev[0]
+        for i, (size, c_out) in enumerate(zip(targets, outs, strict=True)):
+            layers += [nn.Upsample(size=(size, size), mode="nearest"),
+                       nn.Conv2d(c_in, c_out, 3, padding=1)]
+            if i < len(outs) - 1:
+                layers.append(nn.ReLU(inplace=True))
+            c_in = c_out
+        layers.append(nn.Sigmoid())
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        c, s = self.start
+        return self.body(self.head(z).view(-1, c, s, s))
+
+
+class MLPEncoder(nn.Module):
+    """Dense encoder for flat vectors (or images flattened), as the paper uses for meshes."""
+
+    def __init__(self, input_dim: int, latent_dim: int = 10,
+                 hidden: Sequence[int] = (256, 128)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        d = input_dim
+        for h in hidden:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+            d = h
+        layers.append(nn.Linear(d, latent_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class MLPDecoder(nn.Module):
+    """Mirror of :class:`MLPEncoder`; reshapes to ``output_shape`` at the end."""
+
+    def __init__(self, output_shape: Sequence[int], latent_dim: int = 10,
+                 hidden: Sequence[int] = (256, 128), sigmoid: bool = True) -> None:
+        super().__init__()
+        self.output_shape = tuple(int(s) for s in output_shape)
+        out_dim = int(torch.tensor(self.output_shape).prod())
+        layers: list[nn.Module] = []
+        d = latent_dim
+        for h in list(hidden)[::-1]:
+            layers += [nn.Linear(d, h), nn.ReLU(inplace=True)]
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        if sigmoid:
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, *self.output_shape)
+
+
+def build_networks(input_shape: Sequence[int], latent_dim: int, kind: str = "auto",
+                   channels: Sequence[int] = (32, 64, 128),
+                   hidden: Sequence[int] = (256, 128)) -> tuple[nn.Module, nn.Module]:
+    """Choose a pair for one item's shape: ``(C, H, W)`` images get the conv pair.
+
+    ``auto`` uses the conv pair for images of at least 16 pixels a side and the MLP
+    otherwise: tiny images such as scikit-learn's 8x8 digits lose everything to pooling.
+    """
+    shape = tuple(int(s) for s in input_shape)
+    is_image = len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
+    if kind == "auto":
+        kind = "conv" if is_image and shape[1] >= 16 else "mlp"
+    if kind == "conv":
+        if not is_image:
+            raise ValueError(f"conv networks need square (C, H, W) images with C in 1 or 3, got {shape}")
+        return (ConvEncoder(shape[1], shape[0], latent_dim, channels),
+                ConvDecoder(shape[1], shape[0], latent_dim, channels))
+    if kind == "mlp":
+        dim = int(torch.tensor(shape).prod())
+        return MLPEncoder(dim, latent_dim, hidden), MLPDecoder(shape, latent_dim, hidden)
+    raise ValueError(f"unknown network kind {kind!r}: use auto, conv or mlp")

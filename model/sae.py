@@ -1,0 +1,252 @@
+"""The Structuring Autoencoder: reconstruction over all items, structure on labeled ones."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.device import resolve_device
+from model.networks import build_networks
+from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
+
+EpochCallback = Callable[[int, int, dict], None]
+
+
+def as_float_array(x: np.ndarray) -> np.ndarray:
+    """Items as float32, adding a channel axis to (N, H, W) images."""
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    if x.ndim == 3:
+        x = x[:, None]
+    return x
+
+
+class StructuringAutoencoder(TransformerMixin, BaseEstimator):
+    """Autoencoder whose labeled codes are pulled to MDS class positions.
+
+    ``y`` uses class indices ``0..n_classes-1`` and ``-1`` for unlabeled items. Loss per
+    batch: ``(1 - lam) * MSE(x, x_hat) + lam * MSE(z_labeled, target)``. Targets are
+    recomputed every epoch from the class means of the labeled codes (see
+    :mod:`model.targets`). Every batch holds ``labeled_per_batch`` labeled items drawn
+    with replacement besides the uniform draw over the pool: with 100 labels among 60k a
+    uniform batch of 256 would see one labeled item every two or three batches.
+    """
+
+    def __init__(self, latent_dim: int = 10, lam: float = 0.9, epochs: int = 20,
+                 batch_size: int = 256, labeled_per_batch: int = 64, lr: float = 1e-3,
+                 n_classes: int | None = None, class_distances: np.ndarray | None = None,
+                 network: str = "auto", channels: Sequence[int] = (32, 64, 128),
+                 hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
+                 decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
+                 warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
+                 on_epoch: EpochCallback | None = None) -> None:
+        self.latent_dim = latent_dim
+        self.lam = lam
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.labeled_per_batch = labeled_per_batch
+        self.lr = lr
+        self.n_classes = n_classes
+        self.class_distances = class_distances
+        self.network = network
+        self.channels = channels
+        self.hidden = hidden
+        self.encoder = encoder
+        self.decoder = decoder
+        self.device = device
+        self.amp = amp
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+        self.on_epoch = on_epoch
+
+    def _check_params(self) -> None:
+        if not 0.0 <= float(self.lam) <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if int(self.latent_dim) < 1:
+            raise ValueError("latent_dim must be at least 1")
+        if int(self.epochs) < 0 or int(self.batch_size) < 1 or int(self.labeled_per_batch) < 0:
+            raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
+        if (self.encoder is None) != (self.decoder is None):
+            raise ValueError("pass both encoder and decoder, or neither")
+
+    def _distances(self, k: int) -> np.ndarray:
+        if self.class_distances is None:
+            return equal_distances(k)
+        return check_distance_matrix(self.class_distances, k)
+
+    def _build(self, input_shape: tuple[int, ...]) -> None:
+        if self.encoder is not None:
+            self.encoder_, self.decoder_ = copy.deepcopy(self.encoder), copy.deepcopy(self.decoder)
+        else:
+            self.encoder_, self.decoder_ = build_networks(
+                input_shape, int(self.latent_dim), self.network, self.channels, self.hidden)
+        self.input_shape_ = tuple(input_shape)
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> StructuringAutoencoder:
+        """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled)."""
+        self._check_params()
+        x = as_float_array(X)
+        n = len(x)
+        y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)
+        if len(y) != n:
+            raise ValueError(f"X has {n} items but y has {len(y)}")
+        if n == 0:
+            raise ValueError("cannot fit on an empty pool")
+        k = int(self.n_classes) if self.n_classes is not None else int(max(y.max() + 1, 1))
+        if y.max() >= k or y.min() < -1:
+            raise ValueError(f"labels must be -1 or in 0..{k - 1}")
+        if self.random_state is not None:
+            torch.manual_seed(int(self.random_state))
+        rng = np.random.default_rng(self.random_state)
+        dev = resolve_device(self.device)
+        warm = self.warm_start and hasattr(self, "encoder_") and self.input_shape_ == x.shape[1:]
+        if not warm:
+            self._build(x.shape[1:])
+        self.device_ = dev
+        self.n_classes_ = k
+        self.encoder_.to(dev).train()
+        self.decoder_.to(dev).train()
+
+        labeled = np.flatnonzero(y >= 0)
+        counts = np.bincount(y[labeled], minlength=k).astype(np.float64)
+        distances = self._distances(k)
+        self.positions_ = class_positions(distances, int(self.latent_dim), counts)
+        self.distances_ = distances
+
+        xt = self._stage(x, dev)
+        yt = torch.as_tensor(y, device=xt.device)
+        params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
+        opt = torch.optim.Adam(params, lr=float(self.lr))
+        lam = float(self.lam)
+        use_struct = lam > 0 and len(labeled) > 0
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.amp and dev.type == "cuda" else nullcontext())
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        steps = math.ceil(n / int(self.batch_size))
+        if not hasattr(self, "history_") or not warm:
+            self.history_ = []
+        bar = tqdm(range(int(self.epochs)), desc="train SAE", disable=not self.verbose, leave=False)
+        for epoch in bar:
+            t0 = time.perf_counter()
+            targets = None
+            if use_struct:
+                targets = torch.as_tensor(self._targets(xt, y, labeled, counts), dtype=torch.float32, device=dev)
+            perm = torch.randperm(n, generator=gen)
+            sums = {"reconstruction": 0.0, "structure": 0.0}
+            for s in range(steps):
+                idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
+                if use_struct and self.labeled_per_batch:
+                    extra = torch.as_tensor(rng.choice(labeled, int(self.labeled_per_batch)))
+                    idx = torch.cat([idx, extra])
+                idx_dev = idx.to(xt.device)
+                xb = xt[idx_dev].to(dev, non_blocking=True)
+                yb = yt[idx_dev].to(dev, non_blocking=True)
+                with autocast:
+                    z = self.encoder_(xb)
+                    rec = torch.mean((self.decoder_(z).float() - xb) ** 2)
+                    loss = (1.0 - lam) * rec
+                    struct = torch.zeros((), device=dev)
+                    if targets is not None:
+                        mask = yb >= 0
+                        if bool(mask.any()):
+                            struct = torch.mean((z.float()[mask] - targets[yb[mask]]) ** 2)
+                            loss = loss + lam * struct
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sums["reconstruction"] += float(rec.detach())
+                sums["structure"] += float(struct.detach())
+            record = {k2: v / steps for k2, v in sums.items()}
+            record["seconds"] = time.perf_counter() - t0
+            self.history_.append(record)
+            bar.set_postfix(rec=f"{record['reconstruction']:.4f}", struct=f"{record['structure']:.4f}")
+            if self.on_epoch is not None:
+                self.on_epoch(epoch + 1, int(self.epochs), record)
+        self.encoder_.eval()
+        self.decoder_.eval()
+        if use_struct:
+            self.targets_ = self._targets(xt, y, labeled, counts)
+        else:
+            self.targets_ = self.positions_.copy()
+        return self
+
+    @staticmethod
+    def _stage(x: np.ndarray, dev: torch.device) -> torch.Tensor:
+        """Put the whole pool on the accelerator when it fits comfortably, else keep it on the host."""
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        if dev.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(dev)
+            if t.nbytes < 0.5 * free:
+                return t.to(dev)
+            return t.pin_memory()
+        return t
+
+    @torch.no_grad()
+    def _encode_tensor(self, xt: torch.Tensor, idx: np.ndarray, batch: int = 2048) -> np.ndarray:
+        was_training = self.encoder_.training
+        self.encoder_.eval()
+        out = []
+        for s in range(0, len(idx), batch):
+            sel = torch.as_tensor(idx[s:s + batch], device=xt.device)
+            out.append(self.encoder_(xt[sel].to(self.device_)).float().cpu().numpy())
+        self.encoder_.train(was_training)
+        return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+
+    def _targets(self, xt: torch.Tensor, y: np.ndarray, labeled: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Class targets for this epoch: only labeled codes enter the Procrustes fit."""
+        z = self._encode_tensor(xt, labeled).astype(np.float64)
+        k = len(counts)
+        means = np.zeros((k, z.shape[1]))
+        np.add.at(means, y[labeled], z)
+        means /= np.maximum(counts, 1.0)[:, None]
+        return procrustes_targets(self.positions_, means, counts)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "encoder_"):
+            raise RuntimeError("this StructuringAutoencoder is not fitted yet: call fit first")
+
+    @torch.no_grad()
+    def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Latent codes, computed batch by batch so the pool never has to fit on the device."""
+        self._check_fitted()
+        self.encoder_.eval()
+        out = []
+        for s in range(0, len(X), batch_size):
+            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
+            out.append(self.encoder_(xb).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+
+    @torch.no_grad()
+    def inverse_transform(self, Z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """Decode latent codes back to items."""
+        self._check_fitted()
+        self.decoder_.eval()
+        out = []
+        z = np.asarray(Z, dtype=np.float32)
+        for s in range(0, len(z), batch_size):
+            out.append(self.decoder_(torch.from_numpy(z[s:s + batch_size]).to(self.device_)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, *self.input_shape_), np.float32)
+
+    def reconstruction_error(self, X: np.ndarray) -> float:
+        """Mean squared reconstruction error over ``X``."""
+        x = as_float_array(X)
+        return float(np.mean((self.inverse_transform(self.transform(x)) - x) ** 2))
+
+    def to(self, device: str | torch.device) -> StructuringAutoencoder:
+        """Move a fitted model (e.g. one loaded from disk) to another device."""
+        self._check_fitted()
+        self.device_ = resolve_device(device)
+        self.encoder_.to(self.device_)
+        self.decoder_.to(self.device_)
+        return self

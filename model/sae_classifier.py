@@ -1,0 +1,79 @@
+"""SAE + linear SVM: the model the backend trains, serves and ranks with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from model.latent_svm import LatentSVM
+from model.sae import StructuringAutoencoder
+
+
+class SAEClassifier(ClassifierMixin, BaseEstimator):
+    """Fits a :class:`StructuringAutoencoder` on the whole pool and a :class:`LatentSVM` on the labeled codes.
+
+    ``y`` holds class indices and ``-1`` for unlabeled items; ``class_names`` (optional)
+    fixes the number of classes and travels with the saved model. Extra keyword
+    arguments in ``sae_params`` go to the autoencoder.
+    """
+
+    def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
+                 lam: float = 0.9, epochs: int = 20, svm_C: float = 1.0, device: str = "auto",
+                 warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
+                 sae_params: dict | None = None) -> None:
+        self.class_names = class_names
+        self.latent_dim = latent_dim
+        self.lam = lam
+        self.epochs = epochs
+        self.svm_C = svm_C
+        self.device = device
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.verbose = verbose
+        self.sae_params = sae_params
+
+    def _n_classes(self, y: np.ndarray) -> int:
+        if self.class_names is not None:
+            return len(self.class_names)
+        return int(y.max() + 1)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> SAEClassifier:
+        y = np.asarray(y, dtype=np.int64)
+        labeled = y >= 0
+        if len(np.unique(y[labeled])) < 2:
+            raise ValueError("training needs labeled items of at least two classes")
+        k = self._n_classes(y)
+        params = dict(latent_dim=self.latent_dim, lam=self.lam, epochs=self.epochs, n_classes=k,
+                      device=self.device, random_state=self.random_state, verbose=self.verbose,
+                      **(self.sae_params or {}))
+        if self.warm_start and hasattr(self, "sae_"):
+            self.sae_.set_params(warm_start=True, **params)
+        else:
+            self.sae_ = StructuringAutoencoder(**params)
+        self.sae_.fit(X, y)
+        z = self.sae_.transform(np.asarray(X)[labeled]) if labeled.any() else None
+        self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
+        self.classes_ = np.arange(k)
+        self.n_classes_ = k
+        return self
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        return self.sae_.transform(X)
+
+    def decision_function(self, X: np.ndarray) -> np.ndarray:
+        return self.svm_.decision_function(self.transform(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.svm_.predict(self.transform(X))
+
+    def predict_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class and normalised confidence in [0, 1] for each item."""
+        scores = self.decision_function(X)
+        return np.argmax(scores, axis=1), self.svm_.confidence_from_scores(scores)
+
+    @property
+    def class_centres_(self) -> np.ndarray:
+        """Mean latent code of each class's labeled items (NaN for classes without labels)."""
+        return self.svm_.centres_
