@@ -48,7 +48,7 @@ def load_digits_dataset(test_fraction: float = 0.25, seed: int = 0) -> Dataset:
     y = d.target.astype(np.int64)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(x))
-    n_test = int(round(len(x) * test_fraction))
+    n_test = round(len(x) * test_fraction)
     te, tr = order[:n_test], order[n_test:]
     return Dataset("digits", x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)])
 

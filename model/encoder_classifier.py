@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -100,6 +99,3 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         s = self.decision_function(X)
         e = np.exp(s - s.max(1, keepdims=True))
         return e / e.sum(1, keepdims=True)
-
-    def clone_fitted(self) -> EncoderClassifier:
-        return copy.deepcopy(self)

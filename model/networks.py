@@ -45,7 +45,7 @@ class ConvDecoder(nn.Module):
         self.head = nn.Linear(latent_dim, rev[0] * sizes[-1] * sizes[-1])
         layers: list[nn.Module] = [nn.ReLU(inplace=True)]
         targets = sizes[:-1][::-1]
-        outs = rev[1:] + [out_channels]
+        outs = [*rev[1:], out_channels]
         c_in = rev[0]
         for i, (size, c_out) in enumerate(zip(targets, outs, strict=True)):
             layers += [nn.Upsample(size=(size, size), mode="nearest"),

@@ -1,0 +1,127 @@
+"""Save and load a trained :class:`SAEClassifier` as a directory, atomically.
+
+Layout: ``settings.json`` (class names, hyper-parameters, input shape, metadata),
+``networks.pt`` (state dicts of the built-in networks, or the pickled modules of a
+user's own pair) and ``svm.npz`` (SVM weights, class centres, structural targets).
+Loading needs no training data. A directory is written under a temporary name and
+renamed into place, so a crash mid-save never leaves a half-written model behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.latent_svm import LatentSVM
+from model.networks import build_networks
+from model.sae import StructuringAutoencoder
+from model.sae_classifier import SAEClassifier
+
+FORMAT_VERSION = 1
+_SAE_KEYS = ("latent_dim", "lam", "epochs", "batch_size", "labeled_per_batch", "lr", "n_classes",
+             "network", "channels", "hidden", "amp", "random_state")
+
+
+def _jsonable(v: object) -> object:
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | None = None) -> Path:
+    """Write ``model`` to ``directory`` (which must not exist yet) and return its path."""
+    directory = Path(directory)
+    if directory.exists():
+        raise FileExistsError(f"{directory} already exists; versions are never overwritten")
+    sae, svm = model.sae_, model.svm_
+    custom = sae.encoder is not None
+    settings = {
+        "format_version": FORMAT_VERSION,
+        "class_names": list(model.class_names) if model.class_names is not None else None,
+        "classifier": {k: _jsonable(v) for k, v in model.get_params().items()
+                       if k not in ("sae_params", "class_names")},
+        "sae": {k: _jsonable(getattr(sae, k)) for k in _SAE_KEYS},
+        "input_shape": list(sae.input_shape_),
+        "n_classes": int(model.n_classes_),
+        "custom_networks": custom,
+        "history": sae.history_,
+        "metadata": metadata or {},
+    }
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        if custom:
+            torch.save({"encoder": sae.encoder_.cpu(), "decoder": sae.decoder_.cpu()}, tmp / "networks.pt")
+        else:
+            torch.save({"encoder": {k: v.cpu() for k, v in sae.encoder_.state_dict().items()},
+                        "decoder": {k: v.cpu() for k, v in sae.decoder_.state_dict().items()}},
+                       tmp / "networks.pt")
+        sae.encoder_.to(sae.device_)
+        sae.decoder_.to(sae.device_)
+        np.savez(tmp / "svm.npz", coef=svm.coef_, intercept=svm.intercept_, present=svm.present_,
+                 centres=svm.centres_, centre_margins=svm.centre_margins_, positions=sae.positions_,
+                 targets=sae.targets_, distances=sae.distances_, C=np.array(svm.C))
+        (tmp / "settings.json").write_text(json.dumps(settings, indent=1, default=_jsonable))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def read_settings(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / "settings.json").read_text())
+
+
+def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
+    """Rebuild a saved model; its predictions equal those of the model that was saved."""
+    directory = Path(directory)
+    settings = read_settings(directory)
+    if settings.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory}: unsupported model format {settings.get('format_version')}")
+    sp = settings["sae"]
+    nets = torch.load(directory / "networks.pt", map_location="cpu", weights_only=not settings["custom_networks"])
+    sae = StructuringAutoencoder(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in sp.items()},
+                                 device=device)
+    if settings["custom_networks"]:
+        sae.encoder_, sae.decoder_ = nets["encoder"], nets["decoder"]
+    else:
+        sae.encoder_, sae.decoder_ = build_networks(settings["input_shape"], sp["latent_dim"], sp["network"],
+                                                    sp["channels"], sp["hidden"])
+        sae.encoder_.load_state_dict(nets["encoder"])
+        sae.decoder_.load_state_dict(nets["decoder"])
+    sae.input_shape_ = tuple(settings["input_shape"])
+    sae.n_classes_ = settings["n_classes"]
+    sae.history_ = settings.get("history", [])
+    arrays = np.load(directory / "svm.npz")
+    sae.positions_, sae.targets_, sae.distances_ = arrays["positions"], arrays["targets"], arrays["distances"]
+    sae.device_ = torch.device("cpu")
+    sae.to(device)
+    sae.encoder_.eval()
+    sae.decoder_.eval()
+    svm = LatentSVM(n_classes=settings["n_classes"], C=float(arrays["C"]))
+    svm.coef_, svm.intercept_, svm.present_ = arrays["coef"], arrays["intercept"], arrays["present"]
+    svm.centres_, svm.centre_margins_ = arrays["centres"], arrays["centre_margins"]
+    svm.n_classes_ = settings["n_classes"]
+    svm.classes_ = np.arange(svm.n_classes_)
+    params = dict(settings["classifier"])
+    params["device"] = device
+    clf = SAEClassifier(class_names=settings["class_names"], **params,
+                        sae_params={k: sae.get_params()[k] for k in ("batch_size", "labeled_per_batch", "lr",
+                                                                     "network", "channels", "hidden", "amp")})
+    clf.sae_, clf.svm_ = sae, svm
+    clf.n_classes_ = settings["n_classes"]
+    clf.classes_ = np.arange(clf.n_classes_)
+    clf.metadata_ = settings.get("metadata", {})
+    return clf

@@ -1,0 +1,65 @@
+"""``sae-backend`` command line: simulate, serve, demo. Heavy imports happen per command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="offline active-learning simulation with an oracle")
+    p.add_argument("--dataset", default="digits", help="digits, fashion-mnist, mnist or idx")
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--groups", default=None, help='e.g. "0,3,5,6|2,4,9|1,7,8"')
+    p.add_argument("--model", type=_csv, default=["sae", "ae", "classifier"])
+    p.add_argument("--strategy", type=_csv, default=["margin", "random"])
+    p.add_argument("--initial", type=int, default=100)
+    p.add_argument("--per-round", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=5, help="acquisition rounds; the curve has rounds + 1 points")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--pool-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=20, help="epochs per round (every round warm-starts)")
+    p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--lam", type=float, default=0.9)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--labeled-per-batch", type=int, default=64)
+    p.add_argument("--channels", type=lambda v: [int(c) for c in _csv(v)], default=[32, 64, 128])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True)
+
+
+def _run_simulate(a: argparse.Namespace) -> int:
+    from service.simulate import SimulationError, SimulationSettings, simulate
+
+    s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
+                           strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
+                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
+                           latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
+                           labeled_per_batch=a.labeled_per_batch, channels=a.channels, device=a.device)
+    try:
+        simulate(s, a.out)
+    except (SimulationError, ValueError) as e:
+        print(f"sae-backend simulate: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sae-backend", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_simulate(sub)
+    a = parser.parse_args(argv)
+    if a.command == "simulate":
+        return _run_simulate(a)
+    parser.error(f"unknown command {a.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

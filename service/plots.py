@@ -1,0 +1,92 @@
+"""Pictures: learning curves and the latent space. Rendered off-screen to PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def learning_curve_png(runs: Sequence[dict], title: str = "") -> bytes:
+    """Test error vs labels: mean over seeds with min-max band, one line per model/strategy."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["model"], r["strategy"])].append(r)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (model, strategy), rs in sorted(groups.items()):
+        n = min(len(r["curve"]) for r in rs)
+        labels = np.array([p["labeled"] for p in rs[0]["curve"][:n]])
+        err = np.array([[p["test_error"] for p in r["curve"][:n]] for r in rs]) * 100
+        line, = ax.plot(labels, err.mean(0), marker="o", ms=3, label=f"{model}+{strategy} (n={len(rs)})")
+        if len(rs) > 1:
+            ax.fill_between(labels, err.min(0), err.max(0), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("labeled items")
+    ax.set_ylabel("test error (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _png(fig)
+
+
+def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarray:
+    """PCA to 2-D (fitted on ``basis_from`` when given): linear, so the class structure stays readable."""
+    ref = z if basis_from is None or len(basis_from) < 2 else basis_from
+    mean = ref.mean(0)
+    _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
+    basis = vt[:2].T if vt.shape[0] >= 2 else np.eye(z.shape[1], 2)
+    return (z - mean) @ basis
+
+
+def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+               marked: np.ndarray | None = None, title: str = "", max_points: int = 20000,
+               seed: int = 0) -> bytes:
+    """Labeled codes by class colour, unlabeled grey (subsampled), marked items as black rings."""
+    labels = np.asarray(labels)
+    lab = labels >= 0
+    xy = _project_2d(z, z[lab] if lab.sum() >= 3 else None)
+    rng = np.random.default_rng(seed)
+    unl = np.flatnonzero(~lab)
+    if len(unl) > max_points:
+        unl = rng.choice(unl, max_points, replace=False)
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    ax.scatter(xy[unl, 0], xy[unl, 1], s=3, c="#bbbbbb", label="unlabeled", rasterized=True)
+    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    for k, name in enumerate(class_names):
+        sel = np.flatnonzero(labels == k)
+        if len(sel):
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=str(name))
+    if marked is not None and len(marked):
+        ax.scatter(xy[marked, 0], xy[marked, 1], s=40, facecolors="none", edgecolors="black",
+                   linewidths=1.0, label="pushed for labeling")
+    ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title or "latent space (PCA of the codes)")
+    return _png(fig)
+
+
+def morph_png(images: np.ndarray, title: str = "") -> bytes:
+    """A strip of decoded images (N, C, H, W) in [0, 1]."""
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(1.2 * n, 1.5))
+    for ax, img in zip(np.atleast_1d(axes), images, strict=True):
+        ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)),
+                  cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _png(fig)

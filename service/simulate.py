@@ -1,0 +1,170 @@
+"""Offline active-learning simulator: an oracle reveals the labels a strategy asks for.
+
+Every (model, strategy, seed) run starts from the same random initial labels for that
+seed, retrains each round (warm start) and measures test error, so the curves compare
+label efficiency and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from connectors.datasets import Dataset, DatasetError, load_dataset
+from model.acquisition import get_strategy
+from model.encoder_classifier import EncoderClassifier
+from model.sae_classifier import SAEClassifier
+
+MODELS = ("sae", "ae", "classifier")
+
+
+class SimulationError(ValueError):
+    """Bad simulator input; the message is meant for the user as is."""
+
+
+@dataclass
+class SimulationSettings:
+    dataset: str = "digits"
+    data_path: str | None = None
+    groups: str | None = None
+    models: list[str] = field(default_factory=lambda: ["sae", "ae", "classifier"])
+    strategies: list[str] = field(default_factory=lambda: ["margin", "random"])
+    initial: int = 100
+    per_round: int = 100
+    rounds: int = 5
+    seeds: int = 3
+    pool_size: int | None = None
+    test_size: int | None = None
+    epochs: int = 20
+    latent_dim: int = 10
+    lam: float = 0.9
+    batch_size: int = 256
+    labeled_per_batch: int = 64
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    device: str = "auto"
+
+    def validate(self) -> None:
+        bad = [m for m in self.models if m not in MODELS]
+        if bad:
+            raise SimulationError(f"unknown model {bad[0]!r}: choose from {', '.join(MODELS)}")
+        for s in self.strategies:
+            try:
+                get_strategy(s)
+            except ValueError as e:
+                raise SimulationError(str(e)) from None
+        if not 0 <= self.lam <= 1:
+            raise SimulationError(f"--lam must be in [0, 1], got {self.lam}")
+        for name in ("initial", "seeds", "epochs", "latent_dim"):
+            if getattr(self, name) < 1:
+                raise SimulationError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.per_round < 0 or self.rounds < 0:
+            raise SimulationError("--per-round and --rounds must not be negative")
+
+
+def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
+    common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
+    net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels))
+    if model in ("sae", "ae"):
+        return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
+                             epochs=s.epochs, sae_params=net, **common)
+    steps = s.epochs * math.ceil(pool / s.batch_size)
+    return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
+                             **common)
+
+
+def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(10_000 + seed)
+    pool = np.arange(len(ds.x_train))
+    if s.pool_size is not None and s.pool_size < len(pool):
+        pool = np.sort(rng.choice(pool, s.pool_size, replace=False))
+    test = np.arange(len(ds.x_test))
+    if s.test_size is not None and s.test_size < len(test):
+        test = np.sort(np.random.default_rng(99).choice(test, s.test_size, replace=False))
+    return pool, test
+
+
+def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: str, seed: int,
+            log: Callable[[str], None] = print) -> list[dict]:
+    """One learning curve: ``rounds + 1`` points from ``initial`` labels upwards."""
+    pool, test = _split(ds, s, seed)
+    x, y_true = ds.x_train[pool], ds.y_train[pool]
+    x_test, y_test = ds.x_test[test], ds.y_test[test]
+    rng = np.random.default_rng(seed)
+    y = np.full(len(pool), -1, dtype=np.int64)
+    first = rng.choice(len(pool), s.initial, replace=False)
+    y[first] = y_true[first]
+    model = _build(model_name, s, ds.n_classes, len(pool), seed)
+    strategy = get_strategy(strategy_name, random_state=seed)
+    curve = []
+    for r in range(s.rounds + 1):
+        t0 = time.perf_counter()
+        model.fit(x, y)
+        seconds = time.perf_counter() - t0
+        err = float(np.mean(model.predict(x_test) != y_test))
+        n_lab = int((y >= 0).sum())
+        curve.append({"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3)})
+        log(f"  {model_name}+{strategy_name} seed {seed} round {r}: {n_lab} labels, "
+            f"test error {100 * err:.1f} %, {seconds:.1f} s")
+        if r == s.rounds:
+            break
+        unl = np.flatnonzero(y < 0)
+        if len(unl) == 0:
+            break
+        picked = unl[strategy.query(model.decision_function(x[unl]), s.per_round).indices]
+        y[picked] = y_true[picked]
+        model.set_params(warm_start=True)
+    return curve
+
+
+def summary_table(runs: Sequence[dict]) -> str:
+    """Mean test error (%) over seeds, one row per model+strategy, one column per label count."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in runs:
+        groups[(r["model"], r["strategy"])].append(r)
+    labels = sorted({p["labeled"] for r in runs for p in r["curve"]})
+    head = f"{'model+strategy':<22}" + "".join(f"{n:>8}" for n in labels)
+    lines = [head, "-" * len(head)]
+    for (m, st), rs in sorted(groups.items()):
+        cells = []
+        for n in labels:
+            vals = [p["test_error"] for r in rs for p in r["curve"] if p["labeled"] == n]
+            cells.append(f"{100 * np.mean(vals):>7.1f}%" if vals else f"{'':>8}")
+        lines.append(f"{m + '+' + st:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def simulate(s: SimulationSettings, out: str | Path, log: Callable[[str], None] = print) -> dict:
+    """Run every model x strategy x seed, write ``curve.json`` and ``curve.png`` into ``out``."""
+    s.validate()
+    try:
+        ds = load_dataset(s.dataset, s.data_path, s.groups)
+    except DatasetError as e:
+        raise SimulationError(str(e)) from None
+    pool_n = min(s.pool_size or len(ds.x_train), len(ds.x_train))
+    if s.initial > pool_n:
+        raise SimulationError(f"--initial {s.initial} is larger than the pool ({pool_n} items)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"{ds.name}: pool {pool_n}, test {min(s.test_size or len(ds.x_test), len(ds.x_test))}, "
+        f"{ds.n_classes} classes")
+    runs = []
+    result = {"settings": asdict(s) | {"class_names": ds.class_names}, "runs": runs}
+    for seed in range(s.seeds):
+        for m in s.models:
+            for st in s.strategies:
+                curve = run_one(ds, s, m, st, seed, log)
+                runs.append({"model": m, "strategy": st, "seed": seed, "curve": curve})
+                (out / "curve.json").write_text(json.dumps(result, indent=1))
+    from service.plots import learning_curve_png
+
+    (out / "curve.png").write_bytes(learning_curve_png(runs, title=ds.name))
+    log(summary_table(runs))
+    log(f"wrote {out / 'curve.json'} and {out / 'curve.png'}")
+    return result
