@@ -142,32 +142,33 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             targets = None
             if use_struct:
                 targets = torch.as_tensor(self._targets(xt, y, labeled, counts), dtype=torch.float32, device=dev)
-            perm = torch.randperm(n, generator=gen)
-            sums = {"reconstruction": 0.0, "structure": 0.0}
+            perm = torch.randperm(n, generator=gen).to(xt.device)
+            extras = None
+            if use_struct and self.labeled_per_batch:
+                extras = torch.as_tensor(rng.choice(labeled, (steps, int(self.labeled_per_batch)))).to(xt.device)
+            sums = torch.zeros(2, device=dev)
             for s in range(steps):
                 idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
-                if use_struct and self.labeled_per_batch:
-                    extra = torch.as_tensor(rng.choice(labeled, int(self.labeled_per_batch)))
-                    idx = torch.cat([idx, extra])
-                idx_dev = idx.to(xt.device)
-                xb = xt[idx_dev].to(dev, non_blocking=True)
-                yb = yt[idx_dev].to(dev, non_blocking=True)
+                if extras is not None:
+                    idx = torch.cat([idx, extras[s]])
+                xb = xt[idx].to(dev, non_blocking=True)
+                yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)
                     rec = torch.mean((self.decoder_(z).float() - xb) ** 2)
                     loss = (1.0 - lam) * rec
                     struct = torch.zeros((), device=dev)
                     if targets is not None:
-                        mask = yb >= 0
-                        if bool(mask.any()):
-                            struct = torch.mean((z.float()[mask] - targets[yb[mask]]) ** 2)
-                            loss = loss + lam * struct
+                        mask = (yb >= 0).unsqueeze(1)
+                        diff = (z.float() - targets[yb.clamp(min=0)]) ** 2 * mask
+                        struct = diff.sum() / (mask.sum() * z.shape[1]).clamp(min=1)
+                        loss = loss + lam * struct
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                sums["reconstruction"] += float(rec.detach())
-                sums["structure"] += float(struct.detach())
-            record = {k2: v / steps for k2, v in sums.items()}
+                sums += torch.stack([rec.detach(), struct.detach()])
+            means = (sums / steps).tolist()
+            record = {"reconstruction": means[0], "structure": means[1]}
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
             bar.set_postfix(rec=f"{record['reconstruction']:.4f}", struct=f"{record['structure']:.4f}")

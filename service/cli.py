@@ -25,6 +25,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=20, help="epochs per round (every round warm-starts)")
+    p.add_argument("--warm-epochs", type=int, default=None, help="epochs for rounds after the first (default: --epochs)")
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--lam", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=256)
@@ -39,7 +40,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
 
     s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
                            strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
-                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
+                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs, warm_epochs=a.warm_epochs,
                            latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
                            labeled_per_batch=a.labeled_per_batch, channels=a.channels, device=a.device)
     try:

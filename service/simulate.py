@@ -43,6 +43,7 @@ class SimulationSettings:
     pool_size: int | None = None
     test_size: int | None = None
     epochs: int = 20
+    warm_epochs: int | None = None
     latent_dim: int = 10
     lam: float = 0.9
     batch_size: int = 256
@@ -68,13 +69,18 @@ class SimulationSettings:
             raise SimulationError("--per-round and --rounds must not be negative")
 
 
+def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
+    """The classifier gets as many optimiser steps as the SAE (one per pool batch), at least 300."""
+    return max(300, epochs * math.ceil(pool / batch_size))
+
+
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels))
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, **common)
-    steps = s.epochs * math.ceil(pool / s.batch_size)
+    steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
                              **common)
 
@@ -119,7 +125,10 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
             break
         picked = unl[strategy.query(model.decision_function(x[unl]), s.per_round).indices]
         y[picked] = y_true[picked]
-        model.set_params(warm_start=True)
+        warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
+        model.set_params(warm_start=True, epochs=warm)
+        if isinstance(model, EncoderClassifier):
+            model.set_params(min_steps=_classifier_steps(warm, len(pool), s.batch_size))
     return curve
 
 

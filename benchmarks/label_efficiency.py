@@ -1,0 +1,65 @@
+"""Label-efficiency benchmark: chosen model+strategy pairs, 100 -> 1,000 labels, several seeds.
+
+Writes ``curve.json`` in the simulator's format, after every run, so a run cut short
+still leaves its finished curves. Run one process per (data set, seed) to use a GPU's
+spare capacity; ``report.py`` merges the files.
+
+    python benchmarks/label_efficiency.py --dataset fashion-mnist --seeds 0 \
+        --runs sae+margin,sae+random,classifier+margin,classifier+random,ae+margin --out runs/fm10-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from connectors.datasets import load_dataset  # noqa: E402
+from service.simulate import SimulationSettings, run_one  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--groups", default=None)
+    p.add_argument("--runs", default="sae+margin,classifier+random,sae+random,classifier+margin,ae+margin")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--initial", type=int, default=100)
+    p.add_argument("--per-round", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--warm-epochs", type=int, default=5)
+    p.add_argument("--lam", type=float, default=0.9)
+    p.add_argument("--latent-dim", type=int, default=10)
+    p.add_argument("--labeled-per-batch", type=int, default=64)
+    p.add_argument("--pool-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--tag", default="")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, initial=a.initial,
+                           per_round=a.per_round, rounds=a.rounds, seeds=len(a.seeds.split(",")),
+                           pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
+                           warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
+                           labeled_per_batch=a.labeled_per_batch, device=a.device)
+    ds = load_dataset(a.dataset, a.data_path, a.groups)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[dict] = []
+    result = {"settings": asdict(s) | {"class_names": ds.class_names, "tag": a.tag, "runs": a.runs}, "runs": runs}
+    for seed in (int(v) for v in a.seeds.split(",")):
+        for pair in a.runs.split(","):
+            model, strategy = pair.split("+")
+            curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True))
+            runs.append({"model": model, "strategy": strategy, "seed": seed, "curve": curve, "tag": a.tag})
+            (out / "curve.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
