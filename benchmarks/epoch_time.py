@@ -16,8 +16,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.datasets import load_fashion_mnist  # noqa: E402
-from model.sae import StructuringAutoencoder  # noqa: E402
+from connectors.datasets import load_fashion_mnist
+from model.sae import StructuringAutoencoder
 
 
 def main() -> None:

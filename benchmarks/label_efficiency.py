@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.datasets import load_dataset  # noqa: E402
-from service.simulate import SimulationSettings, run_one  # noqa: E402
+from connectors.datasets import load_dataset
+from service.simulate import SimulationSettings, run_one
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.simulate import summary_table  # noqa: E402
+from service.simulate import summary_table
 
 
 def labels_to_reach(runs: list[dict], model: str, strategy: str, error: float) -> int | None:

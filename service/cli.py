@@ -25,7 +25,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--epochs", type=int, default=20, help="epochs per round (every round warm-starts)")
-    p.add_argument("--warm-epochs", type=int, default=None, help="epochs for rounds after the first (default: --epochs)")
+    p.add_argument("--warm-epochs", type=int, default=None,
+                   help="epochs for rounds after the first (default: --epochs)")
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--lam", type=float, default=0.9)
     p.add_argument("--batch-size", type=int, default=256)
@@ -40,8 +41,8 @@ def _run_simulate(a: argparse.Namespace) -> int:
 
     s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
                            strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
-                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs, warm_epochs=a.warm_epochs,
-                           latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
+                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
+                           warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
                            labeled_per_batch=a.labeled_per_batch, channels=a.channels, device=a.device)
     try:
         simulate(s, a.out)
@@ -51,13 +52,44 @@ def _run_simulate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the Label Studio ML backend (settings from the environment / .env)")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--log-level", default="info")
+
+
+def _run_serve(a: argparse.Namespace) -> int:
+    import logging
+
+    from pydantic import ValidationError
+
+    from service.settings import Settings, settings_error_line
+
+    try:
+        settings = Settings()
+    except (ValidationError, ValueError) as e:
+        print(f"sae-backend serve: {settings_error_line(e)}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from service.app import create_app
+
+    logging.basicConfig(level=a.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=a.host, port=a.port, log_level=a.log_level)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
+    _add_serve(sub)
     a = parser.parse_args(argv)
     if a.command == "simulate":
         return _run_simulate(a)
+    if a.command == "serve":
+        return _run_serve(a)
     parser.error(f"unknown command {a.command}")
     return 2
 

@@ -1,0 +1,204 @@
+"""The FastAPI app: Label Studio's ML backend protocol plus our own status API.
+
+Nothing heavy happens inside a request except ``/predict`` for tasks the last
+training pass did not see; ``/health``, ``/setup`` and ``/webhook`` only read or
+record state and answer at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPBasic, HTTPBasicCredentials
+from prometheus_client import generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.projects import ProjectManager, ProjectState
+from service.settings import Settings
+
+log = logging.getLogger("sae_backend")
+TRAIN_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATIONS_CREATED"}
+
+
+class SetupRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    project: str | int = Field(description='"<id>.<timestamp>" as Label Studio sends it, or the id')
+    schema_: str | None = Field(None, alias="schema")
+    hostname: str | None = None
+    access_token: str | None = None
+    extra_params: dict | None = None
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tasks: list[dict[str, Any]]
+    project: str | int | None = None
+    label_config: str | None = None
+    params: dict | None = None
+
+
+class WebhookRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    action: str
+    project: dict | int | str | None = None
+
+
+def project_id(value: str | int | dict | None) -> int:
+    """Label Studio sends ``"12.1795710227"`` in ``/setup`` and ``/predict``, a dict in webhooks."""
+    if isinstance(value, dict):
+        value = value.get("id")
+    if value is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "missing project id")
+    try:
+        return int(str(value).split(".", 1)[0])
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"bad project id {value!r}") from None
+
+
+def create_app(settings: Settings | None = None, manager: ProjectManager | None = None) -> FastAPI:
+    settings = settings or Settings()
+    holder: dict[str, ProjectManager] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        holder["m"] = manager or ProjectManager(settings)
+        yield
+        holder["m"].shutdown()
+
+    app = FastAPI(title="sae-backend", version="0.1.0", lifespan=lifespan)
+    if manager is not None:
+        holder["m"] = manager
+    basic = HTTPBasic(auto_error=False)
+
+    def auth(creds: HTTPBasicCredentials | None = Depends(basic)) -> None:
+        if not settings.basic_auth_user:
+            return
+        ok = creds is not None and secrets.compare_digest(creds.username.encode(), settings.basic_auth_user.encode()) \
+            and secrets.compare_digest(creds.password.encode(), settings.basic_auth_pass.get_secret_value().encode())
+        if not ok:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "authentication required",
+                                headers={"WWW-Authenticate": "Basic"})
+
+    def get_manager() -> ProjectManager:
+        return holder["m"]
+
+    def known(pid: int, m: ProjectManager = Depends(get_manager)) -> ProjectState:
+        st = m.get(pid, create=False)
+        if st is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"project {pid} is not known to this backend")
+        return st
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in exc.errors()]
+        return JSONResponse({"detail": "; ".join(errors) or "invalid request"}, status_code=422)
+
+    deps = [Depends(auth)]
+
+    @app.get("/health", dependencies=deps)
+    @app.get("/", dependencies=deps)
+    def health() -> dict:
+        return {"status": "UP", "model_class": "StructuringAutoencoder"}
+
+    @app.post("/setup", dependencies=deps)
+    def setup(body: SetupRequest, m: ProjectManager = Depends(get_manager)) -> dict:
+        st = m.setup(project_id(body.project), body.schema_, body.hostname, body.access_token)
+        if st.config_error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+                                f"this label config cannot be served: {st.config_error}")
+        return {"model_version": st.version_name or "untrained"}
+
+    @app.post("/predict", dependencies=deps)
+    def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
+        pid = project_id(body.project) if body.project is not None else None
+        if pid is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "missing project")
+        st = m.get(pid)
+        if st.config is None and body.label_config:
+            m.setup(pid, body.label_config, None, None)
+        results = m.predict_tasks(st, body.tasks)
+        return {"results": results, "model_version": st.version_name}
+
+    @app.get("/versions", dependencies=deps)
+    def versions(m: ProjectManager = Depends(get_manager)) -> dict:
+        names = []
+        for st in m.projects.values():
+            names += [v["model_version"] for v in m.store(st.id).history()]
+        return {"versions": names}
+
+    @app.post("/webhook", dependencies=deps)
+    def webhook(body: WebhookRequest, m: ProjectManager = Depends(get_manager)) -> dict:
+        if body.action == "START_TRAINING":
+            pid = project_id(body.project)
+            return {"status": m.request_training(pid, "START_TRAINING")}
+        if body.action in TRAIN_EVENTS:
+            pid = project_id(body.project)
+            count = body.project.get("num_tasks_with_annotations") if isinstance(body.project, dict) else None
+            return {"status": m.labels_changed(pid, count, body.action)}
+        return {"status": "ignored", "action": body.action}
+
+    @app.get("/metrics", dependencies=deps)
+    def metrics(m: ProjectManager = Depends(get_manager)) -> Response:
+        m.metrics.queue.set(m.runner.queue_length())
+        return PlainTextResponse(generate_latest(m.metrics.registry).decode(),
+                                 media_type="text/plain; version=0.0.4")
+
+    @app.get("/projects/{pid}/status", dependencies=deps)
+    def project_status(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> dict:
+        return {
+            "project": st.id, "model_version": st.version_name, "labeled": st.labeled, "unlabeled": st.unlabeled,
+            "training": st.training or m.runner.is_running(st.id), "progress": st.progress,
+            "versions": m.store(st.id).history(), "last_error": st.last_error,
+            "label_config_error": st.config_error, "push_pending": st.push_pending,
+            "last_push_error": st.last_push_error,
+            "skipped": [{"task": t, "reason": r} for t, r in list(st.skipped.items())[:100]],
+            "skipped_count": len(st.skipped),
+            "label_problems": [{"task": t, "problem": p} for t, p in list(st.problems.items())[:100]],
+            "classes": st.config.classes if st.config else None, "queue_project": st.queue_project_id,
+        }
+
+    @app.get("/projects/{pid}/ranking", dependencies=deps)
+    def ranking(st: ProjectState = Depends(known), limit: int = Query(20, ge=1, le=1000)) -> dict:
+        items = [{"task": t, "margin": mg, "rank": i + 1} for i, (t, mg) in enumerate(st.ranking[:limit])]
+        return {"model_version": st.version_name, "ranking": items}
+
+    @app.get("/projects/{pid}/latent.png", dependencies=deps)
+    def latent(st: ProjectState = Depends(known)) -> Response:
+        from service.plots import latent_png
+
+        if not st.latent or st.config is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, "no latent codes yet: the project has not been trained")
+        ids = st.latent["ids"]
+        marked = np.flatnonzero(np.isin(ids, np.asarray(st.pushed, dtype=np.int64)))
+        png = latent_png(st.latent["z"], st.latent["y"], st.config.classes, marked,
+                         title=f"project {st.id}, {st.version_name}")
+        return Response(png, media_type="image/png")
+
+    @app.get("/projects/{pid}/morph.png", dependencies=deps)
+    def morph_png_route(st: ProjectState = Depends(known), source: str = Query(..., alias="from"),
+                        target: str = Query(..., alias="to"), steps: int = Query(8, ge=2, le=32)) -> Response:
+        from model.morph import morph
+        from service.plots import morph_png
+
+        if st.model is None or st.config is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, "no model yet: the project has not been trained")
+        classes = st.config.classes
+        for c in (source, target):
+            if c not in classes:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown class {c!r}; classes: {classes}")
+        if st.config.kind != "image":
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "morphing draws images; this project is vectors")
+        try:
+            images = morph(st.model, classes.index(source), classes.index(target), steps)
+        except ValueError as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+        return Response(morph_png(images, f"{source} -> {target}"), media_type="image/png")
+
+    return app

@@ -1,0 +1,74 @@
+"""Background job runner: at most one training per project, bursts coalesce into one follow-up.
+
+Requests that arrive while a project's job runs set a "pending" flag; when the job ends,
+one follow-up run starts if anything was pending. A thread pool bounds how many
+projects train at once (one by default: the CPU is shared with serving).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+log = logging.getLogger("sae_backend.jobs")
+
+
+class JobRunner:
+    def __init__(self, work: Callable[[int, str], None], max_workers: int = 1) -> None:
+        self._work = work
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="train")
+        self._lock = threading.Lock()
+        self._running: set[int] = set()
+        self._queued: set[int] = set()
+        self._pending: dict[int, str] = {}
+        self.completed = 0
+        self.idle = threading.Event()
+        self.idle.set()
+
+    def request(self, project_id: int, reason: str) -> str:
+        """Ask for a run; returns ``started``, ``queued`` or ``coalesced``."""
+        with self._lock:
+            if project_id in self._running or project_id in self._queued:
+                self._pending[project_id] = reason
+                return "coalesced"
+            self._queued.add(project_id)
+            self.idle.clear()
+        self._pool.submit(self._run, project_id, reason)
+        return "queued"
+
+    def _run(self, project_id: int, reason: str) -> None:
+        with self._lock:
+            self._queued.discard(project_id)
+            self._running.add(project_id)
+        try:
+            self._work(project_id, reason)
+        except Exception:
+            log.exception("training job for project %s failed", project_id)
+        finally:
+            with self._lock:
+                self._running.discard(project_id)
+                self.completed += 1
+                follow = self._pending.pop(project_id, None)
+                if follow is not None:
+                    self._queued.add(project_id)
+                elif not self._running and not self._queued:
+                    self.idle.set()
+            if follow is not None:
+                self._pool.submit(self._run, project_id, f"follow-up ({follow})")
+
+    def is_running(self, project_id: int) -> bool:
+        with self._lock:
+            return project_id in self._running
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return len(self._queued) + len(self._pending)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        return self.idle.wait(timeout)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+

@@ -1,0 +1,83 @@
+"""Push a new version back to Label Studio as annotation work.
+
+Steps, each retried with exponential backoff while Label Studio is unreachable:
+predictions for every task (written in bulk after one bulk delete of the project's
+predictions, so a retried push never duplicates rows and the table holds one row per
+task rather than one per task and version), the project's ``model_version``, the
+"Most uncertain first" view, the top-K marks in task ``meta`` and, in ``queue`` mode,
+the queue project.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from connectors.label_studio import LabelStudioClient, LabelStudioError
+
+if TYPE_CHECKING:
+    from service.metrics import Metrics
+    from service.projects import ProjectState
+    from service.settings import Settings
+
+log = logging.getLogger("sae_backend.push")
+VIEW_TITLE = "Most uncertain first"
+UNLABELED_FILTER = {"conjunction": "and", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+ORDERING = ["tasks:predictions_score"]
+META_KEY = "sae"
+
+
+class PushError(RuntimeError):
+    """The push did not complete; it is retried later and nothing is lost."""
+
+
+def _retrying(attempts: int, max_wait: float = 30.0) -> Retrying:
+    return Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=max_wait),
+                    retry=retry_if_exception(lambda e: isinstance(e, LabelStudioError) and e.retryable),
+                    reraise=True)
+
+
+def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings,
+                 metrics: Metrics | None = None) -> int | None:
+    """Write the version in service to Label Studio; returns the queue project's id in queue mode."""
+    with st.lock:
+        name, config, preds = st.version_name, st.config, dict(st.predictions)
+        ranking = list(st.ranking[: settings.push_top_k])
+        queue_id = st.queue_project_id
+    if name is None or config is None:
+        return queue_id
+    pid = st.id
+
+    def step(fn, *args, **kwargs):
+        try:
+            return _retrying(settings.push_retries)(fn, *args, **kwargs)
+        except (LabelStudioError, RetryError) as e:
+            raise PushError(f"{getattr(fn, '__name__', 'step')}: {e}") from e
+
+    predictions = [{"task": tid, "model_version": name, "score": round(conf, 6),
+                    "result": config.result(config.classes[k])} for tid, (k, conf) in preds.items()]
+    step(client.delete_predictions, pid)
+    n = step(client.import_predictions, pid, predictions)
+    if metrics is not None:
+        metrics.pushed.labels(str(pid)).inc(n or len(predictions))
+    step(client.set_model_version, pid, name)
+    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    marks = {tid: {"rank": r + 1, "margin": round(m, 6), "model_version": name}
+             for r, (tid, m) in enumerate(ranking)}
+    step(client.bulk_mark, pid, marks, META_KEY)
+    if settings.push_mode == "queue" and ranking:
+        queue_id = step(client.ensure_queue_project, pid)
+        data = _task_data(st, [t for t, _ in ranking])
+        step(client.copy_to_queue, queue_id, [{"id": tid, "data": d} for tid, d in data.items()])
+    with st.lock:
+        st.pushed = [t for t, _ in ranking]
+    log.info("project %s: pushed %s predictions of %s, %s marked", pid, len(predictions), name, len(marks))
+    return queue_id
+
+
+def _task_data(st: ProjectState, ids: list[int]) -> dict[int, dict]:
+    data = st.latent.get("data", {})
+    return {t: data[t] for t in ids if t in data}

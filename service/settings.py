@@ -1,0 +1,87 @@
+"""Service settings from the environment and an optional ``.env`` (pydantic-settings).
+
+Names follow what Label Studio ML backend users already know (``LABEL_STUDIO_URL``,
+``LABEL_STUDIO_API_KEY``, ``MODEL_DIR``, ``BASIC_AUTH_USER``/``BASIC_AUTH_PASS``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    label_studio_url: str | None = None
+    label_studio_api_key: SecretStr | None = None
+    model_dir: Path = Path("model_store")
+    basic_auth_user: str | None = None
+    basic_auth_pass: SecretStr | None = None
+
+    retrain_min_new_labels: int = Field(10, ge=1)
+    retrain_debounce_seconds: float = Field(5.0, ge=0)
+    retrain_max_delay_seconds: float = Field(120.0, ge=0)
+    poll_interval_seconds: float = Field(60.0, gt=0)
+    retrain_cron: str | None = None
+    push_top_k: int = Field(50, ge=0)
+    push_mode: Literal["view", "queue"] = "view"
+    data_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    device: str = "auto"
+
+    sae_epochs: int = Field(30, ge=1)
+    sae_warm_epochs: int = Field(10, ge=1)
+    sae_latent_dim: int = Field(10, ge=1)
+    sae_lambda: float = Field(0.9, ge=0, le=1)
+    image_size: int | None = Field(None, ge=4, le=512)
+    fetch_timeout_seconds: float = Field(10.0, gt=0)
+    fetch_max_bytes: int = Field(20_000_000, gt=0)
+    push_retries: int = Field(6, ge=1)
+
+    @field_validator("data_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip() for h in v.split(",") if h.strip()]
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "mps") and not v.startswith("cuda"):
+            raise ValueError("DEVICE must be auto, cpu, cuda[:N] or mps")
+        return v
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v:
+            from apscheduler.triggers.cron import CronTrigger
+
+            CronTrigger.from_crontab(v)
+        return v or None
+
+    @model_validator(mode="after")
+    def _auth_pair(self) -> Settings:
+        if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
+            raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        return self
+
+    def api_key(self) -> str | None:
+        return self.label_studio_api_key.get_secret_value() if self.label_studio_api_key else None
+
+
+def settings_error_line(err: Exception) -> str:
+    """One line naming each bad variable, for start-up failures."""
+    from pydantic import ValidationError
+
+    if isinstance(err, ValidationError):
+        parts = []
+        for e in err.errors():
+            name = ".".join(str(p) for p in e["loc"]).upper() or "settings"
+            parts.append(f"{name}: {e['msg']}")
+        return "invalid settings: " + "; ".join(parts)
+    return f"invalid settings: {err}"

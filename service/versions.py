@@ -1,0 +1,88 @@
+"""Model versions on disk: ``MODEL_DIR/project-<id>/v000001/`` and so on, never overwritten.
+
+A version directory appears only complete (it is renamed into place by
+:func:`model.persistence.save_model`), so after a crash the newest complete one is
+served and temporary leftovers are cleaned. Numbers only grow, across restarts too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+from model.persistence import load_model, read_settings, save_model
+from model.sae_classifier import SAEClassifier
+
+_VERSION_DIR = re.compile(r"^v(\d{6,})$")
+
+
+def version_name(number: int) -> str:
+    """The string Label Studio sees as ``model_version``."""
+    return f"sae-v{number}"
+
+
+class VersionStore:
+    def __init__(self, root: Path, project_id: int) -> None:
+        self.dir = Path(root) / f"project-{project_id}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.dir.glob(".v*.tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def numbers(self) -> list[int]:
+        out = []
+        for p in self.dir.iterdir():
+            m = _VERSION_DIR.match(p.name)
+            if m and (p / "settings.json").exists():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def next_number(self) -> int:
+        nums = self.numbers()
+        counter = self.dir / "last_number"
+        last = int(counter.read_text()) if counter.exists() else 0
+        return max([last, *nums]) + 1
+
+    def save(self, model: SAEClassifier, metrics: dict) -> tuple[int, str]:
+        number = self.next_number()
+        (self.dir / "last_number").write_text(str(number))
+        name = version_name(number)
+        meta = {"model_version": name, "number": number, "created_at": time.time(), **metrics}
+        save_model(model, self.dir / f"v{number:06d}", meta)
+        return number, name
+
+    def load(self, number: int, device: str = "auto") -> SAEClassifier:
+        return load_model(self.dir / f"v{number:06d}", device)
+
+    def history(self) -> list[dict]:
+        """Metadata of every complete version, oldest first."""
+        out = []
+        for n in self.numbers():
+            meta = read_settings(self.dir / f"v{n:06d}").get("metadata", {})
+            out.append({k: meta.get(k) for k in ("model_version", "labeled", "cv_accuracy", "train_seconds",
+                                                 "created_at")})
+        return out
+
+    def write_project(self, info: dict) -> None:
+        tmp = self.dir / "project.json.tmp"
+        tmp.write_text(json.dumps(info, indent=1))
+        tmp.replace(self.dir / "project.json")
+
+    def read_project(self) -> dict | None:
+        p = self.dir / "project.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+
+def known_projects(root: Path) -> list[int]:
+    root = Path(root)
+    if not root.exists():
+        return []
+    out = []
+    for p in root.glob("project-*"):
+        try:
+            out.append(int(p.name.split("-", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
