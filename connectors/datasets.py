@@ -57,8 +57,11 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzipped), the format of MNIST and Fashion-MNIST."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # a cut-off .gz download raises EOFError, a bad one BadGzipFile
+        raise DatasetError(f"{path}: cannot read ({e}); the file may be truncated or corrupt") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise DatasetError(f"{path} is not an IDX file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -66,10 +69,11 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DatasetError(f"{path}: unknown IDX data type 0x{data[2]:02x}")
     ndim = data[3]
     shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise DatasetError(f"{path}: header says {shape} but the file holds {arr.size} values (truncated?)")
-    return arr.reshape(shape)
+    dtype, offset = np.dtype(dtypes[data[2]]), 4 + 4 * ndim
+    if len(data) < offset or (len(data) - offset) != int(np.prod(shape)) * dtype.itemsize:
+        raise DatasetError(f"{path}: header says {shape} but the file holds {max(len(data) - offset, 0)} bytes "
+                           f"of {dtype.itemsize}-byte values (truncated?)")
+    return np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
 
 
 _IDX_NAMES = {

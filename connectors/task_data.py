@@ -1,186 +1,546 @@
-"""Resolve task data values (URLs, uploads, data: URIs, number lists) to arrays, safely.
+"""Resolve task data values (uploads, URLs, data: URIs, number lists) to arrays, safely.
 
-Only the Label Studio host and hosts in ``DATA_ALLOWED_HOSTS`` are fetched from, checked
-before any connection and again on every redirect, so the backend never becomes a proxy
-into the network. The API key goes to the Label Studio host only. Decoded arrays are
-cached on disk so a retrain does not download again.
+Task data is written by whoever can import tasks, so every URL in it is untrusted. A URL is
+fetched only when its scheme is http(s) and either its ``host:port`` is the Label Studio
+host's, or its host is listed in ``allowed_hosts`` (``DATA_ALLOWED_HOSTS``; entries are
+``host`` or ``host:port``). The entry ``*`` additionally allows any host whose addresses are
+all public (never loopback, private, link-local or reserved). The check runs before any
+connection, again on every redirect (followed by hand, at most three), and once more inside
+the connection layer, which connects only to an address it has just vetted, so a DNS answer
+that changes between the check and the connection (DNS rebinding) cannot reach an internal
+address.
+
+The API key goes to the Label Studio host only. A legacy token is sent as ``Token <key>``; a
+personal access token (a JWT) is exchanged at ``/api/token/refresh/`` for a short-lived access
+token sent as ``Bearer`` (Label Studio's access tokens live 5 minutes; we reuse one for 4).
+
+Decoded images are cached on disk as ``.npy`` so a retrain does not download again.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import io
 import ipaddress
 import json
+import logging
+import numbers
 import os
+import re
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from urllib.parse import unquote_to_bytes, urljoin, urlsplit
+from typing import Any
+from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 
+import httpcore
 import httpx
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 MAX_PIXELS = 50_000_000
+MAX_REDIRECTS = 3
+ACCESS_TOKEN_TTL_SECONDS = 240.0
+CACHE_FORMAT = 1
+REDIRECT_CODES = {301, 302, 303, 307, 308}
+CLOUD_SCHEMES = {"s3", "gs", "gcs", "azure-blob", "azure", "abfs", "wasb", "wasbs"}
+_JWT_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 class TaskDataError(ValueError):
-    """A task's data cannot be used; the message says why (never containing the API key)."""
+    """A task's data cannot be used; the message says why and never contains the API key."""
 
 
-def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.ndarray:
-    """Decode image bytes to float32 ``(C, H, W)`` in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError
+def _default_port(scheme: str) -> int:
+    return 443 if scheme == "https" else 80
 
+
+def _norm_host(host: str) -> str:
+    return host.strip().lower().rstrip(".")
+
+
+def _parse_host_entry(entry: str) -> tuple[str, int | None] | None:
+    """``host``, ``host:port`` or ``[v6]:port`` to (host, port or None for any port)."""
+    entry = entry.strip()
+    if not entry:
+        return None
+    if entry == "*":
+        return ("*", None)
+    parts = urlsplit(entry if "://" in entry else "//" + entry)
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > MAX_PIXELS:
-                raise TaskDataError(f"image of {img.width}x{img.height} pixels is too large")
-            img.load()
-            img = img.convert(mode)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(img, dtype=np.float32) / 255.0
-    except TaskDataError:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise TaskDataError(f"not a readable image ({type(e).__name__}: {e})") from None
-    return arr[None] if arr.ndim == 2 else np.transpose(arr, (2, 0, 1))
+        port = parts.port
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return _norm_host(parts.hostname), port
 
 
-def decode_vector(value: object) -> np.ndarray:
-    """A list of numbers (or a JSON string of one) to a float32 vector."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise TaskDataError("vector data is a string that is not a JSON list of numbers") from None
+def _ip_is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback
+                                 or ip.is_link_local or ip.is_private or ip.is_unspecified)
+
+
+def _literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        arr = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
-        raise TaskDataError("vector data must be a list of numbers") from None
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)):
-        raise TaskDataError("vector data must be a non-empty flat list of finite numbers")
-    return arr
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _public_addresses(host: str, port: int) -> list[str]:
+    """Resolve ``host``; raise unless every address is public (one private answer is enough to refuse)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as e:
+        raise TaskDataError(f"refused {host}: cannot resolve it ({e.__class__.__name__})") from None
+    addresses: list[str] = []
+    for info in infos:
+        address = str(info[4][0])
+        ip = _literal_ip(address)
+        if ip is None or not _ip_is_public(ip):
+            raise TaskDataError(f"refused {host}: it resolves to a non-public address ({address}); "
+                                "add it to DATA_ALLOWED_HOSTS if it is meant to be reachable")
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise TaskDataError(f"refused {host}: it resolves to no address")
+    return addresses
 
 
 def _is_jwt(key: str) -> bool:
-    return key.count(".") == 2 and len(key) > 40
+    """Personal access tokens are JWTs (``header.payload.signature``); legacy tokens are 40 hex chars."""
+    parts = key.split(".")
+    if len(parts) != 3 or not all(_JWT_PART.match(p) for p in parts):
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(header, dict) and "alg" in header
+
+
+class _GuardedBackend(httpcore.NetworkBackend):
+    """Connects only to vetted addresses, closing the gap between our DNS check and the connection."""
+
+    def __init__(self, is_trusted: Callable[[str, int], bool]) -> None:
+        self._inner = httpcore.SyncBackend()
+        self._is_trusted = is_trusted
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        kwargs = {"timeout": timeout, "local_address": local_address, "socket_options": socket_options}
+        if self._is_trusted(host, port):
+            return self._inner.connect_tcp(host, port, **kwargs)
+        last: Exception | None = None
+        for address in _public_addresses(host, port):
+            try:
+                return self._inner.connect_tcp(address, port, **kwargs)
+            except httpcore.ConnectError as e:
+                last = e
+        raise last or httpcore.ConnectError(f"cannot connect to {host}")
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used for task data")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _decode_data_uri(ref: str, max_bytes: int) -> bytes:
+    head, sep, payload = ref[5:].partition(",")
+    if not sep:
+        raise TaskDataError("data: URI has no ',' separating its header from its data")
+    if head.lower().endswith(";base64"):
+        payload = re.sub(r"\s+", "", unquote(payload) if "%" in payload else payload)
+        if len(payload) * 3 // 4 > max_bytes:
+            raise TaskDataError(f"data: URI holds more than the {max_bytes}-byte limit")
+        payload += "=" * (-len(payload) % 4)
+        try:
+            if "-" in payload or "_" in payload:
+                return base64.urlsafe_b64decode(payload)
+            return base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise TaskDataError("data: URI is marked base64 but is not valid base64") from None
+    data = unquote_to_bytes(payload)
+    if len(data) > max_bytes:
+        raise TaskDataError(f"data: URI holds more than the {max_bytes}-byte limit")
+    return data
+
+
+def _to_8bit(img: Any) -> Any:
+    """Scale 16/32-bit greyscale to 8 bits over its full range; PIL's ``convert`` would clip it."""
+    from PIL import Image
+
+    if img.mode.startswith("I"):
+        arr = np.asarray(img, dtype=np.float64) / 257.0
+    elif img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        arr = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
+    else:
+        return img
+    return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), "L")
+
+
+def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.ndarray:
+    """Decode image bytes to float32 ``(C, H, W)`` in [0, 1] (C=1 for "L", 3 for "RGB").
+
+    Anything PIL cannot fully decode (corrupt, truncated, not an image) and images over
+    ``MAX_PIXELS`` (decompression bombs) raise :class:`TaskDataError` instead of PIL's zoo of errors.
+    """
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"mode must be 'L' or 'RGB', not {mode!r}")
+    if size is not None and size < 1:
+        raise ValueError(f"size must be positive, not {size}")
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+        raise TaskDataError("image data is empty")
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            if width * height > MAX_PIXELS:
+                raise TaskDataError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit")
+            if width < 1 or height < 1:
+                raise TaskDataError(f"image has no pixels ({width}x{height})")
+            opened.load()
+            img = ImageOps.exif_transpose(opened) or opened
+            img = _to_8bit(img).convert(mode)
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    except TaskDataError:
+        raise
+    except Image.DecompressionBombError:
+        raise TaskDataError("image has too many pixels (decompression bomb guard)") from None
+    except Exception as e:
+        raise TaskDataError(f"not a readable image ({type(e).__name__}: {str(e)[:200]})") from None
+    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def decode_vector(value: Any) -> np.ndarray:
+    """A flat list of finite numbers (or a JSON string of one) to a float32 1-D array."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise TaskDataError("vector data is a string but not a JSON list of numbers") from None
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            raise TaskDataError(f"vector data has dtype {value.dtype}; numbers are needed")
+        arr = value
+    elif isinstance(value, (list, tuple)):
+        if not all(isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_)) for x in value):
+            raise TaskDataError("vector data must be a flat list of numbers (found a non-number or a nested list)")
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (OverflowError, ValueError, TypeError):
+            raise TaskDataError("vector data holds a number that does not fit a float") from None
+    else:
+        raise TaskDataError(f"vector data must be a list of numbers, not {type(value).__name__}")
+    if arr.ndim != 1 or arr.size == 0:
+        raise TaskDataError(f"vector data must be a non-empty flat list (got shape {arr.shape})")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise TaskDataError("vector data holds NaN, infinity or a number too large for float32")
+    return out
 
 
 class DataFetcher:
+    """Fetches and decodes task data for one Label Studio instance (see the module docstring)."""
+
     def __init__(self, label_studio_url: str, api_key: str | None, allowed_hosts: Sequence[str] = (),
                  cache_dir: Path | None = None, timeout: float = 10.0, max_bytes: int = 20_000_000) -> None:
-        self.base = label_studio_url.rstrip("/") + "/"
-        ls = urlsplit(self.base)
-        self.ls_origin = (ls.hostname, ls.port or (443 if ls.scheme == "https" else 80))
-        self.api_key = api_key
-        self.allowed = {h.strip().lower() for h in allowed_hosts if h.strip()}
-        self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.timeout = timeout
-        self.max_bytes = max_bytes
+        base = urlsplit((label_studio_url or "").strip())
+        if base.scheme not in ("http", "https") or not base.hostname:
+            raise ValueError(f"Label Studio URL must be http(s)://host[:port], not {label_studio_url!r}")
+        self._ls_scheme = base.scheme
+        self._ls_host = _norm_host(base.hostname)
+        self._ls_port = base.port or _default_port(base.scheme)
+        self._ls_prefix = base.path.rstrip("/")
+        self._ls_root = f"{base.scheme}://{base.netloc}"
+        self._api_key = api_key or None
+        self._pat = bool(self._api_key) and _is_jwt(self._api_key)
+        entries = [_parse_host_entry(h) for h in (allowed_hosts or ()) if isinstance(h, str)]
+        self._allow_public = ("*", None) in entries
+        self._allowed = [e for e in entries if e is not None and e[0] != "*"]
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.timeout = float(timeout)
+        self.max_bytes = int(max_bytes)
         self._access: tuple[str, float] | None = None
+        self._token_lock = threading.Lock()
+        self._client: httpx.Client | None = None
 
-    def _origin(self, url: str) -> tuple[str, int, str]:
-        u = urlsplit(url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise TaskDataError(f"refused URL scheme {u.scheme or '(none)'!r}: only http(s) is fetched")
-        return u.hostname.lower(), u.port or (443 if u.scheme == "https" else 80), u.scheme
+    # ---- policy ---------------------------------------------------------------------------------
+    def _is_ls(self, scheme: str, host: str, port: int) -> bool:
+        return (scheme, _norm_host(host), port) == (self._ls_scheme, self._ls_host, self._ls_port)
+
+    def _is_allowlisted(self, host: str, port: int | None) -> bool:
+        host = _norm_host(host)
+        return any(h == host and (p is None or p == port) for h, p in self._allowed)
+
+    def _trusted_connection(self, host: str, port: int | None) -> bool:
+        """Connections to the Label Studio host and allowlisted hosts skip the address check."""
+        port = port or self._ls_port
+        return (_norm_host(host), port) == (self._ls_host, self._ls_port) or self._is_allowlisted(host, port)
 
     def check_url(self, url: str) -> bool:
-        """Raise unless ``url`` may be fetched; returns whether it is the Label Studio host."""
-        host, port, _ = self._origin(url)
-        if (host, port) == self.ls_origin:
-            return True
-        if host in self.allowed or f"{host}:{port}" in self.allowed:
-            return False
+        """Raise :class:`TaskDataError` unless ``url`` may be fetched; return whether it is Label Studio's."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise TaskDataError(f"refused {self._shown(url)}: only http(s) URLs are fetched, not {scheme or 'none'!r}")
+        if not parts.hostname:
+            raise TaskDataError(f"refused {self._shown(url)}: the URL has no host")
+        if parts.username is not None or parts.password is not None:
+            raise TaskDataError(f"refused {self._shown(url)}: URLs with credentials are not fetched")
         try:
-            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-        except OSError:
-            raise TaskDataError(f"refused {host}: not the Label Studio host and not in DATA_ALLOWED_HOSTS") from None
-        for info in infos:
-            ip = ipaddress.ip_address(info[4][0])
-            if not ip.is_global:
-                raise TaskDataError(f"refused {host}:{port}: private, loopback or link-local address")
-        raise TaskDataError(f"refused {host}: not the Label Studio host and not in DATA_ALLOWED_HOSTS")
+            port = parts.port or _default_port(scheme)
+        except ValueError:
+            raise TaskDataError(f"refused {self._shown(url)}: invalid port") from None
+        host = _norm_host(parts.hostname)
+        if self._is_ls(scheme, host, port):
+            return True
+        if self._is_allowlisted(host, port):
+            return False
+        ip = _literal_ip(host)
+        if ip is not None and not _ip_is_public(ip):
+            raise TaskDataError(f"refused {host}:{port}: a loopback, private, link-local or reserved address that "
+                                "is not the Label Studio host; add it to DATA_ALLOWED_HOSTS if it is meant to be")
+        if self._allow_public:
+            _public_addresses(host, port)
+            return False
+        raise TaskDataError(f"refused {host}:{port}: not the Label Studio host ({self._ls_host}:{self._ls_port}) "
+                            "and not in DATA_ALLOWED_HOSTS")
 
-    def _auth(self) -> dict[str, str]:
-        if not self.api_key:
+    # ---- http -----------------------------------------------------------------------------------
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            transport = httpx.HTTPTransport(retries=0)
+            pool = getattr(transport, "_pool", None)
+            if pool is not None and hasattr(pool, "_network_backend"):
+                pool._network_backend = _GuardedBackend(self._trusted_connection)
+            else:
+                log.warning("httpx internals changed: task data fetches rely on the pre-connection URL check only")
+            self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def __enter__(self) -> DataFetcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._api_key, self._access[0] if self._access else None):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _shown(self, url: str) -> str:
+        """A URL fit for messages: query strings of other hosts (presigned signatures) are dropped."""
+        parts = urlsplit(url)
+        try:
+            ours = parts.hostname is not None and self._is_ls(parts.scheme, parts.hostname,
+                                                               parts.port or _default_port(parts.scheme))
+        except ValueError:
+            ours = False
+        shown = url if ours else f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        return self._scrub(shown if len(shown) <= 200 else shown[:197] + "...")
+
+    def _auth_headers(self, refresh: bool = False) -> dict[str, str]:
+        if not self._api_key:
             return {}
-        if not _is_jwt(self.api_key):
-            return {"Authorization": f"Token {self.api_key}"}
-        if self._access is None or self._access[1] < time.monotonic():
-            try:
-                r = httpx.post(urljoin(self.base, "api/token/refresh/"), json={"refresh": self.api_key},
-                               timeout=self.timeout)
-                r.raise_for_status()
-                self._access = (r.json()["access"], time.monotonic() + 240)
-            except (httpx.HTTPError, KeyError, ValueError):
-                raise TaskDataError("could not exchange the personal access token for an access token") from None
-        return {"Authorization": f"Bearer {self._access[0]}"}
+        if not self._pat:
+            return {"Authorization": f"Token {self._api_key}"}
+        with self._token_lock:
+            if refresh or self._access is None or self._access[1] <= time.monotonic():
+                self._access = (self._exchange_pat(), time.monotonic() + ACCESS_TOKEN_TTL_SECONDS)
+            return {"Authorization": f"Bearer {self._access[0]}"}
+
+    def _exchange_pat(self) -> str:
+        url = f"{self._ls_root}{self._ls_prefix}/api/token/refresh/"
+        try:
+            r = self._http().post(url, json={"refresh": self._api_key}, timeout=self.timeout)
+        except httpx.HTTPError as e:
+            raise TaskDataError(f"could not reach {self._shown(url)} to exchange the personal access token "
+                                f"({type(e).__name__})") from None
+        if r.status_code != 200:
+            raise TaskDataError(f"Label Studio refused the personal access token (HTTP {r.status_code} from "
+                                f"{self._shown(url)}); it may be revoked or belong to another server")
+        try:
+            access = r.json()["access"]
+        except (ValueError, KeyError, TypeError):
+            access = None
+        if not isinstance(access, str) or not access:
+            raise TaskDataError(f"{self._shown(url)} answered without an access token")
+        return access
+
+    def _absolute(self, ref: str) -> str:
+        if ref.startswith("/") and not ref.startswith("//"):
+            if self._ls_prefix and (ref == self._ls_prefix or ref.startswith(self._ls_prefix + "/")):
+                return self._ls_root + ref
+            return self._ls_root + self._ls_prefix + ref
+        scheme = urlsplit(ref).scheme.lower() if ":" in ref else ""
+        if scheme in ("http", "https"):
+            return ref
+        if scheme in CLOUD_SCHEMES:
+            raise TaskDataError(f"{scheme}:// URLs are cloud-storage references that Label Studio resolves; fetch the "
+                                "task through the Label Studio API to get a /tasks/<id>/resolve/ URL")
+        if ref.startswith("//"):
+            raise TaskDataError("refused a protocol-relative URL (//host/...): give an http(s) URL")
+        if scheme:
+            raise TaskDataError(f"refused a {scheme}: URL; only http(s), /data/... paths and data: URIs are read")
+        raise TaskDataError(f"{ref[:80]!r} is not a URL, a /data/... path or a data: URI")
 
     def fetch_bytes(self, ref: str) -> bytes:
-        if not isinstance(ref, str) or not ref:
-            raise TaskDataError("task data value is not a URL or path")
-        if ref.startswith("data:"):
-            head, _, payload = ref.partition(",")
-            try:
-                data = base64.b64decode(payload, validate=True) if head.endswith(";base64") \
-                    else unquote_to_bytes(payload)
-            except (binascii.Error, ValueError):
-                raise TaskDataError("data: URI is not valid base64") from None
-            if len(data) > self.max_bytes:
-                raise TaskDataError(f"data: URI holds more than {self.max_bytes} bytes")
-            return data
-        url = urljoin(self.base, ref.lstrip("/")) if ref.startswith("/") else ref
-        for _ in range(4):
+        """The bytes behind a task data reference, within the host rules, ``timeout`` and ``max_bytes``."""
+        if not isinstance(ref, str) or not ref.strip():
+            raise TaskDataError("task data value is empty or not a string")
+        ref = ref.strip()
+        if ref[:5].lower() == "data:":
+            return _decode_data_uri(ref, self.max_bytes)
+        url = self._absolute(ref)
+        deadline = time.monotonic() + self.timeout
+        refreshed = False
+        redirects = 0
+        while True:
             to_ls = self.check_url(url)
-            headers = self._auth() if to_ls else {}
-            try:
-                with httpx.stream("GET", url, headers=headers, timeout=self.timeout, follow_redirects=False) as r:
-                    if r.is_redirect:
-                        url = urljoin(url, r.headers.get("location", ""))
-                        continue
-                    if r.status_code != 200:
-                        raise TaskDataError(f"GET {urlsplit(url).path} answered HTTP {r.status_code}")
-                    declared = int(r.headers.get("content-length") or 0)
-                    if declared > self.max_bytes:
-                        raise TaskDataError(f"file of {declared} bytes exceeds the {self.max_bytes}-byte cap")
-                    buf = bytearray()
-                    for chunk in r.iter_bytes():
-                        buf += chunk
-                        if len(buf) > self.max_bytes:
-                            raise TaskDataError(f"file exceeds the {self.max_bytes}-byte cap")
-                    return bytes(buf)
-            except httpx.HTTPError as e:
-                raise TaskDataError(f"could not fetch {urlsplit(url).path}: {type(e).__name__}") from None
-        raise TaskDataError("too many redirects")
+            headers = self._auth_headers() if to_ls else {}
+            status, body, location = self._get(url, headers, deadline)
+            if status == 401 and to_ls and self._pat and not refreshed:
+                refreshed = True
+                self._auth_headers(refresh=True)
+                continue
+            if location is not None:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise TaskDataError(f"{self._shown(url)}: more than {MAX_REDIRECTS} redirects")
+                url = urljoin(url, location)
+                continue
+            if body is not None:
+                return body
+            raise TaskDataError(self._status_message(url, status, to_ls))
 
-    def _cache_path(self, key: str) -> Path | None:
+    def _status_message(self, url: str, status: int, to_ls: bool) -> str:
+        message = f"GET {self._shown(url)} answered HTTP {status}"
+        if to_ls and status in (401, 403):
+            message += (" (check LABEL_STUDIO_API_KEY: legacy tokens may be disabled in the organisation; "
+                        "a personal access token works)")
+        elif to_ls and status == 404 and "/data/local-files" in url:
+            message += " (Label Studio serves /data/local-files/ only under a Local Storage that covers the path)"
+        return message
+
+    def _get(self, url: str, headers: dict[str, str], deadline: float) -> tuple[int, bytes | None, str | None]:
+        """One GET: (status, body if 2xx, Location if a redirect)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}")
+        log.debug("fetching %s", self._shown(url))
+        try:
+            with self._http().stream("GET", url, headers=headers, timeout=remaining) as r:
+                if r.status_code in REDIRECT_CODES:
+                    location = r.headers.get("location")
+                    if not location:
+                        raise TaskDataError(f"{self._shown(url)} redirected without a Location header")
+                    return r.status_code, None, location
+                if not 200 <= r.status_code < 300:
+                    return r.status_code, None, None
+                declared = r.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_bytes:
+                    raise TaskDataError(f"{self._shown(url)} is {int(declared)} bytes, over the "
+                                        f"{self.max_bytes}-byte limit")
+                body = bytearray()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > self.max_bytes:
+                        raise TaskDataError(f"{self._shown(url)} is over the {self.max_bytes}-byte limit")
+                    if time.monotonic() > deadline:
+                        raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}")
+                return r.status_code, bytes(body), None
+        except TaskDataError:
+            raise
+        except httpx.TimeoutException:
+            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}") from None
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
+            detail = self._scrub(str(e))[:200] or type(e).__name__
+            raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}") from None
+
+    # ---- items ----------------------------------------------------------------------------------
+    def _cache_path(self, url: str, mode: str, size: int | None) -> Path | None:
         if self.cache_dir is None:
             return None
+        key = json.dumps({"v": CACHE_FORMAT, "url": url, "mode": mode, "size": size}, sort_keys=True)
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.npy"
 
-    def load_item(self, value: object, kind: str, mode: str = "L", size: int | None = None) -> np.ndarray:
-        if kind == "vector":
-            return decode_vector(value)
-        if not isinstance(value, str):
-            raise TaskDataError("image data must be a URL, a path or a data: URI")
-        path = self._cache_path(f"{value}|{mode}|{size}")
-        if path is not None and path.exists():
-            try:
-                return np.load(path)
-            except (OSError, ValueError):
-                path.unlink(missing_ok=True)
-        arr = decode_image(self.fetch_bytes(value), mode, size)
-        if path is not None:
+    def _cache_read(self, path: Path) -> np.ndarray | None:
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, EOFError):
+            log.warning("ignoring unreadable cache file %s", path.name)
+            path.unlink(missing_ok=True)
+            return None
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 3:
+            path.unlink(missing_ok=True)
+            return None
+        return arr
+
+    def _cache_write(self, path: Path, arr: np.ndarray) -> None:
+        """Write-then-rename, so a crash or a concurrent reader never sees half a file."""
+        tmp: str | None = None
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 np.save(f, arr)
             os.replace(tmp, path)
+            tmp = None
+        except OSError as e:
+            log.warning("could not write the data cache in %s: %s", path.parent, e)
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+    def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None) -> np.ndarray:
+        """One task's data as an array: ``(C, H, W)`` for kind "image", 1-D for kind "vector"."""
+        if kind == "vector":
+            return decode_vector(value)
+        if kind != "image":
+            raise TaskDataError(f"unknown data kind {kind!r} (expected 'image' or 'vector')")
+        if not isinstance(value, str) or not value.strip():
+            raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
+                                f"{type(value).__name__}")
+        ref = value.strip()
+        inline = ref[:5].lower() == "data:"
+        path = None if inline else self._cache_path(self._absolute(ref), mode, size)
+        if path is not None:
+            cached = self._cache_read(path)
+            if cached is not None:
+                return cached
+        arr = decode_image(self.fetch_bytes(ref), mode, size)
+        if path is not None:
+            self._cache_write(path, arr)
         return arr

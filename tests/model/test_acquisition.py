@@ -1,0 +1,165 @@
+"""Query strategies: exact rankings on hand-made scores, ties, k bounds, large pools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.acquisition import (
+    STRATEGIES,
+    EntropySampling,
+    LeastConfidence,
+    MarginSampling,
+    QueryResult,
+    RandomSampling,
+    get_strategy,
+)
+
+SCORES = np.array([
+    [0.9, 0.1, 0.0],    # margin 0.8
+    [0.5, 0.45, 0.05],  # margin 0.05
+    [0.3, 0.3, 0.4],    # margin 0.1 (top class last)
+    [2.0, -1.0, -1.0],  # margin 3.0
+    [-1.0, -0.8, -5.0],  # margin 0.2 (all negative, as OvR SVM scores often are)
+])
+
+
+def test_margin_ranking_exact_order() -> None:
+    res = MarginSampling().query(SCORES, 5)
+    assert isinstance(res, QueryResult)
+    np.testing.assert_array_equal(res.indices, [1, 2, 4, 0, 3])
+    np.testing.assert_allclose(res.scores, [0.05, 0.1, 0.2, 0.8, 3.0])
+
+
+def test_margin_top_k() -> None:
+    res = MarginSampling().query(SCORES, 2)
+    np.testing.assert_array_equal(res.indices, [1, 2])
+    np.testing.assert_allclose(res.scores, [0.05, 0.1])
+
+
+def test_margin_with_single_class_column_is_all_zero() -> None:
+    res = MarginSampling().query(np.array([[3.0], [1.0], [2.0]]), 2)
+    np.testing.assert_array_equal(res.indices, [0, 1])
+    np.testing.assert_array_equal(res.scores, [0.0, 0.0])
+
+
+def test_ties_broken_by_position() -> None:
+    # margins 0.5, 0.25, 0.25, 0.75, 0.25, 0.25 (exact in binary, so the ties are real)
+    scores = np.array([[1.5, 1.0], [1.25, 1.0], [0.0, 0.25], [0.75, 0.0], [5.25, 5.0], [2.0, 2.25]])
+    s = MarginSampling()
+    np.testing.assert_array_equal(s.query(scores, 3).indices, [1, 2, 4])
+    np.testing.assert_array_equal(s.query(scores, 6).indices, [1, 2, 4, 5, 0, 3])
+    # same answer every time
+    for _ in range(3):
+        np.testing.assert_array_equal(s.query(scores, 3).indices, [1, 2, 4])
+
+
+def test_ties_at_the_cut_keep_the_lowest_positions() -> None:
+    # 99 equal margins after one smaller one: the next k - 1 must be the first of the tied rows
+    scores = np.zeros((100, 2))
+    scores[:, 0] = 1.0
+    scores[37, 0] = 0.5
+    res = MarginSampling().query(scores, 5)
+    np.testing.assert_array_equal(res.indices, [37, 0, 1, 2, 3])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        values = rng.integers(0, 4, size=int(rng.integers(2, 2000))).astype(float)
+        k = int(rng.integers(1, len(values)))
+        scores = np.stack([values, np.zeros_like(values)], axis=1)
+        scores[values == 0, 0] = 0.0
+        expected = np.argsort(np.abs(values), kind="stable")[:k]
+        np.testing.assert_array_equal(MarginSampling().query(scores, k).indices, expected)
+
+
+def test_k_larger_than_pool_returns_everything_ranked() -> None:
+    res = MarginSampling().query(SCORES, 50)
+    np.testing.assert_array_equal(res.indices, [1, 2, 4, 0, 3])
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_k_zero_or_negative_returns_nothing(k: int) -> None:
+    res = MarginSampling().query(SCORES, k)
+    assert res.indices.shape == (0,)
+    assert res.scores.shape == (0,)
+
+
+def test_empty_pool() -> None:
+    res = MarginSampling().query(np.zeros((0, 3)), 5)
+    assert len(res.indices) == 0
+
+
+def test_scores_must_be_a_matrix() -> None:
+    with pytest.raises(ValueError, match="n_items, n_classes"):
+        MarginSampling().query(np.array([0.1, 0.2]), 1)
+
+
+def test_least_confidence_on_hand_made_scores() -> None:
+    scores = np.array([[0.0, 0.0], [10.0, 0.0], [1.0, 0.0], [0.0, 0.5]])
+    # top softmax probabilities: 0.5, ~1.0, 0.731, 0.622
+    res = LeastConfidence().query(scores, 4)
+    np.testing.assert_array_equal(res.indices, [0, 3, 2, 1])
+    np.testing.assert_allclose(res.scores[:3], [0.5, 1 / (1 + np.exp(-0.5)), 1 / (1 + np.exp(-1.0))])
+
+
+def test_least_confidence_is_shift_invariant_and_stable_for_large_scores() -> None:
+    scores = np.array([[1000.0, 999.0], [1e6, 0.0]])
+    values = LeastConfidence().uncertainty(scores)
+    assert np.all(np.isfinite(values))
+    np.testing.assert_allclose(values, [1 / (1 + np.exp(-1.0)), 1.0])
+
+
+def test_entropy_on_hand_made_scores() -> None:
+    scores = np.array([[5.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [100.0, 0.0, 0.0]])
+    res = EntropySampling().query(scores, 4)
+    np.testing.assert_array_equal(res.indices, [1, 2, 0, 3])
+    assert res.scores[0] == pytest.approx(-np.log(3))
+    p = np.exp([1.0, 1.0, 0.0]) / np.exp([1.0, 1.0, 0.0]).sum()
+    assert res.scores[1] == pytest.approx(np.sum(p * np.log(p)))
+    assert res.scores[3] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_random_is_reproducible_with_a_seed() -> None:
+    scores = np.random.default_rng(0).normal(size=(500, 4))
+    a = RandomSampling(random_state=3).query(scores, 20).indices
+    b = RandomSampling(random_state=3).query(scores, 20).indices
+    c = RandomSampling(random_state=4).query(scores, 20).indices
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert len(np.unique(a)) == 20
+    assert a.min() >= 0
+    assert a.max() < 500
+    # the scores do not matter to it
+    d = RandomSampling(random_state=3).query(np.zeros((500, 4)), 20).indices
+    np.testing.assert_array_equal(a, d)
+
+
+def test_get_strategy_by_name() -> None:
+    assert set(STRATEGIES) == {"margin", "least-confidence", "entropy", "random"}
+    assert isinstance(get_strategy("margin"), MarginSampling)
+    assert isinstance(get_strategy("least-confidence"), LeastConfidence)
+    assert isinstance(get_strategy("entropy"), EntropySampling)
+    r1, r2 = get_strategy("random", random_state=5), get_strategy("random", random_state=5)
+    assert isinstance(r1, RandomSampling)
+    np.testing.assert_array_equal(r1.query(np.zeros((50, 2)), 10).indices, r2.query(np.zeros((50, 2)), 10).indices)
+
+
+def test_get_strategy_unknown_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown strategy 'bald'.*margin.*random"):
+        get_strategy("bald")
+
+
+@pytest.mark.parametrize("name", ["margin", "least-confidence", "entropy"])
+@pytest.mark.parametrize("k", [1, 100, 5000, 49_999])
+def test_large_pool_matches_full_sort_reference(name: str, k: int) -> None:
+    scores = np.random.default_rng(k).normal(size=(50_000, 10))
+    if name == "margin":
+        s = np.sort(scores, axis=1)
+        reference = s[:, -1] - s[:, -2]
+    else:
+        p = np.exp(scores - scores.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        reference = p.max(1) if name == "least-confidence" else np.sum(p * np.log(p), axis=1)
+    expected = np.argsort(reference, kind="stable")[:k]
+    res = get_strategy(name).query(scores, k)
+    np.testing.assert_array_equal(res.indices, expected)
+    np.testing.assert_allclose(res.scores, reference[expected], rtol=1e-12, atol=1e-15)

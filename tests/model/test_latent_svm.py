@@ -1,0 +1,128 @@
+"""Linear SVM on codes: normalised confidence, classes without labels, binary case."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.latent_svm import ABSENT, LatentSVM
+
+CENTRES_3 = np.array([[0.0, 0.0], [4.0, 0.0], [1.0, 3.5]])
+
+
+def clusters(centres: np.ndarray, per_class: int = 40, noise: float = 0.3, seed: int = 0,
+             labels: list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = list(range(len(centres))) if labels is None else labels
+    z = np.concatenate([c + noise * rng.standard_normal((per_class, centres.shape[1])) for c in centres])
+    y = np.repeat(labels, per_class)
+    return z, y
+
+
+def boundary_point(svm: LatentSVM, a: np.ndarray, b: np.ndarray, ca: int, cb: int) -> np.ndarray:
+    """Bisect the segment a -> b for the point where the scores of classes ca and cb are equal."""
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        s = svm.decision_function((a + mid * (b - a))[None])[0]
+        if s[ca] > s[cb]:
+            lo = mid
+        else:
+            hi = mid
+    return a + (lo + hi) / 2 * (b - a)
+
+
+@pytest.fixture(scope="module")
+def svm3() -> LatentSVM:
+    z, y = clusters(CENTRES_3)
+    return LatentSVM().fit(z, y)
+
+
+def test_fits_and_predicts_separable_clusters(svm3: LatentSVM) -> None:
+    z, y = clusters(CENTRES_3, seed=1)
+    assert np.mean(svm3.predict(z) == y) > 0.97
+    assert svm3.decision_function(z).shape == (len(z), 3)
+    np.testing.assert_array_equal(svm3.classes_, [0, 1, 2])
+
+
+def test_confidence_is_in_unit_interval(svm3: LatentSVM) -> None:
+    rng = np.random.default_rng(2)
+    z = rng.uniform(-20, 20, size=(2000, 2))
+    conf = svm3.confidence(z)
+    assert conf.shape == (2000,)
+    assert conf.min() >= 0.0
+    assert conf.max() <= 1.0
+    assert conf.min() < 0.05  # the range is really used, not a constant
+    assert (conf == 1.0).mean() > 0.1  # far beyond a centre the confidence saturates
+
+
+def test_confidence_is_one_at_class_centres(svm3: LatentSVM) -> None:
+    np.testing.assert_allclose(svm3.confidence(svm3.centres_), 1.0, atol=1e-9)
+    np.testing.assert_array_equal(svm3.predict(svm3.centres_), [0, 1, 2])
+
+
+def test_confidence_is_zero_on_the_boundary_between_two_centres(svm3: LatentSVM) -> None:
+    for a, b in [(0, 1), (0, 2), (1, 2)]:
+        p = boundary_point(svm3, svm3.centres_[a], svm3.centres_[b], a, b)
+        s = svm3.decision_function(p[None])[0]
+        assert set(np.argsort(s)[-2:]) == {a, b}  # the two classes are the top two there
+        assert svm3.confidence(p[None])[0] < 1e-6
+        # and it rises monotonically from the boundary to the centre
+        path = p + np.linspace(0, 1, 6)[:, None] * (svm3.centres_[a] - p)
+        conf = svm3.confidence(path)
+        assert np.all(np.diff(conf) > 0)
+        assert conf[-1] == pytest.approx(1.0)
+
+
+def test_confidence_from_scores_matches_confidence(svm3: LatentSVM) -> None:
+    z, _ = clusters(CENTRES_3, seed=3)
+    np.testing.assert_array_equal(svm3.confidence_from_scores(svm3.decision_function(z)), svm3.confidence(z))
+    assert svm3.confidence_from_scores(np.zeros((0, 3))).shape == (0,)
+
+
+def test_classes_without_labels_never_win() -> None:
+    centres = np.array([[0.0, 0.0], [4.0, 0.0], [1.0, 3.5]])
+    z, y = clusters(centres, labels=[0, 2, 3])  # classes 1 and 4 have no labels
+    svm = LatentSVM(n_classes=5).fit(z, y)
+    assert svm.n_classes_ == 5
+    np.testing.assert_array_equal(svm.present_, [0, 2, 3])
+    far = np.random.default_rng(0).uniform(-1e4, 1e4, size=(5000, 2))
+    scores = svm.decision_function(far)
+    assert scores.shape == (5000, 5)
+    assert np.all(scores[:, [1, 4]] == ABSENT)
+    assert set(np.unique(svm.predict(far))) <= {0, 2, 3}
+    assert np.isnan(svm.centres_[[1, 4]]).all()
+    assert not np.isnan(svm.centres_[[0, 2, 3]]).any()
+    conf = svm.confidence(far)
+    assert conf.min() >= 0.0
+    assert conf.max() <= 1.0
+    np.testing.assert_allclose(svm.confidence(svm.centres_[[0, 2, 3]]), 1.0, atol=1e-9)
+
+
+def test_binary_case_with_two_present_classes_of_three() -> None:
+    centres = np.array([[-2.0, 1.0], [3.0, 0.0]])
+    z, y = clusters(centres, labels=[0, 2])
+    svm = LatentSVM(n_classes=3).fit(z, y)
+    np.testing.assert_array_equal(svm.predict(z), y)
+    scores = svm.decision_function(z)
+    assert np.all(scores[:, 1] == ABSENT)
+    np.testing.assert_allclose(scores[:, 0], -scores[:, 2])  # one binary SVM, both signs
+    np.testing.assert_allclose(svm.confidence(svm.centres_[[0, 2]]), 1.0, atol=1e-9)
+    p = boundary_point(svm, svm.centres_[0], svm.centres_[2], 0, 2)
+    assert svm.confidence(p[None])[0] < 1e-6
+    far = np.random.default_rng(0).uniform(-100, 100, size=(1000, 2))
+    assert set(np.unique(svm.predict(far))) == {0, 2}
+
+
+def test_n_classes_defaults_to_largest_label_plus_one() -> None:
+    z, y = clusters(CENTRES_3[:2], labels=[0, 3])
+    svm = LatentSVM().fit(z, y)
+    assert svm.n_classes_ == 4
+    assert set(np.unique(svm.predict(z))) == {0, 3}
+
+
+@pytest.mark.parametrize("labels", [[1, 1, 1, 1], []])
+def test_needs_two_classes(labels: list[int]) -> None:
+    z = np.zeros((len(labels), 2))
+    with pytest.raises(ValueError, match="at least two classes"):
+        LatentSVM(n_classes=3).fit(z, np.array(labels, dtype=int))

@@ -1,0 +1,94 @@
+"""Encoder/decoder pairs: shapes round-trip for images of any square size and for vectors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, build_networks
+
+SMALL = (4, 8, 8)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 20, 20), (1, 21, 21), (3, 17, 17), (1, 64, 64)])
+def test_conv_pair_round_trips_shapes(shape: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    enc, dec = build_networks(shape, 6, kind="conv", channels=SMALL)
+    assert isinstance(enc, ConvEncoder)
+    assert isinstance(dec, ConvDecoder)
+    x = torch.rand(5, *shape)
+    with torch.no_grad():
+        z = enc(x)
+        out = dec(z)
+    assert z.shape == (5, 6)
+    assert out.shape == (5, *shape)
+    assert float(out.min()) >= 0.0
+    assert float(out.max()) <= 1.0  # sigmoid output, like the [0, 1] pixels
+
+
+def test_conv_pair_trains_end_to_end() -> None:
+    torch.manual_seed(0)
+    enc, dec = build_networks((1, 16, 16), 4, kind="conv", channels=SMALL)
+    x = torch.rand(8, 1, 16, 16)
+    loss = torch.mean((dec(enc(x)) - x) ** 2)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
+    assert all(p.grad is not None for p in dec.parameters())
+
+
+@pytest.mark.parametrize("shape", [(64,), (7,), (1, 8, 8), (2, 5, 3)])
+def test_mlp_pair_round_trips_shapes(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    enc, dec = build_networks(shape, 3, kind="mlp", hidden=(16, 8))
+    assert isinstance(enc, MLPEncoder)
+    assert isinstance(dec, MLPDecoder)
+    x = torch.rand(4, *shape)
+    z = enc(x)
+    assert z.shape == (4, 3)
+    assert dec(z).shape == (4, *shape)
+
+
+def test_mlp_decoder_without_sigmoid_is_unbounded() -> None:
+    torch.manual_seed(0)
+    dec = MLPDecoder((5,), latent_dim=2, hidden=(4,), sigmoid=False)
+    out = dec(torch.full((3, 2), 100.0))
+    assert out.shape == (3, 5)
+    assert (out.abs() > 1).any()
+
+
+def test_mlp_hidden_layers_follow_the_settings() -> None:
+    enc, dec = build_networks((10,), 2, kind="mlp", hidden=(32, 16))
+    enc_linear = [m for m in enc.modules() if isinstance(m, torch.nn.Linear)]
+    dec_linear = [m for m in dec.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in enc_linear] == [(10, 32), (32, 16), (16, 2)]
+    assert [(m.in_features, m.out_features) for m in dec_linear] == [(2, 16), (16, 32), (32, 10)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((1, 28, 28), ConvEncoder),
+        ((3, 32, 32), ConvEncoder),
+        ((1, 16, 16), ConvEncoder),
+        ((1, 8, 8), MLPEncoder),  # scikit-learn digits: too small for three poolings
+        ((1, 15, 15), MLPEncoder),
+        ((64,), MLPEncoder),
+        ((2, 28, 28), MLPEncoder),  # neither grey nor RGB
+        ((1, 28, 20), MLPEncoder),  # not square
+    ],
+)
+def test_build_networks_auto_choice(shape: tuple[int, ...], expected: type) -> None:
+    enc, dec = build_networks(shape, 5, channels=SMALL, hidden=(8,))
+    assert isinstance(enc, expected)
+    assert dec(enc(torch.rand(2, *shape))).shape == (2, *shape)
+
+
+@pytest.mark.parametrize("shape", [(64,), (1, 28, 20), (2, 28, 28), (28, 28)])
+def test_conv_rejects_non_images(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="square"):
+        build_networks(shape, 5, kind="conv")
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="unknown network kind 'resnet'"):
+        build_networks((1, 28, 28), 5, kind="resnet")
