@@ -1,10 +1,15 @@
-"""Run a real Label Studio on loopback (own venv, own data dir) for the tests and the demo."""
+"""Run a real Label Studio on loopback (own venv, own data dir) for the integration tests and the demo.
+
+Label Studio pins its own label-studio-sdk and pulls ~1 GB of dependencies, so it lives in a
+venv of its own (``<home>/venv``), never in the backend's environment.
+"""
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
-import shutil
+import re
 import signal
 import socket
 import subprocess
@@ -15,31 +20,50 @@ from pathlib import Path
 import httpx
 
 LABEL_STUDIO_VERSION = "1.23.2"
+DEFAULT_USERNAME = "admin@example.com"
+DEFAULT_PASSWORD = "sae-backend-demo"
 DEFAULT_TOKEN = "sae0backend0demo0token0000000000000000001"
+_STARTED = re.compile(rb"Starting development server at https?://[^:/]+:(\d+)/")
+# LS also reads these unprefixed names, so an ordinary shell's $HOST or $PORT would leak in.
+_UNSET = ("USERNAME", "PASSWORD", "HOST", "PORT", "DEBUG")
 
 
 def default_home() -> Path:
-    return Path(os.environ.get("SAE_LABEL_STUDIO_HOME", ".label-studio")).resolve()
+    return Path(os.environ.get("SAE_LABEL_STUDIO_HOME") or ".label-studio").resolve()
+
+
+def _installed(venv: Path) -> bool:
+    """The dist-info only appears once pip finished, so a half-done install is not mistaken for one."""
+    exe = venv / "bin" / "label-studio"
+    return exe.exists() and any(venv.glob(f"lib/python3*/site-packages/label_studio-{LABEL_STUDIO_VERSION}.dist-info"))
 
 
 def ensure_label_studio(home: Path | None = None) -> Path:
-    """The ``label-studio`` executable in ``<home>/venv``, installing it there when missing.
+    """The ``label-studio`` executable in ``<home>/venv``, installed there first when missing.
 
-    Label Studio pins its own label-studio-sdk and ~1 GB of dependencies, so it lives in
-    its own environment, never in the backend's.
+    A file lock makes concurrent callers (parallel test sessions, the demo) wait for one install.
     """
-    home = Path(home) if home else default_home()
+    home = Path(home).resolve() if home else default_home()
     home.mkdir(parents=True, exist_ok=True)
-    exe = home / "venv" / "bin" / "label-studio"
+    venv = home / "venv"
+    exe = venv / "bin" / "label-studio"
+    if _installed(venv):
+        return exe
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not exe.exists():
-            print(f"installing label-studio=={LABEL_STUDIO_VERSION} into {home / 'venv'} (about a minute)",
-                  flush=True)
-            shutil.rmtree(home / "venv", ignore_errors=True)
-            subprocess.run([sys.executable, "-m", "venv", str(home / "venv")], check=True)
-            subprocess.run([str(home / "venv" / "bin" / "pip"), "install", "-q",
-                            f"label-studio=={LABEL_STUDIO_VERSION}"], check=True)
+        if _installed(venv):
+            return exe
+        print(f"Installing label-studio=={LABEL_STUDIO_VERSION} into {venv} (about a minute, ~1 GB)...", flush=True)
+        log = home / "install.log"
+        with open(log, "w") as out:
+            steps = [[sys.executable, "-m", "venv", "--clear", str(venv)],
+                     [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+                      f"label-studio=={LABEL_STUDIO_VERSION}"]]
+            for cmd in steps:
+                if subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT).returncode != 0:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                    raise RuntimeError(f"installing Label Studio failed ({' '.join(cmd[:3])} ...); {log}:\n{tail}")
+        print(f"Installed label-studio=={LABEL_STUDIO_VERSION}.", flush=True)
     return exe
 
 
@@ -50,83 +74,163 @@ def free_port() -> int:
 
 
 def port_busy(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+    """The same check Label Studio makes before it silently moves to port+1."""
+    for host in ("127.0.0.1", "localhost"):
+        with socket.socket() as s:
+            s.settimeout(1)
+            try:
+                if s.connect_ex((host, port)) == 0:
+                    return True
+            except OSError:
+                pass
+    return False
 
 
 class LabelStudioServer:
-    """``with LabelStudioServer(dir) as ls: ...`` starts Label Studio and stops it at the end."""
+    """A Label Studio process on 127.0.0.1 with a known admin user and legacy API token.
 
-    def __init__(self, data_dir: Path, port: int | None = None, username: str = "admin@example.com",
-                 password: str = "sae-backend-demo", token: str = DEFAULT_TOKEN, home: Path | None = None,
+    ``with LabelStudioServer(dir) as ls: ...`` starts it and stops it at the end. The data dir
+    keeps the SQLite database and the secret key, so starting again on it is fast (~4 s).
+    """
+
+    def __init__(self, data_dir: Path, port: int | None = None, username: str = DEFAULT_USERNAME,
+                 password: str = DEFAULT_PASSWORD, token: str = DEFAULT_TOKEN, home: Path | None = None,
                  local_files_root: Path | None = None) -> None:
+        if not 6 <= len(token) <= 40:
+            raise ValueError("Label Studio accepts user tokens of 6 to 40 characters")
         self.data_dir = Path(data_dir).resolve()
         self.port = port
-        self.username, self.password, self.token = username, password, token
+        self._fixed_port = port is not None
+        self.username = username
+        self.password = password
+        self._token = token
         self.home = home
-        self.local_files_root = local_files_root
+        self.local_files_root = Path(local_files_root).resolve() if local_files_root else None
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("Label Studio has not been started")
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "label-studio.log"
+
     def _env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if k not in ("USERNAME", "PASSWORD", "HOST", "PORT", "DEBUG") and not k.startswith("LABEL_STUDIO_")}
+        env = {k: v for k, v in os.environ.items() if k not in _UNSET and not k.startswith("LABEL_STUDIO_")}
         env.update({
-            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir), "LABEL_STUDIO_USERNAME": self.username,
-            "LABEL_STUDIO_PASSWORD": self.password, "LABEL_STUDIO_USER_TOKEN": self.token,
-            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true", "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
-            "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false", "ML_BLOCK_LOCAL_IP": "false",
+            "LABEL_STUDIO_BASE_DATA_DIR": str(self.data_dir),
+            "LABEL_STUDIO_USERNAME": self.username,
+            "LABEL_STUDIO_PASSWORD": self.password,
+            "LABEL_STUDIO_USER_TOKEN": self._token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "SENTRY_DSN": "",
+            "FRONTEND_SENTRY_DSN": "",
+            "LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "ML_BLOCK_LOCAL_IP": "false",
             "SSRF_PROTECTION_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
         })
         if self.local_files_root:
-            env.update({"LOCAL_FILES_SERVING_ENABLED": "true",
-                        "LOCAL_FILES_DOCUMENT_ROOT": str(Path(self.local_files_root).resolve())})
+            env["LOCAL_FILES_SERVING_ENABLED"] = "true"
+            env["LOCAL_FILES_DOCUMENT_ROOT"] = str(self.local_files_root)
         return env
 
-    def start(self, timeout: float = 240.0) -> LabelStudioServer:
+    def start(self, timeout: float = 180.0) -> LabelStudioServer:
+        """Launch the server and return once ``/health`` answers UP (first start: ~25 s of migrations)."""
+        if self.running:
+            return self
         exe = ensure_label_studio(self.home)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
-        elif port_busy(self.port):
-            raise RuntimeError(f"port {self.port} is busy; Label Studio would silently take another")
-        log = open(self.data_dir / "label-studio.log", "ab")  # noqa: SIM115 - held by the child process
-        self.proc = subprocess.Popen([str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1",
-                                      "-p", str(self.port)], env=self._env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.data_dir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"Label Studio exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).json().get("status") == "UP":
-                    return self
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(1)
-        self.stop()
-        raise RuntimeError(f"Label Studio did not answer /health within {timeout:.0f} s:\n{self.log_tail()}")
-
-    def log_tail(self, n: int = 30) -> str:
-        p = self.data_dir / "label-studio.log"
-        return "\n".join(p.read_text(errors="replace").splitlines()[-n:]) if p.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        if port_busy(self.port):
+            raise RuntimeError(f"port {self.port} is already in use; Label Studio would silently move to another one")
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port)],
+                env=self._env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=self.data_dir, start_new_session=True)
+        atexit.register(self.stop)
         try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(5)
+            self._wait_up(offset, time.monotonic() + timeout, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
-    def restart(self) -> LabelStudioServer:
+    def _wait_up(self, offset: int, deadline: float, timeout: float) -> None:
+        announced = False
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"Label Studio exited with code {self.proc.returncode}; "
+                                   f"{self.log_path}:\n{self.log_tail()}")
+            if not announced:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    m = _STARTED.search(f.read())
+                if m:
+                    announced = True
+                    actual = int(m.group(1))
+                    if actual != self.port and self._fixed_port:
+                        raise RuntimeError(f"Label Studio took port {actual} instead of {self.port}")
+                    self.port = actual
+            if announced:
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=2).json().get("status") == "UP":
+                        return
+                except (httpx.HTTPError, ValueError):
+                    pass
+            time.sleep(0.5)
+        raise TimeoutError(f"Label Studio did not answer /health within {timeout:.0f} s; "
+                           f"{self.log_path}:\n{self.log_tail()}")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Terminate the whole process group (then kill it), so no worker outlives the server."""
+        atexit.unregister(self.stop)
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        except ProcessLookupError:
+            pass
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def restart(self, timeout: float = 180.0) -> LabelStudioServer:
+        """Stop and start again on the same port and data dir, so clients keep their URL."""
         self.stop()
-        return self.start()
+        deadline = time.monotonic() + 10
+        while port_busy(self.port or 0) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.start(timeout)
 
     def __enter__(self) -> LabelStudioServer:
         return self.start()

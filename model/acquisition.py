@@ -31,7 +31,14 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
     k = min(int(k), len(values))
     if k <= 0:
         return np.zeros(0, dtype=np.int64)
-    part = np.argpartition(values, k - 1)[:k] if k < len(values) else np.arange(len(values))
+    if k < len(values):
+        part = np.argpartition(values, k - 1)[:k]
+        cut = values[part].max()
+        if not np.isnan(cut):  # argpartition keeps arbitrary members of a tie at the cut: keep the lowest indices
+            below = np.flatnonzero(values < cut)
+            part = np.concatenate([below, np.flatnonzero(values == cut)[:k - len(below)]])
+    else:
+        part = np.arange(len(values))
     return part[np.lexsort((part, values[part]))]
 
 

@@ -55,11 +55,11 @@ def project_id(value: str | int | dict | None) -> int:
     if isinstance(value, dict):
         value = value.get("id")
     if value is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "missing project id")
+        raise HTTPException(422, "missing project id")
     try:
         return int(str(value).split(".", 1)[0])
     except ValueError:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"bad project id {value!r}") from None
+        raise HTTPException(422, f"bad project id {value!r}") from None
 
 
 def create_app(settings: Settings | None = None, manager: ProjectManager | None = None) -> FastAPI:
@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     def setup(body: SetupRequest, m: ProjectManager = Depends(get_manager)) -> dict:
         st = m.setup(project_id(body.project), body.schema_, body.hostname, body.access_token)
         if st.config_error:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY,
+            raise HTTPException(422,
                                 f"this label config cannot be served: {st.config_error}")
         return {"model_version": st.version_name or "untrained"}
 
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
         pid = project_id(body.project) if body.project is not None else None
         if pid is None:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "missing project")
+            raise HTTPException(422, "missing project")
         st = m.get(pid)
         if st.config is None and body.label_config:
             m.setup(pid, body.label_config, None, None)
@@ -192,9 +192,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         classes = st.config.classes
         for c in (source, target):
             if c not in classes:
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"unknown class {c!r}; classes: {classes}")
+                raise HTTPException(422, f"unknown class {c!r}; classes: {classes}")
         if st.config.kind != "image":
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "morphing draws images; this project is vectors")
+            raise HTTPException(422, "morphing draws images; this project is vectors")
         try:
             images = morph(st.model, classes.index(source), classes.index(target), steps)
         except ValueError as e:

@@ -1,0 +1,204 @@
+"""Routes, triggers and failure handling, with recorded Label Studio payloads and an in-memory task source."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from service.app import create_app
+from service.projects import ProjectManager
+from service.settings import Settings
+from service.training import LocalTrainingBackend, TrainingBackend
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "label-studio-1.23.2-requests.jsonl"
+CONFIG = ('<View><Image name="image" value="$image"/><Choices name="choice" toName="image" choice="single">'
+          + "".join(f'<Choice value="{i}"/>' for i in range(10)) + "</Choices></View>")
+
+
+def recorded(path: str, action: str | None = None) -> dict:
+    for line in FIXTURES.read_text().splitlines():
+        d = json.loads(line)
+        if d.get("path") == path and (action is None or d["body"].get("action") == action):
+            return d["body"]
+    raise LookupError(path)
+
+
+def _png(img: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray((img * 255 / 16).astype(np.uint8), mode="L").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+class FakeClient:
+    """In-memory stand-in for Label Studio's task API (the push is exercised against a real server elsewhere)."""
+
+    def __init__(self, n: int = 120, labeled: int = 40) -> None:
+        d = load_digits()
+        self.tasks = []
+        for i in range(n):
+            anns = []
+            if i < labeled:
+                anns = [{"id": i, "result": [{"from_name": "choice", "to_name": "image", "type": "choices",
+                                              "value": {"choices": [str(d.target[i])]}}]}]
+            self.tasks.append({"id": i + 1, "data": {"image": _png(d.images[i])}, "annotations": anns})
+        self.pushed: list[str] = []
+        self.fail_push = False
+
+    def iter_tasks(self, project_id):
+        return iter(self.tasks)
+
+    def labeled_count(self, project_id):
+        return sum(1 for t in self.tasks if t["annotations"])
+
+    def get_project(self, project_id):
+        return {"label_config": CONFIG}
+
+    def delete_predictions(self, project_id):
+        from connectors.label_studio import LabelStudioError
+
+        if self.fail_push:
+            raise LabelStudioError("down", retryable=True)
+
+    def import_predictions(self, project_id, predictions):
+        self.pushed.append(predictions[0]["model_version"])
+        return len(predictions)
+
+    def set_model_version(self, *a): ...
+    def ensure_view(self, *a): return 1
+    def bulk_mark(self, *a): return 0
+
+
+class BlockingBackend(TrainingBackend):
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.runs = 0
+        self.fail = False
+
+    def run(self, job):
+        self.runs += 1
+        self.started.set()
+        assert self.release.wait(30)
+        if self.fail:
+            raise RuntimeError("boom in training")
+        return LocalTrainingBackend().run(job)
+
+
+def make(tmp_path, backend=None, client=None, **kw):
+    s = Settings(label_studio_url="http://127.0.0.1:1", label_studio_api_key="secret-key-123",
+                 model_dir=tmp_path, sae_epochs=15, sae_warm_epochs=5, retrain_debounce_seconds=0,
+                 push_retries=1, **kw)
+    client = client or FakeClient()
+    m = ProjectManager(s, client_factory=lambda url, key: client, backend=backend, start_scheduler=False)
+    return m, TestClient(create_app(s, manager=m)), client
+
+
+def test_health_and_setup_with_recorded_payload(tmp_path):
+    m, app, _ = make(tmp_path)
+    assert app.get("/health").json()["status"] == "UP"
+    body = recorded("/setup")
+    r = app.post("/setup", json=body)
+    assert r.status_code == 200 and r.json() == {"model_version": "untrained"}
+    assert m.projects[1].config.classes == ["cat", "dog", "bird"]
+
+
+def test_setup_without_choices_gives_reason(tmp_path):
+    _, app, _ = make(tmp_path)
+    r = app.post("/setup", json={"project": "3.1", "schema": '<View><Image name="i" value="$i"/></View>'})
+    assert r.status_code == 422 and "Choices" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("route", ["/setup", "/predict", "/webhook"])
+def test_malformed_bodies_are_4xx(tmp_path, route):
+    _, app, _ = make(tmp_path)
+    assert app.post(route, content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+    r = app.post(route, json={})
+    assert 400 <= r.status_code < 500 and r.json()["detail"]
+
+
+def test_webhook_answers_while_training_blocks_and_events_coalesce(tmp_path):
+    backend = BlockingBackend()
+    m, app, client = make(tmp_path, backend=backend)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    r = app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert r.status_code == 200
+    assert backend.started.wait(10)
+    assert m.runner.is_running(1) and app.get("/projects/1/status").json()["training"] is True
+    body = recorded("/webhook", "ANNOTATION_CREATED")
+    body["project"]["id"] = 1
+    body["project"]["num_tasks_with_annotations"] = 500
+    outcomes = [app.post("/webhook", json=body).json()["status"] for _ in range(50)]
+    assert set(outcomes) == {"coalesced"}
+    backend.release.set()
+    assert m.runner.wait_idle(120)
+    assert backend.runs == 2
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v2" and client.pushed == ["sae-v1", "sae-v2"]
+
+
+def test_failed_training_keeps_old_version_and_restart_serves_it(tmp_path):
+    backend = BlockingBackend()
+    backend.release.set()
+    m, app, _ = make(tmp_path, backend=backend)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "test")
+    assert m.runner.wait_idle(120)
+    task = {"id": 9999, "data": {"image": FakeClient().tasks[50]["data"]["image"]}}
+    before = app.post("/predict", json={"tasks": [task], "project": "1.1"}).json()
+    assert before["results"][0]["model_version"] == "sae-v1"
+    backend.fail = True
+    m.request_training(1, "test")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v1" and "boom in training" in status["last_error"]
+    assert app.post("/predict", json={"tasks": [task], "project": "1.1"}).json() == before
+    assert 'sae_errors_total{kind="training"} 1.0' in app.get("/metrics").text
+    m2, app2, _ = make(tmp_path, backend=BlockingBackend())
+    assert app2.get("/projects/1/status").json()["model_version"] == "sae-v1"
+    assert app2.post("/predict", json={"tasks": [task], "project": "1.1"}).json() == before
+
+
+def test_poll_catches_missed_webhook_and_push_retries(tmp_path):
+    m, app, client = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    client.fail_push = True
+    m.poll()
+    assert m.runner.wait_idle(120)
+    st = app.get("/projects/1/status").json()
+    assert st["model_version"] == "sae-v1" and st["push_pending"] is True and client.pushed == []
+    client.fail_push = False
+    m.poll()
+    assert app.get("/projects/1/status").json()["push_pending"] is False and client.pushed == ["sae-v1"]
+
+
+def test_corrupt_and_unknown_class_tasks_are_skipped_with_reason(tmp_path):
+    client = FakeClient()
+    client.tasks[60]["data"]["image"] = "data:image/png;base64," + base64.b64encode(b"\x89PNG broken").decode()
+    client.tasks[0]["annotations"][0]["result"][0]["value"]["choices"] = ["seven"]
+    m, app, _ = make(tmp_path, client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "test")
+    assert m.runner.wait_idle(120)
+    st = app.get("/projects/1/status").json()
+    assert st["model_version"] == "sae-v1" and st["skipped_count"] == 1
+    assert st["skipped"][0]["task"] == 61 and "image" in st["skipped"][0]["reason"]
+    assert "seven" in st["label_problems"][0]["problem"] and st["labeled"] == 39
+
+
+def test_basic_auth_on_every_route(tmp_path):
+    _, app, _ = make(tmp_path, basic_auth_user="u", basic_auth_pass="p")
+    for method, route in [("get", "/health"), ("get", "/"), ("post", "/setup"), ("post", "/predict"),
+                          ("post", "/webhook"), ("get", "/versions"), ("get", "/metrics"),
+                          ("get", "/projects/1/status")]:
+        assert getattr(app, method)(route).status_code == 401
+        assert getattr(app, method)(route, auth=("u", "wrong")).status_code == 401
+    assert app.get("/health", auth=("u", "p")).status_code == 200
