@@ -16,12 +16,11 @@ $(BIN)/sae-backend: pyproject.toml
 
 install: $(BIN)/sae-backend
 
-demo: install
-	$(BIN)/sae-backend demo $(DEMO_ARGS)
+demo: simulate
 
 simulate: install
 	$(BIN)/sae-backend simulate --dataset digits --model sae,ae,classifier --strategy margin,random \
-		--initial 50 --per-round 50 --rounds 6 --seeds 3 --out runs/simulate-digits
+		--initial 50 --per-round 50 --rounds 5 --seeds 3 --epochs 60 --out runs/simulate-digits
 
 test: install
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ venv of its own (``<home>/venv``), never in the backend's environment.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import re
@@ -22,7 +23,7 @@ import httpx
 LABEL_STUDIO_VERSION = "1.23.2"
 DEFAULT_USERNAME = "admin@example.com"
 DEFAULT_PASSWORD = "sae-backend-demo"
-DEFAULT_TOKEN = "sae0backend0demo0token0000000000000000001"
+DEFAULT_TOKEN = "sae0backend0demo0token000000000000000001"
 _STARTED = re.compile(rb"Starting development server at https?://[^:/]+:(\d+)/")
 # LS also reads these unprefixed names, so an ordinary shell's $HOST or $PORT would leak in.
 _UNSET = ("USERNAME", "PASSWORD", "HOST", "PORT", "DEBUG")
@@ -219,10 +220,8 @@ class LabelStudioServer:
             proc.wait(5)
         except ProcessLookupError:
             pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def restart(self, timeout: float = 180.0) -> LabelStudioServer:
         """Stop and start again on the same port and data dir, so clients keep their URL."""

@@ -162,7 +162,7 @@ def test_failed_training_keeps_old_version_and_restart_serves_it(tmp_path):
     assert status["model_version"] == "sae-v1" and "boom in training" in status["last_error"]
     assert app.post("/predict", json={"tasks": [task], "project": "1.1"}).json() == before
     assert 'sae_errors_total{kind="training"} 1.0' in app.get("/metrics").text
-    m2, app2, _ = make(tmp_path, backend=BlockingBackend())
+    _, app2, _ = make(tmp_path, backend=BlockingBackend())
     assert app2.get("/projects/1/status").json()["model_version"] == "sae-v1"
     assert app2.post("/predict", json={"tasks": [task], "project": "1.1"}).json() == before
 
