@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
 from connectors.label_studio import LabelStudioClient
 from connectors.task_data import DataFetcher, TaskDataError
-
 from model.acquisition import MarginSampling
 from model.sae_classifier import SAEClassifier
 from service.jobs import JobRunner

@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from connectors.annotations import resolve_label
-from connectors.label_config import LabelConfig
-from connectors.task_data import DataFetcher, TaskDataError
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
+from connectors.annotations import resolve_label
+from connectors.label_config import LabelConfig
+from connectors.task_data import DataFetcher, TaskDataError
 from model.sae_classifier import SAEClassifier
 
 log = logging.getLogger("sae_backend.training")

@@ -32,10 +32,12 @@ def _ann(choice: str | None, *, id: int = 1, updated: str | None = None, created
 
 
 def test_recorded_webhook_annotations(config) -> None:
-    hooks = {r["body"]["action"]: r["body"] for r in _requests()
-             if r.get("path") == "/webhook" and r["body"].get("action", "").startswith("ANNOTATION_")}
-    assert resolve_label([hooks["ANNOTATION_CREATED"]["annotation"]], config) == ResolvedLabel(1, None)  # dog
-    assert resolve_label([hooks["ANNOTATION_UPDATED"]["annotation"]], config) == ResolvedLabel(2, None)  # bird
+    hooks = [r["body"] for r in _requests()
+             if r.get("path") == "/webhook" and r["body"].get("action", "").startswith("ANNOTATION_")]
+    labels = [(h["action"], h["task"]["id"], resolve_label([h["annotation"]], config)) for h in hooks]
+    assert labels == [("ANNOTATION_CREATED", 5, ResolvedLabel(1, None)),  # dog
+                      ("ANNOTATION_UPDATED", 5, ResolvedLabel(2, None)),  # relabelled bird
+                      ("ANNOTATION_CREATED", 6, ResolvedLabel(0, None))]  # cat
 
 
 def test_recorded_legacy_train_payload(config) -> None:
