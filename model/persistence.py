@@ -9,6 +9,7 @@ renamed into place, so a crash mid-save never leaves a half-written model behind
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -96,6 +97,8 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
                                  device=device)
     if settings["custom_networks"]:
         sae.encoder_, sae.decoder_ = nets["encoder"], nets["decoder"]
+        # keep them marked as the user's own pair, so saving this model again pickles them too
+        sae.set_params(encoder=copy.deepcopy(sae.encoder_), decoder=copy.deepcopy(sae.decoder_))
     else:
         sae.encoder_, sae.decoder_ = build_networks(settings["input_shape"], sp["latent_dim"], sp["network"],
                                                     sp["channels"], sp["hidden"])

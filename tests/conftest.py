@@ -2,14 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
+import torch
 
 from connectors.datasets import Dataset, load_digits_dataset
 from model.sae_classifier import SAEClassifier
 
 # Class 9 gets no labels in the shared model, so "a class without labels" is always at hand.
 UNLABELED_CLASS = 9
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture
+def torch_one_thread() -> Iterator[None]:
+    """One intra-op thread for the tiny test networks: on a busy 2-core machine two threads spin
+    against each other and make small steps several times slower (results are the same)."""
+    with _one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -31,5 +53,6 @@ def digits_labels(digits: Dataset) -> np.ndarray:
 @pytest.fixture(scope="session")
 def digits_model(digits: Dataset, digits_labels: np.ndarray) -> SAEClassifier:
     """A small CPU model (MLP, latent 10, 10 classes) trained briefly. Treat it as read-only."""
-    return SAEClassifier(class_names=digits.class_names, epochs=15, device="cpu",
-                         random_state=0).fit(digits.x_train, digits_labels)
+    with _one_thread():
+        return SAEClassifier(class_names=digits.class_names, epochs=15, device="cpu",
+                             random_state=0).fit(digits.x_train, digits_labels)

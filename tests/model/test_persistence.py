@@ -1,0 +1,154 @@
+"""Saving and loading a trained model: identical outputs, no training data, atomic writes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from connectors.datasets import Dataset
+from model.persistence import FORMAT_VERSION, load_model, read_settings, save_model
+from model.sae_classifier import SAEClassifier
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_round_trip_gives_identical_outputs(digits_model: SAEClassifier, digits: Dataset, tmp_path) -> None:
+    path = save_model(digits_model, tmp_path / "v1", metadata={"labels": 100})
+    assert path == tmp_path / "v1"
+    loaded = load_model(path, device="cpu")
+    x = digits.x_test
+    np.testing.assert_array_equal(loaded.transform(x), digits_model.transform(x))
+    np.testing.assert_array_equal(loaded.decision_function(x), digits_model.decision_function(x))
+    np.testing.assert_array_equal(loaded.predict(x), digits_model.predict(x))
+    pred, conf = loaded.predict_confidence(x)
+    pred0, conf0 = digits_model.predict_confidence(x)
+    np.testing.assert_array_equal(pred, pred0)
+    np.testing.assert_array_equal(conf, conf0)
+    np.testing.assert_array_equal(loaded.sae_.inverse_transform(loaded.transform(x[:5])),
+                                  digits_model.sae_.inverse_transform(digits_model.transform(x[:5])))
+    # class 9 had no labels: its centre stays NaN and it still never wins
+    np.testing.assert_array_equal(loaded.class_centres_, digits_model.class_centres_)
+    assert np.isnan(loaded.class_centres_[9]).all()
+    assert 9 not in loaded.predict(x)
+    assert loaded.class_names == digits_model.class_names
+    assert loaded.n_classes_ == 10
+    assert loaded.metadata_ == {"labels": 100}
+    assert loaded.sae_.history_ == digits_model.sae_.history_
+    np.testing.assert_array_equal(loaded.sae_.targets_, digits_model.sae_.targets_)
+
+
+def test_saved_model_holds_no_training_data(digits_model: SAEClassifier, tmp_path) -> None:
+    path = save_model(digits_model, tmp_path / "m")
+    assert sorted(p.name for p in path.iterdir()) == ["networks.pt", "settings.json", "svm.npz"]
+    with np.load(path / "svm.npz") as arrays:
+        for name in arrays.files:
+            assert arrays[name].size <= 10 * 10, name  # K x K at most, nothing per item
+    settings = read_settings(path)
+    assert settings["format_version"] == FORMAT_VERSION
+    assert settings["input_shape"] == [1, 8, 8]
+    assert settings["n_classes"] == 10
+    assert not settings["custom_networks"]
+    # loading needs nothing but the directory: predictions on items it never saw
+    loaded = load_model(path, device="cpu")
+    fresh = np.random.default_rng(0).random((4, 1, 8, 8)).astype(np.float32)
+    assert loaded.predict(fresh).shape == (4,)
+    assert loaded.predict_confidence(fresh)[1].shape == (4,)
+
+
+def test_loaded_model_can_keep_training(digits_model: SAEClassifier, digits: Dataset, digits_labels, tmp_path) -> None:
+    loaded = load_model(save_model(digits_model, tmp_path / "v1"), device="cpu")
+    encoder = loaded.sae_.encoder_
+    n_hist = len(loaded.sae_.history_)
+    loaded.set_params(warm_start=True, epochs=1).fit(digits.x_train, digits_labels)
+    assert loaded.sae_.encoder_ is encoder
+    assert len(loaded.sae_.history_) == n_hist + 1
+    reloaded = load_model(save_model(loaded, tmp_path / "v2"), device="cpu")
+    np.testing.assert_array_equal(reloaded.decision_function(digits.x_test), loaded.decision_function(digits.x_test))
+
+
+def test_saving_to_an_existing_directory_raises(digits_model: SAEClassifier, tmp_path) -> None:
+    target = tmp_path / "v1"
+    target.mkdir()
+    (target / "keep.txt").write_text("old")
+    with pytest.raises(FileExistsError, match="already exists"):
+        save_model(digits_model, target)
+    assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    save_model(digits_model, tmp_path / "v2")
+    with pytest.raises(FileExistsError):
+        save_model(digits_model, tmp_path / "v2")
+
+
+def test_crash_mid_save_leaves_nothing_behind(digits_model: SAEClassifier, digits: Dataset, tmp_path,
+                                              monkeypatch) -> None:
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        save_model(digits_model, tmp_path / "models" / "v1")
+    assert not (tmp_path / "models" / "v1").exists()
+    assert list((tmp_path / "models").iterdir()) == []  # no temporary directory either
+    monkeypatch.undo()
+    # the model itself is unharmed and the same name can be saved afterwards
+    assert next(digits_model.sae_.encoder_.parameters()).device == digits_model.sae_.device_
+    load_model(save_model(digits_model, tmp_path / "models" / "v1"), device="cpu")
+
+
+def test_interrupt_mid_save_leaves_nothing_behind(digits_model: SAEClassifier, tmp_path, monkeypatch) -> None:
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(json, "dumps", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(digits_model, tmp_path / "v1")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_format_version(digits_model: SAEClassifier, tmp_path) -> None:
+    path = save_model(digits_model, tmp_path / "v1")
+    settings = read_settings(path)
+    settings["format_version"] = 999
+    (path / "settings.json").write_text(json.dumps(settings))
+    with pytest.raises(ValueError, match="unsupported model format 999"):
+        load_model(path, device="cpu")
+
+
+class FlatEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class FlatDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 64), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, 8, 8)
+
+
+def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path) -> None:
+    torch.manual_seed(0)
+    model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
+                          sae_params={"encoder": FlatEncoder(), "decoder": FlatDecoder()})
+    model.fit(digits.x_train, digits_labels)
+    path = save_model(model, tmp_path / "custom")
+    assert read_settings(path)["custom_networks"]
+    loaded = load_model(path, device="cpu")
+    assert isinstance(loaded.sae_.encoder_, FlatEncoder)
+    np.testing.assert_array_equal(loaded.decision_function(digits.x_test), model.decision_function(digits.x_test))
+    # a loaded model with its own networks, trained on and saved again, still loads
+    loaded.set_params(warm_start=True, epochs=1).fit(digits.x_train, digits_labels)
+    again = save_model(loaded, tmp_path / "custom-2")
+    assert read_settings(again)["custom_networks"]
+    reloaded = load_model(again, device="cpu")
+    assert isinstance(reloaded.sae_.encoder_, FlatEncoder)
+    np.testing.assert_array_equal(reloaded.decision_function(digits.x_test), loaded.decision_function(digits.x_test))

@@ -1,0 +1,264 @@
+"""The Structuring Autoencoder: its effect on a real (small) data set, determinism, warm start, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from connectors.datasets import Dataset
+from model.device import resolve_device
+from model.sae import StructuringAutoencoder, as_float_array
+from model.sae_classifier import SAEClassifier
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def random_labels(y_true: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y = np.full(len(y_true), -1, dtype=np.int64)
+    chosen = rng.choice(len(y_true), n, replace=False)
+    y[chosen] = y_true[chosen]
+    return y
+
+
+@pytest.fixture(scope="module")
+def small(digits: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The first 400 training digits, 60 of them labeled."""
+    x = digits.x_train[:400]
+    return x, random_labels(digits.y_train[:400], 60, seed=1)
+
+
+@pytest.mark.slow
+def test_structure_beats_plain_autoencoder_with_few_labels(digits: Dataset) -> None:
+    # The paper's claim on a small scale: 100 labels, SAE (lam 0.9) + SVM vs AE (lam 0) + SVM.
+    # Over seeds 0-3 at 40 epochs the gap was 5.8 to 10 points (SAE 7.8-11 %, AE 16-18 %).
+    y = random_labels(digits.y_train, 100, seed=0)
+    errors = {}
+    for lam in (0.9, 0.0):
+        model = SAEClassifier(class_names=digits.class_names, lam=lam, epochs=40, device="cpu",
+                              random_state=0).fit(digits.x_train, y)
+        errors[lam] = float(np.mean(model.predict(digits.x_test) != digits.y_test))
+    assert errors[0.9] < 0.15
+    assert errors[0.9] + 0.03 < errors[0.0], errors
+
+
+def test_same_seed_gives_identical_codes_on_cpu(small, digits: Dataset) -> None:
+    x, y = small
+    codes = [StructuringAutoencoder(epochs=3, device="cpu", n_classes=10, random_state=seed).fit(x, y)
+             .transform(digits.x_test) for seed in (5, 5, 6)]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert not np.allclose(codes[0], codes[2])
+
+
+def test_warm_start_continues_training(small) -> None:
+    x, y = small
+    sae = StructuringAutoencoder(epochs=4, device="cpu", n_classes=10, random_state=0).fit(x, y)
+    encoder = sae.encoder_
+    codes = sae.transform(x)
+    first = sae.history_[0]
+    # with lr 0 a warm fit must leave the trained weights exactly as they were
+    sae.set_params(warm_start=True, epochs=2, lr=0.0).fit(x, y)
+    assert sae.encoder_ is encoder
+    assert len(sae.history_) == 6
+    assert sae.history_[0] == first
+    np.testing.assert_array_equal(sae.transform(x), codes)
+    assert sae.history_[-1]["reconstruction"] < first["reconstruction"]  # picks up where it stopped
+    # a real warm fit keeps improving the same networks
+    sae.set_params(epochs=3, lr=1e-3).fit(x, y)
+    assert sae.encoder_ is encoder
+    assert len(sae.history_) == 9
+    assert not np.array_equal(sae.transform(x), codes)
+    # without warm start the networks are built afresh and the history restarts
+    sae.set_params(warm_start=False, epochs=1, lr=0.0).fit(x, y)
+    assert sae.encoder_ is not encoder
+    assert len(sae.history_) == 1
+    assert not np.allclose(sae.transform(x), codes)
+
+
+def test_warm_start_with_another_input_shape_rebuilds(small) -> None:
+    x, y = small
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, warm_start=True).fit(x, y)
+    encoder = sae.encoder_
+    sae.fit(x.reshape(len(x), -1), y)
+    assert sae.encoder_ is not encoder
+    assert sae.input_shape_ == (64,)
+    assert len(sae.history_) == 1
+
+
+def test_labeled_codes_end_near_their_targets(digits: Dataset) -> None:
+    x, y = digits.x_train, random_labels(digits.y_train, 100, seed=0)
+    sae = StructuringAutoencoder(epochs=20, device="cpu", n_classes=10, random_state=0).fit(x, y)
+    structure = [h["structure"] for h in sae.history_]
+    assert structure[-1] < 0.1 * structure[0]
+    lab = np.flatnonzero(y >= 0)
+    z = sae.transform(x[lab])
+    # targets form a regular simplex of edge 1 (the default distances), moved onto the codes
+    edges = np.linalg.norm(sae.targets_[:, None] - sae.targets_[None], axis=-1)
+    np.testing.assert_allclose(edges[~np.eye(10, dtype=bool)], 1.0, atol=1e-6)
+    dist = np.linalg.norm(z - sae.targets_[y[lab]], axis=1)
+    assert dist.mean() < 0.25
+    nearest = np.argmin(np.linalg.norm(z[:, None] - sae.targets_[None], axis=-1), axis=1)
+    assert np.mean(nearest == y[lab]) > 0.95
+
+
+def test_plain_autoencoder_ignores_structure(small) -> None:
+    x, y = small
+    sae = StructuringAutoencoder(lam=0.0, epochs=3, device="cpu", n_classes=10).fit(x, y)
+    assert all(h["structure"] == 0.0 for h in sae.history_)
+    assert sae.history_[-1]["reconstruction"] < sae.history_[0]["reconstruction"]
+    np.testing.assert_array_equal(sae.targets_, sae.positions_)
+
+
+def test_fit_without_labels(small) -> None:
+    x, _ = small
+    sae = StructuringAutoencoder(epochs=2, device="cpu", latent_dim=4).fit(x)
+    assert sae.transform(x[:7]).shape == (7, 4)
+    assert sae.inverse_transform(np.zeros((3, 4))).shape == (3, 1, 8, 8)
+    assert sae.reconstruction_error(x) > 0
+
+
+def test_custom_class_distances_shape_the_targets(small) -> None:
+    x, y = small
+    d = np.ones((10, 10)) - np.eye(10)
+    d[0, 1] = d[1, 0] = 0.5  # classes 0 and 1 closer together
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, class_distances=d).fit(x, y)
+    edges = np.linalg.norm(sae.targets_[:, None] - sae.targets_[None], axis=-1)
+    np.testing.assert_allclose(edges, d, atol=1e-6)
+    with pytest.raises(ValueError, match="symmetric"):
+        StructuringAutoencoder(epochs=1, device="cpu", n_classes=2,
+                               class_distances=np.array([[0, 1], [2, 0]])).fit(x[:10], np.zeros(10, dtype=int))
+
+
+@pytest.mark.parametrize("lam", [-0.1, 1.5])
+def test_lam_outside_unit_interval(small, lam: float) -> None:
+    x, y = small
+    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\]"):
+        StructuringAutoencoder(lam=lam, epochs=1, device="cpu").fit(x, y)
+
+
+def test_lam_bounds_are_allowed(small) -> None:
+    x, y = small
+    for lam in (0.0, 1.0):
+        StructuringAutoencoder(lam=lam, epochs=1, device="cpu", n_classes=10).fit(x[:50], y[:50])
+
+
+def test_mismatched_x_and_y(small) -> None:
+    x, y = small
+    with pytest.raises(ValueError, match="400 items but y has 399"):
+        StructuringAutoencoder(epochs=1, device="cpu").fit(x, y[:-1])
+
+
+@pytest.mark.parametrize("bad", [10, -2])
+def test_labels_out_of_range(small, bad: int) -> None:
+    x, y = small
+    y = y.copy()
+    y[0] = bad
+    with pytest.raises(ValueError, match=r"labels must be -1 or in 0\.\.9"):
+        StructuringAutoencoder(epochs=1, device="cpu", n_classes=10).fit(x, y)
+
+
+def test_empty_pool() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        StructuringAutoencoder(epochs=1, device="cpu").fit(np.zeros((0, 1, 8, 8), np.float32))
+
+
+def test_encoder_without_decoder(small) -> None:
+    x, y = small
+    with pytest.raises(ValueError, match="both encoder and decoder"):
+        StructuringAutoencoder(encoder=nn.Linear(64, 10), epochs=1, device="cpu").fit(x, y)
+    with pytest.raises(ValueError, match="both encoder and decoder"):
+        StructuringAutoencoder(decoder=nn.Linear(10, 64), epochs=1, device="cpu").fit(x, y)
+
+
+def test_other_bad_parameters(small) -> None:
+    x, y = small
+    for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1}):
+        with pytest.raises(ValueError):
+            StructuringAutoencoder(device="cpu", **params).fit(x, y)
+
+
+def test_not_fitted() -> None:
+    with pytest.raises(RuntimeError, match="not fitted"):
+        StructuringAutoencoder().transform(np.zeros((1, 1, 8, 8)))
+
+
+class TinyEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class TinyDecoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 32), nn.ReLU(), nn.Linear(32, 64), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).view(-1, 1, 8, 8)
+
+
+def test_user_supplied_module_pair(small) -> None:
+    x, y = small
+    torch.manual_seed(0)
+    enc, dec = TinyEncoder(), TinyDecoder()
+    before = [p.detach().clone() for p in enc.parameters()]
+    sae = StructuringAutoencoder(encoder=enc, decoder=dec, latent_dim=3, epochs=10, device="cpu",
+                                 n_classes=10).fit(x, y)
+    assert isinstance(sae.encoder_, TinyEncoder)
+    assert sae.encoder_ is not enc  # the user's modules are copied, never trained in place
+    for p, b in zip(enc.parameters(), before, strict=True):
+        assert torch.equal(p, b)
+    assert sae.transform(x[:5]).shape == (5, 3)
+    assert sae.inverse_transform(sae.transform(x[:5])).shape == (5, 1, 8, 8)
+    assert sae.history_[-1]["structure"] < sae.history_[0]["structure"]
+    assert sae.history_[-1]["reconstruction"] < sae.history_[0]["reconstruction"]
+
+
+def test_progress_bar_is_silent_by_default(small, capsys) -> None:
+    x, y = small
+    StructuringAutoencoder(epochs=2, device="cpu", n_classes=10).fit(x, y)
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert out.err == ""
+    StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, verbose=True).fit(x, y)
+    assert "train SAE" in capsys.readouterr().err  # the check above can fail: verbose does print
+
+
+def test_on_epoch_callback(small) -> None:
+    x, y = small
+    calls = []
+    StructuringAutoencoder(epochs=3, device="cpu", n_classes=10,
+                           on_epoch=lambda e, n, rec: calls.append((e, n, sorted(rec)))).fit(x, y)
+    assert calls == [(e, 3, ["reconstruction", "seconds", "structure"]) for e in (1, 2, 3)]
+
+
+def test_as_float_array_adds_a_channel_axis() -> None:
+    out = as_float_array(np.zeros((2, 5, 5), dtype=np.uint8))
+    assert out.shape == (2, 1, 5, 5)
+    assert out.dtype == np.float32
+    x = np.zeros((2, 1, 5, 5), dtype=np.float32)
+    assert as_float_array(x) is x
+
+
+def test_sae_classifier_needs_two_labeled_classes(small) -> None:
+    x, _ = small
+    y = np.full(len(x), -1)
+    y[:5] = 3
+    with pytest.raises(ValueError, match="at least two classes"):
+        SAEClassifier(epochs=1, device="cpu").fit(x, y)
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")

@@ -1,0 +1,141 @@
+"""The offline simulator through the command line: curve.json, the PNG, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from connectors.datasets import load_digits_dataset
+from service.cli import main
+from service.simulate import SimulationError, SimulationSettings, run_one, simulate, summary_table
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = ["--initial", "30", "--per-round", "30", "--rounds", "1", "--seeds", "1", "--epochs", "5",
+        "--pool-size", "400", "--test-size", "200", "--device", "cpu"]
+
+
+@pytest.mark.slow
+def test_cli_simulate_writes_curve_and_png(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    rc = main(["simulate", "--dataset", "digits", "--model", "sae,classifier", "--strategy", "margin,random",
+               *TINY, "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    result = json.loads((out / "curve.json").read_text())
+    assert set(result) == {"settings", "runs"}
+    settings = result["settings"]
+    assert settings["dataset"] == "digits"
+    assert settings["models"] == ["sae", "classifier"]
+    assert settings["strategies"] == ["margin", "random"]
+    assert (settings["initial"], settings["per_round"], settings["rounds"]) == (30, 30, 1)
+    assert (settings["pool_size"], settings["test_size"], settings["epochs"]) == (400, 200, 5)
+    assert settings["class_names"] == [str(i) for i in range(10)]
+    runs = result["runs"]
+    assert [(r["model"], r["strategy"], r["seed"]) for r in runs] == [
+        ("sae", "margin", 0), ("sae", "random", 0), ("classifier", "margin", 0), ("classifier", "random", 0)]
+    for r in runs:
+        assert set(r) == {"model", "strategy", "seed", "curve"}
+        assert [p["labeled"] for p in r["curve"]] == [30, 60]
+        for p in r["curve"]:
+            assert set(p) == {"labeled", "test_error", "train_seconds"}
+            assert 0.0 <= p["test_error"] <= 1.0
+            assert p["train_seconds"] >= 0.0
+        assert r["curve"][0]["test_error"] < 0.8  # 30 labels of 10 digits: far better than chance
+    # the same seed starts every strategy from the same initial labels and model, so round 0 agrees
+    by = {(r["model"], r["strategy"]): r["curve"] for r in runs}
+    for model in ("sae", "classifier"):
+        assert by[(model, "margin")][0]["test_error"] == by[(model, "random")][0]["test_error"]
+    png = (out / "curve.png").read_bytes()
+    assert png.startswith(PNG_SIGNATURE)
+    assert len(png) > 1000
+    assert "sae+margin" in captured.out  # the summary table
+    assert captured.err == ""
+
+
+def test_run_one_adds_per_round_labels() -> None:
+    ds = load_digits_dataset()
+    s = SimulationSettings(models=["ae"], strategies=["margin"], initial=20, per_round=15, rounds=2, seeds=1,
+                           pool_size=150, test_size=100, epochs=2, device="cpu")
+    curve = run_one(ds, s, "ae", "margin", seed=0, log=lambda _: None)
+    assert [p["labeled"] for p in curve] == [20, 35, 50]
+
+
+def test_summary_table() -> None:
+    runs = [{"model": "sae", "strategy": "margin", "seed": s,
+             "curve": [{"labeled": 10, "test_error": e, "train_seconds": 0.1},
+                       {"labeled": 20, "test_error": e / 2, "train_seconds": 0.1}]} for s, e in ((0, 0.2), (1, 0.4))]
+    lines = summary_table(runs).splitlines()
+    assert lines[0].split() == ["model+strategy", "10", "20"]
+    assert lines[2].split() == ["sae+margin", "30.0%", "15.0%"]
+
+
+def run_cli(args: list[str], tmp_path, capsys) -> tuple[int, list[str]]:
+    rc = main(["simulate", *args, "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def test_unknown_dataset(tmp_path, capsys) -> None:
+    rc, err = run_cli(["--dataset", "cifar"], tmp_path, capsys)
+    assert rc == 2
+    assert len(err) == 1
+    assert err[0].startswith("sae-backend simulate: error: ")
+    assert "unknown dataset 'cifar'" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_fashion_mnist_files(tmp_path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc, err = run_cli(["--dataset", "fashion-mnist", "--data-path", str(empty)], tmp_path, capsys)
+    assert rc == 2
+    assert len(err) == 1
+    assert str(empty) in err[0]
+    assert "train-images-idx3-ubyte" in err[0]
+    assert "apt-get install dataset-fashion-mnist" in err[0]
+
+
+def test_bad_groups(tmp_path, capsys) -> None:
+    rc, err = run_cli(["--groups", "0,1,2|3,4"], tmp_path, capsys)
+    assert rc == 2
+    assert len(err) == 1
+    assert "are in no group" in err[0]
+
+
+def test_initial_larger_than_pool(tmp_path, capsys) -> None:
+    rc, err = run_cli(["--pool-size", "50", "--initial", "100"], tmp_path, capsys)
+    assert rc == 2
+    assert len(err) == 1
+    assert "--initial 100 is larger than the pool (50 items)" in err[0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "sae,svm"], "unknown model 'svm'"),
+    (["--strategy", "margin,bald"], "unknown strategy 'bald'"),
+    (["--lam", "1.5"], "--lam must be in [0, 1]"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--latent-dim", "0"], "--latent-dim must be at least 1"),
+    (["--rounds", "-1"], "must not be negative"),
+])
+def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
+    rc, err = run_cli(args, tmp_path, capsys)
+    assert rc == 2
+    assert len(err) == 1
+    assert message in err[0]
+
+
+def test_simulate_raises_simulation_error(tmp_path) -> None:
+    with pytest.raises(SimulationError, match="unknown dataset"):
+        simulate(SimulationSettings(dataset="nope"), tmp_path, log=lambda _: None)
+
+
+def test_initial_equal_to_pool_is_allowed_when_no_rounds(tmp_path) -> None:
+    s = SimulationSettings(models=["sae"], strategies=["random"], initial=60, rounds=0, seeds=1, pool_size=60,
+                           test_size=50, epochs=1, device="cpu")
+    result = simulate(s, tmp_path, log=lambda _: None)
+    assert [p["labeled"] for p in result["runs"][0]["curve"]] == [60]
+    assert np.isfinite(result["runs"][0]["curve"][0]["test_error"])
