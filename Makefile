@@ -16,7 +16,8 @@ $(BIN)/sae-backend: pyproject.toml
 
 install: $(BIN)/sae-backend
 
-demo: simulate
+demo: install
+	$(BIN)/sae-backend demo $(DEMO_ARGS)
 
 simulate: install
 	$(BIN)/sae-backend simulate --dataset digits --model sae,ae,classifier --strategy margin,random \

@@ -1,14 +1,20 @@
-"""The backend's client for the Label Studio API, over label-studio-sdk 2.x.
+"""The backend's client for the Label Studio API (measured against LS 1.23.2, SDK 2.1.2).
 
-Every failure surfaces as :class:`LabelStudioError` with ``retryable`` set for
-connection errors, timeouts and 5xx, so callers can back off and retry. Messages never
-carry the API key.
+Typed calls go through ``label_studio_sdk.LabelStudio``; the task list, imports and a few
+undocumented endpoints go over plain httpx with the SDK's auth headers (so legacy tokens and
+personal access tokens both work). Every failure surfaces as :class:`LabelStudioError`, with
+``retryable`` set for connection errors, timeouts, 429 and 5xx so callers can back off and
+retry; its message never carries the API key. The SDK's own retries are off: retrying is the
+caller's decision.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import mimetypes
+import re
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -17,205 +23,418 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 T = TypeVar("T")
-QUEUE_MARK = "sae-backend uncertain queue for project"
+
+LABELED_FILTER = {"conjunction": "and", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]}
+UNLABELED_FILTER = {"conjunction": "and", "items": [
+    {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+_QUEUE_MARK = re.compile(r"\[sae-backend queue of project (\d+)\]")
+_MAX_FILES_PER_REQUEST = 100  # Django's DATA_UPLOAD_MAX_NUMBER_FILES; more is a 500
+MAX_PAGE = 500
+_MAX_TITLE = 50  # LS refuses project titles outside 3..50 characters
 
 
 class LabelStudioError(RuntimeError):
-    def __init__(self, message: str, retryable: bool) -> None:
+    """Any failed call to Label Studio; ``retryable`` says whether trying again later can help."""
+
+    def __init__(self, message: str, retryable: bool, status_code: int | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status_code = status_code
+
+
+def _is_retryable(status: int | None) -> bool:
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+def _detail(body: Any) -> str:
+    if isinstance(body, dict):
+        detail, errors = body.get("detail"), body.get("validation_errors")
+        body = f"{detail} {json.dumps(errors, default=str)}" if detail and errors else detail or errors or body
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    return text[:300]
 
 
 def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn SDK and httpx failures into LabelStudioError, scrubbing the key, dropping the chained cause."""
+
     @functools.wraps(fn)
     def inner(self: LabelStudioClient, *args: Any, **kwargs: Any) -> T:
+        name = fn.__name__.lstrip("_")
         try:
             return fn(self, *args, **kwargs)
         except LabelStudioError:
             raise
         except ApiError as e:
-            code = e.status_code or 0
-            body = str(e.body)[:300].replace(self._key, "***") if self._key else str(e.body)[:300]
-            raise LabelStudioError(f"{fn.__name__}: Label Studio answered HTTP {code}: {body}",
-                                   retryable=code >= 500 or code in (0, 429)) from None
+            err = LabelStudioError(self._scrub(f"{name}: Label Studio answered HTTP {e.status_code}: "
+                                               f"{_detail(e.body)}"), _is_retryable(e.status_code), e.status_code)
         except httpx.HTTPStatusError as e:
             code = e.response.status_code
-            raise LabelStudioError(f"{fn.__name__}: Label Studio answered HTTP {code}",
-                                   retryable=code >= 500 or code == 429) from None
+            try:
+                body: Any = e.response.json()
+            except ValueError:
+                body = e.response.text
+            err = LabelStudioError(self._scrub(f"{name}: Label Studio answered HTTP {code}: {_detail(body)}"),
+                                   _is_retryable(code), code)
         except (httpx.TransportError, OSError) as e:
-            raise LabelStudioError(f"{fn.__name__}: Label Studio unreachable ({type(e).__name__})",
-                                   retryable=True) from None
+            err = LabelStudioError(self._scrub(f"{name}: cannot reach Label Studio at {self.url} "
+                                               f"({type(e).__name__}: {e})"), retryable=True)
+        except ValueError as e:
+            err = LabelStudioError(self._scrub(f"{name}: unexpected answer from Label Studio "
+                                               f"({type(e).__name__}: {str(e)[:200]})"), retryable=False)
+        raise err from None
+
     return inner
 
 
 def _dump(obj: Any) -> dict:
     if isinstance(obj, dict):
         return obj
-    return obj.model_dump() if hasattr(obj, "model_dump") else obj.dict()
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else dict(obj)
 
 
 class LabelStudioClient:
+    """One Label Studio server, one API key. Cheap to create; ``close()`` frees the connections."""
+
     def __init__(self, url: str, api_key: str, timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
         self._key = api_key
         self.timeout = timeout
-        self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        try:
+            self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0,
+                                  httpx_client=self._http)
+        except ApiError as e:
+            raise LabelStudioError(self._scrub(f"api key refused: {_detail(e.body)}"), False, e.status_code) from None
 
-    def _headers(self) -> dict[str, str]:
-        return dict(self.ls._client_wrapper.get_headers())
+    def __repr__(self) -> str:
+        return f"LabelStudioClient({self.url!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LabelStudioClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A raw call with the SDK's auth header (it refreshes personal access tokens when needed)."""
+        headers = dict(self.ls._client_wrapper.get_headers())
+        r = self._http.request(method, path, headers=headers, **kwargs)
+        r.raise_for_status()
+        return r
+
+    # -- projects ---------------------------------------------------------------------------------
 
     @_wrap
     def get_project(self, project_id: int) -> dict:
-        return _dump(self.ls.projects.get(id=project_id))
+        """The project as JSON: id, title, description, label_config, model_version, task_number,
+        num_tasks_with_annotations, ..."""
+        return self._request("GET", f"/api/projects/{int(project_id)}/").json()
 
     @_wrap
     def labeled_count(self, project_id: int) -> int:
-        return int(_dump(self.ls.projects.get(id=project_id)).get("num_tasks_with_annotations") or 0)
+        """Tasks with at least one (not skipped) annotation: one cheap query, for polling."""
+        return int(self.get_project(project_id).get("num_tasks_with_annotations") or 0)
 
     @_wrap
-    def _page(self, project_id: int, page: int, page_size: int, query: str | None) -> tuple[list[dict], int]:
-        params: dict[str, Any] = {"project": project_id, "page": page, "page_size": page_size, "fields": "all"}
-        if query:
-            params["query"] = query
-        r = httpx.get(f"{self.url}/api/tasks/", params=params, headers=self._headers(), timeout=self.timeout)
-        if r.status_code == 404:
-            return [], 0
-        r.raise_for_status()
-        body = r.json()
-        return body.get("tasks", []), int(body.get("total", 0))
-
-    def iter_tasks(self, project_id: int, page_size: int = 500, labeled: bool | None = None) -> Iterator[dict]:
-        """Every task with its annotations, page by page (``only_annotated`` is ignored by the server)."""
-        query = None
-        if labeled is not None:
-            op = "greater" if labeled else "equal"
-            query = json.dumps({"filters": {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:total_annotations", "operator": op, "type": "Number", "value": 0}]}})
-        page = 1
-        while True:
-            tasks, total = self._page(project_id, page, page_size, query)
-            yield from tasks
-            if not tasks or page * page_size >= total:
-                return
-            page += 1
-
-    @_wrap
-    def ordered_task_ids(self, project_id: int, filters: dict, ordering: list[str], limit: int = 100) -> list[int]:
-        """Task ids as a Data Manager view with these filters and ordering shows them."""
-        q = json.dumps({"filters": filters, "ordering": ordering})
-        tasks, _ = self._page(project_id, 1, limit, q)
-        return [int(t["id"]) for t in tasks]
-
-    @_wrap
-    def delete_predictions(self, project_id: int) -> None:
-        """Remove every prediction in the project: one bulk action, so the table never grows per version."""
-        self.ls.actions.create(id="delete_tasks_predictions", project=project_id, selected_items={"all": True})
-
-    @_wrap
-    def import_predictions(self, project_id: int, predictions: list[dict], chunk_size: int = 1000) -> int:
-        for s in range(0, len(predictions), chunk_size):
-            self.ls.projects.import_predictions(id=project_id, request=predictions[s:s + chunk_size])
-        return len(predictions)
-
-    @_wrap
-    def set_model_version(self, project_id: int, version: str) -> None:
-        self.ls.projects.update(id=project_id, model_version=version)
-
-    @_wrap
-    def ensure_view(self, project_id: int, title: str, filters: dict, ordering: list[str]) -> int:
-        data = {"title": title, "filters": filters, "ordering": ordering}
-        for v in self.ls.views.list(project=project_id):
-            vd = _dump(v)
-            if (vd.get("data") or {}).get("title") == title:
-                self.ls.views.update(id=str(vd["id"]), project=project_id, data=data)
-                return int(vd["id"])
-        return int(_dump(self.ls.views.create(project=project_id, data=data))["id"])
-
-    @_wrap
-    def update_task_meta(self, task_id: int, meta: dict) -> None:
-        r = httpx.patch(f"{self.url}/api/tasks/{task_id}/", json={"meta": meta}, headers=self._headers(),
-                        timeout=self.timeout)
-        r.raise_for_status()
-
-    def bulk_mark(self, project_id: int, marks: dict[int, dict], key: str = "sae") -> int:
-        """Set ``meta[key]`` on the given tasks and clear it from tasks marked in an earlier round."""
-        changed = 0
-        for task in self.iter_tasks(project_id):
-            meta = dict(task.get("meta") or {})
-            tid = int(task["id"])
-            want = marks.get(tid)
-            if want is not None and meta.get(key) != want:
-                meta[key] = want
-            elif want is None and key in meta:
-                meta.pop(key)
-            else:
-                continue
-            self.update_task_meta(tid, meta)
-            changed += 1
-        return changed
+    def list_projects(self) -> list[dict]:
+        return [_dump(p) for p in self.ls.projects.list(page_size=100)]
 
     @_wrap
     def create_project(self, title: str, label_config: str, description: str = "") -> int:
-        return int(_dump(self.ls.projects.create(title=title, label_config=label_config,
-                                                 description=description))["id"])
+        """LS wants a title of 3 to 50 characters (a 400 otherwise)."""
+        return int(self.ls.projects.create(title=title, label_config=label_config, description=description).id)
 
     @_wrap
-    def ensure_queue_project(self, source_project_id: int) -> int:
-        """A project with the source's labeling interface for the pushed items, found again by its description."""
-        mark = f"{QUEUE_MARK} {source_project_id}"
-        for p in self.ls.projects.list():
-            if (_dump(p).get("description") or "") == mark:
-                return int(_dump(p)["id"])
-        src = self.get_project(source_project_id)
-        return self.create_project(f"{src.get('title', source_project_id)} - uncertain queue",
-                                   src["label_config"], mark)
+    def set_model_version(self, project_id: int, version: str) -> None:
+        """Ordering by ``tasks:predictions_score`` only averages predictions of the project's model version."""
+        self.ls.projects.update(id=int(project_id), model_version=version)
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    @_wrap
+    def _page(self, params: dict[str, Any], first: bool) -> tuple[list[dict], int]:
+        try:
+            body = self._request("GET", "/api/tasks/", params=params).json()
+        except httpx.HTTPStatusError as e:
+            # Past the last page LS answers 404 "Invalid page." (tasks deleted while we paged).
+            if e.response.status_code == 404 and not first:
+                return [], 0
+            raise
+        return body.get("tasks") or [], int(body.get("total") or 0)
+
+    def _page_retrying(self, params: dict[str, Any], first: bool, attempts: int = 3) -> tuple[list[dict], int]:
+        """Re-fetch one page on a transient error, so a long stream does not restart from the top."""
+        for attempt in range(attempts):
+            try:
+                return self._page(params, first)
+            except LabelStudioError as e:
+                if not e.retryable or attempt == attempts - 1:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def iter_tasks(self, project_id: int, page_size: int = 500, labeled: bool | None = None, *,
+                   view: int | None = None, filters: dict | None = None, ordering: list[str] | None = None,
+                   fields: str = "all") -> Iterator[dict]:
+        """Every task (``id``, ``data``, ``meta``, full ``annotations`` and ``predictions``), one page at a time.
+
+        ``labeled`` filters on the Data Manager's ``total_annotations`` (``only_annotated`` is silently
+        ignored by the server); tasks whose only annotations are skips count as unlabeled. ``view``
+        lists a saved view's tasks in its order; ``filters``/``ordering`` do the same ad hoc.
+        ``fields="task_only"`` leaves out annotations and predictions (much lighter). Pages are
+        capped at 500 tasks: on SQLite, Label Studio 1.23 answers 1,000-task pages with HTTP 500
+        ("Expression tree is too large").
+        """
+        page_size = min(int(page_size), MAX_PAGE)
+        if labeled is not None:
+            filters = LABELED_FILTER if labeled else UNLABELED_FILTER
+        params: dict[str, Any] = {"project": int(project_id), "page_size": int(page_size), "fields": fields}
+        if view is not None:
+            params["view"] = int(view)
+        else:
+            params["query"] = json.dumps({"filters": filters or {"conjunction": "and", "items": []},
+                                          "ordering": ordering or ["tasks:id"]})
+        page = 1
+        while True:
+            tasks, total = self._page_retrying({**params, "page": page}, first=page == 1)
+            yield from tasks
+            if len(tasks) < page_size or page * page_size >= total:
+                return
+            page += 1
+
+    def ordered_task_ids(self, project_id: int, filters: dict, ordering: list[str], limit: int = 100) -> list[int]:
+        """The first task ids as a Data Manager view with these filters and ordering shows them."""
+        ids = []
+        for t in self.iter_tasks(project_id, page_size=min(limit, 500), filters=filters, ordering=ordering,
+                                 fields="task_only"):
+            ids.append(int(t["id"]))
+            if len(ids) >= limit:
+                break
+        return ids
+
+    @_wrap
+    def import_tasks(self, project_id: int, tasks: list[dict], chunk: int = 1000) -> list[int]:
+        """Import task dicts (``{"data": ..., "meta": ...}``); returns the new task ids in order."""
+        ids: list[int] = []
+        for s in range(0, len(tasks), chunk):
+            r = self._request("POST", f"/api/projects/{int(project_id)}/import", params={"return_task_ids": "true"},
+                              json=tasks[s:s + chunk], timeout=max(self.timeout, 120))
+            ids += [int(i) for i in r.json().get("task_ids") or []]
+        return ids
+
+    @_wrap
+    def upload_files(self, project_id: int, files: list[tuple[str, bytes]], chunk: int = 100) -> list[int]:
+        """Upload files (one task each; data becomes ``/data/upload/<project>/<hash>-<name>``); returns task ids."""
+        chunk = max(1, min(chunk, _MAX_FILES_PER_REQUEST))
+        ids: list[int] = []
+        for s in range(0, len(files), chunk):
+            part = {f"file{i}": (name, data, mimetypes.guess_type(name)[0] or "application/octet-stream")
+                    for i, (name, data) in enumerate(files[s:s + chunk])}
+            r = self._request("POST", f"/api/projects/{int(project_id)}/import", params={"return_task_ids": "true"},
+                              files=part, timeout=max(self.timeout, 120))
+            ids += [int(i) for i in r.json().get("task_ids") or []]
+        return ids
+
+    @_wrap
+    def get_task(self, task_id: int) -> dict:
+        return self._request("GET", f"/api/tasks/{int(task_id)}/").json()
+
+    @_wrap
+    def update_task_meta(self, task_id: int, meta: dict, merge: bool = True) -> dict:
+        """LS replaces ``meta`` on update, so merging means read, merge, write; returns the new meta.
+
+        A key whose value is ``None`` is removed when merging.
+        """
+        if merge:
+            new = {**(self.get_task(task_id).get("meta") or {}), **meta}
+            new = {k: v for k, v in new.items() if v is not None}
+        else:
+            new = dict(meta)
+        self._request("PATCH", f"/api/tasks/{int(task_id)}/", json={"meta": new})
+        return new
+
+    def bulk_mark(self, project_id: int, marks: dict[int, dict], key: str = "sae") -> int:
+        """Set ``meta[key] = marks[id]`` and remove ``meta[key]`` from tasks not in ``marks``.
+
+        Only the current top-K then carry a mark. Idempotent: tasks already right are not written.
+        One pass over the project (without annotations) plus one PATCH per changed task; returns
+        how many tasks changed.
+        """
+        marks = {int(k): v for k, v in marks.items()}
+        changed = 0
+        for task in self.iter_tasks(project_id, page_size=250, fields="task_only"):
+            tid = int(task["id"])
+            meta = dict(task.get("meta") or {})
+            if tid in marks:
+                if meta.get(key) == marks[tid]:
+                    continue
+                meta[key] = marks[tid]
+            elif key in meta:
+                del meta[key]
+            else:
+                continue
+            self.update_task_meta(tid, meta, merge=False)
+            changed += 1
+        return changed
+
+    # -- annotations ------------------------------------------------------------------------------
+
+    @_wrap
+    def create_annotation(self, task_id: int, result: list[dict]) -> int:
+        return int(self.ls.annotations.create(id=int(task_id), result=result).id)
+
+    @_wrap
+    def delete_annotation(self, annotation_id: int) -> None:
+        """Idempotent: an annotation already gone is fine."""
+        try:
+            self.ls.annotations.delete(id=int(annotation_id))
+        except ApiError as e:
+            if e.status_code != 404:
+                raise
+
+    # -- predictions, views -----------------------------------------------------------------------
+
+    @_wrap
+    def import_predictions(self, project_id: int, predictions: list[dict], chunk_size: int = 1000) -> int:
+        """Bulk-create ``{"task", "model_version", "score", "result"}`` rows (~0.7 s per 1000).
+
+        Not idempotent: a repeat adds rows again, so pushes delete first (:meth:`delete_predictions`).
+        """
+        created = 0
+        for s in range(0, len(predictions), chunk_size):
+            part = predictions[s:s + chunk_size]
+            out = self.ls.projects.import_predictions(id=int(project_id), request=part)
+            created += int(getattr(out, "created", None) or len(part))
+        return created
+
+    @_wrap
+    def model_versions(self, project_id: int) -> dict[str, int]:
+        """Prediction counts per model version (an endpoint the SDK does not expose)."""
+        return self._request("GET", f"/api/projects/{int(project_id)}/model-versions/").json()
+
+    @_wrap
+    def delete_predictions(self, project_id: int, model_versions: list[str] | None = None) -> int:
+        """Delete every prediction of the project (one Data Manager action), or only these versions.
+
+        Deleting by version uses ``DELETE /api/projects/{id}/model-versions/``, one call per version;
+        LS then clears the project's ``model_version`` if it was one of them. Idempotent; returns the
+        number deleted.
+        """
+        if model_versions is None:
+            r = self._request("POST", "/api/dm/actions", params={"id": "delete_tasks_predictions",
+                                                                 "project": int(project_id)},
+                              json={"selectedItems": {"all": True, "excluded": []}}, timeout=max(self.timeout, 120))
+            return int(r.json().get("processed_items") or 0)
+        n = 0
+        for v in model_versions:
+            r = self._request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",
+                              json={"model_version": v}, timeout=max(self.timeout, 120))
+            n += int(r.json().get("deleted_predictions") or 0)
+        return n
+
+    @_wrap
+    def list_views(self, project_id: int) -> list[dict]:
+        return [_dump(v) for v in self.ls.views.list(project=int(project_id))]
+
+    @_wrap
+    def ensure_view(self, project_id: int, title: str, filters: dict, ordering: list[str]) -> int:
+        """Create or update the saved Data Manager view with this title; returns its id.
+
+        Idempotent: a repeat finds the view by title (and removes duplicates an older run left).
+        Community LS has no uncertainty sampling in the labeling stream; annotators open this tab
+        and use "Label Tasks As Displayed".
+        """
+        data = {"type": "list", "target": "tasks", "title": title, "filters": filters, "ordering": list(ordering)}
+        same = [v for v in self.list_views(project_id) if (v.get("data") or {}).get("title") == title]
+        if not same:
+            return int(self.ls.views.create(project=int(project_id), data=data).id)
+        keep, *extra = sorted(same, key=lambda v: int(v["id"]))
+        for v in extra:
+            self.ls.views.delete(id=str(v["id"]))
+        current = keep.get("data") or {}
+        if any(current.get(k) != data[k] for k in ("filters", "ordering")):
+            self.ls.views.update(id=str(keep["id"]), project=int(project_id), data={**current, **data})
+        return int(keep["id"])
+
+    # -- queue project ----------------------------------------------------------------------------
+
+    @_wrap
+    def ensure_queue_project(self, source_project_id: int, title: str | None = None) -> int:
+        """A project with the source's label config for the items to label next; created once.
+
+        Found again by a marker in its description, so renaming it in the UI does not make a new one.
+        """
+        sid = int(source_project_id)
+        for p in self.list_projects():
+            m = _QUEUE_MARK.search(p.get("description") or "")
+            if m and int(m.group(1)) == sid:
+                return int(p["id"])
+        src = self.get_project(sid)
+        description = (f"Items the sae-backend model is least sure about in project {sid} "
+                       f"({src.get('title')!r}); labels made here count for the source tasks. "
+                       f"[sae-backend queue of project {sid}]")
+        if not title:
+            suffix = " — uncertain queue"
+            base = str(src.get("title") or f"Project {sid}")
+            if len(base) + len(suffix) > _MAX_TITLE:
+                base = base[:_MAX_TITLE - len(suffix) - 1].rstrip() + "…"
+            title = base + suffix
+        return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
 
     def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict]) -> int:
-        """Copy tasks into the queue unless an earlier round already did."""
-        have = {int((t.get("meta") or {}).get("source_task", -1)) for t in self.iter_tasks(queue_project_id)}
-        new = [{"data": t["data"], "meta": {"source_task": int(t["id"])}} for t in source_tasks
-               if int(t["id"]) not in have]
+        """Copy tasks' data into the queue with ``meta={"source_task": id}``, skipping those already there.
+
+        Idempotent across rounds: a task copied in an earlier round is never copied again. Returns
+        the number of new queue tasks.
+        """
+        have = {int(m["source_task"]) for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only")
+                if "source_task" in (m := t.get("meta") or {})}
+        new, seen = [], set()
+        for t in source_tasks:
+            tid = int(t["id"])
+            if tid in have or tid in seen:
+                continue
+            seen.add(tid)
+            meta = {"source_task": tid}
+            if t.get("project") is not None:
+                meta["source_project"] = int(t["project"])
+            new.append({"data": t["data"], "meta": meta})
         if new:
             self.import_tasks(queue_project_id, new)
         return len(new)
 
     def queue_labels(self, queue_project_id: int) -> Iterator[tuple[int, list[dict]]]:
+        """``(source_task_id, annotations)`` for each queue task that has annotations."""
         for t in self.iter_tasks(queue_project_id, labeled=True):
             src = (t.get("meta") or {}).get("source_task")
             if src is not None and t.get("annotations"):
                 yield int(src), t["annotations"]
 
-    @_wrap
-    def import_tasks(self, project_id: int, tasks: list[dict]) -> list[int]:
-        r = httpx.post(f"{self.url}/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-                       json=tasks, headers=self._headers(), timeout=max(self.timeout, 120))
-        r.raise_for_status()
-        return [int(i) for i in r.json().get("task_ids", [])]
-
-    @_wrap
-    def upload_files(self, project_id: int, files: list[tuple[str, bytes]], chunk: int = 100) -> list[int]:
-        """Upload image files as tasks (Django refuses more than 100 files a request)."""
-        ids: list[int] = []
-        for s in range(0, len(files), chunk):
-            part = {f"file{i}": (name, data, "image/png") for i, (name, data) in enumerate(files[s:s + chunk])}
-            r = httpx.post(f"{self.url}/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-                           files=part, headers=self._headers(), timeout=max(self.timeout, 120))
-            r.raise_for_status()
-            ids += [int(i) for i in r.json().get("task_ids", [])]
-        return ids
-
-    @_wrap
-    def create_annotation(self, task_id: int, result: list[dict]) -> int:
-        return int(_dump(self.ls.annotations.create(id=task_id, result=result))["id"])
-
-    @_wrap
-    def delete_annotation(self, annotation_id: int) -> None:
-        self.ls.annotations.delete(id=annotation_id)
+    # -- ML backend, webhooks ---------------------------------------------------------------------
 
     @_wrap
     def connect_ml_backend(self, project_id: int, url: str, title: str = "sae-backend") -> int:
-        return int(_dump(self.ls.ml.create(project=project_id, url=url, title=title, is_interactive=False))["id"])
+        """Connect (or find, by URL) the backend. LS checks ``/health`` first and answers 400 if it fails.
+
+        Works on loopback only because the server runs with the SSRF guard off.
+        """
+        for m in self.ls.ml.list(project=int(project_id)):
+            if (m.url or "").rstrip("/") == url.rstrip("/"):
+                return int(m.id)
+        return int(self.ls.ml.create(project=int(project_id), url=url, title=title, is_interactive=False).id)
 
     @_wrap
     def train(self, ml_backend_id: int) -> None:
-        self.ls.ml.train(id=ml_backend_id)
+        """Sends START_TRAINING to the backend's webhook, like the UI's "Start training" button."""
+        self.ls.ml.train(id=int(ml_backend_id))
+
+    @_wrap
+    def list_webhooks(self, project_id: int) -> list[dict]:
+        return [_dump(w) for w in self.ls.webhooks.list(project=str(int(project_id)))]

@@ -148,12 +148,12 @@ class LabelStudioServer:
         """Launch the server and return once ``/health`` answers UP (first start: ~25 s of migrations)."""
         if self.running:
             return self
-        exe = ensure_label_studio(self.home)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = free_port()
         if port_busy(self.port):
             raise RuntimeError(f"port {self.port} is already in use; Label Studio would silently move to another one")
+        exe = ensure_label_studio(self.home)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

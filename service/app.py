@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     def project_status(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> dict:
         return {
             "project": st.id, "model_version": st.version_name, "labeled": st.labeled, "unlabeled": st.unlabeled,
-            "training": st.training or m.runner.is_running(st.id), "progress": st.progress,
+            "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
             "versions": m.store(st.id).history(), "last_error": st.last_error,
             "label_config_error": st.config_error, "push_pending": st.push_pending,
             "last_push_error": st.last_push_error,
@@ -178,7 +178,8 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         ids = st.latent["ids"]
         marked = np.flatnonzero(np.isin(ids, np.asarray(st.pushed, dtype=np.int64)))
         png = latent_png(st.latent["z"], st.latent["y"], st.config.classes, marked,
-                         title=f"project {st.id}, {st.version_name}")
+                         title=f"project {st.id}, {st.version_name}: codes among class anchors",
+                         centres=st.model.class_centres_ if st.model is not None else None)
         return Response(png, media_type="image/png")
 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)

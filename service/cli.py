@@ -80,16 +80,51 @@ def _run_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="Label Studio + backend + simulated annotators: the live loop on this machine")
+    p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"])
+    p.add_argument("--data-path", default=None)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--per-round", type=int, default=20)
+    p.add_argument("--tasks", type=int, default=None, help="tasks per project (default: all digits, 2,000 images)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--warm-epochs", type=int, default=None)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--exit", action="store_true", help="stop Label Studio and the backend at the end")
+
+
+def _run_demo(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from connectors.datasets import DatasetError
+    from service.demo import DemoSettings, run_demo
+
+    if a.rounds < 1 or a.per_round < 2:
+        print("sae-backend demo: error: --rounds must be >= 1 and --per-round >= 2", file=sys.stderr)
+        return 2
+    try:
+        run_demo(DemoSettings(dataset=a.dataset, data_path=a.data_path, rounds=a.rounds, per_round=a.per_round,
+                              tasks=a.tasks, epochs=a.epochs, warm_epochs=a.warm_epochs, out=Path(a.out),
+                              exit=a.exit))
+    except DatasetError as e:
+        print(f"sae-backend demo: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sae-backend", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_simulate(sub)
     _add_serve(sub)
+    _add_demo(sub)
     a = parser.parse_args(argv)
     if a.command == "simulate":
         return _run_simulate(a)
     if a.command == "serve":
         return _run_serve(a)
+    if a.command == "demo":
+        return _run_demo(a)
     parser.error(f"unknown command {a.command}")
     return 2
 

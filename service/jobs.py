@@ -62,6 +62,11 @@ class JobRunner:
         with self._lock:
             return project_id in self._running
 
+    def is_busy(self, project_id: int) -> bool:
+        """Running, waiting for a worker, or with a follow-up run pending."""
+        with self._lock:
+            return project_id in self._running or project_id in self._queued or project_id in self._pending
+
     def queue_length(self) -> int:
         with self._lock:
             return len(self._queued) + len(self._pending)

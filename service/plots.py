@@ -51,13 +51,45 @@ def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarr
     return (z - mean) @ basis
 
 
+def _anchored_2d(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Place each code among class anchors on a circle, weighted by closeness to each class centre.
+
+    A linear 2-D projection of a 10-class simplex piles most classes on top of each other;
+    here an item near a centre sits at that class's anchor and an uncertain item sits between
+    the anchors of the classes it is torn between. O(N * K).
+    """
+    k = len(centres)
+    d2c = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    sigma = max(float(np.median(d2c[np.triu_indices(k, 1)])) / 3.0, 1e-6)
+    j = np.eye(k) - 1.0 / k
+    vals, vecs = np.linalg.eigh(-0.5 * j @ d2c ** 2 @ j)
+    plane = vecs[:, -2:] * np.sqrt(np.clip(vals[-2:], 0, None))
+    order = np.argsort(np.arctan2(plane[:, 1], plane[:, 0]))
+    angles = np.empty(k)
+    angles[order] = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    anchors = np.stack([np.cos(angles), np.sin(angles)], 1)
+    dist2 = ((z[:, None, :] - centres[None]) ** 2).sum(-1)
+    logits = -dist2 / (2 * sigma ** 2)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    return w @ anchors
+
+
 def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
                marked: np.ndarray | None = None, title: str = "", max_points: int = 20000,
-               seed: int = 0) -> bytes:
-    """Labeled codes by class colour, unlabeled grey (subsampled), marked items as black rings."""
+               seed: int = 0, centres: np.ndarray | None = None) -> bytes:
+    """Labeled codes by class colour, unlabeled grey (subsampled), marked items as black rings.
+
+    With class ``centres`` (K x d, NaN rows for classes without labels) the codes are drawn
+    among class anchors (:func:`_anchored_2d`); without, as a PCA of the codes.
+    """
     labels = np.asarray(labels)
     lab = labels >= 0
-    xy = _project_2d(z, z[lab] if lab.sum() >= 3 else None)
+    valid = None if centres is None else ~np.isnan(centres).any(1)
+    if valid is not None and valid.sum() >= 3:
+        xy = _anchored_2d(z, centres[valid])
+    else:
+        xy = _project_2d(z, z[lab] if lab.sum() >= 3 else None)
     rng = np.random.default_rng(seed)
     unl = np.flatnonzero(~lab)
     if len(unl) > max_points:
@@ -72,10 +104,10 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     if marked is not None and len(marked):
         ax.scatter(xy[marked, 0], xy[marked, 1], s=40, facecolors="none", edgecolors="black",
                    linewidths=1.0, label="pushed for labeling")
-    ax.legend(fontsize=7, markerscale=1.5, loc="best")
+    ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or "latent space (PCA of the codes)")
+    ax.set_title(title or "latent space")
     return _png(fig)
 
 

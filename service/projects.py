@@ -64,6 +64,8 @@ class ProjectState:
     push_pending: bool = False
     last_push_error: str | None = None
     first_event_at: float | None = None
+    interrupted: str | None = None
+    training_reason: str | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -84,6 +86,9 @@ class ProjectManager:
         self._restore()
         if start_scheduler:
             self.start_scheduler()
+        for st in list(self.projects.values()):
+            if st.interrupted is not None:
+                self.request_training(st.id, f"resuming a training the last process did not finish ({st.interrupted})")
 
     # ---- registration and restore -------------------------------------------------------------
     def store(self, pid: int) -> VersionStore:
@@ -107,6 +112,7 @@ class ProjectManager:
             st.ls_url = info.get("ls_url")
             st.fmt = info.get("fmt", {})
             st.queue_project_id = info.get("queue_project_id")
+            st.interrupted = info.get("training_started")
             nums = store.numbers()
             for number in reversed(nums):
                 try:
@@ -131,7 +137,8 @@ class ProjectManager:
 
     def _persist(self, st: ProjectState) -> None:
         self.store(st.id).write_project({"id": st.id, "label_config": st.label_config, "ls_url": st.ls_url,
-                                         "fmt": st.fmt, "queue_project_id": st.queue_project_id})
+                                         "fmt": st.fmt, "queue_project_id": st.queue_project_id,
+                                         "training_started": st.training_reason if st.training else None})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -186,7 +193,8 @@ class ProjectManager:
         if labeled_now is not None and abs(labeled_now - base) < self.settings.retrain_min_new_labels \
                 and st.model is not None:
             return "below-threshold"
-        if labeled_now is not None and st.model is None and labeled_now < 2:
+        if labeled_now is not None and st.model is None \
+                and labeled_now < max(2, self.settings.retrain_min_new_labels):
             return "below-threshold"
         now = time.monotonic()
         if st.first_event_at is None:
@@ -214,7 +222,7 @@ class ProjectManager:
                 self.metrics.errors.labels("poll").inc()
                 continue
             base = st.version_labeled or 0
-            if abs(count - base) >= self.settings.retrain_min_new_labels or (st.model is None and count >= 2):
+            if abs(count - base) >= self.settings.retrain_min_new_labels and count >= 2:
                 self.request_training(pid, f"poll: {count} labeled, version in service has {base}")
 
     def cron(self) -> None:
@@ -241,8 +249,10 @@ class ProjectManager:
 
     def _train_job(self, pid: int, reason: str) -> None:
         st = self.get(pid)
-        st.training = True
+        st.training, st.training_reason = True, reason
         st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
+        with st.lock:
+            self._persist(st)
         self.metrics.training.labels(str(pid)).set(1)
         t0 = time.perf_counter()
         try:
@@ -255,6 +265,9 @@ class ProjectManager:
         finally:
             st.training = False
             st.progress = {}
+            st.interrupted = None
+            with st.lock:
+                self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
@@ -273,6 +286,8 @@ class ProjectManager:
             for source_id, anns in client.queue_labels(st.queue_project_id):
                 extra.setdefault(int(source_id), []).extend(anns)
         report("loading tasks", 0.0)
+        if self.settings.image_size and "size" not in st.fmt:
+            st.fmt["size"] = self.settings.image_size
         pool = gather_pool(client.iter_tasks(st.id), st.config, self.fetcher(st), st.fmt, extra, report)
         st.skipped, st.problems = pool.skipped, pool.problems
         if pool.skipped:

@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,17 +20,35 @@ DIGITS_CONFIG = ('<View><Image name="image" value="$image"/><Choices name="choic
                  + "".join(f'<Choice value="{i}"/>' for i in range(10)) + "</Choices></View>")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything in this folder talks to a real Label Studio, so ``-m "not integration"`` skips it all."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """One server for the whole session: the first start spends ~25 s on migrations."""
     server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"))
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
-def ls_client(label_studio: LabelStudioServer) -> LabelStudioClient:
-    return LabelStudioClient(label_studio.url, label_studio.token)
+def ls_client(label_studio: LabelStudioServer) -> Iterator[LabelStudioClient]:
+    with LabelStudioClient(label_studio.url, label_studio.token) as client:
+        yield client
+
+
+@pytest.fixture
+def digits_project(ls_client: LabelStudioClient, request: pytest.FixtureRequest) -> int:
+    """A fresh, empty project with the digits image-classification config, named after the test."""
+    return ls_client.create_project(f"digits {request.node.name}"[:50], DIGITS_CONFIG)
 
 
 def digits_pngs(n: int, seed: int = 0) -> tuple[list[tuple[str, bytes]], np.ndarray]:

@@ -94,9 +94,9 @@ class BlockingBackend(TrainingBackend):
 
 
 def make(tmp_path, backend=None, client=None, **kw):
-    s = Settings(label_studio_url="http://127.0.0.1:1", label_studio_api_key="secret-key-123",
-                 model_dir=tmp_path, sae_epochs=15, sae_warm_epochs=5, retrain_debounce_seconds=0,
-                 push_retries=1, **kw)
+    params = dict(label_studio_url="http://127.0.0.1:1", label_studio_api_key="secret-key-123",
+                  model_dir=tmp_path, sae_epochs=15, sae_warm_epochs=5, retrain_debounce_seconds=0, push_retries=1)
+    s = Settings(**(params | kw))
     client = client or FakeClient()
     m = ProjectManager(s, client_factory=lambda url, key: client, backend=backend, start_scheduler=False)
     return m, TestClient(create_app(s, manager=m)), client

@@ -1,0 +1,186 @@
+"""LabelStudioClient against a real Label Studio 1.23.2 (started once per session by the fixture)."""
+
+from __future__ import annotations
+
+import socket
+import traceback
+
+import pytest
+
+from connectors.label_studio import UNLABELED_FILTER, LabelStudioClient, LabelStudioError
+from connectors.label_studio_server import LabelStudioServer, free_port
+from tests.integration.conftest import DIGITS_CONFIG, digits_pngs
+
+pytestmark = pytest.mark.integration
+SCORE_ORDER = ["tasks:predictions_score"]
+
+
+def choice(label: str) -> list[dict]:
+    return [{"from_name": "choice", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+
+
+def import_n(client: LabelStudioClient, pid: int, n: int, meta: dict | None = None) -> list[int]:
+    return client.import_tasks(pid, [{"data": {"image": f"/img/{i}.png"}, "meta": dict(meta or {})} for i in range(n)])
+
+
+def test_upload_files_and_paginate_lazily(ls_client: LabelStudioClient, digits_project: int,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    files, _ = digits_pngs(20)
+    ids = ls_client.upload_files(digits_project, files, chunk=8)
+    assert len(ids) == len(set(ids)) == 20
+    assert ls_client.get_project(digits_project)["task_number"] == 20
+
+    pages: list[int] = []
+    fetch = ls_client._page
+    monkeypatch.setattr(ls_client, "_page", lambda params, first: pages.append(params["page"]) or fetch(params, first))
+    it = ls_client.iter_tasks(digits_project, page_size=7)
+    first = next(it)
+    assert pages == [1], "iter_tasks must stream, not fetch every page first"
+    tasks = [first, *it]
+    assert pages == [1, 2, 3]
+    assert [t["id"] for t in tasks] == ids
+    for t in tasks:
+        assert t["data"]["image"].startswith(f"/data/upload/{digits_project}/")
+        assert t["meta"] == {} and t["annotations"] == []
+
+
+def test_labeled_filter_and_annotation_round_trip(ls_client: LabelStudioClient, digits_project: int) -> None:
+    ids = import_n(ls_client, digits_project, 6)
+    ann = {tid: ls_client.create_annotation(tid, choice(str(k))) for k, tid in enumerate(ids[:3])}
+    assert ls_client.labeled_count(digits_project) == 3
+
+    labeled = list(ls_client.iter_tasks(digits_project, page_size=2, labeled=True))
+    assert [t["id"] for t in labeled] == ids[:3]
+    for k, t in enumerate(labeled):
+        (a,) = t["annotations"]
+        assert a["id"] == ann[t["id"]] and a["result"] == choice(str(k)) and a["was_cancelled"] is False
+        assert a["created_at"] and a["updated_at"]
+    assert [t["id"] for t in ls_client.iter_tasks(digits_project, labeled=False)] == ids[3:]
+
+    ls_client.delete_annotation(ann[ids[0]])
+    ls_client.delete_annotation(ann[ids[0]])
+    assert ls_client.labeled_count(digits_project) == 2
+    assert [t["id"] for t in ls_client.iter_tasks(digits_project, labeled=True)] == ids[1:3]
+
+
+def test_predictions_model_version_and_uncertain_view(ls_client: LabelStudioClient, digits_project: int) -> None:
+    pid = digits_project
+    ids = import_n(ls_client, pid, 7)
+    scores = dict(zip(ids[:6], [0.5, 0.1, 0.9, 0.3, 0.7, 0.2], strict=True))
+    old = [{"task": t, "model_version": "v1", "score": 0.0, "result": choice("1")} for t in ids]
+    new = [{"task": t, "model_version": "v2", "score": s, "result": choice("2")} for t, s in scores.items()]
+    assert ls_client.import_predictions(pid, old, chunk_size=3) == 7
+    assert ls_client.import_predictions(pid, new, chunk_size=4) == 6
+    assert ls_client.model_versions(pid) == {"v1": 7, "v2": 6}
+    ls_client.create_annotation(ids[1], choice("4"))
+    ls_client.set_model_version(pid, "v2")
+    assert ls_client.get_project(pid)["model_version"] == "v2"
+
+    vid = ls_client.ensure_view(pid, "Most uncertain first", UNLABELED_FILTER, SCORE_ORDER)
+    unlabeled = sorted((t for t in scores if t != ids[1]), key=scores.__getitem__)
+    expected = [*unlabeled, ids[6]]  # tasks without a current-version score sort last
+    assert [t["id"] for t in ls_client.iter_tasks(pid, view=vid, page_size=3)] == expected
+    assert ls_client.ordered_task_ids(pid, UNLABELED_FILTER, SCORE_ORDER) == expected
+
+    assert ls_client.ensure_view(pid, "Most uncertain first", UNLABELED_FILTER, SCORE_ORDER) == vid
+    assert ls_client.ensure_view(pid, "Most uncertain first", UNLABELED_FILTER, ["-tasks:predictions_score"]) == vid
+    titles = [v["data"]["title"] for v in ls_client.list_views(pid)]
+    assert titles.count("Most uncertain first") == 1
+    assert [t["id"] for t in ls_client.iter_tasks(pid, view=vid)] == [*unlabeled[::-1], ids[6]]
+
+    assert ls_client.delete_predictions(pid, ["v1"]) == 7
+    assert ls_client.delete_predictions(pid, ["v1"]) == 0
+    assert ls_client.model_versions(pid) == {"v2": 6}
+    assert ls_client.delete_predictions(pid) == 6
+    assert ls_client.model_versions(pid) == {"v2": 0}  # the project's own version is listed even when empty
+    assert all(t["predictions"] == [] for t in ls_client.iter_tasks(pid))
+
+
+def test_bulk_mark_sets_and_clears_only_its_key(ls_client: LabelStudioClient, digits_project: int) -> None:
+    ids = import_n(ls_client, digits_project, 5, meta={"origin": "import"})
+    assert ls_client.bulk_mark(digits_project, {ids[0]: {"rank": 1}, ids[1]: {"rank": 2}}) == 2
+    assert ls_client.bulk_mark(digits_project, {ids[1]: {"rank": 1}, ids[2]: {"rank": 2}}) == 3
+    assert ls_client.bulk_mark(digits_project, {ids[1]: {"rank": 1}, ids[2]: {"rank": 2}}) == 0
+    meta = {t["id"]: t["meta"] for t in ls_client.iter_tasks(digits_project, fields="task_only")}
+    assert meta[ids[0]] == {"origin": "import"}
+    assert meta[ids[1]] == {"origin": "import", "sae": {"rank": 1}}
+    assert meta[ids[2]] == {"origin": "import", "sae": {"rank": 2}}
+    assert meta[ids[3]] == meta[ids[4]] == {"origin": "import"}
+
+    assert ls_client.update_task_meta(ids[3], {"note": 1}) == {"origin": "import", "note": 1}
+    assert ls_client.update_task_meta(ids[3], {"note": None}) == {"origin": "import"}
+
+
+def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClient, digits_project: int) -> None:
+    src = digits_project
+    ids = import_n(ls_client, src, 5)
+    tasks = {t["id"]: t for t in ls_client.iter_tasks(src)}
+    queue = ls_client.ensure_queue_project(src)
+    assert ls_client.ensure_queue_project(src) == queue
+    q = ls_client.get_project(queue)
+    assert q["label_config"] == DIGITS_CONFIG and q["title"].endswith("uncertain queue") and len(q["title"]) <= 50
+
+    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids[:3]]) == 3
+    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids[1:]]) == 2
+    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids]) == 0
+    copies = {t["meta"]["source_task"]: t for t in ls_client.iter_tasks(queue)}
+    assert sorted(copies) == ids
+    assert all(copies[t]["data"] == tasks[t]["data"] for t in ids)
+
+    ls_client.create_annotation(copies[ids[0]]["id"], choice("7"))
+    ls_client.create_annotation(copies[ids[3]]["id"], choice("3"))
+    labels = dict(ls_client.queue_labels(queue))
+    assert sorted(labels) == [ids[0], ids[3]]
+    assert labels[ids[3]][0]["result"] == choice("3")
+
+
+def test_errors_are_one_type_and_never_leak_the_key(label_studio: LabelStudioServer) -> None:
+    secret = "do-not-leak-0123456789abcdef0123456789"
+
+    def text(e: LabelStudioError) -> str:
+        return str(e) + repr(e) + "".join(traceback.format_exception(e))
+
+    down = LabelStudioClient(f"http://127.0.0.1:{free_port()}", secret, timeout=5)
+    with pytest.raises(LabelStudioError) as err:
+        down.get_project(1)
+    assert err.value.retryable is True and isinstance(err.value, RuntimeError)
+    assert secret not in text(err.value)
+    with pytest.raises(LabelStudioError) as err:
+        down.create_project("x", DIGITS_CONFIG)
+    assert err.value.retryable is True and secret not in text(err.value)
+
+    with pytest.raises(LabelStudioError) as err:
+        LabelStudioClient(label_studio.url, secret).labeled_count(1)
+    assert err.value.retryable is False and err.value.status_code == 401 and secret not in text(err.value)
+
+    good = LabelStudioClient(label_studio.url, label_studio.token)
+    with pytest.raises(LabelStudioError) as err:
+        good.get_project(987654)
+    assert err.value.retryable is False and err.value.status_code == 404
+    with pytest.raises(LabelStudioError) as err:
+        list(good.iter_tasks(987654))
+    assert err.value.status_code == 404 and label_studio.token not in text(err.value)
+    pid = good.create_project("no backend", DIGITS_CONFIG)
+    with pytest.raises(LabelStudioError) as err:
+        good.connect_ml_backend(pid, f"http://127.0.0.1:{free_port()}")
+    assert err.value.status_code == 400 and not err.value.retryable
+    assert good.list_webhooks(pid) == []
+
+
+def test_busy_port_is_refused_before_starting(tmp_path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        server = LabelStudioServer(tmp_path, port=s.getsockname()[1])
+        with pytest.raises(RuntimeError, match="in use"):
+            server.start()
+    assert not server.running
+
+
+def test_restart_keeps_url_and_data(label_studio: LabelStudioServer, ls_client: LabelStudioClient,
+                                    digits_project: int) -> None:
+    url = label_studio.url
+    ids = import_n(ls_client, digits_project, 2)
+    label_studio.restart()
+    assert label_studio.url == url
+    assert [t["id"] for t in ls_client.iter_tasks(digits_project)] == ids

@@ -1,0 +1,130 @@
+"""Faults and bad input that do not need a Label Studio server: storms, concurrency, bad data, secrets."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from connectors.label_studio import LabelStudioClient
+from service.app import create_app
+from service.training import LocalTrainingBackend
+from tests.integration.conftest import Backend
+from tests.service.test_app import CONFIG, BlockingBackend, FakeClient, make
+
+
+class CountingBackend(LocalTrainingBackend):
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, job):
+        self.runs += 1
+        return super().run(job)
+
+
+def test_webhook_storm_gives_a_handful_of_trainings(tmp_path):
+    backend = CountingBackend()
+    m, app, _ = make(tmp_path, backend=backend, retrain_debounce_seconds=0.3, retrain_max_delay_seconds=5)
+    m.scheduler.start()
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    for i in range(1000):
+        body = {"action": "ANNOTATION_CREATED", "annotation": {"id": i},
+                "project": {"id": 1, "num_tasks_with_annotations": 40 + i // 20}}
+        assert app.post("/webhook", json=body).status_code == 200
+        if i % 100 == 0:
+            assert app.get("/health").json()["status"] == "UP"
+    assert m.runner.wait_idle(120)
+    time.sleep(1.0)
+    assert m.runner.wait_idle(120)
+    assert 1 <= backend.runs <= 5
+    assert app.get("/projects/1/status").json()["model_version"] is not None
+    m.shutdown()
+
+
+def test_concurrent_predicts_during_training_are_all_answered(tmp_path):
+    blocking = BlockingBackend()
+    blocking.release.set()
+    m, _, fake = make(tmp_path, backend=blocking)
+    server = Backend(create_app(m.settings, manager=m)).start()
+    try:
+        httpx.post(f"{server.url}/setup", json={"project": "1.1", "schema": CONFIG})
+        m.request_training(1, "first")
+        assert m.runner.wait_idle(120)
+        tasks = [{"id": 10_000 + i, "data": fake.tasks[i]["data"]} for i in range(60, 64)]
+        expected = httpx.post(f"{server.url}/predict", json={"tasks": tasks, "project": "1.1"}, timeout=60).json()
+        assert len(expected["results"]) == 4
+        blocking.release.clear()
+        blocking.started.clear()
+        m.request_training(1, "second")
+        assert blocking.started.wait(10)
+
+        def call(_):
+            return httpx.post(f"{server.url}/predict", json={"tasks": tasks, "project": "1.1"}, timeout=120).json()
+
+        with ThreadPoolExecutor(50) as pool:
+            answers = list(pool.map(call, range(50)))
+        assert m.runner.is_running(1)
+        assert all(a == expected for a in answers)
+        blocking.release.set()
+        assert m.runner.wait_idle(120)
+    finally:
+        blocking.release.set()
+        server.stop()
+
+
+def _data_uri(raw: bytes, kind: str = "image/png") -> str:
+    return f"data:{kind};base64," + base64.b64encode(raw).decode()
+
+
+def test_bad_task_data_is_skipped_with_reasons_and_the_rest_trains(tmp_path):
+    client = FakeClient()
+    good = base64.b64decode(client.tasks[70]["data"]["image"].split(",", 1)[1])
+    client.tasks[60]["data"]["image"] = _data_uri(good[: len(good) // 2])
+    client.tasks[61]["data"]["image"] = _data_uri(b"just some text", "text/plain")
+    client.tasks[62]["data"]["image"] = _data_uri(good + b"\0" * 5000)
+    client.tasks[63]["data"]["image"] = "http://169.254.169.254/latest/meta-data"
+    client.tasks[64]["data"]["image"] = "file:///etc/passwd"
+    client.tasks[65]["data"] = {"other": 1}
+    m, app, _ = make(tmp_path, client=client, fetch_max_bytes=4000)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "test")
+    assert m.runner.wait_idle(120)
+    st = app.get("/projects/1/status").json()
+    reasons = {s["task"]: s["reason"] for s in st["skipped"]}
+    assert set(reasons) == {61, 62, 63, 64, 65, 66}
+    assert st["model_version"] == "sae-v1" and st["unlabeled"] == 120 - 40 - 6
+    assert "refused" in reasons[64] and "refused" in reasons[65]
+    assert "image" in reasons[61] and "image" in reasons[62] and "4000-byte" in reasons[63] and "image" in reasons[66]
+
+
+def test_api_key_never_in_logs_or_errors(tmp_path, caplog):
+    key = "k3y-that-must-not-leak-0123456789"
+    m, app, _ = make(tmp_path, client=None)
+    m.client_factory = lambda url, k: LabelStudioClient(url, k, timeout=2)
+    m.settings.label_studio_api_key = type(m.settings.label_studio_api_key)(key)
+    caplog.set_level(logging.DEBUG)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "access_token": key})
+    m.request_training(1, "test")
+    assert m.runner.wait_idle(60)
+    m.poll()
+    status = app.get("/projects/1/status").json()
+    assert status["last_error"] and "LabelStudio" in status["last_error"]
+    assert key not in caplog.text and key not in str(status)
+    assert key not in app.get("/metrics").text
+
+
+def test_every_route_refuses_malformed_input_with_4xx(tmp_path):
+    _, app, _ = make(tmp_path)
+    cases = [("/setup", {"project": None}), ("/setup", {"project": "x.y"}), ("/predict", {"tasks": "no"}),
+             ("/predict", {"tasks": [], "project": "abc"}), ("/webhook", {"action": 3}),
+             ("/webhook", {"action": "START_TRAINING"}), ("/webhook", {"action": "ANNOTATION_CREATED", "project": "x"})]
+    for route, body in cases:
+        r = app.post(route, json=body)
+        assert 400 <= r.status_code < 500, (route, body, r.status_code)
+        assert r.json()["detail"]
+    for route in ("/projects/abc/status", "/projects/1/ranking?limit=0", "/projects/999/status"):
+        assert 400 <= app.get(route).status_code < 500
+    assert app.get("/projects/1/morph.png").status_code in (404, 422)
