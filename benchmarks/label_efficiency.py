@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--lam", type=float, default=0.9)
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--labeled-per-batch", type=int, default=64)
+    p.add_argument("--channels", default="32,64,128")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -47,7 +48,8 @@ def main() -> None:
                            per_round=a.per_round, rounds=a.rounds, seeds=len(a.seeds.split(",")),
                            pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
-                           labeled_per_batch=a.labeled_per_batch, device=a.device)
+                           labeled_per_batch=a.labeled_per_batch, device=a.device,
+                           channels=[int(c) for c in a.channels.split(",")])
     ds = load_dataset(a.dataset, a.data_path, a.groups)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,7 @@ class MemoryClient:
     def delete_predictions(self, *a, **k): return 0
     def import_predictions(self, project_id, predictions, *a): return len(predictions)
     def set_model_version(self, *a): ...
+    def model_versions(self, *a): return {}
     def ensure_view(self, *a): return 1
     def bulk_mark(self, *a, **k): return 0
 

@@ -66,6 +66,7 @@ class ProjectState:
     first_event_at: float | None = None
     interrupted: str | None = None
     training_reason: str | None = None
+    reading_labeled: int | None = None
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -190,6 +191,8 @@ class ProjectManager:
         """Debounced trigger: train once enough labels changed since the version in service."""
         st = self.get(pid)
         base = st.version_labeled or 0
+        if self.runner.is_busy(pid) and st.reading_labeled is not None:
+            base = st.reading_labeled
         if labeled_now is not None and abs(labeled_now - base) < self.settings.retrain_min_new_labels \
                 and st.model is not None:
             return "below-threshold"
@@ -210,7 +213,7 @@ class ProjectManager:
     def poll(self) -> None:
         """Catch what webhooks missed: compare Label Studio's labeled count with the version in service."""
         for pid, st in list(self.projects.items()):
-            if st.config is None or st.training:
+            if st.config is None or st.training or self.runner.is_busy(pid):
                 continue
             try:
                 client = self.client(st)
@@ -266,6 +269,7 @@ class ProjectManager:
             st.training = False
             st.progress = {}
             st.interrupted = None
+            st.reading_labeled = None
             with st.lock:
                 self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)
@@ -290,6 +294,7 @@ class ProjectManager:
             st.fmt["size"] = self.settings.image_size
         pool = gather_pool(client.iter_tasks(st.id), st.config, self.fetcher(st), st.fmt, extra, report)
         st.skipped, st.problems = pool.skipped, pool.problems
+        st.reading_labeled = int((pool.y >= 0).sum())
         if pool.skipped:
             self.metrics.errors.labels("data").inc(len(pool.skipped))
         s = self.settings

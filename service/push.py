@@ -1,10 +1,10 @@
 """Push a new version back to Label Studio as annotation work.
 
 Steps, each retried with exponential backoff while Label Studio is unreachable:
-predictions for every task (written in bulk after one bulk delete of the project's
-predictions, so a retried push never duplicates rows and the table holds one row per
-task rather than one per task and version), the project's ``model_version``, the
-"Most uncertain first" view, the top-K marks in task ``meta`` and, in ``queue`` mode,
+predictions for every task (written in bulk after deleting any of the same version, so a
+retried push never duplicates rows), the project's ``model_version``, removal of earlier
+versions' predictions (the table holds one row per task, not one per task and version),
+the "Most uncertain first" view, the top-K marks in task ``meta`` and, in ``queue`` mode,
 the queue project.
 """
 
@@ -59,11 +59,14 @@ def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings
 
     predictions = [{"task": tid, "model_version": name, "score": round(conf, 6),
                     "result": config.result(config.classes[k])} for tid, (k, conf) in preds.items()]
-    step(client.delete_predictions, pid)
+    step(client.delete_predictions, pid, [name])
     n = step(client.import_predictions, pid, predictions)
     if metrics is not None:
         metrics.pushed.labels(str(pid)).inc(n or len(predictions))
     step(client.set_model_version, pid, name)
+    older = [v for v, count in step(client.model_versions, pid).items() if v != name and count]
+    if older:
+        step(client.delete_predictions, pid, older)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {tid: {"rank": r + 1, "margin": round(m, 6), "model_version": name}
              for r, (tid, m) in enumerate(ranking)}

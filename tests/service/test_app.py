@@ -62,7 +62,10 @@ class FakeClient:
     def get_project(self, project_id):
         return {"label_config": CONFIG}
 
-    def delete_predictions(self, project_id):
+    def model_versions(self, project_id):
+        return {v: 1 for v in self.pushed}
+
+    def delete_predictions(self, project_id, versions=None):
         from connectors.label_studio import LabelStudioError
 
         if self.fail_push:
