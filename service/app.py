@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
             "versions": m.store(st.id).history(), "last_error": st.last_error,
             "label_config_error": st.config_error, "push_pending": st.push_pending,
-            "last_push_error": st.last_push_error,
+            "last_push_error": st.last_push_error, "last_push": st.last_push,
             "skipped": [{"task": t, "reason": r} for t, r in list(st.skipped.items())[:100]],
             "skipped_count": len(st.skipped),
             "label_problems": [{"task": t, "problem": p} for t, p in list(st.problems.items())[:100]],

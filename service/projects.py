@@ -67,6 +67,7 @@ class ProjectState:
     interrupted: str | None = None
     training_reason: str | None = None
     reading_labeled: int | None = None
+    last_push: dict = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -292,7 +293,9 @@ class ProjectManager:
         report("loading tasks", 0.0)
         if self.settings.image_size and "size" not in st.fmt:
             st.fmt["size"] = self.settings.image_size
+        t_load = time.perf_counter()
         pool = gather_pool(client.iter_tasks(st.id), st.config, self.fetcher(st), st.fmt, extra, report)
+        load_seconds = round(time.perf_counter() - t_load, 3)
         st.skipped, st.problems = pool.skipped, pool.problems
         st.reading_labeled = int((pool.y >= 0).sum())
         if pool.skipped:
@@ -301,6 +304,7 @@ class ProjectManager:
         job = TrainingJob(st.id, st.config, pool, st.model, s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim,
                           s.sae_lambda, s.device, report)
         result = self.backend.run(job)
+        result.metrics["load_seconds"] = load_seconds
         report("saving", 1.0)
         number, name = self.store(st.id).save(result.model, result.metrics)
         model = result.model

@@ -11,6 +11,7 @@ the queue project.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -51,11 +52,17 @@ def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings
         return queue_id
     pid = st.id
 
+    timings: dict[str, float] = {}
+
     def step(fn, *args, **kwargs):
+        name_ = getattr(fn, "__name__", "step")
+        t0 = time.perf_counter()
         try:
             return _retrying(settings.push_retries)(fn, *args, **kwargs)
         except (LabelStudioError, RetryError) as e:
-            raise PushError(f"{getattr(fn, '__name__', 'step')}: {e}") from e
+            raise PushError(f"{name_}: {e}") from e
+        finally:
+            timings[name_] = round(timings.get(name_, 0.0) + time.perf_counter() - t0, 3)
 
     predictions = [{"task": tid, "model_version": name, "score": round(conf, 6),
                     "result": config.result(config.classes[k])} for tid, (k, conf) in preds.items()]
@@ -77,6 +84,8 @@ def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings
         step(client.copy_to_queue, queue_id, [{"id": tid, "data": d} for tid, d in data.items()])
     with st.lock:
         st.pushed = [t for t, _ in ranking]
+        st.last_push = {"model_version": name, "predictions": len(predictions), "seconds": timings,
+                        "total_seconds": round(sum(timings.values()), 3)}
     log.info("project %s: pushed %s predictions of %s, %s marked", pid, len(predictions), name, len(marks))
     return queue_id
 
