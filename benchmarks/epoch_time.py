@@ -20,6 +20,13 @@ from connectors.datasets import load_fashion_mnist
 from model.sae import StructuringAutoencoder
 
 
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (data set, model, optimiser and batches)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--data-path", default=None)
@@ -43,7 +50,9 @@ def main() -> None:
     name = torch.cuda.get_device_name(0) if sae.device_.type == "cuda" else platform.processor() or platform.machine()
     res = {"device": device, "device_name": name, "threads": torch.get_num_threads(), "channels": ch,
            "batch_size": a.batch_size, "items": len(y), "epoch_seconds": secs,
-           "median_epoch_seconds": float(np.median(secs))}
+           "median_epoch_seconds": float(np.median(secs)), "peak_rss_mb": _peak_rss_mb(),
+           "peak_gpu_mb": (round(torch.cuda.max_memory_allocated() / 2**20, 1)
+                           if sae.device_.type == "cuda" else None)}
     print(json.dumps(res))
     if a.json:
         with open(a.json, "a") as f:

@@ -42,6 +42,17 @@ def pngs(x: np.ndarray) -> list[tuple[str, bytes]]:
     return out
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """The backend process's peak resident memory (Linux ``VmHWM``), or None elsewhere."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
 def wait_status(url: str, pid: int, labeled: int, timeout: float = 3600) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,7 +118,7 @@ def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse
                "of_which_push_s": second.get("last_push", {}).get("total_seconds"),
                "push_steps_s": second.get("last_push", {}).get("seconds"),
                "epochs": args.epochs, "warm_epochs": args.warm_epochs,
-               "debounce_s": args.debounce, "device": args.device}
+               "debounce_s": args.debounce, "device": args.device, "backend_peak_rss_mb": peak_rss_mb(proc.pid)}
         print(json.dumps(row), flush=True)
         return row
     finally:

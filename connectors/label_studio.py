@@ -302,10 +302,12 @@ class LabelStudioClient:
     # -- predictions, views -----------------------------------------------------------------------
 
     @_wrap
-    def import_predictions(self, project_id: int, predictions: list[dict], chunk_size: int = 1000) -> int:
-        """Bulk-create ``{"task", "model_version", "score", "result"}`` rows (~0.7 s per 1000).
+    def import_predictions(self, project_id: int, predictions: list[dict], chunk_size: int = 10_000) -> int:
+        """Bulk-create ``{"task", "model_version", "score", "result"}`` rows.
 
-        Not idempotent: a repeat adds rows again, so pushes delete first (:meth:`delete_predictions`).
+        Few, large requests: after each call Label Studio 1.23 recounts the counters of every task
+        in the project, so 10,000 rows into a 10k-task project take 7.6 s in one call and 38 s in
+        ten. Not idempotent: a repeat adds rows again, so pushes delete first (:meth:`delete_predictions`).
         """
         created = 0
         for s in range(0, len(predictions), chunk_size):

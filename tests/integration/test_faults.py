@@ -38,7 +38,7 @@ class DropsDuringPush(LabelStudioClient):
     server = None
     dropped = threading.Event()
 
-    def import_predictions(self, project_id, predictions, chunk_size=1000):
+    def import_predictions(self, project_id, predictions, chunk_size=10_000):
         if not self.dropped.is_set():
             self.dropped.set()
             self.server.stop()

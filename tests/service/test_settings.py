@@ -1,0 +1,45 @@
+"""Settings: the names Label Studio users know, and one clear line for anything invalid."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.cli import main
+from service.settings import Settings, settings_error_line
+
+
+def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("LABEL_STUDIO_URL", "http://ls:8080")
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "secret-token")
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    monkeypatch.setenv("PUSH_MODE", "queue")
+    monkeypatch.setenv("DATA_ALLOWED_HOSTS", "images.example.com, cdn.example.com:8443")
+    s = Settings()
+    assert s.label_studio_url == "http://ls:8080" and s.api_key() == "secret-token"
+    assert s.push_mode == "queue" and s.model_dir == tmp_path
+    assert s.data_allowed_hosts == ["images.example.com", "cdn.example.com:8443"]
+    assert "secret-token" not in repr(s)
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"PUSH_MODE": "email"}, "PUSH_MODE"),
+    ({"RETRAIN_MIN_NEW_LABELS": "0"}, "RETRAIN_MIN_NEW_LABELS"),
+    ({"RETRAIN_CRON": "every day"}, "RETRAIN_CRON"),
+    ({"SAE_LAMBDA": "1.5"}, "SAE_LAMBDA"),
+    ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
+])
+def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,
+                                                            named: str) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(Exception) as e:
+        Settings()
+    line = settings_error_line(e.value)
+    assert "\n" not in line and named in line
+
+
+def test_serve_refuses_to_start_on_invalid_settings(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.setenv("PUSH_TOP_K", "-3")
+    assert main(["serve", "--port", "1"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PUSH_TOP_K" in err[0]

@@ -1,0 +1,43 @@
+"""Versions on disk: numbers only grow, incomplete directories are never served."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from connectors.datasets import Dataset
+from model.sae_classifier import SAEClassifier
+from service.versions import VersionStore, version_name
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_save_load_history_and_monotonic_numbers(digits_model: SAEClassifier, digits: Dataset, tmp_path) -> None:
+    store = VersionStore(tmp_path, 3)
+    assert store.numbers() == [] and store.next_number() == 1
+    n1, name1 = store.save(digits_model, {"labeled": 100, "cv_accuracy": 0.9, "train_seconds": 1.0})
+    n2, name2 = store.save(digits_model, {"labeled": 120})
+    assert (n1, name1, n2, name2) == (1, "sae-v1", 2, "sae-v2")
+    hist = store.history()
+    assert [h["model_version"] for h in hist] == ["sae-v1", "sae-v2"]
+    assert hist[0]["labeled"] == 100 and hist[1]["cv_accuracy"] is None
+    np.testing.assert_array_equal(store.load(2, "cpu").predict(digits.x_test), digits_model.predict(digits.x_test))
+    shutil.rmtree(store.dir / "v000002")
+    assert VersionStore(tmp_path, 3).next_number() == 3, "a number is never handed out twice"
+
+
+def test_half_written_versions_are_ignored_and_cleaned(digits_model: SAEClassifier, tmp_path) -> None:
+    store = VersionStore(tmp_path, 1)
+    store.save(digits_model, {})
+    (store.dir / "v000002").mkdir()
+    leftover = store.dir / ".v000003.tmp-1234"
+    leftover.mkdir()
+    store = VersionStore(tmp_path, 1)
+    assert store.numbers() == [1]
+    assert not leftover.exists()
+
+
+def test_version_name_is_what_label_studio_sees() -> None:
+    assert version_name(12) == "sae-v12"
