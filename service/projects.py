@@ -61,6 +61,7 @@ class ProjectState:
     ranking: list[tuple[int, float]] = field(default_factory=list)
     latent: dict = field(default_factory=dict)
     pushed: list[int] = field(default_factory=list)
+    marked: set[int] | None = None
     push_pending: bool = False
     last_push_error: str | None = None
     first_event_at: float | None = None

@@ -4,8 +4,9 @@ Steps, each retried with exponential backoff while Label Studio is unreachable:
 predictions for every task (written in bulk after deleting any of the same version, so a
 retried push never duplicates rows), the project's ``model_version``, removal of earlier
 versions' predictions (the table holds one row per task, not one per task and version),
-the "Most uncertain first" view, the top-K marks in task ``meta`` and, in ``queue`` mode,
-the queue project.
+the "Most uncertain first" view, the top-K marks in task ``meta`` (after the first push
+only the tasks marked before and the new top-K are read, not the whole project) and, in
+``queue`` mode, the queue project.
 """
 
 from __future__ import annotations
@@ -77,7 +78,16 @@ def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {tid: {"rank": r + 1, "margin": round(m, 6), "model_version": name}
              for r, (tid, m) in enumerate(ranking)}
-    step(client.bulk_mark, pid, marks, META_KEY)
+    with st.lock:
+        previous = None if st.marked is None else set(st.marked)
+    try:
+        step(client.bulk_mark, pid, marks, META_KEY, previous=previous)
+    except PushError:
+        with st.lock:
+            st.marked = None if previous is None else previous | set(marks)
+        raise
+    with st.lock:
+        st.marked = set(marks)
     if settings.push_mode == "queue" and ranking:
         queue_id = step(client.ensure_queue_project, pid)
         data = _task_data(st, [t for t, _ in ranking])

@@ -107,6 +107,13 @@ def test_bulk_mark_sets_and_clears_only_its_key(ls_client: LabelStudioClient, di
     assert meta[ids[2]] == {"origin": "import", "sae": {"rank": 2}}
     assert meta[ids[3]] == meta[ids[4]] == {"origin": "import"}
 
+    # knowing which tasks carry a mark, only those and the new ones are read
+    assert sorted(t["id"] for t in ls_client.tasks_by_id(digits_project, [ids[4], ids[1], 10**9])) == [ids[1], ids[4]]
+    assert ls_client.bulk_mark(digits_project, {ids[3]: {"rank": 1}}, previous={ids[1], ids[2]}) == 3
+    meta = {t["id"]: t["meta"] for t in ls_client.iter_tasks(digits_project, fields="task_only")}
+    assert [i for i in ids if "sae" in meta[i]] == [ids[3]] and meta[ids[3]]["origin"] == "import"
+    assert ls_client.bulk_mark(digits_project, {}, previous={ids[3]}) == 1
+
     assert ls_client.update_task_meta(ids[3], {"note": 1}) == {"origin": "import", "note": 1}
     assert ls_client.update_task_meta(ids[3], {"note": None}) == {"origin": "import"}
 

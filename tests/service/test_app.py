@@ -77,7 +77,7 @@ class FakeClient:
 
     def set_model_version(self, *a): ...
     def ensure_view(self, *a): return 1
-    def bulk_mark(self, *a): return 0
+    def bulk_mark(self, *a, **k): return 0
 
 
 class BlockingBackend(TrainingBackend):

@@ -54,8 +54,8 @@ class Recorder:
         self._call("ensure_view", pid, title)
         return 5
 
-    def bulk_mark(self, pid, marks, key):
-        self._call("bulk_mark", pid, marks, key)
+    def bulk_mark(self, pid, marks, key, previous=None):
+        self._call("bulk_mark", pid, marks, key, previous)
         return len(marks)
 
     def ensure_queue_project(self, pid):
@@ -108,6 +108,23 @@ def test_a_repeated_push_does_not_duplicate(tmp_path) -> None:
     push_version(client, st, _settings(tmp_path))
     push_version(client, st, _settings(tmp_path))
     assert len(client.rows) == 3
+
+
+def test_marks_read_the_whole_project_once_then_only_the_marked_tasks(tmp_path) -> None:
+    client, st = Recorder(), _state()
+    push_version(client, st, _settings(tmp_path))
+    st.version_name, st.ranking = "sae-v4", [(11, 0.2), (12, 0.05)]
+    push_version(client, st, _settings(tmp_path))
+    previous = [c[4] for c in client.calls if c[0] == "bulk_mark"]
+    assert previous == [None, {12}]
+    assert st.marked == {11}
+
+    down = LabelStudioError("down", retryable=False)
+    client.fail["bulk_mark"] = [down]
+    st.version_name, st.ranking = "sae-v5", [(10, 0.3)]
+    with pytest.raises(PushError):
+        push_version(client, st, _settings(tmp_path))
+    assert st.marked == {10, 11}, "a half-done marking leaves every task that may carry a mark known"
 
 
 def test_transient_errors_are_retried_and_permanent_ones_raise(tmp_path, monkeypatch) -> None:
