@@ -112,11 +112,11 @@ def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse
         second = wait_status(url, pid, args.initial + args.per_round)
         loop_s = time.perf_counter() - t0
         v2 = next(v for v in second["versions"] if v["model_version"] == second["model_version"])
+        push = second.get("last_push") or {}
         row = {"tasks": n, "upload_s": round(upload_s, 1), "first_version_s": round(first_s, 1),
                "first_train_s": first["versions"][-1]["train_seconds"], "annotation_to_ranking_s": round(loop_s, 1),
                "of_which_reading_tasks_s": v2.get("load_seconds"), "of_which_training_s": v2["train_seconds"],
-               "of_which_push_s": second.get("last_push", {}).get("total_seconds"),
-               "push_steps_s": second.get("last_push", {}).get("seconds"),
+               "of_which_push_s": push.get("total_seconds"), "push_steps_s": push.get("seconds"),
                "epochs": args.epochs, "warm_epochs": args.warm_epochs,
                "debounce_s": args.debounce, "device": args.device, "backend_peak_rss_mb": peak_rss_mb(proc.pid)}
         print(json.dumps(row), flush=True)

@@ -273,7 +273,7 @@ class LabelStudioClient:
         if previous is None:
             tasks: Iterable[dict] = self.iter_tasks(project_id, page_size=250, fields="task_only")
         else:
-            tasks = self.tasks_by_id(project_id, set(previous) | set(marks))
+            tasks = self.tasks_by_id(project_id, [*previous, *marks])
         changed = 0
         for task in tasks:
             tid = int(task["id"])

@@ -305,9 +305,8 @@ class ProjectManager:
         job = TrainingJob(st.id, st.config, pool, st.model, s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim,
                           s.sae_lambda, s.device, report)
         result = self.backend.run(job)
-        result.metrics["load_seconds"] = load_seconds
         report("saving", 1.0)
-        number, name = self.store(st.id).save(result.model, result.metrics)
+        number, name = self.store(st.id).save(result.model, {**result.metrics, "load_seconds": load_seconds})
         model = result.model
         z = model.transform(pool.x)
         scores = model.svm_.decision_function(z)
