@@ -26,7 +26,7 @@ from model.sae_classifier import SAEClassifier
 
 FORMAT_VERSION = 1
 _SAE_KEYS = ("latent_dim", "lam", "epochs", "batch_size", "labeled_per_batch", "lr", "n_classes",
-             "network", "channels", "hidden", "amp", "random_state")
+             "network", "channels", "hidden", "amp", "max_shift", "random_state")
 
 
 def _jsonable(v: object) -> object:
@@ -122,7 +122,8 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     params["device"] = device
     clf = SAEClassifier(class_names=settings["class_names"], **params,
                         sae_params={k: sae.get_params()[k] for k in ("batch_size", "labeled_per_batch", "lr",
-                                                                     "network", "channels", "hidden", "amp")})
+                                                                     "network", "channels", "hidden", "amp",
+                                                                     "max_shift")})
     clf.sae_, clf.svm_ = sae, svm
     clf.n_classes_ = settings["n_classes"]
     clf.classes_ = np.arange(clf.n_classes_)

@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
+from model.augment import random_shift
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
@@ -40,6 +41,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     :mod:`model.targets`). Every batch holds ``labeled_per_batch`` labeled items drawn
     with replacement besides the uniform draw over the pool: with 100 labels among 60k a
     uniform batch of 256 would see one labeled item every two or three batches.
+    ``max_shift > 0`` shifts every training image by up to that many pixels
+    (:mod:`model.augment`).
     """
 
     def __init__(self, latent_dim: int = 10, lam: float = 0.9, epochs: int = 20,
@@ -48,8 +51,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  network: str = "auto", channels: Sequence[int] = (32, 64, 128),
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
-                 warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
-                 on_epoch: EpochCallback | None = None) -> None:
+                 max_shift: int = 0, warm_start: bool = False, random_state: int | None = 0,
+                 verbose: bool = False, on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
         self.lam = lam
         self.epochs = epochs
@@ -65,6 +68,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.decoder = decoder
         self.device = device
         self.amp = amp
+        self.max_shift = max_shift
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -77,6 +81,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError("latent_dim must be at least 1")
         if int(self.epochs) < 0 or int(self.batch_size) < 1 or int(self.labeled_per_batch) < 0:
             raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
+        if int(self.max_shift) < 0:
+            raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
         if (self.encoder is None) != (self.decoder is None):
             raise ValueError("pass both encoder and decoder, or neither")
 
@@ -151,7 +157,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
-                xb = xt[idx].to(dev, non_blocking=True)
+                xb = random_shift(xt[idx].to(dev, non_blocking=True), int(self.max_shift), gen)
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)

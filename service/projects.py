@@ -303,7 +303,7 @@ class ProjectManager:
             self.metrics.errors.labels("data").inc(len(pool.skipped))
         s = self.settings
         job = TrainingJob(st.id, st.config, pool, st.model, s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim,
-                          s.sae_lambda, s.device, report)
+                          s.sae_lambda, s.device, report, s.sae_max_shift)
         result = self.backend.run(job)
         report("saving", 1.0)
         number, name = self.store(st.id).save(result.model, {**result.metrics, "load_seconds": load_seconds})

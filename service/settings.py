@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     sae_warm_epochs: int = Field(10, ge=1)
     sae_latent_dim: int = Field(10, ge=1)
     sae_lambda: float = Field(0.9, ge=0, le=1)
+    sae_max_shift: int = Field(0, ge=0, le=64)
     image_size: int | None = Field(None, ge=4, le=512)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)

@@ -1,8 +1,9 @@
 """Offline active-learning simulator: an oracle reveals the labels a strategy asks for.
 
 Every (model, strategy, seed) run starts from the same random initial labels for that
-seed, retrains each round (warm start) and measures test error, so the curves compare
-label efficiency and nothing else.
+seed, retrains each round (warm start unless ``warm_start=False``, which trains from
+scratch every round) and measures test error, so the curves compare label efficiency
+and nothing else.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class SimulationSettings:
     batch_size: int = 256
     labeled_per_batch: int = 64
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    max_shift: int = 0
+    warm_start: bool = True
     device: str = "auto"
 
     def validate(self) -> None:
@@ -65,6 +68,8 @@ class SimulationSettings:
         for name in ("initial", "seeds", "epochs", "latent_dim"):
             if getattr(self, name) < 1:
                 raise SimulationError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_shift < 0:
+            raise SimulationError("--max-shift must not be negative")
         if self.per_round < 0 or self.rounds < 0:
             raise SimulationError("--per-round and --rounds must not be negative")
 
@@ -76,13 +81,14 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
-    net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels))
+    net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
+               max_shift=s.max_shift)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
-                             **common)
+                             max_shift=s.max_shift, **common)
 
 
 def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,10 +131,11 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
             break
         picked = unl[strategy.query(model.decision_function(x[unl]), s.per_round).indices]
         y[picked] = y_true[picked]
-        warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
-        model.set_params(warm_start=True, epochs=warm)
-        if isinstance(model, EncoderClassifier):
-            model.set_params(min_steps=_classifier_steps(warm, len(pool), s.batch_size))
+        if s.warm_start:
+            warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
+            model.set_params(warm_start=True, epochs=warm)
+            if isinstance(model, EncoderClassifier):
+                model.set_params(min_steps=_classifier_steps(warm, len(pool), s.batch_size))
     return curve
 
 

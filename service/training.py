@@ -52,6 +52,7 @@ class TrainingJob:
     lam: float
     device: str
     progress: Progress | None = None
+    max_shift: int = 0
 
 
 @dataclass
@@ -173,11 +174,13 @@ def train_project(job: TrainingJob) -> TrainingResult:
 
     if warm:
         model = copy.deepcopy(prev)
-        model.set_params(warm_start=True, epochs=job.warm_epochs, device=job.device)
+        model.set_params(warm_start=True, epochs=job.warm_epochs, device=job.device,
+                         sae_params={**(model.sae_params or {}), "max_shift": job.max_shift})
         model.sae_.set_params(on_epoch=on_epoch)
     else:
         model = SAEClassifier(class_names=list(job.config.classes), latent_dim=job.latent_dim, lam=job.lam,
-                              epochs=job.epochs, device=job.device, sae_params={"on_epoch": on_epoch})
+                              epochs=job.epochs, device=job.device,
+                              sae_params={"on_epoch": on_epoch, "max_shift": job.max_shift})
     model.fit(pool.x, pool.y)
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:

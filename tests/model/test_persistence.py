@@ -135,6 +135,15 @@ class FlatDecoder(nn.Module):
         return self.net(z).view(-1, 1, 8, 8)
 
 
+def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_path) -> None:
+    model = SAEClassifier(epochs=1, device="cpu", sae_params={"max_shift": 1, "labeled_per_batch": 16})
+    model.fit(digits.x_train, digits_labels)
+    loaded = load_model(save_model(model, tmp_path / "m"), device="cpu")
+    assert loaded.sae_.max_shift == 1
+    assert loaded.sae_.labeled_per_batch == 16
+    assert loaded.sae_params["max_shift"] == 1  # a warm-started retrain keeps augmenting
+
+
 def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path) -> None:
     torch.manual_seed(0)
     model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",

@@ -52,6 +52,14 @@ def test_same_seed_gives_identical_codes_on_cpu(small, digits: Dataset) -> None:
     assert not np.allclose(codes[0], codes[2])
 
 
+def test_shifted_training_is_reproducible_and_differs(small, digits: Dataset) -> None:
+    x, y = small
+    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, max_shift=shift, random_state=0)
+             .fit(x, y).transform(digits.x_test) for shift in (1, 1, 0)]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert not np.allclose(codes[0], codes[2])
+
+
 def test_warm_start_continues_training(small) -> None:
     x, y = small
     sae = StructuringAutoencoder(epochs=4, device="cpu", n_classes=10, random_state=0).fit(x, y)
@@ -174,7 +182,8 @@ def test_encoder_without_decoder(small) -> None:
 
 def test_other_bad_parameters(small) -> None:
     x, y = small
-    for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1}):
+    for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
+                   {"max_shift": -1}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 

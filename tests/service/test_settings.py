@@ -26,6 +26,7 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     ({"RETRAIN_MIN_NEW_LABELS": "0"}, "RETRAIN_MIN_NEW_LABELS"),
     ({"RETRAIN_CRON": "every day"}, "RETRAIN_CRON"),
     ({"SAE_LAMBDA": "1.5"}, "SAE_LAMBDA"),
+    ({"SAE_MAX_SHIFT": "-1"}, "SAE_MAX_SHIFT"),
     ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
 ])
 def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,

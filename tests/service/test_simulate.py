@@ -64,6 +64,26 @@ def test_run_one_adds_per_round_labels() -> None:
     assert [p["labeled"] for p in curve] == [20, 35, 50]
 
 
+def test_cold_start_trains_from_scratch_every_round(monkeypatch) -> None:
+    from model.sae_classifier import SAEClassifier
+
+    fits = []
+    fit = SAEClassifier.fit
+
+    def recording_fit(self, x, y):
+        fits.append((self.warm_start, self.epochs))
+        return fit(self, x, y)
+
+    monkeypatch.setattr(SAEClassifier, "fit", recording_fit)
+    ds = load_digits_dataset()
+    for warm, expected in ((True, [(False, 2), (True, 1), (True, 1)]), (False, [(False, 2)] * 3)):
+        fits.clear()
+        s = SimulationSettings(initial=20, per_round=15, rounds=2, pool_size=150, test_size=50, epochs=2,
+                               warm_epochs=1, warm_start=warm, max_shift=1, device="cpu")
+        run_one(ds, s, "sae", "random", seed=0, log=lambda _: None)
+        assert fits == expected
+
+
 def test_summary_table() -> None:
     runs = [{"model": "sae", "strategy": "margin", "seed": s,
              "curve": [{"labeled": 10, "test_error": e, "train_seconds": 0.1},
@@ -120,6 +140,7 @@ def test_initial_larger_than_pool(tmp_path, capsys) -> None:
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--latent-dim", "0"], "--latent-dim must be at least 1"),
     (["--rounds", "-1"], "must not be negative"),
+    (["--max-shift", "-2"], "--max-shift must not be negative"),
 ])
 def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
     rc, err = run_cli(args, tmp_path, capsys)

@@ -1,0 +1,52 @@
+"""The classifier baseline: it learns from labeled items only, warm-starts, and augments on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.datasets import Dataset
+from model.encoder_classifier import EncoderClassifier
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+def test_learns_from_labeled_items_only(digits: Dataset, digits_labels: np.ndarray) -> None:
+    clf = EncoderClassifier(n_classes=10, min_steps=150, device="cpu").fit(digits.x_train, digits_labels)
+    scores = clf.decision_function(digits.x_test)
+    assert scores.shape == (len(digits.x_test), 10)
+    pred = clf.predict(digits.x_test)
+    seen = digits.y_test != 9  # class 9 has no labels
+    assert np.mean(pred[seen] == digits.y_test[seen]) > 0.7
+    np.testing.assert_allclose(clf.predict_proba(digits.x_test[:5]).sum(1), 1.0, rtol=1e-5)
+    # unlabeled items are ignored: replacing their images with noise cannot change the model
+    x = digits.x_train.copy()
+    unlabeled = digits_labels < 0
+    x[unlabeled] = np.random.default_rng(0).random(x[unlabeled].shape, dtype=np.float32)
+    again = EncoderClassifier(n_classes=10, min_steps=150, device="cpu").fit(x, digits_labels)
+    np.testing.assert_array_equal(again.decision_function(digits.x_test), scores)
+
+
+def test_warm_start_keeps_the_network(digits: Dataset, digits_labels: np.ndarray) -> None:
+    clf = EncoderClassifier(n_classes=10, min_steps=20, device="cpu").fit(digits.x_train, digits_labels)
+    net = clf.net_
+    clf.set_params(warm_start=True).fit(digits.x_train, digits_labels)
+    assert clf.net_ is net
+    clf.set_params(warm_start=False).fit(digits.x_train, digits_labels)
+    assert clf.net_ is not net
+
+
+def test_shift_changes_training_reproducibly(digits: Dataset, digits_labels: np.ndarray) -> None:
+    def scores(shift: int) -> np.ndarray:
+        return (EncoderClassifier(n_classes=10, min_steps=30, max_shift=shift, device="cpu")
+                .fit(digits.x_train, digits_labels).decision_function(digits.x_test[:50]))
+
+    np.testing.assert_array_equal(scores(1), scores(1))
+    assert not np.allclose(scores(1), scores(0))
+
+
+def test_needs_two_labeled_classes(digits: Dataset) -> None:
+    y = np.full(len(digits.y_train), -1)
+    y[:5] = 3
+    with pytest.raises(ValueError, match="at least two classes"):
+        EncoderClassifier(device="cpu").fit(digits.x_train, y)
