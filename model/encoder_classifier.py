@@ -74,7 +74,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if self.max_shift else None
         for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
             sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
             with autocast:
