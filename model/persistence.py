@@ -25,8 +25,9 @@ from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 
 FORMAT_VERSION = 1
-_SAE_KEYS = ("latent_dim", "lam", "epochs", "batch_size", "labeled_per_batch", "lr", "n_classes",
-             "network", "channels", "hidden", "amp", "max_shift", "random_state")
+# Autoencoder settings the SAEClassifier does not set itself: they travel in its ``sae_params``.
+_SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift")
+_SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *_SAE_ONLY_KEYS)
 
 
 def _jsonable(v: object) -> object:
@@ -121,9 +122,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     params = dict(settings["classifier"])
     params["device"] = device
     clf = SAEClassifier(class_names=settings["class_names"], **params,
-                        sae_params={k: sae.get_params()[k] for k in ("batch_size", "labeled_per_batch", "lr",
-                                                                     "network", "channels", "hidden", "amp",
-                                                                     "max_shift")})
+                        sae_params={k: sae.get_params()[k] for k in _SAE_ONLY_KEYS})
     clf.sae_, clf.svm_ = sae, svm
     clf.n_classes_ = settings["n_classes"]
     clf.classes_ = np.arange(clf.n_classes_)
