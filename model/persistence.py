@@ -26,13 +26,16 @@ from model.sae_classifier import SAEClassifier
 
 FORMAT_VERSION = 1
 # Autoencoder settings the SAEClassifier does not set itself: they travel in its ``sae_params``.
-_SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift")
+_SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift",
+                  "steps_per_epoch", "class_distances")
 _SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *_SAE_ONLY_KEYS)
 
 
 def _jsonable(v: object) -> object:
     if isinstance(v, tuple):
         return list(v)
+    if isinstance(v, np.ndarray):
+        return v.tolist()
     if isinstance(v, np.generic):
         return v.item()
     return v
@@ -82,6 +85,13 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
     return directory
 
 
+def _sae_param(key: str, value: object) -> object:
+    """A setting as the autoencoder had it: JSON made tuples and the distance matrix into lists."""
+    if key == "class_distances" and value is not None:
+        return np.asarray(value)
+    return tuple(value) if isinstance(value, list) else value
+
+
 def read_settings(directory: str | Path) -> dict:
     return json.loads((Path(directory) / "settings.json").read_text())
 
@@ -94,8 +104,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
         raise ValueError(f"{directory}: unsupported model format {settings.get('format_version')}")
     sp = settings["sae"]
     nets = torch.load(directory / "networks.pt", map_location="cpu", weights_only=not settings["custom_networks"])
-    sae = StructuringAutoencoder(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in sp.items()},
-                                 device=device)
+    sae = StructuringAutoencoder(**{k: _sae_param(k, v) for k, v in sp.items()}, device=device)
     if settings["custom_networks"]:
         sae.encoder_, sae.decoder_ = nets["encoder"], nets["decoder"]
         # keep them marked as the user's own pair, so saving this model again pickles them too

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 
@@ -23,13 +24,35 @@ EpochCallback = Callable[[int, int, dict], None]
 
 
 def as_float_array(x: np.ndarray) -> np.ndarray:
-    """Items as float32, adding a channel axis to (N, H, W) images."""
+    """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels are scaled by 1/255."""
     x = np.asarray(x)
-    if x.dtype != np.float32:
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255)
+    elif x.dtype != np.float32:
         x = x.astype(np.float32)
     if x.ndim == 3:
         x = x[:, None]
     return x
+
+
+def as_pool_array(x: np.ndarray) -> np.ndarray:
+    """The pool as the model keeps it: uint8 stays uint8 (a view, even of a memmap), the rest is float32."""
+    x = np.asarray(x)
+    if x.dtype != np.uint8:
+        return as_float_array(x)
+    return x[:, None] if x.ndim == 3 else x
+
+
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``x``'s memory; read-only arrays (a memmap opened with mode 'r') are never written."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _to_float(t: torch.Tensor) -> torch.Tensor:
+    """One batch as float32: uint8 pixels become pixel/255 (the same values as a float32 pool holds)."""
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t
 
 
 class StructuringAutoencoder(TransformerMixin, BaseEstimator):
@@ -43,6 +66,15 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     uniform batch of 256 would see one labeled item every two or three batches.
     ``max_shift > 0`` shifts every training image by up to that many pixels
     (:mod:`model.augment`).
+
+    ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
+    an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
+    it is taken. A million 28x28 images are 0.8 GB as uint8 but 3 GB as float32, so a
+    float copy of a large pool would not fit on many hosts or next to the model on a GPU.
+    ``steps_per_epoch`` caps the optimiser steps of an epoch (``None``: a full pass over the
+    pool); each step then takes ``batch_size`` pool items drawn at random without
+    replacement, so a warm-started retrain over a million items costs a fixed budget
+    rather than a full pass.
     """
 
     def __init__(self, latent_dim: int = 10, lam: float = 0.9, epochs: int = 20,
@@ -51,8 +83,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  network: str = "auto", channels: Sequence[int] = (32, 64, 128),
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
-                 max_shift: int = 0, warm_start: bool = False, random_state: int | None = 0,
-                 verbose: bool = False, on_epoch: EpochCallback | None = None) -> None:
+                 max_shift: int = 0, steps_per_epoch: int | None = None, warm_start: bool = False,
+                 random_state: int | None = 0, verbose: bool = False,
+                 on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
         self.lam = lam
         self.epochs = epochs
@@ -69,6 +102,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.device = device
         self.amp = amp
         self.max_shift = max_shift
+        self.steps_per_epoch = steps_per_epoch
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -83,6 +117,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
         if int(self.max_shift) < 0:
             raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
+        if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
+            raise ValueError(f"steps_per_epoch must be None or at least 1, got {self.steps_per_epoch}")
         if (self.encoder is None) != (self.decoder is None):
             raise ValueError("pass both encoder and decoder, or neither")
 
@@ -102,7 +138,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> StructuringAutoencoder:
         """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled)."""
         self._check_params()
-        x = as_float_array(X)
+        x = as_pool_array(X)
         n = len(x)
         y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)
         if len(y) != n:
@@ -140,6 +176,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         steps = math.ceil(n / int(self.batch_size))
+        if self.steps_per_epoch is not None:
+            steps = min(steps, int(self.steps_per_epoch))
         if not hasattr(self, "history_") or not warm:
             self.history_ = []
         bar = tqdm(range(int(self.epochs)), desc="train SAE", disable=not self.verbose, leave=False)
@@ -148,7 +186,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             targets = None
             if use_struct:
                 targets = torch.as_tensor(self._targets(xt, y, labeled, counts), dtype=torch.float32, device=dev)
-            perm = torch.randperm(n, generator=gen).to(xt.device)
+            perm = torch.randperm(n, generator=gen)[:steps * int(self.batch_size)].to(xt.device)
             extras = None
             if use_struct and self.labeled_per_batch:
                 extras = torch.as_tensor(rng.choice(labeled, (steps, int(self.labeled_per_batch)))).to(xt.device)
@@ -157,7 +195,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
-                xb = random_shift(xt[idx].to(dev, non_blocking=True), int(self.max_shift), gen)
+                xb = random_shift(_to_float(xt[idx].to(dev, non_blocking=True)), int(self.max_shift), gen)
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)
@@ -190,8 +228,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
 
     @staticmethod
     def _stage(x: np.ndarray, dev: torch.device) -> torch.Tensor:
-        """Put the whole pool on the accelerator when it fits comfortably, else keep it on the host."""
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        """Put the whole pool on the accelerator when it fits comfortably, else keep it on the host.
+
+        The pool keeps its dtype (uint8 stays uint8), and on the CPU a memmap stays on disk.
+        """
+        t = _tensor(x)
         if dev.type == "cuda":
             free, _ = torch.cuda.mem_get_info(dev)
             if t.nbytes < 0.5 * free:
@@ -206,7 +247,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         out = []
         for s in range(0, len(idx), batch):
             sel = torch.as_tensor(idx[s:s + batch], device=xt.device)
-            out.append(self.encoder_(xt[sel].to(self.device_)).float().cpu().numpy())
+            out.append(self.encoder_(_to_float(xt[sel].to(self.device_))).float().cpu().numpy())
         self.encoder_.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
 
@@ -225,14 +266,22 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
 
     @torch.no_grad()
     def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
-        """Latent codes, computed batch by batch so the pool never has to fit on the device."""
+        """Latent codes, computed batch by batch so the pool never has to fit on the device.
+
+        The codes go into one array allocated at the first batch: small per-batch arrays kept
+        between the freed float batches stop glibc from reusing that memory (on the CPU a
+        million-item pool grew the RSS by 3.4 GB that way).
+        """
         self._check_fitted()
         self.encoder_.eval()
-        out = []
+        out = None
         for s in range(0, len(X), batch_size):
-            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
-            out.append(self.encoder_(xb).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+            xb = as_pool_array(X[s:s + batch_size])
+            z = self.encoder_(_to_float(_tensor(xb).to(self.device_))).float().cpu().numpy()
+            if out is None:
+                out = np.empty((len(X), z.shape[1]), np.float32)
+            out[s:s + len(z)] = z
+        return out if out is not None else np.zeros((0, int(self.latent_dim)), np.float32)
 
     @torch.no_grad()
     def inverse_transform(self, Z: np.ndarray, batch_size: int = 2048) -> np.ndarray:
@@ -245,10 +294,16 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             out.append(self.decoder_(torch.from_numpy(z[s:s + batch_size]).to(self.device_)).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape_), np.float32)
 
-    def reconstruction_error(self, X: np.ndarray) -> float:
-        """Mean squared reconstruction error over ``X``."""
-        x = as_float_array(X)
-        return float(np.mean((self.inverse_transform(self.transform(x)) - x) ** 2))
+    def reconstruction_error(self, X: np.ndarray, batch_size: int = 2048) -> float:
+        """Mean squared reconstruction error over ``X``; a uint8 pool is converted batch by batch."""
+        x = as_pool_array(X)
+        if x.dtype != np.uint8:
+            return float(np.mean((self.inverse_transform(self.transform(x)) - x) ** 2))
+        total = 0.0
+        for s in range(0, len(x), batch_size):
+            xb = as_float_array(x[s:s + batch_size])
+            total += float(np.sum((self.inverse_transform(self.transform(xb)) - xb) ** 2, dtype=np.float64))
+        return total / x.size if x.size else float("nan")
 
     def to(self, device: str | torch.device) -> StructuringAutoencoder:
         """Move a fitted model (e.g. one loaded from disk) to another device."""

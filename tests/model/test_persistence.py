@@ -161,3 +161,39 @@ def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path)
     reloaded = load_model(again, device="cpu")
     assert isinstance(reloaded.sae_.encoder_, FlatEncoder)
     np.testing.assert_array_equal(reloaded.decision_function(digits.x_test), loaded.decision_function(digits.x_test))
+
+
+def test_round_trip_keeps_step_budget_and_class_distances(digits: Dataset, digits_labels, tmp_path) -> None:
+    d = np.ones((10, 10)) - np.eye(10)
+    d[0, 1] = d[1, 0] = 0.5
+    model = SAEClassifier(class_names=digits.class_names, epochs=1, device="cpu",
+                          sae_params={"steps_per_epoch": 5, "class_distances": d})
+    model.fit(digits.x_train, digits_labels)
+    path = save_model(model, tmp_path / "m")
+    assert read_settings(path)["sae"]["class_distances"] == d.tolist()
+    loaded = load_model(path, device="cpu")
+    assert loaded.sae_.steps_per_epoch == 5
+    assert isinstance(loaded.sae_.class_distances, np.ndarray)
+    np.testing.assert_array_equal(loaded.sae_.class_distances, d)
+    assert loaded.sae_params["steps_per_epoch"] == 5
+    np.testing.assert_array_equal(loaded.sae_params["class_distances"], d)
+    # a warm retrain of the loaded model keeps both: 5 steps an epoch, targets at the saved distances
+    loaded.set_params(warm_start=True, epochs=2).fit(digits.x_train, digits_labels)
+    assert len(loaded.sae_.history_) == 3
+    targets = loaded.sae_.targets_
+    np.testing.assert_allclose(np.linalg.norm(targets[:, None] - targets[None], axis=-1), d, atol=1e-6)
+    # a fresh model from the loaded one's parameters, as a cold retrain builds it, gets them too
+    fresh = SAEClassifier(**loaded.get_params())
+    assert fresh.sae_params["steps_per_epoch"] == 5
+    np.testing.assert_array_equal(fresh.sae_params["class_distances"], d)
+
+
+def test_models_saved_before_the_step_budget_still_load(digits_model: SAEClassifier, tmp_path) -> None:
+    path = save_model(digits_model, tmp_path / "old")
+    settings = read_settings(path)
+    for key in ("steps_per_epoch", "class_distances"):
+        del settings["sae"][key]
+    (path / "settings.json").write_text(json.dumps(settings))
+    loaded = load_model(path, device="cpu")
+    assert loaded.sae_.steps_per_epoch is None
+    assert loaded.sae_.class_distances is None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
+import model.sae
 from connectors.datasets import Dataset
 from model.device import resolve_device
 from model.sae import StructuringAutoencoder, as_float_array
@@ -183,7 +187,7 @@ def test_encoder_without_decoder(small) -> None:
 def test_other_bad_parameters(small) -> None:
     x, y = small
     for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
-                   {"max_shift": -1}):
+                   {"max_shift": -1}, {"steps_per_epoch": 0}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 
@@ -247,9 +251,10 @@ def test_on_epoch_callback(small) -> None:
 
 
 def test_as_float_array_adds_a_channel_axis() -> None:
-    out = as_float_array(np.zeros((2, 5, 5), dtype=np.uint8))
+    out = as_float_array(np.full((2, 5, 5), 255, dtype=np.uint8))
     assert out.shape == (2, 1, 5, 5)
     assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, 1.0)  # uint8 means pixel/255
     x = np.zeros((2, 1, 5, 5), dtype=np.float32)
     assert as_float_array(x) is x
 
@@ -271,3 +276,89 @@ def test_resolve_device() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+@pytest.fixture(scope="module")
+def small_uint8(small) -> tuple[np.ndarray, np.ndarray]:
+    """The small pool as uint8 pixels (N, 1, H, W)."""
+    x, y = small
+    return np.round(x * 255).astype(np.uint8), y
+
+
+def test_uint8_pool_gives_the_codes_of_its_float_scaling(small_uint8, digits: Dataset) -> None:
+    u, y = small_uint8
+    f = u.astype(np.float32) / 255
+    params = dict(epochs=2, device="cpu", n_classes=10, max_shift=1, batch_size=64, random_state=4)
+    from_float = StructuringAutoencoder(**params).fit(f, y)
+    from_uint8 = StructuringAutoencoder(**params).fit(u, y)
+    from_hw = StructuringAutoencoder(**params).fit(u[:, 0], y)  # (N, H, W) gets its channel axis
+    codes = from_float.transform(f)
+    np.testing.assert_allclose(from_uint8.transform(u), codes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_uint8.transform(f), codes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_hw.transform(u[:, 0]), codes, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(from_uint8.targets_, from_float.targets_, rtol=1e-5, atol=1e-6)
+    assert from_uint8.input_shape_ == from_hw.input_shape_ == (1, 8, 8)
+    np.testing.assert_allclose(from_uint8.reconstruction_error(u), from_float.reconstruction_error(f), rtol=1e-5)
+
+
+def test_uint8_memmap_pool_is_never_a_float_array_whole(small_uint8, tmp_path, monkeypatch) -> None:
+    u, y = small_uint8
+    n = len(u)
+    mm = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.uint8, shape=(n, 8, 8))
+    mm[:] = u[:, 0]
+    mm.flush()
+    pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    staged, converted = [], []
+    stage, to_float = StructuringAutoencoder._stage, model.sae.as_float_array
+
+    def spy_stage(x: np.ndarray, dev: torch.device) -> torch.Tensor:
+        staged.append(stage(x, dev))
+        return staged[-1]
+
+    def spy_float(x: np.ndarray) -> np.ndarray:
+        converted.append(len(x))
+        return to_float(x)
+
+    monkeypatch.setattr(StructuringAutoencoder, "_stage", staticmethod(spy_stage))
+    monkeypatch.setattr(model.sae, "as_float_array", spy_float)
+    params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=0)
+    sae = StructuringAutoencoder(**params).fit(pool, y)
+    codes = sae.transform(pool, batch_size=128)
+    error = sae.reconstruction_error(pool, batch_size=128)
+    assert [t.dtype for t in staged] == [torch.uint8]
+    assert np.shares_memory(staged[0].numpy(), pool)  # on the CPU the pool stays in the mapped file
+    assert converted and max(converted) <= 128
+    monkeypatch.undo()
+    in_memory = StructuringAutoencoder(**params).fit(u, y)
+    np.testing.assert_array_equal(codes, in_memory.transform(u))
+    assert error == pytest.approx(in_memory.reconstruction_error(u), rel=1e-6)
+
+
+def count_optimiser_steps(run: Callable[[], object]) -> int:
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda *args: steps.append(1))
+    try:
+        run()
+    finally:
+        handle.remove()
+    return len(steps)
+
+
+def test_steps_per_epoch_caps_the_optimiser_steps(small) -> None:
+    x, y = small  # 400 items: a full pass is 13 batches of 32
+    epochs = []
+    capped = StructuringAutoencoder(epochs=2, batch_size=32, steps_per_epoch=3, device="cpu", n_classes=10,
+                                    on_epoch=lambda e, n, rec: epochs.append(e))
+    assert count_optimiser_steps(lambda: capped.fit(x, y)) == 6
+    assert epochs == [1, 2]
+    assert len(capped.history_) == 2
+    full = StructuringAutoencoder(epochs=2, batch_size=32, device="cpu", n_classes=10)
+    assert count_optimiser_steps(lambda: full.fit(x, y)) == 26
+    # a budget above a full pass changes nothing: same draws, same steps, same codes
+    loose = StructuringAutoencoder(epochs=2, batch_size=32, steps_per_epoch=100, device="cpu", n_classes=10)
+    assert count_optimiser_steps(lambda: loose.fit(x, y)) == 26
+    np.testing.assert_array_equal(loose.transform(x), full.transform(x))
+    # a warm fit with a budget keeps to it too
+    full.set_params(warm_start=True, epochs=1, steps_per_epoch=2)
+    assert count_optimiser_steps(lambda: full.fit(x, y)) == 2
+    assert len(full.history_) == 3
