@@ -43,13 +43,23 @@ def _smallest(values: np.ndarray, k: int) -> np.ndarray:
 
 
 class QueryStrategy:
-    """Base: ``query`` ranks rows of ``scores`` by :meth:`uncertainty` (ascending)."""
+    """Base: ``query`` ranks rows of ``scores`` by :meth:`uncertainty` (ascending).
+
+    :meth:`to_score` maps the same values into [0, 1] without changing their order; the
+    service writes it as each prediction's ``score``, so Label Studio's "lowest score
+    first" view shows exactly the order this strategy ranks in.
+    """
 
     name = "base"
 
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         """Per-item value; smaller means more worth labeling."""
         raise NotImplementedError
+
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        """A strictly increasing map of :meth:`uncertainty` values into [0, 1]."""
+        v = np.asarray(values, dtype=np.float64)
+        return v / (1.0 + np.abs(v)) * 0.5 + 0.5
 
     def query(self, scores: np.ndarray, k: int) -> QueryResult:
         scores = np.asarray(scores, dtype=np.float64)
@@ -71,6 +81,10 @@ class MarginSampling(QueryStrategy):
         top2 = -np.partition(-scores, 1, axis=1)[:, :2]
         return top2[:, 0] - top2[:, 1]
 
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        v = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+        return v / (1.0 + v)
+
 
 class LeastConfidence(QueryStrategy):
     """Lowest top-class probability (softmax of the scores)."""
@@ -79,6 +93,9 @@ class LeastConfidence(QueryStrategy):
 
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         return _softmax(scores).max(axis=1)
+
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        return np.clip(np.asarray(values, dtype=np.float64), 0.0, 1.0)
 
 
 class EntropySampling(QueryStrategy):
@@ -89,6 +106,11 @@ class EntropySampling(QueryStrategy):
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         p = _softmax(scores)
         return np.sum(p * np.log(np.clip(p, 1e-12, None)), axis=1)
+
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        """1 + (sum p log p) / log K: 0 at the uniform distribution, 1 when one class has it all."""
+        scale = np.log(max(int(n_classes), 2))
+        return np.clip(1.0 + np.asarray(values, dtype=np.float64) / scale, 0.0, 1.0)
 
 
 class RandomSampling(QueryStrategy):
@@ -102,10 +124,27 @@ class RandomSampling(QueryStrategy):
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         return self.rng.random(len(scores))
 
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        return np.asarray(values, dtype=np.float64)
+
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
     s.name: s for s in (MarginSampling, LeastConfidence, EntropySampling, RandomSampling)
 }
+
+
+def rank(strategy: QueryStrategy, scores: np.ndarray, k: int) -> tuple[QueryResult, np.ndarray]:
+    """The one ranking the simulator and the service share: the top ``k`` and every item's view score.
+
+    Returns the ranked batch and, for every row of ``scores``, the value written as a
+    prediction's ``score`` (ordered exactly as the ranking, lower = ask first).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
+    values = strategy.uncertainty(scores)
+    idx = _smallest(values, k)
+    return QueryResult(idx, values[idx]), strategy.to_score(values, scores.shape[1])
 
 
 def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:

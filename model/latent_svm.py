@@ -17,6 +17,9 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
     between the top two classes divided by the same margin measured at the predicted
     class's centre (the mean code of its labeled items): 0 on the decision boundary, 1 at
     the centre or beyond. This is the paper's "scores normalised between the class centres".
+    Where a class's centre does not itself beat the runner-up (reference margin <= 0, which
+    happens for overlapping classes), the median reference margin of the model is used, so
+    a near-tie still reads as low confidence.
     """
 
     def __init__(self, n_classes: int | None = None, C: float = 1.0, max_iter: int = 5000) -> None:
@@ -52,6 +55,13 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
             self.centre_margins_[c] = s[row, c] - s[row]
         return self
 
+    def _margin_scale(self) -> float:
+        """Median positive reference margin between labeled classes (derived, so saved models need nothing new)."""
+        p = self.present_
+        pairs = self.centre_margins_[np.ix_(p, p)][~np.eye(len(p), dtype=bool)]
+        positive = pairs[pairs > 0]
+        return float(np.median(positive)) if positive.size else 1.0
+
     def decision_function(self, Z: np.ndarray) -> np.ndarray:
         """One-vs-rest scores, shape ``(n, n_classes)``."""
         return np.asarray(Z, dtype=np.float64) @ self.coef_.T + self.intercept_
@@ -70,8 +80,8 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         second = np.where(swap, top2[:, 0], top2[:, 1])
         margin = np.abs(s2[:, 0] - s2[:, 1])
         ref = self.centre_margins_[first, second]
-        conf = np.where(ref > 0, margin / np.where(ref > 0, ref, 1.0), 1.0)
-        return np.clip(conf, 0.0, 1.0)
+        ref = np.where(ref > 0, ref, self._margin_scale())
+        return np.clip(margin / ref, 0.0, 1.0)
 
     def confidence(self, Z: np.ndarray) -> np.ndarray:
         return self.confidence_from_scores(self.decision_function(Z))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
@@ -126,3 +128,14 @@ def test_needs_two_classes(labels: list[int]) -> None:
     z = np.zeros((len(labels), 2))
     with pytest.raises(ValueError, match="at least two classes"):
         LatentSVM(n_classes=3).fit(z, np.array(labels, dtype=int))
+
+
+def test_a_near_tie_reads_as_low_confidence_even_when_the_reference_margin_is_not_positive(svm3: LatentSVM) -> None:
+    """Overlapping classes can leave a centre that does not beat the runner-up; a tie there is not certainty."""
+    svm = copy.deepcopy(svm3)
+    svm.centre_margins_[0, 1] = -0.5
+    p = boundary_point(svm, svm.centres_[0], svm.centres_[1], 0, 1)
+    near = p + 1e-3 * (svm.centres_[0] - p)
+    scores = svm.decision_function(near[None])
+    assert np.argmax(scores[0]) == 0 and np.argsort(scores[0])[-2] == 1
+    assert svm.confidence(near[None])[0] < 0.01
