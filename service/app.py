@@ -24,7 +24,8 @@ from service.projects import ProjectManager, ProjectState
 from service.settings import Settings
 
 log = logging.getLogger("sae_backend")
-TRAIN_EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATIONS_CREATED"}
+EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_CREATED", "TASKS_DELETED",
+          "START_TRAINING"}
 
 
 class SetupRequest(BaseModel):
@@ -135,14 +136,10 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
 
     @app.post("/webhook", dependencies=deps)
     def webhook(body: WebhookRequest, m: ProjectManager = Depends(get_manager)) -> dict:
-        if body.action == "START_TRAINING":
-            pid = project_id(body.project)
-            return {"status": m.request_training(pid, "START_TRAINING")}
-        if body.action in TRAIN_EVENTS:
-            pid = project_id(body.project)
-            count = body.project.get("num_tasks_with_annotations") if isinstance(body.project, dict) else None
-            return {"status": m.labels_changed(pid, count, body.action)}
-        return {"status": "ignored", "action": body.action}
+        if body.action not in EVENTS:
+            return {"status": "ignored", "action": body.action}
+        pid = project_id(body.project)
+        return {"status": m.on_event(pid, body.action, body.model_dump())}
 
     @app.get("/metrics", dependencies=deps)
     def metrics(m: ProjectManager = Depends(get_manager)) -> Response:
@@ -152,34 +149,53 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
 
     @app.get("/projects/{pid}/status", dependencies=deps)
     def project_status(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> dict:
+        mirror = m.mirror(st)
+        changes, labels = m.changes(st) if st.config is not None and mirror.ingested else (0, {})
+        served = st.served
+        stored = len(mirror.store)
         return {
-            "project": st.id, "model_version": st.version_name, "labeled": st.labeled, "unlabeled": st.unlabeled,
+            "project": st.id, "model_version": st.version_name, "labeled": len(labels),
+            "unlabeled": max(stored - len(labels), 0), "changes_since_version": changes,
+            "version_labeled": len(served.labels) if served else None,
             "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
+            "mirror": {"ingested": mirror.ingested, "stored": stored, "unreadable": len(mirror.skipped)},
+            "query_strategy": served.strategy if served else m.settings.query_strategy,
             "versions": m.store(st.id).history(), "last_error": st.last_error,
             "label_config_error": st.config_error, "push_pending": st.push_pending,
             "last_push_error": st.last_push_error, "last_push": st.last_push,
-            "skipped": [{"task": t, "reason": r} for t, r in list(st.skipped.items())[:100]],
-            "skipped_count": len(st.skipped),
+            "skipped": [{"task": t, "reason": r} for t, r in list(mirror.skipped.items())[:100]],
+            "skipped_count": len(mirror.skipped),
             "label_problems": [{"task": t, "problem": p} for t, p in list(st.problems.items())[:100]],
             "classes": st.config.classes if st.config else None, "queue_project": st.queue_project_id,
         }
 
     @app.get("/projects/{pid}/ranking", dependencies=deps)
-    def ranking(st: ProjectState = Depends(known), limit: int = Query(20, ge=1, le=1000)) -> dict:
-        items = [{"task": t, "margin": mg, "rank": i + 1} for i, (t, mg) in enumerate(st.ranking[:limit])]
-        return {"model_version": st.version_name, "ranking": items}
+    def ranking(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager),
+                limit: int = Query(20, ge=1, le=1000)) -> dict:
+        """The head in ranking order, without tasks labeled since the version was trained."""
+        served = st.served
+        if served is None:
+            return {"model_version": None, "ranking": []}
+        labeled = set(m.mirror(st).labels(st.config)[0]) if st.config is not None else set()
+        head = served.ranking(limit, labeled)
+        pos = served.lookup([t for t, _ in head])
+        items = [{"task": t, "rank": i + 1, "value": v, "score": float(served.score[p]),
+                  "confidence": float(served.confidence[p])}
+                 for i, ((t, v), p) in enumerate(zip(head, pos, strict=True))]
+        return {"model_version": served.name, "strategy": served.strategy, "ranking": items}
 
     @app.get("/projects/{pid}/latent.png", dependencies=deps)
     def latent(st: ProjectState = Depends(known)) -> Response:
         from service.plots import latent_png
 
-        if not st.latent or st.config is None:
+        served = st.served
+        if served is None or not served.latent or st.config is None or len(served.latent.get("ids", [])) == 0:
             raise HTTPException(status.HTTP_409_CONFLICT, "no latent codes yet: the project has not been trained")
-        ids = st.latent["ids"]
-        marked = np.flatnonzero(np.isin(ids, np.asarray(st.pushed, dtype=np.int64)))
-        png = latent_png(st.latent["z"], st.latent["y"], st.config.classes, marked,
-                         title=f"project {st.id}, {st.version_name}: codes among class anchors",
-                         centres=st.model.class_centres_ if st.model is not None else None)
+        ids = served.latent["ids"]
+        marked = np.flatnonzero(np.isin(ids, served.head_ids[: max(settings.push_top_k, 1)]))
+        png = latent_png(served.latent["z"], served.latent["y"], st.config.classes, marked,
+                         title=f"project {st.id}, {served.name}: codes among class anchors",
+                         centres=served.model.class_centres_)
         return Response(png, media_type="image/png")
 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)
@@ -188,7 +204,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         from model.morph import morph
         from service.plots import morph_png
 
-        if st.model is None or st.config is None:
+        if st.served is None or st.config is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no model yet: the project has not been trained")
         classes = st.config.classes
         for c in (source, target):
@@ -197,7 +213,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         if st.config.kind != "image":
             raise HTTPException(422, "morphing draws images; this project is vectors")
         try:
-            images = morph(st.model, classes.index(source), classes.index(target), steps)
+            images = morph(st.served.model, classes.index(source), classes.index(target), steps)
         except ValueError as e:
             raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
         return Response(morph_png(images, f"{source} -> {target}"), media_type="image/png")

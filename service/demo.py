@@ -5,7 +5,9 @@ backend next to it, creates two identical projects from a data set, connects the
 to both, and lets two simulated annotators label through the Label Studio API: one takes
 the tasks at the top of the "Most uncertain first" view, the other labels in random order.
 Each round prints the labeled count, the model version and the error of the current
-predictions on the tasks that annotator has not labeled yet.
+predictions on a fixed held-out fifth of the tasks that neither annotator ever labels, so
+both are scored on the same items. Label Studio on SQLite answers concurrent writes with
+transient 500s ("database is locked"); the demo's own calls retry them with backoff.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
 from connectors.datasets import load_dataset
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import LabelStudioClient, LabelStudioError
 from connectors.label_studio_server import LabelStudioServer, free_port, port_busy
 from service.push import ORDERING, UNLABELED_FILTER
 
@@ -96,6 +99,14 @@ def _port(preferred: int) -> int:
     return preferred if not port_busy(preferred) else free_port()
 
 
+def retrying(fn: Callable, *args, attempts: int = 8, **kwargs):
+    """Call ``fn``, retrying Label Studio's transient failures (SQLite's "database is locked" 500s)."""
+    policy = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.25, max=5),
+                      retry=retry_if_exception(lambda e: isinstance(e, LabelStudioError) and e.retryable),
+                      reraise=True)
+    return policy(fn, *args, **kwargs)
+
+
 def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
     from service.app import create_app
     from service.plots import learning_curve_png
@@ -134,7 +145,11 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
         ml = client.connect_ml_backend(pid, backend.url)
         projects[strategy] = {"id": pid, "ml": ml, "truth": dict(zip(ids, truth_all.tolist(), strict=True)),
                               "labeled": set(), "curve": [], "version": None}
-    first = rng.choice(n, s.per_round, replace=False)
+    held_out = set(rng.choice(n, max(n // 5, 1), replace=False).tolist())
+    first = rng.choice([i for i in range(n) if i not in held_out], s.per_round, replace=False)
+    for p in projects.values():
+        order = list(p["truth"])
+        p["held_out"] = {order[i] for i in held_out}
     result_rows = []
     try:
         for r in range(s.rounds + 1):
@@ -142,26 +157,30 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
                 if r == 0:
                     ids = [list(p["truth"])[i] for i in first]
                 elif strategy == "margin":
-                    ids = client.ordered_task_ids(p["id"], UNLABELED_FILTER, ORDERING, s.per_round)
+                    view = retrying(client.ordered_task_ids, p["id"], UNLABELED_FILTER, ORDERING,
+                                    s.per_round + len(p["held_out"]))
+                    ids = [t for t in view if t not in p["held_out"]][: s.per_round]
                 else:
-                    pool = [t for t in p["truth"] if t not in p["labeled"]]
+                    pool = [t for t in p["truth"] if t not in p["labeled"] and t not in p["held_out"]]
                     ids = [pool[i] for i in rng.choice(len(pool), min(s.per_round, len(pool)), replace=False)]
                 for tid in ids:
-                    client.create_annotation(tid, [{"from_name": "choice", "to_name": "image", "type": "choices",
-                                                    "value": {"choices": [ds.class_names[p["truth"][tid]]]}}])
+                    retrying(client.create_annotation, tid, [{
+                        "from_name": "choice", "to_name": "image", "type": "choices",
+                        "value": {"choices": [ds.class_names[p["truth"][tid]]]}}])
                 p["labeled"].update(ids)
             for strategy, p in projects.items():
                 status = _wait_for_version(backend, client, p, len(p["labeled"]))
-                err = _prediction_error(client, p, ds.class_names)
+                err = _held_out_error(backend, p, ds.class_names)
                 secs = next((v["train_seconds"] for v in status["versions"]
                              if v["model_version"] == status["model_version"]), None)
                 p["curve"].append({"labeled": len(p["labeled"]), "test_error": round(err, 5),
                                    "train_seconds": secs})
                 log(f"round {r}: {strategy:>6} annotator, {len(p['labeled'])} labeled, "
-                    f"{status['model_version']}, error on the tasks it has not labeled {100 * err:.1f} %")
+                    f"{status['model_version']}, error on the {len(p['held_out'])} held-out tasks {100 * err:.1f} %")
         result_rows = [{"model": "sae", "strategy": k, "seed": s.seed, "curve": p["curve"]}
                        for k, p in projects.items()]
-        result = {"settings": {"dataset": s.dataset, "tasks": n, "rounds": s.rounds, "per_round": s.per_round,
+        result = {"settings": {"dataset": s.dataset, "tasks": n, "held_out": len(held_out), "rounds": s.rounds,
+                               "per_round": s.per_round,
                                "epochs": epochs, "warm_epochs": warm, "class_names": ds.class_names,
                                "label_studio": ls.url, "backend": backend.url},
                   "runs": result_rows}
@@ -196,26 +215,23 @@ def _wait_for_version(backend: _Backend, client: LabelStudioClient, p: dict, lab
         st = httpx.get(f"{backend.url}/projects/{p['id']}/status", timeout=30).json()
         if st["training"]:
             quiet_since = time.monotonic()
-        elif st["model_version"] and st["labeled"] == labeled and not st["push_pending"]:
+        elif st["model_version"] and st["version_labeled"] == labeled and not st["push_pending"]:
             p["version"] = st["model_version"]
             return st
         elif not nudged and time.monotonic() - quiet_since > 20:
-            client.train(p["ml"])
+            retrying(client.train, p["ml"])
             nudged = True
         time.sleep(0.5)
     raise RuntimeError(f"no version with {labeled} labels within {timeout:.0f} s")
 
 
-def _prediction_error(client: LabelStudioClient, p: dict, class_names: list[str]) -> float:
-    wrong = total = 0
-    for t in client.iter_tasks(p["id"]):
-        if t["id"] in p["labeled"]:
-            continue
-        preds = [q for q in t.get("predictions") or [] if q.get("model_version") == p["version"]]
-        total += 1
-        if not preds:
-            wrong += 1
-            continue
-        choice = preds[0]["result"][0]["value"]["choices"][0]
-        wrong += choice != class_names[p["truth"][t["id"]]]
-    return wrong / max(total, 1)
+def _held_out_error(backend: _Backend, p: dict, class_names: list[str]) -> float:
+    """Error of the served version on the held-out tasks, asked the way Label Studio asks: ``/predict``."""
+    ids = sorted(p["held_out"])
+    body = {"tasks": [{"id": t, "data": {}} for t in ids], "project": str(p["id"])}
+    results = httpx.post(f"{backend.url}/predict", json=body, timeout=120).json()["results"]
+    wrong = 0
+    for tid, r in zip(ids, results, strict=True):
+        chosen = r["result"][0]["value"]["choices"][0] if r.get("result") else None
+        wrong += chosen != class_names[p["truth"][tid]]
+    return wrong / max(len(ids), 1)

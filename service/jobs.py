@@ -1,8 +1,11 @@
-"""Background job runner: at most one training per project, bursts coalesce into one follow-up.
+"""Background job runner: one job per project at a time, bursts coalesce into one follow-up.
 
-Requests that arrive while a project's job runs set a "pending" flag; when the job ends,
-one follow-up run starts if anything was pending. A thread pool bounds how many
-projects train at once (one by default: the CPU is shared with serving).
+Every job that writes to Label Studio for a project (a training with its push, or a push
+alone) runs here, so a project has one writer and a push can never overtake a newer
+version's. Requests that arrive while a project's job runs are remembered as one pending
+follow-up; a pending training absorbs a pending push (a training ends with a push). A
+thread pool bounds how many projects run at once (one by default: the CPU is shared with
+serving).
 """
 
 from __future__ import annotations
@@ -13,39 +16,47 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger("sae_backend.jobs")
+TRAIN, PUSH = "train", "push"
+_WEIGHT = {PUSH: 0, TRAIN: 1}
 
 
 class JobRunner:
-    def __init__(self, work: Callable[[int, str], None], max_workers: int = 1) -> None:
+    """``work(project_id, kind, reason)`` runs in the pool; ``kind`` is ``"train"`` or ``"push"``."""
+
+    def __init__(self, work: Callable[[int, str, str], None], max_workers: int = 1) -> None:
         self._work = work
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="train")
         self._lock = threading.Lock()
         self._running: set[int] = set()
         self._queued: set[int] = set()
-        self._pending: dict[int, str] = {}
+        self._pending: dict[int, tuple[str, str]] = {}
         self.completed = 0
         self.idle = threading.Event()
         self.idle.set()
 
-    def request(self, project_id: int, reason: str) -> str:
-        """Ask for a run; returns ``started``, ``queued`` or ``coalesced``."""
+    def request(self, project_id: int, reason: str, kind: str = TRAIN) -> str:
+        """Ask for a run; returns ``queued`` or ``coalesced``."""
+        if kind not in _WEIGHT:
+            raise ValueError(f"unknown job kind {kind!r}")
         with self._lock:
             if project_id in self._running or project_id in self._queued:
-                self._pending[project_id] = reason
+                old = self._pending.get(project_id)
+                if old is None or _WEIGHT[kind] >= _WEIGHT[old[0]]:
+                    self._pending[project_id] = (kind, reason)
                 return "coalesced"
             self._queued.add(project_id)
             self.idle.clear()
-        self._pool.submit(self._run, project_id, reason)
+        self._pool.submit(self._run, project_id, kind, reason)
         return "queued"
 
-    def _run(self, project_id: int, reason: str) -> None:
+    def _run(self, project_id: int, kind: str, reason: str) -> None:
         with self._lock:
             self._queued.discard(project_id)
             self._running.add(project_id)
         try:
-            self._work(project_id, reason)
+            self._work(project_id, kind, reason)
         except Exception:
-            log.exception("training job for project %s failed", project_id)
+            log.exception("%s job for project %s failed", kind, project_id)
         finally:
             with self._lock:
                 self._running.discard(project_id)
@@ -56,7 +67,7 @@ class JobRunner:
                 elif not self._running and not self._queued:
                     self.idle.set()
             if follow is not None:
-                self._pool.submit(self._run, project_id, f"follow-up ({follow})")
+                self._pool.submit(self._run, project_id, follow[0], f"follow-up ({follow[1]})")
 
     def is_running(self, project_id: int) -> bool:
         with self._lock:

@@ -1,16 +1,20 @@
-"""Per-project state and the lifecycle around it: register, train, swap, push, restore.
+"""The project registry and each project's lifecycle: changes in, trainings and pushes out.
 
-Everything heavy runs in the job runner's thread; request handlers only read the state
-(under a lock) or ask for a run. The version in service changes only after a new
-version is completely saved, so a failed or killed training never disturbs serving.
+Data flows one way: Label Studio -> :mod:`service.mirror` (changes only) -> a training
+job (:mod:`service.training`, plain data) -> a :class:`~service.served.ServedVersion`
+(immutable; ``/predict``, ``/ranking`` and the push read it) -> :mod:`service.push`.
+Everything that writes to Label Studio for a project runs in the job runner, one job per
+project at a time. Request handlers only record changes and answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -21,18 +25,18 @@ from apscheduler.triggers.cron import CronTrigger
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
 from connectors.label_studio import LabelStudioClient
 from connectors.task_data import DataFetcher, TaskDataError
-from model.acquisition import MarginSampling
-from model.sae_classifier import SAEClassifier
-from service.jobs import JobRunner
+from model.acquisition import get_strategy
+from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
-from service.push import PushError, push_version
+from service.mirror import ProjectMirror
+from service.push import PushError, PushState, push_version
+from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
-from service.training import LocalTrainingBackend, TrainingBackend, TrainingJob, gather_pool
+from service.training import LocalTrainingBackend, SAESettings, TrainingBackend, TrainingJob, pool_items
 from service.versions import VersionStore, known_projects
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
-LATENT_KEEP = 20000
 
 
 @dataclass
@@ -43,36 +47,35 @@ class ProjectState:
     config_error: str | None = None
     ls_url: str | None = None
     access_token: str | None = None
-    fmt: dict = field(default_factory=dict)
     queue_project_id: int | None = None
-    model: SAEClassifier | None = None
-    version_number: int | None = None
-    version_name: str | None = None
-    version_labeled: int | None = None
-    labeled: int = 0
-    unlabeled: int = 0
+    served: ServedVersion | None = None
     training: bool = False
     progress: dict = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: float | None = None
-    skipped: dict[int, str] = field(default_factory=dict)
     problems: dict[int, str] = field(default_factory=dict)
-    predictions: dict[int, tuple[int, float]] = field(default_factory=dict)
-    ranking: list[tuple[int, float]] = field(default_factory=list)
-    latent: dict = field(default_factory=dict)
-    pushed: list[int] = field(default_factory=list)
-    marked: set[int] | None = None
+    push_state: PushState = field(default_factory=PushState)
     push_pending: bool = False
     last_push_error: str | None = None
+    last_push: dict = field(default_factory=dict)
     first_event_at: float | None = None
     interrupted: str | None = None
     training_reason: str | None = None
-    reading_labeled: int | None = None
-    last_push: dict = field(default_factory=dict)
+    reading_labels: dict[int, int] | None = None
+    mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def version_name(self) -> str | None:
+        return self.served.name if self.served else None
 
 
 ClientFactory = Callable[[str, str], LabelStudioClient]
+
+
+def count_changes(now: dict[int, int], before: dict[int, int]) -> int:
+    """Tasks whose usable label is new, corrected or gone: a correction counts, deletions do not cancel additions."""
+    return sum(1 for t in now.keys() | before.keys() if now.get(t) != before.get(t))
 
 
 class ProjectManager:
@@ -84,7 +87,8 @@ class ProjectManager:
         self.metrics = Metrics()
         self.projects: dict[int, ProjectState] = {}
         self._lock = threading.Lock()
-        self.runner = JobRunner(self._train_job)
+        self.runner = JobRunner(self._job)
+        self.sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._restore()
         if start_scheduler:
@@ -92,6 +96,8 @@ class ProjectManager:
         for st in list(self.projects.values()):
             if st.interrupted is not None:
                 self.request_training(st.id, f"resuming a training the last process did not finish ({st.interrupted})")
+            elif st.push_pending and st.served is not None:
+                self.runner.request(st.id, "a push the last process did not finish", PUSH)
 
     # ---- registration and restore -------------------------------------------------------------
     def store(self, pid: int) -> VersionStore:
@@ -104,31 +110,46 @@ class ProjectManager:
                 st = self.projects[pid] = ProjectState(pid)
             return st
 
+    def mirror(self, st: ProjectState) -> ProjectMirror:
+        with st.lock:
+            if st.mirror is None:
+                st.mirror = ProjectMirror(self.store(st.id).dir / "mirror", st.id, self.settings.image_size)
+            return st.mirror
+
     def _restore(self) -> None:
         """Serve the newest complete version of every known project at once, without retraining."""
         for pid in known_projects(self.settings.model_dir):
             st = self.get(pid)
             store = self.store(pid)
+            store.clean_temporary()
             info = store.read_project() or {}
             if info.get("label_config"):
                 self._set_config(st, info["label_config"])
             st.ls_url = info.get("ls_url")
-            st.fmt = info.get("fmt", {})
             st.queue_project_id = info.get("queue_project_id")
             st.interrupted = info.get("training_started")
-            nums = store.numbers()
-            for number in reversed(nums):
+            st.push_pending = bool(info.get("push_pending"))
+            marked = info.get("marked")
+            st.push_state = PushState(info.get("last_pushed_number"),
+                                      None if marked is None else frozenset(int(t) for t in marked),
+                                      st.queue_project_id)
+            for number in reversed(store.numbers()):
                 try:
                     model = store.load(number, self.settings.device)
+                    name = model.metadata_["model_version"]
+                    path = store.dir / f"served-v{number:06d}.npz"
+                    if path.exists():
+                        st.served = load_served(path, number, name, model)
+                    else:
+                        e = np.zeros(0)
+                        st.served = ServedVersion(number, name, model, self.settings.query_strategy, {},
+                                                  e.astype(np.int64), e.astype(np.int64), e, e,
+                                                  e.astype(np.int64), e)
                 except Exception as e:
                     log.error("project %s: version %s cannot be loaded (%s); trying an older one", pid, number, e)
                     continue
-                meta = model.metadata_
-                st.model, st.version_number, st.version_name = model, number, meta["model_version"]
-                st.version_labeled = meta.get("labeled")
-                st.labeled, st.unlabeled = meta.get("labeled", 0), meta.get("unlabeled", 0)
                 self._update_metrics(st)
-                log.info("project %s: serving %s restored from disk", pid, st.version_name)
+                log.info("project %s: serving %s restored from disk", pid, name)
                 break
 
     def _set_config(self, st: ProjectState, xml: str) -> None:
@@ -139,9 +160,13 @@ class ProjectManager:
             st.config, st.config_error = None, str(e)
 
     def _persist(self, st: ProjectState) -> None:
-        self.store(st.id).write_project({"id": st.id, "label_config": st.label_config, "ls_url": st.ls_url,
-                                         "fmt": st.fmt, "queue_project_id": st.queue_project_id,
-                                         "training_started": st.training_reason if st.training else None})
+        ps = st.push_state
+        self.store(st.id).write_project({
+            "id": st.id, "label_config": st.label_config, "ls_url": st.ls_url,
+            "queue_project_id": st.queue_project_id,
+            "training_started": st.training_reason if st.training else None,
+            "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
+            "marked": None if ps.marked is None else sorted(ps.marked)})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -177,58 +202,157 @@ class ProjectManager:
     def fetcher(self, st: ProjectState) -> DataFetcher:
         s = self.settings
         return DataFetcher(self.ls_url(st), self.api_key(st), s.data_allowed_hosts,
-                           cache_dir=s.model_dir / "cache", timeout=s.fetch_timeout_seconds,
-                           max_bytes=s.fetch_max_bytes)
+                           cache_dir=None, timeout=s.fetch_timeout_seconds, max_bytes=s.fetch_max_bytes)
 
-    # ---- triggers ------------------------------------------------------------------------------
+    def _config(self, st: ProjectState, client: LabelStudioClient) -> LabelConfig:
+        if st.config is None:
+            if st.label_config is None:
+                self._set_config(st, client.get_project(st.id)["label_config"])
+            if st.config is None:
+                raise LabelConfigError(st.config_error or "no label config")
+        return st.config
+
+    # ---- changes in ----------------------------------------------------------------------------
+    def on_event(self, pid: int, action: str, body: dict) -> str:
+        """Record one webhook's change in the mirror at once; anything slow goes to a background thread."""
+        st = self.get(pid)
+        if action == "START_TRAINING":
+            return self.request_training(pid, "START_TRAINING")
+        m = self.mirror(st)
+        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+            ann = body.get("annotation") or {}
+            task = body.get("task")
+            tid = ann.get("task") if not isinstance(task, dict) else task.get("id")
+            tid = tid if tid is not None else (task if isinstance(task, int) else None)
+            if m.ingested and tid is not None and ann.get("id") is not None:
+                m.upsert_annotation(int(tid), ann)
+            return self.labels_changed(pid, action)
+        if action == "ANNOTATIONS_DELETED":
+            if m.ingested:
+                m.remove_annotations(int(a["id"]) for a in body.get("annotations") or [] if "id" in a)
+            return self.labels_changed(pid, action)
+        if action == "TASKS_CREATED":
+            tasks = [t for t in body.get("tasks") or [] if isinstance(t, dict) and "id" in t]
+            if m.ingested and tasks:
+                self.sync.submit(self._new_tasks, pid, tasks)
+                return "scoring"
+            return "ignored"
+        if action == "TASKS_DELETED":
+            ids = [int(t["id"]) for t in body.get("tasks") or [] if isinstance(t, dict) and "id" in t]
+            if m.ingested:
+                m.remove_tasks(ids)
+            return "removed"
+        return "ignored"
+
     def request_training(self, pid: int, reason: str) -> str:
         st = self.get(pid)
         st.first_event_at = None
-        outcome = self.runner.request(pid, reason)
+        outcome = self.runner.request(pid, reason, TRAIN)
         self.metrics.queue.set(self.runner.queue_length())
         log.info("project %s: training %s (%s)", pid, outcome, reason)
         return outcome
 
-    def labels_changed(self, pid: int, labeled_now: int | None, reason: str) -> str:
+    def changes(self, st: ProjectState) -> tuple[int, dict[int, int]]:
+        """Label changes since the version in service (or since what a running training read)."""
+        labels, problems = self.mirror(st).labels(st.config)
+        st.problems = problems
+        base = st.reading_labels if self.runner.is_busy(st.id) and st.reading_labels is not None \
+            else (st.served.labels if st.served else {})
+        return count_changes(labels, base), labels
+
+    def labels_changed(self, pid: int, reason: str) -> str:
         """Debounced trigger: train once enough labels changed since the version in service."""
         st = self.get(pid)
-        base = st.version_labeled or 0
-        if self.runner.is_busy(pid) and st.reading_labeled is not None:
-            base = st.reading_labeled
-        if labeled_now is not None and abs(labeled_now - base) < self.settings.retrain_min_new_labels \
-                and st.model is not None:
+        if st.config is None:
+            return "no-config"
+        if not self.mirror(st).ingested:
+            if st.served is not None or self.runner.is_busy(pid):
+                return "ingesting"
+            return self._debounced(st, f"{reason}: first connection")
+        n, labels = self.changes(st)
+        if st.served is None and st.reading_labels is None:
+            if len(set(labels.values())) < 2 or len(labels) < max(2, self.settings.retrain_min_new_labels):
+                return "below-threshold"
+        elif n < self.settings.retrain_min_new_labels:
             return "below-threshold"
-        if labeled_now is not None and st.model is None \
-                and labeled_now < max(2, self.settings.retrain_min_new_labels):
-            return "below-threshold"
+        return self._debounced(st, f"{reason}: {n} label changes")
+
+    def _debounced(self, st: ProjectState, reason: str) -> str:
         now = time.monotonic()
         if st.first_event_at is None:
             st.first_event_at = now
         delay = self.settings.retrain_debounce_seconds
         if delay <= 0 or now - st.first_event_at >= self.settings.retrain_max_delay_seconds:
-            return self.request_training(pid, reason)
-        self.scheduler.add_job(self.request_training, "date", args=[pid, f"debounced: {reason}"],
+            return self.request_training(st.id, reason)
+        self.scheduler.add_job(self.request_training, "date", args=[st.id, f"debounced: {reason}"],
                                run_date=datetime.now().astimezone() + timedelta(seconds=delay),
-                               id=f"debounce-{pid}", replace_existing=True, misfire_grace_time=None)
+                               id=f"debounce-{st.id}", replace_existing=True, misfire_grace_time=None)
         return "debounced"
 
+    def _new_tasks(self, pid: int, tasks: list[dict]) -> None:
+        """TASKS_CREATED: store the new items and score them with the version in service, within seconds."""
+        st = self.get(pid)
+        try:
+            client = self.client(st)
+            config = self._config(st, client)
+            self.mirror(st).add_tasks(tasks, config, self.fetcher(st))
+            self._score_missing(st)
+            self.mirror(st).save()
+        except Exception as e:
+            self.metrics.errors.labels("data").inc()
+            log.error("project %s: new tasks could not be scored: %s", pid, e)
+
+    def _score_missing(self, st: ProjectState) -> None:
+        """Score stored tasks the served version does not know yet, merge them in, push if they enter the head."""
+        for _ in range(3):
+            served = st.served
+            if served is None:
+                return
+            m = self.mirror(st)
+            ids = m.store.ids()
+            new = ids[served.lookup(ids) < 0]
+            if len(new) == 0:
+                return
+            d, _ = decision_scores(served.model, m.store.get(new))
+            scored = score(served.model, d, get_strategy(served.strategy))
+            with st.lock:
+                if st.served is not served:
+                    continue
+                st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head))
+                head = set(st.served.head_ids[: self.settings.push_head].tolist())
+                entered = bool(head & set(new.tolist()))
+                if entered:
+                    st.push_pending = True
+                    self._persist(st)
+            log.info("project %s: %s new tasks scored by %s", st.id, len(new), served.name)
+            if entered:
+                self.runner.request(st.id, "new tasks entered the head", PUSH)
+            return
+
     def poll(self) -> None:
-        """Catch what webhooks missed: compare Label Studio's labeled count with the version in service."""
+        """Catch what webhooks missed (cheap counters, rescans only of what moved) and retry pending pushes."""
         for pid, st in list(self.projects.items()):
-            if st.config is None or st.training or self.runner.is_busy(pid):
+            if st.config is None:
+                continue
+            if st.push_pending and st.served is not None:
+                self.runner.request(pid, "poll: pending push", PUSH)
+            if st.training or self.runner.is_busy(pid):
                 continue
             try:
                 client = self.client(st)
-                if st.push_pending and st.model is not None:
-                    self._push(st, client)
-                count = client.labeled_count(pid)
+                m = self.mirror(st)
+                if not m.ingested:
+                    if client.labeled_count(pid) >= 2:
+                        self.request_training(pid, "poll: first connection")
+                    continue
+                queue = st.queue_project_id if self.settings.push_mode == "queue" else None
+                m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
+                self._score_missing(st)
             except Exception as e:
                 log.warning("project %s: poll failed: %s", pid, e)
                 self.metrics.errors.labels("poll").inc()
                 continue
-            base = st.version_labeled or 0
-            if abs(count - base) >= self.settings.retrain_min_new_labels and count >= 2:
-                self.request_training(pid, f"poll: {count} labeled, version in service has {base}")
+            self.labels_changed(pid, "poll")
 
     def cron(self) -> None:
         for pid in list(self.projects):
@@ -245,15 +369,20 @@ class ProjectManager:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         self.runner.shutdown()
+        self.sync.shutdown(wait=False, cancel_futures=True)
 
-    # ---- the training job ----------------------------------------------------------------------
+    # ---- jobs: training, push ------------------------------------------------------------------
     def _progress(self, st: ProjectState) -> Callable[[str, float], None]:
         def report(stage: str, fraction: float) -> None:
             st.progress = {"stage": stage, "fraction": round(float(fraction), 3)}
         return report
 
-    def _train_job(self, pid: int, reason: str) -> None:
+    def _job(self, pid: int, kind: str, reason: str) -> None:
         st = self.get(pid)
+        if kind == PUSH:
+            if st.push_pending and st.served is not None:
+                self._push(st, self.client(st))
+            return
         st.training, st.training_reason = True, reason
         st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
         with st.lock:
@@ -271,7 +400,7 @@ class ProjectManager:
             st.training = False
             st.progress = {}
             st.interrupted = None
-            st.reading_labeled = None
+            st.reading_labels = None
             with st.lock:
                 self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)
@@ -280,121 +409,129 @@ class ProjectManager:
 
     def _train(self, st: ProjectState) -> None:
         client = self.client(st)
-        if st.config is None:
-            if st.label_config is None:
-                self._set_config(st, client.get_project(st.id)["label_config"])
-            if st.config is None:
-                raise LabelConfigError(st.config_error or "no label config")
+        config = self._config(st, client)
         report = self._progress(st)
-        extra = {}
-        if self.settings.push_mode == "queue" and st.queue_project_id:
-            report("reading queue labels", 0.0)
-            for source_id, anns in client.queue_labels(st.queue_project_id):
-                extra.setdefault(int(source_id), []).extend(anns)
-        report("loading tasks", 0.0)
-        if self.settings.image_size and "size" not in st.fmt:
-            st.fmt["size"] = self.settings.image_size
-        t_load = time.perf_counter()
-        pool = gather_pool(client.iter_tasks(st.id), st.config, self.fetcher(st), st.fmt, extra, report)
-        load_seconds = round(time.perf_counter() - t_load, 3)
-        st.skipped, st.problems = pool.skipped, pool.problems
-        st.reading_labeled = int((pool.y >= 0).sum())
-        if pool.skipped:
-            self.metrics.errors.labels("data").inc(len(pool.skipped))
+        m = self.mirror(st)
+        fetcher = self.fetcher(st)
+        t_read = time.perf_counter()
+        if not m.ingested:
+            report("ingesting tasks", 0.0)
+            m.ingest(client, config, fetcher, report)
+        else:
+            report("reading changes", 0.0)
+            queue = st.queue_project_id if self.settings.push_mode == "queue" else None
+            m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue)
+        read_seconds = round(time.perf_counter() - t_read, 3)
+        labels, st.problems = m.labels(config)
+        st.reading_labels = labels
+        ids = m.store.ids()
+        if m.skipped:
+            self.metrics.errors.labels("data").inc(len(m.skipped))
         s = self.settings
-        job = TrainingJob(st.id, st.config, pool, st.model, s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim,
-                          s.sae_lambda, s.device, report, s.sae_max_shift)
-        result = self.backend.run(job)
+        store = self.store(st.id)
+        previous = st.served
+        job = TrainingJob(st.id, str(m.store.directory), ids, labels, list(config.classes),
+                          SAESettings(s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim, s.sae_lambda,
+                                      s.sae_max_shift, s.sae_warm_steps),
+                          str(store.path(previous.number)) if previous is not None else None, s.device)
+        result = self.backend.run(job, report)
         report("saving", 1.0)
-        number, name = self.store(st.id).save(result.model, {**result.metrics, "load_seconds": load_seconds})
-        model = result.model
-        z = model.transform(pool.x)
-        scores = model.svm_.decision_function(z)
-        pred = np.argmax(scores, axis=1)
-        conf = model.svm_.confidence_from_scores(scores)
-        unl = np.flatnonzero(pool.y < 0)
-        q = MarginSampling().query(scores[unl], RANKING_KEEP)
-        ranking = [(int(pool.task_ids[unl[i]]), float(v)) for i, v in zip(q.indices, q.scores, strict=True)]
-        keep = np.arange(len(z))
-        if len(keep) > LATENT_KEEP:
-            keep = np.sort(np.random.default_rng(0).choice(keep, LATENT_KEEP, replace=False))
+        number, name = store.save(result.model, {**result.metrics, "read_seconds": read_seconds})
+        report("scoring the pool", 1.0)
+        t_score = time.perf_counter()
+        served = ServedVersion.build(number, name, result.model, s.query_strategy, labels, ids,
+                                     pool_items(m.store, ids), max(RANKING_KEEP, s.push_head))
+        save_served(served, store.dir / f"served-v{number:06d}.npz")
         with st.lock:
-            st.model, st.version_number, st.version_name = model, number, name
-            st.version_labeled = result.metrics["labeled"]
-            st.labeled, st.unlabeled = result.metrics["labeled"], result.metrics["unlabeled"]
-            st.predictions = {int(t): (int(p), float(c)) for t, p, c in zip(pool.task_ids, pred, conf, strict=True)}
-            st.ranking = ranking
-            top = [t for t, _ in ranking[: self.settings.push_top_k]]
-            st.latent = {"z": z[keep], "y": pool.y[keep], "ids": pool.task_ids[keep],
-                         "data": {t: pool.task_data[t] for t in top if t in pool.task_data}}
+            st.served = served
             st.push_pending = True
             self._persist(st)
         self._update_metrics(st)
-        log.info("project %s: %s in service (%s labeled, cv accuracy %s, %.1f s)", st.id, name,
-                 result.metrics["labeled"], result.metrics["cv_accuracy"], result.metrics["train_seconds"])
+        log.info("project %s: %s in service (%s labeled, cv accuracy %s, train %.1f s, score %.1f s)", st.id, name,
+                 result.metrics["labeled"], result.metrics["cv_accuracy"], result.metrics["train_seconds"],
+                 time.perf_counter() - t_score)
+        self._score_missing(st)
         report("pushing to Label Studio", 1.0)
         self._push(st, client)
 
     def _push(self, st: ProjectState, client: LabelStudioClient) -> None:
+        served, config = st.served, st.config
+        if served is None or config is None:
+            return
         try:
-            queue_id = push_version(client, st, self.settings, self.metrics)
-            with st.lock:
-                if queue_id is not None and queue_id != st.queue_project_id:
-                    st.queue_project_id = queue_id
-                    self._persist(st)
-                st.push_pending, st.last_push_error = False, None
+            labeled_now = set(self.mirror(st).labels(config)[0])
+            report = push_version(client, st.id, config, served, self.settings, st.push_state, labeled_now)
         except PushError as e:
-            st.last_push_error = str(e)
+            with st.lock:
+                st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
+                                                    else frozenset(e.marked))
+                st.last_push_error = str(e)
+                self._persist(st)
             self.metrics.errors.labels("push").inc()
-            log.error("project %s: push of %s failed, will retry on the next poll: %s", st.id, st.version_name, e)
+            log.error("project %s: push of %s failed, will retry on the next poll: %s", st.id, served.name, e)
+            return
+        with st.lock:
+            if not report.stale:
+                st.queue_project_id = report.queue_project_id or st.queue_project_id
+                st.push_state = PushState(report.number, frozenset(report.marked), st.queue_project_id)
+                st.last_push = report.summary()
+                self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
+            st.push_pending = st.served is not None and st.served.number > report.number
+            st.last_push_error = None
+            self._persist(st)
 
     def _update_metrics(self, st: ProjectState) -> None:
         p = str(st.id)
-        self.metrics.labeled.labels(p).set(st.labeled)
-        self.metrics.unlabeled.labels(p).set(st.unlabeled)
-        if st.version_number is not None:
-            self.metrics.version.labels(p).set(st.version_number)
+        if st.served is not None:
+            n_lab = len(st.served.labels)
+            self.metrics.labeled.labels(p).set(n_lab)
+            self.metrics.unlabeled.labels(p).set(max(len(st.served.ids) - n_lab, 0))
+            self.metrics.version.labels(p).set(st.served.number)
         self.metrics.versions.labels(p).set(len(self.store(st.id).numbers()))
 
     # ---- serving -------------------------------------------------------------------------------
     def predict_tasks(self, st: ProjectState, tasks: list[dict]) -> list[dict]:
-        """One result per task, in order; tasks the last pass did not see are computed now."""
-        with st.lock:
-            model, name, config, cached = st.model, st.version_name, st.config, st.predictions
-        if model is None or config is None:
+        """One result per task, in order: from the served snapshot, or decoded and scored now."""
+        served, config = st.served, st.config
+        if served is None or config is None:
             return []
+        ids = np.array([t.get("id") if isinstance(t.get("id"), int) else -1 for t in tasks], np.int64)
+        pos = served.lookup(ids)
         out: list[dict | None] = [None] * len(tasks)
+
+        def result(k: int, view: float, conf: float) -> dict:
+            return {"result": config.result(config.classes[int(k)]), "score": float(view),
+                    "model_version": served.name, "confidence": round(float(conf), 6)}
+
         todo = []
-        for i, task in enumerate(tasks):
-            tid = task.get("id")
-            if isinstance(tid, int) and tid in cached:
-                k, c = cached[tid]
-                out[i] = {"result": config.result(config.classes[k]), "score": c, "model_version": name}
+        for i, p in enumerate(pos):
+            if p >= 0:
+                out[i] = result(served.pred[p], served.score[p], served.confidence[p])
             else:
                 todo.append(i)
         if todo:
+            codec = self.mirror(st).codec(config)
             fetcher = self.fetcher(st)
+            shape = tuple(served.model.sae_.input_shape_)
             items, where = [], []
             for i in todo:
                 value = (tasks[i].get("data") or {}).get(config.data_key)
                 try:
-                    items.append(fetcher.load_item(value, config.kind, st.fmt.get("mode", "L"), st.fmt.get("size")))
-                    where.append(i)
+                    item = codec.load(fetcher, value)
                 except (TaskDataError, TypeError) as e:
                     self.metrics.errors.labels("data").inc()
-                    out[i] = {"result": [], "score": 0.0, "model_version": name, "error": str(e)}
+                    out[i] = {"result": [], "score": 0.0, "model_version": served.name, "error": str(e)}
+                    continue
+                if tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
+                    out[i] = {"result": [], "score": 0.0, "model_version": served.name,
+                              "error": f"item shape {item.shape} does not match the model's {shape}"}
+                    continue
+                items.append(item)
+                where.append(i)
             if items:
-                ok = [j for j, it in enumerate(items) if it.shape == tuple(model.sae_.input_shape_[-it.ndim:])
-                      or it.shape == tuple(model.sae_.input_shape_)]
-                for j, it in enumerate(items):
-                    if j not in ok:
-                        out[where[j]] = {"result": [], "score": 0.0, "model_version": name,
-                                         "error": f"item shape {it.shape} does not match the model"}
-                if ok:
-                    x = np.stack([items[j] for j in ok])
-                    k, c = model.predict_confidence(x)
-                    for j, kk, cc in zip(ok, k, c, strict=True):
-                        out[where[j]] = {"result": config.result(config.classes[int(kk)]), "score": float(cc),
-                                         "model_version": name}
+                d, _ = decision_scores(served.model, np.stack(items))
+                s = score(served.model, d, get_strategy(served.strategy))
+                for j, i in enumerate(where):
+                    out[i] = result(s.pred[j], s.score[j], s.confidence[j])
         self.metrics.predictions.labels(str(st.id)).inc(len(tasks))
         return [o for o in out if o is not None]

@@ -1,28 +1,36 @@
-"""Push a new version back to Label Studio as annotation work.
+"""Push the served version back to Label Studio as annotation work, at a cost of O(head) rows.
 
-Steps, each retried with exponential backoff while Label Studio is unreachable:
-predictions for every task (written in bulk after deleting any of the same version, so a
-retried push never duplicates rows), the project's ``model_version``, removal of earlier
-versions' predictions (the table holds one row per task, not one per task and version),
-the "Most uncertain first" view, the top-K marks in task ``meta`` (after the first push
-only the tasks marked before and the new top-K are read, not the whole project) and, in
-``queue`` mode, the queue project.
+Label Studio's "lowest score first" ordering only counts predictions of the project's
+``model_version`` and puts tasks without one last, and opening such a task (or "Retrieve
+predictions") asks ``/predict``, which the served version answers from its cache. So a
+version writes predictions for its ranking head only (``PUSH_HEAD`` unlabeled tasks, in
+ranking order by ``score``), not for the pool. Steps, each retried with backoff while
+Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s):
+
+1. delete this version's own rows (so a retried push never duplicates), import the head;
+2. set the project's ``model_version``;
+3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
+   their heads and the rows Label Studio stored from ``/predict``; never another model's;
+4. the "Most uncertain first" view, the top-K ``meta`` marks (only the tasks marked before
+   and the new top-K are touched), and in ``queue`` mode the queue project.
+
+A push never follows a newer one: it is skipped when the version is older than the last
+pushed. It returns a :class:`PushReport`; it writes no shared state.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from connectors.label_config import LabelConfig
 from connectors.label_studio import LabelStudioClient, LabelStudioError
-
-if TYPE_CHECKING:
-    from service.metrics import Metrics
-    from service.projects import ProjectState
-    from service.settings import Settings
+from service.served import ServedVersion
+from service.settings import Settings
+from service.versions import own_version_number
 
 log = logging.getLogger("sae_backend.push")
 VIEW_TITLE = "Most uncertain first"
@@ -33,7 +41,41 @@ META_KEY = "sae"
 
 
 class PushError(RuntimeError):
-    """The push did not complete; it is retried later and nothing is lost."""
+    """The push did not complete; it is retried later and nothing is lost.
+
+    ``marked`` is the set of tasks that may carry a mark now (None = unknown).
+    """
+
+    def __init__(self, message: str, marked: set[int] | None = None) -> None:
+        super().__init__(message)
+        self.marked = marked
+
+
+@dataclass(frozen=True)
+class PushState:
+    """What the last push left in Label Studio, as far as the next push needs to know."""
+
+    last_number: int | None = None
+    marked: frozenset[int] | None = None
+    queue_project_id: int | None = None
+
+
+@dataclass
+class PushReport:
+    model_version: str
+    number: int
+    stale: bool = False
+    rows_written: int = 0
+    rows_deleted: int = 0
+    head: list[int] = field(default_factory=list)
+    marked: set[int] = field(default_factory=set)
+    queue_project_id: int | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {"model_version": self.model_version, "rows_written": self.rows_written,
+                "rows_deleted": self.rows_deleted, "marked": len(self.marked), "seconds": self.seconds,
+                "total_seconds": round(sum(self.seconds.values()), 3)}
 
 
 def _retrying(attempts: int, max_wait: float = 30.0) -> Retrying:
@@ -42,18 +84,16 @@ def _retrying(attempts: int, max_wait: float = 30.0) -> Retrying:
                     reraise=True)
 
 
-def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings,
-                 metrics: Metrics | None = None) -> int | None:
-    """Write the version in service to Label Studio; returns the queue project's id in queue mode."""
-    with st.lock:
-        name, config, preds = st.version_name, st.config, dict(st.predictions)
-        ranking = list(st.ranking[: settings.push_top_k])
-        queue_id = st.queue_project_id
-    if name is None or config is None:
-        return queue_id
-    pid = st.id
-
-    timings: dict[str, float] = {}
+def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
+                 settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
+    """Write ``served`` to Label Studio; ``exclude`` = tasks labeled since the version was trained."""
+    report = PushReport(served.name, served.number, queue_project_id=prior.queue_project_id)
+    if prior.last_number is not None and served.number < prior.last_number:
+        report.stale = True
+        log.warning("project %s: not pushing %s, sae-v%s is already in Label Studio", project_id, served.name,
+                    prior.last_number)
+        return report
+    pid = int(project_id)
 
     def step(fn, *args, **kwargs):
         name_ = getattr(fn, "__name__", "step")
@@ -61,45 +101,42 @@ def push_version(client: LabelStudioClient, st: ProjectState, settings: Settings
         try:
             return _retrying(settings.push_retries)(fn, *args, **kwargs)
         except (LabelStudioError, RetryError) as e:
-            raise PushError(f"{name_}: {e}") from e
+            raise PushError(f"{name_}: {e}", prior.marked) from e
         finally:
-            timings[name_] = round(timings.get(name_, 0.0) + time.perf_counter() - t0, 3)
+            report.seconds[name_] = round(report.seconds.get(name_, 0.0) + time.perf_counter() - t0, 3)
 
-    predictions = [{"task": tid, "model_version": name, "score": round(conf, 6),
-                    "result": config.result(config.classes[k])} for tid, (k, conf) in preds.items()]
-    step(client.delete_predictions, pid, [name])
-    n = step(client.import_predictions, pid, predictions)
-    if metrics is not None:
-        metrics.pushed.labels(str(pid)).inc(n or len(predictions))
-    step(client.set_model_version, pid, name)
-    older = [v for v, count in step(client.model_versions, pid).items() if v != name and count]
+    head = served.ranking(settings.push_head, exclude)
+    pos = served.lookup([t for t, _ in head])
+    rows = [{"task": t, "model_version": served.name, "score": float(served.score[p]),
+             "result": config.result(config.classes[int(served.pred[p])])} for (t, _), p in zip(head, pos, strict=True)]
+    report.head = [t for t, _ in head]
+    report.rows_deleted += step(client.delete_predictions, pid, [served.name]) or 0
+    report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
+    step(client.set_model_version, pid, served.name)
+    older = [v for v, count in step(client.model_versions, pid).items()
+             if count and (n := own_version_number(v)) is not None and n < served.number]
     if older:
-        step(client.delete_predictions, pid, older)
+        report.rows_deleted += step(client.delete_predictions, pid, older) or 0
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
-    marks = {tid: {"rank": r + 1, "margin": round(m, 6), "model_version": name}
-             for r, (tid, m) in enumerate(ranking)}
-    with st.lock:
-        previous = None if st.marked is None else set(st.marked)
+    top = head[: settings.push_top_k]
+    marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
+             for r, (tid, v) in enumerate(top)}
+    previous = None if prior.marked is None else set(prior.marked)
     try:
         step(client.bulk_mark, pid, marks, META_KEY, previous=previous)
-    except PushError:
-        with st.lock:
-            st.marked = None if previous is None else previous | set(marks)
+    except PushError as e:
+        e.marked = None if previous is None else previous | set(marks)
         raise
-    with st.lock:
-        st.marked = set(marks)
-    if settings.push_mode == "queue" and ranking:
-        queue_id = step(client.ensure_queue_project, pid)
-        data = _task_data(st, [t for t, _ in ranking])
-        step(client.copy_to_queue, queue_id, [{"id": tid, "data": d} for tid, d in data.items()])
-    with st.lock:
-        st.pushed = [t for t, _ in ranking]
-        st.last_push = {"model_version": name, "predictions": len(predictions), "seconds": timings,
-                        "total_seconds": round(sum(timings.values()), 3)}
-    log.info("project %s: pushed %s predictions of %s, %s marked", pid, len(predictions), name, len(marks))
-    return queue_id
-
-
-def _task_data(st: ProjectState, ids: list[int]) -> dict[int, dict]:
-    data = st.latent.get("data", {})
-    return {t: data[t] for t in ids if t in data}
+    report.marked = set(marks)
+    if settings.push_mode == "queue" and top:
+        try:
+            queue_id = step(client.ensure_queue_project, pid)
+            data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
+            step(client.copy_to_queue, queue_id, [{"id": t, "data": data[t]["data"]} for t, _ in top if t in data])
+        except PushError as e:
+            e.marked = report.marked
+            raise
+        report.queue_project_id = queue_id
+    log.info("project %s: pushed %s (%s rows written, %s deleted, %s marked)", pid, served.name,
+             report.rows_written, report.rows_deleted, len(marks))
+    return report

@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     poll_interval_seconds: float = Field(60.0, gt=0)
     retrain_cron: str | None = None
     push_top_k: int = Field(50, ge=0)
+    push_head: int = Field(500, ge=0)
+    query_strategy: str = "margin"
+    reconcile_full_scan_seconds: float = Field(3600.0, gt=0)
     push_mode: Literal["view", "queue"] = "view"
     data_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     device: str = "auto"
@@ -37,6 +40,7 @@ class Settings(BaseSettings):
     sae_latent_dim: int = Field(10, ge=1)
     sae_lambda: float = Field(0.9, ge=0, le=1)
     sae_max_shift: int = Field(0, ge=0, le=64)
+    sae_warm_steps: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=4, le=512)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)
@@ -48,6 +52,21 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [h.strip() for h in v.split(",") if h.strip()]
         return v
+
+    @field_validator("query_strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        from model.acquisition import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"QUERY_STRATEGY must be one of {', '.join(STRATEGIES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _head_covers_marks(self) -> Settings:
+        if self.push_head < self.push_top_k:
+            raise ValueError("PUSH_HEAD must be at least PUSH_TOP_K (the marked tasks are the head's first)")
+        return self
 
     @field_validator("device")
     @classmethod

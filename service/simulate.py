@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
-from model.acquisition import get_strategy
+from model.acquisition import get_strategy, rank
 from model.encoder_classifier import EncoderClassifier
 from model.sae_classifier import SAEClassifier
 
@@ -45,6 +45,7 @@ class SimulationSettings:
     test_size: int | None = None
     epochs: int = 20
     warm_epochs: int | None = None
+    warm_steps: int | None = None
     latent_dim: int = 10
     lam: float = 0.9
     batch_size: int = 256
@@ -70,6 +71,8 @@ class SimulationSettings:
                 raise SimulationError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_shift < 0:
             raise SimulationError("--max-shift must not be negative")
+        if self.warm_steps is not None and self.warm_steps < 1:
+            raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:
             raise SimulationError("--per-round and --rounds must not be negative")
 
@@ -129,11 +132,13 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         unl = np.flatnonzero(y < 0)
         if len(unl) == 0:
             break
-        picked = unl[strategy.query(model.decision_function(x[unl]), s.per_round).indices]
+        picked = unl[rank(strategy, model.decision_function(x[unl]), s.per_round)[0].indices]
         y[picked] = y_true[picked]
         if s.warm_start:
             warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
             model.set_params(warm_start=True, epochs=warm)
+            if s.warm_steps is not None and isinstance(model, SAEClassifier):
+                model.set_params(sae_params={**(model.sae_params or {}), "steps_per_epoch": s.warm_steps})
             if isinstance(model, EncoderClassifier):
                 model.set_params(min_steps=_classifier_steps(warm, len(pool), s.batch_size))
     return curve

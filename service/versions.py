@@ -2,7 +2,9 @@
 
 A version directory appears only complete (it is renamed into place by
 :func:`model.persistence.save_model`), so after a crash the newest complete one is
-served and temporary leftovers are cleaned. Numbers only grow, across restarts too.
+served. Temporary leftovers are cleaned by :meth:`VersionStore.clean_temporary`, which
+the service calls once at start-up and never while a save may be running. Numbers only
+grow, across restarts too.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from model.persistence import load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
+_OWN_NAME = re.compile(r"^sae-v(\d+)$")
 
 
 def version_name(number: int) -> str:
@@ -24,12 +27,23 @@ def version_name(number: int) -> str:
     return f"sae-v{number}"
 
 
+def own_version_number(name: str) -> int | None:
+    """The number of a model version this backend wrote, or None for anybody else's predictions."""
+    m = _OWN_NAME.match(str(name))
+    return int(m.group(1)) if m else None
+
+
 class VersionStore:
     def __init__(self, root: Path, project_id: int) -> None:
         self.dir = Path(root) / f"project-{project_id}"
         self.dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.dir.glob(".v*.tmp-*"):
+
+    def clean_temporary(self) -> int:
+        """Remove half-written version directories a killed process left; call before any training starts."""
+        leftovers = list(self.dir.glob(".v*.tmp-*"))
+        for leftover in leftovers:
             shutil.rmtree(leftover, ignore_errors=True)
+        return len(leftovers)
 
     def numbers(self) -> list[int]:
         out = []
@@ -53,8 +67,11 @@ class VersionStore:
         save_model(model, self.dir / f"v{number:06d}", meta)
         return number, name
 
+    def path(self, number: int) -> Path:
+        return self.dir / f"v{number:06d}"
+
     def load(self, number: int, device: str = "auto") -> SAEClassifier:
-        return load_model(self.dir / f"v{number:06d}", device)
+        return load_model(self.path(number), device)
 
     def history(self) -> list[dict]:
         """Metadata of every complete version, oldest first."""

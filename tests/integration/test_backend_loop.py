@@ -50,8 +50,10 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
             assert status["labeled"] == len(ids[:30]) + (20 if round_no == 2 else 0)
             assert status["last_error"] is None and status["push_pending"] is False
             tasks = list(ls_client.iter_tasks(pid))
-            preds = {t["id"]: t["predictions"] for t in tasks}
-            assert all(len(p) == 1 and p[0]["model_version"] == f"sae-v{round_no}" for p in preds.values())
+            preds = {t["id"]: t["predictions"] for t in tasks if not t["annotations"]}
+            assert all(len(p) == 1 and p[0]["model_version"] == f"sae-v{round_no}" for p in preds.values()), \
+                "the head (here every unlabeled task) holds one prediction of the new version"
+            assert not any(t["predictions"] for t in tasks if t["annotations"]), "earlier versions' rows are gone"
             assert all(0.0 <= p[0]["score"] <= 1.0 for p in preds.values())
             marked = {t["id"]: t["meta"][META_KEY] for t in tasks if META_KEY in (t.get("meta") or {})}
             assert len(marked) == TOP_K
@@ -60,10 +62,12 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
             order = ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, 20)
             scores = [preds[t][0]["score"] for t in order]
             assert scores == sorted(scores)
+            ranking = httpx.get(f"{backend.url}/projects/{pid}/ranking?limit=20").json()["ranking"]
+            assert order == [r["task"] for r in ranking], "the saved view's order is the ranking"
         views = ls_client.ls.views.list(project=pid)
         assert sum(1 for v in views if (v.data or {}).get("title") == VIEW_TITLE) == 1
         ranking = httpx.get(f"{backend.url}/projects/{pid}/ranking?limit=5").json()["ranking"]
-        assert len(ranking) == 5 and ranking[0]["margin"] <= ranking[-1]["margin"]
+        assert len(ranking) == 5 and ranking[0]["value"] <= ranking[-1]["value"]
         png = httpx.get(f"{backend.url}/projects/{pid}/latent.png")
         assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     finally:

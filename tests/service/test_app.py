@@ -38,6 +38,11 @@ def _png(img: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def choice(label: str, ann_id: int) -> dict:
+    return {"id": ann_id, "result": [{"from_name": "choice", "to_name": "image", "type": "choices",
+                                      "value": {"choices": [label]}}]}
+
+
 class FakeClient:
     """In-memory stand-in for Label Studio's task API (the push is exercised against a real server elsewhere)."""
 
@@ -45,34 +50,46 @@ class FakeClient:
         d = load_digits()
         self.tasks = []
         for i in range(n):
-            anns = []
-            if i < labeled:
-                anns = [{"id": i, "result": [{"from_name": "choice", "to_name": "image", "type": "choices",
-                                              "value": {"choices": [str(d.target[i])]}}]}]
+            anns = [choice(str(d.target[i]), i)] if i < labeled else []
             self.tasks.append({"id": i + 1, "data": {"image": _png(d.images[i])}, "annotations": anns})
         self.pushed: list[str] = []
+        self.rows: dict[str, int] = {}
         self.fail_push = False
+        self.reads = 0
 
-    def iter_tasks(self, project_id):
-        return iter(self.tasks)
+    def iter_tasks(self, project_id, labeled=None, fields="all", **kw):
+        self.reads += 1
+        for t in self.tasks:
+            if labeled is not None and bool(t["annotations"]) != labeled:
+                continue
+            yield t if fields == "all" else {k: v for k, v in t.items() if k != "annotations"}
+
+    def tasks_by_id(self, project_id, ids):
+        return [t for t in self.tasks if t["id"] in set(ids)]
 
     def labeled_count(self, project_id):
         return sum(1 for t in self.tasks if t["annotations"])
 
     def get_project(self, project_id):
-        return {"label_config": CONFIG}
+        return {"label_config": CONFIG, "task_number": len(self.tasks),
+                "num_tasks_with_annotations": self.labeled_count(project_id),
+                "total_annotations_number": sum(len(t["annotations"]) for t in self.tasks),
+                "skipped_annotations_number": 0}
 
     def model_versions(self, project_id):
-        return {v: 1 for v in self.pushed}
+        return {v: n for v, n in self.rows.items() if n}
 
     def delete_predictions(self, project_id, versions=None):
         from connectors.label_studio import LabelStudioError
 
         if self.fail_push:
             raise LabelStudioError("down", retryable=True)
+        return sum(self.rows.pop(v, 0) for v in versions)
 
     def import_predictions(self, project_id, predictions):
-        self.pushed.append(predictions[0]["model_version"])
+        name = predictions[0]["model_version"]
+        self.pushed.append(name)
+        self.rows[name] = self.rows.get(name, 0) + len(predictions)
         return len(predictions)
 
     def set_model_version(self, *a): ...
@@ -87,13 +104,13 @@ class BlockingBackend(TrainingBackend):
         self.runs = 0
         self.fail = False
 
-    def run(self, job):
+    def run(self, job, progress=None):
         self.runs += 1
         self.started.set()
         assert self.release.wait(30)
         if self.fail:
             raise RuntimeError("boom in training")
-        return LocalTrainingBackend().run(job)
+        return LocalTrainingBackend().run(job, progress)
 
 
 def make(tmp_path, backend=None, client=None, **kw):
@@ -138,9 +155,15 @@ def test_webhook_answers_while_training_blocks_and_events_coalesce(tmp_path):
     assert m.runner.is_running(1) and app.get("/projects/1/status").json()["training"] is True
     body = recorded("/webhook", "ANNOTATION_CREATED")
     body["project"]["id"] = 1
-    body["project"]["num_tasks_with_annotations"] = 500
-    outcomes = [app.post("/webhook", json=body).json()["status"] for _ in range(50)]
-    assert set(outcomes) == {"coalesced"}
+    outcomes = []
+    for i in range(40, 60):
+        ann = choice(str(i % 10), 1000 + i)
+        client.tasks[i]["annotations"] = [ann]
+        body["annotation"] = {**body["annotation"], **ann, "task": i + 1}
+        body["task"] = {"id": i + 1}
+        outcomes.append(app.post("/webhook", json=body).json()["status"])
+    assert outcomes[:9] == ["below-threshold"] * 9, "fewer than RETRAIN_MIN_NEW_LABELS changes wait"
+    assert set(outcomes[9:]) == {"coalesced"}, "then every event joins one follow-up run"
     backend.release.set()
     assert m.runner.wait_idle(120)
     assert backend.runs == 2
@@ -180,6 +203,7 @@ def test_poll_catches_missed_webhook_and_push_retries(tmp_path):
     assert st["model_version"] == "sae-v1" and st["push_pending"] is True and client.pushed == []
     client.fail_push = False
     m.poll()
+    assert m.runner.wait_idle(60), "the retried push runs in the job runner, like every write"
     assert app.get("/projects/1/status").json()["push_pending"] is False and client.pushed == ["sae-v1"]
 
 

@@ -20,9 +20,9 @@ class CountingBackend(LocalTrainingBackend):
     def __init__(self) -> None:
         self.runs = 0
 
-    def run(self, job):
+    def run(self, job, progress=None):
         self.runs += 1
-        return super().run(job)
+        return super().run(job, progress)
 
 
 def test_webhook_storm_gives_a_handful_of_trainings(tmp_path):

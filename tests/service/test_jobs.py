@@ -12,12 +12,14 @@ class Blocking:
 
     def __init__(self, fail_first: bool = False) -> None:
         self.calls: list[tuple[int, str]] = []
+        self.kinds: list[str] = []
         self.started = threading.Event()
         self.release = threading.Event()
         self.fail_first = fail_first
 
-    def __call__(self, project_id: int, reason: str) -> None:
+    def __call__(self, project_id: int, kind: str, reason: str) -> None:
         self.calls.append((project_id, reason))
+        self.kinds.append(kind)
         self.started.set()
         self.release.wait(10)
         if self.fail_first and len(self.calls) == 1:
@@ -71,4 +73,19 @@ def test_projects_queue_behind_one_worker_and_all_run() -> None:
         assert sorted(p for p, _ in work.calls) == [1, 2]
     finally:
         work.release.set()
+        runner.shutdown()
+
+
+def test_a_pending_training_absorbs_a_pending_push_and_not_the_other_way() -> None:
+    work = Blocking()
+    runner = JobRunner(work)
+    try:
+        runner.request(1, "first push", kind="push")
+        assert work.started.wait(5)
+        runner.request(1, "labels", kind="train")
+        runner.request(1, "poll", kind="push")
+        work.release.set()
+        assert runner.wait_idle(10)
+        assert work.kinds == ["push", "train"] and work.calls[1][1] == "follow-up (labels)"
+    finally:
         runner.shutdown()

@@ -6,16 +6,18 @@ against a real Label Studio in ``tests/integration``.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from connectors.label_config import parse_label_config
 from connectors.label_studio import LabelStudioError
-from service.projects import ProjectState
-from service.push import META_KEY, VIEW_TITLE, PushError, push_version
+from service.push import META_KEY, VIEW_TITLE, PushError, PushState, push_version
+from service.served import ServedVersion
 from service.settings import Settings
 
 CONFIG = ('<View><Image name="image" value="$image"/><Choices name="choice" toName="image" choice="single">'
           '<Choice value="cat"/><Choice value="dog"/></Choices></View>')
+CFG = parse_label_config(CONFIG)
 
 
 class Recorder:
@@ -32,8 +34,9 @@ class Recorder:
 
     def delete_predictions(self, pid, versions=None):
         self._call("delete_predictions", pid, versions)
+        before = len(self.rows)
         self.rows = [r for r in self.rows if r["model_version"] not in versions]
-        return 0
+        return before - len(self.rows)
 
     def import_predictions(self, pid, predictions):
         self._call("import_predictions", pid, len(predictions))
@@ -62,95 +65,112 @@ class Recorder:
         self._call("ensure_queue_project", pid)
         return 99
 
+    def tasks_by_id(self, pid, ids):
+        self._call("tasks_by_id", pid, list(ids))
+        return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
+
     def copy_to_queue(self, qid, tasks):
         self._call("copy_to_queue", qid, [t["id"] for t in tasks])
         return len(tasks)
 
 
-def _state() -> ProjectState:
-    st = ProjectState(id=4, label_config=CONFIG, config=parse_label_config(CONFIG))
-    st.version_name = "sae-v3"
-    st.predictions = {10: (0, 0.9), 11: (1, 0.2), 12: (1, 0.05)}
-    st.ranking = [(12, 0.05), (11, 0.2)]
-    st.latent = {"data": {12: {"image": "/data/upload/4/a.png"}, 11: {"image": "/data/upload/4/b.png"}}}
-    return st
+def served(number: int = 3, head: tuple[tuple[int, float], ...] = ((12, 0.05), (11, 0.2))) -> ServedVersion:
+    """A scored snapshot without a model: the push only reads ids, classes, scores and the head."""
+    ids = np.array([10, 11, 12])
+    return ServedVersion(number, f"sae-v{number}", None, "margin", {10: 0}, ids, np.array([0, 1, 1]),
+                         np.array([0.9, 0.2 / 1.2, 0.05 / 1.05]), np.array([0.9, 0.3, 0.1]),
+                         np.array([t for t, _ in head]), np.array([v for _, v in head]))
 
 
 def _settings(tmp_path, **kw) -> Settings:
     return Settings(**{"label_studio_url": "http://127.0.0.1:1", "label_studio_api_key": "k",
-                       "model_dir": tmp_path, "push_top_k": 1, **kw})
+                       "model_dir": tmp_path, "push_top_k": 1, "push_head": 2, **kw})
 
 
-def test_push_writes_one_row_per_task_then_view_and_marks(tmp_path) -> None:
+def push(client, tmp_path, prior=None, version=None, exclude=None, **kw):
+    return push_version(client, 4, CFG, version or served(), _settings(tmp_path, **kw), prior or PushState(), exclude)
+
+
+def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tmp_path) -> None:
     client = Recorder()
-    client.rows = [{"task": t, "model_version": "sae-v2"} for t in (10, 11, 12)]
-    st = _state()
-    assert push_version(client, st, _settings(tmp_path)) is None
+    client.rows = [{"task": t, "model_version": v} for t in (10, 11) for v in ("sae-v2", "vendor-model", "sae-v9x")]
+    report = push(client, tmp_path)
     names = [c[0] for c in client.calls]
     assert names == ["delete_predictions", "import_predictions", "set_model_version", "model_versions",
                      "delete_predictions", "ensure_view", "bulk_mark"]
     assert client.calls[0][2] == ["sae-v3"] and client.calls[4][2] == ["sae-v2"]
-    assert sorted(r["task"] for r in client.rows) == [10, 11, 12]
-    assert {r["model_version"] for r in client.rows} == {"sae-v3"}
-    row = next(r for r in client.rows if r["task"] == 11)
-    assert row["score"] == 0.2 and row["result"][0]["value"] == {"choices": ["dog"]}
+    mine = [r for r in client.rows if r["model_version"] == "sae-v3"]
+    assert [r["task"] for r in mine] == [12, 11], "the head, in ranking order; tasks outside it get no row"
+    assert {r["model_version"] for r in client.rows} == {"sae-v3", "vendor-model", "sae-v9x"}, \
+        "another model's predictions (and names that only look like ours) survive"
+    row = mine[1]
+    assert row["score"] == pytest.approx(0.2 / 1.2) and row["result"][0]["value"] == {"choices": ["dog"]}
     assert client.calls[5][2] == VIEW_TITLE
     assert client.calls[6][2] == {12: {"rank": 1, "margin": 0.05, "model_version": "sae-v3"}}
     assert client.calls[6][3] == META_KEY
-    assert st.pushed == [12]
-    assert st.last_push["model_version"] == "sae-v3" and st.last_push["predictions"] == 3
-    assert set(st.last_push["seconds"]) == {"delete_predictions", "import_predictions", "set_model_version",
-                                            "model_versions", "ensure_view", "bulk_mark"}
+    assert report.rows_written == 2 and report.marked == {12} and report.head == [12, 11]
+    assert set(report.seconds) == {"delete_predictions", "import_predictions", "set_model_version",
+                                   "model_versions", "ensure_view", "bulk_mark"}
+
+
+def test_the_view_score_orders_like_the_ranking(tmp_path) -> None:
+    client = Recorder()
+    push(client, tmp_path, push_head=3, version=served(head=((12, 0.05), (11, 0.2), (10, 0.9))))
+    scores = [r["score"] for r in client.rows]
+    assert scores == sorted(scores), "lowest score first in Label Studio = the ranking's order"
+
+
+def test_tasks_labeled_since_the_version_are_not_pushed(tmp_path) -> None:
+    client = Recorder()
+    report = push(client, tmp_path, exclude={12})
+    assert report.head == [11] and [r["task"] for r in client.rows] == [11]
 
 
 def test_a_repeated_push_does_not_duplicate(tmp_path) -> None:
-    client, st = Recorder(), _state()
-    push_version(client, st, _settings(tmp_path))
-    push_version(client, st, _settings(tmp_path))
-    assert len(client.rows) == 3
+    client = Recorder()
+    push(client, tmp_path)
+    push(client, tmp_path)
+    assert len(client.rows) == 2
+
+
+def test_an_older_version_is_never_pushed_after_a_newer_one(tmp_path) -> None:
+    client = Recorder()
+    report = push(client, tmp_path, prior=PushState(last_number=4), version=served(3))
+    assert report.stale and client.calls == []
 
 
 def test_marks_read_the_whole_project_once_then_only_the_marked_tasks(tmp_path) -> None:
-    client, st = Recorder(), _state()
-    push_version(client, st, _settings(tmp_path))
-    st.version_name, st.ranking = "sae-v4", [(11, 0.2), (12, 0.05)]
-    push_version(client, st, _settings(tmp_path))
+    client = Recorder()
+    first = push(client, tmp_path)
+    second = push(client, tmp_path, prior=PushState(3, frozenset(first.marked)),
+                  version=served(4, ((11, 0.2), (12, 0.05))))
     previous = [c[4] for c in client.calls if c[0] == "bulk_mark"]
     assert previous == [None, {12}]
-    assert st.marked == {11}
+    assert second.marked == {11}
 
-    down = LabelStudioError("down", retryable=False)
-    client.fail["bulk_mark"] = [down]
-    st.version_name, st.ranking = "sae-v5", [(10, 0.3)]
-    with pytest.raises(PushError):
-        push_version(client, st, _settings(tmp_path))
-    assert st.marked == {10, 11}, "a half-done marking leaves every task that may carry a mark known"
+    client.fail["bulk_mark"] = [LabelStudioError("down", retryable=False)]
+    with pytest.raises(PushError) as err:
+        push(client, tmp_path, prior=PushState(4, frozenset(second.marked)), version=served(5, ((10, 0.3),)))
+    assert err.value.marked == {10, 11}, "a half-done marking leaves every task that may carry a mark known"
 
 
 def test_transient_errors_are_retried_and_permanent_ones_raise(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("service.push.wait_exponential", lambda **kw: (lambda state: 0))
-    down = LabelStudioError("Label Studio unreachable", retryable=True)
-    client, st = Recorder(fail={"import_predictions": [down, down]}), _state()
-    push_version(client, st, _settings(tmp_path, push_retries=3))
+    down = LabelStudioError("Label Studio unreachable (database is locked)", retryable=True, status_code=500)
+    client = Recorder(fail={"import_predictions": [down, down]})
+    push(client, tmp_path, push_retries=3)
     assert [c[0] for c in client.calls].count("import_predictions") == 3
-    assert len(client.rows) == 3
+    assert len(client.rows) == 2
 
     refused = LabelStudioError("HTTP 400", retryable=False, status_code=400)
-    client, st = Recorder(fail={"ensure_view": [refused]}), _state()
+    client = Recorder(fail={"ensure_view": [refused]})
     with pytest.raises(PushError, match="ensure_view"):
-        push_version(client, st, _settings(tmp_path))
+        push(client, tmp_path)
     assert [c[0] for c in client.calls].count("ensure_view") == 1
-    assert st.pushed == []
 
 
 def test_queue_mode_copies_the_top_k(tmp_path) -> None:
-    client, st = Recorder(), _state()
-    assert push_version(client, st, _settings(tmp_path, push_mode="queue", push_top_k=2)) == 99
+    client = Recorder()
+    report = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    assert report.queue_project_id == 99
     assert client.calls[-1] == ("copy_to_queue", 99, [12, 11])
-
-
-def test_nothing_to_push_before_the_first_version(tmp_path) -> None:
-    client, st = Recorder(), _state()
-    st.version_name = None
-    push_version(client, st, _settings(tmp_path))
-    assert client.calls == []

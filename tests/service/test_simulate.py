@@ -84,6 +84,23 @@ def test_cold_start_trains_from_scratch_every_round(monkeypatch) -> None:
         assert fits == expected
 
 
+def test_warm_steps_budget_reaches_every_warm_round(monkeypatch) -> None:
+    from model.sae_classifier import SAEClassifier
+
+    budgets = []
+    fit = SAEClassifier.fit
+
+    def recording_fit(self, x, y):
+        budgets.append((self.sae_params or {}).get("steps_per_epoch"))
+        return fit(self, x, y)
+
+    monkeypatch.setattr(SAEClassifier, "fit", recording_fit)
+    s = SimulationSettings(initial=20, per_round=15, rounds=2, pool_size=150, test_size=50, epochs=2,
+                           warm_epochs=1, warm_steps=3, device="cpu")
+    run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    assert budgets == [None, 3, 3], "the first fit takes full passes, warm rounds the budget"
+
+
 def test_summary_table() -> None:
     runs = [{"model": "sae", "strategy": "margin", "seed": s,
              "curve": [{"labeled": 10, "test_error": e, "train_seconds": 0.1},

@@ -1,48 +1,77 @@
-"""The training job on its own: first fit, warm start, augmentation settings, too few classes."""
+"""The training job on its own: a plain-data spec (pool on disk, labels, settings), first fit, warm start."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 
 from connectors.datasets import Dataset
-from connectors.label_config import LabelConfig
-from service.training import Pool, TrainingJob, train_project
+from model.persistence import save_model
+from service.pool_store import PoolStore
+from service.training import SAESettings, TrainingJob, pool_items, train_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-CONFIG = LabelConfig("label", "image", "image", "image", [str(i) for i in range(10)])
-
-
-def job(digits: Dataset, y: np.ndarray, previous=None, max_shift: int = 0) -> TrainingJob:
-    n = 300
-    pool = Pool(task_ids=np.arange(n), x=digits.x_train[:n], y=y[:n])
-    return TrainingJob(1, CONFIG, pool, previous, epochs=3, warm_epochs=1, latent_dim=6, lam=0.9, device="cpu",
-                       max_shift=max_shift)
+CLASSES = [str(i) for i in range(10)]
+N = 300
 
 
-def test_first_training_then_warm_start_with_new_settings(digits: Dataset, digits_labels: np.ndarray) -> None:
+@pytest.fixture
+def pool_dir(digits: Dataset, tmp_path) -> str:
+    store = PoolStore(tmp_path / "pool", fsync=False)
+    items = np.rint(digits.x_train[:N] * 255).astype(np.uint8)
+    store.append(np.arange(1000, 1000 + N), items)
+    store.close()
+    return str(tmp_path / "pool")
+
+
+def job(pool_dir: str, y: np.ndarray, previous: str | None = None, max_shift: int = 0,
+        warm_steps: int | None = None) -> TrainingJob:
+    ids = np.arange(1000, 1000 + N)
+    labels = {int(t): int(c) for t, c in zip(ids, y[:N], strict=True) if c >= 0}
+    return TrainingJob(1, pool_dir, ids, labels, CLASSES,
+                       SAESettings(epochs=3, warm_epochs=1, latent_dim=6, lam=0.9, max_shift=max_shift,
+                                   warm_steps=warm_steps), previous, "cpu")
+
+
+def test_the_job_is_plain_data(pool_dir: str, digits_labels: np.ndarray) -> None:
+    spec = job(pool_dir, digits_labels)
+    plain = {**asdict(spec), "task_ids": spec.task_ids.tolist()}
+    assert json.loads(json.dumps(plain))["pool_dir"] == pool_dir
+
+
+def test_first_training_then_warm_start_with_new_settings(pool_dir: str, digits_labels: np.ndarray,
+                                                         tmp_path) -> None:
     progress = []
-    first = job(digits, digits_labels, max_shift=1)
-    first.progress = lambda msg, frac: progress.append(msg)
-    result = train_project(first)
+    result = train_project(job(pool_dir, digits_labels, max_shift=1), lambda msg, frac: progress.append(msg))
     sae = result.model.sae_
     assert (sae.latent_dim, sae.epochs, sae.max_shift) == (6, 3, 1)
     assert progress == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert result.metrics["warm_start"] is False
-    assert result.metrics["labeled"] == int((digits_labels[:300] >= 0).sum())
+    assert result.metrics["labeled"] == int((digits_labels[:N] >= 0).sum())
     assert "on_epoch" not in result.model.sae_params  # nothing unpicklable stays in the saved model
 
-    again = train_project(job(digits, digits_labels, previous=result.model, max_shift=0))
+    save_model(result.model, tmp_path / "v1")
+    again = train_project(job(pool_dir, digits_labels, previous=str(tmp_path / "v1"), max_shift=0, warm_steps=2))
     assert again.metrics["warm_start"] is True
     assert (again.model.sae_.epochs, again.model.sae_.max_shift) == (1, 0)
+    assert again.model.sae_.steps_per_epoch == 2, "the per-round budget reaches the autoencoder"
     assert len(again.model.sae_.history_) == 4
-    assert result.model.sae_.max_shift == 1  # the version in service is not touched
-    assert len(result.model.sae_.history_) == 3
+    assert result.model.sae_.max_shift == 1  # the model that was passed in is not touched
 
 
-def test_one_class_is_not_enough(digits: Dataset) -> None:
-    y = np.full(len(digits.y_train), -1)
+def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
+    y = np.full(N, -1)
     y[:20] = 4
     with pytest.raises(ValueError, match="at least two classes"):
-        train_project(job(digits, y))
+        train_project(job(pool_dir, y))
+
+
+def test_pool_items_maps_the_store_without_copying_when_it_can(pool_dir: str) -> None:
+    store = PoolStore(pool_dir)
+    ids = store.ids()
+    assert isinstance(pool_items(store, ids), np.memmap)
+    some = ids[[5, 2, 9]]
+    np.testing.assert_array_equal(pool_items(store, some), store.get(some))

@@ -35,8 +35,25 @@ def test_half_written_versions_are_ignored_and_cleaned(digits_model: SAEClassifi
     leftover = store.dir / ".v000003.tmp-1234"
     leftover.mkdir()
     store = VersionStore(tmp_path, 1)
-    assert store.numbers() == [1]
+    assert store.numbers() == [1] and leftover.exists(), "creating a store never touches temporary directories"
+    assert store.clean_temporary() == 1
     assert not leftover.exists()
+
+
+def test_a_save_survives_another_store_being_created(digits_model: SAEClassifier, tmp_path, monkeypatch) -> None:
+    """Persisting project info (e.g. on /setup) builds a store while a training may be saving."""
+    import model.persistence as persistence
+
+    real = persistence.np.savez
+    created = []
+
+    def savez_then_new_store(*args, **kwargs):
+        created.append(VersionStore(tmp_path, 1))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(persistence.np, "savez", savez_then_new_store)
+    number, _ = VersionStore(tmp_path, 1).save(digits_model, {})
+    assert created and VersionStore(tmp_path, 1).numbers() == [number]
 
 
 def test_version_name_is_what_label_studio_sees() -> None:

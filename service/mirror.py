@@ -1,0 +1,303 @@
+"""A local mirror of one Label Studio project: decoded items on disk, annotations in memory.
+
+The first connection ingests the project once (pages of tasks, items fetched by a few
+threads, resumable: items already stored are not fetched again). After that the mirror
+changes only by what changed in Label Studio: webhook payloads (annotations created,
+updated or deleted; tasks created or deleted) and a reconcile pass that compares a few
+counters of the project every poll and rescans only what they say moved (the labeled
+tasks, or the task ids), with a full rescan of both on a slow timer for corrections a
+lost webhook would otherwise hide. A version therefore reads O(changes) from Label
+Studio, not the whole project.
+
+Items live in a :class:`~service.pool_store.PoolStore` (memory-mapped, append-only);
+annotations, the queue project's labels, unreadable tasks and the sync state live in
+``mirror.json``, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from connectors.annotations import resolve_label
+from connectors.item_codec import ItemCodec, pick_image_format
+from connectors.label_config import LabelConfig
+from connectors.label_studio import LabelStudioClient
+from connectors.task_data import DataFetcher, TaskDataError
+from service.pool_store import PoolStore
+
+log = logging.getLogger("sae_backend.mirror")
+Progress = Callable[[str, float], None]
+_ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
+_COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number")
+
+
+def _slim(annotation: dict) -> dict:
+    return {k: annotation.get(k) for k in _ANNOTATION_FIELDS if k in annotation}
+
+
+def _chunks(items: Iterable[dict], size: int) -> Iterable[list[dict]]:
+    chunk: list[dict] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class ProjectMirror:
+    """Everything the backend knows about one project's tasks, kept up to date by changes."""
+
+    def __init__(self, directory: Path | str, project_id: int, image_size: int | None = None) -> None:
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.project_id = int(project_id)
+        self.store = PoolStore(self.dir / "pool")
+        self.lock = threading.RLock()
+        self.writer = threading.RLock()
+        self.annotations: dict[int, list[dict]] = {}
+        self.queue_annotations: dict[int, list[dict]] = {}
+        self.skipped: dict[int, str] = {}
+        self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
+                                      "full_scan_at": 0.0}
+        if image_size:
+            self.state["fmt"]["size"] = int(image_size)
+        self._load()
+
+    # ---- persistence ------------------------------------------------------------------------------
+    def _path(self) -> Path:
+        return self.dir / "mirror.json"
+
+    def _load(self) -> None:
+        p = self._path()
+        if not p.exists():
+            return
+        d = json.loads(p.read_text())
+        self.annotations = {int(k): v for k, v in d.get("annotations", {}).items()}
+        self.queue_annotations = {int(k): v for k, v in d.get("queue_annotations", {}).items()}
+        self.skipped = {int(k): v for k, v in d.get("skipped", {}).items()}
+        self.state.update(d.get("state", {}))
+
+    def save(self) -> None:
+        with self.lock:
+            body = json.dumps({"annotations": self.annotations, "queue_annotations": self.queue_annotations,
+                               "skipped": self.skipped, "state": self.state})
+        tmp = self._path().with_suffix(".json.tmp")
+        tmp.write_text(body)
+        tmp.replace(self._path())
+
+    # ---- what training reads ----------------------------------------------------------------------
+    @property
+    def ingested(self) -> bool:
+        return bool(self.state.get("ingested"))
+
+    @property
+    def fmt(self) -> dict:
+        return dict(self.state.get("fmt") or {})
+
+    def codec(self, config: LabelConfig) -> ItemCodec:
+        fmt = self.fmt
+        return ItemCodec(config.kind, fmt.get("mode", "L"), fmt.get("size"))
+
+    def labels(self, config: LabelConfig) -> tuple[dict[int, int], dict[int, str]]:
+        """Usable label per live task (class index), and the tasks whose annotations cannot be used, with why."""
+        with self.lock:
+            tasks = set(self.annotations) | set(self.queue_annotations)
+            anns = {t: list(self.annotations.get(t, [])) + list(self.queue_annotations.get(t, [])) for t in tasks}
+        labels: dict[int, int] = {}
+        problems: dict[int, str] = {}
+        for tid, items in anns.items():
+            if tid not in self.store:
+                continue
+            resolved = resolve_label(items, config)
+            if resolved.problem:
+                problems[tid] = resolved.problem
+            if resolved.class_index is not None:
+                labels[tid] = int(resolved.class_index)
+        return labels, problems
+
+    # ---- changes from webhooks --------------------------------------------------------------------
+    def upsert_annotation(self, task_id: int, annotation: dict) -> None:
+        """ANNOTATION_CREATED / ANNOTATION_UPDATED: the annotation replaces any earlier copy of itself."""
+        slim = _slim(annotation)
+        with self.lock:
+            anns = [a for a in self.annotations.get(int(task_id), []) if a.get("id") != slim.get("id")]
+            self.annotations[int(task_id)] = [*anns, slim]
+
+    def remove_annotations(self, annotation_ids: Iterable[int]) -> list[int]:
+        """ANNOTATIONS_DELETED carries only ids; returns the tasks that lost one."""
+        gone = {int(i) for i in annotation_ids}
+        touched = []
+        with self.lock:
+            for tid, anns in list(self.annotations.items()):
+                keep = [a for a in anns if a.get("id") not in gone]
+                if len(keep) != len(anns):
+                    touched.append(tid)
+                    if keep:
+                        self.annotations[tid] = keep
+                    else:
+                        del self.annotations[tid]
+        return touched
+
+    def remove_tasks(self, task_ids: Iterable[int]) -> int:
+        ids = [int(t) for t in task_ids]
+        with self.lock:
+            for t in ids:
+                self.annotations.pop(t, None)
+                self.queue_annotations.pop(t, None)
+                self.skipped.pop(t, None)
+        return self.store.delete(ids)
+
+    def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8) -> np.ndarray:
+        """Decode and store tasks not stored yet (their annotations too); returns the ids stored now."""
+        with self.writer:
+            new = []
+            with self.lock:
+                for task in tasks:
+                    tid = int(task["id"])
+                    anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+                    if anns:
+                        self.annotations[tid] = [_slim(a) for a in anns]
+                    if tid not in self.store and tid not in self.skipped:
+                        new.append(task)
+            if not new:
+                return np.zeros(0, np.int64)
+            self._ensure_format(new, config, fetcher)
+            codec = self.codec(config)
+
+            def load(task: dict) -> np.ndarray | str:
+                value = (task.get("data") or {}).get(config.data_key)
+                if value is None:
+                    return f"task data has no {config.data_key!r} field"
+                try:
+                    return codec.load(fetcher, value)
+                except TaskDataError as e:
+                    return str(e)
+
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+                loaded = list(pool.map(load, new))
+            ids, items = [], []
+            shape = self.store.item_shape
+            for task, item in zip(new, loaded, strict=True):
+                tid = int(task["id"])
+                if isinstance(item, str):
+                    self.skipped[tid] = item
+                elif shape is not None and tuple(item.shape) != tuple(shape):
+                    self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
+                else:
+                    shape = shape or tuple(item.shape)
+                    ids.append(tid)
+                    items.append(item)
+            if ids:
+                self.store.append(np.asarray(ids, np.int64), np.stack(items))
+            return np.asarray(ids, np.int64)
+
+    def _ensure_format(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher) -> None:
+        """Images: grey or colour and the side are fixed by the first readable image, once per project."""
+        if config.kind != "image" or "mode" in self.state["fmt"]:
+            return
+        for task in tasks:
+            value = (task.get("data") or {}).get(config.data_key)
+            if value is None:
+                continue
+            try:
+                mode, size = pick_image_format(fetcher.fetch_bytes(value), self.state["fmt"].get("size"))
+            except (TaskDataError, OSError, ValueError):
+                continue
+            self.state["fmt"].update(mode=mode, size=size)
+            return
+
+    # ---- reading Label Studio -----------------------------------------------------------------------
+    def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
+               progress: Progress | None = None, chunk: int = 500) -> None:
+        """Read the whole project once; a restarted ingest skips items already stored."""
+        with self.writer:
+            counters = self._counters(client, self.project_id)
+            total = max(int(counters.get("task_number") or 0), 1)
+            seen_ids: list[int] = []
+            with_annotations: set[int] = set()
+            for part in _chunks(client.iter_tasks(self.project_id), chunk):
+                self.add_tasks(part, config, fetcher)
+                seen_ids += [int(t["id"]) for t in part]
+                with_annotations |= {int(t["id"]) for t in part if t.get("annotations")}
+                if progress:
+                    progress(f"ingesting tasks ({len(seen_ids)} of {total})", min(len(seen_ids) / total, 1.0))
+            with self.lock:
+                for tid in set(self.annotations) - with_annotations:
+                    del self.annotations[tid]
+                gone = set(self.store.ids().tolist()) - set(seen_ids)
+            if gone:
+                self.remove_tasks(gone)
+            self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
+            self.save()
+            log.info("project %s: ingested %s tasks (%s stored, %s unreadable)", self.project_id, len(seen_ids),
+                     len(self.store), len(self.skipped))
+
+    @staticmethod
+    def _counters(client: LabelStudioClient, project_id: int) -> dict:
+        p = client.get_project(project_id)
+        return {k: p.get(k) for k in _COUNTERS}
+
+    def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
+                  full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
+        """Catch what webhooks missed. One cheap request when nothing moved; returns what was rescanned."""
+        with self.writer:
+            counters = self._counters(client, self.project_id)
+            full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
+            old = self.state.get("counters") or {}
+            done = {"labels": False, "tasks": False, "queue": False}
+            labels_moved = any(counters.get(k) != old.get(k) for k in _COUNTERS[1:])
+            tasks_moved = counters.get("task_number") != old.get("task_number") \
+                or counters.get("task_number") != len(self.store) + len(self.skipped)
+            if full or tasks_moved:
+                self._scan_tasks(client, config, fetcher)
+                done["tasks"] = True
+            if full or labels_moved:
+                self._scan_labels(client)
+                done["labels"] = True
+            if queue_project_id is not None:
+                q = self._counters(client, queue_project_id)
+                if full or q != self.state.get("queue_counters"):
+                    self.scan_queue(client, queue_project_id)
+                    self.state["queue_counters"] = q
+                    done["queue"] = True
+            self.state["counters"] = counters
+            if full:
+                self.state["full_scan_at"] = time.time()
+            self.save()
+            return done
+
+    def _scan_labels(self, client: LabelStudioClient) -> None:
+        """Every labeled task with its annotations: O(labeled), not O(pool)."""
+        fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
+                 for t in client.iter_tasks(self.project_id, labeled=True)}
+        with self.lock:
+            self.annotations = {t: a for t, a in fresh.items() if a}
+
+    def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
+        """Task ids only (no annotations): store the new ones, drop the deleted ones."""
+        seen: set[int] = set()
+        for part in _chunks(client.iter_tasks(self.project_id, fields="task_only"), 500):
+            seen |= {int(t["id"]) for t in part}
+            self.add_tasks([t for t in part if int(t["id"]) not in self.store], config, fetcher)
+        gone = (set(self.store.ids().tolist()) | set(self.skipped)) - seen
+        if gone:
+            self.remove_tasks(gone)
+
+    def scan_queue(self, client: LabelStudioClient, queue_project_id: int) -> None:
+        """Labels made in the queue project count for their source tasks."""
+        fresh: dict[int, list[dict]] = {}
+        for source, anns in client.queue_labels(queue_project_id):
+            fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
+        with self.lock:
+            self.queue_annotations = fresh

@@ -1,0 +1,138 @@
+"""The live loop at the unit level: every label change counts, new tasks are scored at once, one writer per project."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.training import LocalTrainingBackend
+from tests.service.test_app import CONFIG, FakeClient, choice, make
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+class CountingBackend(LocalTrainingBackend):
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def run(self, job, progress=None):
+        self.runs += 1
+        return super().run(job, progress)
+
+
+def webhook(app, action: str, **body) -> str:
+    return app.post("/webhook", json={"action": action, "project": {"id": 1}, **body}).json()["status"]
+
+
+def first_version(tmp_path, client=None, **kw):
+    backend = CountingBackend()
+    m, app, client = make(tmp_path, backend=backend, client=client, **kw)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    assert app.get("/projects/1/status").json()["model_version"] == "sae-v1"
+    return m, app, client, backend
+
+
+def test_a_correction_retrains(tmp_path) -> None:
+    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1)
+    task = client.tasks[3]
+    old = task["annotations"][0]["result"][0]["value"]["choices"][0]
+    fixed = choice(str((int(old) + 1) % 10), task["annotations"][0]["id"])
+    assert webhook(app, "ANNOTATION_UPDATED", annotation={**fixed, "task": task["id"]}) != "below-threshold"
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert backend.runs == 2 and status["model_version"] == "sae-v2"
+    assert status["labeled"] == 40 and status["changes_since_version"] == 0
+
+
+def test_deletions_and_additions_that_net_to_zero_retrain(tmp_path) -> None:
+    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=10)
+    gone = [{"id": t["annotations"][0]["id"]} for t in client.tasks[:5]]
+    assert webhook(app, "ANNOTATIONS_DELETED", annotations=gone) == "below-threshold"
+    outcomes = [webhook(app, "ANNOTATION_CREATED", annotation={**choice(str(i % 10), 500 + i), "task": i + 1})
+                for i in range(60, 65)]
+    assert outcomes[-1] not in ("below-threshold",), "5 removed + 5 added = 10 changes, although the count is 40"
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert backend.runs == 2 and status["labeled"] == 40 and status["version_labeled"] == 40
+
+
+def test_unusable_annotations_never_cause_a_retrain_at_each_poll(tmp_path) -> None:
+    client = FakeClient()
+    for t in client.tasks[60:70]:
+        t["annotations"] = [choice("seven", 900 + t["id"])]
+    m, app, client, backend = first_version(tmp_path, client=client, reconcile_full_scan_seconds=0.001)
+    for _ in range(3):
+        m.poll()
+        assert m.runner.wait_idle(60)
+    status = app.get("/projects/1/status").json()
+    assert backend.runs == 1, "ten annotated but unusable tasks are reported, not retrained on"
+    assert len(status["label_problems"]) == 10 and status["changes_since_version"] == 0
+
+
+def test_a_new_task_is_ranked_and_answered_within_seconds_without_a_retrain(tmp_path) -> None:
+    m, app, client, backend = first_version(tmp_path)
+    rows_before = client.rows.get("sae-v1", 0)
+    new = {"id": 5000, "data": {"image": client.tasks[100]["data"]["image"]}}
+    client.tasks.append({**new, "annotations": []})
+    t0 = time.monotonic()
+    assert webhook(app, "TASKS_CREATED", tasks=[new]) == "scoring"
+    ranked = []
+    while time.monotonic() - t0 < 10 and not ranked:
+        ranked = [r for r in app.get("/projects/1/ranking?limit=1000").json()["ranking"] if r["task"] == 5000]
+        time.sleep(0.05)
+    assert ranked, "the new task is in the ranking within seconds"
+    assert m.runner.wait_idle(60)
+    assert backend.runs == 1
+    answer = app.post("/predict", json={"tasks": [{"id": 5000, "data": {}}], "project": "1.1"}).json()
+    assert answer["results"][0]["model_version"] == "sae-v1" and answer["results"][0]["score"] == ranked[0]["score"]
+    assert client.rows["sae-v1"] == rows_before + 1, "the head, now with the new task, is written again"
+    assert app.get("/projects/1/status").json()["mirror"]["stored"] == 121
+
+
+class HeldClient(FakeClient):
+    """Holds the first import until released, and records the model versions set on the project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.versions_set: list[str] = []
+
+    def import_predictions(self, project_id, predictions):
+        if not self.held.is_set():
+            self.held.set()
+            assert self.hold.wait(30)
+        return super().import_predictions(project_id, predictions)
+
+    def set_model_version(self, project_id, name):
+        self.versions_set.append(name)
+
+
+def test_a_push_of_an_older_version_can_never_follow_a_newer_one(tmp_path) -> None:
+    client = HeldClient()
+    m, app, _ = make(tmp_path, client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert client.held.wait(60), "the first version's push is held"
+    assert webhook(app, "START_TRAINING") == "coalesced"
+    m.poll()
+    client.hold.set()
+    assert m.runner.wait_idle(120)
+    assert client.versions_set == ["sae-v1", "sae-v2"]
+    assert app.get("/projects/1/status").json()["push_pending"] is False
+
+
+def test_a_pending_push_is_completed_after_a_restart(tmp_path) -> None:
+    client = FakeClient()
+    client.fail_push = True
+    m, app, _, _ = first_version(tmp_path, client=client)
+    assert app.get("/projects/1/status").json()["push_pending"] is True and client.pushed == []
+    m.shutdown()
+    client.fail_push = False
+    m2, app2, _ = make(tmp_path, client=client)
+    assert m2.runner.wait_idle(60)
+    assert client.pushed == ["sae-v1"] and app2.get("/projects/1/status").json()["push_pending"] is False
