@@ -1,11 +1,14 @@
-"""Time from the last annotation of a round to the new ranking written to Label Studio.
+"""Time from the last annotation of a round to the new head in Label Studio, and what a version costs it.
 
-Starts a real Label Studio (own venv) and ``sae-backend serve`` as a separate process,
-uploads N images (Fashion-MNIST when installed, else digits), labels an initial round,
-then labels one more round and measures until the new version's predictions, view and
-marks are in Label Studio (the status route reports the push done).
+Starts a real Label Studio (own venv, SQLite) and ``sae-backend serve`` as a separate
+process, uploads N images (Fashion-MNIST when installed, else digits, tiled), labels an
+initial round (the first version includes the one-time ingest, timed separately), then
+labels ``--rounds`` more rounds of ``--per-round`` and, for each, measures until the new
+version's head, view and marks are in Label Studio (the status route reports the push
+done). Per version it records the prediction rows written and deleted, the growth of
+Label Studio's SQLite file and of its prediction table, and the backend's peak memory.
 
-    python benchmarks/loop_latency.py --tasks 1000 10000 --json runs/loop_latency.json
+    python benchmarks/loop_latency.py --tasks 10000 60000 --warm-steps 150 --json runs/loop.json
 """
 
 from __future__ import annotations
@@ -53,25 +56,31 @@ def peak_rss_mb(pid: int) -> float | None:
     return None
 
 
-def wait_status(url: str, pid: int, labeled: int, timeout: float = 3600) -> dict:
+def db_bytes(ls: LabelStudioServer) -> int:
+    return sum(p.stat().st_size for p in ls.data_dir.glob("label_studio.sqlite3*"))
+
+
+def wait_version(url: str, pid: int, labeled: int, timeout: float = 7200) -> dict:
+    """Until a version trained on ``labeled`` labels is served and pushed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        st = httpx.get(f"{url}/projects/{pid}/status", timeout=30).json()
-        if st["model_version"] and st["labeled"] == labeled and not st["training"] and not st["push_pending"]:
+        st = httpx.get(f"{url}/projects/{pid}/status", timeout=60).json()
+        if st["model_version"] and st["version_labeled"] == labeled and not st["training"] \
+                and not st["push_pending"]:
             return st
         time.sleep(0.2)
     raise TimeoutError(f"no pushed version with {labeled} labels")
 
 
-def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse.Namespace) -> dict:
+def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
     try:
-        ds = load_dataset("fashion-mnist", data_path)
+        ds = load_dataset("fashion-mnist", args.data_path)
     except DatasetError:
         ds = load_dataset("digits")
     reps = int(np.ceil(n / len(ds.x_train)))
     x = np.concatenate([ds.x_train] * reps)[:n]
     y = np.concatenate([ds.y_train] * reps)[:n]
-    client = LabelStudioClient(ls.url, ls.token)
+    client = LabelStudioClient(ls.url, ls.token, timeout=300)
     config = ('<View><Image name="image" value="$image"/><Choices name="choice" toName="image" choice="single">'
               + "".join(f'<Choice value="{c}"/>' for c in ds.class_names) + "</Choices></View>")
     pid = client.create_project(f"latency {n}", config)
@@ -82,7 +91,10 @@ def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse
     env = dict(os.environ, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
                MODEL_DIR=tempfile.mkdtemp(), SAE_EPOCHS=str(args.epochs), SAE_WARM_EPOCHS=str(args.warm_epochs),
                RETRAIN_MIN_NEW_LABELS=str(args.per_round), RETRAIN_DEBOUNCE_SECONDS=str(args.debounce),
-               POLL_INTERVAL_SECONDS="3600", PUSH_TOP_K="50", DEVICE=args.device)
+               POLL_INTERVAL_SECONDS="3600", PUSH_TOP_K=str(args.top_k), PUSH_HEAD=str(args.head),
+               DEVICE=args.device)
+    if args.warm_steps:
+        env["SAE_WARM_STEPS"] = str(args.warm_steps)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
                              str(port), "--log-level", "warning"], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -94,8 +106,7 @@ def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse
             except httpx.HTTPError:
                 time.sleep(0.2)
         client.connect_ml_backend(pid, url)
-        rng = np.random.default_rng(0)
-        order = rng.permutation(len(ids))
+        order = np.random.default_rng(0).permutation(len(ids))
         names = ds.class_names
 
         def annotate(sel: np.ndarray) -> None:
@@ -105,21 +116,37 @@ def measure(ls: LabelStudioServer, n: int, data_path: str | None, args: argparse
 
         annotate(order[: args.initial])
         t0 = time.perf_counter()
-        first = wait_status(url, pid, args.initial)
+        first = wait_version(url, pid, args.initial)
         first_s = time.perf_counter() - t0
-        annotate(order[args.initial: args.initial + args.per_round])
-        t0 = time.perf_counter()
-        second = wait_status(url, pid, args.initial + args.per_round)
-        loop_s = time.perf_counter() - t0
-        v2 = next(v for v in second["versions"] if v["model_version"] == second["model_version"])
-        push = second.get("last_push") or {}
+        v1 = first["versions"][-1]
+        rounds = []
+        labeled = args.initial
+        for r in range(args.rounds):
+            db0, rows0 = db_bytes(ls), sum(client.model_versions(pid).values())
+            annotate(order[labeled: labeled + args.per_round])
+            labeled += args.per_round
+            t0 = time.perf_counter()
+            st = wait_version(url, pid, labeled)
+            loop_s = time.perf_counter() - t0
+            v = next(v for v in st["versions"] if v["model_version"] == st["model_version"])
+            push = st.get("last_push") or {}
+            rounds.append({
+                "round": r + 1, "labeled": labeled, "annotation_to_head_s": round(loop_s, 1),
+                "reading_changes_s": v.get("read_seconds"), "training_s": v["train_seconds"],
+                "push_s": push.get("total_seconds"), "push_steps_s": push.get("seconds"),
+                "rows_written": push.get("rows_written"), "rows_deleted": push.get("rows_deleted"),
+                "prediction_rows_after": sum(client.model_versions(pid).values()),
+                "prediction_rows_growth": sum(client.model_versions(pid).values()) - rows0,
+                "db_growth_bytes": db_bytes(ls) - db0, "cv_accuracy": v.get("cv_accuracy")})
+            print(json.dumps(rounds[-1]), flush=True)
         row = {"tasks": n, "upload_s": round(upload_s, 1), "first_version_s": round(first_s, 1),
-               "first_train_s": first["versions"][-1]["train_seconds"], "annotation_to_ranking_s": round(loop_s, 1),
-               "of_which_reading_tasks_s": v2.get("load_seconds"), "of_which_training_s": v2["train_seconds"],
-               "of_which_push_s": push.get("total_seconds"), "push_steps_s": push.get("seconds"),
-               "epochs": args.epochs, "warm_epochs": args.warm_epochs,
-               "debounce_s": args.debounce, "device": args.device, "backend_peak_rss_mb": peak_rss_mb(proc.pid)}
-        print(json.dumps(row), flush=True)
+               "of_which_ingest_s": v1.get("read_seconds"), "first_train_s": v1["train_seconds"],
+               "rounds": rounds, "annotation_to_head_s_median": float(np.median([r["annotation_to_head_s"]
+                                                                               for r in rounds])),
+               "epochs": args.epochs, "warm_epochs": args.warm_epochs, "warm_steps": args.warm_steps,
+               "head": args.head, "top_k": args.top_k, "per_round": args.per_round, "debounce_s": args.debounce,
+               "device": args.device, "backend_peak_rss_mb": peak_rss_mb(proc.pid)}
+        print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
         return row
     finally:
         proc.terminate()
@@ -132,14 +159,18 @@ def main() -> None:
     p.add_argument("--data-path", default=None)
     p.add_argument("--initial", type=int, default=100)
     p.add_argument("--per-round", type=int, default=50)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--warm-epochs", type=int, default=3)
+    p.add_argument("--warm-epochs", type=int, default=1)
+    p.add_argument("--warm-steps", type=int, default=None, help="SAE_WARM_STEPS (default: full passes)")
+    p.add_argument("--head", type=int, default=500)
+    p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--debounce", type=float, default=1.0)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls") as ls:
-        rows = [measure(ls, n, a.data_path, a) for n in a.tasks]
+        rows = [measure(ls, n, a) for n in a.tasks]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "rows": rows}
     if a.json:
