@@ -32,7 +32,7 @@ from service.mirror import ProjectMirror
 from service.push import PushError, PushState, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
-from service.training import LocalTrainingBackend, SAESettings, TrainingBackend, TrainingJob, pool_items
+from service.training import LocalTrainingBackend, TrainingBackend, TrainingJob, pool_items
 from service.versions import VersionStore, known_projects
 
 log = logging.getLogger("sae_backend")
@@ -431,8 +431,7 @@ class ProjectManager:
         store = self.store(st.id)
         previous = st.served
         job = TrainingJob(st.id, str(m.store.directory), ids, labels, list(config.classes),
-                          SAESettings(s.sae_epochs, s.sae_warm_epochs, s.sae_latent_dim, s.sae_lambda,
-                                      s.sae_max_shift, s.sae_warm_steps),
+                          s.sae_settings(),
                           str(store.path(previous.number)) if previous is not None else None, s.device)
         result = self.backend.run(job, report)
         report("saving", 1.0)

@@ -12,7 +12,9 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
    their heads and the rows Label Studio stored from ``/predict``; never another model's;
 4. the "Most uncertain first" view, the top-K ``meta`` marks (only the tasks marked before
-   and the new top-K are touched), and in ``queue`` mode the queue project.
+   and the new top-K are touched; a marked task that has been labeled since keeps its mark,
+   which records why it was asked for, and costs no PATCH), and in ``queue`` mode the queue
+   project.
 
 A push never follows a newer one: it is skipped when the version is older than the last
 pushed. It returns a :class:`PushReport`; it writes no shared state.
@@ -121,7 +123,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     top = head[: settings.push_top_k]
     marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
              for r, (tid, v) in enumerate(top)}
-    previous = None if prior.marked is None else set(prior.marked)
+    previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     try:
         step(client.bulk_mark, pid, marks, META_KEY, previous=previous)
     except PushError as e:

@@ -6,11 +6,25 @@ Names follow what Label Studio ML backend users already know (``LABEL_STUDIO_URL
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+@dataclass(frozen=True)
+class SAESettings:
+    """The autoencoder settings a training job carries: plain data, the service's ``SAE_*`` settings."""
+
+    epochs: int = 30
+    warm_epochs: int = 10
+    latent_dim: int = 10
+    lam: float = 0.9
+    max_shift: int = 0
+    warm_steps: int | None = None
+    channels: tuple[int, ...] = (32, 64, 128)
 
 
 class Settings(BaseSettings):
@@ -41,6 +55,7 @@ class Settings(BaseSettings):
     sae_lambda: float = Field(0.9, ge=0, le=1)
     sae_max_shift: int = Field(0, ge=0, le=64)
     sae_warm_steps: int | None = Field(None, ge=1)
+    sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     image_size: int | None = Field(None, ge=4, le=512)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)
@@ -52,6 +67,25 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [h.strip() for h in v.split(",") if h.strip()]
         return v
+
+    @field_validator("sae_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [int(c) for c in v.split(",") if c.strip()]
+        return v
+
+    @field_validator("sae_channels")
+    @classmethod
+    def _channels(cls, v: list[int]) -> list[int]:
+        if not v or any(c < 1 for c in v):
+            raise ValueError("SAE_CHANNELS must be comma-separated positive integers, e.g. 16,32,64")
+        return v
+
+    def sae_settings(self) -> SAESettings:
+        """The autoencoder settings a training job carries."""
+        return SAESettings(self.sae_epochs, self.sae_warm_epochs, self.sae_latent_dim, self.sae_lambda,
+                           self.sae_max_shift, self.sae_warm_steps, tuple(self.sae_channels))
 
     @field_validator("query_strategy")
     @classmethod

@@ -21,21 +21,10 @@ from sklearn.svm import LinearSVC
 from model.persistence import load_model
 from model.sae_classifier import SAEClassifier
 from service.pool_store import PoolStore
+from service.settings import SAESettings
 
 log = logging.getLogger("sae_backend.training")
 Progress = Callable[[str, float], None]
-
-
-@dataclass(frozen=True)
-class SAESettings:
-    """The autoencoder settings a training job needs (from the service's ``SAE_*`` settings)."""
-
-    epochs: int = 30
-    warm_epochs: int = 10
-    latent_dim: int = 10
-    lam: float = 0.9
-    max_shift: int = 0
-    warm_steps: int | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +91,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device,
-                              sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift})
+                              sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift,
+                                          "channels": tuple(s.channels)})
     model.fit(x, y)
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:

@@ -55,10 +55,13 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
                 "the head (here every unlabeled task) holds one prediction of the new version"
             assert not any(t["predictions"] for t in tasks if t["annotations"]), "earlier versions' rows are gone"
             assert all(0.0 <= p[0]["score"] <= 1.0 for p in preds.values())
+            unlabeled = {t["id"] for t in tasks if not t["annotations"]}
             marked = {t["id"]: t["meta"][META_KEY] for t in tasks if META_KEY in (t.get("meta") or {})}
-            assert len(marked) == TOP_K
-            assert all(m["model_version"] == f"sae-v{round_no}" for m in marked.values())
-            assert not set(marked) & {t["id"] for t in tasks if t["annotations"]}
+            current = {t for t, m in marked.items() if t in unlabeled}
+            assert len(current) == TOP_K, "exactly the top-K unlabeled tasks carry a mark"
+            assert all(marked[t]["model_version"] == f"sae-v{round_no}" for t in current)
+            assert all(marked[t]["model_version"] != f"sae-v{round_no}" for t in set(marked) - unlabeled), \
+                "a task labeled since keeps the mark of the version that asked for it"
             order = ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, 20)
             scores = [preds[t][0]["score"] for t in order]
             assert scores == sorted(scores)

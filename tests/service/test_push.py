@@ -126,6 +126,13 @@ def test_tasks_labeled_since_the_version_are_not_pushed(tmp_path) -> None:
     assert report.head == [11] and [r["task"] for r in client.rows] == [11]
 
 
+def test_a_marked_task_labeled_since_keeps_its_mark_and_costs_no_write(tmp_path) -> None:
+    client = Recorder()
+    push(client, tmp_path, prior=PushState(2, frozenset({10, 12})), exclude={10})
+    previous = next(c[4] for c in client.calls if c[0] == "bulk_mark")
+    assert previous == {12}, "task 10 was labeled: its mark stays as the record of why it was asked for"
+
+
 def test_a_repeated_push_does_not_duplicate(tmp_path) -> None:
     client = Recorder()
     push(client, tmp_path)

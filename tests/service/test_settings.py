@@ -21,6 +21,18 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     assert "secret-token" not in repr(s)
 
 
+def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAE_CHANNELS", "16, 32,64")
+    monkeypatch.setenv("SAE_WARM_STEPS", "150")
+    sae = Settings().sae_settings()
+    assert sae.channels == (16, 32, 64) and sae.warm_steps == 150 and sae.lam == 0.9
+
+
+def test_the_head_must_cover_the_marks() -> None:
+    with pytest.raises(ValueError, match="PUSH_HEAD"):
+        Settings(push_head=10, push_top_k=50)
+
+
 @pytest.mark.parametrize(("env", "named"), [
     ({"PUSH_MODE": "email"}, "PUSH_MODE"),
     ({"RETRAIN_MIN_NEW_LABELS": "0"}, "RETRAIN_MIN_NEW_LABELS"),
@@ -28,6 +40,9 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     ({"SAE_LAMBDA": "1.5"}, "SAE_LAMBDA"),
     ({"SAE_MAX_SHIFT": "-1"}, "SAE_MAX_SHIFT"),
     ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
+    ({"QUERY_STRATEGY": "loudest"}, "QUERY_STRATEGY"),
+    ({"SAE_CHANNELS": "16,0"}, "SAE_CHANNELS"),
+    ({"SAE_WARM_STEPS": "0"}, "SAE_WARM_STEPS"),
 ])
 def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,
                                                             named: str) -> None:

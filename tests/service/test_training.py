@@ -11,7 +11,8 @@ import pytest
 from connectors.datasets import Dataset
 from model.persistence import save_model
 from service.pool_store import PoolStore
-from service.training import SAESettings, TrainingJob, pool_items, train_project
+from service.settings import SAESettings
+from service.training import TrainingJob, pool_items, train_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 CLASSES = [str(i) for i in range(10)]
