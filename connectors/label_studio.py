@@ -219,6 +219,11 @@ class LabelStudioClient:
                 break
         return ids
 
+    def newest_task_id(self, project_id: int) -> int | None:
+        """The highest task id of the project (one small request): a cheap sign that tasks were added."""
+        ids = self.ordered_task_ids(project_id, {"conjunction": "and", "items": []}, ["-tasks:id"], 1)
+        return ids[0] if ids else None
+
     @_wrap
     def import_tasks(self, project_id: int, tasks: list[dict], chunk: int = 1000) -> list[int]:
         """Import task dicts (``{"data": ..., "meta": ...}``); returns the new task ids in order."""

@@ -4,7 +4,7 @@ The first connection ingests the project once (pages of tasks, items fetched by 
 threads, resumable: items already stored are not fetched again). After that the mirror
 changes only by what changed in Label Studio: webhook payloads (annotations created,
 updated or deleted; tasks created or deleted) and a reconcile pass that compares a few
-counters of the project every poll and rescans only what they say moved (the labeled
+counters of the project every poll (two small requests) and rescans only what they say moved (the labeled
 tasks, or the task ids), with a full rescan of both on a slow timer for corrections a
 lost webhook would otherwise hide. A version therefore reads O(changes) from Label
 Studio, not the whole project.
@@ -244,20 +244,24 @@ class ProjectMirror:
                      len(self.store), len(self.skipped))
 
     @staticmethod
-    def _counters(client: LabelStudioClient, project_id: int) -> dict:
+    def _counters(client: LabelStudioClient, project_id: int, newest: bool = True) -> dict:
+        """A few numbers that move when tasks or annotations do (the newest id catches an add plus a delete)."""
         p = client.get_project(project_id)
-        return {k: p.get(k) for k in _COUNTERS}
+        out = {k: p.get(k) for k in _COUNTERS}
+        if newest:
+            out["newest_task_id"] = client.newest_task_id(project_id)
+        return out
 
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                   full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
-        """Catch what webhooks missed. One cheap request when nothing moved; returns what was rescanned."""
+        """Catch what webhooks missed. Two small requests when nothing moved; returns what was rescanned."""
         with self.writer:
             counters = self._counters(client, self.project_id)
             full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
             old = self.state.get("counters") or {}
             done = {"labels": False, "tasks": False, "queue": False}
             labels_moved = any(counters.get(k) != old.get(k) for k in _COUNTERS[1:])
-            tasks_moved = counters.get("task_number") != old.get("task_number") \
+            tasks_moved = any(counters.get(k) != old.get(k) for k in ("task_number", "newest_task_id")) \
                 or counters.get("task_number") != len(self.store) + len(self.skipped)
             if full or tasks_moved:
                 self._scan_tasks(client, config, fetcher)
@@ -266,7 +270,7 @@ class ProjectMirror:
                 self._scan_labels(client)
                 done["labels"] = True
             if queue_project_id is not None:
-                q = self._counters(client, queue_project_id)
+                q = self._counters(client, queue_project_id, newest=False)
                 if full or q != self.state.get("queue_counters"):
                     self.scan_queue(client, queue_project_id)
                     self.state["queue_counters"] = q

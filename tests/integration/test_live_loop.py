@@ -76,6 +76,7 @@ def test_changes_drive_versions_and_a_version_writes_its_head_only(label_studio,
 
         png = base64.b64encode(files[0][1]).decode()
         new = ls_client.import_tasks(pid, [{"data": {"image": f"data:image/png;base64,{png}"}}])[0]
+        assert ls_client.newest_task_id(pid) == new
         wait_for(lambda: _status(backend, pid)["mirror"]["stored"] == 151, timeout=60, every=0.2)
         answer = httpx.post(f"{backend.url}/predict",
                             json={"tasks": [{"id": new, "data": {}}], "project": f"{pid}.1"}).json()

@@ -67,6 +67,9 @@ class FakeClient:
     def tasks_by_id(self, project_id, ids):
         return [t for t in self.tasks if t["id"] in set(ids)]
 
+    def newest_task_id(self, project_id):
+        return max((t["id"] for t in self.tasks), default=None)
+
     def labeled_count(self, project_id):
         return sum(1 for t in self.tasks if t["annotations"])
 

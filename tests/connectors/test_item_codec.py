@@ -1,0 +1,41 @@
+"""One codec for training and /predict: images as uint8, vectors as float32, the same bytes either way."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+from PIL import Image
+
+from connectors.item_codec import ItemCodec, pick_image_format
+from connectors.task_data import DataFetcher
+
+
+def _png(arr: np.ndarray, mode: str = "L") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_images_are_stored_as_uint8_without_loss() -> None:
+    arr = np.arange(64, dtype=np.uint8).reshape(8, 8) * 4
+    uri = "data:image/png;base64," + base64.b64encode(_png(arr)).decode()
+    item = ItemCodec("image", "L", 8).load(DataFetcher("http://127.0.0.1:1", "k"), uri)
+    assert item.dtype == np.uint8 and item.shape == (1, 8, 8)
+    np.testing.assert_array_equal(item[0], arr)
+
+
+def test_vectors_stay_float32() -> None:
+    codec = ItemCodec("vector")
+    item = codec.load(DataFetcher("http://127.0.0.1:1", "k"), [0.5, -1.25, 3.0])
+    assert codec.dtype == np.float32 and item.dtype == np.float32
+    np.testing.assert_array_equal(item, [0.5, -1.25, 3.0])
+
+
+def test_the_first_image_decides_grey_or_colour() -> None:
+    grey = np.full((10, 12), 100, np.uint8)
+    colour = np.zeros((10, 12, 3), np.uint8)
+    colour[..., 0] = 255
+    assert pick_image_format(_png(grey), None) == ("L", 12)
+    assert pick_image_format(_png(colour, "RGB"), 28) == ("RGB", 28)
