@@ -92,7 +92,7 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                MODEL_DIR=tempfile.mkdtemp(), SAE_EPOCHS=str(args.epochs), SAE_WARM_EPOCHS=str(args.warm_epochs),
                RETRAIN_MIN_NEW_LABELS=str(args.per_round), RETRAIN_DEBOUNCE_SECONDS=str(args.debounce),
                POLL_INTERVAL_SECONDS="3600", PUSH_TOP_K=str(args.top_k), PUSH_HEAD=str(args.head),
-               DEVICE=args.device)
+               DEVICE=args.device, SAE_CHANNELS=args.channels)
     if args.warm_steps:
         env["SAE_WARM_STEPS"] = str(args.warm_steps)
     proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
@@ -144,7 +144,8 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                "rounds": rounds, "annotation_to_head_s_median": float(np.median([r["annotation_to_head_s"]
                                                                                for r in rounds])),
                "epochs": args.epochs, "warm_epochs": args.warm_epochs, "warm_steps": args.warm_steps,
-               "head": args.head, "top_k": args.top_k, "per_round": args.per_round, "debounce_s": args.debounce,
+               "channels": args.channels, "head": args.head,
+               "top_k": args.top_k, "per_round": args.per_round, "debounce_s": args.debounce,
                "device": args.device, "backend_peak_rss_mb": peak_rss_mb(proc.pid)}
         print(json.dumps({k: v for k, v in row.items() if k != "rounds"}), flush=True)
         return row
@@ -163,6 +164,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--warm-epochs", type=int, default=1)
     p.add_argument("--warm-steps", type=int, default=None, help="SAE_WARM_STEPS (default: full passes)")
+    p.add_argument("--channels", default="16,32,64", help="SAE_CHANNELS")
     p.add_argument("--head", type=int, default=500)
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--debounce", type=float, default=1.0)

@@ -79,7 +79,7 @@ class VersionStore:
         for n in self.numbers():
             meta = read_settings(self.dir / f"v{n:06d}").get("metadata", {})
             out.append({k: meta.get(k) for k in ("model_version", "labeled", "cv_accuracy", "train_seconds",
-                                                 "load_seconds", "created_at")})
+                                                 "read_seconds", "created_at")})
         return out
 
     def write_project(self, info: dict) -> None:

@@ -7,19 +7,10 @@ import time
 
 import pytest
 
-from service.training import LocalTrainingBackend
 from tests.service.test_app import CONFIG, FakeClient, choice, make
+from tests.service.test_faults import CountingBackend
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-class CountingBackend(LocalTrainingBackend):
-    def __init__(self) -> None:
-        self.runs = 0
-
-    def run(self, job, progress=None):
-        self.runs += 1
-        return super().run(job, progress)
 
 
 def webhook(app, action: str, **body) -> str:

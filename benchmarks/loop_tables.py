@@ -1,0 +1,130 @@
+"""Print the README's live-loop tables from the raw files in benchmarks/results/.
+
+    python benchmarks/loop_tables.py > runs/loop_tables.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    p = RESULTS / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def loop_table(data: dict) -> str:
+    lines = ["| tasks | annotation → new head in Label Studio (median of rounds) | rounds | reading changes | "
+             "training | push | rows written / deleted per version | prediction rows after | "
+             "Label Studio DB growth per version | backend peak memory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in data["rows"]:
+        rs = row["rounds"]
+
+        def med(key: str, rounds: list[dict] = rs) -> float:
+            return float(np.median([r[key] for r in rounds if r.get(key) is not None]))
+
+        each = ", ".join(f"{r['annotation_to_head_s']:.1f}" for r in rs)
+        lines.append(
+            f"| {row['tasks']:,} | {row['annotation_to_head_s_median']:.1f} s | {each} s |"
+            f" {med('reading_changes_s'):.1f} s | "
+            f"{med('training_s'):.1f} s | {med('push_s'):.1f} s | {med('rows_written'):.0f} / "
+            f"{med('rows_deleted'):.0f} | {rs[-1]['prediction_rows_after']:,} | "
+            f"{med('db_growth_bytes') / 1e6:.2f} MB | {row['backend_peak_rss_mb'] / 1024:.1f} GB |")
+    return "\n".join(lines)
+
+
+def ingest_table(data: dict) -> str:
+    lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
+             "first training |", "|---|---|---|---|---|"]
+    for row in data["rows"]:
+        lines.append(f"| {row['tasks']:,} | {row['upload_s']:.0f} s | {row['first_version_s']:.0f} s | "
+                     f"{row['of_which_ingest_s']:.0f} s | {row['first_train_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def push_steps(data: dict) -> str:
+    lines = ["| tasks | " + " | ".join(["delete own", "import head", "model version", "versions",
+                                       "delete earlier", "view", "marks"]) + " |", "|---" * 8 + "|"]
+    keys = ["delete_predictions", "import_predictions", "set_model_version", "model_versions"]
+    for row in data["rows"]:
+        steps = [r["push_steps_s"] for r in row["rounds"]]
+        cells = []
+        for k in keys:
+            cells.append(f"{np.median([s.get(k, 0.0) for s in steps]):.1f} s")
+        cells.insert(4, "(in delete own)")
+        cells += [f"{np.median([s.get('ensure_view', 0.0) for s in steps]):.1f} s",
+                  f"{np.median([s.get('bulk_mark', 0.0) for s in steps]):.1f} s"]
+        lines.append(f"| {row['tasks']:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def version_work_table() -> str:
+    lines = ["| machine | items | network | write pool | warm retrain (steps) | encode pool | SVM + ranking | "
+             "per version (retrain + encode + rank) | peak RSS | peak GPU memory |", "|---" * 10 + "|"]
+    files = [("version-work-cpu-1m.json", "2-core CPU"),
+             ("gpu-h100-loop/version-work-gpu-1m.json", "H100"),
+             ("gpu-h100-loop/version-work-gpu-60k-16-32-64.json", "H100"),
+             ("gpu-h100-loop/version-work-gpu-60k-32-64-128.json", "H100")]
+    for name, machine in files:
+        d = _load(name)
+        if d is None:
+            continue
+        per = d["warm_retrain"]["seconds"] + d["encode_pool"]["seconds"] + d["svm_and_ranking"]["seconds"]
+        gpu = f"{d['peak_gpu_mb'] / 1024:.1f} GB" if d.get("peak_gpu_mb") else "–"
+        lines.append(f"| {machine} | {d['n']:,} | {'/'.join(map(str, d['settings']['channels']))} | "
+                     f"{d['pool_write']['seconds']:.1f} s | {d['warm_retrain']['seconds']:.1f} s "
+                     f"({d['settings']['steps']}) | {d['encode_pool']['seconds']:.1f} s | "
+                     f"{d['svm_and_ranking']['seconds']:.2f} s | {per:.1f} s | {d['peak_rss_mb'] / 1024:.1f} GB | "
+                     f"{gpu} |")
+    return "\n".join(lines)
+
+
+def budget_table() -> str:
+    rows = []
+    header = None
+    for name, label in (("budget-150-curve.json", "150 steps a round"),
+                        ("budget-full-curve.json", "full passes (235 steps)")):
+        d = _load(f"gpu-h100-loop/{name}")
+        if d is None:
+            continue
+        runs = d["runs"]
+        ns = [p["labeled"] for p in runs[0]["curve"]]
+        header = header or ns
+        errs = np.array([[p["test_error"] for p in r["curve"]] for r in runs]) * 100
+        secs = np.array([[p["train_seconds"] for p in r["curve"][1:]] for r in runs])
+        cells = [f"{m:.1f} ± {s:.1f} %" for m, s in zip(errs.mean(0), errs.std(0, ddof=1), strict=True)]
+        rows.append((label, cells, errs[:, -1], secs.mean()))
+    if not rows or header is None:
+        return ""
+    pick = [0, 2, 4, 6, 8] if len(header) >= 9 else list(range(len(header)))
+    lines = ["| warm rounds | " + " | ".join(f"{header[i]}" for i in pick) + " labels | seconds a round |",
+             "|---" * (len(pick) + 2) + "|"]
+    for label, cells, _, sec in rows:
+        lines.append(f"| {label} | " + " | ".join(cells[i] for i in pick) + f" | {sec:.1f} s |")
+    if len(rows) == 2:
+        diff = rows[0][2] - rows[1][2]
+        lines.append("")
+        lines.append(f"Paired per-seed difference at {header[-1]} labels (budget − full): "
+                     f"{', '.join(f'{d:+.1f}' for d in diff)} points (mean {diff.mean():+.1f}).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    loop = _load("loop-latency-v2-cpu.json")
+    if loop:
+        print(f"Loop ({loop['machine']}):\n")
+        print(loop_table(loop) + "\n")
+        print(ingest_table(loop) + "\n")
+        print(push_steps(loop) + "\n")
+    print(version_work_table() + "\n")
+    print(budget_table())
+
+
+if __name__ == "__main__":
+    main()
