@@ -18,6 +18,10 @@ def _load(name: str) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _cell(seconds: float) -> str:
+    return "not recorded" if np.isnan(seconds) else f"{seconds:.1f} s"
+
+
 def loop_table(data: dict) -> str:
     lines = ["| tasks | annotation → new head in Label Studio (median of rounds) | rounds | reading changes | "
              "training | push | rows written / deleted per version | prediction rows after | "
@@ -27,12 +31,13 @@ def loop_table(data: dict) -> str:
         rs = row["rounds"]
 
         def med(key: str, rounds: list[dict] = rs) -> float:
-            return float(np.median([r[key] for r in rounds if r.get(key) is not None]))
+            values = [r[key] for r in rounds if r.get(key) is not None]
+            return float(np.median(values)) if values else float("nan")
 
         each = ", ".join(f"{r['annotation_to_head_s']:.1f}" for r in rs)
         lines.append(
             f"| {row['tasks']:,} | {row['annotation_to_head_s_median']:.1f} s | {each} s |"
-            f" {med('reading_changes_s'):.1f} s | "
+            f" {_cell(med('reading_changes_s'))} | "
             f"{med('training_s'):.1f} s | {med('push_s'):.1f} s | {med('rows_written'):.0f} / "
             f"{med('rows_deleted'):.0f} | {rs[-1]['prediction_rows_after']:,} | "
             f"{med('db_growth_bytes') / 1e6:.2f} MB | {row['backend_peak_rss_mb'] / 1024:.1f} GB |")
@@ -43,21 +48,22 @@ def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
     for row in data["rows"]:
+        ingest = row.get("of_which_ingest_s")
+        ingest_cell = f"{ingest:.0f} s" if ingest is not None else "not recorded"
         lines.append(f"| {row['tasks']:,} | {row['upload_s']:.0f} s | {row['first_version_s']:.0f} s | "
-                     f"{row['of_which_ingest_s']:.0f} s | {row['first_train_s']:.0f} s |")
+                     f"{ingest_cell} | {row['first_train_s']:.0f} s |")
     return "\n".join(lines)
 
 
 def push_steps(data: dict) -> str:
-    lines = ["| tasks | " + " | ".join(["delete own", "import head", "model version", "versions",
-                                       "delete earlier", "view", "marks"]) + " |", "|---" * 8 + "|"]
+    lines = ["| tasks | " + " | ".join(["delete rows (this and earlier versions)", "import head", "model version",
+                                       "list versions", "view", "marks"]) + " |", "|---" * 7 + "|"]
     keys = ["delete_predictions", "import_predictions", "set_model_version", "model_versions"]
     for row in data["rows"]:
         steps = [r["push_steps_s"] for r in row["rounds"]]
         cells = []
         for k in keys:
             cells.append(f"{np.median([s.get(k, 0.0) for s in steps]):.1f} s")
-        cells.insert(4, "(in delete own)")
         cells += [f"{np.median([s.get('ensure_view', 0.0) for s in steps]):.1f} s",
                   f"{np.median([s.get('bulk_mark', 0.0) for s in steps]):.1f} s"]
         lines.append(f"| {row['tasks']:,} | " + " | ".join(cells) + " |")
