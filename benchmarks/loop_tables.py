@@ -121,6 +121,27 @@ def budget_table() -> str:
     return "\n".join(lines)
 
 
+def demo_table() -> str:
+    """``make demo`` run several times back to back: error on the held-out tasks, mean ± sd over the runs."""
+    runs = sorted((RESULTS / "demo-digits-heldout").glob("run-*/curve.json"))
+    if not runs:
+        return ""
+    curves: dict[str, list[list[float]]] = {}
+    labels: list[int] = []
+    for path in runs:
+        for r in json.loads(path.read_text())["runs"]:
+            curves.setdefault(r["strategy"], []).append([p["test_error"] * 100 for p in r["curve"]])
+            labels = [p["labeled"] for p in r["curve"]]
+    lines = ["| annotator | " + " | ".join(str(n) for n in labels) + " labels |", "|---" * (len(labels) + 1) + "|"]
+    names = {"margin": "\"Most uncertain first\" order", "random": "random order"}
+    for strategy, rows in curves.items():
+        a = np.array(rows)
+        sd = a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        lines.append(f"| {names.get(strategy, strategy)} | "
+                     + " | ".join(f"{m:.1f} ± {d:.1f} %" for m, d in zip(a.mean(0), sd, strict=True)) + " |")
+    return f"{len(runs)} runs\n\n" + "\n".join(lines)
+
+
 def main() -> None:
     loop = _load("loop-latency-v2-cpu.json")
     if loop:
@@ -129,7 +150,8 @@ def main() -> None:
         print(ingest_table(loop) + "\n")
         print(push_steps(loop) + "\n")
     print(version_work_table() + "\n")
-    print(budget_table())
+    print(budget_table() + "\n")
+    print(demo_table())
 
 
 if __name__ == "__main__":
