@@ -14,13 +14,13 @@ import functools
 import json
 import mimetypes
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 T = TypeVar("T")
 
@@ -45,6 +45,15 @@ class LabelStudioError(RuntimeError):
 
 def _is_retryable(status: int | None) -> bool:
     return status is not None and (status >= 500 or status in (408, 429))
+
+
+def retrying(attempts: int, multiplier: float = 0.5, max_wait: float = 30.0) -> Retrying:
+    """The one retry policy for Label Studio calls: transient failures only (``retryable``: connection
+    errors, timeouts, 429, 5xx such as SQLite's "database is locked"), exponential backoff, then the
+    last error is raised as it is. Use as ``retrying(n)(fn, *args)``."""
+    return Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=multiplier, max=max_wait),
+                    retry=retry_if_exception(lambda e: isinstance(e, LabelStudioError) and e.retryable),
+                    reraise=True)
 
 
 def _detail(body: Any) -> str:
@@ -171,14 +180,7 @@ class LabelStudioClient:
 
     def _page_retrying(self, params: dict[str, Any], first: bool, attempts: int = 3) -> tuple[list[dict], int]:
         """Re-fetch one page on a transient error, so a long stream does not restart from the top."""
-        for attempt in range(attempts):
-            try:
-                return self._page(params, first)
-            except LabelStudioError as e:
-                if not e.retryable or attempt == attempts - 1:
-                    raise
-                time.sleep(0.5 * 2**attempt)
-        raise AssertionError("unreachable")
+        return retrying(attempts)(self._page, params, first)
 
     def iter_tasks(self, project_id: int, page_size: int = 500, labeled: bool | None = None, *,
                    view: int | None = None, filters: dict | None = None, ordering: list[str] | None = None,

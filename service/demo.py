@@ -22,11 +22,10 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm.auto import tqdm
 
 from connectors.datasets import load_dataset
-from connectors.label_studio import LabelStudioClient, LabelStudioError
+from connectors.label_studio import LabelStudioClient, retrying
 from connectors.label_studio_server import LabelStudioServer, free_port, port_busy
 from service.push import ORDERING, UNLABELED_FILTER
 
@@ -98,13 +97,8 @@ class _Backend:
 def _port(preferred: int) -> int:
     return preferred if not port_busy(preferred) else free_port()
 
-
-def retrying(fn: Callable, *args, attempts: int = 8, **kwargs):
-    """Call ``fn``, retrying Label Studio's transient failures (SQLite's "database is locked" 500s)."""
-    policy = Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.25, max=5),
-                      retry=retry_if_exception(lambda e: isinstance(e, LabelStudioError) and e.retryable),
-                      reraise=True)
-    return policy(fn, *args, **kwargs)
+# Label Studio's transient failures (SQLite's "database is locked" 500s) are retried at most this often.
+RETRIES = 8
 
 
 def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
@@ -157,14 +151,14 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
                 if r == 0:
                     ids = [list(p["truth"])[i] for i in first]
                 elif strategy == "margin":
-                    view = retrying(client.ordered_task_ids, p["id"], UNLABELED_FILTER, ORDERING,
-                                    s.per_round + len(p["held_out"]))
+                    view = retrying(RETRIES, 0.25, 5)(client.ordered_task_ids, p["id"], UNLABELED_FILTER,
+                                                      ORDERING, s.per_round + len(p["held_out"]))
                     ids = [t for t in view if t not in p["held_out"]][: s.per_round]
                 else:
                     pool = [t for t in p["truth"] if t not in p["labeled"] and t not in p["held_out"]]
                     ids = [pool[i] for i in rng.choice(len(pool), min(s.per_round, len(pool)), replace=False)]
                 for tid in ids:
-                    retrying(client.create_annotation, tid, [{
+                    retrying(RETRIES, 0.25, 5)(client.create_annotation, tid, [{
                         "from_name": "choice", "to_name": "image", "type": "choices",
                         "value": {"choices": [ds.class_names[p["truth"][tid]]]}}])
                 p["labeled"].update(ids)
@@ -219,7 +213,7 @@ def _wait_for_version(backend: _Backend, client: LabelStudioClient, p: dict, lab
             p["version"] = st["model_version"]
             return st
         elif not nudged and time.monotonic() - quiet_since > 20:
-            retrying(client.train, p["ml"])
+            retrying(RETRIES, 0.25, 5)(client.train, p["ml"])
             nudged = True
         time.sleep(0.5)
     raise RuntimeError(f"no version with {labeled} labels within {timeout:.0f} s")

@@ -26,10 +26,10 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from tenacity import RetryError, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import RetryError
 
 from connectors.label_config import LabelConfig
-from connectors.label_studio import LabelStudioClient, LabelStudioError
+from connectors.label_studio import LabelStudioClient, LabelStudioError, retrying
 from service.served import ServedVersion
 from service.settings import Settings
 from service.versions import own_version_number
@@ -80,12 +80,6 @@ class PushReport:
                 "total_seconds": round(sum(self.seconds.values()), 3)}
 
 
-def _retrying(attempts: int, max_wait: float = 30.0) -> Retrying:
-    return Retrying(stop=stop_after_attempt(attempts), wait=wait_exponential(multiplier=0.5, max=max_wait),
-                    retry=retry_if_exception(lambda e: isinstance(e, LabelStudioError) and e.retryable),
-                    reraise=True)
-
-
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled since the version was trained."""
@@ -101,7 +95,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
         name_ = getattr(fn, "__name__", "step")
         t0 = time.perf_counter()
         try:
-            return _retrying(settings.push_retries)(fn, *args, **kwargs)
+            return retrying(settings.push_retries)(fn, *args, **kwargs)
         except (LabelStudioError, RetryError) as e:
             raise PushError(f"{name_}: {e}", prior.marked) from e
         finally:

@@ -8,9 +8,8 @@ import threading
 import httpx
 import pytest
 
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import LabelStudioClient, retrying
 from service.app import create_app
-from service.demo import retrying
 from service.push import ORDERING, UNLABELED_FILTER
 from service.settings import Settings
 from tests.integration.conftest import DIGITS_CONFIG, Backend, digits_pngs, wait_for
@@ -96,7 +95,7 @@ def test_concurrent_writes_to_sqlite_are_retried_not_fatal(ls_client: LabelStudi
     def annotate(part: list[int]) -> None:
         try:
             for t in part:
-                retrying(ls_client.create_annotation, t, _choice(0))
+                retrying(8, 0.25, 5)(ls_client.create_annotation, t, _choice(0))
         except BaseException as e:
             errors.append(e)
 
@@ -104,8 +103,8 @@ def test_concurrent_writes_to_sqlite_are_retried_not_fatal(ls_client: LabelStudi
         try:
             for _ in range(5):
                 rows = [{"task": t, "model_version": "load", "score": 0.1, "result": _choice(1)} for t in ids]
-                retrying(ls_client.import_predictions, pid, rows)
-                retrying(ls_client.delete_predictions, pid, ["load"])
+                retrying(8, 0.25, 5)(ls_client.import_predictions, pid, rows)
+                retrying(8, 0.25, 5)(ls_client.delete_predictions, pid, ["load"])
         except BaseException as e:
             errors.append(e)
 

@@ -162,7 +162,7 @@ def test_marks_read_the_whole_project_once_then_only_the_marked_tasks(tmp_path) 
 
 
 def test_transient_errors_are_retried_and_permanent_ones_raise(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("service.push.wait_exponential", lambda **kw: (lambda state: 0))
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
     down = LabelStudioError("Label Studio unreachable (database is locked)", retryable=True, status_code=500)
     client = Recorder(fail={"import_predictions": [down, down]})
     push(client, tmp_path, push_retries=3)
