@@ -62,12 +62,7 @@ class QueryStrategy:
         return v / (1.0 + np.abs(v)) * 0.5 + 0.5
 
     def query(self, scores: np.ndarray, k: int) -> QueryResult:
-        scores = np.asarray(scores, dtype=np.float64)
-        if scores.ndim != 2:
-            raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
-        values = self.uncertainty(scores)
-        idx = _smallest(values, k)
-        return QueryResult(idx, values[idx])
+        return rank(self, scores, k).top
 
 
 class MarginSampling(QueryStrategy):
@@ -133,18 +128,31 @@ STRATEGIES: dict[str, type[QueryStrategy]] = {
 }
 
 
-def rank(strategy: QueryStrategy, scores: np.ndarray, k: int) -> tuple[QueryResult, np.ndarray]:
-    """The one ranking the simulator and the service share: the top ``k`` and every item's view score.
+@dataclass(frozen=True)
+class Ranking:
+    """The top of a ranking, and every item's strategy value and view score (lower = ask first)."""
 
-    Returns the ranked batch and, for every row of ``scores``, the value written as a
-    prediction's ``score`` (ordered exactly as the ranking, lower = ask first).
+    top: QueryResult
+    values: np.ndarray
+    view: np.ndarray
+
+
+def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None) -> Ranking:
+    """The one ranking the simulator and the service share.
+
+    ``top`` holds the ``k`` rows among ``candidates`` (a boolean mask; all rows by default)
+    that ``strategy`` most wants labeled, best first, as row positions into ``scores``;
+    ``view`` is, for every row, the value written as a prediction's ``score``, ordered
+    exactly as the ranking. The strategy's values are computed once, so a random strategy's
+    view and top agree.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
     values = strategy.uncertainty(scores)
-    idx = _smallest(values, k)
-    return QueryResult(idx, values[idx]), strategy.to_score(values, scores.shape[1])
+    pool = np.arange(len(values)) if candidates is None else np.flatnonzero(candidates)
+    idx = pool[_smallest(values[pool], k)]
+    return Ranking(QueryResult(idx, values[idx]), values, strategy.to_score(values, scores.shape[1]))
 
 
 def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:

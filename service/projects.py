@@ -141,10 +141,7 @@ class ProjectManager:
                     if path.exists():
                         st.served = load_served(path, number, name, model)
                     else:
-                        e = np.zeros(0)
-                        st.served = ServedVersion(number, name, model, self.settings.query_strategy, {},
-                                                  e.astype(np.int64), e.astype(np.int64), e, e,
-                                                  e.astype(np.int64), e)
+                        st.served = ServedVersion.unscored(number, name, model, self.settings.query_strategy)
                 except Exception as e:
                     log.error("project %s: version %s cannot be loaded (%s); trying an older one", pid, number, e)
                     continue
@@ -314,7 +311,7 @@ class ProjectManager:
             if len(new) == 0:
                 return
             d, _ = decision_scores(served.model, m.store.get(new))
-            scored = score(served.model, d, get_strategy(served.strategy))
+            scored, _ = score(served.model, d, get_strategy(served.strategy))
             with st.lock:
                 if st.served is not served:
                     continue
@@ -529,7 +526,7 @@ class ProjectManager:
                 where.append(i)
             if items:
                 d, _ = decision_scores(served.model, np.stack(items))
-                s = score(served.model, d, get_strategy(served.strategy))
+                s, _ = score(served.model, d, get_strategy(served.strategy))
                 for j, i in enumerate(where):
                     out[i] = result(s.pred[j], s.score[j], s.confidence[j])
         self.metrics.predictions.labels(str(st.id)).inc(len(tasks))

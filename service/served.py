@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.acquisition import QueryStrategy, get_strategy, rank
+from model.acquisition import QueryResult, QueryStrategy, get_strategy, rank
 from model.sae_classifier import SAEClassifier
 
 LATENT_KEEP = 20000
@@ -31,25 +31,18 @@ class Scored:
     confidence: np.ndarray
 
 
-def decision_scores(model: SAEClassifier, x: np.ndarray, batch: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """SVM scores and latent codes of every item, encoded batch by batch (the pool may be a memmap)."""
-    zs, ds = [], []
-    for s in range(0, len(x), batch):
-        z = model.transform(x[s:s + batch])
-        zs.append(z)
-        ds.append(model.svm_.decision_function(z).astype(np.float32))
-    if not zs:
-        k = model.n_classes_
-        return np.zeros((0, k), np.float32), np.zeros((0, model.sae_.latent_dim), np.float32)
-    return np.concatenate(ds), np.concatenate(zs)
+def decision_scores(model: SAEClassifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SVM scores and latent codes of every item (``transform`` encodes batch by batch; the pool may be a memmap)."""
+    z = model.transform(x)
+    return model.svm_.decision_function(z).astype(np.float32), z
 
 
-def score(model: SAEClassifier, d: np.ndarray, strategy: QueryStrategy) -> Scored:
-    """Every item's prediction and its place in the ranking, through the shared :func:`rank`."""
-    q, view = rank(strategy, d, len(d))
-    value = np.empty(len(d))
-    value[q.indices] = q.scores
-    return Scored(np.argmax(d, axis=1), value, view, model.svm_.confidence_from_scores(d.astype(np.float64)))
+def score(model: SAEClassifier, d: np.ndarray, strategy: QueryStrategy, head: int = 0,
+          candidates: np.ndarray | None = None) -> tuple[Scored, QueryResult]:
+    """Every item's prediction and place in the ranking, and the ``head`` best candidates, through :func:`rank`."""
+    r = rank(strategy, d, head, candidates)
+    confidence = model.svm_.confidence_from_scores(d.astype(np.float64))
+    return Scored(np.argmax(d, axis=1), r.values, r.view, confidence), r.top
 
 
 @dataclass(frozen=True)
@@ -71,27 +64,32 @@ class ServedVersion:
     def build(cls, number: int, name: str, model: SAEClassifier, strategy: str, labels: dict[int, int],
               ids: np.ndarray, x: np.ndarray, keep: int, seed: int = 0) -> ServedVersion:
         """Score every item once; keep the ``keep`` most uncertain unlabeled tasks as the head."""
-        d, z = decision_scores(model, x)
-        scored = score(model, d, get_strategy(strategy, seed))
         ids = np.asarray(ids, np.int64)
         y = np.fromiter((labels.get(int(t), -1) for t in ids), np.int64, len(ids))
-        unl = np.flatnonzero(y < 0)
-        head = unl[np.lexsort((ids[unl], scored.value[unl]))[:keep]]
+        d, z = decision_scores(model, x)
+        scored, head = score(model, d, get_strategy(strategy, seed), keep, y < 0)
         sample = np.arange(len(ids))
         if len(sample) > LATENT_KEEP:
             sample = np.sort(np.random.default_rng(seed).choice(sample, LATENT_KEEP, replace=False))
         order = np.argsort(ids, kind="stable")
         return cls(number, name, model, strategy, dict(labels), ids[order], scored.pred[order],
-                   scored.score[order], scored.confidence[order], ids[head], scored.value[head],
+                   scored.score[order], scored.confidence[order], ids[head.indices], head.scores,
                    {"z": z[sample], "y": y[sample], "ids": ids[sample]})
+
+    @classmethod
+    def unscored(cls, number: int, name: str, model: SAEClassifier, strategy: str) -> ServedVersion:
+        """A version saved without its scored snapshot: every task is scored when asked for."""
+        empty = np.zeros(0)
+        ids = np.zeros(0, np.int64)
+        return cls(number, name, model, strategy, {}, ids, ids, empty, empty, ids, empty)
 
     def lookup(self, task_ids: np.ndarray) -> np.ndarray:
         """Position of each id in this snapshot, or -1."""
         t = np.asarray(task_ids, np.int64)
-        pos = np.searchsorted(self.ids, t)
-        pos = np.clip(pos, 0, max(len(self.ids) - 1, 0))
-        hit = (len(self.ids) > 0) & (self.ids[pos] == t) if len(self.ids) else np.zeros(len(t), bool)
-        return np.where(hit, pos, -1)
+        if len(self.ids) == 0:
+            return np.full(len(t), -1)
+        pos = np.clip(np.searchsorted(self.ids, t), 0, len(self.ids) - 1)
+        return np.where(self.ids[pos] == t, pos, -1)
 
     def with_items(self, ids: np.ndarray, scored: Scored, keep: int) -> ServedVersion:
         """A new snapshot that also answers for these (new, unlabeled) tasks and ranks them into the head."""

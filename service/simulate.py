@@ -132,7 +132,7 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         unl = np.flatnonzero(y < 0)
         if len(unl) == 0:
             break
-        picked = unl[rank(strategy, model.decision_function(x[unl]), s.per_round)[0].indices]
+        picked = unl[rank(strategy, model.decision_function(x[unl]), s.per_round).top.indices]
         y[picked] = y_true[picked]
         if s.warm_start:
             warm = s.warm_epochs if s.warm_epochs is not None else s.epochs

@@ -13,6 +13,7 @@ from model.acquisition import (
     QueryResult,
     RandomSampling,
     get_strategy,
+    rank,
 )
 
 SCORES = np.array([
@@ -163,3 +164,22 @@ def test_large_pool_matches_full_sort_reference(name: str, k: int) -> None:
     res = get_strategy(name).query(scores, k)
     np.testing.assert_array_equal(res.indices, expected)
     np.testing.assert_allclose(res.scores, reference[expected], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_the_view_score_keeps_the_ranking_order_within_zero_and_one(name: str) -> None:
+    scores = np.random.default_rng(1).normal(size=(300, 4)) * 3
+    r = rank(get_strategy(name, random_state=0), scores, 300)
+    assert np.all((r.view >= 0) & (r.view <= 1))
+    assert np.all(np.diff(r.view[r.top.indices]) >= 0), "lowest score first = the ranking's order"
+    np.testing.assert_array_equal(r.values[r.top.indices], r.top.scores)
+
+
+def test_rank_picks_the_top_among_candidates_only() -> None:
+    scores = np.random.default_rng(2).normal(size=(50, 3))
+    candidates = np.zeros(50, bool)
+    candidates[::2] = True
+    r = rank(MarginSampling(), scores, 5, candidates)
+    assert np.all(r.top.indices % 2 == 0) and len(r.view) == 50
+    expected = MarginSampling().query(scores[::2], 5).indices * 2
+    np.testing.assert_array_equal(r.top.indices, expected)
