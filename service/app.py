@@ -150,12 +150,14 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.get("/projects/{pid}/status", dependencies=deps)
     def project_status(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> dict:
         mirror = m.mirror(st)
-        changes, labels = m.changes(st) if st.config is not None and mirror.ingested else (0, {})
+        known_labels = st.config is not None and mirror.ingested
+        labels, problems = mirror.labels(st.config) if known_labels else ({}, {})
         served = st.served
         stored = len(mirror.store)
         return {
             "project": st.id, "model_version": st.version_name, "labeled": len(labels),
-            "unlabeled": max(stored - len(labels), 0), "changes_since_version": changes,
+            "unlabeled": max(stored - len(labels), 0),
+            "changes_since_version": m.changes(st, labels) if known_labels else 0,
             "version_labeled": len(served.labels) if served else None,
             "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
             "mirror": {"ingested": mirror.ingested, "stored": stored, "unreadable": len(mirror.skipped)},
@@ -165,7 +167,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             "last_push_error": st.last_push_error, "last_push": st.last_push,
             "skipped": [{"task": t, "reason": r} for t, r in list(mirror.skipped.items())[:100]],
             "skipped_count": len(mirror.skipped),
-            "label_problems": [{"task": t, "problem": p} for t, p in list(st.problems.items())[:100]],
+            "label_problems": [{"task": t, "problem": p} for t, p in list(problems.items())[:100]],
             "classes": st.config.classes if st.config else None, "queue_project": st.queue_project_id,
         }
 

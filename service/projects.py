@@ -53,7 +53,6 @@ class ProjectState:
     progress: dict = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: float | None = None
-    problems: dict[int, str] = field(default_factory=dict)
     push_state: PushState = field(default_factory=PushState)
     push_pending: bool = False
     last_push_error: str | None = None
@@ -131,8 +130,7 @@ class ProjectManager:
             st.push_pending = bool(info.get("push_pending"))
             marked = info.get("marked")
             st.push_state = PushState(info.get("last_pushed_number"),
-                                      None if marked is None else frozenset(int(t) for t in marked),
-                                      st.queue_project_id)
+                                      None if marked is None else frozenset(int(t) for t in marked))
             for number in reversed(store.numbers()):
                 try:
                     model = store.load(number, self.settings.device)
@@ -249,13 +247,11 @@ class ProjectManager:
         log.info("project %s: training %s (%s)", pid, outcome, reason)
         return outcome
 
-    def changes(self, st: ProjectState) -> tuple[int, dict[int, int]]:
+    def changes(self, st: ProjectState, labels: dict[int, int]) -> int:
         """Label changes since the version in service (or since what a running training read)."""
-        labels, problems = self.mirror(st).labels(st.config)
-        st.problems = problems
         base = st.reading_labels if self.runner.is_busy(st.id) and st.reading_labels is not None \
             else (st.served.labels if st.served else {})
-        return count_changes(labels, base), labels
+        return count_changes(labels, base)
 
     def labels_changed(self, pid: int, reason: str) -> str:
         """Debounced trigger: train once enough labels changed since the version in service."""
@@ -266,7 +262,8 @@ class ProjectManager:
             if st.served is not None or self.runner.is_busy(pid):
                 return "ingesting"
             return self._debounced(st, f"{reason}: first connection")
-        n, labels = self.changes(st)
+        labels, _ = self.mirror(st).labels(st.config)
+        n = self.changes(st, labels)
         if st.served is None and st.reading_labels is None:
             if len(set(labels.values())) < 2 or len(labels) < max(2, self.settings.retrain_min_new_labels):
                 return "below-threshold"
@@ -419,7 +416,7 @@ class ProjectManager:
             queue = st.queue_project_id if self.settings.push_mode == "queue" else None
             m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue)
         read_seconds = round(time.perf_counter() - t_read, 3)
-        labels, st.problems = m.labels(config)
+        labels, _ = m.labels(config)
         st.reading_labels = labels
         ids = m.store.ids()
         if m.skipped:
@@ -469,7 +466,7 @@ class ProjectManager:
         with st.lock:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
-                st.push_state = PushState(report.number, frozenset(report.marked), st.queue_project_id)
+                st.push_state = PushState(report.number, frozenset(report.marked))
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
             st.push_pending = st.served is not None and st.served.number > report.number

@@ -59,7 +59,6 @@ class PushState:
 
     last_number: int | None = None
     marked: frozenset[int] | None = None
-    queue_project_id: int | None = None
 
 
 @dataclass
@@ -83,7 +82,7 @@ class PushReport:
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled since the version was trained."""
-    report = PushReport(served.name, served.number, queue_project_id=prior.queue_project_id)
+    report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
         report.stale = True
         log.warning("project %s: not pushing %s, sae-v%s is already in Label Studio", project_id, served.name,
