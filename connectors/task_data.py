@@ -14,7 +14,8 @@ The API key goes to the Label Studio host only. A legacy token is sent as ``Toke
 personal access token (a JWT) is exchanged at ``/api/token/refresh/`` for a short-lived access
 token sent as ``Bearer`` (Label Studio's access tokens live 5 minutes; we reuse one for 4).
 
-Decoded images are cached on disk as ``.npy`` so a retrain does not download again.
+Nothing is cached here: the service keeps decoded items in its project mirror
+(:mod:`service.mirror`), so a retrain never downloads an item again.
 """
 
 from __future__ import annotations
@@ -22,20 +23,16 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import io
 import ipaddress
 import json
 import logging
 import numbers
-import os
 import re
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
 
@@ -48,7 +45,6 @@ log = logging.getLogger(__name__)
 MAX_PIXELS = 50_000_000
 MAX_REDIRECTS = 3
 ACCESS_TOKEN_TTL_SECONDS = 240.0
-CACHE_FORMAT = 1
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 CLOUD_SCHEMES = {"s3", "gs", "gcs", "azure-blob", "azure", "abfs", "wasb", "wasbs"}
 _JWT_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
@@ -262,7 +258,7 @@ class DataFetcher:
     """Fetches and decodes task data for one Label Studio instance (see the module docstring)."""
 
     def __init__(self, label_studio_url: str, api_key: str | None, allowed_hosts: Sequence[str] = (),
-                 cache_dir: Path | None = None, timeout: float = 10.0, max_bytes: int = 20_000_000) -> None:
+                 timeout: float = 10.0, max_bytes: int = 20_000_000) -> None:
         base = urlsplit((label_studio_url or "").strip())
         if base.scheme not in ("http", "https") or not base.hostname:
             raise ValueError(f"Label Studio URL must be http(s)://host[:port], not {label_studio_url!r}")
@@ -276,7 +272,6 @@ class DataFetcher:
         entries = [_parse_host_entry(h) for h in (allowed_hosts or ()) if isinstance(h, str)]
         self._allow_public = ("*", None) in entries
         self._allowed = [e for e in entries if e is not None and e[0] != "*"]
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.timeout = float(timeout)
         self.max_bytes = int(max_bytes)
         self._access: tuple[str, float] | None = None
@@ -488,42 +483,6 @@ class DataFetcher:
             raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}") from None
 
     # ---- items ----------------------------------------------------------------------------------
-    def _cache_path(self, url: str, mode: str, size: int | None) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        key = json.dumps({"v": CACHE_FORMAT, "url": url, "mode": mode, "size": size}, sort_keys=True)
-        return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()}.npy"
-
-    def _cache_read(self, path: Path) -> np.ndarray | None:
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, EOFError):
-            log.warning("ignoring unreadable cache file %s", path.name)
-            path.unlink(missing_ok=True)
-            return None
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.ndim != 3:
-            path.unlink(missing_ok=True)
-            return None
-        return arr
-
-    def _cache_write(self, path: Path, arr: np.ndarray) -> None:
-        """Write-then-rename, so a crash or a concurrent reader never sees half a file."""
-        tmp: str | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, path)
-            tmp = None
-        except OSError as e:
-            log.warning("could not write the data cache in %s: %s", path.parent, e)
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-
     def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None) -> np.ndarray:
         """One task's data as an array: ``(C, H, W)`` for kind "image", 1-D for kind "vector"."""
         if kind == "vector":
@@ -533,14 +492,4 @@ class DataFetcher:
         if not isinstance(value, str) or not value.strip():
             raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
                                 f"{type(value).__name__}")
-        ref = value.strip()
-        inline = ref[:5].lower() == "data:"
-        path = None if inline else self._cache_path(self._absolute(ref), mode, size)
-        if path is not None:
-            cached = self._cache_read(path)
-            if cached is not None:
-                return cached
-        arr = decode_image(self.fetch_bytes(ref), mode, size)
-        if path is not None:
-            self._cache_write(path, arr)
-        return arr
+        return decode_image(self.fetch_bytes(value.strip()), mode, size)

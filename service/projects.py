@@ -197,7 +197,7 @@ class ProjectManager:
     def fetcher(self, st: ProjectState) -> DataFetcher:
         s = self.settings
         return DataFetcher(self.ls_url(st), self.api_key(st), s.data_allowed_hosts,
-                           cache_dir=None, timeout=s.fetch_timeout_seconds, max_bytes=s.fetch_max_bytes)
+                           timeout=s.fetch_timeout_seconds, max_bytes=s.fetch_max_bytes)
 
     def _config(self, st: ProjectState, client: LabelStudioClient) -> LabelConfig:
         if st.config is None:

@@ -22,7 +22,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from connectors import task_data
 from connectors.task_data import DataFetcher, TaskDataError, decode_image, decode_vector
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "label-studio-1.23.2-requests.jsonl"
@@ -481,52 +480,6 @@ def test_load_item_kinds(ls) -> None:
         f.load_item(None, "image")
     with pytest.raises(TaskDataError, match="cloud-storage"):
         f.load_item("s3://bucket/a.png", "image")
-
-
-# ---- cache ------------------------------------------------------------------------------------
-
-def test_cache_avoids_a_second_download(ls, tmp_path: Path) -> None:
-    ls.routes["/data/upload/1/a.png"] = _send(_png(8, 6, "L", 100))
-    first = DataFetcher(ls.url, LEGACY_KEY, cache_dir=tmp_path / "cache").load_item("/data/upload/1/a.png", "image")
-    assert len(ls.hits) == 1
-    again = DataFetcher(ls.url, LEGACY_KEY, cache_dir=tmp_path / "cache")
-    second = again.load_item("/data/upload/1/a.png", "image")
-    assert len(ls.hits) == 1
-    np.testing.assert_array_equal(first, second)
-    assert second.dtype == np.float32
-    files = list((tmp_path / "cache").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".npy"
-
-    again.load_item("/data/upload/1/a.png", "image", size=4)
-    assert len(ls.hits) == 2
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
-    assert not list((tmp_path / "cache").glob("*.tmp")) and not list((tmp_path / "cache").glob(".*"))
-
-
-def test_corrupt_cache_file_is_replaced(ls, tmp_path: Path) -> None:
-    ls.routes["/data/upload/1/a.png"] = _send(_png())
-    f = DataFetcher(ls.url, None, cache_dir=tmp_path)
-    f.load_item("/data/upload/1/a.png", "image")
-    (cached,) = tmp_path.glob("*.npy")
-    cached.write_bytes(b"half a file")
-    assert f.load_item("/data/upload/1/a.png", "image").shape == (1, 6, 8)
-    assert len(ls.hits) == 2
-    assert np.load(cached).shape == (1, 6, 8)
-
-
-def test_cache_write_is_atomic(ls, tmp_path: Path, monkeypatch) -> None:
-    ls.routes["/data/upload/1/a.png"] = _send(_png())
-    replaced: list[tuple[str, str]] = []
-    real_replace = task_data.os.replace
-
-    def spy(src, dst):
-        assert Path(src).parent == Path(dst).parent and Path(src).exists() and not Path(dst).exists()
-        replaced.append((str(src), str(dst)))
-        real_replace(src, dst)
-
-    monkeypatch.setattr(task_data.os, "replace", spy)
-    DataFetcher(ls.url, None, cache_dir=tmp_path).load_item("/data/upload/1/a.png", "image")
-    assert len(replaced) == 1 and replaced[0][1].endswith(".npy")
 
 
 def test_refusal_names_the_reason(ls) -> None:
