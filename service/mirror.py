@@ -293,7 +293,7 @@ class ProjectMirror:
         seen: set[int] = set()
         for part in _chunks(client.iter_tasks(self.project_id, fields="task_only"), 500):
             seen |= {int(t["id"]) for t in part}
-            self.add_tasks([t for t in part if int(t["id"]) not in self.store], config, fetcher)
+            self.add_tasks(part, config, fetcher)
         gone = (set(self.store.ids().tolist()) | set(self.skipped)) - seen
         if gone:
             self.remove_tasks(gone)
