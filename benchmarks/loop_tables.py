@@ -149,6 +149,10 @@ def main() -> None:
         print(loop_table(loop) + "\n")
         print(ingest_table(loop) + "\n")
         print(push_steps(loop) + "\n")
+    rerun = _load("loop-latency-v2-cpu-10k-after-review.json")
+    if rerun:
+        print(f"Rerun after the review's refactor ({rerun['machine']}):\n")
+        print(loop_table(rerun) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(demo_table())
