@@ -40,6 +40,11 @@ def main() -> None:
     p.add_argument("--channels", default="32,64,128")
     p.add_argument("--max-shift", type=int, default=0)
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
+    p.add_argument("--validation-size", type=int, default=None)
+    p.add_argument("--initial-strategy", default="random")
+    p.add_argument("--self-training", type=float, default=0.0)
+    p.add_argument("--self-training-threshold", type=float, default=0.9)
+    p.add_argument("--warm-steps", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -52,7 +57,10 @@ def main() -> None:
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                            labeled_per_batch=a.labeled_per_batch, device=a.device,
                            max_shift=a.max_shift, warm_start=not a.cold_start,
-                           channels=[int(c) for c in a.channels.split(",")])
+                           channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
+                           initial_strategy=a.initial_strategy, self_training=a.self_training,
+                           self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps)
+    s.validate()
     ds = load_dataset(a.dataset, a.data_path, a.groups)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,14 +3,19 @@
 One class per strategy with a common base, after small-text's layout. Each works on a
 score matrix ``(n_items, n_classes)`` (SVM decision values or logits) so the same
 strategy ranks for any model, and returns the ``k`` most informative items, best first,
-in O(n * n_classes + k log k): no sort of the whole pool.
+in O(n * n_classes + k log k): no sort of the whole pool. Batch-aware strategies also read
+the items' latent codes (``codes``) to spread one batch over the latent space; they touch
+a bounded number of candidates, never the pool squared.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.neighbors import NearestNeighbors
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class QueryStrategy:
     """
 
     name = "base"
+    needs_codes = False
 
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         """Per-item value; smaller means more worth labeling."""
@@ -61,8 +67,12 @@ class QueryStrategy:
         v = np.asarray(values, dtype=np.float64)
         return v / (1.0 + np.abs(v)) * 0.5 + 0.5
 
-    def query(self, scores: np.ndarray, k: int) -> QueryResult:
-        return rank(self, scores, k).top
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
+        """The ``k`` rows of ``pool`` to ask first, best first (default: smallest values)."""
+        return pool[_smallest(values[pool], k)]
+
+    def query(self, scores: np.ndarray, k: int, codes: np.ndarray | None = None) -> QueryResult:
+        return rank(self, scores, k, codes=codes).top
 
 
 class MarginSampling(QueryStrategy):
@@ -123,8 +133,101 @@ class RandomSampling(QueryStrategy):
         return np.asarray(values, dtype=np.float64)
 
 
+def _kmeans(codes: np.ndarray, n_clusters: int, random_state: int | None) -> np.ndarray:
+    """Cluster labels; mini-batch k-means above 10k items keeps a large pool linear."""
+    est = (KMeans(n_clusters, n_init=3, random_state=random_state) if len(codes) <= 10_000
+           else MiniBatchKMeans(n_clusters, n_init=3, batch_size=4096, random_state=random_state))
+    return est.fit_predict(np.asarray(codes, dtype=np.float64))
+
+
+class ClusterMarginSampling(MarginSampling):
+    """Margin sampling spread over the latent space (after Citovsky et al. 2021, cluster-margin).
+
+    Top-k margin picks near-duplicates: the items closest to one stretch of the boundary
+    look alike. This takes the ``candidates * k`` smallest-margin items, clusters their
+    latent codes into ``k`` groups, and goes round-robin over the groups (each group's
+    smallest margin first), so one batch covers as many regions of the boundary as it has
+    items.
+    """
+
+    name = "cluster-margin"
+    needs_codes = True
+
+    def __init__(self, candidates: int = 10, random_state: int | None = 0) -> None:
+        self.candidates = candidates
+        self.random_state = random_state
+
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
+        k = min(int(k), len(pool))
+        if codes is None:
+            raise ValueError(f"{self.name} needs the items' latent codes")
+        cand = pool[_smallest(values[pool], int(self.candidates) * k)]
+        if k <= 1 or len(cand) <= k:
+            return cand[:k]
+        groups = _kmeans(np.asarray(codes)[cand], k, self.random_state)
+        # cand is in ascending value order, so a member's rank inside its group is its round
+        round_of = np.zeros(len(cand), np.int64)
+        seen = np.zeros(k, np.int64)
+        for i, g in enumerate(groups):
+            round_of[i] = seen[g]
+            seen[g] += 1
+        order = np.lexsort((np.arange(len(cand)), round_of))
+        return cand[order[:k]]
+
+
+class TypicalitySampling(QueryStrategy):
+    """Cold start without labels (after Hacohen et al. 2022, TypiClust).
+
+    The first labels are worth most where the data is dense: clusters the latent codes into
+    ``k`` groups and picks from each its most typical item (the inverse of the mean distance
+    to its ``neighbours`` nearest neighbours in the group), largest group first. Pools above
+    ``max_items`` are subsampled first, so the cost is bounded.
+    """
+
+    name = "typicality"
+    needs_codes = True
+
+    def __init__(self, neighbours: int = 20, max_items: int = 50_000, random_state: int | None = 0) -> None:
+        self.neighbours = neighbours
+        self.max_items = max_items
+        self.random_state = random_state
+
+    def uncertainty(self, scores: np.ndarray) -> np.ndarray:
+        return np.zeros(len(scores))
+
+    def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
+        return np.ones(len(values))
+
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
+        k = min(int(k), len(pool))
+        if codes is None:
+            raise ValueError(f"{self.name} needs the items' latent codes")
+        if k <= 0:
+            return np.zeros(0, np.int64)
+        rng = np.random.default_rng(self.random_state)
+        items = pool if len(pool) <= self.max_items else np.sort(rng.choice(pool, self.max_items, replace=False))
+        z = np.asarray(codes, dtype=np.float64)[items]
+        groups = _kmeans(z, k, self.random_state) if k > 1 else np.zeros(len(items), np.int64)
+        picks, sizes = [], []
+        for g in range(k):
+            members = np.flatnonzero(groups == g)
+            if len(members) == 0:
+                continue
+            m = min(int(self.neighbours), len(members) - 1)
+            if m == 0:
+                best = members[0]
+            else:
+                dist, _ = NearestNeighbors(n_neighbors=m + 1).fit(z[members]).kneighbors(z[members])
+                best = members[np.argmin(dist[:, 1:].mean(axis=1))]
+            picks.append(items[best])
+            sizes.append(len(members))
+        order = np.lexsort((np.asarray(picks), -np.asarray(sizes)))
+        return np.asarray(picks, np.int64)[order]
+
+
 STRATEGIES: dict[str, type[QueryStrategy]] = {
-    s.name: s for s in (MarginSampling, LeastConfidence, EntropySampling, RandomSampling)
+    s.name: s for s in (MarginSampling, LeastConfidence, EntropySampling, RandomSampling,
+                        ClusterMarginSampling, TypicalitySampling)
 }
 
 
@@ -137,22 +240,37 @@ class Ranking:
     view: np.ndarray
 
 
-def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None) -> Ranking:
+def _head_first(view: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """``view`` with the ``top`` rows moved below every other row, in ``top``'s order."""
+    rest = np.ones(len(view), bool)
+    rest[top] = False
+    low = float(view[rest].min()) if rest.any() else 1.0
+    out = view.copy()
+    out[top] = low * np.arange(len(top)) / max(len(top), 1)
+    return out
+
+
+def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None,
+         codes: np.ndarray | None = None) -> Ranking:
     """The one ranking the simulator and the service share.
 
     ``top`` holds the ``k`` rows among ``candidates`` (a boolean mask; all rows by default)
     that ``strategy`` most wants labeled, best first, as row positions into ``scores``;
     ``view`` is, for every row, the value written as a prediction's ``score``, ordered
     exactly as the ranking. The strategy's values are computed once, so a random strategy's
-    view and top agree.
+    view and top agree. A batch-aware strategy (one that reads ``codes``) may order its
+    top differently from its values; its view then puts the top first, in that order.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
     values = strategy.uncertainty(scores)
     pool = np.arange(len(values)) if candidates is None else np.flatnonzero(candidates)
-    idx = pool[_smallest(values[pool], k)]
-    return Ranking(QueryResult(idx, values[idx]), values, strategy.to_score(values, scores.shape[1]))
+    idx = strategy.select(values, codes, k, pool)
+    view = strategy.to_score(values, scores.shape[1])
+    if strategy.needs_codes:
+        view = _head_first(view, idx)
+    return Ranking(QueryResult(idx, values[idx]), values, view)
 
 
 def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:
@@ -160,4 +278,4 @@ def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]
-    return cls(random_state) if cls is RandomSampling else cls()
+    return cls(random_state=random_state) if "random_state" in inspect.signature(cls).parameters else cls()

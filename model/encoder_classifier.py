@@ -88,6 +88,15 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     @torch.no_grad()
+    def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
+        """The encoder's codes (the layer before the linear head), for batch-aware strategies."""
+        out = []
+        for s in range(0, len(X), batch_size):
+            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
+            out.append(self.net_[0](xb).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+
+    @torch.no_grad()
     def decision_function(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """Logits, shape ``(n, n_classes)``."""
         out = []

@@ -65,7 +65,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     with replacement besides the uniform draw over the pool: with 100 labels among 60k a
     uniform batch of 256 would see one labeled item every two or three batches.
     ``max_shift > 0`` shifts every training image by up to that many pixels
-    (:mod:`model.augment`).
+    (:mod:`model.augment`). ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a
+    pseudo-label (a class the current model is confident of) towards that class's target,
+    with weight ``pseudo_weight`` relative to a real label: self-training inside the
+    structure term.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -83,7 +86,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  network: str = "auto", channels: Sequence[int] = (32, 64, 128),
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
-                 max_shift: int = 0, steps_per_epoch: int | None = None, warm_start: bool = False,
+                 max_shift: int = 0, steps_per_epoch: int | None = None, pseudo_weight: float = 0.0,
+                 warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -103,6 +107,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.amp = amp
         self.max_shift = max_shift
         self.steps_per_epoch = steps_per_epoch
+        self.pseudo_weight = pseudo_weight
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -135,8 +140,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 input_shape, int(self.latent_dim), self.network, self.channels, self.hidden)
         self.input_shape_ = tuple(input_shape)
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> StructuringAutoencoder:
-        """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled)."""
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None,
+            pseudo: np.ndarray | None = None) -> StructuringAutoencoder:
+        """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled); ``pseudo`` optional pseudo-labels."""
         self._check_params()
         x = as_pool_array(X)
         n = len(x)
@@ -168,6 +174,12 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
 
         xt = self._stage(x, dev)
         yt = torch.as_tensor(y, device=xt.device)
+        pt = None
+        if pseudo is not None and float(self.pseudo_weight) > 0:
+            pseudo = np.asarray(pseudo, dtype=np.int64)
+            if len(pseudo) != n or pseudo.max(initial=-1) >= k:
+                raise ValueError(f"pseudo must hold {n} entries, -1 or a class in 0..{k - 1}")
+            pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
         opt = torch.optim.Adam(params, lr=float(self.lr))
         lam = float(self.lam)
@@ -206,6 +218,12 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                         mask = (yb >= 0).unsqueeze(1)
                         diff = (z.float() - targets[yb.clamp(min=0)]) ** 2 * mask
                         struct = diff.sum() / (mask.sum() * z.shape[1]).clamp(min=1)
+                        if pt is not None:
+                            pb = pt[idx].to(dev, non_blocking=True)
+                            pm = (pb >= 0).unsqueeze(1)
+                            pdiff = (z.float() - targets[pb.clamp(min=0)]) ** 2 * pm
+                            struct = struct + float(self.pseudo_weight) * pdiff.sum() / (
+                                pm.sum() * z.shape[1]).clamp(min=1)
                         loss = loss + lam * struct
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

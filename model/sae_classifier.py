@@ -16,12 +16,17 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
 
     ``y`` holds class indices and ``-1`` for unlabeled items; ``class_names`` (optional)
     fixes the number of classes and travels with the saved model. Extra keyword
-    arguments in ``sae_params`` go to the autoencoder.
+    arguments in ``sae_params`` go to the autoencoder. ``self_training > 0`` makes a
+    warm-started fit pseudo-label the unlabeled items the previous fit was confident of
+    (normalised confidence >= ``self_training_threshold``) and pull them towards their
+    class with that weight (see :class:`StructuringAutoencoder`); it costs one extra
+    encoding pass over the pool.
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
                  lam: float = 0.9, epochs: int = 20, svm_C: float = 1.0, device: str = "auto",
                  warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
+                 self_training: float = 0.0, self_training_threshold: float = 0.9,
                  sae_params: dict | None = None) -> None:
         self.class_names = class_names
         self.latent_dim = latent_dim
@@ -32,6 +37,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
+        self.self_training = self_training
+        self.self_training_threshold = self_training_threshold
         self.sae_params = sae_params
 
     def _n_classes(self, y: np.ndarray) -> int:
@@ -48,16 +55,25 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         params = dict(latent_dim=self.latent_dim, lam=self.lam, epochs=self.epochs, n_classes=k,
                       device=self.device, random_state=self.random_state, verbose=self.verbose,
                       **(self.sae_params or {}))
+        pseudo = None
         if self.warm_start and hasattr(self, "sae_"):
-            self.sae_.set_params(warm_start=True, **params)
+            pseudo = self._pseudo_labels(X, y)
+            self.sae_.set_params(warm_start=True, pseudo_weight=float(self.self_training), **params)
         else:
-            self.sae_ = StructuringAutoencoder(**params)
-        self.sae_.fit(X, y)
+            self.sae_ = StructuringAutoencoder(pseudo_weight=float(self.self_training), **params)
+        self.sae_.fit(X, y, pseudo=pseudo)
         z = self.sae_.transform(np.asarray(X)[labeled]) if labeled.any() else None
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
         self.classes_ = np.arange(k)
         self.n_classes_ = k
         return self
+
+    def _pseudo_labels(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """The previous fit's class for unlabeled items it is confident of, -1 elsewhere."""
+        if float(self.self_training) <= 0 or not hasattr(self, "svm_"):
+            return None
+        pred, conf = self.predict_confidence(X)
+        return np.where((y < 0) & (conf >= float(self.self_training_threshold)), pred, -1)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         return self.sae_.transform(X)

@@ -37,6 +37,12 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="optimiser steps per warm-started SAE epoch (SAE_WARM_STEPS); default a full pass")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="train from scratch every round instead of continuing the last model")
+    p.add_argument("--validation-size", type=int, default=None,
+                   help="validation items carved from the training split (choose settings on them)")
+    p.add_argument("--initial-strategy", default="random", help="random or typicality (cold start)")
+    p.add_argument("--self-training", type=float, default=0.0,
+                   help="weight of pseudo-labeled items in the structure term (0: off)")
+    p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -49,7 +55,9 @@ def _run_simulate(a: argparse.Namespace) -> int:
                            seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
                            labeled_per_batch=a.labeled_per_batch, channels=a.channels, max_shift=a.max_shift,
-                           warm_start=a.warm_start, warm_steps=a.warm_steps, device=a.device)
+                           warm_start=a.warm_start, warm_steps=a.warm_steps, device=a.device,
+                           validation_size=a.validation_size, initial_strategy=a.initial_strategy,
+                           self_training=a.self_training, self_training_threshold=a.self_training_threshold)
     try:
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

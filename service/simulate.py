@@ -1,9 +1,12 @@
 """Offline active-learning simulator: an oracle reveals the labels a strategy asks for.
 
-Every (model, strategy, seed) run starts from the same random initial labels for that
-seed, retrains each round (warm start unless ``warm_start=False``, which trains from
-scratch every round) and measures test error, so the curves compare label efficiency
-and nothing else.
+Every (model, strategy, seed) run starts from the same initial labels for that seed
+(random, or the typicality cold start), retrains each round (warm start unless
+``warm_start=False``, which trains from scratch every round) and measures error, so the
+curves compare label efficiency and nothing else. With ``validation_size`` a validation
+set is carved from the training split outside the pool: settings are chosen on
+``val_error``, the test split only gives final numbers. Each round also records the
+stop estimate (Cohen's kappa with the previous round's predictions on a fixed stop set).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
-from model.acquisition import get_strategy, rank
+from model.acquisition import TypicalitySampling, get_strategy, rank
 from model.encoder_classifier import EncoderClassifier
+from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
+from model.stopping import agreement, should_stop
 
 MODELS = ("sae", "ae", "classifier")
+INITIAL = ("random", "typicality")
 
 
 class SimulationError(ValueError):
@@ -53,6 +59,11 @@ class SimulationSettings:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     max_shift: int = 0
     warm_start: bool = True
+    validation_size: int | None = None
+    initial_strategy: str = "random"
+    self_training: float = 0.0
+    self_training_threshold: float = 0.9
+    stop_set_size: int = 1000
     device: str = "auto"
 
     def validate(self) -> None:
@@ -75,6 +86,12 @@ class SimulationSettings:
             raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:
             raise SimulationError("--per-round and --rounds must not be negative")
+        if self.initial_strategy not in INITIAL:
+            raise SimulationError(f"--initial-strategy must be one of {', '.join(INITIAL)}")
+        if self.validation_size is not None and self.validation_size < 1:
+            raise SimulationError("--validation-size must be at least 1")
+        if self.self_training < 0 or not 0 <= self.self_training_threshold <= 1:
+            raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
 
 
 def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
@@ -88,33 +105,76 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
                max_shift=s.max_shift)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
-                             epochs=s.epochs, sae_params=net, **common)
+                             epochs=s.epochs, sae_params=net, self_training=s.self_training,
+                             self_training_threshold=s.self_training_threshold, **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
                              max_shift=s.max_shift, **common)
 
 
-def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pool and validation (from the training split, disjoint) and test positions.
+
+    The pool is drawn first, exactly as without a validation set, so test numbers stay
+    comparable with earlier runs; the validation set comes from the training items left
+    outside the pool, or is carved out of the pool when nothing is left.
+    """
     rng = np.random.default_rng(10_000 + seed)
     pool = np.arange(len(ds.x_train))
     if s.pool_size is not None and s.pool_size < len(pool):
         pool = np.sort(rng.choice(pool, s.pool_size, replace=False))
+    val = np.zeros(0, np.int64)
+    if s.validation_size:
+        vr = np.random.default_rng(20_000 + seed)
+        rest = np.setdiff1d(np.arange(len(ds.x_train)), pool)
+        if len(rest) >= s.validation_size:
+            val = np.sort(vr.choice(rest, s.validation_size, replace=False))
+        else:
+            if s.validation_size >= len(pool):
+                raise SimulationError(f"--validation-size {s.validation_size} leaves no pool")
+            val = np.sort(vr.choice(pool, s.validation_size, replace=False))
+            pool = np.setdiff1d(pool, val)
     test = np.arange(len(ds.x_test))
     if s.test_size is not None and s.test_size < len(test):
         test = np.sort(np.random.default_rng(99).choice(test, s.test_size, replace=False))
-    return pool, test
+    return pool, val, test
+
+
+def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
+    """The first labels: at random, or the typicality cold start on a plain autoencoder's codes."""
+    rng = np.random.default_rng(seed)
+    if s.initial_strategy == "random":
+        return rng.choice(len(x), s.initial, replace=False)
+    ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, batch_size=s.batch_size,
+                                channels=tuple(s.channels), max_shift=s.max_shift, device=s.device,
+                                random_state=seed).fit(x)
+    return TypicalitySampling(random_state=seed).select(
+        np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
+
+
+def _scores(model, x: np.ndarray, with_codes: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Class scores, and the latent codes when the strategy reads them (encoded once)."""
+    if not with_codes:
+        return model.decision_function(x), None
+    z = model.transform(x)
+    if isinstance(model, SAEClassifier):
+        return model.svm_.decision_function(z), z
+    return model.decision_function(x), z
 
 
 def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: str, seed: int,
             log: Callable[[str], None] = print) -> list[dict]:
     """One learning curve: ``rounds + 1`` points from ``initial`` labels upwards."""
-    pool, test = _split(ds, s, seed)
+    pool, val, test = _split(ds, s, seed)
     x, y_true = ds.x_train[pool], ds.y_train[pool]
     x_test, y_test = ds.x_test[test], ds.y_test[test]
-    rng = np.random.default_rng(seed)
+    x_val, y_val = ds.x_train[val], ds.y_train[val]
     y = np.full(len(pool), -1, dtype=np.int64)
-    first = rng.choice(len(pool), s.initial, replace=False)
+    first = _initial(x, s, seed)
     y[first] = y_true[first]
+    stop_items = np.sort(np.random.default_rng(30_000 + seed).choice(
+        len(pool), min(s.stop_set_size, len(pool)), replace=False))
+    previous, kappas = None, []
     model = _build(model_name, s, ds.n_classes, len(pool), seed)
     strategy = get_strategy(strategy_name, random_state=seed)
     curve = []
@@ -124,15 +184,27 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         seconds = time.perf_counter() - t0
         err = float(np.mean(model.predict(x_test) != y_test))
         n_lab = int((y >= 0).sum())
-        curve.append({"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3)})
+        point = {"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3)}
+        if len(val):
+            point["val_error"] = round(float(np.mean(model.predict(x_val) != y_val)), 5)
+        stop_pred = model.predict(x[stop_items])
+        if previous is not None:
+            kappas.append(agreement(previous, stop_pred))
+            point["stop_kappa"] = round(kappas[-1], 5)
+            point["stop"] = should_stop(kappas)
+        previous = stop_pred
+        curve.append(point)
         log(f"  {model_name}+{strategy_name} seed {seed} round {r}: {n_lab} labels, "
-            f"test error {100 * err:.1f} %, {seconds:.1f} s")
+            f"test error {100 * err:.1f} %"
+            + (f", validation {100 * point['val_error']:.1f} %" if len(val) else "")
+            + (f", kappa {point['stop_kappa']:.3f}" if "stop_kappa" in point else "") + f", {seconds:.1f} s")
         if r == s.rounds:
             break
         unl = np.flatnonzero(y < 0)
         if len(unl) == 0:
             break
-        picked = unl[rank(strategy, model.decision_function(x[unl]), s.per_round).top.indices]
+        d, z = _scores(model, x[unl], strategy.needs_codes)
+        picked = unl[rank(strategy, d, s.per_round, codes=z).top.indices]
         y[picked] = y_true[picked]
         if s.warm_start:
             warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
@@ -150,14 +222,14 @@ def summary_table(runs: Sequence[dict]) -> str:
     for r in runs:
         groups[(r["model"], r["strategy"])].append(r)
     labels = sorted({p["labeled"] for r in runs for p in r["curve"]})
-    head = f"{'model+strategy':<22}" + "".join(f"{n:>8}" for n in labels)
+    head = f"{'model+strategy':<26}" + "".join(f"{n:>8}" for n in labels)
     lines = [head, "-" * len(head)]
     for (m, st), rs in sorted(groups.items()):
         cells = []
         for n in labels:
             vals = [p["test_error"] for r in rs for p in r["curve"] if p["labeled"] == n]
             cells.append(f"{100 * np.mean(vals):>7.1f}%" if vals else f"{'':>8}")
-        lines.append(f"{m + '+' + st:<22}" + "".join(cells))
+        lines.append(f"{m + '+' + st:<26}" + "".join(cells))
     return "\n".join(lines)
 
 

@@ -7,11 +7,13 @@ import pytest
 
 from model.acquisition import (
     STRATEGIES,
+    ClusterMarginSampling,
     EntropySampling,
     LeastConfidence,
     MarginSampling,
     QueryResult,
     RandomSampling,
+    TypicalitySampling,
     get_strategy,
     rank,
 )
@@ -135,7 +137,7 @@ def test_random_is_reproducible_with_a_seed() -> None:
 
 
 def test_get_strategy_by_name() -> None:
-    assert set(STRATEGIES) == {"margin", "least-confidence", "entropy", "random"}
+    assert set(STRATEGIES) == {"margin", "least-confidence", "entropy", "random", "cluster-margin", "typicality"}
     assert isinstance(get_strategy("margin"), MarginSampling)
     assert isinstance(get_strategy("least-confidence"), LeastConfidence)
     assert isinstance(get_strategy("entropy"), EntropySampling)
@@ -168,11 +170,15 @@ def test_large_pool_matches_full_sort_reference(name: str, k: int) -> None:
 
 @pytest.mark.parametrize("name", list(STRATEGIES))
 def test_the_view_score_keeps_the_ranking_order_within_zero_and_one(name: str) -> None:
-    scores = np.random.default_rng(1).normal(size=(300, 4)) * 3
-    r = rank(get_strategy(name, random_state=0), scores, 300)
-    assert np.all((r.view >= 0) & (r.view <= 1))
-    assert np.all(np.diff(r.view[r.top.indices]) >= 0), "lowest score first = the ranking's order"
-    np.testing.assert_array_equal(r.values[r.top.indices], r.top.scores)
+    rng = np.random.default_rng(1)
+    scores, codes = rng.normal(size=(300, 4)) * 3, rng.normal(size=(300, 3))
+    for k in (300, 20):
+        r = rank(get_strategy(name, random_state=0), scores, k, codes=codes)
+        assert np.all((r.view >= 0) & (r.view <= 1))
+        assert np.all(np.diff(r.view[r.top.indices]) >= 0), "lowest score first = the ranking's order"
+        rest = np.setdiff1d(np.arange(300), r.top.indices)
+        assert len(rest) == 0 or r.view[r.top.indices].max() <= r.view[rest].min()
+        np.testing.assert_array_equal(r.values[r.top.indices], r.top.scores)
 
 
 def test_rank_picks_the_top_among_candidates_only() -> None:
@@ -183,3 +189,61 @@ def test_rank_picks_the_top_among_candidates_only() -> None:
     assert np.all(r.top.indices % 2 == 0) and len(r.view) == 50
     expected = MarginSampling().query(scores[::2], 5).indices * 2
     np.testing.assert_array_equal(r.top.indices, expected)
+
+
+def _blobs(n_per: int = 50, centres: int = 4, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-made codes: tight clusters far apart; returns codes and each item's cluster."""
+    rng = np.random.default_rng(seed)
+    c = np.arange(centres)
+    where = np.repeat(c, n_per)
+    codes = np.stack([where * 10.0, np.zeros(len(where))], 1) + rng.normal(scale=0.3, size=(len(where), 2))
+    return codes, where
+
+
+def test_cluster_margin_spreads_a_batch_over_the_clusters() -> None:
+    codes, where = _blobs()
+    margins = np.where(where == 0, 0.01, 1.0) + np.random.default_rng(1).random(len(where)) * 0.01
+    scores = np.stack([margins, np.zeros(len(margins))], 1)
+    plain = rank(MarginSampling(), scores, 4).top.indices
+    assert set(where[plain]) == {0}, "top-k margin takes the one cluster of near-ties"
+    spread = rank(ClusterMarginSampling(candidates=50), scores, 4, codes=codes).top.indices
+    assert sorted(where[spread]) == [0, 1, 2, 3]
+    assert spread[0] == plain[0], "the round starts with the smallest margin"
+    for g in range(4):
+        inside = np.flatnonzero(where == g)
+        assert spread[where[spread] == g][0] == inside[np.argmin(margins[inside])]
+
+
+def test_cluster_margin_only_looks_at_low_margin_candidates() -> None:
+    codes, where = _blobs()
+    margins = np.where(where == 3, 5.0, 0.0) + np.arange(len(where)) * 1e-3
+    scores = np.stack([margins, np.zeros(len(margins))], 1)
+    picked = rank(ClusterMarginSampling(candidates=2), scores, 6, codes=codes).top.indices
+    assert 3 not in set(where[picked])
+    assert len(set(picked.tolist())) == 6
+
+
+def test_cluster_margin_needs_codes() -> None:
+    with pytest.raises(ValueError, match="latent codes"):
+        rank(ClusterMarginSampling(), np.zeros((10, 2)), 3)
+
+
+def test_typicality_picks_cluster_centres_largest_first() -> None:
+    rng = np.random.default_rng(0)
+    sizes = [80, 40, 20]
+    # each cluster: a dense core of half its items and a sparse halo around it
+    codes = np.concatenate([rng.normal(loc=(30.0 * i, 0.0), scale=np.repeat([0.2, 3.0], n // 2)[:, None],
+                                       size=(n, 2)) for i, n in enumerate(sizes)])
+    where = np.repeat(np.arange(3), sizes)
+    picked = rank(TypicalitySampling(neighbours=5), np.zeros((len(codes), 0)), 3, codes=codes).top.indices
+    assert where[picked].tolist() == [0, 1, 2], "one per cluster, largest cluster first"
+    for p, g in zip(picked, range(3), strict=True):
+        assert np.linalg.norm(codes[p] - (30.0 * g, 0.0)) < 0.6, "typical = inside the dense core"
+
+
+def test_typicality_respects_candidates_and_subsamples_large_pools() -> None:
+    codes, where = _blobs(n_per=300)
+    candidates = where != 0
+    r = rank(TypicalitySampling(max_items=200), np.zeros((len(codes), 0)), 3, candidates, codes=codes)
+    assert len(r.top.indices) == 3 and 0 not in set(where[r.top.indices])
+    assert sorted(where[r.top.indices]) == [1, 2, 3]

@@ -40,8 +40,10 @@ def test_cli_simulate_writes_curve_and_png(tmp_path, capsys) -> None:
     for r in runs:
         assert set(r) == {"model", "strategy", "seed", "curve"}
         assert [p["labeled"] for p in r["curve"]] == [30, 60]
+        assert set(r["curve"][0]) == {"labeled", "test_error", "train_seconds"}
+        assert set(r["curve"][1]) == {"labeled", "test_error", "train_seconds", "stop_kappa", "stop"}
+        assert -1.0 <= r["curve"][1]["stop_kappa"] <= 1.0 and r["curve"][1]["stop"] is False
         for p in r["curve"]:
-            assert set(p) == {"labeled", "test_error", "train_seconds"}
             assert 0.0 <= p["test_error"] <= 1.0
             assert p["train_seconds"] >= 0.0
         assert r["curve"][0]["test_error"] < 0.8  # 30 labels of 10 digits: far better than chance

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue-10 protocol on the CPU subset of benchmarks/cpu_subset.sh (10k pool, 2k test), plus a
+# 2k validation set from the training items outside the pool. Every variant runs 3 seeds;
+# settings are chosen on validation error, test error is only reported. One variant of
+# sae+margin takes about 12 minutes on 2 cores, a classifier variant about 4.
+#   bash benchmarks/cpu_protocol.sh                  # every variant below, in order
+#   bash benchmarks/cpu_protocol.sh shift2 cluster   # some of them
+set -eu
+SEEDS=${SEEDS:-0,1,2}
+SPLIT=${SPLIT:-fm10}
+ROOT=${ROOT:-benchmarks/results/protocol-$SPLIT-10k}
+VAL="--validation-size 2000"
+declare -A RUNS_OF=(
+  [shift2]="sae+margin" [baselines-shift2]="classifier+margin,classifier+random"
+  [cluster]="sae+cluster-margin" [selftrain]="sae+margin" [typical]="sae+margin"
+  [noshift]="sae+margin" [baselines-noshift]="classifier+margin,classifier+random"
+  [lam099]="sae+margin" [classifier-cluster]="classifier+cluster-margin" [epochs]="sae+margin"
+)
+declare -A ARGS_OF=(
+  [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
+  [cluster]="--max-shift 2" [selftrain]="--max-shift 2 --self-training 0.3 --self-training-threshold 0.9"
+  [typical]="--max-shift 2 --initial-strategy typicality" [noshift]="" [baselines-noshift]=""
+  [lam099]="--max-shift 2 --lam 0.99" [classifier-cluster]="--max-shift 2" [epochs]="--max-shift 2 --epochs 10 --warm-epochs 5"
+)
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs"
+for name in ${@:-$ORDER}; do
+  [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
+  RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \
+    SPLIT="$SPLIT" bash benchmarks/cpu_subset.sh
+done
