@@ -23,6 +23,7 @@ import numpy as np
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
 from model.acquisition import TypicalitySampling, get_strategy, rank
+from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
@@ -152,6 +153,14 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
         np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
 
 
+def _confidence(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and the confidence each model reports: the SAE's normalised margin, the classifier's softmax."""
+    if isinstance(model, SAEClassifier):
+        return model.predict_confidence(x)
+    p = model.predict_proba(x)
+    return p.argmax(axis=1), p.max(axis=1)
+
+
 def _scores(model, x: np.ndarray, with_codes: bool) -> tuple[np.ndarray, np.ndarray | None]:
     """Class scores, and the latent codes when the strategy reads them (encoded once)."""
     if not with_codes:
@@ -182,9 +191,12 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         t0 = time.perf_counter()
         model.fit(x, y)
         seconds = time.perf_counter() - t0
-        err = float(np.mean(model.predict(x_test) != y_test))
+        pred, conf = _confidence(model, x_test)
+        err = float(np.mean(pred != y_test))
         n_lab = int((y >= 0).sum())
-        point = {"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3)}
+        point = {"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3),
+                 "test_ece": round(expected_calibration_error(conf, pred == y_test), 5),
+                 "test_reliability": reliability(conf, pred == y_test)}
         if len(val):
             point["val_error"] = round(float(np.mean(model.predict(x_val) != y_val)), 5)
         stop_pred = model.predict(x[stop_items])

@@ -40,8 +40,11 @@ def test_cli_simulate_writes_curve_and_png(tmp_path, capsys) -> None:
     for r in runs:
         assert set(r) == {"model", "strategy", "seed", "curve"}
         assert [p["labeled"] for p in r["curve"]] == [30, 60]
-        assert set(r["curve"][0]) == {"labeled", "test_error", "train_seconds"}
-        assert set(r["curve"][1]) == {"labeled", "test_error", "train_seconds", "stop_kappa", "stop"}
+        first = {"labeled", "test_error", "train_seconds", "test_ece", "test_reliability"}
+        assert set(r["curve"][0]) == first
+        assert set(r["curve"][1]) == first | {"stop_kappa", "stop"}
+        assert 0.0 <= r["curve"][0]["test_ece"] <= 1.0
+        assert sum(r["curve"][0]["test_reliability"]["count"]) == 200
         assert -1.0 <= r["curve"][1]["stop_kappa"] <= 1.0 and r["curve"][1]["stop"] is False
         for p in r["curve"]:
             assert 0.0 <= p["test_error"] <= 1.0
@@ -101,6 +104,67 @@ def test_warm_steps_budget_reaches_every_warm_round(monkeypatch) -> None:
                            warm_epochs=1, warm_steps=3, device="cpu")
     run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert budgets == [None, 3, 3], "the first fit takes full passes, warm rounds the budget"
+
+
+def test_validation_set_is_disjoint_from_pool_and_keeps_the_pool() -> None:
+    from service.simulate import _split
+
+    ds = load_digits_dataset()
+    plain = SimulationSettings(pool_size=600, test_size=100)
+    pool0, val0, _ = _split(ds, plain, seed=1)
+    pool, val, _ = _split(ds, SimulationSettings(pool_size=600, test_size=100, validation_size=200), seed=1)
+    assert len(val0) == 0 and len(val) == 200
+    np.testing.assert_array_equal(pool, pool0, err_msg="a validation set outside the pool leaves the pool as it was")
+    assert len(np.intersect1d(pool, val)) == 0
+    # no training items left outside the pool: the validation set is carved out of it
+    pool, val, _ = _split(ds, SimulationSettings(validation_size=300), seed=1)
+    assert len(val) == 300 and len(pool) == len(ds.x_train) - 300 and len(np.intersect1d(pool, val)) == 0
+
+
+def test_validation_error_and_typicality_start_in_the_curve() -> None:
+    s = SimulationSettings(initial=20, per_round=15, rounds=1, pool_size=300, test_size=50, epochs=3,
+                           validation_size=100, initial_strategy="typicality", device="cpu")
+    curve = run_one(load_digits_dataset(), s, "sae", "cluster-margin", seed=0, log=lambda _: None)
+    assert [p["labeled"] for p in curve] == [20, 35]
+    assert all(0.0 <= p["val_error"] <= 1.0 for p in curve)
+    assert curve[0]["val_error"] < 0.7, "20 typical digits of 10 classes: far better than chance"
+
+
+def test_typicality_start_differs_from_random_and_is_reproducible() -> None:
+    from service.simulate import _initial
+
+    x = load_digits_dataset().x_train[:300]
+    s = SimulationSettings(initial=10, epochs=2, device="cpu", initial_strategy="typicality")
+    a, b = _initial(x, s, seed=0), _initial(x, s, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert len(set(a.tolist())) == 10
+    assert set(a.tolist()) != set(_initial(x, SimulationSettings(initial=10), seed=0).tolist())
+
+
+def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
+    from model.sae import StructuringAutoencoder
+
+    seen = []
+    fit = StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        seen.append(None if pseudo is None else int((pseudo >= 0).sum()))
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    s = SimulationSettings(initial=30, per_round=15, rounds=1, pool_size=300, test_size=50, epochs=5,
+                           self_training=0.5, self_training_threshold=0.3, device="cpu")
+    run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    assert seen[0] is None and seen[1] > 0, "the first fit has no model to trust, the warm one pseudo-labels"
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("initial_strategy", "k-center", "--initial-strategy"), ("validation_size", 0, "--validation-size"),
+    ("self_training", -1.0, "--self-training")])
+def test_bad_protocol_settings(field: str, value, message: str) -> None:
+    s = SimulationSettings(**{field: value})
+    with pytest.raises(SimulationError, match=message):
+        s.validate()
 
 
 def test_summary_table() -> None:
