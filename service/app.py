@@ -162,6 +162,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
             "mirror": {"ingested": mirror.ingested, "stored": stored, "unreadable": len(mirror.skipped)},
             "query_strategy": served.strategy if served else m.settings.query_strategy,
+            "stop_estimate": m.stop_estimate(st),
             "versions": m.store(st.id).history(), "last_error": st.last_error,
             "label_config_error": st.config_error, "push_pending": st.push_pending,
             "last_push_error": st.last_push_error, "last_push": st.last_push,

@@ -26,6 +26,7 @@ from connectors.label_config import LabelConfig, LabelConfigError, parse_label_c
 from connectors.label_studio import LabelStudioClient
 from connectors.task_data import DataFetcher, TaskDataError
 from model.acquisition import get_strategy
+from model.stopping import WINDOW, should_stop
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
@@ -61,6 +62,7 @@ class ProjectState:
     interrupted: str | None = None
     training_reason: str | None = None
     reading_labels: dict[int, int] | None = None
+    stop_kappas: list[tuple[int, float]] = field(default_factory=list)
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -128,6 +130,7 @@ class ProjectManager:
             st.queue_project_id = info.get("queue_project_id")
             st.interrupted = info.get("training_started")
             st.push_pending = bool(info.get("push_pending"))
+            st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             marked = info.get("marked")
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked))
@@ -161,7 +164,8 @@ class ProjectManager:
             "queue_project_id": st.queue_project_id,
             "training_started": st.training_reason if st.training else None,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
-            "marked": None if ps.marked is None else sorted(ps.marked)})
+            "marked": None if ps.marked is None else sorted(ps.marked),
+            "stop_kappas": st.stop_kappas[-20:]})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -307,8 +311,8 @@ class ProjectManager:
             new = ids[served.lookup(ids) < 0]
             if len(new) == 0:
                 return
-            d, _ = decision_scores(served.model, m.store.get(new))
-            scored, _ = score(served.model, d, get_strategy(served.strategy))
+            d, z = decision_scores(served.model, m.store.get(new))
+            scored, _ = score(served.model, d, get_strategy(served.strategy), codes=z)
             with st.lock:
                 if st.served is not served:
                     continue
@@ -435,7 +439,10 @@ class ProjectManager:
         served = ServedVersion.build(number, name, result.model, s.query_strategy, labels, ids,
                                      pool_items(m.store, ids), max(RANKING_KEEP, s.push_head))
         save_served(served, store.dir / f"served-v{number:06d}.npz")
+        kappa = served.agreement_with(previous, s.stop_set_size) if previous is not None else None
         with st.lock:
+            if kappa is not None:
+                st.stop_kappas = [*st.stop_kappas, (number, round(kappa, 5))][-20:]
             st.served = served
             st.push_pending = True
             self._persist(st)
@@ -472,6 +479,14 @@ class ProjectManager:
             st.push_pending = st.served is not None and st.served.number > report.number
             st.last_push_error = None
             self._persist(st)
+
+    def stop_estimate(self, st: ProjectState) -> dict:
+        """Stabilising predictions: is the model still changing its mind between versions?"""
+        kappas = [k for _, k in st.stop_kappas]
+        return {"kappas": [{"version": n, "kappa": k} for n, k in st.stop_kappas[-WINDOW:]],
+                "mean_last": round(float(np.mean(kappas[-WINDOW:])), 5) if kappas else None,
+                "threshold": self.settings.stop_kappa,
+                "stop_suggested": should_stop(kappas, self.settings.stop_kappa, WINDOW)}
 
     def _update_metrics(self, st: ProjectState) -> None:
         p = str(st.id)
@@ -522,8 +537,8 @@ class ProjectManager:
                 items.append(item)
                 where.append(i)
             if items:
-                d, _ = decision_scores(served.model, np.stack(items))
-                s, _ = score(served.model, d, get_strategy(served.strategy))
+                d, z = decision_scores(served.model, np.stack(items))
+                s, _ = score(served.model, d, get_strategy(served.strategy), codes=z)
                 for j, i in enumerate(where):
                     out[i] = result(s.pred[j], s.score[j], s.confidence[j])
         self.metrics.predictions.labels(str(st.id)).inc(len(tasks))

@@ -17,6 +17,7 @@ import numpy as np
 
 from model.acquisition import QueryResult, QueryStrategy, get_strategy, rank
 from model.sae_classifier import SAEClassifier
+from model.stopping import agreement, stop_set
 
 LATENT_KEEP = 20000
 
@@ -38,9 +39,9 @@ def decision_scores(model: SAEClassifier, x: np.ndarray) -> tuple[np.ndarray, np
 
 
 def score(model: SAEClassifier, d: np.ndarray, strategy: QueryStrategy, head: int = 0,
-          candidates: np.ndarray | None = None) -> tuple[Scored, QueryResult]:
+          candidates: np.ndarray | None = None, codes: np.ndarray | None = None) -> tuple[Scored, QueryResult]:
     """Every item's prediction and place in the ranking, and the ``head`` best candidates, through :func:`rank`."""
-    r = rank(strategy, d, head, candidates)
+    r = rank(strategy, d, head, candidates, codes)
     confidence = model.svm_.confidence_from_scores(d.astype(np.float64))
     return Scored(np.argmax(d, axis=1), r.values, r.view, confidence), r.top
 
@@ -59,6 +60,13 @@ class ServedVersion:
     head_ids: np.ndarray
     head_values: np.ndarray
     latent: dict = field(default_factory=dict)
+    head_view: np.ndarray | None = None
+
+    def _head_view(self) -> np.ndarray:
+        """The head's view scores (snapshots saved before they were kept: recomputed from the values)."""
+        if self.head_view is not None:
+            return self.head_view
+        return get_strategy(self.strategy).to_score(self.head_values, getattr(self.model, "n_classes_", 2))
 
     @classmethod
     def build(cls, number: int, name: str, model: SAEClassifier, strategy: str, labels: dict[int, int],
@@ -67,14 +75,14 @@ class ServedVersion:
         ids = np.asarray(ids, np.int64)
         y = np.fromiter((labels.get(int(t), -1) for t in ids), np.int64, len(ids))
         d, z = decision_scores(model, x)
-        scored, head = score(model, d, get_strategy(strategy, seed), keep, y < 0)
+        scored, head = score(model, d, get_strategy(strategy, seed), keep, y < 0, z)
         sample = np.arange(len(ids))
         if len(sample) > LATENT_KEEP:
             sample = np.sort(np.random.default_rng(seed).choice(sample, LATENT_KEEP, replace=False))
         order = np.argsort(ids, kind="stable")
         return cls(number, name, model, strategy, dict(labels), ids[order], scored.pred[order],
                    scored.score[order], scored.confidence[order], ids[head.indices], head.scores,
-                   {"z": z[sample], "y": y[sample], "ids": ids[sample]})
+                   {"z": z[sample], "y": y[sample], "ids": ids[sample]}, scored.score[head.indices])
 
     @classmethod
     def unscored(cls, number: int, name: str, model: SAEClassifier, strategy: str) -> ServedVersion:
@@ -92,7 +100,10 @@ class ServedVersion:
         return np.where(self.ids[pos] == t, pos, -1)
 
     def with_items(self, ids: np.ndarray, scored: Scored, keep: int) -> ServedVersion:
-        """A new snapshot that also answers for these (new, unlabeled) tasks and ranks them into the head."""
+        """A new snapshot that also answers for these (new, unlabeled) tasks and ranks them into the head.
+
+        The head is merged by view score, which orders it exactly as the view does for every strategy.
+        """
         ids = np.asarray(ids, np.int64)
         fresh = self.lookup(ids) < 0
         ids, pred, score, conf, value = (ids[fresh], scored.pred[fresh], scored.score[fresh],
@@ -101,12 +112,26 @@ class ServedVersion:
         order = np.argsort(all_ids, kind="stable")
         head_ids = np.concatenate([self.head_ids, ids])
         head_values = np.concatenate([self.head_values, value])
-        top = np.lexsort((head_ids, head_values))[:keep]
+        head_view = np.concatenate([self._head_view(), score])
+        top = np.lexsort((head_ids, head_view))[:keep]
         return dataclasses.replace(
             self, ids=all_ids[order], pred=np.concatenate([self.pred, pred])[order],
             score=np.concatenate([self.score, score])[order],
             confidence=np.concatenate([self.confidence, conf])[order],
-            head_ids=head_ids[top], head_values=head_values[top])
+            head_ids=head_ids[top], head_values=head_values[top], head_view=head_view[top])
+
+    def agreement_with(self, previous: ServedVersion, size: int) -> float | None:
+        """Cohen's kappa of the two versions' classes on a fixed set of tasks unlabeled in this one.
+
+        The stop set is chosen by a hash of the task id among the tasks both versions
+        scored, so successive comparisons look at (almost) the same tasks.
+        """
+        both = self.ids[(previous.lookup(self.ids) >= 0)]
+        both = both[~np.isin(both, np.fromiter(self.labels, np.int64, len(self.labels)))]
+        if len(both) == 0:
+            return None
+        items = stop_set(both, size)
+        return agreement(previous.pred[previous.lookup(items)], self.pred[self.lookup(items)])
 
     def ranking(self, limit: int, exclude: set[int] | None = None) -> list[tuple[int, float]]:
         """The head in ranking order, without tasks labeled since (``exclude``)."""
@@ -128,7 +153,8 @@ def save_served(served: ServedVersion, path: Path) -> None:
     np.savez(tmp, ids=served.ids, pred=served.pred, score=served.score, confidence=served.confidence,
              head_ids=served.head_ids, head_values=served.head_values, label_ids=keys, label_classes=vals,
              latent_z=served.latent.get("z", np.zeros((0, 0))), latent_y=served.latent.get("y", np.zeros(0)),
-             latent_ids=served.latent.get("ids", np.zeros(0)), strategy=np.array(served.strategy))
+             latent_ids=served.latent.get("ids", np.zeros(0)), strategy=np.array(served.strategy),
+             head_view=served._head_view())
     tmp.replace(path)
 
 
@@ -137,4 +163,5 @@ def load_served(path: Path, number: int, name: str, model: SAEClassifier) -> Ser
         labels = dict(zip(a["label_ids"].tolist(), a["label_classes"].tolist(), strict=True))
         return ServedVersion(number, name, model, str(a["strategy"]), labels, a["ids"], a["pred"], a["score"],
                              a["confidence"], a["head_ids"], a["head_values"],
-                             {"z": a["latent_z"], "y": a["latent_y"], "ids": a["latent_ids"]})
+                             {"z": a["latent_z"], "y": a["latent_y"], "ids": a["latent_ids"]},
+                             a["head_view"] if "head_view" in a.files else None)

@@ -127,3 +127,20 @@ def test_a_pending_push_is_completed_after_a_restart(tmp_path) -> None:
     m2, app2, _ = make(tmp_path, client=client)
     assert m2.runner.wait_idle(60)
     assert client.pushed == ["sae-v1"] and app2.get("/projects/1/status").json()["push_pending"] is False
+
+
+def test_status_carries_the_stop_estimate_between_versions(tmp_path) -> None:
+    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1, stop_kappa=0.5)
+    first = app.get("/projects/1/status").json()["stop_estimate"]
+    assert first["kappas"] == [] and first["stop_suggested"] is False and first["mean_last"] is None
+    for n in range(3):
+        webhook(app, "START_TRAINING")
+        assert m.runner.wait_idle(120)
+        est = app.get("/projects/1/status").json()["stop_estimate"]
+        assert [k["version"] for k in est["kappas"]] == list(range(2, n + 3))
+        assert all(-1.0 <= k["kappa"] <= 1.0 for k in est["kappas"])
+    assert est["threshold"] == 0.5
+    # the same labels and data: successive versions mostly agree, so at a low bar the estimate says stop
+    assert est["mean_last"] > 0.5 and est["stop_suggested"] is True
+    _, app2, _ = make(tmp_path, client=client, stop_kappa=0.5)
+    assert app2.get("/projects/1/status").json()["stop_estimate"] == est, "kept across a restart"

@@ -1,0 +1,80 @@
+"""The served snapshot: the head is the ranking for every strategy, new items merge by view score."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from connectors.datasets import load_digits_dataset
+from model.acquisition import get_strategy
+from model.sae_classifier import SAEClassifier
+from service.served import ServedVersion, decision_scores, load_served, save_served, score
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[SAEClassifier, np.ndarray, dict[int, int], np.ndarray]:
+    ds = load_digits_dataset()
+    x, y_true = ds.x_train[:400], ds.y_train[:400]
+    y = np.full(len(x), -1)
+    y[:60] = y_true[:60]
+    model = SAEClassifier(class_names=[str(i) for i in range(10)], epochs=3, device="cpu").fit(x, y)
+    ids = np.arange(len(x)) * 2 + 5
+    return model, x, {int(ids[i]): int(y[i]) for i in range(60)}, ids
+
+
+@pytest.mark.parametrize("strategy", ["margin", "cluster-margin", "entropy"])
+def test_the_head_is_the_view_order(fitted, strategy: str) -> None:
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, strategy, labels, ids, x, keep=40)
+    assert len(served.head_ids) == 40 and not set(served.head_ids.tolist()) & set(labels)
+    view = served.score[served.lookup(served.head_ids)]
+    assert np.all(np.diff(view) >= 0), "lowest score first shows the head in its order"
+    rest = np.setdiff1d(served.ids, np.concatenate([served.head_ids, list(labels)]))
+    assert view.max() <= served.score[served.lookup(rest)].min()
+
+
+def test_cluster_margin_head_differs_from_plain_margin_and_spreads(fitted) -> None:
+    model, x, labels, ids = fitted
+    plain = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids, x, keep=20)
+    spread = ServedVersion.build(1, "sae-v1", model, "cluster-margin", labels, ids, x, keep=20)
+    assert set(plain.head_ids.tolist()) != set(spread.head_ids.tolist())
+    z = model.transform(x)
+    pos = {int(t): i for i, t in enumerate(ids)}
+
+    def spread_of(head: np.ndarray) -> float:
+        c = z[[pos[int(t)] for t in head]]
+        return float(np.mean(np.linalg.norm(c[:, None] - c[None], axis=2)))
+
+    assert spread_of(spread.head_ids) > spread_of(plain.head_ids)
+
+
+def test_new_items_merge_into_the_head_by_view_score(fitted) -> None:
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, "cluster-margin", labels, ids[:300], x[:300], keep=30)
+    d, z = decision_scores(model, x[300:])
+    scored, _ = score(model, d, get_strategy("cluster-margin"), codes=z)
+    merged = served.with_items(ids[300:], scored, keep=30)
+    assert len(merged.head_ids) == 30
+    view = merged.score[merged.lookup(merged.head_ids)]
+    assert np.all(np.diff(view) >= 0)
+    np.testing.assert_array_equal(merged.head_view, view)
+
+
+def test_save_and_load_keep_the_head_view(fitted, tmp_path) -> None:
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, "cluster-margin", labels, ids, x, keep=25)
+    save_served(served, tmp_path / "s.npz")
+    back = load_served(tmp_path / "s.npz", 1, "sae-v1", model)
+    np.testing.assert_array_equal(back.head_view, served.head_view)
+    np.testing.assert_array_equal(back.head_ids, served.head_ids)
+
+
+def test_a_snapshot_saved_without_head_view_merges_on_the_view_scale(fitted, tmp_path) -> None:
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[:300], x[:300], keep=30)
+    old = served.__class__(**{**served.__dict__, "head_view": None})
+    d, z = decision_scores(model, x[300:])
+    scored, _ = score(model, d, get_strategy("margin"), codes=z)
+    a = served.with_items(ids[300:], scored, keep=30)
+    b = old.with_items(ids[300:], scored, keep=30)
+    np.testing.assert_array_equal(a.head_ids, b.head_ids)
