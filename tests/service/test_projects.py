@@ -130,7 +130,7 @@ def test_a_pending_push_is_completed_after_a_restart(tmp_path) -> None:
 
 
 def test_status_carries_the_stop_estimate_between_versions(tmp_path) -> None:
-    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1, stop_kappa=0.5)
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1, stop_kappa=0.5)
     first = app.get("/projects/1/status").json()["stop_estimate"]
     assert first["kappas"] == [] and first["stop_suggested"] is False and first["mean_last"] is None
     for n in range(3):

@@ -1,0 +1,369 @@
+"""The README's label-efficiency results, generated from the raw curves in benchmarks/results/.
+
+Nothing in those sections is typed by hand: every cell is computed here from a raw file,
+rows with fewer than three seeds are left out (and named), and the sd is the sample
+standard deviation over seeds (ddof = 1).
+
+    python benchmarks/tables.py            # print the sections
+    python benchmarks/tables.py --write    # replace them in README.md
+    python benchmarks/tables.py --check    # exit 1 when README.md differs (the tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+MIN_SEEDS = 3
+FM_BUDGETS = (100, 200, 300, 500, 700, 1000)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: runs of one model+strategy (one run per seed) and where they came from."""
+
+    label: str
+    runs: tuple[dict, ...]
+    files: tuple[str, ...]
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(r["seed"] for r in self.runs)
+
+    def values(self, n: int, key: str = "test_error") -> dict[int, float]:
+        """Seed -> value at ``n`` labels (seeds whose curve lacks that point are missing)."""
+        return {r["seed"]: p[key] for r in self.runs for p in r["curve"] if p["labeled"] == n and key in p}
+
+
+def row(label: str, files: Iterable[str], model: str, strategy: str, tag: str | None = None) -> Row:
+    """The runs of ``model+strategy`` (and ``tag``) in the raw ``files`` (globs under results/)."""
+    runs, used = [], []
+    for pattern in files:
+        for path in sorted(RESULTS.glob(pattern)):
+            data = json.loads(path.read_text())
+            for r in data["runs"]:
+                if (r["model"], r["strategy"]) == (model, strategy) and (tag is None or r.get("tag", "") == tag):
+                    runs.append(r)
+                    used.append(str(path.relative_to(RESULTS)))
+    seeds = [r["seed"] for r in runs]
+    if len(seeds) != len(set(seeds)):
+        raise ValueError(f"{label}: seed repeated in {sorted(set(used))}")
+    return Row(label, tuple(runs), tuple(sorted(set(used))))
+
+
+def _pct(values: Iterable[float], bold: bool = False, signed: bool = False) -> str:
+    v = 100 * np.asarray(list(values), dtype=np.float64)
+    if len(v) == 0:
+        return ""
+    text = f"{v.mean():+.1f} ± {v.std(ddof=1):.1f}" if signed else f"{v.mean():.1f} ± {v.std(ddof=1):.1f} %"
+    return f"**{text}**" if bold else text
+
+
+def complete(rows: Iterable[Row], note: list[str]) -> list[Row]:
+    """Rows with at least MIN_SEEDS seeds; the others are named in ``note``."""
+    out = []
+    for r in rows:
+        if len(r.runs) >= MIN_SEEDS:
+            out.append(r)
+        elif r.runs:
+            note.append(f"{r.label} ({len(r.runs)} seed{'s' if len(r.runs) > 1 else ''})")
+    return out
+
+
+def curve_table(title: str, rows: list[Row], budgets: Iterable[int], key: str = "test_error") -> str:
+    """Mean ± sd over seeds per budget; the best mean per column in bold."""
+    budgets = list(budgets)
+    note: list[str] = []
+    rows = complete(rows, note)
+    if not rows:
+        return ""
+    means = {(r.label, n): np.mean(list(r.values(n, key).values())) for r in rows for n in budgets
+             if len(r.values(n, key)) >= MIN_SEEDS}
+    best = {n: min((v for (_, m), v in means.items() if m == n), default=None) for n in budgets}
+    lines = [f"| {title} | " + " | ".join(f"{n:,}" for n in budgets) + " labels |",
+             "|---" * (len(budgets) + 1) + "|"]
+    for r in rows:
+        cells = []
+        for n in budgets:
+            v = r.values(n, key)
+            cells.append(_pct(v.values(), bold=len(rows) > 1 and means.get((r.label, n)) == best[n])
+                         if len(v) >= MIN_SEEDS else "")
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    files = sorted({f for r in rows for f in r.files})
+    lines.append("")
+    lines.append(f"Raw: {', '.join(f'`{f}`' for f in files)}.")
+    if note:
+        lines.append(f"Left out, fewer than {MIN_SEEDS} seeds: {'; '.join(note)}.")
+    return "\n".join(lines)
+
+
+def paired_table(title: str, pairs: list[tuple[str, Row, Row]], budgets: Iterable[int]) -> str:
+    """Per-seed difference A - B in points (negative: A has the lower error), mean ± sd over shared seeds."""
+    budgets = list(budgets)
+    lines = [f"| {title} | seeds | " + " | ".join(f"{n:,}" for n in budgets) + " labels |",
+             "|---" * (len(budgets) + 2) + "|"]
+    kept = 0
+    for label, a, b in pairs:
+        shared = sorted(set(a.seeds) & set(b.seeds))
+        if len(shared) < MIN_SEEDS:
+            continue
+        cells = []
+        for n in budgets:
+            va, vb = a.values(n), b.values(n)
+            both = [s for s in shared if s in va and s in vb]
+            cells.append(_pct([va[s] - vb[s] for s in both], signed=True) if len(both) >= MIN_SEEDS else "")
+        lines.append(f"| {label} | {','.join(map(str, shared))} | " + " | ".join(cells) + " |")
+        kept += 1
+    return "\n".join(lines) if kept else ""
+
+
+def labels_to_reach(r: Row, error: float, key: str = "test_error") -> int | None:
+    """Fewest labels at which the seed-mean error is at or below ``error``."""
+    budgets = sorted({p["labeled"] for run in r.runs for p in run["curve"]})
+    for n in budgets:
+        v = r.values(n, key)
+        if len(v) == len(r.runs) and np.mean(list(v.values())) <= error:
+            return n
+    return None
+
+
+def reach_table(title: str, rows: list[Row], reference: Row, at: int) -> tuple[str, float | None]:
+    """Labels each row needs to reach the reference row's mean error at ``at`` labels, and further levels."""
+    ref = reference.values(at)
+    if len(ref) < MIN_SEEDS:
+        return "", None
+    target = float(np.mean(list(ref.values())))
+    levels = [target, 0.20, 0.18, 0.16, 0.15, 0.14, 0.13]
+    head = [f"{reference.label} at {at:,} ({100 * target:.1f} %)"] + [f"≤ {100 * v:.0f} %" for v in levels[1:]]
+    lines = [f"| {title} | " + " | ".join(head) + " |", "|---" * (len(levels) + 1) + "|"]
+    for r in complete(rows, []):
+        cells = []
+        for v in levels:
+            n = labels_to_reach(r, v)
+            cells.append(f"{n:,}" if n is not None else "not reached")
+        lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines), target
+
+
+def mean_at(r: Row, n: int, key: str = "test_error") -> float | None:
+    v = r.values(n, key)
+    return float(np.mean(list(v.values()))) if len(v) >= MIN_SEEDS else None
+
+
+# ---- the sections ---------------------------------------------------------------------------------
+
+FULL = "gpu-h200-*.json"
+
+
+def section_full() -> str:
+    fm = [row("sae+margin (H200)", [FULL], "sae", "margin", "fm10"),
+          row("classifier+margin (CPU)", ["cpu-full-fm10-classifier-margin/curve.json"], "classifier", "margin"),
+          row("classifier+random (H200)", [FULL], "classifier", "random", "fm10"),
+          row("sae+random", [FULL], "sae", "random", "fm10")]
+    seasons = [row("sae+margin (H200)", [FULL], "sae", "margin", "seasons"),
+               row("classifier+margin (CPU)", ["cpu-full-seasons-classifier-margin-*/curve.json"],
+                   "classifier", "margin"),
+               row("classifier+random (seed 0 H200, seeds 1-2 CPU)",
+                   [FULL, "cpu-full-seasons-classifier-random-*/curve.json"], "classifier", "random", "seasons")]
+    parts = [curve_table("Fashion-MNIST-10, 60k pool", fm, FM_BUDGETS),
+             curve_table("Seasons, 60k pool", seasons, FM_BUDGETS),
+             paired_table("paired difference, points", [
+                 ("sae+margin − classifier+margin", fm[0], fm[1]),
+                 ("sae+margin − classifier+random", fm[0], fm[2])], FM_BUDGETS)]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _subset(split: str) -> list[Row]:
+    files = [f"cpu-{split}-10k-s*/curve.json"]
+    return [row(f"{m}+{s}", files, m, s) for m, s in (("sae", "margin"), ("sae", "random"),
+                                                       ("classifier", "margin"), ("classifier", "random"),
+                                                       ("ae", "margin"))]
+
+
+def section_subset() -> str:
+    fm, seasons = _subset("fm10"), _subset("seasons")
+    shift = [row("sae+margin, shifts ≤ 2 px", ["cpu-ablation-fm10-10k/shift2-s*/curve.json"], "sae", "margin"),
+             row("classifier+random, shifts ≤ 2 px", ["cpu-ablation-fm10-10k/shift2-classifier-s*/curve.json"],
+                 "classifier", "random"),
+             row("classifier+margin, shifts ≤ 2 px", ["cpu-ablation-fm10-10k/shift2-classifier-s*/curve.json"],
+                 "classifier", "margin")]
+    for name in ("lam0.99", "latent5", "latent16", "cold", "shift2-e10"):
+        shift.append(row(f"sae+margin, {name}", [f"cpu-ablation-fm10-10k/{name}-s*/curve.json"], "sae", "margin"))
+    seasons_shift = [row(f"{m}+{s}, shifts ≤ 2 px", ["cpu-ablation-seasons-10k/shift2-*/curve.json"], m, s)
+                     for m, s in (("sae", "margin"), ("classifier", "random"))]
+    parts = [curve_table("Fashion-MNIST-10, 10k pool", fm, FM_BUDGETS),
+             curve_table("Seasons, 10k pool", seasons, FM_BUDGETS),
+             paired_table("Fashion-MNIST-10, 10k pool: paired difference, points", [
+                 ("sae+margin − classifier+margin", fm[0], fm[2]),
+                 ("sae+margin − classifier+random", fm[0], fm[3]),
+                 ("sae+margin − ae+margin", fm[0], fm[4])], FM_BUDGETS),
+             curve_table("Fashion-MNIST-10, 10k pool, one setting changed", shift, FM_BUDGETS),
+             curve_table("Seasons, 10k pool, one setting changed", seasons_shift, FM_BUDGETS)]
+    return "\n\n".join(p for p in parts if p)
+
+
+PROTOCOL = "protocol-fm10-10k"
+LEVERS = [  # name, row label, model, strategy: every lever is sae unless it says otherwise
+    ("shift2", "sae+margin, shifts ≤ 2 px (reference)", "sae", "margin"),
+    ("noshift", "sae+margin, no shifts", "sae", "margin"),
+    ("cluster", "sae+cluster-margin", "sae", "cluster-margin"),
+    ("selftrain", "sae+margin + self-training (weight 0.3, confidence ≥ 0.9)", "sae", "margin"),
+    ("typical", "sae+margin, typicality start", "sae", "margin"),
+    ("lam099", "sae+margin, λ 0.99", "sae", "margin"),
+    ("epochs", "sae+margin, 10 / 5 epochs", "sae", "margin"),
+]
+BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
+             ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
+             ("classifier-cluster", "classifier+cluster-margin, shifts ≤ 2 px", "classifier", "cluster-margin"),
+             ("baselines-noshift", "classifier+margin, no shifts", "classifier", "margin"),
+             ("baselines-noshift", "classifier+random, no shifts", "classifier", "random")]
+
+
+def _protocol_rows(spec: list[tuple[str, str, str, str]]) -> list[Row]:
+    return [row(label, [f"{PROTOCOL}/{name}/curve.json"], m, s) for name, label, m, s in spec]
+
+
+def chosen_lever(levers: list[Row]) -> Row | None:
+    """The SAE setting with the lowest mean validation error over the budgets 200-1,000."""
+    scored = []
+    for r in complete(levers, []):
+        vals = [mean_at(r, n, "val_error") for n in FM_BUDGETS[1:]]
+        if all(v is not None for v in vals):
+            scored.append((float(np.mean(vals)), r.label, r))
+    return min(scored)[2] if scored else None
+
+
+def section_protocol() -> str:
+    levers, base = _protocol_rows(LEVERS), _protocol_rows(BASELINES)
+    if not complete(levers, []):
+        return "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._"
+    best = chosen_lever(levers)
+    cm, cr = base[0], base[1]
+    parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error")]
+    lines = []
+    if best is not None:
+        lines.append(f"Chosen on validation (lowest mean validation error over 200-1,000 labels): **{best.label}**.")
+        parts.append("\n".join(lines))
+        parts.append(curve_table("test error (report only)", [best, *[r for r in base if r.runs]], FM_BUDGETS))
+        parts.append(paired_table("paired difference on test, points", [
+            (f"{best.label} − classifier+margin", best, cm),
+            (f"{best.label} − classifier+random", best, cr)], FM_BUDGETS))
+        reach, target = reach_table("labels needed (test, seed mean)", [best, cm, cr], cr, 1000)
+        if reach:
+            parts.append(reach)
+        parts.append(_targets(best, cm, cr, target))
+    parts.append(_calibration(levers + base))
+    parts.append(_stop(levers + base))
+    return "\n\n".join(p for p in parts if p)
+
+
+def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
+    at1000 = mean_at(best, 1000)
+    out = []
+    if at1000 is not None:
+        out.append(f"* Error at 1,000 labels: {100 * at1000:.1f} % (target ≤ 13 %: "
+                   f"{'met' if at1000 <= 0.13 else 'not met'}).")
+    if target is not None:
+        n = labels_to_reach(best, target)
+        out.append(f"* Labels to reach classifier+random's 1,000-label error ({100 * target:.1f} %): "
+                   f"{n if n is not None else 'not reached'} (target ≤ 250: "
+                   f"{'met' if n is not None and n <= 250 else 'not met'}).")
+    gaps = []
+    for n in FM_BUDGETS[1:]:
+        a, b = best.values(n), cm.values(n)
+        shared = [s for s in a if s in b]
+        if len(shared) >= MIN_SEEDS:
+            gaps.append((n, 100 * float(np.mean([b[s] - a[s] for s in shared]))))
+    if gaps:
+        worst = min(gaps, key=lambda g: g[1])
+        ok = all(g >= 2.0 for _, g in gaps)
+        out.append("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
+                   + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels (target ≥ 2 at every budget: "
+                   + ("met" if ok else f"not met; smallest {worst[1]:+.1f} at {worst[0]:,}") + ").")
+    return "\n".join(out)
+
+
+def _calibration(rows: list[Row]) -> str:
+    """ECE of each model's own confidence on the test split (SAE: normalised margin; classifier: softmax)."""
+    have = [r for r in complete(rows, []) if r.values(FM_BUDGETS[0], "test_ece")]
+    if not have:
+        return ""
+    return ("Expected calibration error on the test split (10 equal-width bins; the SAE's normalised "
+            "margin confidence, the classifier's softmax):\n\n"
+            + curve_table("ECE", have, FM_BUDGETS, key="test_ece"))
+
+
+def _stop(rows: list[Row]) -> str:
+    """Where the stabilising-predictions rule (κ ≥ 0.99 over 3 rounds) fires, per seed, and the error then."""
+    lines = ["| stop estimate | κ at 500 | κ at 1,000 | rule fires at (per seed) |", "|---|---|---|---|"]
+    kept = 0
+    for r in complete(rows, []):
+        if not r.values(1000, "stop_kappa"):
+            continue
+        fires = []
+        for run in sorted(r.runs, key=lambda x: x["seed"]):
+            hit = next((p["labeled"] for p in run["curve"] if p.get("stop")), None)
+            fires.append(f"{hit:,}" if hit else "not by 1,000")
+        k500, k1000 = r.values(500, "stop_kappa"), r.values(1000, "stop_kappa")
+        lines.append(f"| {r.label} | {np.mean(list(k500.values())):.3f} | {np.mean(list(k1000.values())):.3f} | "
+                     f"{', '.join(fires)} |")
+        kept += 1
+    return "\n".join(lines) if kept else ""
+
+
+def section_digits() -> str:
+    rows = [row(f"{m}+{s}", ["digits-3seeds/curve.json"], m, s)
+            for m, s in (("sae", "margin"), ("sae", "random"), ("ae", "margin"),
+                         ("classifier", "margin"), ("classifier", "random"))]
+    return curve_table("Digits", rows, (50, 100, 150, 200, 250))
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "digits": section_digits, "full": section_full, "subset": section_subset, "protocol": section_protocol,
+}
+
+
+def render(text: str) -> str:
+    """``text`` with every ``<!-- tables:NAME -->`` ... ``<!-- /tables:NAME -->`` block regenerated."""
+    for name, make in SECTIONS.items():
+        start, end = f"<!-- tables:{name} -->", f"<!-- /tables:{name} -->"
+        if start not in text:
+            continue
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{start}\n{make()}\n{end}{tail}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true")
+    g.add_argument("--check", action="store_true")
+    a = p.parse_args(argv)
+    current = README.read_text()
+    new = render(current)
+    if a.write:
+        README.write_text(new)
+    elif a.check:
+        if new != current:
+            print("README.md's result tables differ from benchmarks/results/: run python benchmarks/tables.py --write",
+                  file=sys.stderr)
+            return 1
+    else:
+        for name, make in SECTIONS.items():
+            print(f"<!-- {name} -->\n{make()}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""The README's result tables are derived from the raw files, and the helpers compute what they say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("tables", ROOT / "benchmarks" / "tables.py")
+tables = importlib.util.module_from_spec(spec)
+sys.modules["tables"] = tables  # dataclasses look their module up while the class is built
+spec.loader.exec_module(tables)
+
+
+def test_readme_tables_match_the_raw_files() -> None:
+    assert tables.main(["--check"]) == 0, "run python benchmarks/tables.py --write"
+
+
+def test_a_readme_cell_re_derived_by_hand() -> None:
+    """One cell computed here straight from the raw JSON, without the script's helpers."""
+    errs = []
+    for s in (0, 1, 2):
+        d = json.loads((ROOT / f"benchmarks/results/cpu-fm10-10k-s{s}/curve.json").read_text())
+        run = next(r for r in d["runs"] if (r["model"], r["strategy"]) == ("sae", "margin"))
+        errs.append(next(p["test_error"] for p in run["curve"] if p["labeled"] == 1000))
+    cell = f"{100 * np.mean(errs):.1f} ± {100 * np.std(errs, ddof=1):.1f} %"
+    readme = (ROOT / "README.md").read_text()
+    line = next(ln for ln in readme.split("<!-- tables:subset -->")[1].splitlines() if ln.startswith("| sae+margin |"))
+    assert line.rstrip(" |").endswith(cell) or line.rstrip(" |").endswith(f"**{cell}**")
+
+
+def _runs(label: str, errors: dict[int, list[float]], budgets=(100, 200, 300)) -> tables.Row:
+    runs = tuple({"model": "m", "strategy": "s", "seed": seed,
+                  "curve": [{"labeled": n, "test_error": e} for n, e in zip(budgets, errs, strict=True)]}
+                 for seed, errs in errors.items())
+    return tables.Row(label, runs, ("raw.json",))
+
+
+def test_mean_and_sample_sd_and_best_in_bold() -> None:
+    a = _runs("a", {0: [0.30, 0.20, 0.10], 1: [0.32, 0.22, 0.12], 2: [0.34, 0.24, 0.14]})
+    b = _runs("b", {0: [0.20, 0.30, 0.30], 1: [0.20, 0.30, 0.30], 2: [0.20, 0.30, 0.30]})
+    text = tables.curve_table("t", [a, b], (100, 200, 300))
+    assert "| a | 32.0 ± 2.0 % | **22.0 ± 2.0 %** | **12.0 ± 2.0 %** |" in text
+    assert "| b | **20.0 ± 0.0 %** | 30.0 ± 0.0 % | 30.0 ± 0.0 % |" in text
+    assert "Raw: `raw.json`." in text
+
+
+def test_rows_with_fewer_than_three_seeds_are_left_out_and_named() -> None:
+    a = _runs("a", {0: [0.3, 0.2, 0.1], 1: [0.3, 0.2, 0.1], 2: [0.3, 0.2, 0.1]})
+    one = _runs("one seed", {0: [0.1, 0.1, 0.1]})
+    text = tables.curve_table("t", [a, one], (100, 200, 300))
+    assert "| one seed |" not in text
+    assert "Left out, fewer than 3 seeds: one seed (1 seed)." in text
+
+
+def test_paired_difference_is_per_seed() -> None:
+    a = _runs("a", {0: [0.30, 0.2, 0.1], 1: [0.20, 0.2, 0.1], 2: [0.10, 0.2, 0.1]})
+    b = _runs("b", {0: [0.31, 0.3, 0.1], 1: [0.21, 0.3, 0.1], 2: [0.11, 0.3, 0.1]})
+    text = tables.paired_table("p", [("a − b", a, b)], (100, 200, 300))
+    # seed against seed the gap is exactly one point at 100 labels, although the means' spread is ten
+    assert "| a − b | 0,1,2 | -1.0 ± 0.0 | -10.0 ± 0.0 | +0.0 ± 0.0 |" in text
+
+
+def test_labels_to_reach_uses_the_seed_mean() -> None:
+    a = _runs("a", {0: [0.30, 0.20, 0.10], 1: [0.30, 0.16, 0.10], 2: [0.30, 0.21, 0.10]})
+    assert tables.labels_to_reach(a, 0.20) == 200
+    assert tables.labels_to_reach(a, 0.19) == 200, "mean 19 %, although one seed is at 21 %"
+    assert tables.labels_to_reach(a, 0.185) == 300
+    assert tables.labels_to_reach(a, 0.05) is None
+
+
+def test_render_replaces_only_marked_blocks(monkeypatch) -> None:
+    monkeypatch.setattr(tables, "SECTIONS", {"x": lambda: "NEW"})
+    text = "keep\n<!-- tables:x -->\nold | 1 %\n<!-- /tables:x -->\nkeep too"
+    assert tables.render(text) == "keep\n<!-- tables:x -->\nNEW\n<!-- /tables:x -->\nkeep too"
+
+
+def test_a_repeated_seed_in_the_raw_files_is_an_error(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    run = {"model": "sae", "strategy": "margin", "seed": 0, "curve": []}
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"settings": {}, "runs": [run]}))
+    with pytest.raises(ValueError, match="seed repeated"):
+        tables.row("x", ["*.json"], "sae", "margin")
+
+
+def test_no_typed_percentages_in_the_generated_sections() -> None:
+    """Every percentage between the markers is one the script writes (the check above), none outside a table."""
+    readme = (ROOT / "README.md").read_text()
+    for block in re.findall(r"<!-- tables:(\w+) -->\n(.*?)<!-- /tables:\1 -->", readme, re.S):
+        assert block[1] == tables.SECTIONS[block[0]]() + "\n"
