@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.projects import ProjectManager, ProjectState
+from service.push import COLD_START_VERSION
 from service.settings import Settings
 
 log = logging.getLogger("sae_backend")
@@ -163,6 +164,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             "mirror": {"ingested": mirror.ingested, "stored": stored, "unreadable": len(mirror.skipped)},
             "query_strategy": served.strategy if served else m.settings.query_strategy,
             "stop_estimate": m.stop_estimate(st),
+            "cold_start_suggestions": len(st.suggested or []),
             "versions": m.store(st.id).history(), "last_error": st.last_error,
             "label_config_error": st.config_error, "push_pending": st.push_pending,
             "last_push_error": st.last_push_error, "last_push": st.last_push,
@@ -177,9 +179,12 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                 limit: int = Query(20, ge=1, le=1000)) -> dict:
         """The head in ranking order, without tasks labeled since the version was trained."""
         served = st.served
+        labeled = set(m.mirror(st).labels(st.config)[0]) if st.config is not None and m.mirror(st).ingested else set()
         if served is None:
+            if st.suggested:
+                items = [{"task": t, "rank": i + 1} for i, t in enumerate(t for t in st.suggested if t not in labeled)]
+                return {"model_version": COLD_START_VERSION, "strategy": "typicality", "ranking": items[:limit]}
             return {"model_version": None, "ranking": []}
-        labeled = set(m.mirror(st).labels(st.config)[0]) if st.config is not None else set()
         head = served.ranking(limit, labeled)
         pos = served.lookup([t for t, _ in head])
         items = [{"task": t, "rank": i + 1, "value": v, "score": float(served.score[p]),

@@ -30,7 +30,7 @@ from model.stopping import WINDOW, should_stop
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
-from service.push import PushError, PushState, push_version
+from service.push import PushError, PushState, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import LocalTrainingBackend, TrainingBackend, TrainingJob, pool_items
@@ -63,6 +63,7 @@ class ProjectState:
     training_reason: str | None = None
     reading_labels: dict[int, int] | None = None
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
+    suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -131,6 +132,7 @@ class ProjectManager:
             st.interrupted = info.get("training_started")
             st.push_pending = bool(info.get("push_pending"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
+            st.suggested = info.get("suggested")
             marked = info.get("marked")
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked))
@@ -165,7 +167,7 @@ class ProjectManager:
             "training_started": st.training_reason if st.training else None,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
             "marked": None if ps.marked is None else sorted(ps.marked),
-            "stop_kappas": st.stop_kappas[-20:]})
+            "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -342,10 +344,15 @@ class ProjectManager:
                 if not m.ingested:
                     if client.labeled_count(pid) >= 2:
                         self.request_training(pid, "poll: first connection")
+                    elif self._wants_cold_start(st):
+                        self.request_training(pid, "poll: cold start")
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
                 m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
                 self._score_missing(st)
+                if self._wants_cold_start(st) and len({*m.labels(st.config)[0].values()}) < 2:
+                    self.request_training(pid, "poll: cold start")
+                    continue
             except Exception as e:
                 log.warning("project %s: poll failed: %s", pid, e)
                 self.metrics.errors.labels("poll").inc()
@@ -426,6 +433,9 @@ class ProjectManager:
         if m.skipped:
             self.metrics.errors.labels("data").inc(len(m.skipped))
         s = self.settings
+        if len(set(labels.values())) < 2 and self._wants_cold_start(st):
+            self._cold_start(st, client, ids, config)
+            return
         store = self.store(st.id)
         previous = st.served
         job = TrainingJob(st.id, str(m.store.directory), ids, labels, list(config.classes),
@@ -453,6 +463,38 @@ class ProjectManager:
         self._score_missing(st)
         report("pushing to Label Studio", 1.0)
         self._push(st, client)
+
+    def _wants_cold_start(self, st: ProjectState) -> bool:
+        """No version was ever pushed and cold-start suggestions are on."""
+        return self.settings.cold_start == "typicality" and st.served is None and st.push_state.last_number is None
+
+    def _cold_start(self, st: ProjectState, client: LabelStudioClient, ids: np.ndarray, config: LabelConfig) -> None:
+        """Before two classes are labeled: suggest the first tasks to label (typical items), once."""
+        if len(ids) == 0:
+            log.info("project %s: no tasks yet, nothing to suggest", st.id)
+            return
+        s = self.settings
+        if st.suggested is None:
+            job = TrainingJob(st.id, str(self.mirror(st).store.directory), ids, {}, list(config.classes),
+                              s.sae_settings(), None, s.device)
+            st.suggested = [int(t) for t in self.backend.suggest(job, s.push_head, self._progress(st))]
+            with st.lock:
+                self._persist(st)
+        self._progress(st)("pushing to Label Studio", 1.0)
+        try:
+            report = push_suggestions(client, st.id, st.suggested, s, st.push_state)
+        except PushError as e:
+            st.last_push_error = str(e)
+            self.metrics.errors.labels("push").inc()
+            log.error("project %s: cold-start push failed, will retry on the next poll: %s", st.id, e)
+            return
+        with st.lock:
+            if not report.stale:
+                st.push_state = PushState(report.number, frozenset(report.marked))
+                st.last_push = report.summary()
+                self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
+            st.last_push_error = None
+            self._persist(st)
 
     def _push(self, st: ProjectState, client: LabelStudioClient) -> None:
         served, config = st.served, st.config

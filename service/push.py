@@ -79,6 +79,53 @@ class PushReport:
                 "total_seconds": round(sum(self.seconds.values()), 3)}
 
 
+def _stepper(report: PushReport, settings: Settings, prior: PushState):
+    """Run one Label Studio call with the push's retry policy, timing it into ``report``."""
+    def step(fn, *args, **kwargs):
+        name_ = getattr(fn, "__name__", "step")
+        t0 = time.perf_counter()
+        try:
+            return retrying(settings.push_retries)(fn, *args, **kwargs)
+        except (LabelStudioError, RetryError) as e:
+            raise PushError(f"{name_}: {e}", prior.marked) from e
+        finally:
+            report.seconds[name_] = round(report.seconds.get(name_, 0.0) + time.perf_counter() - t0, 3)
+    return step
+
+
+COLD_START_VERSION = "sae-v0"
+
+
+def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
+                     prior: PushState) -> PushReport:
+    """The cold start's first push: suggested tasks in order, before any model can predict a class.
+
+    Rows carry no result (there is no class to suggest yet) and a score that orders them
+    in the view; the version is ``sae-v0``, so the first trained version's push deletes
+    them like any earlier version of this backend's. Never follows a trained version.
+    """
+    report = PushReport(COLD_START_VERSION, 0)
+    if prior.last_number is not None:
+        report.stale = True
+        return report
+    pid = int(project_id)
+    step = _stepper(report, settings, prior)
+    n = max(len(task_ids), 1)
+    rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
+            for i, t in enumerate(task_ids)]
+    report.head = [int(t) for t in task_ids]
+    report.rows_deleted += step(client.delete_predictions, pid, [COLD_START_VERSION]) or 0
+    report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
+    step(client.set_model_version, pid, COLD_START_VERSION)
+    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
+             for r, t in enumerate(task_ids[: settings.push_top_k])}
+    step(client.bulk_mark, pid, marks, META_KEY, previous=None if prior.marked is None else set(prior.marked))
+    report.marked = set(marks)
+    log.info("project %s: pushed %s cold-start suggestions", pid, report.rows_written)
+    return report
+
+
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled since the version was trained."""
@@ -89,16 +136,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
                     prior.last_number)
         return report
     pid = int(project_id)
-
-    def step(fn, *args, **kwargs):
-        name_ = getattr(fn, "__name__", "step")
-        t0 = time.perf_counter()
-        try:
-            return retrying(settings.push_retries)(fn, *args, **kwargs)
-        except (LabelStudioError, RetryError) as e:
-            raise PushError(f"{name_}: {e}", prior.marked) from e
-        finally:
-            report.seconds[name_] = round(report.seconds.get(name_, 0.0) + time.perf_counter() - t0, 3)
+    step = _stepper(report, settings, prior)
 
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])

@@ -18,7 +18,9 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
+from model.acquisition import TypicalitySampling
 from model.persistence import load_model
+from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from service.pool_store import PoolStore
 from service.settings import SAESettings
@@ -105,13 +107,41 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     return TrainingResult(model, metrics)
 
 
+def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
+    """Cold start: the ``k`` task ids to label first, before any label exists (TypiClust on a plain autoencoder).
+
+    A team's very first labels are worth most on typical items of the dense regions, so
+    the autoencoder (λ = 0: reconstruction only) is trained on the whole pool and the
+    most typical item of each of ``k`` latent clusters is suggested, largest cluster first.
+    """
+    ids = np.asarray(job.task_ids, np.int64)
+    x = pool_items(PoolStore(job.pool_dir), ids)
+    s = job.sae
+
+    def on_epoch(epoch: int, total: int, record: dict) -> None:
+        if progress:
+            progress(f"cold start: epoch {epoch}/{total}", epoch / max(total, 1))
+
+    ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
+                                max_shift=s.max_shift, steps_per_epoch=s.warm_steps, device=job.device,
+                                on_epoch=on_epoch).fit(x)
+    picks = TypicalitySampling().select(np.zeros(len(ids)), ae.transform(x), k, np.arange(len(ids)))
+    return ids[picks]
+
+
 class TrainingBackend:
     """Where training runs. The local backend runs it in the calling (worker) thread."""
 
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
         raise NotImplementedError
 
+    def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
+        raise NotImplementedError
+
 
 class LocalTrainingBackend(TrainingBackend):
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
         return train_project(job, progress)
+
+    def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
+        return suggest_first(job, k, progress)

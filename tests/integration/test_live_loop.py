@@ -116,3 +116,34 @@ def test_concurrent_writes_to_sqlite_are_retried_not_fatal(ls_client: LabelStudi
         th.join(300)
     assert errors == []
     assert ls_client.labeled_count(pid) == len(ids)
+
+
+def test_cold_start_suggestions_are_the_first_work_then_give_way(label_studio, ls_client: LabelStudioClient,
+                                                                 tmp_path) -> None:
+    pid = ls_client.create_project("cold start", DIGITS_CONFIG)
+    files, y = digits_pngs(90, seed=4)
+    ids = ls_client.upload_files(pid, files)
+    truth = dict(zip(ids, y.tolist(), strict=True))
+    s = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
+                 model_dir=tmp_path / "models", retrain_min_new_labels=1, retrain_debounce_seconds=0.5,
+                 sae_epochs=20, sae_warm_epochs=5, push_head=10, push_top_k=5, poll_interval_seconds=3600)
+    backend = Backend(create_app(s)).start()
+    try:
+        ml = ls_client.connect_ml_backend(pid, backend.url)
+        ls_client.train(ml)
+        status = wait_for(lambda: (st := _status(backend, pid))["last_push"].get("model_version") == "sae-v0"
+                          and not st["training"] and st, timeout=240)
+        assert status["model_version"] is None and status["cold_start_suggestions"] == 10
+        suggested = [r["task"] for r in httpx.get(f"{backend.url}/projects/{pid}/ranking").json()["ranking"]]
+        assert ls_client.model_versions(pid) == {"sae-v0": 10}, "rows without a result are accepted"
+        order = ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, 10)
+        assert order == suggested, "the view shows the suggestions first, in their order"
+        assert ls_client.get_task(suggested[0])["meta"]["sae"]["reason"] == "typical"
+        for t in ids[:30]:
+            ls_client.create_annotation(t, _choice(truth[t]))
+        ls_client.train(ml)
+        wait_for(lambda: (st := _status(backend, pid))["model_version"] and st["labeled"] == 30
+                 and not st["training"] and not st["push_pending"], timeout=240)
+        assert "sae-v0" not in ls_client.model_versions(pid), "the first version replaces the suggestions"
+    finally:
+        backend.stop()

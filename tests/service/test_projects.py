@@ -144,3 +144,70 @@ def test_status_carries_the_stop_estimate_between_versions(tmp_path) -> None:
     assert est["mean_last"] > 0.5 and est["stop_suggested"] is True
     _, app2, _ = make(tmp_path, client=client, stop_kappa=0.5)
     assert app2.get("/projects/1/status").json()["stop_estimate"] == est, "kept across a restart"
+
+
+def test_cold_start_suggests_typical_tasks_then_the_first_version_replaces_them(tmp_path) -> None:
+    from tests.service.test_app import FakeClient
+
+    client = FakeClient(n=120, labeled=0)
+    m, app, client = make(tmp_path, client=client, push_head=10, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    assert webhook(app, "START_TRAINING") == "queued"
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] is None and status["last_error"] is None
+    assert status["cold_start_suggestions"] == 10 and status["last_push"]["model_version"] == "sae-v0"
+    assert client.rows == {"sae-v0": 10}
+    ranking = app.get("/projects/1/ranking").json()
+    assert ranking["model_version"] == "sae-v0" and len(ranking["ranking"]) == 10
+    suggested = [r["task"] for r in ranking["ranking"]]
+    assert len(set(suggested)) == 10
+    # the suggestions cover the data: typical items of 10 clusters span several digit classes
+    from sklearn.datasets import load_digits
+
+    assert len({int(load_digits().target[t - 1]) for t in suggested}) >= 5
+    # the team labels the suggestions: the first trained version's push deletes the cold-start rows
+    for t in client.tasks:
+        if t["id"] in suggested or t["id"] <= 30:
+            t["annotations"] = [choice(str(load_digits().target[t["id"] - 1]), 1000 + t["id"])]
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    assert app.get("/projects/1/status").json()["model_version"] == "sae-v1"
+    assert "sae-v0" not in client.rows and client.rows["sae-v1"] == 10
+    # never again once a version exists
+    m.poll()
+    assert m.runner.wait_idle(60)
+    assert client.pushed.count("sae-v0") == 1
+
+
+def test_without_cold_start_no_labels_is_an_error_and_nothing_is_pushed(tmp_path) -> None:
+    from tests.service.test_app import FakeClient
+
+    m, app, client = make(tmp_path, client=FakeClient(n=60, labeled=0), cold_start="none")
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(60)
+    status = app.get("/projects/1/status").json()
+    assert "at least two classes" in status["last_error"] and client.pushed == []
+
+
+def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path, monkeypatch) -> None:
+    from service import training
+    from tests.service.test_app import FakeClient
+
+    client = FakeClient(n=60, labeled=0)
+    client.fail_push = True
+    m, app, client = make(tmp_path, client=client, push_head=5, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["cold_start_suggestions"] == 5 and status["last_push_error"] and client.pushed == []
+    calls = []
+    monkeypatch.setattr(training, "suggest_first", lambda *a, **k: calls.append(1))
+    client.fail_push = False
+    m2, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=5)
+    m2.poll()
+    assert m2.runner.wait_idle(120)
+    assert calls == [], "the suggestions were kept, only the push is retried"
+    assert client.rows == {"sae-v0": 5}
