@@ -228,8 +228,9 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-noshift", "classifier+random, no shifts", "classifier", "random")]
 
 
-def _protocol_rows(spec: list[tuple[str, str, str, str]]) -> list[Row]:
-    return [row(label, [f"{PROTOCOL}/{name}/curve.json"], m, s) for name, label, m, s in spec]
+def _protocol_rows(spec: list[tuple[str, str, str, str]], where: Callable[[str], str] | None = None) -> list[Row]:
+    where = where or (lambda name: f"{PROTOCOL}/{name}/curve.json")
+    return [row(label, [where(name)], m, s) for name, label, m, s in spec]
 
 
 def chosen_lever(levers: list[Row]) -> Row | None:
@@ -242,10 +243,23 @@ def chosen_lever(levers: list[Row]) -> Row | None:
     return min(scored)[2] if scored else None
 
 
-def section_protocol() -> str:
-    levers, base = _protocol_rows(LEVERS), _protocol_rows(BASELINES)
+def section_gpu_protocol() -> str:
+    """The same protocol on the full training split (benchmarks/gpu_protocol.sh), once a GPU session ran it."""
+    def where(name: str) -> str:
+        return f"gpu-protocol-fm10/{'baselines' if name.startswith('baselines') else name}-s*/curve.json"
+
+    levers = [x for x in LEVERS if x[0] in ("shift2", "cluster", "selftrain")]
+    base = [x for x in BASELINES if x[0] == "baselines-shift2"]
+    return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
+                            "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._")
+
+
+def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = None,
+                     empty: str = "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._") -> str:
+    levers = _protocol_rows(LEVERS) if levers is None else levers
+    base = _protocol_rows(BASELINES) if base is None else base
     if not complete(levers, []):
-        return "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._"
+        return empty
     best = chosen_lever(levers)
     cm, cr = base[0], base[1]
     parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error")]
@@ -329,6 +343,7 @@ def section_digits() -> str:
 
 SECTIONS: dict[str, Callable[[], str]] = {
     "digits": section_digits, "full": section_full, "subset": section_subset, "protocol": section_protocol,
+    "gpu-protocol": section_gpu_protocol,
 }
 
 

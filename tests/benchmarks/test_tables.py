@@ -93,5 +93,5 @@ def test_a_repeated_seed_in_the_raw_files_is_an_error(tmp_path, monkeypatch) -> 
 def test_no_typed_percentages_in_the_generated_sections() -> None:
     """Every percentage between the markers is one the script writes (the check above), none outside a table."""
     readme = (ROOT / "README.md").read_text()
-    for block in re.findall(r"<!-- tables:(\w+) -->\n(.*?)<!-- /tables:\1 -->", readme, re.S):
+    for block in re.findall(r"<!-- tables:([\w-]+) -->\n(.*?)<!-- /tables:\1 -->", readme, re.S):
         assert block[1] == tables.SECTIONS[block[0]]() + "\n"

@@ -181,3 +181,30 @@ def test_queue_mode_copies_the_top_k(tmp_path) -> None:
     report = push(client, tmp_path, push_mode="queue", push_top_k=2)
     assert report.queue_project_id == 99
     assert client.calls[-1] == ("copy_to_queue", 99, [12, 11])
+
+
+def test_cold_start_suggestions_push_rows_without_a_result_in_order() -> None:
+    from service.push import COLD_START_VERSION, push_suggestions
+
+    rec = Recorder(versions={"vendor-v1": 7})
+    s = Settings(push_head=10, push_top_k=2, push_retries=1)
+    report = push_suggestions(rec, 3, [40, 10, 30], s, PushState())
+    assert [r["task"] for r in rec.rows] == [40, 10, 30]
+    assert all(r["result"] == [] and r["model_version"] == COLD_START_VERSION for r in rec.rows)
+    scores = [r["score"] for r in rec.rows]
+    assert scores == sorted(scores) and len(set(scores)) == 3, "the view shows them in the suggested order"
+    assert report.number == 0 and report.marked == {40, 10} and not report.stale
+    names = [c[0] for c in rec.calls]
+    assert names.index("delete_predictions") < names.index("import_predictions") < names.index("set_model_version")
+    assert ("delete_predictions", 3, [COLD_START_VERSION]) in rec.calls, "only its own rows are ever deleted"
+    # retried after a failure: no duplicated rows
+    push_suggestions(rec, 3, [40, 10, 30], s, PushState())
+    assert len(rec.rows) == 3
+
+
+def test_cold_start_never_follows_a_trained_version() -> None:
+    from service.push import push_suggestions
+
+    rec = Recorder()
+    report = push_suggestions(rec, 3, [1, 2], Settings(push_retries=1), PushState(last_number=1))
+    assert report.stale and rec.calls == []
