@@ -145,16 +145,17 @@ class ClusterMarginSampling(MarginSampling):
 
     Top-k margin picks near-duplicates: the items closest to one stretch of the boundary
     look alike. This takes the ``candidates * k`` smallest-margin items, clusters their
-    latent codes into ``k`` groups, and goes round-robin over the groups (each group's
-    smallest margin first), so one batch covers as many regions of the boundary as it has
-    items.
+    latent codes into ``k`` groups (at most ``max_clusters``, which bounds the cost of a
+    long ranking head), and goes round-robin over the groups (each group's smallest margin
+    first), so one batch covers as many regions of the boundary as it can.
     """
 
     name = "cluster-margin"
     needs_codes = True
 
-    def __init__(self, candidates: int = 10, random_state: int | None = 0) -> None:
+    def __init__(self, candidates: int = 10, max_clusters: int = 100, random_state: int | None = 0) -> None:
         self.candidates = candidates
+        self.max_clusters = max_clusters
         self.random_state = random_state
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
@@ -164,10 +165,11 @@ class ClusterMarginSampling(MarginSampling):
         cand = pool[_smallest(values[pool], int(self.candidates) * k)]
         if k <= 1 or len(cand) <= k:
             return cand[:k]
-        groups = _kmeans(np.asarray(codes)[cand], k, self.random_state)
+        n_groups = min(k, int(self.max_clusters))
+        groups = _kmeans(np.asarray(codes)[cand], n_groups, self.random_state)
         # cand is in ascending value order, so a member's rank inside its group is its round
         round_of = np.zeros(len(cand), np.int64)
-        seen = np.zeros(k, np.int64)
+        seen = np.zeros(n_groups, np.int64)
         for i, g in enumerate(groups):
             round_of[i] = seen[g]
             seen[g] += 1

@@ -247,3 +247,14 @@ def test_typicality_respects_candidates_and_subsamples_large_pools() -> None:
     r = rank(TypicalitySampling(max_items=200), np.zeros((len(codes), 0)), 3, candidates, codes=codes)
     assert len(r.top.indices) == 3 and 0 not in set(where[r.top.indices])
     assert sorted(where[r.top.indices]) == [1, 2, 3]
+
+
+def test_cluster_margin_caps_the_clusters_and_still_goes_round_robin() -> None:
+    codes, where = _blobs(n_per=100)
+    margins = np.random.default_rng(3).random(len(where))
+    scores = np.stack([margins, np.zeros(len(margins))], 1)
+    picked = rank(ClusterMarginSampling(candidates=4, max_clusters=4), scores, 40, codes=codes).top.indices
+    assert len(set(picked.tolist())) == 40
+    first_round = where[picked[:4]]
+    assert sorted(first_round) == [0, 1, 2, 3], "each round takes one item of every cluster"
+    assert np.all(np.bincount(where[picked], minlength=4) == 10)
