@@ -158,6 +158,11 @@ class ProjectMirror:
                 self.skipped.pop(t, None)
         return self.store.delete(ids)
 
+    def compact(self) -> None:
+        """Give back the disk of deleted tasks once they are over half the store (a no-op below that)."""
+        with self.writer:
+            self.store.compact()
+
     def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8) -> np.ndarray:
         """Decode and store tasks not stored yet (their annotations too); returns the ids stored now."""
         with self.writer:

@@ -426,6 +426,7 @@ class ProjectManager:
             report("reading changes", 0.0)
             queue = st.queue_project_id if self.settings.push_mode == "queue" else None
             m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue)
+        m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)
         st.reading_labels = labels

@@ -211,3 +211,18 @@ def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path
     assert m2.runner.wait_idle(120)
     assert calls == [], "the suggestions were kept, only the push is retried"
     assert client.rows == {"sae-v0": 5}
+
+
+def test_a_training_compacts_the_mirror_once_most_tasks_are_deleted(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path)
+    ids_file = next(tmp_path.glob("project-1/mirror/**/ids.bin"))
+    assert ids_file.stat().st_size == 120 * 8
+    gone = [{"id": t["id"]} for t in client.tasks[50:]]
+    client.tasks = client.tasks[:50]
+    assert webhook(app, "TASKS_DELETED", tasks=gone) == "removed"
+    assert ids_file.stat().st_size == 120 * 8, "deletions only tombstone"
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v2" and status["mirror"]["stored"] == 50
+    assert ids_file.stat().st_size == 50 * 8, "70 of 120 rows dead: the training compacted the store"
