@@ -206,6 +206,9 @@ def section_subset() -> str:
                  ("sae+margin − classifier+margin", fm[0], fm[2]),
                  ("sae+margin − classifier+random", fm[0], fm[3]),
                  ("sae+margin − ae+margin", fm[0], fm[4])], FM_BUDGETS),
+             paired_table("Seasons, 10k pool: paired difference, points", [
+                 ("sae+margin − classifier+margin", seasons[0], seasons[2]),
+                 ("sae+margin − classifier+random", seasons[0], seasons[3])], FM_BUDGETS),
              curve_table("Fashion-MNIST-10, 10k pool, one setting changed", shift, FM_BUDGETS),
              curve_table("Seasons, 10k pool, one setting changed", seasons_shift, FM_BUDGETS)]
     return "\n\n".join(p for p in parts if p)
@@ -262,7 +265,8 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         return empty
     best = chosen_lever(levers)
     cm, cr = base[0], base[1]
-    parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error")]
+    parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error"),
+             _lever_effects(levers)]
     lines = []
     if best is not None:
         lines.append(f"Chosen on validation (lowest mean validation error over 200-1,000 labels): **{best.label}**.")
@@ -278,6 +282,30 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
     parts.append(_calibration(levers + base))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
+
+
+def _lever_effects(levers: list[Row]) -> str:
+    """Each lever against the reference on validation: per-seed mean over 200-1,000 labels, paired."""
+    ref = levers[0]
+    lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | kept |",
+             "|---|---|---|"]
+    kept = 0
+    for r in complete(levers[1:], []):
+        shared = sorted(set(r.seeds) & set(ref.seeds))
+        diffs = []
+        for seed in shared:
+            a = [r.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
+            b = [ref.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
+            if None not in a and None not in b:
+                diffs.append(float(np.mean(a) - np.mean(b)))
+        if len(diffs) < MIN_SEEDS:
+            continue
+        d = 100 * np.asarray(diffs)
+        helps = d.mean() + d.std(ddof=1) < 0
+        lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
+                     f"{'yes: lower on every seed within one sd' if helps else 'no'} |")
+        kept += 1
+    return "\n".join(lines) if kept else ""
 
 
 def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
