@@ -42,6 +42,33 @@ def learning_curve_png(runs: Sequence[dict], title: str = "") -> bytes:
     return _png(fig)
 
 
+def reliability_png(curves: dict[str, list[dict]], title: str = "") -> bytes:
+    """Reliability diagram: accuracy against confidence per bin, bins summed over the given seeds' points.
+
+    ``curves`` maps a line label to curve points carrying ``test_reliability`` (count,
+    confidence and accuracy per bin); the diagonal is a perfectly honest confidence.
+    """
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+    for label, points in curves.items():
+        count = np.sum([np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
+        conf = np.nansum([np.nan_to_num(np.asarray(p["test_reliability"]["confidence"], float))
+                          * np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
+        acc = np.nansum([np.nan_to_num(np.asarray(p["test_reliability"]["accuracy"], float))
+                         * np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
+        seen = count > 0
+        ax.plot(conf[seen] / count[seen], acc[seen] / count[seen], marker="o", ms=4, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (bin mean)")
+    ax.set_ylabel("accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _png(fig)
+
+
 def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarray:
     """PCA to 2-D (fitted on ``basis_from`` when given): linear, so the class structure stays readable."""
     ref = z if basis_from is None or len(basis_from) < 2 else basis_from
