@@ -363,7 +363,7 @@ def _stop(rows: list[Row]) -> str:
 
 
 def section_digits() -> str:
-    rows = [row(f"{m}+{s}", ["digits-3seeds/curve.json"], m, s)
+    rows = [row(f"{m}+{s}", ["digits-3seeds/curve.json", "digits-3seeds/seed2-rest/curve.json"], m, s)
             for m, s in (("sae", "margin"), ("sae", "random"), ("ae", "margin"),
                          ("classifier", "margin"), ("classifier", "random"))]
     return curve_table("Digits", rows, (50, 100, 150, 200, 250))
