@@ -6,7 +6,8 @@ to both, and lets two simulated annotators label through the Label Studio API: o
 the tasks at the top of the "Most uncertain first" view, the other labels in random order.
 Each round prints the labeled count, the model version and the error of the current
 predictions on a fixed held-out fifth of the tasks that neither annotator ever labels, so
-both are scored on the same items. Label Studio on SQLite answers concurrent writes with
+both are scored on the same items; both start from the same random first labels (the cold start
+is off here so the two projects differ only in the order of later labels). Label Studio on SQLite answers concurrent writes with
 transient 500s ("database is locked"); the demo's own calls retry them with backoff.
 """
 
@@ -123,7 +124,7 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
     settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.token, model_dir=out / "models",
                         retrain_min_new_labels=s.per_round, retrain_debounce_seconds=2.0,
                         poll_interval_seconds=30, push_top_k=max(s.per_round, 20), sae_epochs=epochs,
-                        sae_warm_epochs=warm, image_size=x.shape[-1])
+                        sae_warm_epochs=warm, image_size=x.shape[-1], cold_start="none")
     backend = _Backend(create_app(settings), _port(s.backend_port)).start()
     log(f"backend on {backend.url}")
     client = LabelStudioClient(ls.url, ls.token)
