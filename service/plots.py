@@ -33,8 +33,12 @@ def learning_curve_png(runs: Sequence[dict], title: str = "") -> bytes:
         line, = ax.plot(labels, err.mean(0), marker="o", ms=3, label=f"{model}+{strategy} (n={len(rs)})")
         if len(rs) > 1:
             ax.fill_between(labels, err.min(0), err.max(0), color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("labeled items")
-    ax.set_ylabel("test error (%)")
+    return _finish(fig, ax, "labeled items", "test error (%)", title)
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> bytes:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:
@@ -51,22 +55,18 @@ def reliability_png(curves: dict[str, list[dict]], title: str = "") -> bytes:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
     for label, points in curves.items():
-        count = np.sum([np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
-        conf = np.nansum([np.nan_to_num(np.asarray(p["test_reliability"]["confidence"], float))
-                          * np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
-        acc = np.nansum([np.nan_to_num(np.asarray(p["test_reliability"]["accuracy"], float))
-                         * np.asarray(p["test_reliability"]["count"]) for p in points], axis=0)
+        bins = [p["test_reliability"] for p in points]
+        count = np.sum([b["count"] for b in bins], axis=0)
+
+        def total(key: str, bins: list[dict] = bins) -> np.ndarray:
+            return np.sum([np.nan_to_num(np.asarray(b[key], float)) * np.asarray(b["count"]) for b in bins], axis=0)
+
         seen = count > 0
-        ax.plot(conf[seen] / count[seen], acc[seen] / count[seen], marker="o", ms=4, label=label)
+        ax.plot(total("confidence")[seen] / count[seen], total("accuracy")[seen] / count[seen], marker="o", ms=4,
+                label=label)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence (bin mean)")
-    ax.set_ylabel("accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    return _png(fig)
+    return _finish(fig, ax, "confidence (bin mean)", "accuracy", title)
 
 
 def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarray:

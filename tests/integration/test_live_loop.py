@@ -31,12 +31,17 @@ def _served(backend: Backend, pid: int, version: str) -> dict:
                     and not s["push_pending"] and s, timeout=240)
 
 
+def _project(ls_client: LabelStudioClient, title: str, n: int, seed: int) -> tuple[int, list[int], dict, list]:
+    """A digits project of ``n`` uploaded PNGs: its id, task ids, true class per task, the files."""
+    pid = ls_client.create_project(title, DIGITS_CONFIG)
+    files, y = digits_pngs(n, seed=seed)
+    ids = ls_client.upload_files(pid, files)
+    return pid, ids, dict(zip(ids, y.tolist(), strict=True)), files
+
+
 def test_changes_drive_versions_and_a_version_writes_its_head_only(label_studio, ls_client: LabelStudioClient,
                                                                     tmp_path) -> None:
-    pid = ls_client.create_project("live loop", DIGITS_CONFIG)
-    files, y = digits_pngs(150, seed=2)
-    ids = ls_client.upload_files(pid, files)
-    truth = dict(zip(ids, y.tolist(), strict=True))
+    pid, ids, truth, files = _project(ls_client, "live loop", 150, seed=2)
     vendor = [{"task": t, "model_version": "vendor-v1", "score": 0.5, "result": _choice(3)} for t in ids[:20]]
     ls_client.import_predictions(pid, vendor)
     for t in ids[20:50]:
@@ -87,9 +92,7 @@ def test_changes_drive_versions_and_a_version_writes_its_head_only(label_studio,
 
 def test_concurrent_writes_to_sqlite_are_retried_not_fatal(ls_client: LabelStudioClient) -> None:
     """SQLite answers concurrent writes with "database is locked" 500s; retried with backoff, every write lands."""
-    pid = ls_client.create_project("concurrent writes", DIGITS_CONFIG)
-    files, _ = digits_pngs(60, seed=3)
-    ids = ls_client.upload_files(pid, files)
+    pid, ids, _, _ = _project(ls_client, "concurrent writes", 60, seed=3)
     errors: list[BaseException] = []
 
     def annotate(part: list[int]) -> None:
@@ -120,10 +123,7 @@ def test_concurrent_writes_to_sqlite_are_retried_not_fatal(ls_client: LabelStudi
 
 def test_cold_start_suggestions_are_the_first_work_then_give_way(label_studio, ls_client: LabelStudioClient,
                                                                  tmp_path) -> None:
-    pid = ls_client.create_project("cold start", DIGITS_CONFIG)
-    files, y = digits_pngs(90, seed=4)
-    ids = ls_client.upload_files(pid, files)
-    truth = dict(zip(ids, y.tolist(), strict=True))
+    pid, ids, truth, _ = _project(ls_client, "cold start", 90, seed=4)
     s = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
                  model_dir=tmp_path / "models", retrain_min_new_labels=1, retrain_debounce_seconds=0.5,
                  sae_epochs=20, sae_warm_epochs=5, push_head=10, push_top_k=5, poll_interval_seconds=3600)
