@@ -236,13 +236,18 @@ def _protocol_rows(spec: list[tuple[str, str, str, str]], where: Callable[[str],
     return [row(label, [where(name)], m, s) for name, label, m, s in spec]
 
 
-def chosen_lever(levers: list[Row]) -> Row | None:
-    """The SAE setting with the lowest mean validation error over the budgets 200-1,000."""
+def chosen_lever(levers: list[Row], excluded: list[str] | None = None) -> Row | None:
+    """The SAE setting with the lowest mean validation error over the budgets 200-1,000.
+
+    Settings without 3 seeds at every one of those budgets cannot be chosen; they are named in ``excluded``.
+    """
     scored = []
-    for r in complete(levers, []):
+    for r in levers:
         vals = [mean_at(r, n, "val_error") for n in FM_BUDGETS[1:]]
-        if all(v is not None for v in vals):
+        if len(r.runs) >= MIN_SEEDS and all(v is not None for v in vals):
             scored.append((float(np.mean(vals)), r.label, r))
+        elif r.runs and excluded is not None:
+            excluded.append(r.label)
     return min(scored)[2] if scored else None
 
 
@@ -263,15 +268,18 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
     base = _protocol_rows(BASELINES) if base is None else base
     if not complete(levers, []):
         return empty
-    best = chosen_lever(levers)
-    cm, cr = base[0], base[1]
+    excluded: list[str] = []
+    best = chosen_lever(levers, excluded)
+    noshift = best is not None and best.label == next(x[1] for x in LEVERS if x[0] == "noshift")
+    cm, cr = (base[3], base[4]) if noshift else (base[0], base[1])
     parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error"),
              _lever_effects(levers)]
     lines = []
     if best is not None:
-        lines.append(f"Chosen on validation (lowest mean validation error over 200-1,000 labels): **{best.label}**.")
+        lines.append(f"Chosen on validation (lowest mean validation error over 200-1,000 labels): **{best.label}**"
+                     + (f" (not complete, so not eligible: {'; '.join(excluded)})" if excluded else "") + ".")
         parts.append("\n".join(lines))
-        parts.append(curve_table("test error (report only)", [best, *[r for r in base if r.runs]], FM_BUDGETS))
+        parts.append(curve_table("test error (report only)", [best, cm, cr], FM_BUDGETS))
         parts.append(paired_table("paired difference on test, points", [
             (f"{best.label} − classifier+margin", best, cm),
             (f"{best.label} − classifier+random", best, cr)], FM_BUDGETS))
@@ -303,7 +311,7 @@ def _lever_effects(levers: list[Row]) -> str:
         d = 100 * np.asarray(diffs)
         helps = d.mean() + d.std(ddof=1) < 0
         lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
-                     f"{'yes: lower on every seed within one sd' if helps else 'no'} |")
+                     f"{'yes (mean + 1 sd below 0)' if helps else 'no'} |")
         kept += 1
     return "\n".join(lines) if kept else ""
 
@@ -327,10 +335,11 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
             gaps.append((n, 100 * float(np.mean([b[s] - a[s] for s in shared]))))
     if gaps:
         worst = min(gaps, key=lambda g: g[1])
-        ok = all(g >= 2.0 for _, g in gaps)
+        ok = all(g >= 2.0 for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
         out.append("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
                    + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels (target ≥ 2 at every budget: "
-                   + ("met" if ok else f"not met; smallest {worst[1]:+.1f} at {worst[0]:,}") + ").")
+                   + ("met" if ok else f"not met; smallest {worst[1]:+.1f} at {worst[0]:,}"
+                      if len(gaps) == len(FM_BUDGETS) - 1 else "incomplete: budgets missing") + ").")
     return "\n".join(out)
 
 
@@ -354,10 +363,14 @@ def _stop(rows: list[Row]) -> str:
         fires = []
         for run in sorted(r.runs, key=lambda x: x["seed"]):
             hit = next((p["labeled"] for p in run["curve"] if p.get("stop")), None)
-            fires.append(f"{hit:,}" if hit else "not by 1,000")
-        k500, k1000 = r.values(500, "stop_kappa"), r.values(1000, "stop_kappa")
-        lines.append(f"| {r.label} | {np.mean(list(k500.values())):.3f} | {np.mean(list(k1000.values())):.3f} | "
-                     f"{', '.join(fires)} |")
+            done = any(p["labeled"] == 1000 for p in run["curve"])
+            fires.append(f"{hit:,}" if hit else "not by 1,000" if done else "incomplete")
+
+        def kappa(n: int, r: Row = r) -> str:
+            v = r.values(n, "stop_kappa")
+            return f"{np.mean(list(v.values())):.3f}" if len(v) >= MIN_SEEDS else ""
+
+        lines.append(f"| {r.label} | {kappa(500)} | {kappa(1000)} | {', '.join(fires)} |")
         kept += 1
     return "\n".join(lines) if kept else ""
 

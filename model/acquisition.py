@@ -209,22 +209,29 @@ class TypicalitySampling(QueryStrategy):
         rng = np.random.default_rng(self.random_state)
         items = pool if len(pool) <= self.max_items else np.sort(rng.choice(pool, self.max_items, replace=False))
         z = np.asarray(codes, dtype=np.float64)[items]
-        groups = _kmeans(z, k, self.random_state) if k > 1 else np.zeros(len(items), np.int64)
+        n_groups = min(k, len(items))
+        groups = _kmeans(z, n_groups, self.random_state) if n_groups > 1 else np.zeros(len(items), np.int64)
+        typical = np.zeros(len(items))
         picks, sizes = [], []
-        for g in range(k):
+        for g in range(n_groups):
             members = np.flatnonzero(groups == g)
             if len(members) == 0:
                 continue
             m = min(int(self.neighbours), len(members) - 1)
-            if m == 0:
-                best = members[0]
-            else:
+            if m > 0:
                 dist, _ = NearestNeighbors(n_neighbors=m + 1).fit(z[members]).kneighbors(z[members])
-                best = members[np.argmin(dist[:, 1:].mean(axis=1))]
-            picks.append(items[best])
+                typical[members] = 1.0 / (dist[:, 1:].mean(axis=1) + 1e-12)
+            best = members[np.argmax(typical[members])]
+            picks.append(best)
             sizes.append(len(members))
-        order = np.lexsort((np.asarray(picks), -np.asarray(sizes)))
-        return np.asarray(picks, np.int64)[order]
+        order = np.lexsort((items[picks], -np.asarray(sizes)))
+        chosen = list(np.asarray(picks)[order])
+        if len(chosen) < k:  # empty clusters (duplicate codes): the most typical items not taken yet
+            taken = np.zeros(len(items), bool)
+            taken[chosen] = True
+            spare = np.flatnonzero(~taken)
+            chosen += list(spare[np.lexsort((spare, -typical[spare]))][: k - len(chosen)])
+        return items[np.asarray(chosen, np.int64)]
 
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
@@ -246,8 +253,10 @@ def _head_first(view: np.ndarray, top: np.ndarray) -> np.ndarray:
     """``view`` with the ``top`` rows moved below every other row, in ``top``'s order."""
     rest = np.ones(len(view), bool)
     rest[top] = False
-    low = float(view[rest].min()) if rest.any() else 1.0
     out = view.copy()
+    if rest.any():
+        out[rest] = np.maximum(out[rest], 1e-6)  # room below the rest even when its lowest score is 0
+    low = float(out[rest].min()) if rest.any() else 1.0
     out[top] = low * np.arange(len(top)) / max(len(top), 1)
     return out
 

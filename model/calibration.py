@@ -12,7 +12,7 @@ import numpy as np
 
 def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
     """Per equal-width bin of confidence: item count, mean confidence and accuracy (NaN when empty)."""
-    c = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+    c = np.clip(np.nan_to_num(np.asarray(confidence, dtype=np.float64), nan=0.0), 0.0, 1.0)
     ok = np.asarray(correct, dtype=np.float64)
     if c.shape != ok.shape:
         raise ValueError(f"confidence {c.shape} and correct {ok.shape} differ in shape")

@@ -19,7 +19,7 @@ WINDOW = 3
 
 
 def stop_set(ids: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """A fixed subset of ``ids``, the same for any later superset of them (chosen by a hash of the id)."""
+    """The ``size`` ids with the smallest hash: a later superset keeps most of them (new ids displace a few)."""
     ids = np.asarray(ids, np.int64)
     key = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)
     return np.sort(ids[np.argsort(key, kind="stable")[:size]])

@@ -7,8 +7,9 @@ the tasks at the top of the "Most uncertain first" view, the other labels in ran
 Each round prints the labeled count, the model version and the error of the current
 predictions on a fixed held-out fifth of the tasks that neither annotator ever labels, so
 both are scored on the same items; both start from the same random first labels (the cold start
-is off here so the two projects differ only in the order of later labels). Label Studio on SQLite answers concurrent writes with
-transient 500s ("database is locked"); the demo's own calls retry them with backoff.
+is off here so the two projects differ only in the order of later labels). Label Studio on
+SQLite answers concurrent writes with transient 500s ("database is locked"); the demo's own
+calls retry them with backoff.
 """
 
 from __future__ import annotations

@@ -344,13 +344,14 @@ class ProjectManager:
                 if not m.ingested:
                     if client.labeled_count(pid) >= 2:
                         self.request_training(pid, "poll: first connection")
-                    elif self._wants_cold_start(st):
+                    elif self._wants_cold_start(st) and not st.last_error:
                         self.request_training(pid, "poll: cold start")
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
                 m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
                 self._score_missing(st)
-                if self._wants_cold_start(st) and len({*m.labels(st.config)[0].values()}) < 2:
+                if self._wants_cold_start(st) and (st.suggested or not st.last_error) \
+                        and len({*m.labels(st.config)[0].values()}) < 2:
                     self.request_training(pid, "poll: cold start")
                     continue
             except Exception as e:
@@ -481,9 +482,14 @@ class ProjectManager:
             st.suggested = [int(t) for t in self.backend.suggest(job, s.push_head, self._progress(st))]
             with st.lock:
                 self._persist(st)
+        m = self.mirror(st)
+        if len(set(m.labels(config)[0].values())) >= 2:
+            log.info("project %s: labels arrived during the cold start; training instead of suggesting", st.id)
+            self.runner.request(st.id, "labels arrived during the cold start")
+            return
         self._progress(st)("pushing to Label Studio", 1.0)
         try:
-            report = push_suggestions(client, st.id, st.suggested, s, st.push_state)
+            report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store], s, st.push_state)
         except PushError as e:
             st.last_push_error = str(e)
             self.metrics.errors.labels("push").inc()

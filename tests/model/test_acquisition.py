@@ -258,3 +258,20 @@ def test_cluster_margin_caps_the_clusters_and_still_goes_round_robin() -> None:
     first_round = where[picked[:4]]
     assert sorted(first_round) == [0, 1, 2, 3], "each round takes one item of every cluster"
     assert np.all(np.bincount(where[picked], minlength=4) == 10)
+
+
+def test_the_view_keeps_the_batch_first_when_the_rest_scores_zero() -> None:
+    codes, _ = _blobs()
+    scores = np.zeros((len(codes), 2))  # every margin 0: every view score 0 before the batch is put first
+    r = rank(ClusterMarginSampling(), scores, 5, codes=codes)
+    rest = np.setdiff1d(np.arange(len(codes)), r.top.indices)
+    assert np.all(np.diff(r.view[r.top.indices]) > 0) and r.view[r.top.indices].max() < r.view[rest].min()
+
+
+@pytest.mark.filterwarnings("ignore:Number of distinct clusters")
+def test_typicality_returns_k_items_even_with_duplicate_codes_and_k_above_the_items() -> None:
+    codes = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 20, axis=0)  # two distinct codes only
+    picked = rank(TypicalitySampling(), np.zeros((40, 0)), 6, codes=codes).top.indices
+    assert len(picked) == 6 and len(set(picked.tolist())) == 6
+    small = rank(TypicalitySampling(max_items=10), np.zeros((40, 0)), 25, codes=codes).top.indices
+    assert len(small) == 10, "never more than the items it looked at"

@@ -33,3 +33,8 @@ def test_bins_hold_counts_mean_confidence_and_accuracy() -> None:
 def test_shapes_must_agree() -> None:
     with pytest.raises(ValueError, match="shape"):
         reliability(np.zeros(3), np.zeros(2))
+
+
+def test_a_nan_confidence_counts_as_zero() -> None:
+    r = reliability(np.array([np.nan, 0.95]), np.array([0, 1]))
+    assert r["count"][0] == 1.0 and r["count"][9] == 1.0
