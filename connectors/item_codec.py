@@ -35,18 +35,28 @@ class ItemCodec:
             return np.rint(np.clip(item, 0.0, 1.0) * 255.0).astype(np.uint8)
         return np.asarray(item, dtype=np.float32)
 
-    def load(self, fetcher: DataFetcher, value: Any) -> np.ndarray:
-        """Fetch and decode one task's data (raises ``TaskDataError`` with a reason)."""
-        return self.to_stored(fetcher.load_item(value, self.kind, self.mode, self.size))
+    def load(self, fetcher: DataFetcher, value: Any, task_id: int | None = None) -> np.ndarray:
+        """Fetch and decode one task's data (raises ``TaskDataError`` with a reason); the id resolves cloud URIs."""
+        return self.to_stored(fetcher.load_item(value, self.kind, self.mode, self.size, task_id))
 
 
-def pick_image_format(raw: bytes, size: int | None) -> tuple[str, int]:
-    """Grey or colour, and the square side every image of the project is resized to (from its first image)."""
+def pick_image_format(raws: bytes | list[bytes], size: int | None) -> tuple[str, int]:
+    """Grey or colour, and the square side every image of the project is resized to.
+
+    Decided once per project from a sample of its first images: colour as soon as one of
+    them has colour (a grey first photo must not make every later photo grey), and the
+    side of the largest (``size`` when set), kept within 8..128. Every image is then
+    squashed to that square: the aspect ratio is not kept, which a small conv net
+    tolerates better than padding that differs between items.
+    """
     from PIL import Image
 
-    with Image.open(io.BytesIO(raw)) as img:
-        rgb = img.convert("RGB")
-        arr = np.asarray(rgb)
-        grey = bool(np.all(arr[..., 0] == arr[..., 1]) and np.all(arr[..., 1] == arr[..., 2]))
-        side = size or max(img.size)
-    return ("L" if grey else "RGB"), int(min(max(side, 8), 128))
+    grey, side = True, 0
+    for raw in [raws] if isinstance(raws, (bytes, bytearray)) else raws:
+        with Image.open(io.BytesIO(raw)) as img:
+            side = max(side, *img.size)
+            if img.mode not in ("L", "1", "I", "I;16", "F"):
+                img.draft("RGB", (64, 64))
+                arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+                grey = grey and bool(np.abs(arr - arr[..., :1]).max() <= 2)
+    return ("L" if grey else "RGB"), int(min(max(size or side, 8), 128))

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
+from urllib.parse import parse_qs, quote, unquote, unquote_to_bytes, urljoin, urlsplit
 
 import httpcore
 import httpx
@@ -188,6 +188,20 @@ def _to_8bit(img: Any) -> Any:
     return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), "L")
 
 
+STORAGE_NAMES = {"s3": "S3", "gs": "GCS", "gcs": "GCS", "azure-blob": "Azure Blob", "azure": "Azure Blob",
+                 "abfs": "Azure Blob", "wasb": "Azure Blob", "wasbs": "Azure Blob"}
+
+
+def _storage_of(resolve_url: str) -> str:
+    """The storage kind named by a resolve URL's ``fileuri`` (S3, GCS, Azure Blob), for error messages."""
+    try:
+        raw = parse_qs(urlsplit(resolve_url).query).get("fileuri", [""])[0]
+        scheme = urlsplit(base64.b64decode(raw).decode()).scheme.lower()
+    except (ValueError, UnicodeDecodeError):
+        return "cloud storage"
+    return STORAGE_NAMES.get(scheme, "cloud storage")
+
+
 def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.ndarray:
     """Decode image bytes to float32 ``(C, H, W)`` in [0, 1] (C=1 for "L", 3 for "RGB").
 
@@ -209,6 +223,9 @@ def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.nd
                 raise TaskDataError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit")
             if width < 1 or height < 1:
                 raise TaskDataError(f"image has no pixels ({width}x{height})")
+            if size is not None and opened.format == "JPEG":
+                # decode at a reduced scale (1/2, 1/4 or 1/8) that still covers the target side
+                opened.draft(None, (size, size))
             opened.load()
             img = ImageOps.exif_transpose(opened) or opened
             img = _to_8bit(img).convert(mode)
@@ -401,21 +418,29 @@ class DataFetcher:
         if scheme in ("http", "https"):
             return ref
         if scheme in CLOUD_SCHEMES:
-            raise TaskDataError(f"{scheme}:// URLs are cloud-storage references that Label Studio resolves; fetch the "
-                                "task through the Label Studio API to get a /tasks/<id>/resolve/ URL")
+            raise TaskDataError(f"{scheme}:// URLs are cloud-storage references that Label Studio resolves; "
+                                "send the task with its id (or fetch it through the Label Studio API)")
         if ref.startswith("//"):
             raise TaskDataError("refused a protocol-relative URL (//host/...): give an http(s) URL")
         if scheme:
             raise TaskDataError(f"refused a {scheme}: URL; only http(s), /data/... paths and data: URIs are read")
         raise TaskDataError(f"{ref[:80]!r} is not a URL, a /data/... path or a data: URI")
 
-    def fetch_bytes(self, ref: str) -> bytes:
-        """The bytes behind a task data reference, within the host rules, ``timeout`` and ``max_bytes``."""
+    def fetch_bytes(self, ref: str, task_id: int | None = None) -> bytes:
+        """The bytes behind a task data reference, within the host rules, ``timeout`` and ``max_bytes``.
+
+        A raw cloud-storage URI (``s3://``, ``gs://``, ``azure-blob://``: what Label Studio
+        sends to ``/predict``) is read through Label Studio's ``/tasks/<id>/resolve/`` with
+        the backend's key, as Label Studio's own clients do; that needs the task id.
+        """
         if not isinstance(ref, str) or not ref.strip():
             raise TaskDataError("task data value is empty or not a string")
         ref = ref.strip()
         if ref[:5].lower() == "data:":
             return _decode_data_uri(ref, self.max_bytes)
+        scheme = urlsplit(ref).scheme.lower() if ":" in ref else ""
+        if scheme in CLOUD_SCHEMES and task_id is not None:
+            ref = f"/tasks/{int(task_id)}/resolve/?fileuri={quote(base64.b64encode(ref.encode()).decode(), safe='')}"
         url = self._absolute(ref)
         deadline = time.monotonic() + self.timeout
         refreshed = False
@@ -445,6 +470,10 @@ class DataFetcher:
                         "a personal access token works)")
         elif to_ls and status == 404 and "/data/local-files" in url:
             message += " (Label Studio serves /data/local-files/ only under a Local Storage that covers the path)"
+        elif to_ls and "/resolve/" in url and status in (400, 404, 500):
+            storage = _storage_of(url)
+            message += (f" (Label Studio could not serve this {storage} object: the project needs a {storage} "
+                        "import storage that covers it, with working credentials)")
         return message
 
     def _get(self, url: str, headers: dict[str, str], deadline: float) -> tuple[int, bytes | None, str | None]:
@@ -483,7 +512,8 @@ class DataFetcher:
             raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}") from None
 
     # ---- items ----------------------------------------------------------------------------------
-    def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None) -> np.ndarray:
+    def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None,
+                  task_id: int | None = None) -> np.ndarray:
         """One task's data as an array: ``(C, H, W)`` for kind "image", 1-D for kind "vector"."""
         if kind == "vector":
             return decode_vector(value)
@@ -492,4 +522,4 @@ class DataFetcher:
         if not isinstance(value, str) or not value.strip():
             raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
                                 f"{type(value).__name__}")
-        return decode_image(self.fetch_bytes(value.strip()), mode, size)
+        return decode_image(self.fetch_bytes(value.strip(), task_id), mode, size)

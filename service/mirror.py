@@ -55,6 +55,9 @@ def _chunks(items: Iterable[dict], size: int) -> Iterable[list[dict]]:
         yield chunk
 
 
+FORMAT_SAMPLE = 16
+
+
 class ProjectMirror:
     """Everything the backend knows about one project's tasks, kept up to date by changes."""
 
@@ -185,7 +188,7 @@ class ProjectMirror:
                 if value is None:
                     return f"task data has no {config.data_key!r} field"
                 try:
-                    return codec.load(fetcher, value)
+                    return codec.load(fetcher, value, task.get("id"))
                 except TaskDataError as e:
                     return str(e)
 
@@ -208,19 +211,25 @@ class ProjectMirror:
             return np.asarray(ids, np.int64)
 
     def _ensure_format(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher) -> None:
-        """Images: grey or colour and the side are fixed by the first readable image, once per project."""
+        """Images: grey or colour and the side are fixed once per project, from its first readable images."""
         if config.kind != "image" or "mode" in self.state["fmt"]:
             return
+        raws = []
         for task in tasks:
             value = (task.get("data") or {}).get(config.data_key)
             if value is None:
                 continue
             try:
-                mode, size = pick_image_format(fetcher.fetch_bytes(value), self.state["fmt"].get("size"))
+                raw = fetcher.fetch_bytes(value, task.get("id"))
+                pick_image_format(raw, None)
             except (TaskDataError, OSError, ValueError):
                 continue
+            raws.append(raw)
+            if len(raws) >= FORMAT_SAMPLE:
+                break
+        if raws:
+            mode, size = pick_image_format(raws, self.state["fmt"].get("size"))
             self.state["fmt"].update(mode=mode, size=size)
-            return
 
     # ---- reading Label Studio -----------------------------------------------------------------------
     def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,

@@ -574,7 +574,7 @@ class ProjectManager:
             for i in todo:
                 value = (tasks[i].get("data") or {}).get(config.data_key)
                 try:
-                    item = codec.load(fetcher, value)
+                    item = codec.load(fetcher, value, int(ids[i]) if ids[i] >= 0 else None)
                 except (TaskDataError, TypeError) as e:
                     self.metrics.errors.labels("data").inc()
                     out[i] = {"result": [], "score": 0.0, "model_version": served.name, "error": str(e)}

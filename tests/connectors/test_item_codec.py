@@ -33,9 +33,27 @@ def test_vectors_stay_float32() -> None:
     np.testing.assert_array_equal(item, [0.5, -1.25, 3.0])
 
 
-def test_the_first_image_decides_grey_or_colour() -> None:
+def test_one_image_decides_grey_or_colour() -> None:
     grey = np.full((10, 12), 100, np.uint8)
     colour = np.zeros((10, 12, 3), np.uint8)
     colour[..., 0] = 255
     assert pick_image_format(_png(grey), None) == ("L", 12)
     assert pick_image_format(_png(colour, "RGB"), 28) == ("RGB", 28)
+
+
+def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_a_colour_photo_after_grey_ones_makes_the_project_colour() -> None:
+    rng = np.random.default_rng(0)
+    grey_photo = np.repeat(rng.integers(0, 255, (480, 640, 1), dtype=np.uint8), 3, axis=2)
+    colour_photo = rng.integers(0, 255, (300, 200, 3), dtype=np.uint8)
+    greys = [_jpeg(grey_photo)] * 3
+    assert pick_image_format(greys, None) == ("L", 128), "a grey JPEG (chroma noise and all) is grey; side capped"
+    assert pick_image_format([*greys, _jpeg(colour_photo)], None)[0] == "RGB"
+    assert pick_image_format([_png(np.full((20, 30), 9, np.uint8))], None) == ("L", 30), "the largest side"

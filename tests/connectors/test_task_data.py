@@ -17,6 +17,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
@@ -480,6 +481,57 @@ def test_load_item_kinds(ls) -> None:
         f.load_item(None, "image")
     with pytest.raises(TaskDataError, match="cloud-storage"):
         f.load_item("s3://bucket/a.png", "image")
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/photos/a b+c.png", "gs://b/x.png", "azure-blob://c/d/e.png"])
+def test_raw_cloud_uris_are_resolved_through_label_studio_with_the_task_id(ls, uri: str) -> None:
+    ls.routes["/tasks/7/resolve/"] = _send(_png())
+    f = DataFetcher(ls.url, LEGACY_KEY)
+    assert f.fetch_bytes(uri, task_id=7) == _png()
+    path = ls.paths()[-1]
+    fileuri = parse_qs(urlsplit(path).query)["fileuri"][0]
+    assert base64.b64decode(fileuri).decode() == uri, "the query carries the URI exactly (+ and / survive)"
+    assert ls.auth("/tasks/7/resolve/") == [f"Token {LEGACY_KEY}"]
+    assert f.load_item(uri, "image", task_id=7).shape == (1, 6, 8)
+
+
+@pytest.mark.parametrize(("uri", "storage"), [("s3://b/k.png", "S3"), ("gs://b/k.png", "GCS"),
+                                               ("azure-blob://c/k.png", "Azure Blob")])
+def test_a_storage_label_studio_cannot_serve_is_named(ls, uri: str, storage: str) -> None:
+    ls.routes["/tasks/3/resolve/"] = _send(b"no storage", status=404)
+    with pytest.raises(TaskDataError, match=f"could not serve this {storage} object.*{storage} import storage"):
+        DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(uri, task_id=3)
+
+
+def test_large_jpegs_are_decoded_at_reduced_scale_to_the_same_picture() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((1600, 1200), Image.Resampling.BILINEAR))
+    buf = io.BytesIO()
+    Image.fromarray(big).save(buf, format="JPEG", quality=95)
+    drafted = decode_image(buf.getvalue(), "RGB", 32)
+    with Image.open(io.BytesIO(buf.getvalue())) as full:
+        reference = np.asarray(full.convert("RGB").resize((32, 32), Image.Resampling.BILINEAR),
+                               dtype=np.float32).transpose(2, 0, 1) / 255
+    assert drafted.shape == (3, 32, 32)
+    assert np.abs(drafted - reference).mean() < 0.03, "1/8-scale decoding gives the same 32x32 picture"
+
+
+def test_exif_orientation_is_respected() -> None:
+    from PIL import Image
+
+    arr = np.zeros((20, 40), np.uint8)
+    arr[:, :20] = 255  # left half white, landscape
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes(), quality=95)
+    out = decode_image(buf.getvalue(), "L")
+    assert out.shape == (1, 40, 20), "shown as a portrait"
+    assert out[0, :20].mean() > 0.9 and out[0, 20:].mean() < 0.1, "the white half ends up on top"
 
 
 def test_refusal_names_the_reason(ls) -> None:
