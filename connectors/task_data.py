@@ -442,6 +442,7 @@ class DataFetcher:
         if scheme in CLOUD_SCHEMES and task_id is not None:
             ref = f"/tasks/{int(task_id)}/resolve/?fileuri={quote(base64.b64encode(ref.encode()).decode(), safe='')}"
         url = self._absolute(ref)
+        resolved_from = url if "/resolve/?fileuri=" in url else None
         deadline = time.monotonic() + self.timeout
         refreshed = False
         redirects = 0
@@ -461,7 +462,12 @@ class DataFetcher:
                 continue
             if body is not None:
                 return body
-            raise TaskDataError(self._status_message(url, status, to_ls))
+            message = self._status_message(url, status, to_ls)
+            if resolved_from is not None and url != resolved_from:
+                storage = _storage_of(resolved_from)
+                message += (f" (the {storage} object Label Studio redirected to: check that it exists and that the "
+                            f"{storage} storage's credentials may read it)")
+            raise TaskDataError(message)
 
     def _status_message(self, url: str, status: int, to_ls: bool) -> str:
         message = f"GET {self._shown(url)} answered HTTP {status}"

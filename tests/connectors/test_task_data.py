@@ -542,3 +542,10 @@ def test_refusal_names_the_reason(ls) -> None:
         f.fetch_bytes("file:///etc/passwd")
     with pytest.raises(TaskDataError, match="DATA_ALLOWED_HOSTS"):
         f.fetch_bytes(f"http://127.0.0.1:{ls.port + 1}/a.png")
+
+
+def test_a_missing_object_behind_the_redirect_names_the_storage(ls, other) -> None:
+    other.routes["/bucket/gone.png"] = _send(b"denied", status=403)
+    ls.routes["/tasks/4/resolve/"] = _redirect(f"{other.url}/bucket/gone.png?X-Amz-Signature=abc", 303)
+    with pytest.raises(TaskDataError, match=r"HTTP 403 \(the S3 object Label Studio redirected to"):
+        DataFetcher(ls.url, LEGACY_KEY, [f"127.0.0.1:{other.port}"]).fetch_bytes("s3://bucket/gone.png", task_id=4)

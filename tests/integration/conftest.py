@@ -39,6 +39,38 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         server.stop()
 
 
+class S3Server:
+    """An S3-compatible server (moto) on loopback, with a boto3 client for the tests' uploads."""
+
+    KEY, SECRET = "test-access-key", "test-secret-key"
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.KEY,
+                            aws_secret_access_key=self.SECRET, region_name="us-east-1")
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    server.server.start()
+    try:
+        yield server
+    finally:
+        server.server.stop()
+
+
 @pytest.fixture
 def ls_client(label_studio: LabelStudioServer) -> Iterator[LabelStudioClient]:
     with LabelStudioClient(label_studio.url, label_studio.token) as client:
