@@ -31,7 +31,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
     """One server for the whole session: the first start spends ~25 s on migrations."""
-    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"))
+    server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"),
+                               local_files_root=tmp_path_factory.mktemp("local-files"))
     server.start()
     try:
         yield server

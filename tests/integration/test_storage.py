@@ -112,3 +112,48 @@ def test_s3_photos_mirror_train_push_and_predict_raw_uris(label_studio, ls_clien
         assert "S3" in error, error
     finally:
         backend.stop()
+
+
+def test_local_storage_photos_mirror_train_and_predict(label_studio, ls_client, tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    folder = label_studio.local_files_root / "photos"
+    folder.mkdir(exist_ok=True)
+    truth_by_name = {}
+    for i in range(30):
+        bright = bool(i % 2)
+        (folder / f"p{i:03d}.jpg").write_bytes(_photo(rng, bright, colour=i % 4 == 0))
+        truth_by_name[f"p{i:03d}.jpg"] = "bright" if bright else "dark"
+    pid = ls_client.create_project("local photos", CONFIG)
+    storage = ls_client.ls.import_storage.local.create(project=pid, path=str(folder), use_blob_urls=True,
+                                                       regex_filter=r".*\.jpg", title="photos")
+    ls_client.ls.import_storage.local.sync(id=int(storage.id))
+    ids = wait_for(lambda: len(v := [int(t["id"]) for t in ls_client.iter_tasks(pid, fields="task_only")]) >= 30
+                   and v, timeout=120)
+    tasks = {int(t["id"]): t for t in ls_client.tasks_by_id(pid, ids)}
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=") for t in tasks.values())
+    truth = {t: truth_by_name[task["data"]["image"].rsplit("/", 1)[1]] for t, task in tasks.items()}
+    for t in sorted(truth)[:10]:
+        ls_client.create_annotation(t, [{"from_name": "choice", "to_name": "image", "type": "choices",
+                                          "value": {"choices": [truth[t]]}}])
+    s = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
+                 model_dir=tmp_path / "models", retrain_debounce_seconds=0.5, sae_epochs=30, push_head=10,
+                 push_top_k=5, poll_interval_seconds=3600, image_size=32)
+    backend = Backend(create_app(s)).start()
+    try:
+        ls_client.train(ls_client.connect_ml_backend(pid, backend.url))
+        status = wait_for(lambda: (st := httpx.get(f"{backend.url}/projects/{pid}/status").json())["model_version"]
+                          and not st["training"] and not st["push_pending"] and st, timeout=300)
+        assert status["mirror"]["stored"] == 30 and status["skipped_count"] == 0
+        sample = sorted(truth)[10:18]
+        fresh = {"project": f"{pid}.1", "label_config": CONFIG,
+                 "tasks": [{"id": 10**6 + t, "data": tasks[t]["data"]} for t in sample]}  # ids it never saw
+        answer = httpx.post(f"{backend.url}/predict", json=fresh, timeout=120).json()["results"]
+        assert all("error" not in a for a in answer), answer
+        right = sum(a["result"][0]["value"]["choices"][0] == truth[t] for a, t in zip(answer, sample, strict=True))
+        assert right >= 6, f"bright vs dark from 10 labels: {right}/8 right"
+        outside = {"project": f"{pid}.1", "label_config": CONFIG,
+                   "tasks": [{"id": 10**6, "data": {"image": "/data/local-files/?d=elsewhere/x.jpg"}}]}
+        error = httpx.post(f"{backend.url}/predict", json=outside, timeout=60).json()["results"][0]["error"]
+        assert "Local Storage" in error, error
+    finally:
+        backend.stop()
