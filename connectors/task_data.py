@@ -202,8 +202,11 @@ def _storage_of(resolve_url: str) -> str:
     return STORAGE_NAMES.get(scheme, "cloud storage")
 
 
-def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.ndarray:
+def decode_image(data: bytes, mode: str = "L", size: int | None = None, reduced: bool = True) -> np.ndarray:
     """Decode image bytes to float32 ``(C, H, W)`` in [0, 1] (C=1 for "L", 3 for "RGB").
+
+    With ``size``, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that still
+    covers ``size`` (``reduced=False``: full resolution, for comparison in the benchmarks).
 
     Anything PIL cannot fully decode (corrupt, truncated, not an image) and images over
     ``MAX_PIXELS`` (decompression bombs) raise :class:`TaskDataError` instead of PIL's zoo of errors.
@@ -223,7 +226,7 @@ def decode_image(data: bytes, mode: str = "L", size: int | None = None) -> np.nd
                 raise TaskDataError(f"image of {width}x{height} pixels exceeds the {MAX_PIXELS}-pixel limit")
             if width < 1 or height < 1:
                 raise TaskDataError(f"image has no pixels ({width}x{height})")
-            if size is not None and opened.format == "JPEG":
+            if reduced and size is not None and opened.format == "JPEG":
                 # decode at a reduced scale (1/2, 1/4 or 1/8) that still covers the target side
                 opened.draft(None, (size, size))
             opened.load()
