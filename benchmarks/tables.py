@@ -295,7 +295,7 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
 def _lever_effects(levers: list[Row]) -> str:
     """Each lever against the reference on validation: per-seed mean over 200-1,000 labels, paired."""
     ref = levers[0]
-    lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | kept |",
+    lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | helps |",
              "|---|---|---|"]
     kept = 0
     for r in complete(levers[1:], []):
