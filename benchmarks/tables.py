@@ -348,9 +348,16 @@ def _calibration(rows: list[Row]) -> str:
     have = [r for r in complete(rows, []) if r.values(FM_BUDGETS[0], "test_ece")]
     if not have:
         return ""
-    return ("Expected calibration error on the test split (10 equal-width bins; the SAE's normalised "
-            "margin confidence, the classifier's softmax):\n\n"
+    text = ("Expected calibration error on the test split (10 equal-width bins; the SAE's normalised "
+            "margin confidence, the classifier's softmax; reliability diagram: "
+            "`benchmarks/results/reliability-fm10-10k.png`, by `benchmarks/reliability.py`):\n\n"
             + curve_table("ECE", have, FM_BUDGETS, key="test_ece"))
+    calibrated = [Row(f"{r.label}, calibrated probability", r.runs, r.files) for r in have
+                  if r.values(FM_BUDGETS[0], "test_ece_calibrated")]
+    if complete(calibrated, []):
+        text += ("\n\nThe SAE's calibrated probability (isotonic map fitted out of fold on the labeled items):\n\n"
+                 + curve_table("ECE", calibrated, FM_BUDGETS, key="test_ece_calibrated"))
+    return text
 
 
 def _stop(rows: list[Row]) -> str:

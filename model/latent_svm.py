@@ -22,10 +22,12 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
     a near-tie still reads as low confidence.
     """
 
-    def __init__(self, n_classes: int | None = None, C: float = 1.0, max_iter: int = 5000) -> None:
+    def __init__(self, n_classes: int | None = None, C: float = 1.0, max_iter: int = 5000,
+                 calibrate: bool = True) -> None:
         self.n_classes = n_classes
         self.C = C
         self.max_iter = max_iter
+        self.calibrate = calibrate
 
     def fit(self, Z: np.ndarray, y: np.ndarray) -> LatentSVM:
         z = np.asarray(Z, dtype=np.float64)
@@ -53,7 +55,42 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         self.centre_margins_ = np.ones((k, k))
         for row, c in enumerate(present):
             self.centre_margins_[c] = s[row, c] - s[row]
+        self.calibration_ = self._fit_calibration(z, y) if self.calibrate else None
         return self
+
+    def _fit_calibration(self, z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Map normalised confidence to the chance of being right, learned out of fold on the labeled codes.
+
+        The normalised confidence ranks items well but is no probability (measured: right far
+        more often than it says). Isotonic regression of held-out correctness on held-out
+        confidence keeps the order and makes the number honest. Returns ``(2, m)`` knots
+        (confidence, probability), or None with too few labels per class.
+        """
+        from sklearn.isotonic import IsotonicRegression
+        from sklearn.model_selection import StratifiedKFold
+
+        counts = np.bincount(y)
+        folds = int(min(5, counts[counts > 0].min()))
+        if folds < 2 or len(y) < 20:
+            return None
+        conf, right = np.zeros(len(y)), np.zeros(len(y))
+        for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(z, y):
+            if len(np.unique(y[train])) < 2:
+                return None
+            fold = LatentSVM(self.n_classes_, self.C, self.max_iter, calibrate=False).fit(z[train], y[train])
+            scores = fold.decision_function(z[test])
+            conf[test] = fold.confidence_from_scores(scores)
+            right[test] = np.argmax(scores, axis=1) == y[test]
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf, right)
+        return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
+
+    def probability_from_confidence(self, confidence: np.ndarray) -> np.ndarray:
+        """The calibrated chance that the predicted class is right (the confidence itself when uncalibrated)."""
+        c = np.asarray(confidence, dtype=np.float64)
+        knots = getattr(self, "calibration_", None)
+        if knots is None or knots.shape[1] == 0:
+            return c
+        return np.interp(c, knots[0], knots[1])
 
     def _margin_scale(self) -> float:
         """Median positive reference margin between labeled classes (derived, so saved models need nothing new)."""

@@ -73,7 +73,9 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
         sae.decoder_.to(sae.device_)
         np.savez(tmp / "svm.npz", coef=svm.coef_, intercept=svm.intercept_, present=svm.present_,
                  centres=svm.centres_, centre_margins=svm.centre_margins_, positions=sae.positions_,
-                 targets=sae.targets_, distances=sae.distances_, C=np.array(svm.C))
+                 targets=sae.targets_, distances=sae.distances_, C=np.array(svm.C),
+                 calibration=svm.calibration_ if getattr(svm, "calibration_", None) is not None
+                 else np.zeros((2, 0)))
         (tmp / "settings.json").write_text(json.dumps(settings, indent=1, default=_jsonable))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -126,6 +128,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     svm = LatentSVM(n_classes=settings["n_classes"], C=float(arrays["C"]))
     svm.coef_, svm.intercept_, svm.present_ = arrays["coef"], arrays["intercept"], arrays["present"]
     svm.centres_, svm.centre_margins_ = arrays["centres"], arrays["centre_margins"]
+    svm.calibration_ = arrays["calibration"] if "calibration" in arrays.files and arrays["calibration"].size else None
     svm.n_classes_ = settings["n_classes"]
     svm.classes_ = np.arange(svm.n_classes_)
     params = dict(settings["classifier"])

@@ -89,6 +89,11 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         scores = self.decision_function(X)
         return np.argmax(scores, axis=1), self.svm_.confidence_from_scores(scores)
 
+    def predict_proba_top(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class and the calibrated chance that it is right (see :class:`LatentSVM`)."""
+        pred, conf = self.predict_confidence(X)
+        return pred, self.svm_.probability_from_confidence(conf)
+
     @property
     def class_centres_(self) -> np.ndarray:
         """Mean latent code of each class's labeled items (NaN for classes without labels)."""

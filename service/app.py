@@ -188,7 +188,8 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         head = served.ranking(limit, labeled)
         pos = served.lookup([t for t, _ in head])
         items = [{"task": t, "rank": i + 1, "value": v, "score": float(served.score[p]),
-                  "confidence": float(served.confidence[p])}
+                  "confidence": float(served.confidence[p]),
+                  "probability": float(served.model.svm_.probability_from_confidence(served.confidence[p]))}
                  for i, ((t, v), p) in enumerate(zip(head, pos, strict=True))]
         return {"model_version": served.name, "strategy": served.strategy, "ranking": items}
 

@@ -558,7 +558,8 @@ class ProjectManager:
 
         def result(k: int, view: float, conf: float) -> dict:
             return {"result": config.result(config.classes[int(k)]), "score": float(view),
-                    "model_version": served.name, "confidence": round(float(conf), 6)}
+                    "model_version": served.name, "confidence": round(float(conf), 6),
+                    "probability": round(float(served.model.svm_.probability_from_confidence(conf)), 6)}
 
         todo = []
         for i, p in enumerate(pos):

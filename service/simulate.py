@@ -212,6 +212,10 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         point = {"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3),
                  "test_ece": round(expected_calibration_error(conf, pred == y_test), 5),
                  "test_reliability": reliability(conf, pred == y_test)}
+        if isinstance(model, SAEClassifier):
+            prob = model.svm_.probability_from_confidence(conf)
+            point["test_ece_calibrated"] = round(expected_calibration_error(prob, pred == y_test), 5)
+            point["test_reliability_calibrated"] = reliability(prob, pred == y_test)
         if len(val):
             point["val_error"] = round(float(np.mean(model.predict(x_val) != y_val)), 5)
         stop_pred = model.predict(x[stop_items])

@@ -139,3 +139,33 @@ def test_a_near_tie_reads_as_low_confidence_even_when_the_reference_margin_is_no
     scores = svm.decision_function(near[None])
     assert np.argmax(scores[0]) == 0 and np.argsort(scores[0])[-2] == 1
     assert svm.confidence(near[None])[0] < 0.01
+
+
+def test_calibrated_probability_is_honest_where_the_confidence_is_not() -> None:
+    from model.calibration import expected_calibration_error
+
+    rng = np.random.default_rng(0)
+
+    def blobs(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = rng.integers(0, 3, n)
+        centres = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.7]])
+        return centres[y] + rng.normal(scale=0.9, size=(n, 2)), y  # overlapping classes
+
+    z, y = blobs(600)
+    svm = LatentSVM(n_classes=3).fit(z, y)
+    zt, yt = blobs(4000)
+    scores = svm.decision_function(zt)
+    right = np.argmax(scores, axis=1) == yt
+    conf = svm.confidence_from_scores(scores)
+    prob = svm.probability_from_confidence(conf)
+    assert expected_calibration_error(prob, right) < 0.05
+    assert expected_calibration_error(prob, right) < expected_calibration_error(conf, right)
+    order = np.argsort(conf)
+    assert np.all(np.diff(prob[order]) >= -1e-12), "calibration keeps the order of the confidence"
+
+
+def test_too_few_labels_leave_the_confidence_uncalibrated() -> None:
+    z = np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 3.0], [3.1, 3.0]])
+    svm = LatentSVM(n_classes=2).fit(z, np.array([0, 0, 1, 1]))
+    assert svm.calibration_ is None
+    np.testing.assert_array_equal(svm.probability_from_confidence(np.array([0.2, 0.9])), [0.2, 0.9])

@@ -39,6 +39,7 @@ def test_round_trip_gives_identical_outputs(digits_model: SAEClassifier, digits:
     assert loaded.metadata_ == {"labels": 100}
     assert loaded.sae_.history_ == digits_model.sae_.history_
     np.testing.assert_array_equal(loaded.sae_.targets_, digits_model.sae_.targets_)
+    np.testing.assert_array_equal(loaded.predict_proba_top(x)[1], digits_model.predict_proba_top(x)[1])
 
 
 def test_saved_model_holds_no_training_data(digits_model: SAEClassifier, tmp_path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -226,3 +227,17 @@ def test_a_training_compacts_the_mirror_once_most_tasks_are_deleted(tmp_path) ->
     status = app.get("/projects/1/status").json()
     assert status["model_version"] == "sae-v2" and status["mirror"]["stored"] == 50
     assert ids_file.stat().st_size == 50 * 8, "70 of 120 rows dead: the training compacted the store"
+
+
+def test_predictions_and_ranking_carry_a_calibrated_probability(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path)
+    tasks = [{"id": t["id"], "data": t["data"]} for t in client.tasks[40:100]]
+    results = app.post("/predict", json={"tasks": tasks, "project": "1.1"}).json()["results"]
+    conf = [r["confidence"] for r in results]
+    prob = [r["probability"] for r in results]
+    assert all(0.0 <= p <= 1.0 for p in prob)
+    order = sorted(range(len(conf)), key=conf.__getitem__)
+    assert all(prob[a] <= prob[b] + 1e-9 for a, b in itertools.pairwise(order)), "same order as the confidence"
+    assert m.projects[1].served.model.svm_.calibration_ is not None, "40 labels of 10 classes: calibrated"
+    ranking = app.get("/projects/1/ranking?limit=5").json()["ranking"]
+    assert all(0.0 <= r["probability"] <= 1.0 for r in ranking)

@@ -41,6 +41,8 @@ def test_cli_simulate_writes_curve_and_png(tmp_path, capsys) -> None:
         assert set(r) == {"model", "strategy", "seed", "curve"}
         assert [p["labeled"] for p in r["curve"]] == [30, 60]
         first = {"labeled", "test_error", "train_seconds", "test_ece", "test_reliability"}
+        if r["model"] == "sae":
+            first |= {"test_ece_calibrated", "test_reliability_calibrated"}
         assert set(r["curve"][0]) == first
         assert set(r["curve"][1]) == first | {"stop_kappa", "stop"}
         assert 0.0 <= r["curve"][0]["test_ece"] <= 1.0
