@@ -1,7 +1,8 @@
 """Reliability diagram of the protocol runs: each model's own confidence on the test split.
 
 Draws one line per model+strategy at one label budget, bins summed over seeds, from the
-raw curves (``test_reliability``) that benchmarks/cpu_protocol.sh wrote.
+raw curves (``test_reliability``, and the SAE's calibrated probability where recorded) that
+benchmarks/cpu_protocol.sh wrote.
 
     python benchmarks/reliability.py --labels 1000 --out benchmarks/results/reliability-fm10-10k.png
 """
@@ -34,6 +35,9 @@ def main() -> None:
             for point in r["curve"]:
                 if point["labeled"] == a.labels and "test_reliability" in point:
                     curves[f"{r['model']}+{r['strategy']} ({path.parent.name})"].append(point)
+                if point["labeled"] == a.labels and "test_reliability_calibrated" in point:
+                    curves[f"{r['model']}+{r['strategy']} ({path.parent.name}), calibrated"].append(
+                        {"test_reliability": point["test_reliability_calibrated"]})
     if not curves:
         sys.exit(f"no curve point at {a.labels} labels with reliability bins under {RESULTS / a.glob}")
     Path(a.out).write_bytes(reliability_png(dict(curves), title=f"Fashion-MNIST-10, {a.labels:,} labels"))
