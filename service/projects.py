@@ -30,7 +30,7 @@ from model.stopping import WINDOW, should_stop
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
-from service.push import PushError, PushState, push_suggestions, push_version
+from service.push import PushError, PushReport, PushState, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import LocalTrainingBackend, TrainingBackend, TrainingJob, pool_items
@@ -491,17 +491,9 @@ class ProjectManager:
         try:
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store], s, st.push_state)
         except PushError as e:
-            st.last_push_error = str(e)
-            self.metrics.errors.labels("push").inc()
-            log.error("project %s: cold-start push failed, will retry on the next poll: %s", st.id, e)
+            self._push_failed(st, e, "the cold-start suggestions")
             return
-        with st.lock:
-            if not report.stale:
-                st.push_state = PushState(report.number, frozenset(report.marked))
-                st.last_push = report.summary()
-                self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
-            st.last_push_error = None
-            self._persist(st)
+        self._pushed(st, report)
 
     def _push(self, st: ProjectState, client: LabelStudioClient) -> None:
         served, config = st.served, st.config
@@ -511,14 +503,22 @@ class ProjectManager:
             labeled_now = set(self.mirror(st).labels(config)[0])
             report = push_version(client, st.id, config, served, self.settings, st.push_state, labeled_now)
         except PushError as e:
-            with st.lock:
-                st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
-                                                    else frozenset(e.marked))
-                st.last_push_error = str(e)
-                self._persist(st)
-            self.metrics.errors.labels("push").inc()
-            log.error("project %s: push of %s failed, will retry on the next poll: %s", st.id, served.name, e)
+            self._push_failed(st, e, served.name)
             return
+        self._pushed(st, report)
+
+    def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
+        """Keep what the failed push may have marked; the next poll retries."""
+        with st.lock:
+            st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
+                                                else frozenset(e.marked))
+            st.last_push_error = str(e)
+            self._persist(st)
+        self.metrics.errors.labels("push").inc()
+        log.error("project %s: push of %s failed, will retry on the next poll: %s", st.id, what, e)
+
+    def _pushed(self, st: ProjectState, report: PushReport) -> None:
+        """Record what a completed (or skipped, stale) push left in Label Studio."""
         with st.lock:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
