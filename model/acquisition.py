@@ -71,6 +71,14 @@ class QueryStrategy:
         """The ``k`` rows of ``pool`` to ask first, best first (default: smallest values)."""
         return pool[_smallest(values[pool], k)]
 
+    def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
+        """Rows of ``pool`` that :meth:`select` may pick for a batch of ``k``, in ascending value order.
+
+        A shard of a pool sends only its shortlist (and those rows' codes) to the merge, so
+        a pool scored in parallel pieces is ranked as if it were scored whole.
+        """
+        return pool[_smallest(values[pool], k)]
+
     def query(self, scores: np.ndarray, k: int, codes: np.ndarray | None = None) -> QueryResult:
         return rank(self, scores, k, codes=codes).top
 
@@ -176,6 +184,9 @@ class ClusterMarginSampling(MarginSampling):
         order = np.lexsort((np.arange(len(cand)), round_of))
         return cand[order[:k]]
 
+    def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
+        return pool[_smallest(values[pool], int(self.candidates) * int(k))]
+
 
 class TypicalitySampling(QueryStrategy):
     """Cold start without labels (after Hacohen et al. 2022, TypiClust).
@@ -206,8 +217,7 @@ class TypicalitySampling(QueryStrategy):
             raise ValueError(f"{self.name} needs the items' latent codes")
         if k <= 0:
             return np.zeros(0, np.int64)
-        rng = np.random.default_rng(self.random_state)
-        items = pool if len(pool) <= self.max_items else np.sort(rng.choice(pool, self.max_items, replace=False))
+        items = self.shortlist(values, k, pool)
         z = np.asarray(codes, dtype=np.float64)[items]
         n_groups = min(k, len(items))
         groups = _kmeans(z, n_groups, self.random_state) if n_groups > 1 else np.zeros(len(items), np.int64)
@@ -232,6 +242,12 @@ class TypicalitySampling(QueryStrategy):
             spare = np.flatnonzero(~taken)
             chosen += list(spare[np.lexsort((spare, -typical[spare]))][: k - len(chosen)])
         return items[np.asarray(chosen, np.int64)]
+
+    def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
+        """A uniform subsample of at most ``max_items`` (shards of a pool subsample independently)."""
+        if len(pool) <= self.max_items:
+            return pool
+        return np.sort(np.random.default_rng(self.random_state).choice(pool, self.max_items, replace=False))
 
 
 STRATEGIES: dict[str, type[QueryStrategy]] = {
@@ -261,6 +277,45 @@ def _head_first(view: np.ndarray, top: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class PartialRanking:
+    """One shard's share of a ranking: every row's value and view score, and its shortlist with their codes."""
+
+    values: np.ndarray
+    view: np.ndarray
+    rows: np.ndarray
+    codes: np.ndarray | None
+
+
+def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None,
+              codes: np.ndarray | None = None) -> PartialRanking:
+    """What one shard of a pool contributes to :func:`merge_ranking`: O(shard) values, a bounded shortlist."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
+    values = strategy.uncertainty(scores)
+    pool = np.arange(len(values)) if candidates is None else np.flatnonzero(candidates)
+    rows = strategy.shortlist(values, k, pool)
+    if strategy.needs_codes and codes is None:
+        raise ValueError(f"{strategy.name} needs the items' latent codes")
+    return PartialRanking(values, strategy.to_score(values, scores.shape[1]), rows,
+                          np.asarray(codes)[rows] if strategy.needs_codes else None)
+
+
+def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) -> Ranking:
+    """The ranking of the shards' rows in order, as :func:`rank` would give for the whole pool at once."""
+    offsets = np.cumsum([0, *(len(p.values) for p in parts)])
+    values = np.concatenate([p.values for p in parts]) if parts else np.zeros(0)
+    view = np.concatenate([p.view for p in parts]) if parts else np.zeros(0)
+    rows = np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=False)]).astype(np.int64) \
+        if parts else np.zeros(0, np.int64)
+    codes = np.concatenate([p.codes for p in parts]) if strategy.needs_codes and parts else None
+    idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)))]
+    if strategy.needs_codes:
+        view = _head_first(view, idx)
+    return Ranking(QueryResult(idx, values[idx]), values, view)
+
+
 def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None,
          codes: np.ndarray | None = None) -> Ranking:
     """The one ranking the simulator and the service share.
@@ -272,16 +327,7 @@ def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.nda
     view and top agree. A batch-aware strategy (one that reads ``codes``) may order its
     top differently from its values; its view then puts the top first, in that order.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be (n_items, n_classes), got shape {scores.shape}")
-    values = strategy.uncertainty(scores)
-    pool = np.arange(len(values)) if candidates is None else np.flatnonzero(candidates)
-    idx = strategy.select(values, codes, k, pool)
-    view = strategy.to_score(values, scores.shape[1])
-    if strategy.needs_codes:
-        view = _head_first(view, idx)
-    return Ranking(QueryResult(idx, values[idx]), values, view)
+    return merge_ranking(strategy, [rank_part(strategy, scores, k, candidates, codes)], k)
 
 
 def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:

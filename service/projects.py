@@ -33,7 +33,7 @@ from service.mirror import ProjectMirror
 from service.push import PushError, PushReport, PushState, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
-from service.training import LocalTrainingBackend, TrainingBackend, TrainingJob, pool_items
+from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects
 
 log = logging.getLogger("sae_backend")
@@ -75,6 +75,15 @@ class ProjectState:
 ClientFactory = Callable[[str, str], LabelStudioClient]
 
 
+def make_backend(settings: Settings) -> TrainingBackend:
+    """The backend ``TRAINING_BACKEND`` names; Ray is imported only when it is chosen."""
+    if settings.training_backend == "ray":
+        from service.ray_backend import RayTrainingBackend
+
+        return RayTrainingBackend.from_settings(settings)
+    return LocalTrainingBackend()
+
+
 def count_changes(now: dict[int, int], before: dict[int, int]) -> int:
     """Tasks whose usable label is new, corrected or gone: a correction counts, deletions do not cancel additions."""
     return sum(1 for t in now.keys() | before.keys() if now.get(t) != before.get(t))
@@ -85,11 +94,11 @@ class ProjectManager:
                  backend: TrainingBackend | None = None, start_scheduler: bool = True) -> None:
         self.settings = settings
         self.client_factory = client_factory or (lambda url, key: LabelStudioClient(url, key))
-        self.backend = backend or LocalTrainingBackend()
+        self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
         self.projects: dict[int, ProjectState] = {}
         self._lock = threading.Lock()
-        self.runner = JobRunner(self._job)
+        self.runner = JobRunner(self._job, max_workers=settings.training_concurrency)
         self.sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._restore()
@@ -376,6 +385,7 @@ class ProjectManager:
             self.scheduler.shutdown(wait=False)
         self.runner.shutdown()
         self.sync.shutdown(wait=False, cancel_futures=True)
+        self.backend.close()
 
     # ---- jobs: training, push ------------------------------------------------------------------
     def _progress(self, st: ProjectState) -> Callable[[str, float], None]:
@@ -395,9 +405,13 @@ class ProjectManager:
             self._persist(st)
         self.metrics.training.labels(str(pid)).set(1)
         t0 = time.perf_counter()
+        cancelled = False
         try:
             self._train(st)
             st.last_error = None
+        except JobCancelledError as e:
+            cancelled = True
+            log.info("project %s: training stopped by the shutdown, resumes at the next start: %s", pid, e)
         except Exception as e:
             st.last_error, st.last_error_at = f"{type(e).__name__}: {e}", time.time()
             self.metrics.errors.labels("training").inc()
@@ -407,8 +421,9 @@ class ProjectManager:
             st.progress = {}
             st.interrupted = None
             st.reading_labels = None
-            with st.lock:
-                self._persist(st)
+            if not cancelled:  # the record keeps saying "training started", so the next start resumes it
+                with st.lock:
+                    self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
@@ -448,8 +463,11 @@ class ProjectManager:
         number, name = store.save(result.model, {**result.metrics, "read_seconds": read_seconds})
         report("scoring the pool", 1.0)
         t_score = time.perf_counter()
-        served = ServedVersion.build(number, name, result.model, s.query_strategy, labels, ids,
-                                     pool_items(m.store, ids), max(RANKING_KEEP, s.push_head))
+        keep = max(RANKING_KEEP, s.push_head)
+        scoring = ScoringJob(str(m.store.directory), ids, np.fromiter(labels, np.int64, len(labels)),
+                             str(store.path(number)), s.query_strategy, keep, device=s.device)
+        served = ServedVersion.from_shards(number, name, result.model, s.query_strategy, labels,
+                                           self.backend.score(scoring, result.model, report), keep)
         save_served(served, store.dir / f"served-v{number:06d}.npz")
         kappa = served.agreement_with(previous, s.stop_set_size) if previous is not None else None
         with st.lock:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.acquisition import QueryResult, QueryStrategy, get_strategy, rank
+from model.acquisition import PartialRanking, QueryResult, QueryStrategy, get_strategy, merge_ranking, rank, rank_part
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, stop_set
 
@@ -47,6 +47,34 @@ def score(model: SAEClassifier, d: np.ndarray, strategy: QueryStrategy, head: in
 
 
 @dataclass(frozen=True)
+class ShardScores:
+    """One shard of a pool scored (plain arrays, so it can come back from another process or machine).
+
+    Every item's class and confidence, its share of the ranking (values, view scores and a
+    bounded shortlist), and its share of the latent picture: the ``LATENT_KEEP`` ids of
+    the shard with the smallest hash, so the merged sample does not depend on the sharding.
+    """
+
+    ids: np.ndarray
+    pred: np.ndarray
+    confidence: np.ndarray
+    part: PartialRanking
+    latent_ids: np.ndarray
+    latent_z: np.ndarray
+
+
+def score_shard(model: SAEClassifier, ids: np.ndarray, x: np.ndarray, strategy: QueryStrategy, keep: int,
+                labeled: np.ndarray, latent_keep: int = LATENT_KEEP) -> ShardScores:
+    """Score one shard of the pool; ``labeled`` (a boolean mask) excludes items from the ranking."""
+    ids = np.asarray(ids, np.int64)
+    d, z = decision_scores(model, x)
+    part = rank_part(strategy, d, keep, ~np.asarray(labeled, bool), z)
+    rows = np.flatnonzero(np.isin(ids, stop_set(ids, latent_keep)))
+    return ShardScores(ids, np.argmax(d, axis=1), model.svm_.confidence_from_scores(d.astype(np.float64)), part,
+                       ids[rows], z[rows])
+
+
+@dataclass(frozen=True)
 class ServedVersion:
     number: int
     name: str
@@ -73,16 +101,29 @@ class ServedVersion:
               ids: np.ndarray, x: np.ndarray, keep: int, seed: int = 0) -> ServedVersion:
         """Score every item once; keep the ``keep`` most uncertain unlabeled tasks as the head."""
         ids = np.asarray(ids, np.int64)
-        y = np.fromiter((labels.get(int(t), -1) for t in ids), np.int64, len(ids))
-        d, z = decision_scores(model, x)
-        scored, head = score(model, d, get_strategy(strategy, seed), keep, y < 0, z)
-        sample = np.arange(len(ids))
-        if len(sample) > LATENT_KEEP:
-            sample = np.sort(np.random.default_rng(seed).choice(sample, LATENT_KEEP, replace=False))
+        labeled = np.isin(ids, np.fromiter(labels, np.int64, len(labels)))
+        shard = score_shard(model, ids, x, get_strategy(strategy, seed), keep, labeled)
+        return cls.from_shards(number, name, model, strategy, labels, [shard], keep, seed)
+
+    @classmethod
+    def from_shards(cls, number: int, name: str, model: SAEClassifier, strategy: str, labels: dict[int, int],
+                    shards: list[ShardScores], keep: int, seed: int = 0) -> ServedVersion:
+        """One snapshot from a pool scored in shards (in pool order), ranked as if it were scored whole."""
+        ids = np.concatenate([s.ids for s in shards]).astype(np.int64)
+        head = merge_ranking(get_strategy(strategy, seed), [s.part for s in shards], keep)
+        view = head.view
+        pred = np.concatenate([s.pred for s in shards])
+        confidence = np.concatenate([s.confidence for s in shards])
+        latent_ids = np.concatenate([s.latent_ids for s in shards]).astype(np.int64)
+        latent_z = np.concatenate([s.latent_z for s in shards])
+        kept = np.isin(latent_ids, stop_set(latent_ids, LATENT_KEEP))
+        latent_ids, latent_z = latent_ids[kept], latent_z[kept]
+        y = np.fromiter((labels.get(int(t), -1) for t in latent_ids), np.int64, len(latent_ids))
         order = np.argsort(ids, kind="stable")
-        return cls(number, name, model, strategy, dict(labels), ids[order], scored.pred[order],
-                   scored.score[order], scored.confidence[order], ids[head.indices], head.scores,
-                   {"z": z[sample], "y": y[sample], "ids": ids[sample]}, scored.score[head.indices])
+        top = head.top.indices
+        return cls(number, name, model, strategy, dict(labels), ids[order], pred[order], view[order],
+                   confidence[order], ids[top], head.top.scores, {"z": latent_z, "y": y, "ids": latent_ids},
+                   view[top])
 
     @classmethod
     def unscored(cls, number: int, name: str, model: SAEClassifier, strategy: str) -> ServedVersion:

@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     push_mode: Literal["view", "queue"] = "view"
     data_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     device: str = "auto"
+    training_backend: Literal["local", "ray"] = "local"
+    training_concurrency: int = Field(1, ge=1, le=64)
+    ray_address: str | None = None
+    ray_num_cpus: float = Field(1.0, ge=0)
+    ray_num_gpus: float = Field(0.0, ge=0)
+    ray_max_retries: int = Field(2, ge=0)
+    ray_score_shard_size: int = Field(100_000, ge=1)
 
     sae_epochs: int = Field(30, ge=1)
     sae_warm_epochs: int = Field(10, ge=1)

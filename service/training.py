@@ -1,9 +1,10 @@
-"""One training job for one project: read the pool, fit, evaluate.
+"""A project's jobs, and where they run: training (read the pool, fit, evaluate) and scoring the pool.
 
-The job is plain data (:class:`TrainingJob`: where the pool is stored, which tasks carry
-which label, the settings, the version to warm-start from), so it can run in another
-process or on another machine that sees the same files: the service only needs
-``backend.run(job, progress) -> TrainingResult``.
+The jobs are plain data (:class:`TrainingJob`: where the pool is stored, which tasks carry
+which label, the settings, the version to warm-start from; :class:`ScoringJob`: the pool,
+the saved version, the strategy), so they can run in another process or on another
+machine that sees the same files: the service only needs ``backend.run(job, progress)
+-> TrainingResult`` and ``backend.score(job, model) -> [ShardScores]``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from model.acquisition import TypicalitySampling
+from model.acquisition import TypicalitySampling, get_strategy
 from model.persistence import load_model
 from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from service.pool_store import PoolStore
+from service.served import ShardScores, score_shard
 from service.settings import SAESettings
 
 log = logging.getLogger("sae_backend.training")
@@ -41,6 +43,29 @@ class TrainingJob:
     device: str = "auto"
 
 
+@dataclass(frozen=True)
+class ScoringJob:
+    """Score every stored task with a saved version, in shards that can run anywhere the files are."""
+
+    pool_dir: str
+    task_ids: np.ndarray
+    labeled_ids: np.ndarray
+    version_dir: str
+    strategy: str
+    keep: int
+    seed: int = 0
+    device: str = "auto"
+
+    def shards(self, size: int) -> list[tuple[int, int]]:
+        """``(start, stop)`` positions into ``task_ids``, at most ``size`` each (one empty shard for no tasks)."""
+        n = len(self.task_ids)
+        return [(a, min(a + size, n)) for a in range(0, n, size)] or [(0, 0)]
+
+
+class JobCancelledError(RuntimeError):
+    """The backend stopped a job because the service is shutting down; it resumes at the next start."""
+
+
 @dataclass
 class TrainingResult:
     model: SAEClassifier
@@ -50,8 +75,8 @@ class TrainingResult:
 def pool_items(store: PoolStore, task_ids: np.ndarray) -> np.ndarray:
     """The stored items of these tasks: the memory map itself when they are its first rows in order."""
     rows = store.rows(task_ids)
-    if np.array_equal(rows, np.arange(len(rows))):
-        return store.items()[: len(rows)]
+    if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        return store.items()[rows[0]: rows[0] + len(rows)]
     return store.items(rows)
 
 
@@ -107,6 +132,14 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     return TrainingResult(model, metrics)
 
 
+def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | None = None) -> ShardScores:
+    """Score tasks ``start:stop`` of the job (loading the saved version when no model is given)."""
+    model = model if model is not None else load_model(job.version_dir, job.device)
+    ids = np.asarray(job.task_ids[start:stop], np.int64)
+    x = pool_items(PoolStore(job.pool_dir), ids)
+    return score_shard(model, ids, x, get_strategy(job.strategy, job.seed), job.keep, np.isin(ids, job.labeled_ids))
+
+
 def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
     """Cold start: the ``k`` task ids to label first, before any label exists (TypiClust on a plain autoencoder).
 
@@ -130,13 +163,20 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
 
 
 class TrainingBackend:
-    """Where training runs. The local backend runs it in the calling (worker) thread."""
+    """Where jobs run. The local backend runs them in the calling (job runner) thread."""
 
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
         raise NotImplementedError
 
     def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
         raise NotImplementedError
+
+    def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
+        """The pool's scores in shards, in pool order (here: one shard, with the model already in memory)."""
+        return [score_pool(job, 0, len(job.task_ids), model)]
+
+    def close(self) -> None:
+        """Stop what is running elsewhere (the service is shutting down)."""
 
 
 class LocalTrainingBackend(TrainingBackend):

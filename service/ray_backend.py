@@ -1,0 +1,208 @@
+"""Training and scoring on a Ray cluster (``TRAINING_BACKEND=ray``, ``RAY_ADDRESS``).
+
+The jobs are the plain-data jobs of :mod:`service.training`, run as Ray tasks on workers
+that see ``MODEL_DIR`` at the same path (one machine, or a volume every node mounts). A
+worker writes the trained model into a staging directory under ``MODEL_DIR`` with the same
+atomic rule as a version (written under a temporary name, renamed into place), and the
+service loads it from there and saves it as the next version, so nothing half-written is
+ever served. A worker that dies mid-job makes Ray run the task again (``RAY_MAX_RETRIES``);
+when the retries are spent the training fails as any training does and the version in
+service keeps serving. Big pools are scored as parallel tasks over shards of
+``RAY_SCORE_SHARD_SIZE`` tasks whose shortlists are merged into one ranking.
+
+Ray is imported here only; the single-machine path never needs it installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from model.persistence import load_model, save_model
+from model.sae_classifier import SAEClassifier
+from service.settings import Settings
+from service.training import (
+    JobCancelledError,
+    Progress,
+    ScoringJob,
+    ShardScores,
+    TrainingBackend,
+    TrainingJob,
+    TrainingResult,
+    score_pool,
+    suggest_first,
+    train_project,
+)
+
+log = logging.getLogger("sae_backend.ray")
+PROGRESS_FILE = "progress.json"
+
+
+def _write_progress(stage_dir: Path, info: dict) -> None:
+    tmp = stage_dir / f".{PROGRESS_FILE}.{os.getpid()}"
+    tmp.write_text(json.dumps(info))
+    tmp.replace(stage_dir / PROGRESS_FILE)
+
+
+def _worker_progress(stage_dir: Path, attempt: str) -> Progress:
+    """A progress callback that leaves the worker's stage where the service polls it."""
+    who = {"pid": os.getpid(), "host": socket.gethostname(), "attempt": attempt, "started_at": time.time()}
+
+    def report(stage: str, fraction: float) -> None:
+        _write_progress(stage_dir, {**who, "stage": stage, "fraction": fraction})
+
+    report("started on a Ray worker", 0.0)
+    return report
+
+
+def train_on_worker(job: TrainingJob, stage_dir: str) -> tuple[str, dict]:
+    """Ray task: train, save into this attempt's own directory, return where it is and the metrics."""
+    stage = Path(stage_dir)
+    attempt = f"attempt-{uuid.uuid4().hex[:8]}"
+    started = time.time()
+    (stage / attempt).mkdir()
+    result = train_project(job, _worker_progress(stage, attempt))
+    path = save_model(result.model, stage / attempt / "model")
+    return str(path), {**result.metrics, "worker": {"host": socket.gethostname(), "pid": os.getpid(),
+                                                    "started_at": started, "finished_at": time.time()}}
+
+
+def suggest_on_worker(job: TrainingJob, k: int, stage_dir: str) -> list[int]:
+    """Ray task: the cold-start suggestions."""
+    picks = suggest_first(job, k, _worker_progress(Path(stage_dir), f"attempt-{uuid.uuid4().hex[:8]}"))
+    return [int(t) for t in picks]
+
+
+@functools.lru_cache(maxsize=2)
+def _saved_model(version_dir: str, device: str) -> SAEClassifier:
+    """A worker loads a version once for all the shards it scores."""
+    return load_model(version_dir, device)
+
+
+def score_on_worker(job: ScoringJob, start: int, stop: int) -> ShardScores:
+    """Ray task: score one shard of the pool with the saved version."""
+    return score_pool(job, start, stop, _saved_model(job.version_dir, job.device))
+
+
+class RayTrainingBackend(TrainingBackend):
+    """Runs training, cold-start and scoring jobs as Ray tasks; several projects' jobs at once."""
+
+    def __init__(self, staging_dir: Path, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
+                 max_retries: int = 2, shard_size: int = 100_000, poll_seconds: float = 0.5,
+                 device: str = "auto") -> None:
+        try:
+            import ray
+        except ImportError as e:
+            raise RuntimeError("TRAINING_BACKEND=ray needs Ray: pip install 'sae-backend[ray]'") from e
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, namespace="sae-backend")
+        self.staging_dir = Path(staging_dir)
+        self.shard_size = shard_size
+        self.max_retries = max_retries
+        self.poll_seconds = poll_seconds
+        self.device = device
+        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries, "retry_exceptions": False}
+        self._train = ray.remote(train_on_worker).options(**opts)
+        self._suggest = ray.remote(suggest_on_worker).options(**opts)
+        self._score = ray.remote(score_on_worker).options(**opts)
+        self._inflight: dict = {}
+        self._closed = False
+        self.workers: dict[int, dict] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RayTrainingBackend:
+        return cls(Path(settings.model_dir) / "ray-staging", settings.ray_address, settings.ray_num_cpus,
+                   settings.ray_num_gpus, settings.ray_max_retries, settings.ray_score_shard_size,
+                   device=settings.device)
+
+    def _wait(self, refs: list, project_id: int, stage_dir: Path | None, progress: Progress | None,
+              what: str) -> list:
+        """Wait for ``refs`` while relaying the worker's progress; Ray's failures become clear errors."""
+        ray = self.ray
+        for ref in refs:
+            self._inflight[ref] = project_id
+        try:
+            pending = list(refs)
+            while pending:
+                if self._closed:
+                    raise JobCancelledError(f"{what} for project {project_id} was cancelled")
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
+                if stage_dir is not None:
+                    self._relay(stage_dir, project_id, progress)
+                elif progress and len(refs) > 1:
+                    progress(f"{what}: {len(refs) - len(pending)}/{len(refs)} shards", 1 - len(pending) / len(refs))
+            return ray.get(refs)
+        except ray.exceptions.TaskCancelledError as e:
+            raise JobCancelledError(f"{what} for project {project_id} was cancelled") from e
+        except ray.exceptions.RayTaskError as e:
+            raise e.as_instanceof_cause() from None
+        except ray.exceptions.RayError as e:
+            raise RuntimeError(f"{what} for project {project_id} failed on the Ray cluster after "
+                               f"{self.max_retries} retries: {type(e).__name__}: {e}") from e
+        finally:
+            for ref in refs:
+                self._inflight.pop(ref, None)
+
+    def _relay(self, stage_dir: Path, project_id: int, progress: Progress | None) -> None:
+        try:
+            info = json.loads((stage_dir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError):
+            return
+        self.workers[project_id] = info
+        if progress:
+            progress(f"{info['stage']} (Ray worker {info['host']}:{info['pid']})", float(info["fraction"]))
+
+    def _stage(self, project_id: int) -> Path:
+        stage = self.staging_dir / f"project-{project_id}-{uuid.uuid4().hex[:12]}"
+        stage.mkdir(parents=True)
+        return stage
+
+    def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
+        stage = self._stage(job.project_id)
+        try:
+            (path, metrics), = self._wait([self._train.remote(job, str(stage))], job.project_id, stage, progress,
+                                          "the training")
+            model = load_model(path, self.device)
+            attempts = len(list(stage.glob("attempt-*")))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            self.workers.pop(job.project_id, None)
+        return TrainingResult(model, {**metrics, "backend": "ray", "attempts": attempts})
+
+    def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
+        stage = self._stage(job.project_id)
+        try:
+            (picks,) = self._wait([self._suggest.remote(job, k, str(stage))], job.project_id, stage, progress,
+                                  "the cold start")
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            self.workers.pop(job.project_id, None)
+        return np.asarray(picks, np.int64)
+
+    def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
+        """One shard scores in this process with the model at hand; more go to the cluster in parallel."""
+        shards = job.shards(self.shard_size)
+        if len(shards) == 1:
+            return super().score(job, model, progress)
+        ref = self.ray.put(job)
+        return self._wait([self._score.remote(ref, a, b) for a, b in shards], -1, None, progress,
+                          "scoring the pool")
+
+    def close(self) -> None:
+        """Cancel every job still running on the cluster (the jobs resume when the service starts again)."""
+        self._closed = True
+        for ref in list(self._inflight):
+            try:
+                self.ray.cancel(ref, force=True)
+            except Exception as e:  # a finished or lost task cannot be cancelled; nothing else to do
+                log.debug("cancel failed: %s", e)

@@ -1,0 +1,221 @@
+"""Training and scoring through a real Ray cluster (head on loopback, started by the fixture)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connectors.datasets import Dataset
+from model.persistence import save_model
+from service.pool_store import PoolStore
+from service.served import ServedVersion
+from service.settings import SAESettings
+from service.training import LocalTrainingBackend, ScoringJob, TrainingJob
+
+ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install 'sae-backend[ray]'")
+from service.ray_backend import RayTrainingBackend  # noqa: E402
+
+CLASSES = [str(i) for i in range(10)]
+N = 300
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory) -> str:
+    """A two-CPU Ray head on loopback for this module; the driver (this process) connects to it."""
+    port = _free_port()
+    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
+    temp = tmp_path_factory.mktemp("ray")
+    head = subprocess.Popen(
+        [ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(150 * 2**20),
+         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                ray.init(address=address, log_to_driver=False, namespace="sae-backend")
+                break
+            except Exception:
+                if time.monotonic() > deadline or head.poll() is not None:
+                    raise
+                time.sleep(1)
+        yield address
+    finally:
+        ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def pool_dir(digits: Dataset, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("pool") / "pool"
+    store = PoolStore(path, fsync=False)
+    store.append(np.arange(1000, 1000 + N), np.rint(digits.x_train[:N] * 255).astype(np.uint8))
+    store.close()
+    return str(path)
+
+
+def job(pool_dir: str, y: np.ndarray, project: int = 1, epochs: int = 3) -> TrainingJob:
+    ids = np.arange(1000, 1000 + N)
+    labels = {int(t): int(c) for t, c in zip(ids, y[:N], strict=True) if c >= 0}
+    return TrainingJob(project, pool_dir, ids, labels, CLASSES,
+                       SAESettings(epochs=epochs, warm_epochs=1, latent_dim=6), None, "cpu")
+
+
+def backend(ray_address: str, tmp_path, **kw) -> RayTrainingBackend:
+    return RayTrainingBackend(tmp_path / "staging", ray_address, **({"poll_seconds": 0.1, "device": "cpu"} | kw))
+
+
+@pytest.mark.parametrize("strategy", ["margin", "cluster-margin"])
+def test_a_version_trained_and_scored_in_shards_on_the_cluster_ranks_like_one_process(
+        ray_address, pool_dir, digits_labels, tmp_path, strategy) -> None:
+    b = backend(ray_address, tmp_path, shard_size=70)
+    seen = []
+    result = b.run(job(pool_dir, digits_labels), lambda stage, frac: seen.append(stage))
+    assert result.metrics["backend"] == "ray" and result.metrics["attempts"] == 1
+    assert result.metrics["worker"]["pid"] != os.getpid()
+    assert any("Ray worker" in s for s in seen)
+    assert list((tmp_path / "staging").iterdir()) == []  # the staged model is gone once loaded
+
+    save_model(result.model, tmp_path / "v1")
+    ids = np.arange(1000, 1000 + N)
+    labeled = ids[digits_labels[:N] >= 0]
+    scoring = ScoringJob(pool_dir, ids, labeled, str(tmp_path / "v1"), strategy, keep=40, device="cpu")
+    shards = b.score(scoring, result.model)
+    assert [len(s.ids) for s in shards] == [70, 70, 70, 70, 20]
+    labels = {int(t): int(digits_labels[t - 1000]) for t in labeled}
+    on_ray = ServedVersion.from_shards(1, "sae-v1", result.model, strategy, labels, shards, keep=40)
+    local = ServedVersion.from_shards(1, "sae-v1", result.model, strategy, labels,
+                                      LocalTrainingBackend().score(scoring, result.model), keep=40)
+    assert np.array_equal(on_ray.ids, local.ids) and np.array_equal(on_ray.pred, local.pred)
+    assert np.allclose(on_ray.score, local.score, atol=1e-6)
+    assert on_ray.head_ids.tolist() == local.head_ids.tolist()
+    assert not set(on_ray.head_ids.tolist()) & set(labels)
+
+
+def test_two_projects_train_at_once_on_two_workers(ray_address, pool_dir, digits_labels, tmp_path) -> None:
+    b = backend(ray_address, tmp_path)
+    results = {}
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, b.run(job(pool_dir, digits_labels, p, 8))))
+               for p in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    one, two = results[1].metrics["worker"], results[2].metrics["worker"]
+    assert one["pid"] != two["pid"]
+    assert one["started_at"] < two["finished_at"] and two["started_at"] < one["finished_at"]  # they overlapped
+
+
+def _kill_worker_mid_training(b: RayTrainingBackend, pool_dir: str, y: np.ndarray) -> tuple[dict, int]:
+    out: dict = {}
+
+    def train() -> None:
+        try:
+            out["result"] = b.run(job(pool_dir, y, 3, epochs=60))
+        except Exception as e:
+            out["error"] = e
+
+    t = threading.Thread(target=train)
+    t.start()
+    deadline = time.monotonic() + 120
+    while not str(b.workers.get(3, {}).get("stage", "")).startswith("epoch"):
+        assert time.monotonic() < deadline and t.is_alive(), out
+        time.sleep(0.05)
+    victim = int(b.workers[3]["pid"])
+    os.kill(victim, signal.SIGKILL)
+    t.join(300)
+    return out, victim
+
+
+def test_a_worker_killed_mid_training_is_retried_and_the_version_arrives(ray_address, pool_dir, digits_labels,
+                                                                        tmp_path) -> None:
+    out, victim = _kill_worker_mid_training(backend(ray_address, tmp_path, max_retries=2), pool_dir, digits_labels)
+    result = out["result"]
+    assert result.metrics["attempts"] == 2
+    assert result.metrics["worker"]["pid"] != victim
+    assert result.model.predict(np.zeros((1, 8, 8), np.float32)).shape == (1,)
+
+
+def test_without_retries_a_killed_worker_fails_the_training_with_a_clear_error(ray_address, pool_dir,
+                                                                              digits_labels, tmp_path) -> None:
+    out, _ = _kill_worker_mid_training(backend(ray_address, tmp_path, max_retries=0), pool_dir, digits_labels)
+    assert "result" not in out
+    assert "failed on the Ray cluster after 0 retries" in str(out["error"])
+
+
+def _webhook(app, action: str) -> None:
+    app.post("/webhook", json={"action": action, "project": {"id": 1}})
+
+
+def test_the_service_trains_scores_and_pushes_through_the_cluster(ray_address, tmp_path) -> None:
+    from tests.service.test_app import CONFIG, make
+
+    b = backend(ray_address, tmp_path / "ray", shard_size=50)
+    m, app, client = make(tmp_path, backend=b, sae_epochs=3, training_concurrency=2)
+    shards = []
+    score = b.score
+    b.score = lambda *a, **k: shards.append(score(*a, **k)) or shards[-1]
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    _webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(180)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v1", status
+    assert m.store(1).history()[-1]["labeled"] == 40
+    assert [len(s.ids) for s in shards[0]] == [50, 50, 20]  # the pool of 120 was scored in three shards
+    assert client.pushed == ["sae-v1"] and client.rows["sae-v1"] == 80  # a prediction for every unlabeled task
+    ranking = app.get("/projects/1/ranking", params={"limit": 5}).json()
+    assert len(ranking["ranking"]) == 5
+    m.shutdown()
+
+
+def test_a_shutdown_cancels_the_cluster_job_and_the_next_start_resumes_it(ray_address, tmp_path) -> None:
+    from tests.service.test_app import CONFIG, make
+    from tests.service.test_faults import CountingBackend
+
+    b = backend(ray_address, tmp_path / "ray")
+    m, app, _ = make(tmp_path, backend=b, sae_epochs=400)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    _webhook(app, "START_TRAINING")
+    deadline = time.monotonic() + 120
+    while not str(b.workers.get(1, {}).get("stage", "")).startswith("epoch"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    pid = int(b.workers[1]["pid"])
+    m.shutdown()
+    deadline = time.monotonic() + 60
+    while m.runner.is_running(1):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert m.projects[1].last_error is None  # a cancelled job is not a failed one
+    assert m.store(1).read_project()["training_started"] == "START_TRAINING"
+    with pytest.raises(ProcessLookupError):  # the worker running it was stopped
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+    again = CountingBackend()
+    m2, _, _ = make(tmp_path, backend=again, sae_epochs=3)
+    assert m2.runner.wait_idle(120)
+    assert again.runs == 1 and m2.projects[1].version_name == "sae-v1"
