@@ -335,4 +335,6 @@ def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]
-    return cls(random_state=random_state) if "random_state" in inspect.signature(cls).parameters else cls()
+    if random_state is None or "random_state" not in inspect.signature(cls).parameters:
+        return cls()  # the strategy's own default seed: a batch-aware ranking is reproducible unless asked otherwise
+    return cls(random_state=random_state)

@@ -107,6 +107,8 @@ class RayTrainingBackend(TrainingBackend):
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, namespace="sae-backend")
         self.staging_dir = Path(staging_dir)
+        if self.staging_dir.exists():  # models a killed service never picked up; their trainings are resumed
+            shutil.rmtree(self.staging_dir, ignore_errors=True)
         self.shard_size = shard_size
         self.max_retries = max_retries
         self.poll_seconds = poll_seconds

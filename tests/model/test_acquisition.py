@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -15,7 +17,9 @@ from model.acquisition import (
     RandomSampling,
     TypicalitySampling,
     get_strategy,
+    merge_ranking,
     rank,
+    rank_part,
 )
 
 SCORES = np.array([
@@ -275,3 +279,19 @@ def test_typicality_returns_k_items_even_with_duplicate_codes_and_k_above_the_it
     assert len(picked) == 6 and len(set(picked.tolist())) == 6
     small = rank(TypicalitySampling(max_items=10), np.zeros((40, 0)), 25, codes=codes).top.indices
     assert len(small) == 10, "never more than the items it looked at"
+
+
+@pytest.mark.parametrize("name", ["margin", "entropy", "least-confidence", "cluster-margin", "typicality"])
+def test_a_pool_ranked_in_shards_ranks_as_if_it_were_whole(name: str) -> None:
+    rng = np.random.default_rng(3)
+    scores = np.round(rng.normal(size=(900, 5)), 1)  # rounding makes ties across the shard borders
+    codes = rng.normal(size=(900, 4))
+    candidates = rng.random(900) < 0.8
+    whole = rank(get_strategy(name), scores, 30, candidates, codes)
+    cuts = [0, 250, 251, 700, 900]
+    parts = [rank_part(get_strategy(name), scores[a:b], 30, candidates[a:b], codes[a:b])
+             for a, b in itertools.pairwise(cuts)]
+    merged = merge_ranking(get_strategy(name), parts, 30)
+    assert merged.top.indices.tolist() == whole.top.indices.tolist()
+    assert np.array_equal(merged.view, whole.view)
+    assert sum(len(p.rows) for p in parts) < 900 or name == "typicality"  # shards send shortlists, not the pool
