@@ -1,4 +1,4 @@
-"""The README's label-efficiency results, generated from the raw curves in benchmarks/results/.
+"""The README's (and deploy/README.md's) results, generated from the raw curves in benchmarks/results/.
 
 Nothing in those sections is typed by hand: every cell is computed here from a raw file,
 rows with fewer than three seeds are left out (and named), and the sd is the sample
@@ -406,10 +406,76 @@ def section_photos() -> str:
         f"{100 * d['mean_abs_pixel_difference']:.1f} % of the pixel range on average. Raw: `photo-decode-cpu.json`."])
 
 
+def _sd(values: list[float], digits: int = 1) -> str:
+    m = f"{np.mean(values):,.{digits}f}"
+    return f"{m} ± {np.std(values, ddof=1):,.{digits}f}" if len(values) > 1 else m
+
+
+def section_ray() -> str:
+    """Ray against one process on the same machine (benchmarks/ray_overhead.py)."""
+    path = RESULTS / "ray" / "ray-overhead-cpu-60k.json"
+    if not path.exists():
+        return ""
+    d = json.loads(path.read_text())
+    tr, sc, ips = d["train_seconds"], d["score_seconds"], d["score_items_per_s"]
+    over = [r - loc for r, loc in zip(tr["ray"], tr["local"], strict=True)]
+    se = np.std(over, ddof=1) / np.sqrt(len(over)) if len(over) > 1 else float("inf")
+    verdict = "within two standard errors of zero" if abs(np.mean(over)) < 2 * se else "beyond two standard errors"
+    return "\n".join([
+        f"| {d['cpu_count']} CPUs, Ray {d['ray']}, {d['repeats']} repeats (mean ± sd) | in one process | through Ray |",
+        "|---|---|---|",
+        f"| training: {d['train_items']:,} items, {d['labels']:,} labels, {d['epochs']} epochs, channels "
+        f"{d['channels']} (s) | {_sd(tr['local'])} | {_sd(tr['ray'])} |",
+        f"| scoring the {d['pool']:,}-item pool: items/s ({d['shards']} shards of {d['shard_size']:,} on one-CPU "
+        f"tasks for Ray) | {_sd(ips['local'], 0)} | {_sd(ips['ray'], 0)} |",
+        f"| peak RSS (MB) | service process {d['peak_rss_mb']['service_process']} | largest worker "
+        f"{d['peak_rss_mb']['largest_ray_worker']} |",
+        "",
+        f"Ray's cost per training, paired by repeat: {_sd(over)} s ({verdict}); "
+        f"the first job on a fresh cluster took {d['first_ray_train_seconds']:.1f} s, "
+        f"{d['first_ray_train_seconds'] - np.mean(tr['ray']):.1f} s more than the next ones "
+        "(a worker process starts and imports torch). "
+        "Raw: `ray/ray-overhead-cpu-60k.json`."])
+
+
+def _version_seconds(d: dict) -> float:
+    return d["warm_retrain"]["seconds"] + d["encode_pool"]["seconds"] + d["svm_and_ranking"]["seconds"]
+
+
+def section_ray_capacity() -> str:
+    """What one GPU (and the 2-core CPU) does per model version, from the version-work benchmarks."""
+    runs = [("one H100", RESULTS / "gpu-h100-loop" / "version-work-gpu-60k-16-32-64.json"),
+            ("one H100", RESULTS / "gpu-h100-loop" / "version-work-gpu-1m.json"),
+            ("2-core CPU", RESULTS / "version-work-cpu-1m.json")]
+    lines = ["| where | pool | warm retrain (steps) | encode the pool | SVM + ranking | a version | versions/hour |",
+             "|---|---|---|---|---|---|---|"]
+    for where, path in runs:
+        d = json.loads(path.read_text())
+        v = _version_seconds(d)
+        lines.append(f"| {where} | {d['n']:,} | {d['warm_retrain']['seconds']:.1f} s ({d['settings']['steps']}) | "
+                     f"{d['encode_pool']['seconds']:.1f} s | {d['svm_and_ranking']['seconds']:.1f} s | {v:.1f} s | "
+                     f"{3600 / v:,.0f} |")
+    every = 300
+    keep_up = []
+    for where, path in runs:
+        d = json.loads(path.read_text())
+        n = every / _version_seconds(d)
+        keep_up.append(f"{n:,.0f} projects of {d['n']:,} items ({where})" if n >= 10
+                       else f"{n:.1f} projects of {d['n']:,} items ({where})")
+    lines += ["", f"Retraining every project every {every // 60} minutes, one machine keeps up with: "
+              + "; ".join(keep_up) + "."]
+    lines += ["", "Backend work only (`benchmarks/version_work.py`, channels 16/32/64, 1,000 labels); Label "
+              "Studio's reads and writes come on top (O(changes + top-K) a version, see the main README). Raw: "
+              "`gpu-h100-loop/version-work-gpu-*.json`, `version-work-cpu-1m.json`."]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "digits": section_digits, "full": section_full, "subset": section_subset, "protocol": section_protocol,
-    "gpu-protocol": section_gpu_protocol, "photos": section_photos,
+    "gpu-protocol": section_gpu_protocol, "photos": section_photos, "ray": section_ray,
+    "ray-capacity": section_ray_capacity,
 }
+DOCUMENTS = (README, ROOT / "deploy" / "README.md")
 
 
 def render(text: str) -> str:
@@ -430,15 +496,16 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--write", action="store_true")
     g.add_argument("--check", action="store_true")
     a = p.parse_args(argv)
-    current = README.read_text()
-    new = render(current)
-    if a.write:
-        README.write_text(new)
-    elif a.check:
-        if new != current:
-            print("README.md's result tables differ from benchmarks/results/: run python benchmarks/tables.py --write",
-                  file=sys.stderr)
-            return 1
+    if a.write or a.check:
+        for doc in DOCUMENTS:
+            current = doc.read_text()
+            new = render(current)
+            if a.write:
+                doc.write_text(new)
+            elif new != current:
+                print(f"{doc.relative_to(ROOT)}'s result tables differ from benchmarks/results/: "
+                      "run python benchmarks/tables.py --write", file=sys.stderr)
+                return 1
     else:
         for name, make in SECTIONS.items():
             print(f"<!-- {name} -->\n{make()}\n")

@@ -103,7 +103,8 @@ def dockerfile_healthcheck() -> list[str]:
 
 
 def test_both_services_and_named_volumes(compose: dict) -> None:
-    assert set(compose["services"]) == {"label-studio", "sae-backend"}
+    always = {n for n, svc in compose["services"].items() if not svc.get("profiles")}
+    assert always == {"label-studio", "sae-backend"}
     declared = set(compose.get("volumes") or {})
     for name, service in compose["services"].items():
         sources = volume_targets(service).values()
@@ -171,6 +172,24 @@ def test_backend_port_healthcheck_and_gpu(backend: dict) -> None:
     assert backend["env_file"] in (["example.env"], "example.env")
 
 
+def test_the_ray_profile_shares_the_image_and_the_model_dir(compose: dict, backend: dict) -> None:
+    ray_nodes = {n: svc for n, svc in compose["services"].items() if svc.get("profiles")}
+    assert set(ray_nodes) == {"ray-head", "ray-gpu-worker"}
+    assert compose_default(backend["build"]["args"]["EXTRAS"]) == "ray"
+    model_dir = env_map(backend["environment"])["MODEL_DIR"]
+    for name, svc in ray_nodes.items():
+        assert svc["profiles"] == ["ray"], name
+        assert svc["image"] == backend["image"], f"{name} must run the backend's Ray and Python"
+        assert volume_targets(svc)[model_dir] == volume_targets(backend)[model_dir], name
+        assert svc["command"][:2] == ["ray", "start"] and "--block" in svc["command"], name
+    head_port = next(a.split("=")[1] for a in ray_nodes["ray-head"]["command"] if a.startswith("--port="))
+    assert f"--address=ray-head:{head_port}" in ray_nodes["ray-gpu-worker"]["command"]
+    devices = ray_nodes["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    env = env_map(backend["environment"])
+    assert compose_default(env["TRAINING_BACKEND"]) == "local"  # the profile is opt-in
+
+
 # --- Dockerfile vs Makefile --------------------------------------------------------------------------
 
 
@@ -205,7 +224,8 @@ def test_dockerfile_installs_like_the_makefile() -> None:
     assert len(docker_installs) == 2
     torch_step, project_step = docker_installs
     assert torch_step[-1] == "$TORCH_SPEC", "torch comes first, from TORCH_SPEC"
-    assert project_step == ["."], "then the project itself (non-editable, no dev extras)"
+    assert project_step == [".${EXTRAS:+[$EXTRAS]}"], "then the project itself (non-editable, no dev extras)"
+    assert "EXTRAS=" in instruction("ARG"), "no extras unless asked for"
     # The documented CPU build uses the Makefile's default pin.
     pin = re.search(r"^TORCH_SPEC \?= (\S+)$", makefile, re.MULTILINE).group(1)
     assert f"TORCH_SPEC={pin}" in (DEPLOY / "README.md").read_text()
