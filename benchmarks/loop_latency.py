@@ -125,13 +125,15 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
             db0, rows0 = db_bytes(ls), sum(client.model_versions(pid).values())
             annotate(order[labeled: labeled + args.per_round])
             labeled += args.per_round
-            t0 = time.perf_counter()
+            t0, wall0 = time.perf_counter(), time.time()
             st = wait_version(url, pid, labeled)
             loop_s = time.perf_counter() - t0
             v = next(v for v in st["versions"] if v["model_version"] == st["model_version"])
             push = st.get("last_push") or {}
             rounds.append({
                 "round": r + 1, "labeled": labeled, "annotation_to_head_s": round(loop_s, 1),
+                "annotation_to_view_s": round(push["head_visible_at"] - wall0, 1)
+                if push.get("head_visible_at") else None,
                 "reading_changes_s": v.get("read_seconds"), "training_s": v["train_seconds"],
                 "push_s": push.get("total_seconds"), "push_steps_s": push.get("seconds"),
                 "rows_written": push.get("rows_written"), "rows_deleted": push.get("rows_deleted"),
@@ -143,6 +145,8 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                "of_which_ingest_s": v1.get("read_seconds"), "first_train_s": v1["train_seconds"],
                "rounds": rounds, "annotation_to_head_s_median": float(np.median([r["annotation_to_head_s"]
                                                                                for r in rounds])),
+               "annotation_to_view_s_median": float(np.median([r["annotation_to_view_s"] or np.nan
+                                                               for r in rounds])),
                "epochs": args.epochs, "warm_epochs": args.warm_epochs, "warm_steps": args.warm_steps,
                "channels": args.channels, "head": args.head,
                "top_k": args.top_k, "per_round": args.per_round, "debounce_s": args.debounce,

@@ -8,7 +8,7 @@ order; the tasks arrive in batches of ``--batch`` as ``TASKS_CREATED`` webhooks 
 Each arm runs in its own process (``--arm``) so its peak memory is its own; ``full`` makes the
 decoder read every photo at full resolution (what the mirror did before reduced decoding).
 
-    python benchmarks/photo_ingest.py --count 10000 --distinct 1000 --arm reduced --out ingest-reduced.json
+    python benchmarks/photo_ingest.py --count 10000 --distinct 300 --arm reduced --out ingest-reduced.json
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from photo_decode import photo
+
 import connectors.task_data as task_data
 from connectors.label_config import parse_label_config
-from photo_decode import photo
 from service.mirror import ProjectMirror
 
 CONFIG = ('<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
@@ -51,9 +52,13 @@ def make_photos(folder: Path, distinct: int, seed: int) -> list[Path]:
     return paths
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def serve(folder: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a, **k: None
+    handler = functools.partial(QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.server_address[1]

@@ -29,7 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,6 +42,8 @@ from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
 from service.training import LocalTrainingBackend, ScoringJob, TrainingJob, train_project
+
+T = TypeVar("T")
 
 
 def pool_images(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +80,7 @@ def worker_peak_rss_mb() -> float:
     return round(peak, 1)
 
 
-def timed(fn):  # noqa: ANN001, ANN201
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
     t = time.perf_counter()
     out = fn()
     return out, round(time.perf_counter() - t, 4)

@@ -72,11 +72,12 @@ class PushReport:
     marked: set[int] = field(default_factory=set)
     queue_project_id: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    head_visible_at: float | None = None
 
     def summary(self) -> dict:
         return {"model_version": self.model_version, "rows_written": self.rows_written,
                 "rows_deleted": self.rows_deleted, "marked": len(self.marked), "seconds": self.seconds,
-                "total_seconds": round(sum(self.seconds.values()), 3)}
+                "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -151,6 +152,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if older:
         report.rows_deleted += step(client.delete_predictions, pid, older) or 0
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    report.head_visible_at = time.time()  # the view orders the work by this version from here on; marks follow
     top = head[: settings.push_top_k]
     marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
              for r, (tid, v) in enumerate(top)}

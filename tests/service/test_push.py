@@ -6,6 +6,8 @@ against a real Label Studio in ``tests/integration``.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -111,6 +113,17 @@ def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tm
     assert report.rows_written == 2 and report.marked == {12} and report.head == [12, 11]
     assert set(report.seconds) == {"delete_predictions", "import_predictions", "set_model_version",
                                    "model_versions", "ensure_view", "bulk_mark"}
+
+
+def test_the_head_is_visible_in_the_view_before_the_marks_are_written(tmp_path) -> None:
+    client = Recorder()
+    marked_at = []
+    mark = client.bulk_mark
+    client.bulk_mark = lambda *a, **k: marked_at.append(time.time()) or mark(*a, **k)
+    before = time.time()
+    report = push(client, tmp_path)
+    assert before <= report.head_visible_at <= marked_at[0]
+    assert report.summary()["head_visible_at"] == report.head_visible_at
 
 
 def test_the_view_score_orders_like_the_ranking(tmp_path) -> None:

@@ -114,6 +114,14 @@ def test_a_version_trained_and_scored_in_shards_on_the_cluster_ranks_like_one_pr
     assert not set(on_ray.head_ids.tolist()) & set(labels)
 
 
+def test_the_cold_start_runs_on_the_cluster(ray_address, pool_dir, digits_labels, tmp_path) -> None:
+    b = backend(ray_address, tmp_path)
+    unlabeled = job(pool_dir, np.full(N, -1), epochs=2)
+    picks = b.suggest(unlabeled, 12)
+    assert len(picks) == 12 and len(set(picks.tolist())) == 12
+    assert set(picks.tolist()) <= set(range(1000, 1000 + N))
+
+
 def test_two_projects_train_at_once_on_two_workers(ray_address, pool_dir, digits_labels, tmp_path) -> None:
     b = backend(ray_address, tmp_path)
     results = {}
