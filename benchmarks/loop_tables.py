@@ -44,6 +44,24 @@ def loop_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def view_table(data: dict) -> str:
+    """Annotation -> the new head ordering the view, and -> the marks written too (each round and the median)."""
+    lines = ["| tasks | warm steps | annotation → new head in the view (median) | rounds | annotation → marks "
+             "written too (median) | rounds | training | push until the view | marks |", "|---" * 9 + "|"]
+    for row in data["rows"]:
+        rs = row["rounds"]
+        view = [r["annotation_to_view_s"] for r in rs]
+        full = [r["annotation_to_head_s"] for r in rs]
+        marks = [r["push_steps_s"].get("bulk_mark", 0.0) for r in rs]
+        lines.append(
+            f"| {row['tasks']:,} | {row['warm_steps']} | {np.median(view):.1f} s | "
+            f"{', '.join(f'{v:.1f}' for v in view)} s | {np.median(full):.1f} s | "
+            f"{', '.join(f'{v:.1f}' for v in full)} s | {np.median([r['training_s'] for r in rs]):.1f} s | "
+            f"{np.median([r['push_s'] - m for r, m in zip(rs, marks, strict=True)]):.1f} s | "
+            f"{np.median(marks):.1f} s |")
+    return "\n".join(lines)
+
+
 def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
@@ -121,6 +139,36 @@ def budget_table() -> str:
     return "\n".join(lines)
 
 
+def budget_cpu_table() -> str:
+    """The per-round budget on the CPU (benchmarks/cpu_budget.sh): validation and test error per budget, paired."""
+    found = sorted((RESULTS / "budget-cpu-60k").glob("steps-*/curve.json"), key=lambda p: int(p.parent.name[6:]))
+    if not found:
+        return ""
+    out = []
+    finals = {}
+    for key, title in (("val_error", "validation"), ("test_error", "test")):
+        lines, ns = [], None
+        for path in found:
+            runs = sorted(json.loads(path.read_text())["runs"], key=lambda r: r["seed"])
+            ns = [p["labeled"] for p in runs[0]["curve"]]
+            errs = np.array([[p[key] for p in r["curve"]] for r in runs]) * 100
+            secs = np.array([[p["train_seconds"] for p in r["curve"][1:]] for r in runs])
+            cells = [f"{m:.1f} ± {d:.1f} %" for m, d in zip(errs.mean(0), errs.std(0, ddof=1), strict=True)]
+            lines.append(f"| {path.parent.name[6:]} steps a round | " + " | ".join(cells[::2])
+                         + f" | {secs.mean():.1f} s | {len(runs)} |")
+            finals[(key, path.parent.name)] = errs[:, -1]
+        head = f"| {title} error | " + " | ".join(str(n) for n in ns[::2]) + " labels | training a round | seeds |"
+        out += [head, "|---" * (len(ns[::2]) + 3) + "|", *lines, ""]
+    names = [p.parent.name for p in found]
+    if len(names) == 2:
+        for key in ("val_error", "test_error"):
+            diff = finals[(key, names[0])] - finals[(key, names[1])]
+            out.append(f"Paired per-seed difference at {ns[-1]} labels, {key.split('_')[0]} ({names[0][6:]} − "
+                       f"{names[1][6:]} steps): {', '.join(f'{d:+.1f}' for d in diff)} points "
+                       f"(mean {diff.mean():+.1f}).")
+    return "\n".join(out)
+
+
 def demo_table() -> str:
     """``make demo`` run several times back to back: error on the held-out tasks, mean ± sd over the runs."""
     runs = sorted((RESULTS / "demo-digits-heldout").glob("run-*/curve.json"))
@@ -153,8 +201,14 @@ def main() -> None:
     if rerun:
         print(f"Rerun after the review's refactor ({rerun['machine']}):\n")
         print(loop_table(rerun) + "\n")
+    steps60 = _load("loop-latency-v3-cpu-60k-steps60.json")
+    if steps60:
+        print(f"60k with 60 warm steps, the view timed apart from the marks ({steps60['machine']}):\n")
+        print(view_table(steps60) + "\n")
+        print(loop_table(steps60) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
+    print(budget_cpu_table() + "\n")
     print(demo_table())
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +79,18 @@ def test_pool_items_maps_the_store_without_copying_when_it_can(pool_dir: str) ->
     assert isinstance(pool_items(store, ids), np.memmap)
     some = ids[[5, 2, 9]]
     np.testing.assert_array_equal(pool_items(store, some), store.get(some))
+
+
+def test_the_single_machine_path_never_imports_ray() -> None:
+    code = ("import sys; from service.app import create_app; from service.projects import make_backend; "
+            "from service.settings import Settings; make_backend(Settings(_env_file=None)); "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_the_ray_backend_without_ray_says_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from service.ray_backend import RayTrainingBackend
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(RuntimeError, match=r"pip install 'sae-backend\[ray\]'"):
+        RayTrainingBackend(tmp_path / "staging")
