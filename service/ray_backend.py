@@ -131,26 +131,28 @@ class RayTrainingBackend(TrainingBackend):
               what: str) -> list:
         """Wait for ``refs`` while relaying the worker's progress; Ray's failures become clear errors."""
         ray = self.ray
+        what = f"{what} for project {project_id}" if project_id >= 0 else what
         for ref in refs:
             self._inflight[ref] = project_id
         try:
             pending = list(refs)
             while pending:
                 if self._closed:
-                    raise JobCancelledError(f"{what} for project {project_id} was cancelled")
+                    raise JobCancelledError(f"{what} was cancelled")
                 _, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
                 if stage_dir is not None:
                     self._relay(stage_dir, project_id, progress)
                 elif progress and len(refs) > 1:
-                    progress(f"{what}: {len(refs) - len(pending)}/{len(refs)} shards", 1 - len(pending) / len(refs))
+                    done = len(refs) - len(pending)
+                    progress(f"{what}: {done}/{len(refs)} shards", done / len(refs))
             return ray.get(refs)
         except ray.exceptions.TaskCancelledError as e:
-            raise JobCancelledError(f"{what} for project {project_id} was cancelled") from e
+            raise JobCancelledError(f"{what} was cancelled") from e
         except ray.exceptions.RayTaskError as e:
             raise e.as_instanceof_cause() from None
         except ray.exceptions.RayError as e:
-            raise RuntimeError(f"{what} for project {project_id} failed on the Ray cluster after "
-                               f"{self.max_retries} retries: {type(e).__name__}: {e}") from e
+            raise RuntimeError(f"{what} failed on the Ray cluster after {self.max_retries} retries: "
+                               f"{type(e).__name__}: {e}") from e
         finally:
             for ref in refs:
                 self._inflight.pop(ref, None)

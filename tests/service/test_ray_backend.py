@@ -125,15 +125,22 @@ def test_the_cold_start_runs_on_the_cluster(ray_address, pool_dir, digits_labels
 def test_two_projects_train_at_once_on_two_workers(ray_address, pool_dir, digits_labels, tmp_path) -> None:
     b = backend(ray_address, tmp_path)
     results = {}
-    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, b.run(job(pool_dir, digits_labels, p, 8))))
+    threads = [threading.Thread(target=lambda p=p: results.__setitem__(p, b.run(job(pool_dir, digits_labels, p, 150))))
                for p in (1, 2)]
     for t in threads:
         t.start()
+    both_training = False
+    deadline = time.monotonic() + 120
+    while not both_training and time.monotonic() < deadline and any(t.is_alive() for t in threads):
+        stages = [str(b.workers.get(p, {}).get("stage", "")) for p in (1, 2)]
+        both_training = all(s.startswith("epoch") for s in stages)
+        time.sleep(0.02)
     for t in threads:
         t.join(300)
+    assert both_training, "the two trainings never ran at the same time"
     one, two = results[1].metrics["worker"], results[2].metrics["worker"]
     assert one["pid"] != two["pid"]
-    assert one["started_at"] < two["finished_at"] and two["started_at"] < one["finished_at"]  # they overlapped
+    assert one["started_at"] < two["finished_at"] and two["started_at"] < one["finished_at"]
 
 
 def _kill_worker_mid_training(b: RayTrainingBackend, pool_dir: str, y: np.ndarray) -> tuple[dict, int]:
