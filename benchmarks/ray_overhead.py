@@ -22,10 +22,6 @@ import json
 import os
 import platform
 import resource
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.datasets import FASHION_MNIST_DIR, DatasetError, load_digits_dataset, read_idx
+from connectors.ray_head import RayHead
 from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
@@ -56,12 +53,6 @@ def pool_images(n: int) -> tuple[np.ndarray, np.ndarray]:
         y = d.y_train
     reps = -(-n // len(x))
     return np.tile(x, (reps, 1, 1))[:n], np.tile(y, reps)[:n]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker_peak_rss_mb() -> float:
@@ -103,20 +94,8 @@ def main() -> None:
     from service.ray_backend import RayTrainingBackend
 
     cpus = os.cpu_count() or 1
-    work = Path(tempfile.mkdtemp(prefix="ray-overhead-"))
-    port = free_port()
-    head = subprocess.Popen(
-        [shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray", "start", "--head", "--block",
-         "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", str(cpus), "--num-gpus", "0",
-         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(work / "ray")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        for _ in range(60):
-            try:
-                ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, namespace="sae-backend")
-                break
-            except Exception:
-                time.sleep(1)
+    with tempfile.TemporaryDirectory(prefix="ray-overhead-") as tmp, RayHead(Path(tmp) / "ray", num_cpus=cpus):
+        work = Path(tmp)
         x, y = pool_images(a.pool)
         ids = np.arange(1, a.pool + 1, dtype=np.int64)
         store = PoolStore(work / "pool", fsync=False)
@@ -166,14 +145,6 @@ def main() -> None:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(out, indent=1))
         print(json.dumps(out, indent=1))
-    finally:
-        ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

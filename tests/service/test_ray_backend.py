@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,48 +18,18 @@ from service.settings import SAESettings
 from service.training import LocalTrainingBackend, ScoringJob, TrainingJob
 
 ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install 'sae-backend[ray]'")
+from connectors.ray_head import RayHead  # noqa: E402
 from service.ray_backend import RayTrainingBackend  # noqa: E402
 
 CLASSES = [str(i) for i in range(10)]
 N = 300
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_address(tmp_path_factory) -> str:
     """A two-CPU Ray head on loopback for this module; the driver (this process) connects to it."""
-    port = _free_port()
-    ray_cli = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    temp = tmp_path_factory.mktemp("ray")
-    head = subprocess.Popen(
-        [ray_cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-         "--num-cpus", "2", "--num-gpus", "0", "--object-store-memory", str(150 * 2**20),
-         "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", str(temp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                ray.init(address=address, log_to_driver=False, namespace="sae-backend")
-                break
-            except Exception:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    raise
-                time.sleep(1)
+    with RayHead(tmp_path_factory.mktemp("ray"), num_cpus=2, object_store_mb=150) as address:
         yield address
-    finally:
-        ray.shutdown()
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
