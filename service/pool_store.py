@@ -128,18 +128,23 @@ class PoolStore:
     One writer and any number of reader threads: mutations hold a lock and publish a new immutable
     index, so readers never lock and never see half an update. ``fsync=False`` trades durability on
     power loss (not on a process crash) for speed, e.g. for a pool that can be rebuilt.
+    ``read_only=True`` opens the files another object (or process) writes, as a job does: it reads
+    the complete rows and repairs nothing, since what looks half written may be an append in flight.
     """
 
-    def __init__(self, directory: Path | str, *, fsync: bool = True) -> None:
+    def __init__(self, directory: Path | str, *, fsync: bool = True, read_only: bool = False) -> None:
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._fsync = fsync
         self._lock = threading.Lock()
         self._closed = False
         self._maps: dict[int, np.ndarray] = {}
         self.item_shape: tuple[int, ...] | None = None
         self.dtype: np.dtype | None = None
-        self._finish_compaction()
+        if not read_only:
+            self._finish_compaction()
         meta = self._path("meta.json")
         if meta.exists():
             info = json.loads(meta.read_text())
@@ -175,35 +180,41 @@ class PoolStore:
     def _read_int64s(self, name: str) -> np.ndarray:
         path = self._path(name)
         if not path.exists():
-            path.touch()
+            if not self.read_only:
+                path.touch()
             return np.empty(0, np.int64)
         size = path.stat().st_size
-        if size % _ID_DTYPE.itemsize:
+        if size % _ID_DTYPE.itemsize and not self.read_only:
             log.warning("%s: dropping a partly written trailing entry", path)
             os.truncate(path, size - size % _ID_DTYPE.itemsize)
-        return np.fromfile(path, dtype=_ID_DTYPE).astype(np.int64, copy=False)
+        count = size // _ID_DTYPE.itemsize
+        return np.fromfile(path, dtype=_ID_DTYPE, count=count).astype(np.int64, copy=False)
 
     def _recover(self) -> _State:
         """Rebuild the index from ids.bin and dead.bin, cutting whatever a crash left half written."""
         ids = self._read_int64s("ids.bin")
         dead = self._read_int64s("dead.bin")
         items_path = self._path("items.bin")
-        items_path.touch()
-        items_size = items_path.stat().st_size
+        if not self.read_only:
+            items_path.touch()
+        items_size = items_path.stat().st_size if items_path.exists() else 0
         if self.item_shape is None:
             if len(ids):
                 raise ValueError(f"{self.directory}: ids.bin has {len(ids)} rows but meta.json is missing")
-            for name in _DATA_FILES:
-                os.truncate(self._path(name), 0)
+            if not self.read_only:
+                for name in _DATA_FILES:
+                    os.truncate(self._path(name), 0)
             return _empty_state()
         row_bytes = self._row_bytes
         n = len(ids)
         if items_size // row_bytes < n:
             n = items_size // row_bytes
-            log.warning("%s: items.bin holds %d rows but ids.bin %d; keeping %d", self.directory, n, len(ids), n)
             ids = ids[:n]
-            os.truncate(self._path("ids.bin"), n * _ID_DTYPE.itemsize)
-        if items_size != n * row_bytes:
+            if not self.read_only:
+                log.warning("%s: items.bin holds %d rows but ids.bin %d; keeping %d", self.directory, n,
+                            len(ids), n)
+                os.truncate(self._path("ids.bin"), n * _ID_DTYPE.itemsize)
+        if items_size != n * row_bytes and not self.read_only:
             log.warning("%s: truncating %d bytes of an unfinished append", items_path, items_size - n * row_bytes)
             os.truncate(items_path, n * row_bytes)
         self._dead_entries = len(dead)
@@ -218,6 +229,11 @@ class PoolStore:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"PoolStore at {self.directory} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ValueError(f"PoolStore at {self.directory} is open read-only")
 
     def _validate(self, task_ids: Sequence[int] | np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = _as_ids(task_ids)
@@ -250,7 +266,7 @@ class PoolStore:
         writes nothing. Within one batch a later duplicate id wins.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             ids, items = self._validate(task_ids, items)
             if len(ids) == 0:
                 return
@@ -295,7 +311,7 @@ class PoolStore:
     def delete(self, task_ids: Sequence[int] | np.ndarray) -> int:
         """Tombstone these ids; returns how many were live (unknown ids are ignored)."""
         with self._lock:
-            self._check_open()
+            self._check_writable()
             s = self._state
             ids = np.unique(_as_ids(task_ids))
             pos, found = _lookup(s.keys, ids)
@@ -318,7 +334,7 @@ class PoolStore:
         that took a view before, so their disk space comes back at the next compaction or close.
         """
         with self._lock:
-            self._check_open()
+            self._check_writable()
             s = self._state
             n_live = len(s.keys)
             if 2 * (s.n_rows - n_live) <= s.n_rows:

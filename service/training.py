@@ -98,7 +98,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     labeled = y >= 0
     if len(np.unique(y[labeled])) < 2:
         raise ValueError(f"need labels of at least two classes to train; have {int(labeled.sum())} labeled tasks")
-    x = pool_items(PoolStore(job.pool_dir), ids)
+    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
     t0 = time.perf_counter()
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
@@ -136,7 +136,7 @@ def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | No
     """Score tasks ``start:stop`` of the job (loading the saved version when no model is given)."""
     model = model if model is not None else load_model(job.version_dir, job.device)
     ids = np.asarray(job.task_ids[start:stop], np.int64)
-    x = pool_items(PoolStore(job.pool_dir), ids)
+    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
     return score_shard(model, ids, x, get_strategy(job.strategy, job.seed), job.keep, np.isin(ids, job.labeled_ids))
 
 
@@ -148,7 +148,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
     most typical item of each of ``k`` latent clusters is suggested, largest cluster first.
     """
     ids = np.asarray(job.task_ids, np.int64)
-    x = pool_items(PoolStore(job.pool_dir), ids)
+    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
     s = job.sae
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:

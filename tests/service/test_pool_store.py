@@ -202,6 +202,28 @@ def test_interrupted_compaction_rolls_back_or_forward(tmp_path) -> None:
     np.testing.assert_array_equal(again.get([8, 9]), x[8:])
 
 
+def test_a_read_only_open_reads_complete_rows_and_never_cuts_an_append_in_flight(tmp_path) -> None:
+    x = _images(6)
+    store = PoolStore(tmp_path, fsync=False)
+    store.append(np.arange(4), x[:4])
+    with open(tmp_path / "items.bin", "ab") as fh:  # an append in flight: its items written, its ids not yet
+        fh.write(x[4:].tobytes())
+    with open(tmp_path / "ids.bin", "ab") as fh:
+        fh.write(b"\x04\x00\x00")
+    (tmp_path / "items.bin.compact").write_bytes(b"someone else's compaction")
+    before = _file_sizes(tmp_path)
+    reader = PoolStore(tmp_path, read_only=True)
+    assert _file_sizes(tmp_path) == before, "a reader repairs nothing"
+    np.testing.assert_array_equal(reader.ids(), np.arange(4))
+    np.testing.assert_array_equal(reader.items(), x[:4])
+    for write in (lambda: reader.append([9], x[:1]), lambda: reader.delete([0]), reader.compact):
+        with pytest.raises(ValueError, match="read-only"):
+            write()
+    (tmp_path / "items.bin.compact").unlink()
+    store.append(np.arange(4, 6), x[4:])
+    np.testing.assert_array_equal(PoolStore(tmp_path).get(np.arange(6)), x)
+
+
 def test_items_view_stays_valid_while_appending(tmp_path) -> None:
     store = PoolStore(tmp_path)
     store.append(np.arange(5), _images(5))
