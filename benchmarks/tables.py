@@ -466,19 +466,17 @@ def section_ray_capacity() -> str:
     runs = [("one H100", RESULTS / "gpu-h100-loop" / "version-work-gpu-60k-16-32-64.json"),
             ("one H100", RESULTS / "gpu-h100-loop" / "version-work-gpu-1m.json"),
             ("2-core CPU", RESULTS / "version-work-cpu-1m.json")]
+    every = 300
     lines = ["| where | pool | warm retrain (steps) | encode the pool | SVM + ranking | a version | versions/hour |",
              "|---|---|---|---|---|---|---|"]
+    keep_up = []
     for where, path in runs:
         d = json.loads(path.read_text())
         v = _version_seconds(d)
         lines.append(f"| {where} | {d['n']:,} | {d['warm_retrain']['seconds']:.1f} s ({d['settings']['steps']}) | "
                      f"{d['encode_pool']['seconds']:.1f} s | {d['svm_and_ranking']['seconds']:.1f} s | {v:.1f} s | "
                      f"{3600 / v:,.0f} |")
-    every = 300
-    keep_up = []
-    for where, path in runs:
-        d = json.loads(path.read_text())
-        n = every / _version_seconds(d)
+        n = every / v
         keep_up.append(f"{n:,.0f} projects of {d['n']:,} items ({where})" if n >= 10
                        else f"{n:.1f} projects of {d['n']:,} items ({where})")
     lines += ["", f"Retraining every project every {every // 60} minutes, one machine keeps up with: "

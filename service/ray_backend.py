@@ -15,6 +15,7 @@ Ray is imported here only; the single-machine path never needs it installed.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,6 +24,7 @@ import shutil
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -166,31 +168,29 @@ class RayTrainingBackend(TrainingBackend):
         if progress:
             progress(f"{info['stage']} (Ray worker {info['host']}:{info['pid']})", float(info["fraction"]))
 
-    def _stage(self, project_id: int) -> Path:
+    @contextlib.contextmanager
+    def _staged(self, project_id: int) -> Iterator[Path]:
+        """A staging folder for one job's model and progress, gone (with the job's progress) afterwards."""
         stage = self.staging_dir / f"project-{project_id}-{uuid.uuid4().hex[:12]}"
         stage.mkdir(parents=True)
-        return stage
+        try:
+            yield stage
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            self.workers.pop(project_id, None)
 
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
-        stage = self._stage(job.project_id)
-        try:
+        with self._staged(job.project_id) as stage:
             (path, metrics), = self._wait([self._train.remote(job, str(stage))], job.project_id, stage, progress,
                                           "the training")
             model = load_model(path, self.device)
             attempts = len(list(stage.glob("attempt-*")))
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-            self.workers.pop(job.project_id, None)
         return TrainingResult(model, {**metrics, "backend": "ray", "attempts": attempts})
 
     def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
-        stage = self._stage(job.project_id)
-        try:
+        with self._staged(job.project_id) as stage:
             (picks,) = self._wait([self._suggest.remote(job, k, str(stage))], job.project_id, stage, progress,
                                   "the cold start")
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-            self.workers.pop(job.project_id, None)
         return np.asarray(picks, np.int64)
 
     def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
