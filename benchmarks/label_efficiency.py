@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--initial-strategy", default="random")
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
+    p.add_argument("--consistency", type=float, default=0.0)
     p.add_argument("--warm-steps", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
@@ -59,7 +60,8 @@ def main() -> None:
                            max_shift=a.max_shift, warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
-                           self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps)
+                           self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
+                           consistency=a.consistency)
     s.validate()
     ds = load_dataset(a.dataset, a.data_path, a.groups)
     out = Path(a.out)

@@ -68,7 +68,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     (:mod:`model.augment`). ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a
     pseudo-label (a class the current model is confident of) towards that class's target,
     with weight ``pseudo_weight`` relative to a real label: self-training inside the
-    structure term.
+    structure term. ``consistency > 0`` (with ``max_shift > 0``) encodes every batch under a
+    second random shift and pulls the two codes of each item together, with that weight
+    relative to the structure term: unlabeled items then also shape where the classes sit
+    (the Pi-model of semi-supervised learning, applied to the codes).
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -87,7 +90,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
                  max_shift: int = 0, steps_per_epoch: int | None = None, pseudo_weight: float = 0.0,
-                 warm_start: bool = False,
+                 consistency: float = 0.0, warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -108,6 +111,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.max_shift = max_shift
         self.steps_per_epoch = steps_per_epoch
         self.pseudo_weight = pseudo_weight
+        self.consistency = consistency
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -122,6 +126,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
         if int(self.max_shift) < 0:
             raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
+        if float(self.consistency) < 0:
+            raise ValueError(f"consistency must be non-negative, got {self.consistency}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"steps_per_epoch must be None or at least 1, got {self.steps_per_epoch}")
         if (self.encoder is None) != (self.decoder is None):
@@ -184,6 +190,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         opt = torch.optim.Adam(params, lr=float(self.lr))
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
+        cons_weight = lam * float(self.consistency) if int(self.max_shift) > 0 else 0.0
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -207,7 +214,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
-                xb = random_shift(_to_float(xt[idx].to(dev, non_blocking=True)), int(self.max_shift), gen)
+                clean = _to_float(xt[idx].to(dev, non_blocking=True))
+                xb = random_shift(clean, int(self.max_shift), gen)
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)
@@ -225,6 +233,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                             struct = struct + float(self.pseudo_weight) * pdiff.sum() / (
                                 pm.sum() * z.shape[1]).clamp(min=1)
                         loss = loss + lam * struct
+                    if cons_weight > 0:
+                        z2 = self.encoder_(random_shift(clean, int(self.max_shift), gen))
+                        loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -43,6 +43,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--self-training", type=float, default=0.0,
                    help="weight of pseudo-labeled items in the structure term (0: off)")
     p.add_argument("--self-training-threshold", type=float, default=0.9)
+    p.add_argument("--consistency", type=float, default=0.0,
+                   help="weight of code agreement under two random shifts, relative to a label (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -57,7 +59,8 @@ def _run_simulate(a: argparse.Namespace) -> int:
                            labeled_per_batch=a.labeled_per_batch, channels=a.channels, max_shift=a.max_shift,
                            warm_start=a.warm_start, warm_steps=a.warm_steps, device=a.device,
                            validation_size=a.validation_size, initial_strategy=a.initial_strategy,
-                           self_training=a.self_training, self_training_threshold=a.self_training_threshold)
+                           self_training=a.self_training, self_training_threshold=a.self_training_threshold,
+                           consistency=a.consistency)
     try:
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

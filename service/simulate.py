@@ -64,6 +64,7 @@ class SimulationSettings:
     initial_strategy: str = "random"
     self_training: float = 0.0
     self_training_threshold: float = 0.9
+    consistency: float = 0.0
     stop_set_size: int = 1000
     device: str = "auto"
 
@@ -93,6 +94,8 @@ class SimulationSettings:
             raise SimulationError("--validation-size must be at least 1")
         if self.self_training < 0 or not 0 <= self.self_training_threshold <= 1:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
+        if self.consistency < 0:
+            raise SimulationError("--consistency must not be negative")
 
 
 def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
@@ -103,7 +106,7 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               max_shift=s.max_shift)
+               max_shift=s.max_shift, consistency=s.consistency)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,

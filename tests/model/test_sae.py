@@ -12,6 +12,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import model.sae
 from connectors.datasets import Dataset
+from model.augment import random_shift
 from model.device import resolve_device
 from model.sae import StructuringAutoencoder, as_float_array
 from model.sae_classifier import SAEClassifier
@@ -62,6 +63,28 @@ def test_shifted_training_is_reproducible_and_differs(small, digits: Dataset) ->
              .fit(x, y).transform(digits.x_test) for shift in (1, 1, 0)]
     np.testing.assert_array_equal(codes[0], codes[1])
     assert not np.allclose(codes[0], codes[2])
+
+
+def test_consistency_makes_codes_agree_under_shifts(small, digits: Dataset) -> None:
+    def disagreement(model: StructuringAutoencoder) -> float:
+        # Codes of the same test digits under two random shifts, against the codes' own spread.
+        x = torch.as_tensor(as_float_array(digits.x_test))
+        gen = torch.Generator().manual_seed(0)
+        a = model.transform(random_shift(x, 1, gen).numpy())
+        b = model.transform(random_shift(x, 1, gen).numpy())
+        return float(np.mean((a - b) ** 2) / np.mean(a.var(axis=0)))
+
+    x, y = small
+    ratios = [disagreement(StructuringAutoencoder(epochs=8, device="cpu", n_classes=10, max_shift=1,
+                                                  consistency=w, random_state=0).fit(x, y)) for w in (0.0, 5.0)]
+    assert ratios[1] < 0.8 * ratios[0], ratios
+
+
+def test_consistency_without_shifts_changes_nothing(small, digits: Dataset) -> None:
+    x, y = small
+    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, consistency=w, random_state=0)
+             .fit(x, y).transform(digits.x_test) for w in (0.0, 1.0)]
+    np.testing.assert_array_equal(codes[0], codes[1])
 
 
 def test_warm_start_continues_training(small) -> None:
@@ -187,7 +210,7 @@ def test_encoder_without_decoder(small) -> None:
 def test_other_bad_parameters(small) -> None:
     x, y = small
     for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
-                   {"max_shift": -1}, {"steps_per_epoch": 0}):
+                   {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 

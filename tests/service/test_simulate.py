@@ -9,7 +9,7 @@ import pytest
 
 from connectors.datasets import load_digits_dataset
 from service.cli import main
-from service.simulate import SimulationError, SimulationSettings, run_one, simulate, summary_table
+from service.simulate import SimulationError, SimulationSettings, _build, run_one, simulate, summary_table
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -160,9 +160,15 @@ def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
     assert seen[0] is None and seen[1] > 0, "the first fit has no model to trust, the warm one pseudo-labels"
 
 
+def test_consistency_reaches_the_autoencoder() -> None:
+    s = SimulationSettings(max_shift=2, consistency=0.5, device="cpu")
+    model = _build("sae", s, n_classes=3, pool=100, seed=0)
+    assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("initial_strategy", "k-center", "--initial-strategy"), ("validation_size", 0, "--validation-size"),
-    ("self_training", -1.0, "--self-training")])
+    ("self_training", -1.0, "--self-training"), ("consistency", -1.0, "--consistency")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
