@@ -8,10 +8,14 @@ ranking order by ``score``), not for the pool. Steps, each retried with backoff 
 Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s):
 
 1. delete this version's own rows (so a retried push never duplicates), import the head;
-2. set the project's ``model_version``;
+2. set the project's ``model_version`` and make sure the "Most uncertain first" view exists:
+   from here on the view orders the work by this version (``head_visible_at``);
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
-   their heads and the rows Label Studio stored from ``/predict``; never another model's;
-4. the "Most uncertain first" view, the top-K ``meta`` marks (only the tasks marked before
+   their heads and the rows Label Studio stored from ``/predict``; never another model's.
+   This comes after the view switched because Label Studio's ordering already ignores
+   them, and deleting row by row takes seconds the annotators need not wait for; a push
+   cut short here leaves them to the next push, which deletes every earlier version;
+4. the top-K ``meta`` marks (only the tasks marked before
    and the new top-K are touched; a marked task that has been labeled since keeps its mark,
    which records why it was asked for, and costs no PATCH), and in ``queue`` mode the queue
    project.
@@ -147,12 +151,12 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     report.rows_deleted += step(client.delete_predictions, pid, [served.name]) or 0
     report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
     step(client.set_model_version, pid, served.name)
+    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    report.head_visible_at = time.time()  # the view orders the work by this version from here on
     older = [v for v, count in step(client.model_versions, pid).items()
              if count and (n := own_version_number(v)) is not None and n < served.number]
     if older:
         report.rows_deleted += step(client.delete_predictions, pid, older) or 0
-    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
-    report.head_visible_at = time.time()  # the view orders the work by this version from here on; marks follow
     top = head[: settings.push_top_k]
     marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
              for r, (tid, v) in enumerate(top)}

@@ -98,16 +98,16 @@ def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tm
     client.rows = [{"task": t, "model_version": v} for t in (10, 11) for v in ("sae-v2", "vendor-model", "sae-v9x")]
     report = push(client, tmp_path)
     names = [c[0] for c in client.calls]
-    assert names == ["delete_predictions", "import_predictions", "set_model_version", "model_versions",
-                     "delete_predictions", "ensure_view", "bulk_mark"]
-    assert client.calls[0][2] == ["sae-v3"] and client.calls[4][2] == ["sae-v2"]
+    assert names == ["delete_predictions", "import_predictions", "set_model_version", "ensure_view",
+                     "model_versions", "delete_predictions", "bulk_mark"]
+    assert client.calls[0][2] == ["sae-v3"] and client.calls[5][2] == ["sae-v2"]
     mine = [r for r in client.rows if r["model_version"] == "sae-v3"]
     assert [r["task"] for r in mine] == [12, 11], "the head, in ranking order; tasks outside it get no row"
     assert {r["model_version"] for r in client.rows} == {"sae-v3", "vendor-model", "sae-v9x"}, \
         "another model's predictions (and names that only look like ours) survive"
     row = mine[1]
     assert row["score"] == pytest.approx(0.2 / 1.2) and row["result"][0]["value"] == {"choices": ["dog"]}
-    assert client.calls[5][2] == VIEW_TITLE
+    assert client.calls[3][2] == VIEW_TITLE
     assert client.calls[6][2] == {12: {"rank": 1, "margin": 0.05, "model_version": "sae-v3"}}
     assert client.calls[6][3] == META_KEY
     assert report.rows_written == 2 and report.marked == {12} and report.head == [12, 11]
@@ -115,14 +115,19 @@ def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tm
                                    "model_versions", "ensure_view", "bulk_mark"}
 
 
-def test_the_head_is_visible_in_the_view_before_the_marks_are_written(tmp_path) -> None:
+def test_the_head_is_visible_in_the_view_before_old_rows_are_deleted_and_marks_written(tmp_path) -> None:
     client = Recorder()
-    marked_at = []
-    mark = client.bulk_mark
+    client.rows = [{"task": 10, "model_version": "sae-v2"}]
+    marked_at, deleted_at = [], []
+    mark, delete = client.bulk_mark, client.delete_predictions
     client.bulk_mark = lambda *a, **k: marked_at.append(time.time()) or mark(*a, **k)
+    client.delete_predictions = lambda pid, versions=None: (
+        deleted_at.append((versions, time.time())) or delete(pid, versions))
     before = time.time()
     report = push(client, tmp_path)
-    assert before <= report.head_visible_at <= marked_at[0]
+    older_deleted_at = [t for versions, t in deleted_at if versions == ["sae-v2"]]
+    assert len(older_deleted_at) == 1
+    assert before <= report.head_visible_at <= older_deleted_at[0] <= marked_at[0]
     assert report.summary()["head_visible_at"] == report.head_visible_at
 
 
