@@ -135,6 +135,7 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                 "annotation_to_view_s": round(push["head_visible_at"] - wall0, 1)
                 if push.get("head_visible_at") else None,
                 "reading_changes_s": v.get("read_seconds"), "training_s": v["train_seconds"],
+                "scoring_s": st.get("scoring_seconds"),
                 "push_s": push.get("total_seconds"), "push_steps_s": push.get("seconds"),
                 "rows_written": push.get("rows_written"), "rows_deleted": push.get("rows_deleted"),
                 "prediction_rows_after": sum(client.model_versions(pid).values()),

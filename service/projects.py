@@ -63,6 +63,7 @@ class ProjectState:
     training_reason: str | None = None
     reading_labels: dict[int, int] | None = None
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
+    scoring_seconds: float | None = None
     suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -471,6 +472,7 @@ class ProjectManager:
         save_served(served, store.dir / f"served-v{number:06d}.npz")
         kappa = served.agreement_with(previous, s.stop_set_size) if previous is not None else None
         with st.lock:
+            st.scoring_seconds = round(time.perf_counter() - t_score, 3)
             if kappa is not None:
                 st.stop_kappas = [*st.stop_kappas, (number, round(kappa, 5))][-20:]
             st.served = served

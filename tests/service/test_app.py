@@ -172,6 +172,7 @@ def test_webhook_answers_while_training_blocks_and_events_coalesce(tmp_path):
     assert backend.runs == 2
     status = app.get("/projects/1/status").json()
     assert status["model_version"] == "sae-v2" and client.pushed == ["sae-v1", "sae-v2"]
+    assert status["scoring_seconds"] > 0, "the time to score the pool for the version in service"
 
 
 def test_failed_training_keeps_old_version_and_restart_serves_it(tmp_path):
