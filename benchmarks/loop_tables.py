@@ -44,6 +44,13 @@ def loop_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def _until_view(r: dict) -> float:
+    """The push's seconds until the view orders by the new version (older files: the push less its marks)."""
+    if r.get("push_until_view_s") is not None:
+        return r["push_until_view_s"]
+    return r["push_s"] - r["push_steps_s"].get("bulk_mark", 0.0)
+
+
 def view_table(data: dict) -> str:
     """Annotation -> the new head ordering the view, and -> the marks written too (each round and the median)."""
     lines = ["| tasks | warm steps | annotation → new head in the view (median) | rounds | annotation → marks "
@@ -57,9 +64,36 @@ def view_table(data: dict) -> str:
             f"| {row['tasks']:,} | {row['warm_steps']} | {np.median(view):.1f} s | "
             f"{', '.join(f'{v:.1f}' for v in view)} s | {np.median(full):.1f} s | "
             f"{', '.join(f'{v:.1f}' for v in full)} s | {np.median([r['training_s'] for r in rs]):.1f} s | "
-            f"{np.median([r['push_s'] - m for r, m in zip(rs, marks, strict=True)]):.1f} s | "
+            f"{np.median([_until_view(r) for r in rs]):.1f} s | "
             f"{np.median(marks):.1f} s |")
     return "\n".join(lines)
+
+
+def gpu_composite_table(data: dict, gpu: dict) -> str:
+    """Annotation -> new head in the view with the model's work taken from a GPU run instead of the CPU's.
+
+    Per round: the CPU loop's view time, less its training and scoring, plus the GPU's warm retrain,
+    pool encoding and SVM + ranking (benchmarks/version_work.py at the same pool size). The rest
+    (webhook, reading changes, saving, Label Studio's writes until the view) stays as measured.
+    """
+    model = gpu["warm_retrain"]["seconds"] + gpu["encode_pool"]["seconds"] + gpu["svm_and_ranking"]["seconds"]
+    lines = ["| tasks | CPU: annotation → view | of which training | of which scoring | of which push until the view "
+             "| rest | GPU model work (retrain + encode + rank) | estimate on the GPU |", "|---" * 8 + "|"]
+    for row in data["rows"]:
+        rs = [r for r in row["rounds"] if r.get("scoring_s") is not None and r.get("push_until_view_s") is not None]
+        if not rs:
+            continue
+        view = np.array([r["annotation_to_view_s"] for r in rs])
+        train = np.array([r["training_s"] for r in rs])
+        score = np.array([r["scoring_s"] for r in rs])
+        until_view = np.array([r["push_until_view_s"] for r in rs])
+        estimate = view - train - score + model
+        lines.append(f"| {row['tasks']:,} | {np.median(view):.1f} s | {np.median(train):.1f} s | "
+                     f"{np.median(score):.1f} s | {np.median(until_view):.1f} s | "
+                     f"{np.median(view - train - score - until_view):.1f} s | {model:.1f} s "
+                     f"({gpu['device_name']}, {gpu['settings']['steps']} steps) | "
+                     f"{np.median(estimate):.1f} s ({', '.join(f'{e:.1f}' for e in estimate)}) |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def ingest_table(data: dict) -> str:
@@ -206,6 +240,14 @@ def main() -> None:
         print(f"60k with 60 warm steps, the view timed apart from the marks ({steps60['machine']}):\n")
         print(view_table(steps60) + "\n")
         print(loop_table(steps60) + "\n")
+    v4 = _load("loop-latency-v4-cpu-60k-steps60.json")
+    gpu = _load("gpu-h100-loop/version-work-gpu-60k-16-32-64.json")
+    if v4:
+        print(f"60k, the older rows deleted after the view switched ({v4['machine']}):\n")
+        print(view_table(v4) + "\n")
+        print(loop_table(v4) + "\n")
+        if gpu:
+            print(gpu_composite_table(v4, gpu) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

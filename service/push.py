@@ -76,12 +76,15 @@ class PushReport:
     marked: set[int] = field(default_factory=set)
     queue_project_id: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
     head_visible_at: float | None = None
 
     def summary(self) -> dict:
+        until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
         return {"model_version": self.model_version, "rows_written": self.rows_written,
                 "rows_deleted": self.rows_deleted, "marked": len(self.marked), "seconds": self.seconds,
-                "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at}
+                "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
+                "seconds_until_view": until_view}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):

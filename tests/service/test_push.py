@@ -129,6 +129,7 @@ def test_the_head_is_visible_in_the_view_before_old_rows_are_deleted_and_marks_w
     assert len(older_deleted_at) == 1
     assert before <= report.head_visible_at <= older_deleted_at[0] <= marked_at[0]
     assert report.summary()["head_visible_at"] == report.head_visible_at
+    assert 0 <= report.summary()["seconds_until_view"] <= report.summary()["total_seconds"] + 0.01
 
 
 def test_the_view_score_orders_like_the_ranking(tmp_path) -> None:

@@ -1,0 +1,42 @@
+"""The live-loop tables: the GPU estimate swaps only the model's work out of a measured CPU round."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("loop_tables", ROOT / "benchmarks" / "loop_tables.py")
+loop_tables = importlib.util.module_from_spec(spec)
+sys.modules["loop_tables"] = loop_tables
+spec.loader.exec_module(loop_tables)
+
+
+def _round(view: float, train: float, score: float, until_view: float) -> dict:
+    return {"annotation_to_view_s": view, "training_s": train, "scoring_s": score,
+            "push_until_view_s": until_view, "push_s": until_view + 9.0, "push_steps_s": {"bulk_mark": 9.0}}
+
+
+GPU = {"warm_retrain": {"seconds": 1.0}, "encode_pool": {"seconds": 0.25}, "svm_and_ranking": {"seconds": 0.25},
+       "device_name": "GPU", "settings": {"steps": 60}}
+
+
+def test_gpu_estimate_replaces_training_and_scoring_by_the_gpu_model_work() -> None:
+    data = {"rows": [{"tasks": 1000, "rounds": [_round(40.0, 15.0, 10.0, 6.0), _round(30.0, 10.0, 10.0, 6.0),
+                                                  _round(50.0, 20.0, 10.0, 6.0)]}]}
+    row = loop_tables.gpu_composite_table(data, GPU).splitlines()[2].split("|")
+    assert row[2].strip() == "40.0 s" and row[3].strip() == "15.0 s" and row[5].strip() == "6.0 s"
+    assert row[6].strip() == "9.0 s", "the rest: view less training, scoring and the push until the view"
+    assert row[8].strip() == "16.5 s (16.5, 11.5, 21.5)", "view - training - scoring + 1.5 s of GPU work"
+
+
+def test_rounds_without_the_split_give_no_estimate() -> None:
+    data = {"rows": [{"tasks": 1000, "rounds": [{**_round(40.0, 15.0, 10.0, 6.0), "scoring_s": None}]}]}
+    assert loop_tables.gpu_composite_table(data, GPU) == ""
+
+
+def test_the_view_column_uses_the_push_time_until_the_view_when_recorded() -> None:
+    old = {"push_s": 20.0, "push_steps_s": {"bulk_mark": 12.0}}
+    assert loop_tables._until_view(old) == 8.0
+    assert loop_tables._until_view({**old, "push_until_view_s": 5.0}) == 5.0
