@@ -223,6 +223,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("typical", "sae+margin, typicality start", "sae", "margin"),
     ("lam099", "sae+margin, λ 0.99", "sae", "margin"),
     ("epochs", "sae+margin, 10 / 5 epochs", "sae", "margin"),
+    ("latent32", "sae+margin, latent size 32", "sae", "margin"),
+    ("consistency", "sae+margin + shift consistency (weight 1)", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
