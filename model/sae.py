@@ -233,7 +233,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                             struct = struct + float(self.pseudo_weight) * pdiff.sum() / (
                                 pm.sum() * z.shape[1]).clamp(min=1)
                         loss = loss + lam * struct
-                    if cons_weight > 0:
+                    if cons_weight > 0 and clean.dim() == 4:
                         z2 = self.encoder_(random_shift(clean, int(self.max_shift), gen))
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                 opt.zero_grad(set_to_none=True)

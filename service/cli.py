@@ -44,7 +44,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="weight of pseudo-labeled items in the structure term (0: off)")
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0,
-                   help="weight of code agreement under two random shifts, relative to a label (0: off)")
+                   help="weight of code agreement under two random shifts, relative to the structure term (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
