@@ -225,6 +225,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("epochs", "sae+margin, 10 / 5 epochs", "sae", "margin"),
     ("latent32", "sae+margin, latent size 32", "sae", "margin"),
     ("consistency", "sae+margin + shift consistency (weight 1)", "sae", "margin"),
+    ("consistency03", "sae+margin + shift consistency (weight 0.3)", "sae", "margin"),
     ("combined", "sae+cluster-margin, typicality start (both levers that helped)", "sae", "cluster-margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
