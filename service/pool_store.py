@@ -209,11 +209,11 @@ class PoolStore:
         n = len(ids)
         if items_size // row_bytes < n:
             n = items_size // row_bytes
-            ids = ids[:n]
             if not self.read_only:
                 log.warning("%s: items.bin holds %d rows but ids.bin %d; keeping %d", self.directory, n,
                             len(ids), n)
                 os.truncate(self._path("ids.bin"), n * _ID_DTYPE.itemsize)
+            ids = ids[:n]
         if items_size != n * row_bytes and not self.read_only:
             log.warning("%s: truncating %d bytes of an unfinished append", items_path, items_size - n * row_bytes)
             os.truncate(items_path, n * row_bytes)
