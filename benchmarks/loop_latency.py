@@ -139,6 +139,7 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                 "push_s": push.get("total_seconds"), "push_until_view_s": push.get("seconds_until_view"),
                 "push_steps_s": push.get("seconds"),
                 "rows_written": push.get("rows_written"), "rows_deleted": push.get("rows_deleted"),
+                "marks_written": push.get("marks_written"),
                 "prediction_rows_after": sum(client.model_versions(pid).values()),
                 "prediction_rows_growth": sum(client.model_versions(pid).values()) - rows0,
                 "db_growth_bytes": db_bytes(ls) - db0, "cv_accuracy": v.get("cv_accuracy")})

@@ -60,12 +60,14 @@ def view_table(data: dict) -> str:
         view = [r["annotation_to_view_s"] for r in rs]
         full = [r["annotation_to_head_s"] for r in rs]
         marks = [r["push_steps_s"].get("bulk_mark", 0.0) for r in rs]
+        patches = [r["marks_written"] for r in rs if r.get("marks_written") is not None]
+        patch_cell = f" ({np.median(patches):.0f} PATCHes)" if patches else ""
         lines.append(
             f"| {row['tasks']:,} | {row['warm_steps']} | {np.median(view):.1f} s | "
             f"{', '.join(f'{v:.1f}' for v in view)} s | {np.median(full):.1f} s | "
             f"{', '.join(f'{v:.1f}' for v in full)} s | {np.median([r['training_s'] for r in rs]):.1f} s | "
             f"{np.median([_until_view(r) for r in rs]):.1f} s | "
-            f"{np.median(marks):.1f} s |")
+            f"{np.median(marks):.1f} s{patch_cell} |")
     return "\n".join(lines)
 
 
@@ -248,6 +250,13 @@ def main() -> None:
         print(loop_table(v4) + "\n")
         if gpu:
             print(gpu_composite_table(v4, gpu) + "\n")
+    v5 = _load("loop-latency-v5-cpu-60k-steps60.json")
+    if v5:
+        print(f"60k, a task staying in the top-K keeps its mark ({v5['machine']}):\n")
+        print(view_table(v5) + "\n")
+        print(loop_table(v5) + "\n")
+        if gpu:
+            print(gpu_composite_table(v5, gpu) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

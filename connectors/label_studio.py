@@ -268,13 +268,16 @@ class LabelStudioClient:
         return new
 
     def bulk_mark(self, project_id: int, marks: dict[int, dict], key: str = "sae",
-                  previous: set[int] | None = None) -> int:
+                  previous: set[int] | None = None, keep_existing: bool = False) -> int:
         """Set ``meta[key] = marks[id]`` and remove ``meta[key]`` from tasks not in ``marks``.
 
         Only the current top-K then carry a mark. ``previous`` (the ids that may carry a mark
         now) limits the read to those tasks and the new ones, O(K) instead of a pass over the
         whole project; without it every task is read once (no annotations). Idempotent: tasks
-        already right are not written. One PATCH per changed task; returns how many changed.
+        already right are not written. With ``keep_existing`` a task in ``marks`` that already
+        carries a mark keeps it, so only tasks entering or leaving the set are written: Label
+        Studio has no bulk update of ``meta``, and each PATCH costs ~0.15 s on SQLite. One PATCH
+        per changed task; returns how many changed.
         """
         marks = {int(k): v for k, v in marks.items()}
         if previous is None:
@@ -286,7 +289,7 @@ class LabelStudioClient:
             tid = int(task["id"])
             meta = dict(task.get("meta") or {})
             if tid in marks:
-                if meta.get(key) == marks[tid]:
+                if meta.get(key) == marks[tid] or (keep_existing and key in meta):
                     continue
                 meta[key] = marks[tid]
             elif key in meta:

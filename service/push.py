@@ -15,10 +15,11 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
    This comes after the view switched because Label Studio's ordering already ignores
    them, and deleting row by row takes seconds the annotators need not wait for; a push
    cut short here leaves them to the next push, which deletes every earlier version;
-4. the top-K ``meta`` marks (only the tasks marked before
-   and the new top-K are touched; a marked task that has been labeled since keeps its mark,
-   which records why it was asked for, and costs no PATCH), and in ``queue`` mode the queue
-   project.
+4. the top-K ``meta`` marks, and in ``queue`` mode the queue project. A mark records why a
+   task was asked for: the version that put it into the top-K, with its rank and margin then.
+   Only tasks entering or leaving the top-K are written (one PATCH each, Label Studio has no
+   bulk update of ``meta``): a task that stays keeps its mark, and so does one labeled since.
+   The live order is the view's and ``/ranking``'s.
 
 A push never follows a newer one: it is skipped when the version is older than the last
 pushed. It returns a :class:`PushReport`; it writes no shared state.
@@ -74,6 +75,7 @@ class PushReport:
     rows_deleted: int = 0
     head: list[int] = field(default_factory=list)
     marked: set[int] = field(default_factory=set)
+    marks_written: int = 0
     queue_project_id: int | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
@@ -82,7 +84,8 @@ class PushReport:
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
         return {"model_version": self.model_version, "rows_written": self.rows_written,
-                "rows_deleted": self.rows_deleted, "marked": len(self.marked), "seconds": self.seconds,
+                "rows_deleted": self.rows_deleted, "marked": len(self.marked), "marks_written": self.marks_written,
+                "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
                 "seconds_until_view": until_view}
 
@@ -128,7 +131,8 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
              for r, t in enumerate(task_ids[: settings.push_top_k])}
-    step(client.bulk_mark, pid, marks, META_KEY, previous=None if prior.marked is None else set(prior.marked))
+    report.marks_written = step(client.bulk_mark, pid, marks, META_KEY,
+                                previous=None if prior.marked is None else set(prior.marked)) or 0
     report.marked = set(marks)
     log.info("project %s: pushed %s cold-start suggestions", pid, report.rows_written)
     return report
@@ -165,7 +169,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              for r, (tid, v) in enumerate(top)}
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     try:
-        step(client.bulk_mark, pid, marks, META_KEY, previous=previous)
+        report.marks_written = step(client.bulk_mark, pid, marks, META_KEY, previous=previous,
+                                    keep_existing=True) or 0
     except PushError as e:
         e.marked = None if previous is None else previous | set(marks)
         raise
@@ -179,6 +184,6 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
             e.marked = report.marked
             raise
         report.queue_project_id = queue_id
-    log.info("project %s: pushed %s (%s rows written, %s deleted, %s marked)", pid, served.name,
-             report.rows_written, report.rows_deleted, len(marks))
+    log.info("project %s: pushed %s (%s rows written, %s deleted, %s marked, %s mark PATCHes)", pid,
+             served.name, report.rows_written, report.rows_deleted, len(marks), report.marks_written)
     return report

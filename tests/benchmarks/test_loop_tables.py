@@ -40,3 +40,11 @@ def test_the_view_column_uses_the_push_time_until_the_view_when_recorded() -> No
     old = {"push_s": 20.0, "push_steps_s": {"bulk_mark": 12.0}}
     assert loop_tables._until_view(old) == 8.0
     assert loop_tables._until_view({**old, "push_until_view_s": 5.0}) == 5.0
+
+
+def test_the_view_table_shows_the_mark_patches_when_recorded() -> None:
+    rounds = [{**_round(40.0, 15.0, 10.0, 6.0), "annotation_to_head_s": 49.0, "marks_written": n} for n in (30, 40, 50)]
+    cell = loop_tables.view_table({"rows": [{"tasks": 1000, "warm_steps": 60, "rounds": rounds}]}).splitlines()[2]
+    assert cell.split("|")[-2].strip() == "9.0 s (40 PATCHes)"
+    old = [{k: v for k, v in r.items() if k != "marks_written"} for r in rounds]
+    assert loop_tables.view_table({"rows": [{"tasks": 1000, "warm_steps": 60, "rounds": old}]}).endswith("| 9.0 s |")

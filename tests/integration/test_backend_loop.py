@@ -44,6 +44,7 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
     backend = Backend(create_app(_settings(label_studio, tmp_path / "models"))).start()
     try:
         ls_client.connect_ml_backend(pid, backend.url)
+        kept: dict[int, dict] = {}
         for round_no, chunk in enumerate((ids[:30], ids[30:50]), start=1):
             _annotate(ls_client, chunk, truth)
             status = _wait_version(backend, pid, f"sae-v{round_no}")
@@ -59,7 +60,11 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
             marked = {t["id"]: t["meta"][META_KEY] for t in tasks if META_KEY in (t.get("meta") or {})}
             current = {t for t, m in marked.items() if t in unlabeled}
             assert len(current) == TOP_K, "exactly the top-K unlabeled tasks carry a mark"
-            assert all(marked[t]["model_version"] == f"sae-v{round_no}" for t in current)
+            assert current == set(ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, TOP_K)), \
+                "the marked tasks are the view's first K"
+            assert all(marked[t] == kept[t] for t in current & set(kept)), "a task that stays keeps its mark"
+            assert all(marked[t]["model_version"] == f"sae-v{round_no}" for t in current - set(kept))
+            kept = {t: marked[t] for t in current}
             assert all(marked[t]["model_version"] != f"sae-v{round_no}" for t in set(marked) - unlabeled), \
                 "a task labeled since keeps the mark of the version that asked for it"
             order = ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, 20)

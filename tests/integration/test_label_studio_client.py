@@ -114,6 +114,13 @@ def test_bulk_mark_sets_and_clears_only_its_key(ls_client: LabelStudioClient, di
     assert [i for i in ids if "sae" in meta[i]] == [ids[3]] and meta[ids[3]]["origin"] == "import"
     assert ls_client.bulk_mark(digits_project, {}, previous={ids[3]}) == 1
 
+    # keeping existing marks writes only the tasks that enter or leave the set
+    assert ls_client.bulk_mark(digits_project, {ids[0]: {"rank": 1}, ids[1]: {"rank": 2}}, previous=set()) == 2
+    assert ls_client.bulk_mark(digits_project, {ids[1]: {"rank": 1}, ids[2]: {"rank": 2}},
+                               previous={ids[0], ids[1]}, keep_existing=True) == 2
+    meta = {t["id"]: t["meta"] for t in ls_client.iter_tasks(digits_project, fields="task_only")}
+    assert "sae" not in meta[ids[0]] and meta[ids[1]]["sae"] == {"rank": 2} and meta[ids[2]]["sae"] == {"rank": 2}
+
     assert ls_client.update_task_meta(ids[3], {"note": 1}) == {"origin": "import", "note": 1}
     assert ls_client.update_task_meta(ids[3], {"note": None}) == {"origin": "import"}
 

@@ -59,9 +59,9 @@ class Recorder:
         self._call("ensure_view", pid, title)
         return 5
 
-    def bulk_mark(self, pid, marks, key, previous=None):
-        self._call("bulk_mark", pid, marks, key, previous)
-        return len(marks)
+    def bulk_mark(self, pid, marks, key, previous=None, keep_existing=False):
+        self._call("bulk_mark", pid, marks, key, previous, keep_existing)
+        return len(marks) + len(previous or ())
 
     def ensure_queue_project(self, pid):
         self._call("ensure_queue_project", pid)
@@ -110,6 +110,7 @@ def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tm
     assert client.calls[3][2] == VIEW_TITLE
     assert client.calls[6][2] == {12: {"rank": 1, "margin": 0.05, "model_version": "sae-v3"}}
     assert client.calls[6][3] == META_KEY
+    assert client.calls[6][5] is True, "a task staying in the top-K keeps its mark: no PATCH"
     assert report.rows_written == 2 and report.marked == {12} and report.head == [12, 11]
     assert set(report.seconds) == {"delete_predictions", "import_predictions", "set_model_version",
                                    "model_versions", "ensure_view", "bulk_mark"}
@@ -173,6 +174,8 @@ def test_marks_read_the_whole_project_once_then_only_the_marked_tasks(tmp_path) 
     previous = [c[4] for c in client.calls if c[0] == "bulk_mark"]
     assert previous == [None, {12}]
     assert second.marked == {11}
+    assert (first.marks_written, second.marks_written) == (1, 2), "the report counts the client's PATCHes"
+    assert second.summary()["marks_written"] == 2
 
     client.fail["bulk_mark"] = [LabelStudioError("down", retryable=False)]
     with pytest.raises(PushError) as err:
