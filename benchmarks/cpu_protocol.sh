@@ -17,7 +17,7 @@ declare -A RUNS_OF=(
   [noshift]="sae+margin" [baselines-noshift]="classifier+margin,classifier+random"
   [lam099]="sae+margin" [classifier-cluster]="classifier+cluster-margin" [epochs]="sae+margin"
   [latent32]="sae+margin" [consistency]="sae+margin" [combined]="sae+cluster-margin"
-  [consistency03]="sae+margin"
+  [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -26,8 +26,9 @@ declare -A ARGS_OF=(
   [lam099]="--max-shift 2 --lam 0.99" [classifier-cluster]="--max-shift 2" [epochs]="--max-shift 2 --epochs 10 --warm-epochs 5"
   [latent32]="--max-shift 2 --latent-dim 32" [consistency]="--max-shift 2 --consistency 1"
   [combined]="--max-shift 2 --initial-strategy typicality" [consistency03]="--max-shift 2 --consistency 0.3"
+  [baselines-epochs]="--max-shift 2 --epochs 10 --warm-epochs 5"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -232,7 +232,23 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
              ("classifier-cluster", "classifier+cluster-margin, shifts ≤ 2 px", "classifier", "cluster-margin"),
              ("baselines-noshift", "classifier+margin, no shifts", "classifier", "margin"),
-             ("baselines-noshift", "classifier+random, no shifts", "classifier", "random")]
+             ("baselines-noshift", "classifier+random, no shifts", "classifier", "random"),
+             ("baselines-epochs", "classifier+margin, 10 / 5 epochs", "classifier", "margin"),
+             ("baselines-epochs", "classifier+random, 10 / 5 epochs", "classifier", "random")]
+MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs"}  # trained alike; else shift2
+
+
+def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
+    """classifier+margin and classifier+random trained like the chosen lever (shifts, epochs).
+
+    Like is compared with like: a lever that trains longer or without shifts is set against
+    baselines that do the same. Falls back to the first two rows of ``base``.
+    """
+    name = next((x[0] for x in LEVERS if best is not None and x[1] == best.label), None)
+    want = MATCHED_BASELINES.get(name or "", "baselines-shift2")
+    by_label = {r.label: r for r in base}
+    rows = [by_label.get(label) for v, label, _, _ in BASELINES if v == want]
+    return (rows[0], rows[1]) if len(rows) == 2 and None not in rows else (base[0], base[1])
 
 
 def _protocol_rows(spec: list[tuple[str, str, str, str]], where: Callable[[str], str] | None = None) -> list[Row]:
@@ -274,8 +290,7 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         return empty
     excluded: list[str] = []
     best = chosen_lever(levers, excluded)
-    noshift = best is not None and best.label == next(x[1] for x in LEVERS if x[0] == "noshift")
-    cm, cr = (base[3], base[4]) if noshift else (base[0], base[1])
+    cm, cr = matched_baselines(best, base)
     parts = [curve_table("validation error (choose here)", levers + base, FM_BUDGETS, key="val_error"),
              _lever_effects(levers)]
     lines = []

@@ -95,3 +95,16 @@ def test_no_typed_percentages_in_the_generated_sections() -> None:
     readme = (ROOT / "README.md").read_text()
     for block in re.findall(r"<!-- tables:([\w-]+) -->\n(.*?)<!-- /tables:\1 -->", readme, re.S):
         assert block[1] == tables.SECTIONS[block[0]]() + "\n"
+
+
+def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
+    base = [tables.Row(label, (), ()) for _, label, _, _ in tables.BASELINES]
+    by = {r.label: r for r in base}
+    lever = {name: tables.Row(label, (), ()) for name, label, _, _ in tables.LEVERS}
+    assert tables.matched_baselines(lever["epochs"], base) == (
+        by["classifier+margin, 10 / 5 epochs"], by["classifier+random, 10 / 5 epochs"])
+    assert tables.matched_baselines(lever["noshift"], base) == (
+        by["classifier+margin, no shifts"], by["classifier+random, no shifts"])
+    assert tables.matched_baselines(lever["typical"], base) == (
+        by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
+    assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"
