@@ -96,7 +96,8 @@ class LabelStudioServer:
 
     def __init__(self, data_dir: Path, port: int | None = None, username: str = DEFAULT_USERNAME,
                  password: str = DEFAULT_PASSWORD, token: str = DEFAULT_TOKEN, home: Path | None = None,
-                 local_files_root: Path | None = None) -> None:
+                 local_files_root: Path | None = None, env: dict[str, str] | None = None) -> None:
+        """``env``: extra variables for the Label Studio process, e.g. a feature flag an operator sets."""
         if not 6 <= len(token) <= 40:
             raise ValueError("Label Studio accepts user tokens of 6 to 40 characters")
         self.data_dir = Path(data_dir).resolve()
@@ -107,6 +108,7 @@ class LabelStudioServer:
         self._token = token
         self.home = home
         self.local_files_root = Path(local_files_root).resolve() if local_files_root else None
+        self.extra_env = dict(env or {})
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -142,6 +144,7 @@ class LabelStudioServer:
         if self.local_files_root:
             env["LOCAL_FILES_SERVING_ENABLED"] = "true"
             env["LOCAL_FILES_DOCUMENT_ROOT"] = str(self.local_files_root)
+        env.update(self.extra_env)
         return env
 
     def start(self, timeout: float = 180.0) -> LabelStudioServer:

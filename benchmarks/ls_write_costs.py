@@ -1,0 +1,87 @@
+"""What each Label Studio write of a push costs at a project size, with and without an operator's flag.
+
+A version's push is a few Label Studio writes: import the head's predictions, set the project's
+model version, PATCH the ``meta`` marks, delete an earlier version's rows. Label Studio 1.23's
+prediction import recounts every task of the project after each request, unless its operator
+turns on the feature flag ``fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short``
+(off in the flags file Label Studio ships), which recounts only the tasks imported into. This
+measures each write on a fresh SQLite Label Studio per setting, text tasks (the counters Label
+Studio recounts do not depend on the data):
+
+    python benchmarks/ls_write_costs.py --tasks 60000 --json benchmarks/results/ls-write-costs-60k.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from connectors.label_studio import LabelStudioClient
+from connectors.label_studio_server import LabelStudioServer
+
+IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
+CONFIG = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t">'
+          '<Choice value="a"/><Choice value="b"/></Choices></View>')
+
+
+def _timed(fn, *args, **kwargs) -> float:
+    t0 = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0
+
+
+def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) -> dict:
+    with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls", env=env) as ls:
+        client = LabelStudioClient(ls.url, ls.token, timeout=600)
+        pid = client.create_project("write costs", CONFIG)
+        t0 = time.perf_counter()
+        ids = client.import_tasks(pid, [{"text": f"item {i}"} for i in range(n)], chunk=5000)
+        upload_s = time.perf_counter() - t0
+        rows = lambda v: [{"task": t, "model_version": v, "score": i / head,  # noqa: E731
+                           "result": [{"from_name": "c", "to_name": "t", "type": "choices",
+                                       "value": {"choices": ["a"]}}]} for i, t in enumerate(ids[:head])]
+        imports, versions, deletes = [], [], []
+        for r in range(repeats):
+            name = f"sae-v{r + 1}"
+            imports.append(_timed(client.import_predictions, pid, rows(name)))
+            versions.append(_timed(client.set_model_version, pid, name))
+            if r:
+                deletes.append(_timed(client.delete_predictions, pid, [f"sae-v{r}"]))
+        patches = [_timed(client.update_task_meta, t, {"sae": {"rank": i + 1}}, merge=False)
+                   for i, t in enumerate(ids[head: head + marks])]
+        return {"tasks": n, "head": head, "env": env, "upload_s": round(upload_s, 1),
+                "import_head_s": [round(x, 3) for x in imports],
+                "set_model_version_s": [round(x, 3) for x in versions],
+                "delete_version_s": [round(x, 3) for x in deletes],
+                "meta_patch_ms_median": round(1000 * statistics.median(patches), 1), "meta_patches": len(patches)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", type=int, default=60000)
+    p.add_argument("--head", type=int, default=500, help="PUSH_HEAD: rows a version imports")
+    p.add_argument("--marks", type=int, default=50, help="meta PATCHes timed")
+    p.add_argument("--repeats", type=int, default=3, help="versions pushed per setting")
+    p.add_argument("--json", default=None)
+    a = p.parse_args()
+    settings = [("Label Studio's defaults", {}), (f"{IMPORT_FLAG}=true", {IMPORT_FLAG: "true"})]
+    rows = []
+    for name, env in settings:
+        row = {"setting": name, **measure(a.tasks, a.head, a.marks, a.repeats, env)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "rows": rows}
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
