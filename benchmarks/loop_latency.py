@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from connectors.datasets import DatasetError, load_dataset
+from connectors.datasets import load_dataset
 from connectors.label_studio import LabelStudioClient
 from connectors.label_studio_server import LabelStudioServer, free_port
 
@@ -73,10 +73,7 @@ def wait_version(url: str, pid: int, labeled: int, timeout: float = 7200) -> dic
 
 
 def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
-    try:
-        ds = load_dataset("fashion-mnist", args.data_path)
-    except DatasetError:
-        ds = load_dataset("digits")
+    ds = load_dataset(args.dataset, args.data_path)
     reps = int(np.ceil(n / len(ds.x_train)))
     x = np.concatenate([ds.x_train] * reps)[:n]
     y = np.concatenate([ds.y_train] * reps)[:n]
@@ -144,7 +141,7 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                 "prediction_rows_growth": sum(client.model_versions(pid).values()) - rows0,
                 "db_growth_bytes": db_bytes(ls) - db0, "cv_accuracy": v.get("cv_accuracy")})
             print(json.dumps(rounds[-1]), flush=True)
-        row = {"tasks": n, "upload_s": round(upload_s, 1), "first_version_s": round(first_s, 1),
+        row = {"tasks": n, "dataset": ds.name, "upload_s": round(upload_s, 1), "first_version_s": round(first_s, 1),
                "of_which_ingest_s": v1.get("read_seconds"), "first_train_s": v1["train_seconds"],
                "rounds": rounds, "annotation_to_head_s_median": float(np.median([r["annotation_to_head_s"]
                                                                                for r in rounds])),
@@ -164,6 +161,7 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", type=int, nargs="+", default=[1000, 10000])
+    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (28x28 PNGs) or digits (8x8)")
     p.add_argument("--data-path", default=None)
     p.add_argument("--initial", type=int, default=100)
     p.add_argument("--per-round", type=int, default=50)
