@@ -98,6 +98,17 @@ def gpu_composite_table(data: dict, gpu: dict) -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+def write_costs_table(data: dict) -> str:
+    """Each Label Studio write of a push (benchmarks/ls_write_costs.py): median over the versions pushed."""
+    lines = ["| Label Studio setting | tasks | import the head (rows) | set model version | delete an earlier "
+             "version | one `meta` PATCH |", "|---" * 6 + "|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['setting']} | {r['tasks']:,} | {np.median(r['import_head_s']):.2f} s ({r['head']}) | "
+                     f"{np.median(r['set_model_version_s']):.2f} s | {np.median(r['delete_version_s']):.2f} s | "
+                     f"{r['meta_patch_ms_median']:.0f} ms |")
+    return "\n".join(lines)
+
+
 def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
@@ -257,6 +268,10 @@ def main() -> None:
         print(loop_table(v5) + "\n")
         if gpu:
             print(gpu_composite_table(v5, gpu) + "\n")
+    costs = _load("ls-write-costs-60k.json")
+    if costs:
+        print(f"Label Studio's writes ({costs['machine']}):\n")
+        print(write_costs_table(costs) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

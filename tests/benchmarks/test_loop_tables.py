@@ -48,3 +48,10 @@ def test_the_view_table_shows_the_mark_patches_when_recorded() -> None:
     assert cell.split("|")[-2].strip() == "9.0 s (40 PATCHes)"
     old = [{k: v for k, v in r.items() if k != "marks_written"} for r in rounds]
     assert loop_tables.view_table({"rows": [{"tasks": 1000, "warm_steps": 60, "rounds": old}]}).endswith("| 9.0 s |")
+
+
+def test_write_costs_are_medians_over_the_versions_pushed() -> None:
+    row = {"setting": "defaults", "tasks": 60000, "head": 500, "import_head_s": [3.0, 1.0, 2.0],
+           "set_model_version_s": [0.2, 0.4, 0.3], "delete_version_s": [1.0, 3.0], "meta_patch_ms_median": 111.8}
+    line = loop_tables.write_costs_table({"rows": [row]}).splitlines()[2]
+    assert line == "| defaults | 60,000 | 2.00 s (500) | 0.30 s | 2.00 s | 112 ms |"

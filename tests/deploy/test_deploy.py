@@ -22,6 +22,7 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
+IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 DOCKERFILE = DEPLOY / "Dockerfile"
 EXAMPLE_ENV = DEPLOY / "example.env"
 BACKEND_PORT = 9090
@@ -122,6 +123,8 @@ def test_label_studio_service(label_studio: dict) -> None:
     for key in ("LABEL_STUDIO_USERNAME", "LABEL_STUDIO_PASSWORD", "LABEL_STUDIO_USER_TOKEN"):
         assert compose_default(env[key]), key
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
+    # the operator flag benchmarks/ls_write_costs.py measures: imports recount only their own tasks
+    assert env[IMPORT_FLAG] == "true"
     # Label Studio keeps legacy tokens in a 40-character column.
     assert len(compose_default(env["LABEL_STUDIO_USER_TOKEN"])) <= 40
     probe = " ".join(healthcheck_probe(label_studio))
