@@ -174,12 +174,15 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=50)
     p.add_argument("--debounce", type=float, default=1.0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--label-studio-env", action="append", default=[], metavar="KEY=VALUE",
+                   help="an environment variable for Label Studio (e.g. one of its feature flags); repeatable")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls") as ls:
+    ls_env = dict(kv.split("=", 1) for kv in a.label_studio_env)
+    with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls", env=ls_env) as ls:
         rows = [measure(ls, n, a) for n in a.tasks]
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-              "rows": rows}
+              "label_studio_env": ls_env, "rows": rows}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1))

@@ -268,6 +268,13 @@ def main() -> None:
         print(loop_table(v5) + "\n")
         if gpu:
             print(gpu_composite_table(v5, gpu) + "\n")
+    v6 = _load("loop-latency-v6-cpu-60k-steps60-import-flag.json")
+    if v6:
+        print(f"60k, Label Studio's import flag on ({v6['machine']}, {v6.get('label_studio_env')}):\n")
+        print(view_table(v6) + "\n")
+        print(loop_table(v6) + "\n")
+        if gpu:
+            print(gpu_composite_table(v6, gpu) + "\n")
     costs = _load("ls-write-costs-60k.json")
     if costs:
         print(f"Label Studio's writes ({costs['machine']}):\n")
