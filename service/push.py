@@ -19,7 +19,8 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
    task was asked for: the version that put it into the top-K, with its rank and margin then.
    Only tasks entering or leaving the top-K are written (one PATCH each, Label Studio has no
    bulk update of ``meta``): a task that stays keeps its mark, and so does one labeled since.
-   The live order is the view's and ``/ranking``'s.
+   The live order is the view's and ``/ranking``'s. When the marked set is unknown (first push
+   of this install) every mark is rewritten, so marks an earlier install left are not kept.
 
 A push never follows a newer one: it is skipped when the version is older than the last
 pushed. It returns a :class:`PushReport`; it writes no shared state.
@@ -170,7 +171,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     try:
         report.marks_written = step(client.bulk_mark, pid, marks, META_KEY, previous=previous,
-                                    keep_existing=True) or 0
+                                    keep_existing=previous is not None) or 0
     except PushError as e:
         e.marked = None if previous is None else previous | set(marks)
         raise

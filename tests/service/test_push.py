@@ -110,7 +110,6 @@ def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tm
     assert client.calls[3][2] == VIEW_TITLE
     assert client.calls[6][2] == {12: {"rank": 1, "margin": 0.05, "model_version": "sae-v3"}}
     assert client.calls[6][3] == META_KEY
-    assert client.calls[6][5] is True, "a task staying in the top-K keeps its mark: no PATCH"
     assert report.rows_written == 2 and report.marked == {12} and report.head == [12, 11]
     assert set(report.seconds) == {"delete_predictions", "import_predictions", "set_model_version",
                                    "model_versions", "ensure_view", "bulk_mark"}
@@ -173,6 +172,8 @@ def test_marks_read_the_whole_project_once_then_only_the_marked_tasks(tmp_path) 
                   version=served(4, ((11, 0.2), (12, 0.05))))
     previous = [c[4] for c in client.calls if c[0] == "bulk_mark"]
     assert previous == [None, {12}]
+    keep = [c[5] for c in client.calls if c[0] == "bulk_mark"]
+    assert keep == [False, True], "marks are rewritten once, then a task staying in the top-K keeps its mark"
     assert second.marked == {11}
     assert (first.marks_written, second.marks_written) == (1, 2), "the report counts the client's PATCHes"
     assert second.summary()["marks_written"] == 2
