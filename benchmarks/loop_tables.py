@@ -263,7 +263,7 @@ def main() -> None:
             print(gpu_composite_table(v4, gpu) + "\n")
     v5 = _load("loop-latency-v5-cpu-60k-steps60.json")
     if v5:
-        print(f"60k, a task staying in the top-K keeps its mark ({v5['machine']}):\n")
+        print(f"60k rerun, mark PATCHes counted ({v5['machine']}):\n")
         print(view_table(v5) + "\n")
         print(loop_table(v5) + "\n")
         if gpu:
