@@ -253,28 +253,19 @@ def main() -> None:
         print(f"60k with 60 warm steps, the view timed apart from the marks ({steps60['machine']}):\n")
         print(view_table(steps60) + "\n")
         print(loop_table(steps60) + "\n")
-    v4 = _load("loop-latency-v4-cpu-60k-steps60.json")
     gpu = _load("gpu-h100-loop/version-work-gpu-60k-16-32-64.json")
-    if v4:
-        print(f"60k, the older rows deleted after the view switched ({v4['machine']}):\n")
-        print(view_table(v4) + "\n")
-        print(loop_table(v4) + "\n")
+    for name, title in [("loop-latency-v4-cpu-60k-steps60.json", "60k, the older rows deleted after the view switched"),
+                        ("loop-latency-v5-cpu-60k-steps60.json", "60k rerun, mark PATCHes counted"),
+                        ("loop-latency-v6-cpu-60k-steps60-import-flag.json", "60k, Label Studio's import flag on")]:
+        run = _load(name)
+        if not run:
+            continue
+        env = f", {run['label_studio_env']}" if run.get("label_studio_env") else ""
+        print(f"{title} ({run['machine']}{env}):\n")
+        print(view_table(run) + "\n")
+        print(loop_table(run) + "\n")
         if gpu:
-            print(gpu_composite_table(v4, gpu) + "\n")
-    v5 = _load("loop-latency-v5-cpu-60k-steps60.json")
-    if v5:
-        print(f"60k rerun, mark PATCHes counted ({v5['machine']}):\n")
-        print(view_table(v5) + "\n")
-        print(loop_table(v5) + "\n")
-        if gpu:
-            print(gpu_composite_table(v5, gpu) + "\n")
-    v6 = _load("loop-latency-v6-cpu-60k-steps60-import-flag.json")
-    if v6:
-        print(f"60k, Label Studio's import flag on ({v6['machine']}, {v6.get('label_studio_env')}):\n")
-        print(view_table(v6) + "\n")
-        print(loop_table(v6) + "\n")
-        if gpu:
-            print(gpu_composite_table(v6, gpu) + "\n")
+            print(gpu_composite_table(run, gpu) + "\n")
     costs = _load("ls-write-costs-60k.json")
     if costs:
         print(f"Label Studio's writes ({costs['machine']}):\n")
