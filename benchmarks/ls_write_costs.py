@@ -3,8 +3,8 @@
 A version's push is a few Label Studio writes: import the head's predictions, set the project's
 model version, PATCH the ``meta`` marks, delete an earlier version's rows. Label Studio 1.23's
 prediction import recounts every task of the project after each request, unless its operator
-turns on the feature flag ``fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short``
-(off in the flags file Label Studio ships), which recounts only the tasks imported into. This
+turns on its feature flag (``IMPORT_RECOUNT_FLAG`` in ``connectors/label_studio_server.py``, off
+in the flags file Label Studio ships), which recounts only the tasks imported into. This
 measures each write on a fresh SQLite Label Studio per setting, text tasks (the counters Label
 Studio recounts do not depend on the data):
 
@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 
 from connectors.label_studio import LabelStudioClient
-from connectors.label_studio_server import LabelStudioServer
+from connectors.label_studio_server import IMPORT_RECOUNT_FLAG, LabelStudioServer
 
-IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 CONFIG = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t">'
           '<Choice value="a"/><Choice value="b"/></Choices></View>')
 
@@ -70,7 +69,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="versions pushed per setting")
     p.add_argument("--json", default=None)
     a = p.parse_args()
-    settings = [("Label Studio's defaults", {}), (f"{IMPORT_FLAG}=true", {IMPORT_FLAG: "true"})]
+    settings = [("Label Studio's defaults", {}), (f"{IMPORT_RECOUNT_FLAG}=true", {IMPORT_RECOUNT_FLAG: "true"})]
     rows = []
     for name, env in settings:
         row = {"setting": name, **measure(a.tasks, a.head, a.marks, a.repeats, env)}

@@ -21,6 +21,9 @@ from pathlib import Path
 import httpx
 
 LABEL_STUDIO_VERSION = "1.23.2"
+# Label Studio's own feature flag (an environment variable; off in the flags file 1.23 ships): with it a
+# prediction import recounts only the tasks it writes to, instead of every task of the project.
+IMPORT_RECOUNT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 DEFAULT_USERNAME = "admin@example.com"
 DEFAULT_PASSWORD = "sae-backend-demo"
 DEFAULT_TOKEN = "sae0backend0demo0token000000000000000001"

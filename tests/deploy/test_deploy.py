@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from connectors.label_studio_server import IMPORT_RECOUNT_FLAG
 from service.settings import Settings
 
 yaml = pytest.importorskip("yaml")
@@ -22,7 +23,6 @@ yaml = pytest.importorskip("yaml")
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "docker-compose.yml"
-IMPORT_FLAG = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
 DOCKERFILE = DEPLOY / "Dockerfile"
 EXAMPLE_ENV = DEPLOY / "example.env"
 BACKEND_PORT = 9090
@@ -124,7 +124,7 @@ def test_label_studio_service(label_studio: dict) -> None:
         assert compose_default(env[key]), key
     assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true"
     # the operator flag benchmarks/ls_write_costs.py measures: imports recount only their own tasks
-    assert env[IMPORT_FLAG] == "true"
+    assert env[IMPORT_RECOUNT_FLAG] == "true"
     # Label Studio keeps legacy tokens in a 40-character column.
     assert len(compose_default(env["LABEL_STUDIO_USER_TOKEN"])) <= 40
     probe = " ".join(healthcheck_probe(label_studio))
