@@ -6,6 +6,7 @@
 # epochs about twice as long), a classifier variant about 5.
 #   bash benchmarks/cpu_protocol.sh                  # every variant below, in order
 #   bash benchmarks/cpu_protocol.sh shift2 cluster   # some of them
+#   SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical baselines-shift2   # the seasons split
 set -eu
 SEEDS=${SEEDS:-0,1,2}
 SPLIT=${SPLIT:-fm10}
@@ -18,6 +19,7 @@ declare -A RUNS_OF=(
   [lam099]="sae+margin" [classifier-cluster]="classifier+cluster-margin" [epochs]="sae+margin"
   [latent32]="sae+margin" [consistency]="sae+margin" [combined]="sae+cluster-margin"
   [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
+  [typclust]="sae+typicality-margin"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -27,8 +29,9 @@ declare -A ARGS_OF=(
   [latent32]="--max-shift 2 --latent-dim 32" [consistency]="--max-shift 2 --consistency 1"
   [combined]="--max-shift 2 --initial-strategy typicality" [consistency03]="--max-shift 2 --consistency 0.3"
   [baselines-epochs]="--max-shift 2 --epochs 10 --warm-epochs 5"
+  [typclust]="--max-shift 2 --initial-strategy typicality"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -227,6 +227,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("consistency", "sae+margin + shift consistency (weight 1)", "sae", "margin"),
     ("consistency03", "sae+margin + shift consistency (weight 0.3)", "sae", "margin"),
     ("combined", "sae+cluster-margin, typicality start (both levers that helped)", "sae", "cluster-margin"),
+    ("typclust", "sae+typicality (covering the labeled) to 300 labels, then margin", "sae", "typicality-margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -282,8 +283,22 @@ def section_gpu_protocol() -> str:
                             "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._")
 
 
+SEASONS_PROTOCOL = "protocol-seasons-10k"
+
+
+def section_protocol_seasons() -> str:
+    """The seasons split (3 classes of garments) under the same protocol: the reference and the typicality start."""
+    levers = [x for x in LEVERS if x[0] in ("shift2", "typical")]
+    base = [x for x in BASELINES if x[0] == "baselines-shift2"]
+    return section_protocol(_protocol_rows(levers, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
+                            _protocol_rows(base, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
+                            "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
+                            "baselines-shift2`._", _targets_seasons)
+
+
 def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = None,
-                     empty: str = "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._") -> str:
+                     empty: str = "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._",
+                     targets: Callable[[Row, Row, Row, float | None], str] | None = None) -> str:
     levers = _protocol_rows(LEVERS) if levers is None else levers
     base = _protocol_rows(BASELINES) if base is None else base
     if not complete(levers, []):
@@ -305,7 +320,7 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         reach, target = reach_table("labels needed (test, seed mean)", [best, cm, cr], cr, 1000)
         if reach:
             parts.append(reach)
-        parts.append(_targets(best, cm, cr, target))
+        parts.append((targets or _targets)(best, cm, cr, target))
     parts.append(_calibration(levers + base))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
@@ -335,6 +350,28 @@ def _lever_effects(levers: list[Row]) -> str:
     return "\n".join(lines) if kept else ""
 
 
+def _gaps(best: Row, other: Row, budgets: Iterable[int]) -> list[tuple[int, float]]:
+    """(budget, mean paired lead of ``best`` over ``other`` in points) where 3 seeds are shared."""
+    gaps = []
+    for n in budgets:
+        a, b = best.values(n), other.values(n)
+        shared = [s for s in a if s in b]
+        if len(shared) >= MIN_SEEDS:
+            gaps.append((n, 100 * float(np.mean([b[s] - a[s] for s in shared]))))
+    return gaps
+
+
+def _targets_seasons(best: Row, cm: Row, cr: Row, target: float | None) -> str:
+    """The seasons split's target: ahead of classifier+margin at every budget."""
+    gaps = _gaps(best, cm, FM_BUDGETS)
+    if len(gaps) < len(FM_BUDGETS):
+        return "* Ahead of classifier+margin at every budget: incomplete, budgets missing."
+    behind = [f"{n:,}" for n, g in gaps if g <= 0]
+    return ("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
+            + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels (target: ahead at every budget: "
+            + ("met" if not behind else f"not met at {', '.join(behind)}") + ").")
+
+
 def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     at1000 = mean_at(best, 1000)
     out = []
@@ -346,12 +383,7 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
         out.append(f"* Labels to reach classifier+random's 1,000-label error ({100 * target:.1f} %): "
                    f"{n if n is not None else 'not reached'} (target ≤ 250: "
                    f"{'met' if n is not None and n <= 250 else 'not met'}).")
-    gaps = []
-    for n in FM_BUDGETS[1:]:
-        a, b = best.values(n), cm.values(n)
-        shared = [s for s in a if s in b]
-        if len(shared) >= MIN_SEEDS:
-            gaps.append((n, 100 * float(np.mean([b[s] - a[s] for s in shared]))))
+    gaps = _gaps(best, cm, FM_BUDGETS[1:])
     if gaps:
         worst = min(gaps, key=lambda g: g[1])
         ok = all(g >= 2.0 for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
@@ -508,6 +540,7 @@ def section_ray_capacity() -> str:
 
 SECTIONS: dict[str, Callable[[], str]] = {
     "digits": section_digits, "full": section_full, "subset": section_subset, "protocol": section_protocol,
+    "protocol-seasons": section_protocol_seasons,
     "gpu-protocol": section_gpu_protocol, "photos": section_photos, "photo-ingest": section_photo_ingest,
     "ray": section_ray, "ray-capacity": section_ray_capacity,
 }

@@ -57,6 +57,7 @@ class QueryStrategy:
 
     name = "base"
     needs_codes = False
+    needs_labeled = False  # True: select also reads the codes of the rows outside the candidates (the labeled)
 
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
         """Per-item value; smaller means more worth labeling."""
@@ -67,8 +68,12 @@ class QueryStrategy:
         v = np.asarray(values, dtype=np.float64)
         return v / (1.0 + np.abs(v)) * 0.5 + 0.5
 
-    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
-        """The ``k`` rows of ``pool`` to ask first, best first (default: smallest values)."""
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
+               labeled: np.ndarray | None = None) -> np.ndarray:
+        """The ``k`` rows of ``pool`` to ask first, best first (default: smallest values).
+
+        ``labeled`` holds the codes of the items already labeled, for strategies with ``needs_labeled``.
+        """
         return pool[_smallest(values[pool], k)]
 
     def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
@@ -166,7 +171,8 @@ class ClusterMarginSampling(MarginSampling):
         self.max_clusters = max_clusters
         self.random_state = random_state
 
-    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
+               labeled: np.ndarray | None = None) -> np.ndarray:
         k = min(int(k), len(pool))
         if codes is None:
             raise ValueError(f"{self.name} needs the items' latent codes")
@@ -189,20 +195,26 @@ class ClusterMarginSampling(MarginSampling):
 
 
 class TypicalitySampling(QueryStrategy):
-    """Cold start without labels (after Hacohen et al. 2022, TypiClust).
+    """Labels where the data is dense and not yet covered (after Hacohen et al. 2022, TypiClust).
 
-    The first labels are worth most where the data is dense: clusters the latent codes into
-    ``k`` groups and picks from each its most typical item (the inverse of the mean distance
-    to its ``neighbours`` nearest neighbours in the group), largest group first. Pools above
-    ``max_items`` are subsampled first, so the cost is bounded.
+    Clusters the latent codes of the unlabeled and the ``labeled`` items into
+    ``len(labeled) + k`` groups (at most ``max_clusters``) and takes, one at a time, the most
+    typical unlabeled item (the inverse of the mean distance to its ``neighbours`` nearest
+    neighbours in its group) of the group with the fewest labels, the largest group first among
+    equals. Without labels this is the cold start: the most typical item of each of ``k``
+    groups, largest group first. Pools above ``max_items`` are subsampled first, so the cost is
+    bounded.
     """
 
     name = "typicality"
     needs_codes = True
+    needs_labeled = True
 
-    def __init__(self, neighbours: int = 20, max_items: int = 50_000, random_state: int | None = 0) -> None:
+    def __init__(self, neighbours: int = 20, max_items: int = 50_000, max_clusters: int = 500,
+                 random_state: int | None = 0) -> None:
         self.neighbours = neighbours
         self.max_items = max_items
+        self.max_clusters = max_clusters
         self.random_state = random_state
 
     def uncertainty(self, scores: np.ndarray) -> np.ndarray:
@@ -211,7 +223,8 @@ class TypicalitySampling(QueryStrategy):
     def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
         return np.ones(len(values))
 
-    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray) -> np.ndarray:
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
+               labeled: np.ndarray | None = None) -> np.ndarray:
         k = min(int(k), len(pool))
         if codes is None:
             raise ValueError(f"{self.name} needs the items' latent codes")
@@ -219,28 +232,32 @@ class TypicalitySampling(QueryStrategy):
             return np.zeros(0, np.int64)
         items = self.shortlist(values, k, pool)
         z = np.asarray(codes, dtype=np.float64)[items]
-        n_groups = min(k, len(items))
-        groups = _kmeans(z, n_groups, self.random_state) if n_groups > 1 else np.zeros(len(items), np.int64)
-        typical = np.zeros(len(items))
-        picks, sizes = [], []
-        for g in range(n_groups):
+        lab = np.zeros((0, z.shape[1])) if labeled is None else np.asarray(labeled, np.float64).reshape(-1, z.shape[1])
+        if len(items) < len(pool) and len(lab):  # labeled items sampled at the pool's rate: densities comparable
+            keep = round(len(lab) * len(items) / len(pool))
+            lab = lab[np.sort(np.random.default_rng(self.random_state).choice(len(lab), keep, replace=False))]
+        both = np.vstack([z, lab])
+        n_groups = min(len(lab) + k, len(both), max(k, int(self.max_clusters)))
+        groups = _kmeans(both, n_groups, self.random_state) if n_groups > 1 else np.zeros(len(both), np.int64)
+        sizes = np.bincount(groups, minlength=n_groups)
+        covered = np.bincount(groups[len(z):], minlength=n_groups)
+        typical = np.zeros(len(both))
+        for g in np.flatnonzero(sizes):
             members = np.flatnonzero(groups == g)
-            if len(members) == 0:
-                continue
             m = min(int(self.neighbours), len(members) - 1)
             if m > 0:
-                dist, _ = NearestNeighbors(n_neighbors=m + 1).fit(z[members]).kneighbors(z[members])
+                dist, _ = NearestNeighbors(n_neighbors=m + 1).fit(both[members]).kneighbors(both[members])
                 typical[members] = 1.0 / (dist[:, 1:].mean(axis=1) + 1e-12)
-            best = members[np.argmax(typical[members])]
-            picks.append(best)
-            sizes.append(len(members))
-        order = np.lexsort((items[picks], -np.asarray(sizes)))
-        chosen = list(np.asarray(picks)[order])
-        if len(chosen) < k:  # empty clusters (duplicate codes): the most typical items not taken yet
-            taken = np.zeros(len(items), bool)
-            taken[chosen] = True
-            spare = np.flatnonzero(~taken)
-            chosen += list(spare[np.lexsort((spare, -typical[spare]))][: k - len(chosen)])
+        # each group's unlabeled members, most typical first
+        queue = {g: list(members[np.lexsort((items[members], -typical[members]))])
+                 for g in range(n_groups) if len(members := np.flatnonzero(groups[:len(z)] == g))}
+        chosen: list[int] = []
+        while len(chosen) < k and queue:
+            g = min(queue, key=lambda g: (covered[g], -sizes[g], items[queue[g][0]]))
+            chosen.append(queue[g].pop(0))
+            covered[g] += 1
+            if not queue[g]:
+                del queue[g]
         return items[np.asarray(chosen, np.int64)]
 
     def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
@@ -250,9 +267,43 @@ class TypicalitySampling(QueryStrategy):
         return np.sort(np.random.default_rng(self.random_state).choice(pool, self.max_items, replace=False))
 
 
+class TypicalityThenMargin(MarginSampling):
+    """Typicality while labels are few, margin sampling after.
+
+    With few labels the model's uncertainty is itself unreliable and covering the dense regions
+    pays more; once a few labels per class exist, the boundary is worth more (the phase change
+    Hacohen et al. 2022 report). Below ``until`` labeled items this ranks as
+    :class:`TypicalitySampling` (covering what is labeled), from then on as :class:`MarginSampling`.
+    """
+
+    name = "typicality-margin"
+    needs_codes = True
+    needs_labeled = True
+
+    def __init__(self, until: int = 300, neighbours: int = 20, max_items: int = 50_000,
+                 random_state: int | None = 0) -> None:
+        self.until = until
+        self.neighbours = neighbours
+        self.max_items = max_items
+        self.random_state = random_state
+
+    def _typicality(self) -> TypicalitySampling:
+        return TypicalitySampling(self.neighbours, self.max_items, random_state=self.random_state)
+
+    def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
+               labeled: np.ndarray | None = None) -> np.ndarray:
+        if (0 if labeled is None else len(labeled)) < int(self.until):
+            return self._typicality().select(values, codes, k, pool, labeled)
+        return pool[_smallest(values[pool], k)]
+
+    def shortlist(self, values: np.ndarray, k: int, pool: np.ndarray) -> np.ndarray:
+        """Typicality's subsample and the ``k`` smallest margins: enough for either phase."""
+        return np.union1d(self._typicality().shortlist(values, k, pool), pool[_smallest(values[pool], k)])
+
+
 STRATEGIES: dict[str, type[QueryStrategy]] = {
     s.name: s for s in (MarginSampling, LeastConfidence, EntropySampling, RandomSampling,
-                        ClusterMarginSampling, TypicalitySampling)
+                        ClusterMarginSampling, TypicalitySampling, TypicalityThenMargin)
 }
 
 
@@ -279,12 +330,25 @@ def _head_first(view: np.ndarray, top: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class PartialRanking:
-    """One shard's share of a ranking: every row's value and view score, and its shortlist with their codes."""
+    """One shard's share of a ranking: every row's value and view score, its shortlist with their codes,
+    and (for strategies that read them) the codes of its rows outside the candidates, at most ``MAX_LABELED``."""
 
     values: np.ndarray
     view: np.ndarray
     rows: np.ndarray
     codes: np.ndarray | None
+    labeled: np.ndarray | None = None
+
+
+MAX_LABELED = 50_000  # labeled codes a shard sends at most: a uniform subsample beyond that
+
+
+def _labeled_codes(codes: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
+    codes = np.asarray(codes)
+    rows = np.zeros(0, np.int64) if candidates is None else np.flatnonzero(~np.asarray(candidates, bool))
+    if len(rows) > MAX_LABELED:
+        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_LABELED, replace=False))
+    return codes[rows]
 
 
 def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.ndarray | None = None,
@@ -299,7 +363,8 @@ def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: n
     if strategy.needs_codes and codes is None:
         raise ValueError(f"{strategy.name} needs the items' latent codes")
     return PartialRanking(values, strategy.to_score(values, scores.shape[1]), rows,
-                          np.asarray(codes)[rows] if strategy.needs_codes else None)
+                          np.asarray(codes)[rows] if strategy.needs_codes else None,
+                          _labeled_codes(codes, candidates) if strategy.needs_labeled else None)
 
 
 def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) -> Ranking:
@@ -310,7 +375,9 @@ def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) 
     rows = np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=False)]).astype(np.int64) \
         if parts else np.zeros(0, np.int64)
     codes = np.concatenate([p.codes for p in parts]) if strategy.needs_codes and parts else None
-    idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)))]
+    labeled = np.concatenate([p.labeled for p in parts if p.labeled is not None]) \
+        if strategy.needs_labeled and any(p.labeled is not None for p in parts) else None
+    idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)), labeled)]
     if strategy.needs_codes:
         view = _head_first(view, idx)
     return Ranking(QueryResult(idx, values[idx]), values, view)

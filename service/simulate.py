@@ -237,8 +237,12 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         unl = np.flatnonzero(y < 0)
         if len(unl) == 0:
             break
-        d, z = _scores(model, x[unl], strategy.needs_codes)
-        picked = unl[rank(strategy, d, s.per_round, codes=z).top.indices]
+        if strategy.needs_labeled:  # scores every pool item; the labeled ones are context, not candidates
+            d, z = _scores(model, x, True)
+            picked = rank(strategy, d, s.per_round, candidates=y < 0, codes=z).top.indices
+        else:  # the unlabeled items only, as every earlier curve was run (a random strategy's draws stay the same)
+            d, z = _scores(model, x[unl], strategy.needs_codes)
+            picked = unl[rank(strategy, d, s.per_round, codes=z).top.indices]
         y[picked] = y_true[picked]
         if s.warm_start:
             warm = s.warm_epochs if s.warm_epochs is not None else s.epochs

@@ -108,3 +108,14 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
     assert tables.matched_baselines(lever["typical"], base) == (
         by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
     assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"
+
+
+def test_the_seasons_target_is_a_paired_lead_at_every_budget() -> None:
+    budgets = tables.FM_BUDGETS
+    lead = _runs("sae", {s: [0.10] * len(budgets) for s in range(3)}, budgets)
+    behind_at_100 = _runs("classifier+margin", {s: [0.09] + [0.12] * (len(budgets) - 1) for s in range(3)}, budgets)
+    text = tables._targets_seasons(lead, behind_at_100, behind_at_100, None)
+    assert "-1.0, +2.0, +2.0, +2.0, +2.0, +2.0 points" in text and "not met at 100)" in text
+    ahead = _runs("classifier+margin", {s: [0.12] * len(budgets) for s in range(3)}, budgets)
+    assert tables._targets_seasons(lead, ahead, ahead, None).endswith("(target: ahead at every budget: met).")
+    assert "incomplete" in tables._targets_seasons(lead, _runs("x", {0: [0.1] * len(budgets)}, budgets), ahead, None)

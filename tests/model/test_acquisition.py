@@ -16,6 +16,7 @@ from model.acquisition import (
     QueryResult,
     RandomSampling,
     TypicalitySampling,
+    TypicalityThenMargin,
     get_strategy,
     merge_ranking,
     rank,
@@ -141,7 +142,8 @@ def test_random_is_reproducible_with_a_seed() -> None:
 
 
 def test_get_strategy_by_name() -> None:
-    assert set(STRATEGIES) == {"margin", "least-confidence", "entropy", "random", "cluster-margin", "typicality"}
+    assert set(STRATEGIES) == {"margin", "least-confidence", "entropy", "random", "cluster-margin", "typicality",
+                               "typicality-margin"}
     assert isinstance(get_strategy("margin"), MarginSampling)
     assert isinstance(get_strategy("least-confidence"), LeastConfidence)
     assert isinstance(get_strategy("entropy"), EntropySampling)
@@ -248,9 +250,37 @@ def test_typicality_picks_cluster_centres_largest_first() -> None:
 def test_typicality_respects_candidates_and_subsamples_large_pools() -> None:
     codes, where = _blobs(n_per=300)
     candidates = where != 0
-    r = rank(TypicalitySampling(max_items=200), np.zeros((len(codes), 0)), 3, candidates, codes=codes)
-    assert len(r.top.indices) == 3 and 0 not in set(where[r.top.indices])
-    assert sorted(where[r.top.indices]) == [1, 2, 3]
+    strategy = TypicalitySampling(max_items=200)
+    r = rank(strategy, np.zeros((len(codes), 0)), 3, candidates, codes=codes)
+    assert len(set(r.top.indices.tolist())) == 3 and 0 not in set(where[r.top.indices])
+    assert set(r.top.indices) <= set(strategy.shortlist(np.zeros(len(codes)), 3, np.flatnonzero(candidates)))
+    alone = rank(strategy, np.zeros((900, 0)), 3, codes=codes[candidates]).top.indices
+    assert sorted(where[candidates][alone]) == [1, 2, 3], "nothing labeled: one per cluster"
+
+
+def test_typicality_asks_first_where_nothing_is_labeled_yet() -> None:
+    codes, where = _blobs(n_per=60)
+    first = [np.flatnonzero(where == g)[:n] for g, n in enumerate([2, 1, 1, 1])]
+    labeled = np.zeros(len(codes), bool)
+    labeled[np.concatenate(first[:2])] = True  # two labels in cluster 0, one in cluster 1: 3 + 1 groups
+    r = rank(TypicalitySampling(neighbours=5), np.zeros((len(codes), 0)), 1, ~labeled, codes=codes)
+    assert where[r.top.indices].tolist() == [2], "a cluster without labels (the first of the equal ones)"
+    assert np.linalg.norm(codes[r.top.indices[0]] - (20.0, 0.0)) < 0.3, "its typical item"
+    labeled[np.concatenate(first)] = True  # now 2, 1, 1, 1 labels; four groups at most
+    r = rank(TypicalitySampling(neighbours=5, max_clusters=4), np.zeros((len(codes), 0)), 2, ~labeled, codes=codes)
+    assert where[r.top.indices].tolist() == [1, 2], "the clusters with the fewest labels, one each"
+
+
+def test_typicality_then_margin_switches_at_the_label_count() -> None:
+    codes, where = _blobs(n_per=60)
+    margins = np.where(where == 0, 0.01, 1.0) + np.linspace(0, 0.001, len(where))  # cluster 0: the boundary
+    scores = np.stack([margins, np.zeros(len(margins))], 1)
+    labeled = np.zeros(len(codes), bool)
+    labeled[np.flatnonzero(where == 0)[:10]] = True  # ten labels, all in cluster 0
+    early = rank(TypicalityThenMargin(until=11), scores, 3, ~labeled, codes=codes).top.indices
+    assert sorted(where[early]) == [1, 2, 3], "below the switch: the clusters without labels"
+    late = rank(TypicalityThenMargin(until=10), scores, 3, ~labeled, codes=codes).top.indices
+    assert late.tolist() == np.flatnonzero(where == 0)[10:13].tolist(), "from the switch on: smallest margins"
 
 
 def test_cluster_margin_caps_the_clusters_and_still_goes_round_robin() -> None:
@@ -281,7 +311,8 @@ def test_typicality_returns_k_items_even_with_duplicate_codes_and_k_above_the_it
     assert len(small) == 10, "never more than the items it looked at"
 
 
-@pytest.mark.parametrize("name", ["margin", "entropy", "least-confidence", "cluster-margin", "typicality"])
+@pytest.mark.parametrize("name", ["margin", "entropy", "least-confidence", "cluster-margin", "typicality",
+                                  "typicality-margin"])
 def test_a_pool_ranked_in_shards_ranks_as_if_it_were_whole(name: str) -> None:
     rng = np.random.default_rng(3)
     scores = np.round(rng.normal(size=(900, 5)), 1)  # rounding makes ties across the shard borders
@@ -294,4 +325,4 @@ def test_a_pool_ranked_in_shards_ranks_as_if_it_were_whole(name: str) -> None:
     merged = merge_ranking(get_strategy(name), parts, 30)
     assert merged.top.indices.tolist() == whole.top.indices.tolist()
     assert np.array_equal(merged.view, whole.view)
-    assert sum(len(p.rows) for p in parts) < 900 or name == "typicality"  # shards send shortlists, not the pool
+    assert sum(len(p.rows) for p in parts) < 900 or name.startswith("typicality")  # shortlists, not the pool

@@ -22,7 +22,7 @@ def fitted() -> tuple[SAEClassifier, np.ndarray, dict[int, int], np.ndarray]:
     return model, x, {int(ids[i]): int(y[i]) for i in range(60)}, ids
 
 
-@pytest.mark.parametrize("strategy", ["margin", "cluster-margin", "entropy"])
+@pytest.mark.parametrize("strategy", ["margin", "cluster-margin", "entropy", "typicality-margin"])
 def test_the_head_is_the_view_order(fitted, strategy: str) -> None:
     model, x, labels, ids = fitted
     served = ServedVersion.build(1, "sae-v1", model, strategy, labels, ids, x, keep=40)

@@ -132,6 +132,23 @@ def test_validation_error_and_typicality_start_in_the_curve() -> None:
     assert curve[0]["val_error"] < 0.7, "20 typical digits of 10 classes: far better than chance"
 
 
+def test_typicality_then_margin_covers_what_is_labeled(monkeypatch) -> None:
+    import model.acquisition as acquisition
+
+    seen = []
+    select = acquisition.TypicalitySampling.select
+
+    def spy(self, values, codes, k, pool, labeled=None):
+        seen.append((len(pool), None if labeled is None else len(labeled)))
+        return select(self, values, codes, k, pool, labeled)
+
+    monkeypatch.setattr(acquisition.TypicalitySampling, "select", spy)
+    s = SimulationSettings(initial=20, per_round=15, rounds=3, pool_size=300, test_size=50, epochs=2, device="cpu")
+    curve = run_one(load_digits_dataset(), s, "classifier", "typicality-margin", seed=0, log=lambda _: None)
+    assert [p["labeled"] for p in curve] == [20, 35, 50, 65], "every pick is a new item"
+    assert seen == [(280, 20), (265, 35), (250, 50)], "the labeled items' codes reach the strategy each round"
+
+
 def test_typicality_start_differs_from_random_and_is_reproducible() -> None:
     from service.simulate import _initial
 
