@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.datasets import load_dataset
-from service.simulate import SimulationSettings, run_one
+from service.simulate import SimulationSettings, parse_options, run_one
 
 
 def main() -> None:
@@ -45,6 +45,8 @@ def main() -> None:
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
+    p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--warm-steps", type=int, default=None)
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
@@ -61,7 +63,8 @@ def main() -> None:
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
-                           consistency=a.consistency)
+                           consistency=a.consistency, strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
+                           strategy_options=parse_options(a.strategy_option))
     s.validate()
     ds = load_dataset(a.dataset, a.data_path, a.groups)
     out = Path(a.out)

@@ -397,11 +397,21 @@ def rank(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: np.nda
     return merge_ranking(strategy, [rank_part(strategy, scores, k, candidates, codes)], k)
 
 
-def get_strategy(name: str, random_state: int | None = None) -> QueryStrategy:
-    """Strategy by its name, e.g. ``margin`` or ``random``."""
+def strategy_options(name: str) -> list[str]:
+    """The settings a strategy takes besides its seed (its constructor's parameters)."""
+    return [k for k in inspect.signature(STRATEGIES[name]).parameters if k != "random_state"]
+
+
+def get_strategy(name: str, random_state: int | None = None, options: dict | None = None) -> QueryStrategy:
+    """Strategy by its name, e.g. ``margin`` or ``random``; ``options`` set its parameters (e.g. ``until``)."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]
-    if random_state is None or "random_state" not in inspect.signature(cls).parameters:
-        return cls()  # the strategy's own default seed: a batch-aware ranking is reproducible unless asked otherwise
-    return cls(random_state=random_state)
+    options = dict(options or {})
+    bad = sorted(set(options) - set(strategy_options(name)))
+    if bad:
+        raise ValueError(f"strategy {name!r} has no option {bad[0]!r}: it takes "
+                         f"{', '.join(strategy_options(name)) or 'none'}")
+    if random_state is not None and "random_state" in inspect.signature(cls).parameters:
+        options["random_state"] = random_state
+    return cls(**options)  # without a seed, the strategy's own default: a batch-aware ranking is reproducible

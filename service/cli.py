@@ -45,13 +45,20 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0,
                    help="weight of code agreement under two random shifts, relative to the structure term (0: off)")
+    p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
 
 def _run_simulate(a: argparse.Namespace) -> int:
-    from service.simulate import SimulationError, SimulationSettings, simulate
+    from service.simulate import SimulationError, SimulationSettings, parse_options, simulate
 
+    try:
+        options = parse_options(a.strategy_option)
+    except SimulationError as e:
+        print(f"sae-backend simulate: error: {e}", file=sys.stderr)
+        return 2
     s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
                            strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
                            seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
@@ -60,7 +67,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                            warm_start=a.warm_start, warm_steps=a.warm_steps, device=a.device,
                            validation_size=a.validation_size, initial_strategy=a.initial_strategy,
                            self_training=a.self_training, self_training_threshold=a.self_training_threshold,
-                           consistency=a.consistency)
+                           consistency=a.consistency, strategy_options=options)
     try:
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
-from model.acquisition import TypicalitySampling, get_strategy, rank
+from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_options
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.sae import StructuringAutoencoder
@@ -65,6 +65,7 @@ class SimulationSettings:
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
+    strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
 
@@ -74,9 +75,13 @@ class SimulationSettings:
             raise SimulationError(f"unknown model {bad[0]!r}: choose from {', '.join(MODELS)}")
         for s in self.strategies:
             try:
-                get_strategy(s)
+                get_strategy(s, options=self.options_for(s))
             except ValueError as e:
                 raise SimulationError(str(e)) from None
+        unused = set(self.strategy_options) - {k for s in self.strategies for k in self.options_for(s)}
+        if unused:
+            raise SimulationError(f"--strategy-option {sorted(unused)[0]}: none of the strategies "
+                                  f"({', '.join(self.strategies)}) takes it")
         if not 0 <= self.lam <= 1:
             raise SimulationError(f"--lam must be in [0, 1], got {self.lam}")
         for name in ("initial", "seeds", "epochs", "latent_dim"):
@@ -96,6 +101,30 @@ class SimulationSettings:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
         if self.consistency < 0:
             raise SimulationError("--consistency must not be negative")
+
+
+    def options_for(self, strategy: str) -> dict[str, float]:
+        """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
+        try:
+            known = strategy_options(strategy)
+        except KeyError:
+            return {}
+        return {k: v for k, v in self.strategy_options.items() if k in known}
+
+
+def parse_options(pairs: list[str]) -> dict[str, float]:
+    """``["until=500"]`` -> ``{"until": 500}``: numbers stay ints where they are whole."""
+    out: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or not key or number is None:
+            raise SimulationError(f"--strategy-option wants KEY=NUMBER, got {pair!r}")
+        out[key] = int(number) if number.is_integer() else number
+    return out
 
 
 def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
@@ -203,7 +232,7 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         len(pool), min(s.stop_set_size, len(pool)), replace=False))
     previous, kappas = None, []
     model = _build(model_name, s, ds.n_classes, len(pool), seed)
-    strategy = get_strategy(strategy_name, random_state=seed)
+    strategy = get_strategy(strategy_name, random_state=seed, options=s.options_for(strategy_name))
     curve = []
     for r in range(s.rounds + 1):
         t0 = time.perf_counter()

@@ -152,6 +152,14 @@ def test_get_strategy_by_name() -> None:
     np.testing.assert_array_equal(r1.query(np.zeros((50, 2)), 10).indices, r2.query(np.zeros((50, 2)), 10).indices)
 
 
+def test_get_strategy_with_options() -> None:
+    assert get_strategy("typicality-margin", 3, {"until": 500}).until == 500
+    assert get_strategy("typicality-margin", 3, {"until": 500}).random_state == 3
+    assert get_strategy("cluster-margin", options={"candidates": 4}).candidates == 4
+    with pytest.raises(ValueError, match="no option 'until'"):
+        get_strategy("margin", options={"until": 5})
+
+
 def test_get_strategy_unknown_name() -> None:
     with pytest.raises(ValueError, match=r"unknown strategy 'bald'.*margin.*random"):
         get_strategy("bald")

@@ -147,6 +147,23 @@ def test_typicality_then_margin_covers_what_is_labeled(monkeypatch) -> None:
     curve = run_one(load_digits_dataset(), s, "classifier", "typicality-margin", seed=0, log=lambda _: None)
     assert [p["labeled"] for p in curve] == [20, 35, 50, 65], "every pick is a new item"
     assert seen == [(280, 20), (265, 35), (250, 50)], "the labeled items' codes reach the strategy each round"
+    seen.clear()
+    early = SimulationSettings(**{**s.__dict__, "strategy_options": {"until": 35}})
+    run_one(load_digits_dataset(), early, "classifier", "typicality-margin", seed=0, log=lambda _: None)
+    assert seen == [(280, 20)], "until=35: typicality only while fewer than 35 are labeled"
+
+
+def test_strategy_options_are_checked() -> None:
+    from service.simulate import parse_options
+
+    assert parse_options(["until=500", "candidates=2.5"]) == {"until": 500, "candidates": 2.5}
+    with pytest.raises(SimulationError, match="KEY=NUMBER"):
+        parse_options(["until"])
+    ok = SimulationSettings(strategies=["margin", "typicality-margin"], strategy_options={"until": 200})
+    ok.validate()
+    assert ok.options_for("margin") == {} and ok.options_for("typicality-margin") == {"until": 200}
+    with pytest.raises(SimulationError, match="none of the strategies"):
+        SimulationSettings(strategies=["margin"], strategy_options={"until": 200}).validate()
 
 
 def test_typicality_start_differs_from_random_and_is_reproducible() -> None:
@@ -268,3 +285,10 @@ def test_initial_equal_to_pool_is_allowed_when_no_rounds(tmp_path) -> None:
     result = simulate(s, tmp_path, log=lambda _: None)
     assert [p["labeled"] for p in result["runs"][0]["curve"]] == [60]
     assert np.isfinite(result["runs"][0]["curve"][0]["test_error"])
+
+
+def test_cli_rejects_a_malformed_strategy_option(tmp_path, capsys) -> None:
+    assert main(["simulate", "--strategy-option", "until", "--out", str(tmp_path)]) == 2
+    assert "KEY=NUMBER" in capsys.readouterr().err
+    assert main(["simulate", "--strategy", "margin", "--strategy-option", "until=300", "--out", str(tmp_path)]) == 2
+    assert "none of the strategies" in capsys.readouterr().err
