@@ -19,7 +19,7 @@ declare -A RUNS_OF=(
   [lam099]="sae+margin" [classifier-cluster]="classifier+cluster-margin" [epochs]="sae+margin"
   [latent32]="sae+margin" [consistency]="sae+margin" [combined]="sae+cluster-margin"
   [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
-  [typclust]="sae+typicality-margin"
+  [typclust]="sae+typicality-margin" [typclust200]="sae+typicality-margin" [typclust500]="sae+typicality-margin"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -30,8 +30,10 @@ declare -A ARGS_OF=(
   [combined]="--max-shift 2 --initial-strategy typicality" [consistency03]="--max-shift 2 --consistency 0.3"
   [baselines-epochs]="--max-shift 2 --epochs 10 --warm-epochs 5"
   [typclust]="--max-shift 2 --initial-strategy typicality"
+  [typclust200]="--max-shift 2 --initial-strategy typicality --strategy-option until=200"
+  [typclust500]="--max-shift 2 --initial-strategy typicality --strategy-option until=500"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -228,6 +228,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("consistency03", "sae+margin + shift consistency (weight 0.3)", "sae", "margin"),
     ("combined", "sae+cluster-margin, typicality start (both levers that helped)", "sae", "cluster-margin"),
     ("typclust", "sae+typicality (covering the labeled) to 300 labels, then margin", "sae", "typicality-margin"),
+    ("typclust200", "sae+typicality (covering the labeled) to 200 labels, then margin", "sae", "typicality-margin"),
+    ("typclust500", "sae+typicality (covering the labeled) to 500 labels, then margin", "sae", "typicality-margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -280,7 +282,7 @@ def section_gpu_protocol() -> str:
     levers = [x for x in LEVERS if x[0] in ("shift2", "cluster", "selftrain")]
     base = [x for x in BASELINES if x[0] == "baselines-shift2"]
     return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
-                            "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._")
+                            "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._", diagram=None)
 
 
 SEASONS_PROTOCOL = "protocol-seasons-10k"
@@ -293,12 +295,13 @@ def section_protocol_seasons() -> str:
     return section_protocol(_protocol_rows(levers, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
                             _protocol_rows(base, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
                             "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
-                            "baselines-shift2`._", _targets_seasons)
+                            "baselines-shift2`._", _targets_seasons, diagram=None)
 
 
 def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = None,
                      empty: str = "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._",
-                     targets: Callable[[Row, Row, Row, float | None], str] | None = None) -> str:
+                     targets: Callable[[Row, Row, Row, float | None], str] | None = None,
+                     diagram: str | None = "reliability-fm10-10k.png") -> str:
     levers = _protocol_rows(LEVERS) if levers is None else levers
     base = _protocol_rows(BASELINES) if base is None else base
     if not complete(levers, []):
@@ -321,7 +324,7 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         if reach:
             parts.append(reach)
         parts.append((targets or _targets)(best, cm, cr, target))
-    parts.append(_calibration(levers + base))
+    parts.append(_calibration(levers + base, diagram))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
 
@@ -394,14 +397,15 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     return "\n".join(out)
 
 
-def _calibration(rows: list[Row]) -> str:
+def _calibration(rows: list[Row], diagram: str | None = None) -> str:
     """ECE of each model's own confidence on the test split (SAE: normalised margin; classifier: softmax)."""
     have = [r for r in complete(rows, []) if r.values(FM_BUDGETS[0], "test_ece")]
     if not have:
         return ""
     text = ("Expected calibration error on the test split (10 equal-width bins; the SAE's normalised "
-            "margin confidence, the classifier's softmax; reliability diagram: "
-            "`benchmarks/results/reliability-fm10-10k.png`, by `benchmarks/reliability.py`):\n\n"
+            "margin confidence, the classifier's softmax"
+            + (f"; reliability diagram: `benchmarks/results/{diagram}`, by `benchmarks/reliability.py`"
+               if diagram else "") + "):\n\n"
             + curve_table("ECE", have, FM_BUDGETS, key="test_ece"))
     calibrated = [Row(f"{r.label}, calibrated probability", r.runs, r.files) for r in have
                   if r.values(FM_BUDGETS[0], "test_ece_calibrated")]
