@@ -3,7 +3,7 @@
 # plus a 2k validation set from the training items outside the pool. Every variant runs 3 seeds;
 # settings are chosen on validation error, test error is only reported. One variant of
 # sae+margin takes about 15 minutes on 2 cores (consistency, which encodes twice, about 20; 10/5
-# epochs about twice as long), a classifier variant about 5.
+# epochs about twice as long, conv 32/64/128 about three times), a classifier variant about 5.
 #   bash benchmarks/cpu_protocol.sh                  # every variant below, in order
 #   bash benchmarks/cpu_protocol.sh shift2 cluster   # some of them
 #   SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical baselines-shift2   # the seasons split
@@ -20,6 +20,7 @@ declare -A RUNS_OF=(
   [latent32]="sae+margin" [consistency]="sae+margin" [combined]="sae+cluster-margin"
   [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
   [typclust]="sae+typicality-margin" [typclust200]="sae+typicality-margin" [typclust500]="sae+typicality-margin"
+  [wide]="sae+margin" [baselines-wide]="classifier+margin,classifier+random"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -32,8 +33,10 @@ declare -A ARGS_OF=(
   [typclust]="--max-shift 2 --initial-strategy typicality"
   [typclust200]="--max-shift 2 --initial-strategy typicality --strategy-option until=200"
   [typclust500]="--max-shift 2 --initial-strategy typicality --strategy-option until=500"
+  [wide]="--max-shift 2 --initial-strategy typicality --channels 32,64,128"
+  [baselines-wide]="--max-shift 2 --channels 32,64,128"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -230,6 +230,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("typclust", "sae+typicality (covering the labeled) to 300 labels, then margin", "sae", "typicality-margin"),
     ("typclust200", "sae+typicality (covering the labeled) to 200 labels, then margin", "sae", "typicality-margin"),
     ("typclust500", "sae+typicality (covering the labeled) to 500 labels, then margin", "sae", "typicality-margin"),
+    ("wide", "sae+margin, typicality start, conv 32/64/128", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -237,8 +238,11 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-noshift", "classifier+margin, no shifts", "classifier", "margin"),
              ("baselines-noshift", "classifier+random, no shifts", "classifier", "random"),
              ("baselines-epochs", "classifier+margin, 10 / 5 epochs", "classifier", "margin"),
-             ("baselines-epochs", "classifier+random, 10 / 5 epochs", "classifier", "random")]
-MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs"}  # trained alike; else shift2
+             ("baselines-epochs", "classifier+random, 10 / 5 epochs", "classifier", "random"),
+             ("baselines-wide", "classifier+margin, conv 32/64/128", "classifier", "margin"),
+             ("baselines-wide", "classifier+random, conv 32/64/128", "classifier", "random")]
+MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
+                     "wide": "baselines-wide"}
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:

@@ -105,6 +105,8 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         by["classifier+margin, 10 / 5 epochs"], by["classifier+random, 10 / 5 epochs"])
     assert tables.matched_baselines(lever["noshift"], base) == (
         by["classifier+margin, no shifts"], by["classifier+random, no shifts"])
+    assert tables.matched_baselines(lever["wide"], base) == (
+        by["classifier+margin, conv 32/64/128"], by["classifier+random, conv 32/64/128"])
     assert tables.matched_baselines(lever["typical"], base) == (
         by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
     assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"
