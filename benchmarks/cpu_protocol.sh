@@ -20,7 +20,7 @@ declare -A RUNS_OF=(
   [latent32]="sae+margin" [consistency]="sae+margin" [combined]="sae+cluster-margin"
   [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
   [typclust]="sae+typicality-margin" [typclust200]="sae+typicality-margin" [typclust500]="sae+typicality-margin"
-  [wide]="sae+margin" [baselines-wide]="classifier+margin,classifier+random"
+  [wide]="sae+margin" [baselines-wide]="classifier+margin,classifier+random" [typical-selftrain]="sae+margin"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -35,8 +35,9 @@ declare -A ARGS_OF=(
   [typclust500]="--max-shift 2 --initial-strategy typicality --strategy-option until=500"
   [wide]="--max-shift 2 --initial-strategy typicality --channels 32,64,128"
   [baselines-wide]="--max-shift 2 --channels 32,64,128"
+  [typical-selftrain]="--max-shift 2 --initial-strategy typicality --self-training 0.3 --self-training-threshold 0.9"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -231,6 +231,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("typclust200", "sae+typicality (covering the labeled) to 200 labels, then margin", "sae", "typicality-margin"),
     ("typclust500", "sae+typicality (covering the labeled) to 500 labels, then margin", "sae", "typicality-margin"),
     ("wide", "sae+margin, typicality start, conv 32/64/128", "sae", "margin"),
+    ("typical-selftrain", "sae+margin, typicality start + self-training (0.3, ≥ 0.9)", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
