@@ -102,7 +102,6 @@ class SimulationSettings:
         if self.consistency < 0:
             raise SimulationError("--consistency must not be negative")
 
-
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
         try:
