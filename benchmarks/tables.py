@@ -295,10 +295,12 @@ SEASONS_PROTOCOL = "protocol-seasons-10k"
 
 def section_protocol_seasons() -> str:
     """The seasons split (3 classes of garments) under the same protocol: the reference and the typicality start."""
+    def where(name: str) -> str:
+        return f"{SEASONS_PROTOCOL}/{name}/curve.json"
+
     levers = [x for x in LEVERS if x[0] in ("shift2", "typical")]
     base = [x for x in BASELINES if x[0] == "baselines-shift2"]
-    return section_protocol(_protocol_rows(levers, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
-                            _protocol_rows(base, lambda name: f"{SEASONS_PROTOCOL}/{name}/curve.json"),
+    return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
                             "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
                             "baselines-shift2`._", _targets_seasons, diagram=None)
 
@@ -375,9 +377,13 @@ def _targets_seasons(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     if len(gaps) < len(FM_BUDGETS):
         return "* Ahead of classifier+margin at every budget: incomplete, budgets missing."
     behind = [f"{n:,}" for n, g in gaps if g <= 0]
-    return ("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
-            + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels (target: ahead at every budget: "
+    return (_lead(gaps) + " (target: ahead at every budget: "
             + ("met" if not behind else f"not met at {', '.join(behind)}") + ").")
+
+
+def _lead(gaps: list[tuple[int, float]]) -> str:
+    return ("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
+            + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels")
 
 
 def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
@@ -395,8 +401,7 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     if gaps:
         worst = min(gaps, key=lambda g: g[1])
         ok = all(g >= 2.0 for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
-        out.append("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
-                   + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels (target ≥ 2 at every budget: "
+        out.append(_lead(gaps) + " (target ≥ 2 at every budget: "
                    + ("met" if ok else f"not met; smallest {worst[1]:+.1f} at {worst[0]:,}"
                       if len(gaps) == len(FM_BUDGETS) - 1 else "incomplete: budgets missing") + ").")
     return "\n".join(out)

@@ -377,8 +377,7 @@ def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) 
     rows = np.concatenate([p.rows + o for p, o in zip(parts, offsets, strict=False)]).astype(np.int64) \
         if parts else np.zeros(0, np.int64)
     codes = np.concatenate([p.codes for p in parts]) if strategy.needs_codes and parts else None
-    labeled = np.concatenate([p.labeled for p in parts if p.labeled is not None]) \
-        if strategy.needs_labeled and any(p.labeled is not None for p in parts) else None
+    labeled = np.concatenate([p.labeled for p in parts]) if strategy.needs_labeled and parts else None
     idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)), labeled)]
     if strategy.needs_codes:
         view = _head_first(view, idx)

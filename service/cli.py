@@ -55,20 +55,16 @@ def _run_simulate(a: argparse.Namespace) -> int:
     from service.simulate import SimulationError, SimulationSettings, parse_options, simulate
 
     try:
-        options = parse_options(a.strategy_option)
-    except SimulationError as e:
-        print(f"sae-backend simulate: error: {e}", file=sys.stderr)
-        return 2
-    s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
-                           strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
-                           seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
-                           warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam, batch_size=a.batch_size,
-                           labeled_per_batch=a.labeled_per_batch, channels=a.channels, max_shift=a.max_shift,
-                           warm_start=a.warm_start, warm_steps=a.warm_steps, device=a.device,
-                           validation_size=a.validation_size, initial_strategy=a.initial_strategy,
-                           self_training=a.self_training, self_training_threshold=a.self_training_threshold,
-                           consistency=a.consistency, strategy_options=options)
-    try:
+        s = SimulationSettings(dataset=a.dataset, data_path=a.data_path, groups=a.groups, models=a.model,
+                               strategies=a.strategy, initial=a.initial, per_round=a.per_round, rounds=a.rounds,
+                               seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
+                               warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
+                               batch_size=a.batch_size, labeled_per_batch=a.labeled_per_batch, channels=a.channels,
+                               max_shift=a.max_shift, warm_start=a.warm_start, warm_steps=a.warm_steps,
+                               device=a.device, validation_size=a.validation_size,
+                               initial_strategy=a.initial_strategy, self_training=a.self_training,
+                               self_training_threshold=a.self_training_threshold, consistency=a.consistency,
+                               strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:
         print(f"sae-backend simulate: error: {e}", file=sys.stderr)
