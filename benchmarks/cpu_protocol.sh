@@ -21,6 +21,7 @@ declare -A RUNS_OF=(
   [consistency03]="sae+margin" [baselines-epochs]="classifier+margin,classifier+random"
   [typclust]="sae+typicality-margin" [typclust200]="sae+typicality-margin" [typclust500]="sae+typicality-margin"
   [wide]="sae+margin" [baselines-wide]="classifier+margin,classifier+random" [typical-selftrain]="sae+margin"
+  [wide-bn]="sae+margin" [baselines-wide-bn]="classifier+margin,classifier+random"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -36,8 +37,10 @@ declare -A ARGS_OF=(
   [wide]="--max-shift 2 --initial-strategy typicality --channels 32,64,128"
   [baselines-wide]="--max-shift 2 --channels 32,64,128"
   [typical-selftrain]="--max-shift 2 --initial-strategy typicality --self-training 0.3 --self-training-threshold 0.9"
+  [wide-bn]="--max-shift 2 --initial-strategy typicality --channels 32,64,128 --network conv-bn"
+  [baselines-wide-bn]="--max-shift 2 --channels 32,64,128 --network conv-bn"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--labeled-per-batch", type=int, default=64)
     p.add_argument("--channels", default="32,64,128")
+    p.add_argument("--network", default="auto")
     p.add_argument("--max-shift", type=int, default=0)
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     p.add_argument("--validation-size", type=int, default=None)
@@ -59,7 +60,7 @@ def main() -> None:
                            pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                            labeled_per_batch=a.labeled_per_batch, device=a.device,
-                           max_shift=a.max_shift, warm_start=not a.cold_start,
+                           network=a.network, max_shift=a.max_shift, warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,

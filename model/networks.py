@@ -11,17 +11,24 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+NETWORK_KINDS = ("auto", "conv", "conv-bn", "mlp")
+
 
 class ConvEncoder(nn.Module):
-    """Three conv + ReLU + max-pool stages, then a linear map to the latent code."""
+    """Three conv + ReLU + max-pool stages, then a linear map to the latent code.
+
+    ``batch_norm`` puts a BatchNorm after each conv: with a few hundred optimiser steps a
+    round, normalised features may train faster (a lever of the label-efficiency protocol).
+    """
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,
-                 channels: Sequence[int] = (32, 64, 128)) -> None:
+                 channels: Sequence[int] = (32, 64, 128), batch_norm: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for c_out in channels:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True),
+            norm = [nn.BatchNorm2d(c_out)] if batch_norm else []
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm), *norm, nn.ReLU(inplace=True),
                        nn.MaxPool2d(2, ceil_mode=True)]
             c_in, size = c_out, -(-size // 2)
         self.features = nn.Sequential(*layers)
@@ -108,17 +115,18 @@ def build_networks(input_shape: Sequence[int], latent_dim: int, kind: str = "aut
 
     ``auto`` uses the conv pair for images of at least 16 pixels a side and the MLP
     otherwise: tiny images such as scikit-learn's 8x8 digits lose everything to pooling.
+    ``conv-bn`` is the conv pair with a batch-normalised encoder.
     """
     shape = tuple(int(s) for s in input_shape)
     is_image = len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
     if kind == "auto":
         kind = "conv" if is_image and shape[1] >= 16 else "mlp"
-    if kind == "conv":
+    if kind in ("conv", "conv-bn"):
         if not is_image:
             raise ValueError(f"conv networks need square (C, H, W) images with C in 1 or 3, got {shape}")
-        return (ConvEncoder(shape[1], shape[0], latent_dim, channels),
+        return (ConvEncoder(shape[1], shape[0], latent_dim, channels, batch_norm=kind == "conv-bn"),
                 ConvDecoder(shape[1], shape[0], latent_dim, channels))
     if kind == "mlp":
         dim = int(torch.tensor(shape).prod())
         return MLPEncoder(dim, latent_dim, hidden), MLPDecoder(shape, latent_dim, hidden)
-    raise ValueError(f"unknown network kind {kind!r}: use auto, conv or mlp")
+    raise ValueError(f"unknown network kind {kind!r}: use auto, conv, conv-bn or mlp")

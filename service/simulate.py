@@ -25,6 +25,7 @@ from connectors.datasets import Dataset, DatasetError, load_dataset
 from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_options
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
+from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, should_stop
@@ -58,6 +59,7 @@ class SimulationSettings:
     batch_size: int = 256
     labeled_per_batch: int = 64
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    network: str = "auto"
     max_shift: int = 0
     warm_start: bool = True
     validation_size: int | None = None
@@ -82,6 +84,8 @@ class SimulationSettings:
         if unused:
             raise SimulationError(f"--strategy-option {sorted(unused)[0]}: none of the strategies "
                                   f"({', '.join(self.strategies)}) takes it")
+        if self.network not in NETWORK_KINDS:
+            raise SimulationError(f"--network must be one of {', '.join(NETWORK_KINDS)}, got {self.network!r}")
         if not 0 <= self.lam <= 1:
             raise SimulationError(f"--lam must be in [0, 1], got {self.lam}")
         for name in ("initial", "seeds", "epochs", "latent_dim"):
@@ -134,14 +138,14 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               max_shift=s.max_shift, consistency=s.consistency)
+               network=s.network, max_shift=s.max_shift, consistency=s.consistency)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold, **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
-                             max_shift=s.max_shift, **common)
+                             network=s.network, max_shift=s.max_shift, **common)
 
 
 def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -185,7 +189,7 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     if s.initial_strategy == "random":
         return rng.choice(len(x), s.initial, replace=False)
     key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, s.epochs, s.latent_dim,
-           tuple(s.channels), s.max_shift, s.device)
+           tuple(s.channels), s.network, s.max_shift, s.device)
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
     return _TYPICAL[key].copy()
@@ -193,7 +197,8 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
 
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, batch_size=s.batch_size,
-                                channels=tuple(s.channels), max_shift=s.max_shift, device=s.device,
+                                channels=tuple(s.channels), network=s.network, max_shift=s.max_shift,
+                                device=s.device,
                                 random_state=seed).fit(x)
     return TypicalitySampling(random_state=seed).select(
         np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
