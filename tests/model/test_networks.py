@@ -36,6 +36,24 @@ def test_conv_pair_trains_end_to_end() -> None:
     assert all(p.grad is not None for p in dec.parameters())
 
 
+def test_conv_bn_normalises_every_conv_stage_of_the_encoder_only() -> None:
+    torch.manual_seed(0)
+    enc, dec = build_networks((1, 20, 20), 6, kind="conv-bn", channels=SMALL)
+    norms = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [m.num_features for m in norms] == list(SMALL)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dec.modules())
+    x = torch.rand(7, 1, 20, 20) * 5 + 3  # far from zero mean, unit variance
+    enc.train()
+    enc(x)
+    assert all(float(m.running_mean.abs().sum()) > 0 for m in norms)  # training updates the statistics
+    enc.eval()
+    first = enc(x[:1])
+    assert torch.allclose(first, enc(x)[:1], atol=1e-5)  # in eval mode an item's code ignores its batch
+    assert dec(enc(x)).shape == x.shape
+    plain, _ = build_networks((1, 20, 20), 6, kind="conv", channels=SMALL)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+
+
 @pytest.mark.parametrize("shape", [(64,), (7,), (1, 8, 8), (2, 5, 3)])
 def test_mlp_pair_round_trips_shapes(shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
@@ -84,9 +102,10 @@ def test_build_networks_auto_choice(shape: tuple[int, ...], expected: type) -> N
 
 
 @pytest.mark.parametrize("shape", [(64,), (1, 28, 20), (2, 28, 28), (28, 28)])
-def test_conv_rejects_non_images(shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize("kind", ["conv", "conv-bn"])
+def test_conv_rejects_non_images(shape: tuple[int, ...], kind: str) -> None:
     with pytest.raises(ValueError, match="square"):
-        build_networks(shape, 5, kind="conv")
+        build_networks(shape, 5, kind=kind)
 
 
 def test_unknown_kind() -> None:

@@ -145,6 +145,19 @@ def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_
     assert loaded.sae_params["max_shift"] == 1  # a warm-started retrain keeps augmenting
 
 
+def test_round_trip_keeps_batch_norm_statistics(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)
+    y = np.where(np.arange(120) < 40, np.arange(120) % 3, -1)
+    model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
+                          sae_params={"network": "conv-bn", "channels": (4, 4, 4)}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "bn"), device="cpu")
+    assert read_settings(tmp_path / "bn")["sae"]["network"] == "conv-bn"
+    norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 3 and all(int(m.num_batches_tracked) > 0 for m in norms)
+    np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
+
+
 def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path) -> None:
     torch.manual_seed(0)
     model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from connectors.datasets import load_digits_dataset
 from service.cli import main
@@ -200,8 +201,31 @@ def test_consistency_reaches_the_autoencoder() -> None:
     assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
 
 
+def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
+    from model.encoder_classifier import EncoderClassifier
+    from model.sae import StructuringAutoencoder
+
+    networks = []
+    fit = StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        out = fit(self, x, y, pseudo=pseudo)
+        networks.append((self.lam, any(isinstance(m, torch.nn.BatchNorm2d) for m in self.encoder_.modules())))
+        return out
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
+                           initial_strategy="typicality", network="conv-bn", channels=[4, 4, 4], device="cpu")
+    run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    assert networks[0] == (0.0, True), "the plain autoencoder of the typicality start"
+    assert [bn for _, bn in networks[1:]] == [True, True] and networks[1][0] == s.lam
+    classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
+    assert isinstance(classifier, EncoderClassifier) and classifier.network == "conv-bn"
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("initial_strategy", "k-center", "--initial-strategy"), ("validation_size", 0, "--validation-size"),
+    ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
+    ("validation_size", 0, "--validation-size"),
     ("self_training", -1.0, "--self-training"), ("consistency", -1.0, "--consistency")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
