@@ -282,15 +282,16 @@ class TypicalityThenMargin(MarginSampling):
     needs_codes = True
     needs_labeled = True
 
-    def __init__(self, until: int = 300, neighbours: int = 20, max_items: int = 50_000,
+    def __init__(self, until: int = 300, neighbours: int = 20, max_items: int = 50_000, max_clusters: int = 500,
                  random_state: int | None = 0) -> None:
         self.until = until
         self.neighbours = neighbours
         self.max_items = max_items
+        self.max_clusters = max_clusters
         self.random_state = random_state
 
     def _typicality(self) -> TypicalitySampling:
-        return TypicalitySampling(self.neighbours, self.max_items, random_state=self.random_state)
+        return TypicalitySampling(self.neighbours, self.max_items, self.max_clusters, self.random_state)
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
                labeled: np.ndarray | None = None) -> np.ndarray:

@@ -289,6 +289,11 @@ def test_typicality_then_margin_switches_at_the_label_count() -> None:
     assert sorted(where[early]) == [1, 2, 3], "below the switch: the clusters without labels"
     late = rank(TypicalityThenMargin(until=10), scores, 3, ~labeled, codes=codes).top.indices
     assert late.tolist() == np.flatnonzero(where == 0)[10:13].tolist(), "from the switch on: smallest margins"
+    hybrid = TypicalityThenMargin(until=100, neighbours=5, max_clusters=2, random_state=1)
+    alone = TypicalitySampling(neighbours=5, max_clusters=2, random_state=1)
+    np.testing.assert_array_equal(rank(hybrid, scores, 3, ~labeled, codes=codes).top.indices,
+                                  rank(alone, scores, 3, ~labeled, codes=codes).top.indices)
+    assert get_strategy("typicality-margin", options={"max_clusters": 2}).max_clusters == 2
 
 
 def test_cluster_margin_caps_the_clusters_and_still_goes_round_robin() -> None:
