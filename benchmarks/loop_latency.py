@@ -17,7 +17,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import describe
 
 from connectors.datasets import load_dataset
 from connectors.label_studio import LabelStudioClient
@@ -181,7 +182,7 @@ def main() -> None:
     ls_env = dict(kv.split("=", 1) for kv in a.label_studio_env)
     with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls", env=ls_env) as ls:
         rows = [measure(ls, n, a) for n in a.tasks]
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    result = {"machine": describe(),
               "label_studio_env": ls_env, "rows": rows}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

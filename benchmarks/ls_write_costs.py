@@ -15,24 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
+
+from machine import describe, timed
 
 from connectors.label_studio import LabelStudioClient
 from connectors.label_studio_server import IMPORT_RECOUNT_FLAG, LabelStudioServer
 
 CONFIG = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t">'
           '<Choice value="a"/><Choice value="b"/></Choices></View>')
-
-
-def _timed(fn, *args, **kwargs) -> float:
-    t0 = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - t0
 
 
 def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) -> dict:
@@ -48,11 +43,11 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) ->
         imports, versions, deletes = [], [], []
         for r in range(repeats):
             name = f"sae-v{r + 1}"
-            imports.append(_timed(client.import_predictions, pid, rows(name)))
-            versions.append(_timed(client.set_model_version, pid, name))
+            imports.append(timed(partial(client.import_predictions, pid, rows(name)))[1])
+            versions.append(timed(partial(client.set_model_version, pid, name))[1])
             if r:
-                deletes.append(_timed(client.delete_predictions, pid, [f"sae-v{r}"]))
-        patches = [_timed(client.update_task_meta, t, {"sae": {"rank": i + 1}}, merge=False)
+                deletes.append(timed(partial(client.delete_predictions, pid, [f"sae-v{r}"]))[1])
+        patches = [timed(partial(client.update_task_meta, t, {"sae": {"rank": i + 1}}, merge=False))[1]
                    for i, t in enumerate(ids[head: head + marks])]
         return {"tasks": n, "head": head, "env": env, "upload_s": round(upload_s, 1),
                 "import_head_s": [round(x, 3) for x in imports],
@@ -75,8 +70,7 @@ def main() -> None:
         row = {"setting": name, **measure(a.tasks, a.head, a.marks, a.repeats, env)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-              "rows": rows}
+    result = {"machine": describe(), "rows": rows}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1))

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import describe
 
 from connectors.task_data import decode_image
 
@@ -64,7 +64,7 @@ def main() -> None:
             seconds[arm] += time.perf_counter() - t0
         diffs.append(float(np.abs(out["reduced"] - out["full"]).mean()))
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": describe(),
         "count": a.count, "size": a.size, "megapixels_min": round(min(megapixels), 2),
         "megapixels_max": round(max(megapixels), 2), "megapixels_mean": round(float(np.mean(megapixels)), 2),
         "jpeg_mb_mean": round(nbytes / a.count / 1e6, 3),

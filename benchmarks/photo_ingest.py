@@ -17,8 +17,6 @@ import argparse
 import functools
 import http.server
 import json
-import os
-import platform
 import resource
 import sys
 import tempfile
@@ -31,6 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import describe
 from photo_decode import photo
 
 import connectors.task_data as task_data
@@ -108,7 +107,7 @@ def main() -> None:
         "jpeg_mb_mean": round(float(np.mean([paths[i % len(paths)].stat().st_size for i in range(a.count)])) / 1e6, 3),
         "seconds": round(seconds, 2), "photos_per_s": round(a.count / seconds, 2),
         "store_mb": round(mb, 1), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": describe(),
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1))

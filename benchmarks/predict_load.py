@@ -14,8 +14,6 @@ import base64
 import io
 import json
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from machine import describe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -145,7 +144,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     proc.terminate()
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}", "rows": rows}
+    result = {"machine": describe(), "rows": rows}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1))

@@ -24,14 +24,14 @@ import platform
 import resource
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from machine import timed
 
 from connectors.datasets import FASHION_MNIST_DIR, DatasetError, load_digits_dataset, read_idx
 from connectors.ray_head import RayHead
@@ -69,12 +69,6 @@ def worker_peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 peak = max(peak, int(line.split()[1]) / 1024)
     return round(peak, 1)
-
-
-def timed(fn: Callable[[], T]) -> tuple[T, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, round(time.perf_counter() - t, 4)
 
 
 def main() -> None:
