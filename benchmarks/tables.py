@@ -232,6 +232,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("typclust500", "sae+typicality (covering the labeled) to 500 labels, then margin", "sae", "typicality-margin"),
     ("wide", "sae+margin, typicality start, conv 32/64/128", "sae", "margin"),
     ("typical-selftrain", "sae+margin, typicality start + self-training (0.3, ≥ 0.9)", "sae", "margin"),
+    ("wide-bn", "sae+margin, typicality start, conv 32/64/128, batch-normalised encoder", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -241,9 +242,13 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-epochs", "classifier+margin, 10 / 5 epochs", "classifier", "margin"),
              ("baselines-epochs", "classifier+random, 10 / 5 epochs", "classifier", "random"),
              ("baselines-wide", "classifier+margin, conv 32/64/128", "classifier", "margin"),
-             ("baselines-wide", "classifier+random, conv 32/64/128", "classifier", "random")]
+             ("baselines-wide", "classifier+random, conv 32/64/128", "classifier", "random"),
+             ("baselines-wide-bn", "classifier+margin, conv 32/64/128, batch-normalised", "classifier", "margin"),
+             ("baselines-wide-bn", "classifier+random, conv 32/64/128, batch-normalised", "classifier", "random")]
+BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
+             "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
-                     "wide": "baselines-wide"}
+                     "wide": "baselines-wide", "wide-bn": "baselines-wide-bn"}
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
@@ -336,26 +341,39 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
     return "\n\n".join(p for p in parts if p)
 
 
+def _paired_val(r: Row, ref: Row) -> np.ndarray | None:
+    """Per seed, ``r`` minus ``ref`` in points: mean validation error over 200-1,000 labels (None below 3 seeds)."""
+    diffs = []
+    for seed in sorted(set(r.seeds) & set(ref.seeds)):
+        a = [r.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
+        b = [ref.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
+        if None not in a and None not in b:
+            diffs.append(100 * float(np.mean(a) - np.mean(b)))
+    return np.asarray(diffs) if len(diffs) >= MIN_SEEDS else None
+
+
 def _lever_effects(levers: list[Row]) -> str:
-    """Each lever against the reference on validation: per-seed mean over 200-1,000 labels, paired."""
+    """Each lever against the reference on validation: per-seed mean over 200-1,000 labels, paired.
+
+    A lever that adds to another (``BUILDS_ON``) is also set against that one: against the
+    reference its effect would include the other's.
+    """
     ref = levers[0]
-    lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | helps |",
-             "|---|---|---|"]
+    name_of = {label: name for name, label, _, _ in LEVERS}
+    by_name = {name_of[r.label]: r for r in levers if r.label in name_of}
+    lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | helps "
+             "| vs the setting it adds to, points (paired) |", "|---|---|---|---|"]
     kept = 0
     for r in complete(levers[1:], []):
-        shared = sorted(set(r.seeds) & set(ref.seeds))
-        diffs = []
-        for seed in shared:
-            a = [r.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
-            b = [ref.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
-            if None not in a and None not in b:
-                diffs.append(float(np.mean(a) - np.mean(b)))
-        if len(diffs) < MIN_SEEDS:
+        d = _paired_val(r, ref)
+        if d is None:
             continue
-        d = 100 * np.asarray(diffs)
         helps = d.mean() + d.std(ddof=1) < 0
+        base = by_name.get(BUILDS_ON.get(name_of.get(r.label, ""), ""))
+        b = _paired_val(r, base) if base is not None else None
+        added = f"{b.mean():+.1f} ± {b.std(ddof=1):.1f} against {base.label}" if b is not None else ""
         lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
-                     f"{'yes (mean + 1 sd below 0)' if helps else 'no'} |")
+                     f"{'yes (mean + 1 sd below 0)' if helps else 'no'} | {added} |")
         kept += 1
     return "\n".join(lines) if kept else ""
 

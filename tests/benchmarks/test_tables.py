@@ -107,6 +107,9 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         by["classifier+margin, no shifts"], by["classifier+random, no shifts"])
     assert tables.matched_baselines(lever["wide"], base) == (
         by["classifier+margin, conv 32/64/128"], by["classifier+random, conv 32/64/128"])
+    assert tables.matched_baselines(lever["wide-bn"], base) == (
+        by["classifier+margin, conv 32/64/128, batch-normalised"],
+        by["classifier+random, conv 32/64/128, batch-normalised"])
     assert tables.matched_baselines(lever["typical"], base) == (
         by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
     assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"
@@ -121,3 +124,21 @@ def test_the_seasons_target_is_a_paired_lead_at_every_budget() -> None:
     ahead = _runs("classifier+margin", {s: [0.12] * len(budgets) for s in range(3)}, budgets)
     assert tables._targets_seasons(lead, ahead, ahead, None).endswith("(target: ahead at every budget: met).")
     assert "incomplete" in tables._targets_seasons(lead, _runs("x", {0: [0.1] * len(budgets)}, budgets), ahead, None)
+
+
+def test_a_lever_is_also_set_against_the_setting_it_adds_to() -> None:
+    budgets = tables.FM_BUDGETS
+
+    def val_rows(label: str, err: float) -> tables.Row:
+        runs = tuple({"model": "sae", "strategy": "margin", "seed": seed,
+                      "curve": [{"labeled": n, "val_error": err + 0.001 * seed * i} for i, n in enumerate(budgets)]}
+                     for seed in range(3))
+        return tables.Row(label, runs, ("raw.json",))
+
+    label = {name: lab for name, lab, _, _ in tables.LEVERS}
+    assert tables.BUILDS_ON["wide-bn"] == "wide"
+    rows = [val_rows(label["shift2"], 0.20), val_rows(label["wide"], 0.15), val_rows(label["wide-bn"], 0.16)]
+    lines = {ln.split(" | ")[0].lstrip("| "): ln for ln in tables._lever_effects(rows).splitlines()}
+    helps = "| yes (mean + 1 sd below 0) |"
+    assert lines[label["wide"]].endswith(f"| -5.0 ± 0.0 {helps}  |"), "wide adds to typical, which is absent"
+    assert lines[label["wide-bn"]].endswith(f"| -4.0 ± 0.0 {helps} +1.0 ± 0.0 against {label['wide']} |")
