@@ -233,6 +233,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("wide", "sae+margin, typicality start, conv 32/64/128", "sae", "margin"),
     ("typical-selftrain", "sae+margin, typicality start + self-training (0.3, ≥ 0.9)", "sae", "margin"),
     ("wide-bn", "sae+margin, typicality start, conv 32/64/128, batch-normalised encoder", "sae", "margin"),
+    ("wide-flip", "sae+margin, typicality start, conv 32/64/128, shifts and flips", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -244,11 +245,15 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-wide", "classifier+margin, conv 32/64/128", "classifier", "margin"),
              ("baselines-wide", "classifier+random, conv 32/64/128", "classifier", "random"),
              ("baselines-wide-bn", "classifier+margin, conv 32/64/128, batch-normalised", "classifier", "margin"),
-             ("baselines-wide-bn", "classifier+random, conv 32/64/128, batch-normalised", "classifier", "random")]
+             ("baselines-wide-bn", "classifier+random, conv 32/64/128, batch-normalised", "classifier", "random"),
+             ("baselines-wide-flip", "classifier+margin, conv 32/64/128, shifts and flips", "classifier", "margin"),
+             ("baselines-wide-flip", "classifier+random, conv 32/64/128, shifts and flips", "classifier", "random")]
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
-             "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide"}  # lever -> the one it adds to
+             "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
+             "wide-flip": "wide"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
-                     "wide": "baselines-wide", "wide-bn": "baselines-wide-bn"}
+                     "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
+                     "wide-flip": "baselines-wide-flip"}
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:

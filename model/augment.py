@@ -1,8 +1,9 @@
-"""Random translation of image batches: the cheapest augmentation that keeps the class.
+"""Random translations and mirror images of image batches: cheap augmentations that keep the class.
 
 With a few hundred labels the structure term (or a classifier's loss) fits the labeled
 images exactly; shifting every batch by a few pixels makes it fit their neighbourhoods
-instead. Flips and crops are left out on purpose: a flipped digit can change class.
+instead. Left-right flips are opt-in: they keep a garment's or a photo's class but can change
+a digit's or a letter's.
 """
 
 from __future__ import annotations
@@ -26,3 +27,17 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     b = torch.arange(n, device=x.device)[:, None, None, None]
     ch = torch.arange(c, device=x.device)[None, :, None, None]
     return padded[b, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of an ``(n, c, h, w)`` batch left-right with probability 1/2; vectors pass unchanged."""
+    if x.dim() != 4:
+        return x
+    flip = (torch.rand(len(x), generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The training augmentation both models share: a shift of up to ``max_shift`` pixels, then a flip if asked."""
+    x = random_shift(x, max_shift, generator)
+    return random_flip(x, generator) if flip else x

@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import random_shift
+from model.augment import augment
 from model.device import resolve_device
 from model.networks import build_networks
 from model.sae import as_float_array
@@ -23,14 +23,14 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     It sees only labeled items. ``epochs`` counts passes over the labeled set, with at
     least ``min_steps`` optimiser steps so that 100 labels still get a real training.
-    ``max_shift`` augments as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison.
+    ``max_shift`` and ``flip`` augment as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison.
     """
 
     def __init__(self, n_classes: int | None = None, latent_dim: int = 10, epochs: int = 50,
                  min_steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
                  weight_decay: float = 1e-4, network: str = "auto",
                  channels: Sequence[int] = (32, 64, 128), hidden: Sequence[int] = (256, 128),
-                 device: str = "auto", amp: bool = True, max_shift: int = 0,
+                 device: str = "auto", amp: bool = True, max_shift: int = 0, flip: bool = False,
                  warm_start: bool = False, random_state: int | None = 0, verbose: bool = False) -> None:
         self.n_classes = n_classes
         self.latent_dim = latent_dim
@@ -45,6 +45,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.amp = amp
         self.max_shift = max_shift
+        self.flip = flip
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -74,11 +75,11 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if self.max_shift else None
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if self.max_shift or self.flip else None
         for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
             sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
             with autocast:
-                loss = loss_fn(self.net_(random_shift(xl[sel], int(self.max_shift), gen)).float(), yl[sel])
+                loss = loss_fn(self.net_(augment(xl[sel], int(self.max_shift), bool(self.flip), gen)).float(), yl[sel])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import random_shift
+from model.augment import augment
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
@@ -65,11 +65,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     with replacement besides the uniform draw over the pool: with 100 labels among 60k a
     uniform batch of 256 would see one labeled item every two or three batches.
     ``max_shift > 0`` shifts every training image by up to that many pixels
-    (:mod:`model.augment`). ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a
-    pseudo-label (a class the current model is confident of) towards that class's target,
-    with weight ``pseudo_weight`` relative to a real label: self-training inside the
-    structure term. ``consistency > 0`` (with ``max_shift > 0``) encodes every batch under a
-    second random shift and pulls the two codes of each item together, with that weight
+    (:mod:`model.augment`), and ``flip`` mirrors half of them left-right. ``fit(X, y, pseudo=...)``
+    also pulls unlabeled items with a pseudo-label (a class the current model is confident of)
+    towards that class's target, with weight ``pseudo_weight`` relative to a real label:
+    self-training inside the structure term. ``consistency > 0`` (with ``max_shift > 0``)
+    encodes every batch under a second random shift and pulls the two codes of each item together, with that weight
     relative to the structure term: unlabeled items then also shape where the classes sit
     (the Pi-model of semi-supervised learning, applied to the codes).
 
@@ -89,7 +89,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  network: str = "auto", channels: Sequence[int] = (32, 64, 128),
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
-                 max_shift: int = 0, steps_per_epoch: int | None = None, pseudo_weight: float = 0.0,
+                 max_shift: int = 0, flip: bool = False, steps_per_epoch: int | None = None,
+                 pseudo_weight: float = 0.0,
                  consistency: float = 0.0, warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
@@ -109,6 +110,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.device = device
         self.amp = amp
         self.max_shift = max_shift
+        self.flip = flip
         self.steps_per_epoch = steps_per_epoch
         self.pseudo_weight = pseudo_weight
         self.consistency = consistency
@@ -215,7 +217,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
                 clean = _to_float(xt[idx].to(dev, non_blocking=True))
-                xb = random_shift(clean, int(self.max_shift), gen)
+                xb = augment(clean, int(self.max_shift), bool(self.flip), gen)
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)
@@ -234,7 +236,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                                 pm.sum() * z.shape[1]).clamp(min=1)
                         loss = loss + lam * struct
                     if cons_weight > 0 and clean.dim() == 4:
-                        z2 = self.encoder_(random_shift(clean, int(self.max_shift), gen))
+                        z2 = self.encoder_(augment(clean, int(self.max_shift), bool(self.flip), gen))
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -34,6 +34,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=lambda v: [int(c) for c in _csv(v)], default=[32, 64, 128])
     p.add_argument("--network", default="auto", help="auto, conv, conv-bn (batch-normalised encoder) or mlp")
     p.add_argument("--max-shift", type=int, default=0, help="shift training images by up to this many pixels")
+    p.add_argument("--flip", action="store_true", help="mirror half the training images left-right (not for digits)")
     p.add_argument("--warm-steps", type=int, default=None,
                    help="optimiser steps per warm-started SAE epoch (SAE_WARM_STEPS); default a full pass")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
@@ -61,7 +62,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                                warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                                batch_size=a.batch_size, labeled_per_batch=a.labeled_per_batch, channels=a.channels,
-                               network=a.network, max_shift=a.max_shift, warm_start=a.warm_start,
+                               network=a.network, max_shift=a.max_shift, flip=a.flip, warm_start=a.warm_start,
                                warm_steps=a.warm_steps, device=a.device, validation_size=a.validation_size,
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,

@@ -61,6 +61,7 @@ class SimulationSettings:
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     network: str = "auto"
     max_shift: int = 0
+    flip: bool = False
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
@@ -138,14 +139,14 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               network=s.network, max_shift=s.max_shift, consistency=s.consistency)
+               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold, **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
-                             network=s.network, max_shift=s.max_shift, **common)
+                             network=s.network, max_shift=s.max_shift, flip=s.flip, **common)
 
 
 def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,7 +190,7 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     if s.initial_strategy == "random":
         return rng.choice(len(x), s.initial, replace=False)
     key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, s.epochs, s.latent_dim,
-           tuple(s.channels), s.network, s.max_shift, s.device)
+           tuple(s.channels), s.network, s.max_shift, s.flip, s.device)
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
     return _TYPICAL[key].copy()
@@ -198,7 +199,7 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, batch_size=s.batch_size,
                                 channels=tuple(s.channels), network=s.network, max_shift=s.max_shift,
-                                device=s.device,
+                                flip=s.flip, device=s.device,
                                 random_state=seed).fit(x)
     return TypicalitySampling(random_state=seed).select(
         np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.augment import random_shift
+from model.augment import augment, random_flip, random_shift
 
 
 def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -40,3 +40,24 @@ def test_no_shift_and_vectors_are_left_alone() -> None:
     assert random_shift(x, 0) is x
     v = torch.rand(8, 64)
     assert random_shift(v, 2) is v
+
+
+def test_flip_mirrors_about_half_the_images_and_leaves_vectors_alone() -> None:
+    x = torch.rand(200, 1, 5, 6)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    same = [torch.equal(a, b) for a, b in zip(x, out, strict=True)]
+    mirrored = [torch.equal(a.flip(-1), b) for a, b in zip(x, out, strict=True)]
+    assert all(s != m for s, m in zip(same, mirrored, strict=True)), "each image is itself or its mirror image"
+    assert 70 < sum(mirrored) < 130
+    v = torch.rand(10, 4)
+    assert torch.equal(random_flip(v), v)
+
+
+def test_augment_shifts_then_flips_only_when_asked() -> None:
+    x = torch.rand(50, 1, 8, 8) + 0.1
+    assert torch.equal(augment(x, 0, False), x)
+    flipped = augment(x, 0, True, torch.Generator().manual_seed(1))
+    assert not torch.equal(flipped, x) and all(torch.equal(a, b) or torch.equal(a.flip(-1), b)
+                                               for a, b in zip(x, flipped, strict=True))
+    moved = augment(x, 1, False, torch.Generator().manual_seed(1))
+    assert torch.equal(moved, random_shift(x, 1, torch.Generator().manual_seed(1)))

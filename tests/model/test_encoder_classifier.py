@@ -36,13 +36,15 @@ def test_warm_start_keeps_the_network(digits: Dataset, digits_labels: np.ndarray
     assert clf.net_ is not net
 
 
-def test_shift_changes_training_reproducibly(digits: Dataset, digits_labels: np.ndarray) -> None:
-    def scores(shift: int) -> np.ndarray:
-        return (EncoderClassifier(n_classes=10, min_steps=30, max_shift=shift, device="cpu")
+@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}])
+def test_augmentation_changes_training_reproducibly(digits: Dataset, digits_labels: np.ndarray,
+                                                    augmentation: dict) -> None:
+    def scores(params: dict) -> np.ndarray:
+        return (EncoderClassifier(n_classes=10, min_steps=30, device="cpu", **params)
                 .fit(digits.x_train, digits_labels).decision_function(digits.x_test[:50]))
 
-    np.testing.assert_array_equal(scores(1), scores(1))
-    assert not np.allclose(scores(1), scores(0))
+    np.testing.assert_array_equal(scores(augmentation), scores(augmentation))
+    assert not np.allclose(scores(augmentation), scores({}))
 
 
 def test_needs_two_labeled_classes(digits: Dataset) -> None:

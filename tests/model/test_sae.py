@@ -57,10 +57,11 @@ def test_same_seed_gives_identical_codes_on_cpu(small, digits: Dataset) -> None:
     assert not np.allclose(codes[0], codes[2])
 
 
-def test_shifted_training_is_reproducible_and_differs(small, digits: Dataset) -> None:
+@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}])
+def test_augmented_training_is_reproducible_and_differs(small, digits: Dataset, augmentation: dict) -> None:
     x, y = small
-    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, max_shift=shift, random_state=0)
-             .fit(x, y).transform(digits.x_test) for shift in (1, 1, 0)]
+    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, random_state=0, **params)
+             .fit(x, y).transform(digits.x_test) for params in (augmentation, augmentation, {})]
     np.testing.assert_array_equal(codes[0], codes[1])
     assert not np.allclose(codes[0], codes[2])
 

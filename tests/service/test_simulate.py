@@ -195,10 +195,13 @@ def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
     assert seen[0] is None and seen[1] > 0, "the first fit has no model to trust, the warm one pseudo-labels"
 
 
-def test_consistency_reaches_the_autoencoder() -> None:
-    s = SimulationSettings(max_shift=2, consistency=0.5, device="cpu")
+def test_consistency_and_augmentation_reach_the_models() -> None:
+    s = SimulationSettings(max_shift=2, flip=True, consistency=0.5, device="cpu")
     model = _build("sae", s, n_classes=3, pool=100, seed=0)
     assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
+    assert model.sae_params["flip"] is True
+    classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
+    assert classifier.max_shift == 2 and classifier.flip is True
 
 
 def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
