@@ -304,13 +304,11 @@ SEASONS_PROTOCOL = "protocol-seasons-10k"
 
 
 def section_protocol_seasons() -> str:
-    """The seasons split (3 classes of garments) under the same protocol: the reference and the typicality start."""
+    """The seasons split (3 classes of garments) under the same protocol, for the levers run there."""
     def where(name: str) -> str:
         return f"{SEASONS_PROTOCOL}/{name}/curve.json"
 
-    levers = [x for x in LEVERS if x[0] in ("shift2", "typical")]
-    base = [x for x in BASELINES if x[0] == "baselines-shift2"]
-    return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
+    return section_protocol(_protocol_rows(LEVERS, where), _protocol_rows(BASELINES, where),
                             "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
                             "baselines-shift2`._", _targets_seasons, diagram=None)
 
