@@ -65,13 +65,14 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     with replacement besides the uniform draw over the pool: with 100 labels among 60k a
     uniform batch of 256 would see one labeled item every two or three batches.
     ``max_shift > 0`` shifts every training image by up to that many pixels
-    (:mod:`model.augment`), and ``flip`` mirrors half of them left-right. ``fit(X, y, pseudo=...)``
-    also pulls unlabeled items with a pseudo-label (a class the current model is confident of)
-    towards that class's target, with weight ``pseudo_weight`` relative to a real label:
-    self-training inside the structure term. ``consistency > 0`` (with ``max_shift > 0``)
-    encodes every batch under a second random shift and pulls the two codes of each item together, with that weight
-    relative to the structure term: unlabeled items then also shape where the classes sit
-    (the Pi-model of semi-supervised learning, applied to the codes).
+    (:mod:`model.augment`), and ``flip`` mirrors half of them left-right.
+    ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a pseudo-label (a class the
+    current model is confident of) towards that class's target, with weight
+    ``pseudo_weight`` relative to a real label: self-training inside the structure term.
+    ``consistency > 0`` (with ``max_shift > 0``) encodes every batch under a second random
+    augmentation and pulls the two codes of each item together, with that weight relative
+    to the structure term: unlabeled items then also shape where the classes sit (the
+    Pi-model of semi-supervised learning, applied to the codes).
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -90,8 +91,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
                  max_shift: int = 0, flip: bool = False, steps_per_epoch: int | None = None,
-                 pseudo_weight: float = 0.0,
-                 consistency: float = 0.0, warm_start: bool = False,
+                 pseudo_weight: float = 0.0, consistency: float = 0.0, warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
