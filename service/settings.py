@@ -25,6 +25,7 @@ class SAESettings:
     max_shift: int = 0
     warm_steps: int | None = None
     channels: tuple[int, ...] = (32, 64, 128)
+    flip: bool = False
 
 
 class Settings(BaseSettings):
@@ -64,6 +65,7 @@ class Settings(BaseSettings):
     sae_latent_dim: int = Field(10, ge=1)
     sae_lambda: float = Field(0.9, ge=0, le=1)
     sae_max_shift: int = Field(0, ge=0, le=64)
+    sae_flip: bool = False
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     image_size: int | None = Field(None, ge=4, le=512)
@@ -95,7 +97,7 @@ class Settings(BaseSettings):
     def sae_settings(self) -> SAESettings:
         """The autoencoder settings a training job carries."""
         return SAESettings(self.sae_epochs, self.sae_warm_epochs, self.sae_latent_dim, self.sae_lambda,
-                           self.sae_max_shift, self.sae_warm_steps, tuple(self.sae_channels))
+                           self.sae_max_shift, self.sae_warm_steps, tuple(self.sae_channels), self.sae_flip)
 
     @field_validator("query_strategy")
     @classmethod

@@ -112,13 +112,13 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     if warm:
         model = copy.deepcopy(prev)
         model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device,
-                         sae_params={**(model.sae_params or {}), "max_shift": s.max_shift,
+                         sae_params={**(model.sae_params or {}), "max_shift": s.max_shift, "flip": s.flip,
                                      "steps_per_epoch": s.warm_steps})
         model.sae_.set_params(on_epoch=on_epoch)
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device,
-                              sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift,
+                              sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift, "flip": s.flip,
                                           "channels": tuple(s.channels)})
     model.fit(x, y)
     model.sae_.set_params(on_epoch=None)
@@ -156,7 +156,8 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
             progress(f"cold start: epoch {epoch}/{total}", epoch / max(total, 1))
 
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
-                                max_shift=s.max_shift, steps_per_epoch=s.warm_steps, device=job.device,
+                                max_shift=s.max_shift, flip=s.flip, steps_per_epoch=s.warm_steps,
+                                device=job.device,
                                 on_epoch=on_epoch).fit(x)
     picks = TypicalitySampling().select(np.zeros(len(ids)), ae.transform(x), k, np.arange(len(ids)))
     return ids[picks]

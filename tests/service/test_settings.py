@@ -24,8 +24,10 @@ def test_environment_names(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
 def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SAE_CHANNELS", "16, 32,64")
     monkeypatch.setenv("SAE_WARM_STEPS", "150")
+    monkeypatch.setenv("SAE_FLIP", "true")
     sae = Settings().sae_settings()
-    assert sae.channels == (16, 32, 64) and sae.warm_steps == 150 and sae.lam == 0.9
+    assert sae.channels == (16, 32, 64) and sae.warm_steps == 150 and sae.lam == 0.9 and sae.flip is True
+    assert Settings(sae_flip=False).sae_settings().flip is False
 
 
 def test_the_head_must_cover_the_marks() -> None:

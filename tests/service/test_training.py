@@ -32,12 +32,12 @@ def pool_dir(digits: Dataset, tmp_path) -> str:
 
 
 def job(pool_dir: str, y: np.ndarray, previous: str | None = None, max_shift: int = 0,
-        warm_steps: int | None = None) -> TrainingJob:
+        warm_steps: int | None = None, flip: bool = False) -> TrainingJob:
     ids = np.arange(1000, 1000 + N)
     labels = {int(t): int(c) for t, c in zip(ids, y[:N], strict=True) if c >= 0}
     return TrainingJob(1, pool_dir, ids, labels, CLASSES,
                        SAESettings(epochs=3, warm_epochs=1, latent_dim=6, lam=0.9, max_shift=max_shift,
-                                   warm_steps=warm_steps), previous, "cpu")
+                                   warm_steps=warm_steps, flip=flip), previous, "cpu")
 
 
 def test_the_job_is_plain_data(pool_dir: str, digits_labels: np.ndarray) -> None:
@@ -49,9 +49,10 @@ def test_the_job_is_plain_data(pool_dir: str, digits_labels: np.ndarray) -> None
 def test_first_training_then_warm_start_with_new_settings(pool_dir: str, digits_labels: np.ndarray,
                                                          tmp_path) -> None:
     progress = []
-    result = train_project(job(pool_dir, digits_labels, max_shift=1), lambda msg, frac: progress.append(msg))
+    result = train_project(job(pool_dir, digits_labels, max_shift=1, flip=True),
+                           lambda msg, frac: progress.append(msg))
     sae = result.model.sae_
-    assert (sae.latent_dim, sae.epochs, sae.max_shift) == (6, 3, 1)
+    assert (sae.latent_dim, sae.epochs, sae.max_shift, sae.flip) == (6, 3, 1, True)
     assert progress == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
     assert result.metrics["warm_start"] is False
     assert result.metrics["labeled"] == int((digits_labels[:N] >= 0).sum())
@@ -60,7 +61,7 @@ def test_first_training_then_warm_start_with_new_settings(pool_dir: str, digits_
     save_model(result.model, tmp_path / "v1")
     again = train_project(job(pool_dir, digits_labels, previous=str(tmp_path / "v1"), max_shift=0, warm_steps=2))
     assert again.metrics["warm_start"] is True
-    assert (again.model.sae_.epochs, again.model.sae_.max_shift) == (1, 0)
+    assert (again.model.sae_.epochs, again.model.sae_.max_shift, again.model.sae_.flip) == (1, 0, False)
     assert again.model.sae_.steps_per_epoch == 2, "the per-round budget reaches the autoencoder"
     assert len(again.model.sae_.history_) == 4
     assert result.model.sae_.max_shift == 1  # the model that was passed in is not touched
