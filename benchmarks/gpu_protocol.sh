@@ -24,7 +24,9 @@ VARIANTS=${VARIANTS:-"shift2:sae+margin:--max-shift 2
 cluster:sae+cluster-margin:--max-shift 2
 selftrain:sae+margin:--max-shift 2 --self-training 0.3 --self-training-threshold 0.9
 typical:sae+margin:--max-shift 2 --initial-strategy typicality
-baselines:classifier+margin,classifier+random:--max-shift 2"}
+wide-flip:sae+margin:--max-shift 2 --flip --initial-strategy typicality
+baselines:classifier+margin,classifier+random:--max-shift 2
+baselines-wide-flip:classifier+margin,classifier+random:--max-shift 2 --flip"}
 mkdir -p "$OUT"
 { nvidia-smi -L 2>/dev/null || echo "no nvidia-smi"; "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } > "$OUT/device.txt" 2>&1
 while IFS= read -r line; do

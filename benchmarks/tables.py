@@ -292,10 +292,10 @@ def chosen_lever(levers: list[Row], excluded: list[str] | None = None) -> Row | 
 def section_gpu_protocol() -> str:
     """The same protocol on the full training split (benchmarks/gpu_protocol.sh), once a GPU session ran it."""
     def where(name: str) -> str:
-        return f"gpu-protocol-fm10/{'baselines' if name.startswith('baselines') else name}-s*/curve.json"
+        return f"gpu-protocol-fm10/{'baselines' if name == 'baselines-shift2' else name}-s*/curve.json"
 
-    levers = [x for x in LEVERS if x[0] in ("shift2", "cluster", "selftrain", "typical")]
-    base = [x for x in BASELINES if x[0] == "baselines-shift2"]
+    levers = [x for x in LEVERS if x[0] in ("shift2", "cluster", "selftrain", "typical", "wide-flip")]
+    base = [x for x in BASELINES if x[0] in ("baselines-shift2", "baselines-wide-flip")]
     return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
                             "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._", diagram=None)
 
