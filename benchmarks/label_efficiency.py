@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from connectors.datasets import load_dataset
+from model.networks import NETWORK_KINDS
 from service.simulate import SimulationSettings, parse_options, run_one
 
 
@@ -38,7 +39,7 @@ def main() -> None:
     p.add_argument("--latent-dim", type=int, default=10)
     p.add_argument("--labeled-per-batch", type=int, default=64)
     p.add_argument("--channels", default="32,64,128")
-    p.add_argument("--network", default="auto")
+    p.add_argument("--network", default="auto", choices=NETWORK_KINDS)
     p.add_argument("--max-shift", type=int, default=0)
     p.add_argument("--flip", action="store_true")
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")

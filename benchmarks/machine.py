@@ -1,7 +1,7 @@
-"""What every benchmark records about where it ran, and its one timer.
+"""Where a benchmark ran, in one format, and a timer that keeps the timed call's result.
 
 Scripts in this folder import it as a sibling (``python benchmarks/x.py`` puts the folder on
-the path), so every raw result names its machine the same way.
+the path), so the raw results that name their machine in one string name it the same way.
 """
 
 from __future__ import annotations

@@ -25,7 +25,6 @@ import resource
 import sys
 import tempfile
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -39,8 +38,6 @@ from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
 from service.training import LocalTrainingBackend, ScoringJob, TrainingJob, train_project
-
-T = TypeVar("T")
 
 
 def pool_images(n: int) -> tuple[np.ndarray, np.ndarray]:

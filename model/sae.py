@@ -69,7 +69,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a pseudo-label (a class the
     current model is confident of) towards that class's target, with weight
     ``pseudo_weight`` relative to a real label: self-training inside the structure term.
-    ``consistency > 0`` (with ``max_shift > 0``) encodes every batch under a second random
+    ``consistency > 0`` (with ``max_shift > 0`` or ``flip``) encodes every batch under a second random
     augmentation and pulls the two codes of each item together, with that weight relative
     to the structure term: unlabeled items then also shape where the classes sit (the
     Pi-model of semi-supervised learning, applied to the codes).
@@ -192,7 +192,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         opt = torch.optim.Adam(params, lr=float(self.lr))
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
-        cons_weight = lam * float(self.consistency) if int(self.max_shift) > 0 else 0.0
+        cons_weight = lam * float(self.consistency) if int(self.max_shift) > 0 or self.flip else 0.0
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))

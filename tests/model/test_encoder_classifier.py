@@ -47,6 +47,21 @@ def test_augmentation_changes_training_reproducibly(digits: Dataset, digits_labe
     assert not np.allclose(scores(augmentation), scores({}))
 
 
+def test_every_training_batch_goes_through_the_shared_augmentation(monkeypatch, digits: Dataset,
+                                                                     digits_labels: np.ndarray) -> None:
+    import model.encoder_classifier as module
+
+    seen, augment = [], module.augment
+
+    def spy(x, max_shift, flip, generator=None):
+        seen.append((max_shift, flip, generator is not None))
+        return augment(x, max_shift, flip, generator)
+
+    monkeypatch.setattr(module, "augment", spy)
+    EncoderClassifier(n_classes=10, epochs=1, min_steps=7, device="cpu", flip=True).fit(digits.x_train, digits_labels)
+    assert seen == [(0, True, True)] * 7
+
+
 def test_needs_two_labeled_classes(digits: Dataset) -> None:
     y = np.full(len(digits.y_train), -1)
     y[:5] = 3

@@ -15,7 +15,7 @@ from connectors.datasets import Dataset
 from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
-from service.training import TrainingJob, pool_items, train_project
+from service.training import TrainingJob, pool_items, suggest_first, train_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 CLASSES = [str(i) for i in range(10)]
@@ -65,6 +65,22 @@ def test_first_training_then_warm_start_with_new_settings(pool_dir: str, digits_
     assert again.model.sae_.steps_per_epoch == 2, "the per-round budget reaches the autoencoder"
     assert len(again.model.sae_.history_) == 4
     assert result.model.sae_.max_shift == 1  # the model that was passed in is not touched
+
+
+def test_the_cold_start_trains_with_the_project_augmentation(pool_dir: str, digits_labels: np.ndarray,
+                                                             monkeypatch) -> None:
+    from model.sae import StructuringAutoencoder
+
+    seen, fit = [], StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        seen.append((self.lam, self.max_shift, self.flip))
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    picks = suggest_first(job(pool_dir, digits_labels, max_shift=1, flip=True), 5)
+    assert seen == [(0.0, 1, True)]
+    assert len(set(picks.tolist())) == 5
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
