@@ -248,6 +248,7 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-wide-bn", "classifier+random, conv 32/64/128, batch-normalised", "classifier", "random"),
              ("baselines-wide-flip", "classifier+margin, conv 32/64/128, shifts and flips", "classifier", "margin"),
              ("baselines-wide-flip", "classifier+random, conv 32/64/128, shifts and flips", "classifier", "random")]
+LEVER_NAME = {label: name for name, label, _, _ in LEVERS}  # row label -> variant name
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
              "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
              "wide-flip": "wide"}  # lever -> the one it adds to
@@ -262,8 +263,7 @@ def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
     Like is compared with like: a lever that trains longer or without shifts is set against
     baselines that do the same. Falls back to the first two rows of ``base``.
     """
-    name = next((x[0] for x in LEVERS if best is not None and x[1] == best.label), None)
-    want = MATCHED_BASELINES.get(name or "", "baselines-shift2")
+    want = MATCHED_BASELINES.get(LEVER_NAME.get(best.label, "") if best is not None else "", "baselines-shift2")
     by_label = {r.label: r for r in base}
     rows = [by_label.get(label) for v, label, _, _ in BASELINES if v == want]
     return (rows[0], rows[1]) if len(rows) == 2 and None not in rows else (base[0], base[1])
@@ -362,8 +362,7 @@ def _lever_effects(levers: list[Row]) -> str:
     reference its effect would include the other's.
     """
     ref = levers[0]
-    name_of = {label: name for name, label, _, _ in LEVERS}
-    by_name = {name_of[r.label]: r for r in levers if r.label in name_of}
+    by_name = {LEVER_NAME[r.label]: r for r in levers if r.label in LEVER_NAME}
     lines = ["| lever (validation, mean over 200-1,000 labels) | vs reference, points (paired) | helps "
              "| vs the setting it adds to, points (paired) |", "|---|---|---|---|"]
     kept = 0
@@ -372,7 +371,7 @@ def _lever_effects(levers: list[Row]) -> str:
         if d is None:
             continue
         helps = d.mean() + d.std(ddof=1) < 0
-        base = by_name.get(BUILDS_ON.get(name_of.get(r.label, ""), ""))
+        base = by_name.get(BUILDS_ON.get(LEVER_NAME.get(r.label, ""), ""))
         b = _paired_val(r, base) if base is not None else None
         added = f"{b.mean():+.1f} ± {b.std(ddof=1):.1f} against {base.label}" if b is not None else ""
         lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "

@@ -199,8 +199,7 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, batch_size=s.batch_size,
                                 channels=tuple(s.channels), network=s.network, max_shift=s.max_shift,
-                                flip=s.flip, device=s.device,
-                                random_state=seed).fit(x)
+                                flip=s.flip, device=s.device, random_state=seed).fit(x)
     return TypicalitySampling(random_state=seed).select(
         np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
 
