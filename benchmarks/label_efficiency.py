@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
+    p.add_argument("--semi-supervised-from", type=int, default=0)
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--warm-steps", type=int, default=None)
@@ -66,7 +67,8 @@ def main() -> None:
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
-                           consistency=a.consistency, strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
+                           consistency=a.consistency, semi_supervised_from=a.semi_supervised_from,
+                           strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
                            strategy_options=parse_options(a.strategy_option))
     s.validate()
     ds = load_dataset(a.dataset, a.data_path, a.groups)

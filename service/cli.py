@@ -47,6 +47,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0,
                    help="weight of code agreement under two random shifts, relative to the structure term (0: off)")
+    p.add_argument("--semi-supervised-from", type=int, default=0, metavar="LABELS",
+                   help="self-training and consistency stay off below this many labels (their schedule)")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--device", default="auto")
@@ -66,6 +68,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                warm_steps=a.warm_steps, device=a.device, validation_size=a.validation_size,
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
+                               semi_supervised_from=a.semi_supervised_from,
                                strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

@@ -68,6 +68,7 @@ class SimulationSettings:
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
+    semi_supervised_from: int = 0
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -106,6 +107,8 @@ class SimulationSettings:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
         if self.consistency < 0:
             raise SimulationError("--consistency must not be negative")
+        if self.semi_supervised_from < 0:
+            raise SimulationError("--semi-supervised-from must not be negative")
 
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
@@ -143,7 +146,8 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
-                             self_training_threshold=s.self_training_threshold, **common)
+                             self_training_threshold=s.self_training_threshold,
+                             semi_supervised_from=s.semi_supervised_from, **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
                              network=s.network, max_shift=s.max_shift, flip=s.flip, **common)
