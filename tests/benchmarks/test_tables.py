@@ -110,6 +110,11 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
     assert tables.matched_baselines(lever["wide-bn"], base) == (
         by["classifier+margin, conv 32/64/128, batch-normalised"],
         by["classifier+random, conv 32/64/128, batch-normalised"])
+    for name in ("flip-selftrain500", "flip-consistency500"):
+        assert tables.BUILDS_ON[name] == "wide-flip"
+        assert tables.matched_baselines(lever[name], base) == (
+            by["classifier+margin, conv 32/64/128, shifts and flips"],
+            by["classifier+random, conv 32/64/128, shifts and flips"])
     assert tables.matched_baselines(lever["typical"], base) == (
         by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
     assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"

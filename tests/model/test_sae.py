@@ -291,6 +291,27 @@ def test_sae_classifier_needs_two_labeled_classes(small) -> None:
         SAEClassifier(epochs=1, device="cpu").fit(x, y)
 
 
+def test_semi_supervised_terms_wait_for_their_label_count(small, digits: Dataset, monkeypatch) -> None:
+    x, y = small
+    seen = []
+    fit = StructuringAutoencoder.fit
+
+    def recording_fit(self, X, y=None, pseudo=None):
+        seen.append((self.consistency, self.pseudo_weight, None if pseudo is None else int((pseudo >= 0).sum())))
+        return fit(self, X, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    model = SAEClassifier(epochs=1, device="cpu", warm_start=True, self_training=0.5, self_training_threshold=0.0,
+                          semi_supervised_from=100, sae_params={"consistency": 1.0, "max_shift": 1})
+    model.fit(x, y)
+    model.fit(x, y)
+    more = random_labels(digits.y_train[:400], 100, seed=2)
+    model.fit(x, more)
+    assert seen[0] == (0.0, 0.0, None) and seen[1] == (0.0, 0.0, None), "60 labels: both terms wait"
+    assert seen[2][:2] == (1.0, 0.5) and seen[2][2] > 0, "100 labels: consistency on, confident items pseudo-labeled"
+    assert model.sae_params["consistency"] == 1.0, "the user's setting is never overwritten"
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
