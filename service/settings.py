@@ -26,6 +26,9 @@ class SAESettings:
     warm_steps: int | None = None
     channels: tuple[int, ...] = (32, 64, 128)
     flip: bool = False
+    self_training: float = 0.0
+    self_training_threshold: float = 0.9
+    semi_supervised_from: int = 0
 
 
 class Settings(BaseSettings):
@@ -66,6 +69,9 @@ class Settings(BaseSettings):
     sae_lambda: float = Field(0.9, ge=0, le=1)
     sae_max_shift: int = Field(0, ge=0, le=64)
     sae_flip: bool = False
+    sae_self_training: float = Field(0.0, ge=0)
+    sae_self_training_threshold: float = Field(0.9, ge=0, le=1)
+    sae_semi_supervised_from: int = Field(0, ge=0)
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     image_size: int | None = Field(None, ge=4, le=512)
@@ -96,8 +102,12 @@ class Settings(BaseSettings):
 
     def sae_settings(self) -> SAESettings:
         """The autoencoder settings a training job carries."""
-        return SAESettings(self.sae_epochs, self.sae_warm_epochs, self.sae_latent_dim, self.sae_lambda,
-                           self.sae_max_shift, self.sae_warm_steps, tuple(self.sae_channels), self.sae_flip)
+        return SAESettings(epochs=self.sae_epochs, warm_epochs=self.sae_warm_epochs, latent_dim=self.sae_latent_dim,
+                           lam=self.sae_lambda, max_shift=self.sae_max_shift, warm_steps=self.sae_warm_steps,
+                           channels=tuple(self.sae_channels), flip=self.sae_flip,
+                           self_training=self.sae_self_training,
+                           self_training_threshold=self.sae_self_training_threshold,
+                           semi_supervised_from=self.sae_semi_supervised_from)
 
     @field_validator("query_strategy")
     @classmethod

@@ -109,15 +109,17 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         if progress:
             progress(f"epoch {epoch}/{total}", epoch / max(total, 1))
 
+    semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
+                semi_supervised_from=s.semi_supervised_from)
     if warm:
         model = copy.deepcopy(prev)
-        model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device,
+        model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,
                          sae_params={**(model.sae_params or {}), "max_shift": s.max_shift, "flip": s.flip,
                                      "steps_per_epoch": s.warm_steps})
         model.sae_.set_params(on_epoch=on_epoch)
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
-                              epochs=s.epochs, device=job.device,
+                              epochs=s.epochs, device=job.device, **semi,
                               sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift, "flip": s.flip,
                                           "channels": tuple(s.channels)})
     model.fit(x, y)

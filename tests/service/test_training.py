@@ -32,12 +32,12 @@ def pool_dir(digits: Dataset, tmp_path) -> str:
 
 
 def job(pool_dir: str, y: np.ndarray, previous: str | None = None, max_shift: int = 0,
-        warm_steps: int | None = None, flip: bool = False) -> TrainingJob:
+        warm_steps: int | None = None, flip: bool = False, **semi) -> TrainingJob:
     ids = np.arange(1000, 1000 + N)
     labels = {int(t): int(c) for t, c in zip(ids, y[:N], strict=True) if c >= 0}
     return TrainingJob(1, pool_dir, ids, labels, CLASSES,
                        SAESettings(epochs=3, warm_epochs=1, latent_dim=6, lam=0.9, max_shift=max_shift,
-                                   warm_steps=warm_steps, flip=flip), previous, "cpu")
+                                   warm_steps=warm_steps, flip=flip, **semi), previous, "cpu")
 
 
 def test_the_job_is_plain_data(pool_dir: str, digits_labels: np.ndarray) -> None:
@@ -81,6 +81,27 @@ def test_the_cold_start_trains_with_the_project_augmentation(pool_dir: str, digi
     picks = suggest_first(job(pool_dir, digits_labels, max_shift=1, flip=True), 5)
     assert seen == [(0.0, 1, True)]
     assert len(set(picks.tolist())) == 5
+
+
+def test_self_training_pseudo_labels_on_warm_retrains_once_enough_labels_exist(
+        pool_dir: str, digits_labels: np.ndarray, tmp_path, monkeypatch) -> None:
+    from model.sae import StructuringAutoencoder
+
+    pseudo_counts, fit = [], StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        pseudo_counts.append(None if pseudo is None else int((pseudo >= 0).sum()))
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    labeled = int((digits_labels[:N] >= 0).sum())
+    semi = dict(self_training=0.3, self_training_threshold=0.0)
+    first = train_project(job(pool_dir, digits_labels, **semi, semi_supervised_from=labeled))
+    save_model(first.model, tmp_path / "v1")
+    train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled + 1))
+    train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled))
+    assert pseudo_counts[:2] == [None, None], "no previous model to trust, then too few labels"
+    assert pseudo_counts[2] == N - labeled, "threshold 0: every unlabeled task gets its predicted class"
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
