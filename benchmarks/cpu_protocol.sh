@@ -23,7 +23,7 @@ declare -A RUNS_OF=(
   [wide]="sae+margin" [baselines-wide]="classifier+margin,classifier+random" [typical-selftrain]="sae+margin"
   [wide-bn]="sae+margin" [baselines-wide-bn]="classifier+margin,classifier+random"
   [wide-flip]="sae+margin" [baselines-wide-flip]="classifier+margin,classifier+random"
-  [flip-selftrain500]="sae+margin" [flip-consistency500]="sae+margin"
+  [flip-selftrain500]="sae+margin" [flip-consistency500]="sae+margin" [flip-semi500]="sae+margin"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -45,8 +45,9 @@ declare -A ARGS_OF=(
   [baselines-wide-flip]="--max-shift 2 --flip --channels 32,64,128"
   [flip-selftrain500]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --semi-supervised-from 500"
   [flip-consistency500]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --consistency 1 --semi-supervised-from 500"
+  [flip-semi500]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500 flip-semi500"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \
