@@ -28,6 +28,7 @@ class SAESettings:
     flip: bool = False
     self_training: float = 0.0
     self_training_threshold: float = 0.9
+    consistency: float = 0.0
     semi_supervised_from: int = 0
 
 
@@ -71,6 +72,7 @@ class Settings(BaseSettings):
     sae_flip: bool = False
     sae_self_training: float = Field(0.0, ge=0)
     sae_self_training_threshold: float = Field(0.9, ge=0, le=1)
+    sae_consistency: float = Field(0.0, ge=0)
     sae_semi_supervised_from: int = Field(0, ge=0)
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
@@ -107,6 +109,7 @@ class Settings(BaseSettings):
                            channels=tuple(self.sae_channels), flip=self.sae_flip,
                            self_training=self.sae_self_training,
                            self_training_threshold=self.sae_self_training_threshold,
+                           consistency=self.sae_consistency,
                            semi_supervised_from=self.sae_semi_supervised_from)
 
     @field_validator("query_strategy")

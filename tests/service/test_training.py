@@ -83,25 +83,26 @@ def test_the_cold_start_trains_with_the_project_augmentation(pool_dir: str, digi
     assert len(set(picks.tolist())) == 5
 
 
-def test_self_training_pseudo_labels_on_warm_retrains_once_enough_labels_exist(
+def test_semi_supervised_terms_reach_the_trainings_once_enough_labels_exist(
         pool_dir: str, digits_labels: np.ndarray, tmp_path, monkeypatch) -> None:
     from model.sae import StructuringAutoencoder
 
-    pseudo_counts, fit = [], StructuringAutoencoder.fit
+    seen, fit = [], StructuringAutoencoder.fit
 
     def recording_fit(self, x, y=None, pseudo=None):
-        pseudo_counts.append(None if pseudo is None else int((pseudo >= 0).sum()))
+        seen.append((self.consistency, None if pseudo is None else int((pseudo >= 0).sum())))
         return fit(self, x, y, pseudo=pseudo)
 
     monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
     labeled = int((digits_labels[:N] >= 0).sum())
-    semi = dict(self_training=0.3, self_training_threshold=0.0)
+    semi = dict(self_training=0.3, self_training_threshold=0.0, consistency=1.0, max_shift=1)
     first = train_project(job(pool_dir, digits_labels, **semi, semi_supervised_from=labeled))
     save_model(first.model, tmp_path / "v1")
     train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled + 1))
     train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled))
-    assert pseudo_counts[:2] == [None, None], "no previous model to trust, then too few labels"
-    assert pseudo_counts[2] == N - labeled, "threshold 0: every unlabeled task gets its predicted class"
+    assert seen[0] == (1.0, None), "first training: consistency on, no previous model to pseudo-label with"
+    assert seen[1] == (0.0, None), "one label short of the schedule: both off"
+    assert seen[2] == (1.0, N - labeled), "threshold 0: every unlabeled task gets its predicted class"
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
