@@ -48,7 +48,8 @@ def main() -> None:
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
-    p.add_argument("--semi-supervised-from", type=int, default=0)
+    p.add_argument("--semi-supervised-from", type=int, default=0,
+                   help="self-training and consistency stay off below this many labels")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--warm-steps", type=int, default=None)

@@ -258,7 +258,7 @@ LEVER_NAME = {label: name for name, label, _, _ in LEVERS}  # row label -> varia
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
              "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
              "wide-flip": "wide", "flip-selftrain500": "wide-flip",
-             "flip-consistency500": "wide-flip", "flip-semi500": "flip-selftrain500"}  # lever -> the one it adds to
+             "flip-consistency500": "wide-flip", "flip-semi500": "wide-flip"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -302,7 +302,7 @@ def section_gpu_protocol() -> str:
     def where(name: str) -> str:
         return f"gpu-protocol-fm10/{'baselines' if name == 'baselines-shift2' else name}-s*/curve.json"
 
-    levers = [x for x in LEVERS if x[0] in ("shift2", "cluster", "selftrain", "typical", "wide-flip", "flip-semi500")]
+    levers = [x for x in LEVERS if x[0] in ("shift2", "typical", "wide-flip", "flip-semi500")]
     base = [x for x in BASELINES if x[0] in ("baselines-shift2", "baselines-wide-flip")]
     return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
                             "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._", diagram=None)

@@ -21,9 +21,10 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     (normalised confidence >= ``self_training_threshold``) and pull them towards their
     class with that weight (see :class:`StructuringAutoencoder`); it costs one extra
     encoding pass over the pool. ``semi_supervised_from`` is their schedule: below that many
-    labels both self-training and the autoencoder's ``consistency`` term are off, because
-    with few labels the confident classes and the code geometry they pull towards are still
-    wrong (measured: consistency was behind at 200-700 labels and ahead at 1,000).
+    labels both self-training and the autoencoder's ``consistency`` term are off for a fit
+    (the fitted autoencoder keeps the user's setting), presumably because with few labels the
+    confident classes and the class positions they pull towards are still wrong (measured:
+    consistency always on was behind at 200-700 labels and ahead at 1,000).
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
@@ -70,6 +71,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.sae_ = StructuringAutoencoder(pseudo_weight=pseudo_weight, **params)
         self.sae_.fit(X, y, pseudo=pseudo)
+        if not semi:
+            self.sae_.set_params(consistency=float((self.sae_params or {}).get("consistency", 0.0)))
         z = self.sae_.transform(np.asarray(X)[labeled]) if labeled.any() else None
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
         self.classes_ = np.arange(k)

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _consistency_needs_augmentation(self) -> Settings:
+        if self.sae_consistency > 0 and self.sae_max_shift == 0 and not self.sae_flip:
+            raise ValueError("SAE_CONSISTENCY compares two augmentations of a task: set SAE_MAX_SHIFT or SAE_FLIP too")
+        return self
+
+    @model_validator(mode="after")
     def _head_covers_marks(self) -> Settings:
         if self.push_head < self.push_top_k:
             raise ValueError("PUSH_HEAD must be at least PUSH_TOP_K (the marked tasks are the head's first)")

@@ -146,6 +146,16 @@ def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_
     assert loaded.sae_params["max_shift"] == 1  # a warm-started retrain keeps augmenting
 
 
+def test_a_model_saved_before_its_semi_supervised_start_keeps_the_setting(digits: Dataset, digits_labels,
+                                                                           tmp_path) -> None:
+    model = SAEClassifier(epochs=1, device="cpu", self_training=0.3, semi_supervised_from=10**6,
+                          sae_params={"max_shift": 1, "consistency": 1.0})
+    model.fit(digits.x_train, digits_labels)
+    loaded = load_model(save_model(model, tmp_path / "early"), device="cpu")
+    assert loaded.sae_params["consistency"] == 1.0, "the schedule switched it off for that fit only"
+    assert (loaded.self_training, loaded.semi_supervised_from) == (0.3, 10**6)
+
+
 def test_round_trip_keeps_batch_norm_statistics(tmp_path) -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)

@@ -304,6 +304,7 @@ def test_semi_supervised_terms_wait_for_their_label_count(small, digits: Dataset
     model = SAEClassifier(epochs=1, device="cpu", warm_start=True, self_training=0.5, self_training_threshold=0.0,
                           semi_supervised_from=100, sae_params={"consistency": 1.0, "max_shift": 1})
     model.fit(x, y)
+    assert model.sae_.consistency == 1.0, "after a fit the autoencoder holds the setting again (it is saved)"
     model.fit(x, y)
     more = random_labels(digits.y_train[:400], 100, seed=2)
     model.fit(x, more)

@@ -28,7 +28,7 @@ def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch
     sae = Settings().sae_settings()
     assert sae.channels == (16, 32, 64) and sae.warm_steps == 150 and sae.lam == 0.9 and sae.flip is True
     assert Settings(sae_flip=False).sae_settings().flip is False
-    semi = Settings(sae_self_training=0.3, sae_self_training_threshold=0.8, sae_consistency=1.0,
+    semi = Settings(sae_self_training=0.3, sae_self_training_threshold=0.8, sae_consistency=1.0, sae_flip=True,
                     sae_semi_supervised_from=500).sae_settings()
     assert (semi.self_training, semi.self_training_threshold, semi.consistency, semi.semi_supervised_from) == (
         0.3, 0.8, 1.0, 500)
@@ -53,6 +53,7 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"SAE_SELF_TRAINING_THRESHOLD": "1.5"}, "SAE_SELF_TRAINING_THRESHOLD"),
     ({"SAE_SEMI_SUPERVISED_FROM": "-1"}, "SAE_SEMI_SUPERVISED_FROM"),
     ({"SAE_CONSISTENCY": "-0.5"}, "SAE_CONSISTENCY"),
+    ({"SAE_CONSISTENCY": "1"}, "SAE_CONSISTENCY"),
 ])
 def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,
                                                             named: str) -> None:

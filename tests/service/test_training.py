@@ -97,12 +97,14 @@ def test_semi_supervised_terms_reach_the_trainings_once_enough_labels_exist(
     labeled = int((digits_labels[:N] >= 0).sum())
     semi = dict(self_training=0.3, self_training_threshold=0.0, consistency=1.0, max_shift=1)
     first = train_project(job(pool_dir, digits_labels, **semi, semi_supervised_from=labeled))
-    save_model(first.model, tmp_path / "v1")
+    assert seen[0] == (1.0, None), "first training: consistency on, no previous model to pseudo-label with"
+    plain = train_project(job(pool_dir, digits_labels, max_shift=1))
+    save_model(plain.model, tmp_path / "v1")
     train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled + 1))
     train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **semi, semi_supervised_from=labeled))
-    assert seen[0] == (1.0, None), "first training: consistency on, no previous model to pseudo-label with"
-    assert seen[1] == (0.0, None), "one label short of the schedule: both off"
-    assert seen[2] == (1.0, N - labeled), "threshold 0: every unlabeled task gets its predicted class"
+    assert first.model.sae_.consistency == 1.0 and seen[1] == (0.0, None)
+    assert seen[2] == (0.0, None), "one label short of the schedule: both off"
+    assert seen[3] == (1.0, N - labeled), "settings reach a warm retrain of a version trained without them"
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
