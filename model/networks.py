@@ -18,8 +18,9 @@ class ConvEncoder(nn.Module):
     """Three conv + ReLU + max-pool stages, then a linear map to the latent code.
 
     ``batch_norm`` puts a BatchNorm after each conv. It is an opt-in lever of the
-    label-efficiency protocol and measured worse there (Fashion-MNIST-10): the SAE computes its
-    class targets in eval mode, from running statistics, while the loss sees batch statistics.
+    label-efficiency protocol and measured worse there (Fashion-MNIST-10). A likely cause, not
+    measured: the SAE computes its class targets in eval mode, from running statistics, while the
+    loss sees batch statistics.
     """
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,

@@ -61,6 +61,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
                       device=self.device, random_state=self.random_state, verbose=self.verbose,
                       **(self.sae_params or {}))
         semi = int(labeled.sum()) >= int(self.semi_supervised_from)
+        consistency = params.get("consistency", 0.0)
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
@@ -72,7 +73,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             self.sae_ = StructuringAutoencoder(pseudo_weight=pseudo_weight, **params)
         self.sae_.fit(X, y, pseudo=pseudo)
         if not semi:
-            self.sae_.set_params(consistency=float((self.sae_params or {}).get("consistency", 0.0)))
+            self.sae_.set_params(consistency=consistency)
         z = self.sae_.transform(np.asarray(X)[labeled]) if labeled.any() else None
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
         self.classes_ = np.arange(k)

@@ -46,7 +46,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="weight of pseudo-labeled items in the structure term (0: off)")
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0,
-                   help="weight of code agreement under two random shifts, relative to the structure term (0: off)")
+                   help="weight of code agreement under two random augmentations (shifts, flips), "
+                        "relative to the structure term (0: off)")
     p.add_argument("--semi-supervised-from", type=int, default=0, metavar="LABELS",
                    help="self-training and consistency stay off below this many labels (their schedule)")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
