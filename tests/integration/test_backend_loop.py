@@ -16,8 +16,10 @@ TOP_K = 10
 
 
 def _settings(ls, model_dir, **kw) -> Settings:
+    """A debounce of 3 s: the rounds annotate while connected, and a freshly installed Label Studio
+    once paused over 0.5 s between two annotations, so a version trained on part of a round."""
     return Settings(label_studio_url=ls.url, label_studio_api_key=ls.token, model_dir=model_dir,
-                    retrain_min_new_labels=10, retrain_debounce_seconds=0.5, sae_epochs=40, sae_warm_epochs=15,
+                    retrain_min_new_labels=10, retrain_debounce_seconds=3.0, sae_epochs=40, sae_warm_epochs=15,
                     push_top_k=TOP_K, poll_interval_seconds=3600, **kw)
 
 
