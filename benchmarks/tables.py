@@ -244,6 +244,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      " + self-training and consistency from 300 labels", "sae", "margin"),
     ("flip-semi500-st1", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
      " + self-training (weight 1) and consistency from 500 labels", "sae", "margin"),
+    ("flip-semi500-again", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels (run again, on another machine)", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -263,12 +265,14 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
              "wide-flip": "wide", "flip-selftrain500": "wide-flip",
              "flip-consistency500": "wide-flip", "flip-semi500": "wide-flip",
-             "flip-semi300": "flip-semi500", "flip-semi500-st1": "flip-semi500"}  # lever -> the one it adds to
+             "flip-semi300": "flip-semi500-again", "flip-semi500-st1": "flip-semi500-again",
+             "flip-semi500-again": "flip-semi500"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
                      "flip-consistency500": "baselines-wide-flip", "flip-semi500": "baselines-wide-flip",
-                     "flip-semi300": "baselines-wide-flip", "flip-semi500-st1": "baselines-wide-flip"}
+                     "flip-semi300": "baselines-wide-flip", "flip-semi500-st1": "baselines-wide-flip",
+                     "flip-semi500-again": "baselines-wide-flip"}
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:

@@ -112,7 +112,8 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         by["classifier+random, conv 32/64/128, batch-normalised"])
     for name in ("flip-selftrain500", "flip-consistency500", "flip-semi500"):
         assert tables.BUILDS_ON[name] == "wide-flip"
-    for name in ("flip-selftrain500", "flip-consistency500", "flip-semi500", "flip-semi300", "flip-semi500-st1"):
+    for name in ("flip-selftrain500", "flip-consistency500", "flip-semi500", "flip-semi300", "flip-semi500-st1",
+                 "flip-semi500-again"):
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips"],
             by["classifier+random, conv 32/64/128, shifts and flips"])
