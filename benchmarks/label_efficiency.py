@@ -18,6 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import where
+
 from connectors.datasets import load_dataset
 from model.networks import NETWORK_KINDS
 from service.simulate import SimulationSettings, parse_options, run_one
@@ -76,7 +78,8 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
-    result = {"settings": asdict(s) | {"class_names": ds.class_names, "tag": a.tag, "runs": a.runs}, "runs": runs}
+    result = {"settings": asdict(s) | {"class_names": ds.class_names, "tag": a.tag, "runs": a.runs},
+              "where": where(), "runs": runs}
     for seed in (int(v) for v in a.seeds.split(",")):
         for pair in a.runs.split(","):
             model, strategy = pair.split("+")

@@ -39,11 +39,12 @@ def main() -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--png-dir", default=None)
     a = p.parse_args()
-    runs, settings = [], {}
+    runs, settings, wheres = [], {}, {}
     for f in a.merge:
         d = json.loads(Path(f).read_text())
         tag = d["settings"].get("tag", "")
         settings[tag] = d["settings"]
+        wheres[tag] = d.get("where")
         for r in d["runs"]:
             r.setdefault("tag", tag)
             runs.append(r)
@@ -65,7 +66,7 @@ def main() -> None:
         if secs:
             print(f"sae warm-start round: median {np.median(secs):.1f} s")
     if a.out:
-        Path(a.out).write_text(json.dumps({"settings": settings, "runs": runs}, indent=1))
+        Path(a.out).write_text(json.dumps({"settings": settings, "where": wheres, "runs": runs}, indent=1))
     if a.png_dir:
         from service.plots import learning_curve_png
 
