@@ -23,7 +23,9 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     It sees only labeled items. ``epochs`` counts passes over the labeled set, with at
     least ``min_steps`` optimiser steps so that 100 labels still get a real training.
-    ``max_shift`` and ``flip`` augment as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison.
+    ``max_shift`` and ``flip`` augment as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison;
+    ``test_time_flip`` averages an image's codes and logits with its mirror image's, as
+    :class:`model.sae_classifier.SAEClassifier` does.
     """
 
     def __init__(self, n_classes: int | None = None, latent_dim: int = 10, epochs: int = 50,
@@ -31,7 +33,8 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
                  weight_decay: float = 1e-4, network: str = "auto",
                  channels: Sequence[int] = (32, 64, 128), hidden: Sequence[int] = (256, 128),
                  device: str = "auto", amp: bool = True, max_shift: int = 0, flip: bool = False,
-                 warm_start: bool = False, random_state: int | None = 0, verbose: bool = False) -> None:
+                 test_time_flip: bool = False, warm_start: bool = False, random_state: int | None = 0,
+                 verbose: bool = False) -> None:
         self.n_classes = n_classes
         self.latent_dim = latent_dim
         self.epochs = epochs
@@ -46,6 +49,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.amp = amp
         self.max_shift = max_shift
         self.flip = flip
+        self.test_time_flip = test_time_flip
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -89,22 +93,26 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     @torch.no_grad()
+    def _run(self, net: nn.Module, X: np.ndarray, width: int, batch_size: int) -> np.ndarray:
+        out = []
+        for s in range(0, len(X), batch_size):
+            xb = torch.from_numpy(np.ascontiguousarray(as_float_array(X[s:s + batch_size]))).to(self.device_)
+            out.append(net(xb).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, width), np.float32)
+
+    def _apply(self, net: nn.Module, X: np.ndarray, width: int, batch_size: int) -> np.ndarray:
+        y = self._run(net, X, width, batch_size)
+        if self.test_time_flip and np.ndim(X) >= 3:
+            y = (y + self._run(net, np.asarray(X)[..., ::-1], width, batch_size)) / 2
+        return y
+
     def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """The encoder's codes (the layer before the linear head), for batch-aware strategies."""
-        out = []
-        for s in range(0, len(X), batch_size):
-            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
-            out.append(self.net_[0](xb).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+        return self._apply(self.net_[0], X, int(self.latent_dim), batch_size)
 
-    @torch.no_grad()
     def decision_function(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """Logits, shape ``(n, n_classes)``."""
-        out = []
-        for s in range(0, len(X), batch_size):
-            xb = torch.from_numpy(as_float_array(X[s:s + batch_size])).to(self.device_)
-            out.append(self.net_(xb).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.n_classes_))
+        return self._apply(self.net_, X, self.n_classes_, batch_size)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return np.argmax(self.decision_function(X), axis=1)

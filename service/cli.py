@@ -35,6 +35,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default="auto", help="auto, conv, conv-bn (batch-normalised encoder) or mlp")
     p.add_argument("--max-shift", type=int, default=0, help="shift training images by up to this many pixels")
     p.add_argument("--flip", action="store_true", help="mirror half the training images left-right (not for digits)")
+    p.add_argument("--test-time-flip", action="store_true",
+                   help="code (or score) an image as the mean of it and its mirror image, for every model")
     p.add_argument("--warm-steps", type=int, default=None,
                    help="optimiser steps per warm-started SAE epoch (SAE_WARM_STEPS); default a full pass")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
@@ -69,7 +71,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                warm_steps=a.warm_steps, device=a.device, validation_size=a.validation_size,
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
-                               semi_supervised_from=a.semi_supervised_from,
+                               semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
                                strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

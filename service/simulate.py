@@ -62,6 +62,7 @@ class SimulationSettings:
     network: str = "auto"
     max_shift: int = 0
     flip: bool = False
+    test_time_flip: bool = False
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
@@ -147,10 +148,12 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold,
-                             semi_supervised_from=s.semi_supervised_from, **common)
+                             semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip,
+                             **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
-                             network=s.network, max_shift=s.max_shift, flip=s.flip, **common)
+                             network=s.network, max_shift=s.max_shift, flip=s.flip,
+                             test_time_flip=s.test_time_flip, **common)
 
 
 def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -67,3 +67,16 @@ def test_needs_two_labeled_classes(digits: Dataset) -> None:
     y[:5] = 3
     with pytest.raises(ValueError, match="at least two classes"):
         EncoderClassifier(device="cpu").fit(digits.x_train, y)
+
+
+def test_test_time_flip_makes_an_image_and_its_mirror_score_alike(digits: Dataset, digits_labels: np.ndarray) -> None:
+    clf = EncoderClassifier(n_classes=10, min_steps=20, device="cpu").fit(digits.x_train, digits_labels)
+    x, mirror = digits.x_test[:50], digits.x_test[:50, ..., ::-1]
+    plain = clf.decision_function(x)
+    assert not np.allclose(plain, clf.decision_function(mirror)), "digits are not symmetric"
+    clf.set_params(test_time_flip=True)
+    np.testing.assert_allclose(clf.decision_function(x), (plain + clf.set_params(test_time_flip=False)
+                                                          .decision_function(mirror)) / 2, rtol=1e-5, atol=1e-6)
+    clf.set_params(test_time_flip=True)
+    np.testing.assert_allclose(clf.decision_function(x), clf.decision_function(mirror), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(clf.transform(x), clf.transform(mirror), rtol=1e-5, atol=1e-6)

@@ -222,3 +222,11 @@ def test_models_saved_before_the_step_budget_still_load(digits_model: SAEClassif
     loaded = load_model(path, device="cpu")
     assert loaded.sae_.steps_per_epoch is None
     assert loaded.sae_.class_distances is None
+
+
+def test_test_time_flip_travels_with_the_model(digits: Dataset, digits_labels, tmp_path) -> None:
+    model = SAEClassifier(epochs=1, device="cpu", test_time_flip=True, sae_params={"flip": True})
+    model.fit(digits.x_train, digits_labels)
+    loaded = load_model(save_model(model, tmp_path / "tta"), device="cpu")
+    assert loaded.test_time_flip
+    np.testing.assert_array_equal(loaded.decision_function(digits.x_test), model.decision_function(digits.x_test))

@@ -313,6 +313,22 @@ def test_semi_supervised_terms_wait_for_their_label_count(small, digits: Dataset
     assert model.sae_params["consistency"] == 1.0, "the user's setting is never overwritten"
 
 
+def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
+    x, y = small
+    model = SAEClassifier(epochs=1, device="cpu", sae_params={"flip": True}).fit(x, y)
+    test, mirror = digits.x_test[:50], digits.x_test[:50, ..., ::-1]
+    plain = model.transform(test)
+    assert not np.allclose(plain, model.transform(mirror)), "digits are not symmetric"
+    flipped = SAEClassifier(epochs=1, device="cpu", test_time_flip=True, sae_params={"flip": True}).fit(x, y)
+    np.testing.assert_allclose(flipped.transform(test), (plain + model.transform(mirror)) / 2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(flipped.decision_function(test), flipped.decision_function(mirror), atol=1e-5)
+    assert not np.allclose(flipped.svm_.coef_, model.svm_.coef_), "the SVM is fitted on the averaged codes"
+    vectors = np.random.default_rng(0).random((60, 16), dtype=np.float32)
+    labels = np.where(np.arange(60) < 20, np.arange(60) % 2, -1)
+    vec = SAEClassifier(latent_dim=3, epochs=1, device="cpu", test_time_flip=True).fit(vectors, labels)
+    np.testing.assert_array_equal(vec.transform(vectors), vec.sae_.transform(vectors))  # vectors pass unchanged
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")

@@ -200,9 +200,12 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     model = _build("sae", s, n_classes=3, pool=100, seed=0)
     assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
     assert model.semi_supervised_from == 300
-    assert model.sae_params["flip"] is True
+    assert model.sae_params["flip"] is True and model.test_time_flip is False
     classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
-    assert classifier.max_shift == 2 and classifier.flip is True
+    assert classifier.max_shift == 2 and classifier.flip is True and classifier.test_time_flip is False
+    s.test_time_flip = True
+    assert _build("sae", s, 3, 100, 0).test_time_flip and _build("ae", s, 3, 100, 0).test_time_flip
+    assert _build("classifier", s, 3, 100, 0).test_time_flip, "test-time flips for every model alike"
 
 
 def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
