@@ -25,6 +25,8 @@ declare -A RUNS_OF=(
   [wide-flip]="sae+margin" [baselines-wide-flip]="classifier+margin,classifier+random"
   [flip-selftrain500]="sae+margin" [flip-consistency500]="sae+margin" [flip-semi500]="sae+margin"
   [flip-semi300]="sae+margin" [flip-semi500-st1]="sae+margin" [flip-semi500-again]="sae+margin"
+  [flip-semi500-tta]="sae+margin" [baselines-wide-flip-tta]="classifier+margin,classifier+random"
+  [baselines-wide-flip-again]="classifier+margin,classifier+random"
 )
 declare -A ARGS_OF=(
   [shift2]="--max-shift 2" [baselines-shift2]="--max-shift 2"
@@ -50,8 +52,11 @@ declare -A ARGS_OF=(
   [flip-semi300]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 300"
   [flip-semi500-st1]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 1 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500"
   [flip-semi500-again]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500"
+  [flip-semi500-tta]="--max-shift 2 --flip --test-time-flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500"
+  [baselines-wide-flip-tta]="--max-shift 2 --flip --test-time-flip --channels 32,64,128"
+  [baselines-wide-flip-again]="--max-shift 2 --flip --channels 32,64,128"
 )
-ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500 flip-semi500 flip-semi300 flip-semi500-st1 flip-semi500-again"
+ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500 flip-semi500 flip-semi300 flip-semi500-st1 flip-semi500-again flip-semi500-tta baselines-wide-flip-tta baselines-wide-flip-again"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
   RUNS="${RUNS_OF[$name]}" TAG="$SPLIT-$name" OUT="$ROOT/$name" EXTRA="$VAL ${ARGS_OF[$name]}" SEEDS="$SEEDS" \

@@ -246,6 +246,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      " + self-training (weight 1) and consistency from 500 labels", "sae", "margin"),
     ("flip-semi500-again", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
      " + self-training and consistency from 500 labels (run again, on another machine)", "sae", "margin"),
+    ("flip-semi500-tta", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels, test-time flips", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -259,20 +261,30 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-wide-bn", "classifier+margin, conv 32/64/128, batch-normalised", "classifier", "margin"),
              ("baselines-wide-bn", "classifier+random, conv 32/64/128, batch-normalised", "classifier", "random"),
              ("baselines-wide-flip", "classifier+margin, conv 32/64/128, shifts and flips", "classifier", "margin"),
-             ("baselines-wide-flip", "classifier+random, conv 32/64/128, shifts and flips", "classifier", "random")]
+             ("baselines-wide-flip", "classifier+random, conv 32/64/128, shifts and flips", "classifier", "random"),
+             ("baselines-wide-flip-again", "classifier+margin, conv 32/64/128, shifts and flips (run again, on another"
+              " machine)", "classifier", "margin"),
+             ("baselines-wide-flip-again", "classifier+random, conv 32/64/128, shifts and flips (run again, on another"
+              " machine)", "classifier", "random"),
+             ("baselines-wide-flip-tta", "classifier+margin, conv 32/64/128, shifts and flips, test-time flips",
+              "classifier", "margin"),
+             ("baselines-wide-flip-tta", "classifier+random, conv 32/64/128, shifts and flips, test-time flips",
+              "classifier", "random")]
 LEVER_NAME = {label: name for name, label, _, _ in LEVERS}  # row label -> variant name
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
              "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
              "wide-flip": "wide", "flip-selftrain500": "wide-flip",
              "flip-consistency500": "wide-flip", "flip-semi500": "wide-flip",
              "flip-semi300": "flip-semi500-again", "flip-semi500-st1": "flip-semi500-again",
-             "flip-semi500-again": "flip-semi500"}  # lever -> the one it adds to
+             "flip-semi500-again": "flip-semi500",
+             "flip-semi500-tta": "flip-semi500-again"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
                      "flip-consistency500": "baselines-wide-flip", "flip-semi500": "baselines-wide-flip",
-                     "flip-semi300": "baselines-wide-flip", "flip-semi500-st1": "baselines-wide-flip",
-                     "flip-semi500-again": "baselines-wide-flip"}
+                     "flip-semi300": "baselines-wide-flip-again",
+                     "flip-semi500-st1": "baselines-wide-flip-again", "flip-semi500-again": "baselines-wide-flip-again",
+                     "flip-semi500-tta": "baselines-wide-flip-tta"}
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:

@@ -112,11 +112,16 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         by["classifier+random, conv 32/64/128, batch-normalised"])
     for name in ("flip-selftrain500", "flip-consistency500", "flip-semi500"):
         assert tables.BUILDS_ON[name] == "wide-flip"
-    for name in ("flip-selftrain500", "flip-consistency500", "flip-semi500", "flip-semi300", "flip-semi500-st1",
-                 "flip-semi500-again"):
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips"],
             by["classifier+random, conv 32/64/128, shifts and flips"])
+    for name in ("flip-semi300", "flip-semi500-st1", "flip-semi500-again"):  # run on one machine with their baselines
+        assert tables.matched_baselines(lever[name], base) == (
+            by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
+            by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
+    assert tables.matched_baselines(lever["flip-semi500-tta"], base) == (
+        by["classifier+margin, conv 32/64/128, shifts and flips, test-time flips"],
+        by["classifier+random, conv 32/64/128, shifts and flips, test-time flips"])
     assert tables.matched_baselines(lever["typical"], base) == (
         by["classifier+margin, shifts ≤ 2 px"], by["classifier+random, shifts ≤ 2 px"])
     assert tables.matched_baselines(lever["epochs"], base[:2]) == (base[0], base[1]), "missing: the first two"
