@@ -30,6 +30,7 @@ class SAESettings:
     self_training_threshold: float = 0.9
     consistency: float = 0.0
     semi_supervised_from: int = 0
+    test_time_flip: bool = False
 
 
 class Settings(BaseSettings):
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     sae_self_training_threshold: float = Field(0.9, ge=0, le=1)
     sae_consistency: float = Field(0.0, ge=0)
     sae_semi_supervised_from: int = Field(0, ge=0)
+    sae_test_time_flip: bool = False
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     image_size: int | None = Field(None, ge=4, le=512)
@@ -110,7 +112,8 @@ class Settings(BaseSettings):
                            self_training=self.sae_self_training,
                            self_training_threshold=self.sae_self_training_threshold,
                            consistency=self.sae_consistency,
-                           semi_supervised_from=self.sae_semi_supervised_from)
+                           semi_supervised_from=self.sae_semi_supervised_from,
+                           test_time_flip=self.sae_test_time_flip)
 
     @field_validator("query_strategy")
     @classmethod

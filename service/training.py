@@ -110,7 +110,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
             progress(f"epoch {epoch}/{total}", epoch / max(total, 1))
 
     semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
-                semi_supervised_from=s.semi_supervised_from)
+                semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip)
     if warm:
         model = copy.deepcopy(prev)
         model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,

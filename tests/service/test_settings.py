@@ -33,6 +33,8 @@ def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch
     assert (semi.self_training, semi.self_training_threshold, semi.consistency, semi.semi_supervised_from) == (
         0.3, 0.8, 1.0, 500)
     assert Settings().sae_settings().self_training == 0.0, "off unless asked for"
+    assert Settings(sae_test_time_flip=True).sae_settings().test_time_flip
+    assert not Settings().sae_settings().test_time_flip
 
 
 def test_the_head_must_cover_the_marks() -> None:

@@ -107,6 +107,16 @@ def test_semi_supervised_terms_reach_the_trainings_once_enough_labels_exist(
     assert seen[3] == (1.0, N - labeled), "settings reach a warm retrain of a version trained without them"
 
 
+def test_test_time_flips_reach_the_first_training_and_warm_retrains(pool_dir: str, digits_labels: np.ndarray,
+                                                                   tmp_path) -> None:
+    first = train_project(job(pool_dir, digits_labels, flip=True, test_time_flip=True))
+    assert first.model.test_time_flip
+    save_model(first.model, tmp_path / "v1")
+    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), flip=True, test_time_flip=True))
+    assert warm.metrics["warm_start"] and warm.model.test_time_flip
+    assert not train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), flip=True)).model.test_time_flip
+
+
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
     y = np.full(N, -1)
     y[:20] = 4
