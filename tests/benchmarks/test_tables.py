@@ -115,7 +115,8 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips"],
             by["classifier+random, conv 32/64/128, shifts and flips"])
-    for name in ("flip-semi300", "flip-semi500-st1", "flip-semi500-again"):  # run on one machine with their baselines
+    for name in ("flip-semi300", "flip-semi500-st1", "flip-semi500-again", "flip-semi500-latent16",
+                 "flip-semi500-lam099"):  # run on one machine with their baselines
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
             by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
@@ -154,3 +155,19 @@ def test_a_lever_is_also_set_against_the_setting_it_adds_to() -> None:
     helps = "| yes (mean + 1 sd below 0) |"
     assert lines[label["wide"]].endswith(f"| -5.0 ± 0.0 {helps}  |"), "wide adds to typical, which is absent"
     assert lines[label["wide-bn"]].endswith(f"| -4.0 ± 0.0 {helps} +1.0 ± 0.0 against {label['wide']} |")
+
+
+def test_the_chosen_lever_s_rerun_meets_baselines_from_its_own_machine() -> None:
+    budgets = tables.FM_BUDGETS
+    label = {name: lab for name, lab, _, _ in tables.LEVERS}
+    three = {s: [0.2] * len(budgets) for s in range(3)}
+    levers = [_runs(label[name], three, budgets) for name in ("flip-semi500", "flip-semi500-again")]
+    base = [_runs(lab, three, budgets) for _, lab, _, _ in tables.BASELINES]
+    by = {r.label: r for r in base}
+    rerun, cm, cr = tables.replicate(levers[0], levers, base)
+    assert rerun is levers[1]
+    assert (cm, cr) == (by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
+                        by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
+    assert tables.replicate(levers[1], levers, base) is None, "the rerun has no rerun of its own"
+    two_seeds = [_runs(label["flip-semi500-again"], {0: three[0], 1: three[1]}, budgets)]
+    assert tables.replicate(levers[0], levers[:1] + two_seeds, base) is None, "an incomplete rerun is not read"
