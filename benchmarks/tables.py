@@ -252,6 +252,10 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      " + self-training and consistency from 500 labels, latent size 16", "sae", "margin"),
     ("flip-semi500-lam099", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
      " + self-training and consistency from 500 labels, λ 0.99", "sae", "margin"),
+    ("flip-semi500-lam0999", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels, λ 0.999", "sae", "margin"),
+    ("flip-semi500-lam099-latent16", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels, λ 0.99, latent size 16", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -282,7 +286,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi300": "flip-semi500-again", "flip-semi500-st1": "flip-semi500-again",
              "flip-semi500-again": "flip-semi500",
              "flip-semi500-tta": "flip-semi500-again", "flip-semi500-latent16": "flip-semi500-again",
-             "flip-semi500-lam099": "flip-semi500-again"}  # lever -> the one it adds to
+             "flip-semi500-lam099": "flip-semi500-again", "flip-semi500-lam0999": "flip-semi500-lam099",
+             "flip-semi500-lam099-latent16": "flip-semi500-lam099"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -291,7 +296,9 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-st1": "baselines-wide-flip-again", "flip-semi500-again": "baselines-wide-flip-again",
                      "flip-semi500-tta": "baselines-wide-flip-tta",
                      "flip-semi500-latent16": "baselines-wide-flip-again",
-                     "flip-semi500-lam099": "baselines-wide-flip-again"}
+                     "flip-semi500-lam099": "baselines-wide-flip-again",
+                     "flip-semi500-lam0999": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-latent16": "baselines-wide-flip-again"}
 
 
 REPLICATES = {"flip-semi500": ("flip-semi500-again", "baselines-wide-flip-again")}  # lever -> its rerun, baselines
