@@ -301,23 +301,28 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-latent16": "baselines-wide-flip-again"}
 
 
-REPLICATES = {"flip-semi500": ("flip-semi500-again", "baselines-wide-flip-again")}  # lever -> its rerun, baselines
+REPLICATES = {"flip-semi500": "flip-semi500-again"}  # lever -> its rerun on another machine
+
+
+def _baseline_pair(variant: str, base: list[Row]) -> tuple[Row, Row] | None:
+    """classifier+margin and classifier+random of one baseline variant, or None when ``base`` lacks them."""
+    by_label = {r.label: r for r in base}
+    rows = [by_label.get(label) for v, label, _, _ in BASELINES if v == variant]
+    return (rows[0], rows[1]) if len(rows) == 2 and None not in rows else None
 
 
 def replicate(best: Row | None, levers: list[Row], base: list[Row]) -> tuple[Row, Row, Row] | None:
     """The chosen lever run again on another machine, with classifier baselines run on that machine.
 
     Training reproduces on one machine but not across machines, so a rerun of the chosen
-    setting is set against baselines from its own machine; both readings of the targets are
-    reported, neither replaces the other. None when the chosen lever has no complete rerun.
+    setting is set against baselines from its own machine (its ``MATCHED_BASELINES``); both
+    readings of the targets are reported, neither replaces the other. None when the chosen
+    lever has no complete rerun.
     """
-    names = REPLICATES.get(LEVER_NAME.get(best.label, "") if best is not None else "")
-    if names is None:
-        return None
-    rerun = next((r for r in levers if LEVER_NAME.get(r.label) == names[0]), None)
-    pair = [r for r in base for v, label, _, _ in BASELINES if v == names[1] and r.label == label]
-    rows = [rerun, *pair] if rerun is not None and len(pair) == 2 else []
-    return (rows[0], rows[1], rows[2]) if rows and len(complete(rows, [])) == 3 else None
+    name = REPLICATES.get(LEVER_NAME.get(best.label, "") if best is not None else "")
+    rerun = next((r for r in levers if LEVER_NAME.get(r.label) == name), None) if name else None
+    pair = _baseline_pair(MATCHED_BASELINES.get(name, ""), base) if rerun is not None else None
+    return (rerun, *pair) if pair is not None and len(complete([rerun, *pair], [])) == 3 else None
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
@@ -327,9 +332,7 @@ def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
     baselines that do the same. Falls back to the first two rows of ``base``.
     """
     want = MATCHED_BASELINES.get(LEVER_NAME.get(best.label, "") if best is not None else "", "baselines-shift2")
-    by_label = {r.label: r for r in base}
-    rows = [by_label.get(label) for v, label, _, _ in BASELINES if v == want]
-    return (rows[0], rows[1]) if len(rows) == 2 and None not in rows else (base[0], base[1])
+    return _baseline_pair(want, base) or (base[0], base[1])
 
 
 def _protocol_rows(spec: list[tuple[str, str, str, str]], where: Callable[[str], str] | None = None) -> list[Row]:
@@ -394,36 +397,27 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         lines.append(f"Chosen on validation (lowest mean validation error over 200-1,000 labels): **{best.label}**"
                      + (f" (not complete, so not eligible: {'; '.join(excluded)})" if excluded else "") + ".")
         parts.append("\n".join(lines))
-        parts.append(curve_table("test error (report only)", [best, cm, cr], FM_BUDGETS))
-        parts.append(paired_table("paired difference on test, points", [
-            (f"{best.label} − classifier+margin", best, cm),
-            (f"{best.label} − classifier+random", best, cr)], FM_BUDGETS))
-        reach, target = reach_table("labels needed (test, seed mean)", [best, cm, cr], cr, 1000)
-        if reach:
-            parts.append(reach)
-        parts.append((targets or _targets)(best, cm, cr, target))
+        parts += _test_report(best, cm, cr, targets or _targets)
         again = replicate(best, levers, base)
         if again is not None:
-            parts.append(_replicate_section(*again, targets or _targets))
+            parts.append("The chosen setting run again on another machine, against classifier baselines run on "
+                         "that machine (the targets read on both runs; training does not reproduce across machines):")
+            parts += _test_report(*again, targets or _targets, again=True)
     parts.append(_calibration(levers + base, diagram))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
 
 
-def _replicate_section(rerun: Row, cm: Row, cr: Row,
-                       targets: Callable[[Row, Row, Row, float | None], str]) -> str:
-    """The chosen setting's rerun against its own machine's baselines: the same tables and target bullets."""
-    parts = ["The chosen setting run again on another machine, against classifier baselines run on that "
-             "machine (the targets read on both runs; training does not reproduce across machines):",
-             curve_table("test error, run again (report only)", [rerun, cm, cr], FM_BUDGETS),
-             paired_table("paired difference on test, run again, points", [
-                 ("run again − classifier+margin", rerun, cm),
-                 ("run again − classifier+random", rerun, cr)], FM_BUDGETS)]
-    reach, target = reach_table("labels needed (test, seed mean), run again", [rerun, cm, cr], cr, 1000)
-    if reach:
-        parts.append(reach)
-    parts.append(targets(rerun, cm, cr, target))
-    return "\n\n".join(p for p in parts if p)
+def _test_report(best: Row, cm: Row, cr: Row, targets: Callable[[Row, Row, Row, float | None], str],
+                 again: bool = False) -> list[str]:
+    """Test error, paired differences, labels needed and the target bullets of one run of the chosen setting."""
+    suffix, name = (", run again", "run again") if again else ("", best.label)
+    parts = [curve_table(f"test error{suffix} (report only)", [best, cm, cr], FM_BUDGETS),
+             paired_table(f"paired difference on test{suffix}, points", [
+                 (f"{name} − classifier+margin", best, cm),
+                 (f"{name} − classifier+random", best, cr)], FM_BUDGETS)]
+    reach, target = reach_table(f"labels needed (test, seed mean){suffix}", [best, cm, cr], cr, 1000)
+    return [*parts, reach, targets(best, cm, cr, target)]
 
 
 def _paired_val(r: Row, ref: Row) -> np.ndarray | None:
