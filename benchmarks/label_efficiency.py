@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
+    p.add_argument("--mixup", type=float, default=0.0,
+                   help="weight of blended labeled pairs (SAE: against blended targets; classifier: blended labels)")
     p.add_argument("--semi-supervised-from", type=int, default=0,
                    help="self-training and consistency stay off below this many labels")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
@@ -72,7 +74,7 @@ def main() -> None:
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
-                           consistency=a.consistency, semi_supervised_from=a.semi_supervised_from,
+                           consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,
                            strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
                            strategy_options=parse_options(a.strategy_option))
     s.validate()

@@ -25,7 +25,9 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
     least ``min_steps`` optimiser steps so that 100 labels still get a real training.
     ``max_shift`` and ``flip`` augment as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison;
     ``test_time_flip`` averages an image's codes and logits with its mirror image's, as
-    :class:`model.sae_classifier.SAEClassifier` does.
+    :class:`model.sae_classifier.SAEClassifier` does. ``mixup > 0`` adds, with that weight, the
+    cross-entropy of blends of the batch's items against the same blend of their labels (the
+    SAE's ``mixup`` blends targets the same way).
     """
 
     def __init__(self, n_classes: int | None = None, latent_dim: int = 10, epochs: int = 50,
@@ -33,7 +35,8 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
                  weight_decay: float = 1e-4, network: str = "auto",
                  channels: Sequence[int] = (32, 64, 128), hidden: Sequence[int] = (256, 128),
                  device: str = "auto", amp: bool = True, max_shift: int = 0, flip: bool = False,
-                 test_time_flip: bool = False, warm_start: bool = False, random_state: int | None = 0,
+                 test_time_flip: bool = False, mixup: float = 0.0, warm_start: bool = False,
+                 random_state: int | None = 0,
                  verbose: bool = False) -> None:
         self.n_classes = n_classes
         self.latent_dim = latent_dim
@@ -50,6 +53,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.max_shift = max_shift
         self.flip = flip
         self.test_time_flip = test_time_flip
+        self.mixup = mixup
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -79,11 +83,16 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         loss_fn = nn.CrossEntropyLoss()
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31))) if self.max_shift or self.flip else None
+        mix = float(self.mixup)
+        gen = (torch.Generator().manual_seed(int(rng.integers(2**31)))
+               if self.max_shift or self.flip or mix > 0 else None)
         for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
             sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
             with autocast:
-                loss = loss_fn(self.net_(augment(xl[sel], int(self.max_shift), bool(self.flip), gen)).float(), yl[sel])
+                xb = augment(xl[sel], int(self.max_shift), bool(self.flip), gen)
+                loss = loss_fn(self.net_(xb).float(), yl[sel])
+                if mix > 0:
+                    loss = loss + mix * self._mixed_loss(xb, yl[sel], gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,6 +100,15 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(k)
         self.n_classes_ = k
         return self
+
+    def _mixed_loss(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Cross-entropy of blended items against the blend of their labels."""
+        a = torch.rand(len(xb), generator=gen).to(xb.device)
+        other = torch.randperm(len(xb), generator=gen).to(xb.device)
+        ax = a.view(-1, *([1] * (xb.dim() - 1)))
+        logp = torch.log_softmax(self.net_(ax * xb + (1 - ax) * xb[other]).float(), dim=1)
+        nll = -(a * logp.gather(1, yb[:, None]).squeeze(1) + (1 - a) * logp.gather(1, yb[other][:, None]).squeeze(1))
+        return nll.mean()
 
     @torch.no_grad()
     def _run(self, net: nn.Module, X: np.ndarray, width: int, batch_size: int) -> np.ndarray:

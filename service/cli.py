@@ -50,6 +50,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--consistency", type=float, default=0.0,
                    help="weight of code agreement under two random augmentations (shifts, flips), "
                         "relative to the structure term (0: off)")
+    p.add_argument("--mixup", type=float, default=0.0,
+                   help="weight of blends of labeled pairs pulled to the blend of their class positions (0: off)")
     p.add_argument("--semi-supervised-from", type=int, default=0, metavar="LABELS",
                    help="self-training and consistency stay off below this many labels (their schedule)")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
@@ -72,6 +74,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
                                semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
+                               mixup=a.mixup,
                                strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

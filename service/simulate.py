@@ -70,6 +70,7 @@ class SimulationSettings:
     self_training_threshold: float = 0.9
     consistency: float = 0.0
     semi_supervised_from: int = 0
+    mixup: float = 0.0
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -108,6 +109,8 @@ class SimulationSettings:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
         if self.consistency < 0:
             raise SimulationError("--consistency must not be negative")
+        if self.mixup < 0:
+            raise SimulationError("--mixup must not be negative")
         if self.semi_supervised_from < 0:
             raise SimulationError("--semi-supervised-from must not be negative")
 
@@ -143,7 +146,7 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency)
+               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
@@ -153,7 +156,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
                              network=s.network, max_shift=s.max_shift, flip=s.flip,
-                             test_time_flip=s.test_time_flip, **common)
+                             test_time_flip=s.test_time_flip, mixup=s.mixup, **common)
 
 
 def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -120,6 +120,9 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
             by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
+    assert tables.matched_baselines(lever["flip-semi500-lam099-mixup"], base) == (
+        by["classifier+margin, conv 32/64/128, shifts and flips, mixup (weight 1)"],
+        by["classifier+random, conv 32/64/128, shifts and flips, mixup (weight 1)"]), "mixup on both sides"
     assert tables.matched_baselines(lever["flip-semi500-tta"], base) == (
         by["classifier+margin, conv 32/64/128, shifts and flips, test-time flips"],
         by["classifier+random, conv 32/64/128, shifts and flips, test-time flips"])

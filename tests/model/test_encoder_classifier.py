@@ -80,3 +80,17 @@ def test_test_time_flip_makes_an_image_and_its_mirror_score_alike(digits: Datase
     clf.set_params(test_time_flip=True)
     np.testing.assert_allclose(clf.decision_function(x), clf.decision_function(mirror), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(clf.transform(x), clf.transform(mirror), rtol=1e-5, atol=1e-6)
+
+
+def test_mixup_makes_blends_of_two_classes_less_certain(digits: Dataset, digits_labels: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(digits.x_test), (2, 300))
+    keep = digits.y_test[i] != digits.y_test[j]
+    blends = (digits.x_test[i[keep]] + digits.x_test[j[keep]]) / 2
+
+    def certainty(mixup: float) -> float:
+        clf = EncoderClassifier(n_classes=10, min_steps=200, device="cpu", mixup=mixup)
+        return float(clf.fit(digits.x_train, digits_labels).predict_proba(blends).max(axis=1).mean())
+
+    plain, mixed = certainty(0.0), certainty(1.0)
+    assert mixed < plain - 0.05, (plain, mixed)

@@ -424,3 +424,35 @@ def test_steps_per_epoch_caps_the_optimiser_steps(small) -> None:
     full.set_params(warm_start=True, epochs=1, steps_per_epoch=2)
     assert count_optimiser_steps(lambda: full.fit(x, y)) == 2
     assert len(full.history_) == 3
+
+
+def test_mixup_pulls_blends_of_labeled_items_to_the_blend_of_their_targets() -> None:
+    # With an identity encoder, items sitting on their targets blend onto the blended targets exactly.
+    sae = StructuringAutoencoder(device="cpu", mixup=1.0)
+    sae.encoder_ = nn.Identity()
+    targets = torch.tensor([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    yb = torch.tensor([0, 1, 2, 1, -1, -1])
+    xb = targets[yb.clamp(min=0)].clone()
+    xb[yb < 0] = 100.0  # unlabeled rows never enter a blend
+    gen = torch.Generator().manual_seed(0)
+    assert float(sae._mixed_structure(xb, yb, targets, gen)) == pytest.approx(0.0, abs=1e-12)
+    xb[yb >= 0] += torch.tensor([1.0, -1.0])
+    assert float(sae._mixed_structure(xb, yb, targets, gen)) == pytest.approx(1.0)
+    assert float(sae._mixed_structure(xb[:1], yb[:1], targets, gen)) == 0.0, "a blend needs two labeled items"
+
+
+def test_mixup_changes_training_reproducibly(small, digits: Dataset) -> None:
+    x, y = small
+    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, mixup=w, random_state=0)
+             .fit(x, y).transform(digits.x_test) for w in (1.0, 1.0, 0.0)]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    assert not np.allclose(codes[0], codes[2])
+
+
+def test_mixup_needs_labels(small, digits: Dataset) -> None:
+    x, _ = small
+    codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, mixup=w, random_state=0)
+             .fit(x).transform(digits.x_test) for w in (0.0, 1.0)]
+    np.testing.assert_array_equal(codes[0], codes[1])
+    with pytest.raises(ValueError, match="mixup"):
+        StructuringAutoencoder(device="cpu", mixup=-1.0).fit(x)

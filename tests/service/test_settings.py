@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from service.cli import main
 from service.settings import Settings, settings_error_line
@@ -35,6 +36,9 @@ def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch
     assert Settings().sae_settings().self_training == 0.0, "off unless asked for"
     assert Settings(sae_test_time_flip=True).sae_settings().test_time_flip
     assert not Settings().sae_settings().test_time_flip
+    assert Settings(sae_mixup=0.5).sae_settings().mixup == 0.5 and Settings().sae_settings().mixup == 0.0
+    with pytest.raises(ValidationError):
+        Settings(sae_mixup=-1)
 
 
 def test_the_head_must_cover_the_marks() -> None:

@@ -117,6 +117,16 @@ def test_test_time_flips_reach_the_first_training_and_warm_retrains(pool_dir: st
     assert not train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), flip=True)).model.test_time_flip
 
 
+def test_mixup_reaches_the_first_training_and_warm_retrains(pool_dir: str, digits_labels: np.ndarray,
+                                                           tmp_path) -> None:
+    first = train_project(job(pool_dir, digits_labels, mixup=0.5))
+    assert first.model.sae_.mixup == 0.5
+    save_model(first.model, tmp_path / "v1")
+    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), mixup=2.0))
+    assert warm.metrics["warm_start"] and warm.model.sae_.mixup == 2.0
+    assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).model.sae_.mixup == 0.0
+
+
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
     y = np.full(N, -1)
     y[:20] = 4
