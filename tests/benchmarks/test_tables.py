@@ -174,3 +174,29 @@ def test_the_chosen_lever_s_rerun_meets_baselines_from_its_own_machine() -> None
     assert tables.replicate(levers[1], levers, base) is None, "the rerun has no rerun of its own"
     two_seeds = [_runs(label["flip-semi500-again"], {0: three[0], 1: three[1]}, budgets)]
     assert tables.replicate(levers[0], levers[:1] + two_seeds, base) is None, "an incomplete rerun is not read"
+
+
+def test_extra_seeds_join_the_chosen_setting_and_its_baselines_together(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    curve = [{"labeled": n, "test_error": 0.2} for n in tables.FM_BUDGETS]
+
+    def write(folder: str, name: str, pairs: list[tuple[str, str]], seeds: range) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": curve} for m, s in pairs for seed in seeds]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    baselines = [("classifier", "margin"), ("classifier", "random")]
+    write(tables.PROTOCOL, "flip-semi500-lam099", [("sae", "margin")], range(3))
+    write(tables.PROTOCOL, "baselines-wide-flip-again", baselines, range(3))
+    levers = tables._protocol_rows(tables.LEVERS)
+    best = next(r for r in levers if r.runs)
+    cm, cr = tables.matched_baselines(best, tables._protocol_rows(tables.BASELINES))
+    write("more", "flip-semi500-lam099", [("sae", "margin")], range(3, 5))
+    assert tables.more_seeds(best, cm, cr, "more") is None, "the baselines have no seeds 3-4 yet"
+    write("more", "baselines-wide-flip-again", baselines, range(3, 5))
+    five = tables.more_seeds(best, cm, cr, "more")
+    assert [r.seeds for r in five] == [[0, 1, 2, 3, 4]] * 3
+    assert [(r.label, r.runs[0]["model"], r.runs[0]["strategy"]) for r in five] == [
+        (best.label, "sae", "margin"), (cm.label, "classifier", "margin"), (cr.label, "classifier", "random")]
+    assert tables.more_seeds(best, cm, cr, None) is None
