@@ -435,8 +435,7 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
         if five is not None:
             parts.append("The chosen setting and its baselines with seeds 3 and 4 added (run for a closer test "
                          "reading after the choice; the choice above stays on seeds 0-2, which every setting has):")
-            parts += _test_report(*five, targets or _targets, f", seeds {_seed_list(five[0])}",
-                                  f"seeds {_seed_list(five[0])}")
+            parts += _test_report(*five, targets or _targets, f", seeds {_seed_list(five[0])}", "chosen setting")
     parts.append(_calibration(levers + base, diagram))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
