@@ -436,11 +436,13 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
             parts.append("The chosen setting run again on another machine, against classifier baselines run on "
                          "that machine (the targets read on both runs; training does not reproduce across machines):")
             parts += _test_report(*again, targets or _targets, ", run again", "run again")
-        five = more_seeds(best, cm, cr, more)
-        if five is not None:
-            parts.append("The chosen setting and its baselines with seeds 3 and 4 added (run for a closer test "
-                         "reading after the choice; the choice above stays on seeds 0-2, which every setting has):")
-            parts += _test_report(*five, targets or _targets, f", seeds {_seed_list(five[0])}", "chosen setting")
+        for lever in levers:
+            five = more_seeds(lever, *matched_baselines(lever, base), more) if lever.runs else None
+            if five is not None:
+                who = "The chosen setting" if lever is best else f"**{lever.label}** (chosen when they ran)"
+                parts.append(f"{who} and its baselines with seeds 3 and 4 added (run for a closer test reading "
+                             "after the choice; the choice above stays on seeds 0-2, which every setting has):")
+                parts += _test_report(*five, targets or _targets, f", seeds {_seed_list(five[0])}", "that setting")
     parts.append(_calibration(levers + base, diagram))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
