@@ -543,7 +543,7 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
         worst = min(gaps, key=lambda g: g[1])
         ok = all(g >= 2.0 for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
         out.append(_lead(gaps) + " (target ≥ 2 at every budget: "
-                   + ("met" if ok else f"not met; smallest {worst[1]:+.1f} at {worst[0]:,}"
+                   + ("met" if ok else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}"
                       if len(gaps) == len(FM_BUDGETS) - 1 else "incomplete: budgets missing") + ").")
     return "\n".join(out)
 
