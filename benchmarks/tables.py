@@ -340,11 +340,11 @@ def replicate(best: Row | None, levers: list[Row], base: list[Row]) -> tuple[Row
 
 
 def more_seeds(best: Row | None, cm: Row, cr: Row, more: str | None = MORE_SEEDS) -> tuple[Row, Row, Row] | None:
-    """The chosen setting and its matched baselines with the runs of seeds 3-4 under ``more`` added.
+    """A setting and its matched baselines with the runs of seeds 3-4 under ``more`` added.
 
-    Seeds are only ever added to the chosen setting and its baselines together, for the test
-    reading; the choice stays with the three validation seeds every setting has. None until
-    both sides have the extra seeds.
+    Seeds are only ever added to a setting that was chosen and to its baselines together, for
+    the test reading; the choice stays with the three validation seeds every setting has. None
+    until both sides have the extra seeds.
     """
     name = LEVER_NAME.get(best.label, "") if best is not None else ""
     base_name = next((v for v, label, _, _ in BASELINES if label == cm.label), "")

@@ -37,6 +37,19 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def blend_pairs(x: torch.Tensor, generator: torch.Generator | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mixup's blends ``a * x + (1 - a) * x[other]`` of a batch with a shuffled copy of itself.
+
+    Returns the blends, the weights ``a`` (uniform in [0, 1], one per item) and ``other``, the
+    partner positions, so a caller blends its targets or labels with the same weights.
+    """
+    a = torch.rand(len(x), generator=generator).to(x.device)
+    other = torch.randperm(len(x), generator=generator).to(x.device)
+    ax = a.view(-1, *([1] * (x.dim() - 1)))
+    return ax * x + (1 - ax) * x[other], a, other
+
+
 def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """The training augmentation both models share: a shift of up to ``max_shift`` pixels, then a flip if asked."""
     x = random_shift(x, max_shift, generator)

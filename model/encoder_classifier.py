@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import augment
+from model.augment import augment, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
 from model.sae import as_float_array
@@ -103,10 +103,8 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     def _mixed_loss(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         """Cross-entropy of blended items against the blend of their labels."""
-        a = torch.rand(len(xb), generator=gen).to(xb.device)
-        other = torch.randperm(len(xb), generator=gen).to(xb.device)
-        ax = a.view(-1, *([1] * (xb.dim() - 1)))
-        logp = torch.log_softmax(self.net_(ax * xb + (1 - ax) * xb[other]).float(), dim=1)
+        blend, a, other = blend_pairs(xb, gen)
+        logp = torch.log_softmax(self.net_(blend).float(), dim=1)
         nll = -(a * logp.gather(1, yb[:, None]).squeeze(1) + (1 - a) * logp.gather(1, yb[other][:, None]).squeeze(1))
         return nll.mean()
 

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import augment
+from model.augment import augment, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
@@ -275,11 +275,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         lab = torch.nonzero(yb >= 0).squeeze(1)
         if len(lab) < 2:
             return torch.zeros((), device=xb.device)
-        a = torch.rand(len(lab), generator=gen).to(xb.device)
-        other = lab[torch.randperm(len(lab), generator=gen).to(lab.device)]
-        ax = a.view(-1, *([1] * (xb.dim() - 1)))
-        blend = ax * xb[lab] + (1 - ax) * xb[other]
-        target = a[:, None] * targets[yb[lab]] + (1 - a)[:, None] * targets[yb[other]]
+        blend, a, other = blend_pairs(xb[lab], gen)
+        t = targets[yb[lab]]
+        target = a[:, None] * t + (1 - a)[:, None] * t[other]
         return torch.mean((self.encoder_(blend).float() - target) ** 2)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.augment import augment, random_flip, random_shift
+from model.augment import augment, blend_pairs, random_flip, random_shift
 
 
 def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -61,3 +61,12 @@ def test_augment_shifts_then_flips_only_when_asked() -> None:
                                                for a, b in zip(x, flipped, strict=True))
     moved = augment(x, 1, False, torch.Generator().manual_seed(1))
     assert torch.equal(moved, random_shift(x, 1, torch.Generator().manual_seed(1)))
+
+
+def test_blend_pairs_mixes_each_item_with_one_partner_by_its_weight() -> None:
+    for x in (torch.rand(40, 1, 6, 6), torch.rand(40, 5)):
+        blend, a, other = blend_pairs(x, torch.Generator().manual_seed(2))
+        assert sorted(other.tolist()) == list(range(40)), "the partners are a shuffle of the batch"
+        assert bool(((a >= 0) & (a <= 1)).all()) and a.std() > 0.1
+        ax = a.view(-1, *([1] * (x.dim() - 1)))
+        torch.testing.assert_close(blend, ax * x + (1 - ax) * x[other])
