@@ -62,12 +62,13 @@ declare -A ARGS_OF=(
   [flip-semi500-latent16]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --latent-dim 16"
   [flip-semi500-lam099]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99"
   [flip-semi500-lam0999]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.999"
-  [flip-semi500-lam099-latent16]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99 --latent-dim 16"
-  [flip-semi500-lam099-mixup]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99 --mixup 1"
   [baselines-wide-flip-mixup]="--max-shift 2 --flip --channels 32,64,128 --mixup 1"
-  [flip-semi500-lam099-warm5]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99 --warm-epochs 5"
-  [flip-semi500-lam099-warm10]="--max-shift 2 --flip --initial-strategy typicality --channels 32,64,128 --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99 --warm-epochs 10"
 )
+# Levers on the λ 0.99 setting: its arguments plus one more
+ARGS_OF[flip-semi500-lam099-latent16]="${ARGS_OF[flip-semi500-lam099]} --latent-dim 16"
+ARGS_OF[flip-semi500-lam099-mixup]="${ARGS_OF[flip-semi500-lam099]} --mixup 1"
+ARGS_OF[flip-semi500-lam099-warm5]="${ARGS_OF[flip-semi500-lam099]} --warm-epochs 5"
+ARGS_OF[flip-semi500-lam099-warm10]="${ARGS_OF[flip-semi500-lam099]} --warm-epochs 10"
 ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500 flip-semi500 flip-semi300 flip-semi500-st1 flip-semi500-again flip-semi500-tta baselines-wide-flip-tta baselines-wide-flip-again flip-semi500-latent16 flip-semi500-lam099 flip-semi500-lam0999 flip-semi500-lam099-latent16 flip-semi500-lam099-mixup baselines-wide-flip-mixup flip-semi500-lam099-warm5 flip-semi500-lam099-warm10"
 for name in ${@:-$ORDER}; do
   [ -n "${RUNS_OF[$name]+x}" ] || { echo "unknown variant $name; choose from: $ORDER" >&2; exit 2; }
