@@ -262,6 +262,11 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round", "sae", "margin"),
     ("flip-semi500-lam099-warm10", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
      " + self-training and consistency from 500 labels, λ 0.99, 10 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-first10", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round, 10 in the first training",
+     "sae", "margin"),
+    ("flip-semi500-lam099-warm5-cluster", "sae+cluster-margin, typicality start, conv 32/64/128, shifts and flips"
+     " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round", "sae", "cluster-margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -287,6 +292,10 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-wide-flip-mixup", "classifier+margin, conv 32/64/128, shifts and flips, mixup (weight 1)",
               "classifier", "margin"),
              ("baselines-wide-flip-mixup", "classifier+random, conv 32/64/128, shifts and flips, mixup (weight 1)",
+              "classifier", "random"),
+             ("baselines-wide-flip-first10", "classifier+margin, conv 32/64/128, shifts and flips, 10 / 5 epochs",
+              "classifier", "margin"),
+             ("baselines-wide-flip-first10", "classifier+random, conv 32/64/128, shifts and flips, 10 / 5 epochs",
               "classifier", "random")]
 LEVER_NAME = {label: name for name, label, _, _ in LEVERS}  # row label -> variant name
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
@@ -300,7 +309,9 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-latent16": "flip-semi500-lam099",
              "flip-semi500-lam099-mixup": "flip-semi500-lam099",
              "flip-semi500-lam099-warm5": "flip-semi500-lam099",
-             "flip-semi500-lam099-warm10": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm10": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-first10": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-cluster": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -315,7 +326,9 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-mixup": "baselines-wide-flip-mixup",
                      # 5 or 10 epochs a round change nothing for the classifier: its 300-step minimum rules at 10k
                      "flip-semi500-lam099-warm5": "baselines-wide-flip-again",
-                     "flip-semi500-lam099-warm10": "baselines-wide-flip-again"}
+                     "flip-semi500-lam099-warm10": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm5-first10": "baselines-wide-flip-first10",
+                     "flip-semi500-lam099-warm5-cluster": "baselines-wide-flip-again"}
 
 
 REPLICATES = {"flip-semi500": "flip-semi500-again"}  # lever -> its rerun on another machine

@@ -117,13 +117,17 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
             by["classifier+random, conv 32/64/128, shifts and flips"])
     for name in ("flip-semi300", "flip-semi500-st1", "flip-semi500-again", "flip-semi500-latent16",
                  "flip-semi500-lam099", "flip-semi500-lam0999", "flip-semi500-lam099-latent16",
-                 "flip-semi500-lam099-warm5", "flip-semi500-lam099-warm10"):  # one machine
+                 "flip-semi500-lam099-warm5", "flip-semi500-lam099-warm10",
+                 "flip-semi500-lam099-warm5-cluster"):  # one machine
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
             by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
     assert tables.matched_baselines(lever["flip-semi500-lam099-mixup"], base) == (
         by["classifier+margin, conv 32/64/128, shifts and flips, mixup (weight 1)"],
         by["classifier+random, conv 32/64/128, shifts and flips, mixup (weight 1)"]), "mixup on both sides"
+    assert tables.matched_baselines(lever["flip-semi500-lam099-warm5-first10"], base) == (
+        by["classifier+margin, conv 32/64/128, shifts and flips, 10 / 5 epochs"],
+        by["classifier+random, conv 32/64/128, shifts and flips, 10 / 5 epochs"]), "a longer first training on both"
     assert tables.matched_baselines(lever["flip-semi500-tta"], base) == (
         by["classifier+margin, conv 32/64/128, shifts and flips, test-time flips"],
         by["classifier+random, conv 32/64/128, shifts and flips, test-time flips"])
