@@ -215,6 +215,9 @@ def section_subset() -> str:
 
 
 PROTOCOL = "protocol-fm10-10k"
+_FLIP = "typicality start, conv 32/64/128, shifts and flips"  # the wide setting with flips, and the levers on it
+_SEMI500 = _FLIP + " + self-training and consistency from 500 labels"
+_LAM099 = _SEMI500 + ", λ 0.99"  # the levers named flip-semi500-lam099-* add to it
 LEVERS = [  # name, row label, model, strategy: every lever is sae unless it says otherwise
     ("shift2", "sae+margin, shifts ≤ 2 px (reference)", "sae", "margin"),
     ("noshift", "sae+margin, no shifts", "sae", "margin"),
@@ -233,40 +236,25 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("wide", "sae+margin, typicality start, conv 32/64/128", "sae", "margin"),
     ("typical-selftrain", "sae+margin, typicality start + self-training (0.3, ≥ 0.9)", "sae", "margin"),
     ("wide-bn", "sae+margin, typicality start, conv 32/64/128, batch-normalised encoder", "sae", "margin"),
-    ("wide-flip", "sae+margin, typicality start, conv 32/64/128, shifts and flips", "sae", "margin"),
-    ("flip-selftrain500", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training (0.3, ≥ 0.9) from 500 labels", "sae", "margin"),
-    ("flip-consistency500", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + consistency (weight 1) from 500 labels", "sae", "margin"),
-    ("flip-semi500", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels", "sae", "margin"),
-    ("flip-semi300", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 300 labels", "sae", "margin"),
-    ("flip-semi500-st1", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training (weight 1) and consistency from 500 labels", "sae", "margin"),
-    ("flip-semi500-again", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels (run again, on another machine)", "sae", "margin"),
-    ("flip-semi500-tta", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, test-time flips", "sae", "margin"),
-    ("flip-semi500-latent16", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, latent size 16", "sae", "margin"),
-    ("flip-semi500-lam099", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99", "sae", "margin"),
-    ("flip-semi500-lam0999", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.999", "sae", "margin"),
-    ("flip-semi500-lam099-latent16", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, latent size 16", "sae", "margin"),
-    ("flip-semi500-lam099-mixup", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, mixup (weight 1)", "sae", "margin"),
-    ("flip-semi500-lam099-warm5", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round", "sae", "margin"),
-    ("flip-semi500-lam099-warm10", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, 10 epochs a round", "sae", "margin"),
-    ("flip-semi500-lam099-warm5-first10", "sae+margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round, 10 in the first training",
+    ("wide-flip", f"sae+margin, {_FLIP}", "sae", "margin"),
+    ("flip-selftrain500", f"sae+margin, {_FLIP} + self-training (0.3, ≥ 0.9) from 500 labels", "sae", "margin"),
+    ("flip-consistency500", f"sae+margin, {_FLIP} + consistency (weight 1) from 500 labels", "sae", "margin"),
+    ("flip-semi500", f"sae+margin, {_SEMI500}", "sae", "margin"),
+    ("flip-semi300", f"sae+margin, {_FLIP} + self-training and consistency from 300 labels", "sae", "margin"),
+    ("flip-semi500-st1", f"sae+margin, {_FLIP} + self-training (weight 1) and consistency from 500 labels",
      "sae", "margin"),
-    ("flip-semi500-lam099-warm5-cluster", "sae+cluster-margin, typicality start, conv 32/64/128, shifts and flips"
-     " + self-training and consistency from 500 labels, λ 0.99, 5 epochs a round", "sae", "cluster-margin"),
+    ("flip-semi500-again", f"sae+margin, {_SEMI500} (run again, on another machine)", "sae", "margin"),
+    ("flip-semi500-tta", f"sae+margin, {_SEMI500}, test-time flips", "sae", "margin"),
+    ("flip-semi500-latent16", f"sae+margin, {_SEMI500}, latent size 16", "sae", "margin"),
+    ("flip-semi500-lam099", f"sae+margin, {_LAM099}", "sae", "margin"),
+    ("flip-semi500-lam0999", f"sae+margin, {_SEMI500}, λ 0.999", "sae", "margin"),
+    ("flip-semi500-lam099-latent16", f"sae+margin, {_LAM099}, latent size 16", "sae", "margin"),
+    ("flip-semi500-lam099-mixup", f"sae+margin, {_LAM099}, mixup (weight 1)", "sae", "margin"),
+    ("flip-semi500-lam099-warm5", f"sae+margin, {_LAM099}, 5 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm10", f"sae+margin, {_LAM099}, 10 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-first10", f"sae+margin, {_LAM099}, 5 epochs a round, 10 in the first training",
+     "sae", "margin"),
+    ("flip-semi500-lam099-warm5-cluster", f"sae+cluster-margin, {_LAM099}, 5 epochs a round", "sae", "cluster-margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
