@@ -218,6 +218,7 @@ PROTOCOL = "protocol-fm10-10k"
 _FLIP = "typicality start, conv 32/64/128, shifts and flips"  # the wide setting with flips, and the levers on it
 _SEMI500 = _FLIP + " + self-training and consistency from 500 labels"
 _LAM099 = _SEMI500 + ", λ 0.99"  # the levers named flip-semi500-lam099-* add to it
+_WARM5 = _LAM099 + ", 5 epochs a round"  # the chosen setting; the levers named flip-semi500-lam099-warm5-* add to it
 LEVERS = [  # name, row label, model, strategy: every lever is sae unless it says otherwise
     ("shift2", "sae+margin, shifts ≤ 2 px (reference)", "sae", "margin"),
     ("noshift", "sae+margin, no shifts", "sae", "margin"),
@@ -250,15 +251,12 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("flip-semi500-lam0999", f"sae+margin, {_SEMI500}, λ 0.999", "sae", "margin"),
     ("flip-semi500-lam099-latent16", f"sae+margin, {_LAM099}, latent size 16", "sae", "margin"),
     ("flip-semi500-lam099-mixup", f"sae+margin, {_LAM099}, mixup (weight 1)", "sae", "margin"),
-    ("flip-semi500-lam099-warm5", f"sae+margin, {_LAM099}, 5 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm5", f"sae+margin, {_WARM5}", "sae", "margin"),
     ("flip-semi500-lam099-warm10", f"sae+margin, {_LAM099}, 10 epochs a round", "sae", "margin"),
-    ("flip-semi500-lam099-warm5-first10", f"sae+margin, {_LAM099}, 5 epochs a round, 10 in the first training",
-     "sae", "margin"),
-    ("flip-semi500-lam099-warm5-cluster", f"sae+cluster-margin, {_LAM099}, 5 epochs a round", "sae", "cluster-margin"),
-    ("flip-semi500-lam099-warm5-lpb32", f"sae+margin, {_LAM099}, 5 epochs a round, 32 labeled items a batch",
-     "sae", "margin"),
-    ("flip-semi500-lam099-warm5-st08", f"sae+margin, {_LAM099}, 5 epochs a round, self-training from confidence 0.8",
-     "sae", "margin"),
+    ("flip-semi500-lam099-warm5-first10", f"sae+margin, {_WARM5}, 10 in the first training", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-cluster", f"sae+cluster-margin, {_WARM5}", "sae", "cluster-margin"),
+    ("flip-semi500-lam099-warm5-lpb32", f"sae+margin, {_WARM5}, 32 labeled items a batch", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-st08", f"sae+margin, {_WARM5}, self-training from confidence 0.8", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
