@@ -119,7 +119,7 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
                  "flip-semi500-lam099", "flip-semi500-lam0999", "flip-semi500-lam099-latent16",
                  "flip-semi500-lam099-warm5", "flip-semi500-lam099-warm10",
                  "flip-semi500-lam099-warm5-cluster", "flip-semi500-lam099-warm5-lpb32",
-                 "flip-semi500-lam099-warm5-st08"):  # one machine
+                 "flip-semi500-lam099-warm5-st08", "flip-semi500-lam099-warm5-lpb128"):  # one machine
         assert tables.matched_baselines(lever[name], base) == (
             by["classifier+margin, conv 32/64/128, shifts and flips (run again, on another machine)"],
             by["classifier+random, conv 32/64/128, shifts and flips (run again, on another machine)"])
