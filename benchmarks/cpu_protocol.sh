@@ -7,11 +7,13 @@
 #   bash benchmarks/cpu_protocol.sh                  # every variant below, in order
 #   bash benchmarks/cpu_protocol.sh shift2 cluster   # some of them
 #   SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical baselines-shift2   # the seasons split
+#   VAL_SIZE=20000 ROOT=benchmarks/results/protocol-fm10-10k-val20k bash benchmarks/cpu_protocol.sh flip-semi500-lam099-warm5
+#     # the same training, read on a 20k validation set (test readings reproduce the 2k runs')
 set -eu
 SEEDS=${SEEDS:-0,1,2}
 SPLIT=${SPLIT:-fm10}
 ROOT=${ROOT:-benchmarks/results/protocol-$SPLIT-10k}
-VAL="--validation-size 2000"
+VAL="--validation-size ${VAL_SIZE:-2000}"  # the validation set draws no numbers that training uses
 declare -A RUNS_OF=(
   [shift2]="sae+margin" [baselines-shift2]="classifier+margin,classifier+random"
   [cluster]="sae+cluster-margin" [selftrain]="sae+margin" [typical]="sae+margin"
