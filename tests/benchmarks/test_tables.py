@@ -206,3 +206,40 @@ def test_extra_seeds_join_the_chosen_setting_and_its_baselines_together(tmp_path
     assert [(r.label, r.runs[0]["model"], r.runs[0]["strategy"]) for r in five] == [
         (best.label, "sae", "margin"), (cm.label, "classifier", "margin"), (cr.label, "classifier", "random")]
     assert tables.more_seeds(best, cm, cr, None) is None
+
+
+def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    budgets = tables.FM_BUDGETS
+    label = {name: lab for name, lab, _, _ in tables.LEVERS}
+    assert "Not run yet" in tables.section_protocol_val20k(["big"], "small")
+
+    def write(folder: str, name: str, val: float, test: float) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": "sae", "strategy": "margin", "seed": seed, "curve": [
+            {"labeled": n, "test_error": test + 0.01 * seed, "val_error": val + 0.001 * seed * i}
+            for i, n in enumerate(budgets)]} for seed in range(3)]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    chosen, lever = tables.CHOSEN_2K, "flip-semi500-lam099-warm5-st08"
+    write("small", chosen, 0.11, 0.13)
+    write("small", lever, 0.12, 0.13)
+    write("big", lever, 0.10, 0.13)
+    assert "Not run yet" in tables.section_protocol_val20k(["big"], "small"), "no 20k run of the 2k choice"
+    write("big", chosen, 0.12, 0.14)
+    text = tables.section_protocol_val20k(["big", "other"], "small")
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in text.splitlines() if "of 18" in ln}
+    assert rows[label[chosen]].startswith(f"| {label[chosen]} | 0 of 18 |"), "its test readings all differ"
+    assert rows[label[lever]].endswith("| 18 of 18 | +1.0 ± 0.0 | -2.0 ± 0.0 |")
+    assert f"so far (2 of {sum(1 for v in tables.BUILDS_ON.values() if v == chosen) + 1} rerun)" in text
+    assert text.endswith(f"**{label[lever]}**.")
+    write("other", chosen, 0.10, 0.13)
+    write("other", lever, 0.11, 0.13)
+    big, other = tables.section_protocol_val20k(["big", "other"], "small").split("`other` (processor")
+    assert big.strip().endswith(f"**{label[lever]}**.") and other.endswith(f"**{label[chosen]}**."), \
+        "each machine's levers are read against its own control"
+    a = tables.Row("a", ({"seed": 0, "curve": [{"labeled": 100, "test_error": 0.2},
+                                                {"labeled": 200, "test_error": 0.1}]},), ())
+    b = tables.Row("b", ({"seed": 0, "curve": [{"labeled": 100, "test_error": 0.2}]},), ())
+    assert tables.reproduced(a, b) == (1, 2)
