@@ -437,15 +437,19 @@ def _val20k_block(results: str, first: str) -> str:
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
         return ""
     firsts = {r.label: r for r in _protocol_rows(spec, lambda name: f"{first}/{name}/curve.json")}
+    last = FM_BUDGETS[-1]
     lines = ["| setting | test readings equal to the 2k run's | vs the 2k choice on 2k validation, points (paired)"
-             " | the same on 20k validation, this machine |", "|---|---|---|---|"]
+             f" | the same on 20k validation, this machine | test error at {last:,} labels, this machine"
+             " (report only) |",
+             "|---|---|---|---|---|"]
     for r in rows:
         same, total = reproduced(r, firsts[r.label])
         cells = []
         for a, b in ((firsts[r.label], firsts[rows[0].label]), (r, rows[0])):
             d = _paired_val(a, b) if r is not rows[0] else None
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" if d is not None else "")
-        lines.append(f"| {r.label} | {same} of {total} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {r.label} | {same} of {total} | {cells[0]} | {cells[1]} | "
+                     f"{_pct(r.values(last, 'test_error').values())} |")
     best = chosen_lever(rows)
     done = len(rows) == len(spec)
     who = "Chosen on the 20k set" if done else f"Lowest on the 20k set so far ({len(rows)} of {len(spec)} rerun)"

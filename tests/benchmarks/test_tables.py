@@ -231,7 +231,8 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
     text = tables.section_protocol_val20k(["big", "other"], "small")
     rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in text.splitlines() if "of 18" in ln}
     assert rows[label[chosen]].startswith(f"| {label[chosen]} | 0 of 18 |"), "its test readings all differ"
-    assert rows[label[lever]].endswith("| 18 of 18 | +1.0 ± 0.0 | -2.0 ± 0.0 |")
+    assert rows[label[lever]].endswith("| 18 of 18 | +1.0 ± 0.0 | -2.0 ± 0.0 | 14.0 ± 1.0 % |")
+    assert rows[label[chosen]].endswith("|  |  | 15.0 ± 1.0 % |"), "the control is not set against itself"
     assert f"so far (2 of {sum(1 for v in tables.BUILDS_ON.values() if v == chosen) + 1} rerun)" in text
     assert text.endswith(f"**{label[lever]}**.")
     write("other", chosen, 0.10, 0.13)
