@@ -9,6 +9,8 @@
 #   SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical baselines-shift2   # the seasons split
 #   VAL_SIZE=20000 ROOT=benchmarks/results/protocol-fm10-10k-val20k bash benchmarks/cpu_protocol.sh flip-semi500-lam099-warm5
 #     # the same training, read on a 20k validation set (test readings reproduce the 2k runs')
+#     # training reproduces on one processor only: on another machine use ROOT=...-val20k-again and
+#     # rerun flip-semi500-lam099-warm5 there too, as the control its levers are read against
 set -eu
 SEEDS=${SEEDS:-0,1,2}
 SPLIT=${SPLIT:-fm10}
