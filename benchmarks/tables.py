@@ -431,7 +431,11 @@ def reproduced(rerun: Row, first: Row) -> tuple[int, int]:
 
 
 def _val20k_block(results: str, first: str) -> str:
-    """One machine's reruns: each lever is read against the 2k choice rerun on the same machine."""
+    """One machine's reruns: each lever is read against the 2k choice rerun on the same machine.
+
+    Classifier baselines trained in the same folder give that machine's reading of the targets for
+    the standing choice, beside (never instead of) the reading on the runs that chose it.
+    """
     spec = [x for x in LEVERS if x[0] == CHOSEN_2K or BUILDS_ON.get(x[0]) == CHOSEN_2K]
     rows = complete(_protocol_rows(spec, lambda name: f"{results}/{name}/curve.json"), [])
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
@@ -457,7 +461,14 @@ def _val20k_block(results: str, first: str) -> str:
     parts = [f"`{results}` (processor: {where.get('processor', 'not recorded')}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
              f"{who} (lowest mean validation error over 200-1,000 labels): **{best.label}**."]
-    if done and best is not rows[0]:
+    standing = best if done else rows[0]
+    local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[standing.label], ""),
+                           complete(_protocol_rows(BASELINES, lambda name: f"{results}/{name}/curve.json"), []))
+    if local is not None:
+        parts.append(f"{'The chosen' if done else 'The standing (2k)'} setting against classifier baselines trained "
+                     "on this machine (report only: the targets stay read on the runs that chose the setting):")
+        parts += _test_report(standing, *local, _targets, ", this machine")
+    elif done and best is not rows[0]:
         parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
     return "\n\n".join(parts)
 

@@ -244,3 +244,29 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
                                                 {"labeled": 200, "test_error": 0.1}]},), ())
     b = tables.Row("b", ({"seed": 0, "curve": [{"labeled": 100, "test_error": 0.2}]},), ())
     assert tables.reproduced(a, b) == (1, 2)
+
+
+def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+
+    def write(folder: str, name: str, pairs: list[tuple[str, str, float]]) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
+            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed, "val_error": 0.1}
+            for n in tables.FM_BUDGETS]} for m, s, err in pairs for seed in range(3)]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    chosen = tables.CHOSEN_2K
+    base = tables.MATCHED_BASELINES[chosen]
+    write("small", chosen, [("sae", "margin", 0.22)])
+    write("big", chosen, [("sae", "margin", 0.22)])
+    write("small", base, [("classifier", "margin", 0.245), ("classifier", "random", 0.285)])
+    assert "trained on this machine" not in tables.section_protocol_val20k(["big"], "small"), \
+        "baselines from another folder (machine) are not read here"
+    write("big", base, [("classifier", "margin", 0.245), ("classifier", "random", 0.285)])
+    text = tables.section_protocol_val20k(["big"], "small")
+    assert "The standing (2k) setting against classifier baselines trained on this machine" in text
+    assert "* Error at 1,000 labels: 13.00 % (target ≤ 13 %: met)." in text
+    assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
+    assert "(target ≥ 2 at every budget: met)." in text
