@@ -466,11 +466,34 @@ def _val20k_block(results: str, first: str) -> str:
                            complete(_protocol_rows(BASELINES, lambda name: f"{results}/{name}/curve.json"), []))
     if local is not None:
         parts.append(f"{'The chosen' if done else 'The standing (2k)'} setting against classifier baselines trained "
-                     "on this machine (report only: the targets stay read on the runs that chose the setting):")
+                     "on this machine (report only: the targets stay read on the runs that chose the setting)."
+                     + _same_baselines(local, first) + ":")
         parts += _test_report(standing, *local, _targets, ", this machine")
     elif done and best is not rows[0]:
         parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
     return "\n\n".join(parts)
+
+
+SAME_BASELINES = {"baselines-wide-flip-again": ("baselines-wide-flip", "baselines-wide-flip-again")}  # same settings
+
+
+def _same_baselines(pair: tuple[Row, Row], first: str) -> str:
+    """How many of a machine's baseline test readings equal each earlier run of the same baselines, and where those ran.
+
+    Equal readings at every round say two runs trained on the same kind of processor, which is
+    how a run that recorded no processor can be placed.
+    """
+    variant = next(v for v, label, _, _ in BASELINES if label == pair[0].label)
+    out = []
+    for name in SAME_BASELINES.get(variant, ()):
+        earlier = _baseline_pair(name, _protocol_rows(BASELINES, lambda n: f"{first}/{n}/curve.json"))
+        if earlier is None or not earlier[0].runs:
+            continue
+        counts = [reproduced(a, b) for a, b in zip(pair, earlier, strict=True)]
+        where = json.loads((RESULTS / first / name / "curve.json").read_text()).get("where", {})
+        out.append(f"`{first}/{name}` {sum(c[0] for c in counts)} of {sum(c[1] for c in counts)} "
+                   f"(processor: {where.get('processor', 'not recorded')})")
+    return f" Their test readings equal to earlier runs of the same baselines: {'; '.join(out)}" if out else ""
 
 
 def section_protocol_val20k(roots: Iterable[str] = VAL20K_ROOTS, first: str = PROTOCOL) -> str:

@@ -267,6 +267,7 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     write("big", base, [("classifier", "margin", 0.245), ("classifier", "random", 0.285)])
     text = tables.section_protocol_val20k(["big"], "small")
     assert "The standing (2k) setting against classifier baselines trained on this machine" in text
+    assert f"equal to earlier runs of the same baselines: `small/{base}` 36 of 36 (processor: not recorded):" in text
     assert "* Error at 1,000 labels: 13.00 % (target ≤ 13 %: met)." in text
     assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
     assert "(target ≥ 2 at every budget: met)." in text
