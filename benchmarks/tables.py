@@ -436,8 +436,11 @@ def _val20k_block(results: str, first: str) -> str:
     Classifier baselines trained in the same folder give that machine's reading of the targets for
     the standing choice, beside (never instead of) the reading on the runs that chose it.
     """
+    def here(name: str) -> str:
+        return f"{results}/{name}/curve.json"
+
     spec = [x for x in LEVERS if x[0] == CHOSEN_2K or BUILDS_ON.get(x[0]) == CHOSEN_2K]
-    rows = complete(_protocol_rows(spec, lambda name: f"{results}/{name}/curve.json"), [])
+    rows = complete(_protocol_rows(spec, here), [])
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
         return ""
     firsts = {r.label: r for r in _protocol_rows(spec, lambda name: f"{first}/{name}/curve.json")}
@@ -457,17 +460,16 @@ def _val20k_block(results: str, first: str) -> str:
     best = chosen_lever(rows)
     done = len(rows) == len(spec)
     who = "Chosen on the 20k set" if done else f"Lowest on the 20k set so far ({len(rows)} of {len(spec)} rerun)"
-    where = json.loads((RESULTS / results / CHOSEN_2K / "curve.json").read_text()).get("where", {})
-    parts = [f"`{results}` (processor: {where.get('processor', 'not recorded')}):",
+    parts = [f"`{results}` (processor: {_processor(here(CHOSEN_2K))}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
              f"{who} (lowest mean validation error over 200-1,000 labels): **{best.label}**."]
     standing = best if done else rows[0]
-    local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[standing.label], ""),
-                           complete(_protocol_rows(BASELINES, lambda name: f"{results}/{name}/curve.json"), []))
+    variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
+    local = _baseline_pair(variant, complete(_protocol_rows(BASELINES, here), []))
     if local is not None:
         parts.append(f"{'The chosen' if done else 'The standing (2k)'} setting against classifier baselines trained "
                      "on this machine (report only: the targets stay read on the runs that chose the setting)."
-                     + _same_baselines(local, first) + ":")
+                     + _same_baselines(variant, local, first) + ":")
         parts += _test_report(standing, *local, _targets, ", this machine")
     elif done and best is not rows[0]:
         parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
@@ -477,22 +479,27 @@ def _val20k_block(results: str, first: str) -> str:
 SAME_BASELINES = {"baselines-wide-flip-again": ("baselines-wide-flip", "baselines-wide-flip-again")}  # same settings
 
 
-def _same_baselines(pair: tuple[Row, Row], first: str) -> str:
+def _processor(path: str) -> str:
+    """The processor a curve.json recorded (older runs recorded none)."""
+    return (json.loads((RESULTS / path).read_text()).get("where") or {}).get("processor", "not recorded")
+
+
+def _same_baselines(variant: str, pair: tuple[Row, Row], first: str) -> str:
     """How many of a machine's baseline test readings equal each earlier run of the same baselines, and where those ran.
 
     Equal readings at every round say two runs trained on the same kind of processor, which is
     how a run that recorded no processor can be placed.
     """
-    variant = next(v for v, label, _, _ in BASELINES if label == pair[0].label)
+    names = SAME_BASELINES.get(variant, ())
+    base = _protocol_rows([x for x in BASELINES if x[0] in names], lambda n: f"{first}/{n}/curve.json")
     out = []
-    for name in SAME_BASELINES.get(variant, ()):
-        earlier = _baseline_pair(name, _protocol_rows(BASELINES, lambda n: f"{first}/{n}/curve.json"))
+    for name in names:
+        earlier = _baseline_pair(name, base)
         if earlier is None or not earlier[0].runs:
             continue
         counts = [reproduced(a, b) for a, b in zip(pair, earlier, strict=True)]
-        where = json.loads((RESULTS / first / name / "curve.json").read_text()).get("where", {})
         out.append(f"`{first}/{name}` {sum(c[0] for c in counts)} of {sum(c[1] for c in counts)} "
-                   f"(processor: {where.get('processor', 'not recorded')})")
+                   f"(processor: {_processor(f'{first}/{name}/curve.json')})")
     return f" Their test readings equal to earlier runs of the same baselines: {'; '.join(out)}" if out else ""
 
 
