@@ -363,13 +363,13 @@ def more_seeds(best: Row | None, cm: Row, cr: Row, more: str | None = MORE_SEEDS
     """
     name = LEVER_NAME.get(best.label, "") if best is not None else ""
     base_name = next((v for v, label, _, _ in BASELINES if label == cm.label), "")
-    if not (more and name and base_name) or not all(
-            (RESULTS / more / n / "curve.json").exists() for n in (name, base_name)):
+    there = in_folder(more or "")
+    if not (more and name and base_name) or not all((RESULTS / there(n)).exists() for n in (name, base_name)):
         return None
     rows = []
     for r, n in ((best, name), (cm, base_name), (cr, base_name)):
         model, strategy = r.runs[0]["model"], r.runs[0]["strategy"]
-        rows.append(row(r.label, [*r.files, f"{more}/{n}/curve.json"], model, strategy))
+        rows.append(row(r.label, [*r.files, there(n)], model, strategy))
     return rows[0], rows[1], rows[2]
 
 
@@ -383,8 +383,13 @@ def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
     return _baseline_pair(want, base) or (base[0], base[1])
 
 
+def in_folder(root: str) -> Callable[[str], str]:
+    """Where a protocol folder keeps a variant's curve.json, the layout `cpu_protocol.sh` writes."""
+    return lambda name: f"{root}/{name}/curve.json"
+
+
 def _protocol_rows(spec: list[tuple[str, str, str, str]], where: Callable[[str], str] | None = None) -> list[Row]:
-    where = where or (lambda name: f"{PROTOCOL}/{name}/curve.json")
+    where = where or in_folder(PROTOCOL)
     return [row(label, [where(name)], m, s) for name, label, m, s in spec]
 
 
@@ -436,14 +441,12 @@ def _val20k_block(results: str, first: str) -> str:
     Classifier baselines trained in the same folder give that machine's reading of the targets for
     the standing choice, beside (never instead of) the reading on the runs that chose it.
     """
-    def here(name: str) -> str:
-        return f"{results}/{name}/curve.json"
-
+    here = in_folder(results)
     spec = [x for x in LEVERS if x[0] == CHOSEN_2K or BUILDS_ON.get(x[0]) == CHOSEN_2K]
     rows = complete(_protocol_rows(spec, here), [])
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
         return ""
-    firsts = {r.label: r for r in _protocol_rows(spec, lambda name: f"{first}/{name}/curve.json")}
+    firsts = {r.label: r for r in _protocol_rows(spec, in_folder(first))}
     last = FM_BUDGETS[-1]
     lines = ["| setting | test readings equal to the 2k run's | vs the 2k choice on 2k validation, points (paired)"
              f" | the same on 20k validation, this machine | test error at {last:,} labels, this machine"
@@ -491,7 +494,8 @@ def _same_baselines(variant: str, pair: tuple[Row, Row], first: str) -> str:
     how a run that recorded no processor can be placed.
     """
     names = SAME_BASELINES.get(variant, ())
-    base = _protocol_rows([x for x in BASELINES if x[0] in names], lambda n: f"{first}/{n}/curve.json")
+    there = in_folder(first)
+    base = _protocol_rows([x for x in BASELINES if x[0] in names], there)
     out = []
     for name in names:
         earlier = _baseline_pair(name, base)
@@ -499,7 +503,7 @@ def _same_baselines(variant: str, pair: tuple[Row, Row], first: str) -> str:
             continue
         counts = [reproduced(a, b) for a, b in zip(pair, earlier, strict=True)]
         out.append(f"`{first}/{name}` {sum(c[0] for c in counts)} of {sum(c[1] for c in counts)} "
-                   f"(processor: {_processor(f'{first}/{name}/curve.json')})")
+                   f"(processor: {_processor(there(name))})")
     return f" Their test readings equal to earlier runs of the same baselines: {'; '.join(out)}" if out else ""
 
 
@@ -522,9 +526,7 @@ SEASONS_PROTOCOL = "protocol-seasons-10k"
 
 def section_protocol_seasons() -> str:
     """The seasons split (3 classes of garments) under the same protocol, for the levers run there."""
-    def where(name: str) -> str:
-        return f"{SEASONS_PROTOCOL}/{name}/curve.json"
-
+    where = in_folder(SEASONS_PROTOCOL)
     return section_protocol(_protocol_rows(LEVERS, where), _protocol_rows(BASELINES, where),
                             "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
                             "baselines-shift2`._", _targets_seasons, diagram=None)
