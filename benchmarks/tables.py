@@ -439,7 +439,8 @@ def _val20k_block(results: str, first: str) -> str:
     """One machine's reruns: each lever is read against the 2k choice rerun on the same machine.
 
     Classifier baselines trained in the same folder give that machine's reading of the targets for
-    the standing choice, beside (never instead of) the reading on the runs that chose it.
+    the standing choice, and for the 20k set's own choice once every lever is in and it differs,
+    beside (never instead of) the reading on the runs that chose it.
     """
     here = in_folder(results)
     spec = [x for x in LEVERS if x[0] == CHOSEN_2K or BUILDS_ON.get(x[0]) == CHOSEN_2K]
@@ -466,16 +467,19 @@ def _val20k_block(results: str, first: str) -> str:
     parts = [f"`{results}` (processor: {_processor(here(CHOSEN_2K))}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
              f"{who} (lowest mean validation error over 200-1,000 labels): **{best.label}**."]
-    standing = best if done else rows[0]
-    variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
-    local = _baseline_pair(variant, complete(_protocol_rows(BASELINES, here), []))
-    if local is not None:
-        parts.append(f"{'The chosen' if done else 'The standing (2k)'} setting against classifier baselines trained "
-                     "on this machine (report only: the targets stay read on the runs that chose the setting)."
-                     + _same_baselines(variant, local, first) + ":")
-        parts += _test_report(standing, *local, _targets, ", this machine")
-    elif done and best is not rows[0]:
-        parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
+    shown = [rows[0]] + ([best] if done and best is not rows[0] else [])
+    for standing in shown:
+        variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
+        local = _baseline_pair(variant, complete(_protocol_rows(BASELINES, here), []))
+        if local is not None:
+            parts.append("The standing (2k) setting against classifier baselines trained on this machine (report "
+                         "only: the targets stay read on the runs that chose the setting)."
+                         + _same_baselines(variant, local, first) + ":" if standing is rows[0] else
+                         "The 20k set's chosen setting against classifier baselines trained on this machine "
+                         "(report only):")
+            parts += _test_report(standing, *local, _targets, ", this machine")
+        elif standing is not rows[0]:
+            parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
     return "\n\n".join(parts)
 
 

@@ -249,11 +249,11 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
 def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
 
-    def write(folder: str, name: str, pairs: list[tuple[str, str, float]]) -> None:
+    def write(folder: str, name: str, pairs: list[tuple[str, str, float]], val: float = 0.1) -> None:
         path = tmp_path / folder / name / "curve.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
-            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed, "val_error": 0.1}
+            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed, "val_error": val}
             for n in tables.FM_BUDGETS]} for m, s, err in pairs for seed in range(3)]
         path.write_text(json.dumps({"settings": {}, "runs": runs}))
 
@@ -271,3 +271,16 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     assert "* Error at 1,000 labels: 13.00 % (target ≤ 13 %: met)." in text
     assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
     assert "(target ≥ 2 at every budget: met)." in text
+    assert "The 20k set's chosen" not in text, "levers still to rerun: only the standing choice is read"
+    levers = {name: strategy for name, _, _, strategy in tables.LEVERS if tables.BUILDS_ON.get(name) == chosen}
+    for name, strategy in levers.items():
+        write("big", name, [("sae", strategy, 0.23)], val=0.11)
+    assert "The 20k set's chosen" not in tables.section_protocol_val20k(["big"], "small"), \
+        "the standing choice stays lowest: it is the one read"
+    alike = next(name for name in levers if tables.MATCHED_BASELINES.get(name) == base)
+    write("big", alike, [("sae", levers[alike], 0.225)], val=0.09)
+    text = tables.section_protocol_val20k(["big"], "small")
+    assert text.count("against classifier baselines trained on this machine") == 2, \
+        "a 20k choice that differs is read beside the standing one, not instead of it"
+    standing, new = text.split("The 20k set's chosen setting")
+    assert "* Error at 1,000 labels: 13.00 %" in standing and "* Error at 1,000 labels: 13.50 %" in new
