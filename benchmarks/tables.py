@@ -467,19 +467,22 @@ def _val20k_block(results: str, first: str) -> str:
     parts = [f"`{results}` (processor: {_processor(here(CHOSEN_2K))}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
              f"{who} (lowest mean validation error over 200-1,000 labels): **{best.label}**."]
+    base_here = complete(_protocol_rows(BASELINES, here), [])
     shown = [rows[0]] + ([best] if done and best is not rows[0] else [])
     for standing in shown:
         variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
-        local = _baseline_pair(variant, complete(_protocol_rows(BASELINES, here), []))
-        if local is not None:
-            parts.append("The standing (2k) setting against classifier baselines trained on this machine (report "
-                         "only: the targets stay read on the runs that chose the setting)."
-                         + _same_baselines(variant, local, first) + ":" if standing is rows[0] else
-                         "The 20k set's chosen setting against classifier baselines trained on this machine "
-                         "(report only):")
-            parts += _test_report(standing, *local, _targets, ", this machine")
-        elif standing is not rows[0]:
-            parts += _test_report(best, *matched_baselines(best, _protocol_rows(BASELINES)), _targets)
+        local = _baseline_pair(variant, base_here)
+        if local is None:
+            if standing is not rows[0]:
+                parts += _test_report(standing, *matched_baselines(standing, _protocol_rows(BASELINES)), _targets)
+            continue
+        if standing is rows[0]:
+            intro = ("The standing (2k) setting against classifier baselines trained on this machine (report only: "
+                     "the targets stay read on the runs that chose the setting)."
+                     + _same_baselines(variant, local, first) + ":")
+        else:
+            intro = "The 20k set's chosen setting against classifier baselines trained on this machine (report only):"
+        parts += [intro, *_test_report(standing, *local, _targets, ", this machine")]
     return "\n\n".join(parts)
 
 
