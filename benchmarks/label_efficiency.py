@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from latent_heads import probe_heads
 from machine import where
 
 from connectors.datasets import load_dataset
@@ -61,6 +62,8 @@ def main() -> None:
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
+    p.add_argument("--probe-heads", action="store_true",
+                   help="also read other classifiers on the latent codes every round (latent_heads.py)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -87,7 +90,8 @@ def main() -> None:
     for seed in (int(v) for v in a.seeds.split(",")):
         for pair in a.runs.split(","):
             model, strategy = pair.split("+")
-            curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True))
+            curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True),
+                            probe=probe_heads if a.probe_heads and model != "classifier" else None)
             runs.append({"model": model, "strategy": strategy, "seed": seed, "curve": curve, "tag": a.tag})
             (out / "curve.json").write_text(json.dumps(result, indent=1))
 

@@ -528,6 +528,61 @@ def section_protocol_val20k(roots: Iterable[str] = VAL20K_ROOTS, first: str = PR
         f"{CHOSEN_2K}`._")
 
 
+HEADS = "flip-semi500-lam099-warm5-heads"  # the control's training again, other classifiers read on its codes
+
+
+def head_rows(path: str) -> list[Row]:
+    """One row per head that ``latent_heads.py`` read on a curve's codes, in the order it read them."""
+    data = json.loads((RESULTS / path).read_text())
+    names = [k for r in data["runs"][:1] for k in r["curve"][0].get("probe", {})]
+    return [Row(name, tuple({"model": r["model"], "strategy": r["strategy"], "seed": r["seed"],
+                             "curve": [{"labeled": p["labeled"], **p["probe"][name]} for p in r["curve"]]}
+                            for r in data["runs"]), (path,)) for name in names]
+
+
+def section_latent_heads(roots: Iterable[str] = VAL20K_ROOTS) -> str:
+    """Other classifiers on the very codes the chosen setting trains, read on validation every round.
+
+    The curve acquires with the model's own SVM (C=1), so a head that wins here is a first-order
+    reading; two checks say the readings are the control's: the head ``svm C=1`` must equal the
+    curve's own validation error, and its training must reproduce the control's test readings.
+    """
+    blocks = []
+    for root in roots:
+        here = in_folder(root)
+        if not (RESULTS / here(HEADS)).exists():
+            continue
+        rows = head_rows(here(HEADS))
+        own = row("own", [here(HEADS)], "sae", "margin")
+        control = complete(_protocol_rows([x for x in LEVERS if x[0] == CHOSEN_2K], here), [])
+        ref = next(r for r in rows if r.label == "svm C=1")
+        points = [(r["seed"], p["labeled"]) for r in own.runs for p in r["curve"]]
+        equal = sum(ref.values(n, "val_error").get(seed) == own.values(n, "val_error").get(seed)
+                    for seed, n in points)
+        lines = ["| head on the codes (validation, mean over 200-1,000 labels) | vs svm C=1, points (paired) "
+                 "| lower on every seed |", "|---|---|---|"]
+        for r in rows:
+            d = _paired_val(r, ref) if r is not ref else None
+            if d is not None:
+                lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
+                             f"{'yes' if (d < 0).all() else 'no'} |")
+        checks = f"Checks: svm C=1 equals the curve's own validation error at {equal} of {len(points)} points"
+        if control:
+            same, total = reproduced(own, control[0])
+            checks += f"; the training's test readings equal the control's (`{root}/{CHOSEN_2K}`) at {same} of {total}"
+        best = min((r for r in complete(rows, []) if _paired_val(r, ref) is not None),
+                   key=lambda r: _paired_val(r, ref).mean(), default=None)
+        parts = [f"`{root}/{HEADS}` (processor: {_processor(here(HEADS))}):",
+                 curve_table("validation error, 20k items, same codes", rows, FM_BUDGETS, key="val_error"),
+                 "\n".join(lines), checks + "."]
+        if best is not None:
+            parts.append(f"Lowest against svm C=1 on validation: **{best.label}** "
+                         f"({_paired_val(best, ref).mean():+.1f} points).")
+        blocks.append("\n\n".join(parts))
+    return "\n\n".join(blocks) or (
+        f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{VAL20K} bash benchmarks/cpu_protocol.sh {HEADS}`._")
+
+
 SEASONS_PROTOCOL = "protocol-seasons-10k"
 
 
@@ -823,7 +878,7 @@ def section_ray_capacity() -> str:
 SECTIONS: dict[str, Callable[[], str]] = {
     "digits": section_digits, "full": section_full, "subset": section_subset,
     "protocol": lambda: section_protocol(more=MORE_SEEDS), "protocol-val20k": section_protocol_val20k,
-    "protocol-seasons": section_protocol_seasons,
+    "protocol-seasons": section_protocol_seasons, "latent-heads": section_latent_heads,
     "gpu-protocol": section_gpu_protocol, "photos": section_photos, "photo-ingest": section_photo_ingest,
     "ray": section_ray, "ray-capacity": section_ray_capacity,
 }

@@ -233,8 +233,13 @@ def _scores(model, x: np.ndarray, with_codes: bool) -> tuple[np.ndarray, np.ndar
 
 
 def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: str, seed: int,
-            log: Callable[[str], None] = print) -> list[dict]:
-    """One learning curve: ``rounds + 1`` points from ``initial`` labels upwards."""
+            log: Callable[[str], None] = print, probe: Callable[..., dict] | None = None) -> list[dict]:
+    """One learning curve: ``rounds + 1`` points from ``initial`` labels upwards.
+
+    ``probe(model, x, y, x_val, y_val, x_test, y_test)``, when given, is called after every fit
+    and its dict is stored in the round's point, so a benchmark can read other heads or
+    measures on the very model the curve trains, without a second training run.
+    """
     pool, val, test = _split(ds, s, seed)
     x, y_true = ds.x_train[pool], ds.y_train[pool]
     x_test, y_test = ds.x_test[test], ds.y_test[test]
@@ -264,6 +269,8 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
             point["test_reliability_calibrated"] = reliability(prob, pred == y_test)
         if len(val):
             point["val_error"] = round(float(np.mean(model.predict(x_val) != y_val)), 5)
+        if probe is not None:
+            point["probe"] = probe(model, x, y, x_val, y_val, x_test, y_test)
         stop_pred = model.predict(x[stop_items])
         if previous is not None:
             kappas.append(agreement(previous, stop_pred))

@@ -284,3 +284,32 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
         "a 20k choice that differs is read beside the standing one, not instead of it"
     standing, new = text.split("The 20k set's chosen setting")
     assert "* Error at 1,000 labels: 13.00 %" in standing and "* Error at 1,000 labels: 13.50 %" in new
+
+
+def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    assert "Not run yet" in tables.section_latent_heads(["big"])
+    heads = {"svm C=1": 0.12, "svm C=10": 0.11, "knn 10": 0.13}
+
+    def write(name: str, own_val: float, probe: bool) -> None:
+        path = tmp_path / "big" / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": "sae", "strategy": "margin", "seed": seed, "curve": [
+            {"labeled": n, "test_error": 0.13 + 0.01 * seed, "val_error": own_val + 0.001 * seed,
+             **({"probe": {h: {"val_error": v + 0.001 * seed + (0.002 * seed if h == "knn 10" else 0),
+                               "test_error": 0.2} for h, v in heads.items()}} if probe else {})}
+            for n in tables.FM_BUDGETS]} for seed in range(3)]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    write(tables.HEADS, 0.12, probe=True)
+    write(tables.CHOSEN_2K, 0.12, probe=False)
+    text = tables.section_latent_heads(["big"])
+    assert "| svm C=10 | -1.0 ± 0.0 | yes |" in text
+    assert "| knn 10 | +1.2 ± 0.2 | no |" in text
+    assert "| svm C=1 | " not in text.split("vs svm C=1, points")[1], "the reference is not set against itself"
+    assert "at 18 of 18 points; the training's test readings equal the control's" in text
+    assert text.endswith("**svm C=10** (-1.0 points).")
+    write(tables.HEADS.replace("-heads", ""), 0.12, probe=False)
+    heads["svm C=1"] = 0.125
+    write(tables.HEADS, 0.12, probe=True)
+    assert "at 0 of 18 points" in tables.section_latent_heads(["big"]), "a probe that is not the model's own SVM shows"

@@ -72,6 +72,22 @@ def test_run_one_adds_per_round_labels() -> None:
     assert [p["labeled"] for p in curve] == [20, 35, 50]
 
 
+def test_a_probe_reads_every_round_s_fitted_model_and_held_out_sets() -> None:
+    ds = load_digits_dataset()
+    s = SimulationSettings(models=["ae"], strategies=["margin"], initial=20, per_round=15, rounds=2, seeds=1,
+                           pool_size=150, test_size=100, epochs=2, device="cpu", validation_size=60)
+
+    def probe(model, x, y, x_val, y_val, x_test, y_test) -> dict:
+        own = float((model.predict(x_val) != y_val).mean())
+        return {"labeled": int((y >= 0).sum()), "sizes": [len(x), len(x_val), len(x_test)], "val": own}
+
+    curve = run_one(ds, s, "ae", "margin", seed=0, log=lambda _: None, probe=probe)
+    assert [p["probe"]["labeled"] for p in curve] == [20, 35, 50]
+    assert all(p["probe"]["sizes"] == [150, 60, 100] for p in curve)
+    assert [round(p["probe"]["val"], 5) for p in curve] == [p["val_error"] for p in curve], \
+        "the probe sees the model the round's point was read on"
+
+
 def test_cold_start_trains_from_scratch_every_round(monkeypatch) -> None:
     from model.sae_classifier import SAEClassifier
 
