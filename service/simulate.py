@@ -71,6 +71,7 @@ class SimulationSettings:
     consistency: float = 0.0
     semi_supervised_from: int = 0
     mixup: float = 0.0
+    lr: float = 1e-3
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -113,6 +114,8 @@ class SimulationSettings:
             raise SimulationError("--mixup must not be negative")
         if self.semi_supervised_from < 0:
             raise SimulationError("--semi-supervised-from must not be negative")
+        if not self.lr > 0:
+            raise SimulationError(f"--lr must be positive, got {self.lr}")
 
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
@@ -146,7 +149,8 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup)
+               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup,
+               lr=s.lr)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,

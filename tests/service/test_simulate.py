@@ -218,6 +218,8 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
     assert model.sae_params["mixup"] == 0.7 and _build("classifier", s, 3, 100, 0).mixup == 0.7, "mixup for both"
     assert model.semi_supervised_from == 300
+    faster = _build("sae", SimulationSettings(lr=2e-3, device="cpu"), 3, 100, 0)
+    assert model.sae_params["lr"] == 1e-3 and faster.sae_params["lr"] == 2e-3
     assert model.sae_params["flip"] is True and model.test_time_flip is False
     classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
     assert classifier.max_shift == 2 and classifier.flip is True and classifier.test_time_flip is False
@@ -252,7 +254,7 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
     ("self_training", -1.0, "--self-training"), ("consistency", -1.0, "--consistency"),
-    ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup")])
+    ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
