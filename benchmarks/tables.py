@@ -258,6 +258,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("flip-semi500-lam099-warm5-lpb32", f"sae+margin, {_WARM5}, 32 labeled items a batch", "sae", "margin"),
     ("flip-semi500-lam099-warm5-st08", f"sae+margin, {_WARM5}, self-training from confidence 0.8", "sae", "margin"),
     ("flip-semi500-lam099-warm5-lpb128", f"sae+margin, {_WARM5}, 128 labeled items a batch", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-lr2e3", f"sae+margin, {_WARM5}, Adam step 2e-3", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -305,7 +306,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-cluster": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-lpb32": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-st08": "flip-semi500-lam099-warm5",
-             "flip-semi500-lam099-warm5-lpb128": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-lpb128": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-lr2e3": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -326,7 +328,8 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      # the labeled items a batch and the self-training threshold are the SAE's alone
                      "flip-semi500-lam099-warm5-lpb32": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-st08": "baselines-wide-flip-again",
-                     "flip-semi500-lam099-warm5-lpb128": "baselines-wide-flip-again"}
+                     "flip-semi500-lam099-warm5-lpb128": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm5-lr2e3": "baselines-wide-flip-again"}
 
 
 REPLICATES = {"flip-semi500": "flip-semi500-again"}  # lever -> its rerun on another machine
@@ -455,11 +458,12 @@ def _val20k_block(results: str, first: str) -> str:
              "|---|---|---|---|---|"]
     for r in rows:
         same, total = reproduced(r, firsts[r.label])
+        equal = f"{same} of {total}" if firsts[r.label].runs else "not run on the 2k set"
         cells = []
         for a, b in ((firsts[r.label], firsts[rows[0].label]), (r, rows[0])):
             d = _paired_val(a, b) if r is not rows[0] else None
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" if d is not None else "")
-        lines.append(f"| {r.label} | {same} of {total} | {cells[0]} | {cells[1]} | "
+        lines.append(f"| {r.label} | {equal} | {cells[0]} | {cells[1]} | "
                      f"{_pct(r.values(last, 'test_error').values())} |")
     best = chosen_lever(rows)
     done = len(rows) == len(spec)

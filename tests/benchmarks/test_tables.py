@@ -235,6 +235,12 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
     assert rows[label[chosen]].endswith("|  |  | 15.0 ± 1.0 % |"), "the control is not set against itself"
     assert f"so far (2 of {sum(1 for v in tables.BUILDS_ON.values() if v == chosen) + 1} rerun)" in text
     assert text.endswith(f"**{label[lever]}**.")
+    only_20k = "flip-semi500-lam099-warm5-lr2e3"
+    write("big", only_20k, 0.125, 0.13)
+    assert f"| {label[only_20k]} | not run on the 2k set |  | +0.5 ± 0.0 |" in \
+        tables.section_protocol_val20k(["big"], "small"), \
+        "a lever first tried on the 20k set has no 2k run to reproduce or be read on"
+    (tmp_path / "big" / only_20k / "curve.json").unlink()
     write("other", chosen, 0.10, 0.13)
     write("other", lever, 0.11, 0.13)
     big, other = tables.section_protocol_val20k(["big", "other"], "small").split("`other` (processor")
