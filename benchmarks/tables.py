@@ -259,6 +259,7 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("flip-semi500-lam099-warm5-st08", f"sae+margin, {_WARM5}, self-training from confidence 0.8", "sae", "margin"),
     ("flip-semi500-lam099-warm5-lpb128", f"sae+margin, {_WARM5}, 128 labeled items a batch", "sae", "margin"),
     ("flip-semi500-lam099-warm5-lr2e3", f"sae+margin, {_WARM5}, Adam step 2e-3", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-lr5e4", f"sae+margin, {_WARM5}, Adam step 5e-4", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -307,7 +308,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-lpb32": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-st08": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-lpb128": "flip-semi500-lam099-warm5",
-             "flip-semi500-lam099-warm5-lr2e3": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-lr2e3": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-lr5e4": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -329,7 +331,8 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-warm5-lpb32": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-st08": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-lpb128": "baselines-wide-flip-again",
-                     "flip-semi500-lam099-warm5-lr2e3": "baselines-wide-flip-again"}
+                     "flip-semi500-lam099-warm5-lr2e3": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm5-lr5e4": "baselines-wide-flip-again"}
 
 
 REPLICATES = {"flip-semi500": "flip-semi500-again"}  # lever -> its rerun on another machine
