@@ -430,14 +430,14 @@ VAL20K_ROOTS = (VAL20K, VAL20K + "-again")  # the second: another machine, with 
 CHOSEN_2K = "flip-semi500-lam099-warm5"  # the setting chosen on the 2k set, whose levers are re-read on 20k
 
 
-def reproduced(rerun: Row, first: Row) -> tuple[int, int]:
-    """(test readings of ``rerun`` equal to ``first``'s at the same seed and labels, readings of ``rerun``).
+def reproduced(rerun: Row, first: Row, key: str = "test_error") -> tuple[int, int]:
+    """(readings of ``rerun`` equal to ``first``'s at the same seed and labels, readings of ``rerun``).
 
     A rerun that only reads a larger validation set must train exactly as the first run did;
     equal test readings at every round are what shows it.
     """
-    before = {(r["seed"], p["labeled"]): p["test_error"] for r in first.runs for p in r["curve"]}
-    after = [((r["seed"], p["labeled"]), p["test_error"]) for r in rerun.runs for p in r["curve"]]
+    before = {(r["seed"], p["labeled"]): p[key] for r in first.runs for p in r["curve"]}
+    after = [((r["seed"], p["labeled"]), p[key]) for r in rerun.runs for p in r["curve"]]
     return sum(before.get(k) == v for k, v in after), len(after)
 
 
@@ -563,28 +563,22 @@ def section_latent_heads(roots: Iterable[str] = VAL20K_ROOTS) -> str:
         own = row("own", [here(HEADS)], "sae", "margin")
         control = complete(_protocol_rows([x for x in LEVERS if x[0] == CHOSEN_2K], here), [])
         ref = next(r for r in rows if r.label == "svm C=1")
-        points = [(r["seed"], p["labeled"]) for r in own.runs for p in r["curve"]]
-        equal = sum(ref.values(n, "val_error").get(seed) == own.values(n, "val_error").get(seed)
-                    for seed, n in points)
+        effects = {r.label: d for r in rows if r is not ref and (d := _paired_val(r, ref)) is not None}
         lines = ["| head on the codes (validation, mean over 200-1,000 labels) | vs svm C=1, points (paired) "
                  "| lower on every seed |", "|---|---|---|"]
-        for r in rows:
-            d = _paired_val(r, ref) if r is not ref else None
-            if d is not None:
-                lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
-                             f"{'yes' if (d < 0).all() else 'no'} |")
-        checks = f"Checks: svm C=1 equals the curve's own validation error at {equal} of {len(points)} points"
+        lines += [f"| {label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | {'yes' if (d < 0).all() else 'no'} |"
+                  for label, d in effects.items()]
+        equal, points = reproduced(ref, own, "val_error")
+        checks = f"Checks: svm C=1 equals the curve's own validation error at {equal} of {points} points"
         if control:
             same, total = reproduced(own, control[0])
             checks += f"; the training's test readings equal the control's (`{root}/{CHOSEN_2K}`) at {same} of {total}"
-        best = min((r for r in complete(rows, []) if _paired_val(r, ref) is not None),
-                   key=lambda r: _paired_val(r, ref).mean(), default=None)
         parts = [f"`{root}/{HEADS}` (processor: {_processor(here(HEADS))}):",
                  curve_table("validation error, 20k items, same codes", rows, FM_BUDGETS, key="val_error"),
                  "\n".join(lines), checks + "."]
-        if best is not None:
-            parts.append(f"Lowest against svm C=1 on validation: **{best.label}** "
-                         f"({_paired_val(best, ref).mean():+.1f} points).")
+        if effects:
+            best = min(effects, key=lambda label: effects[label].mean())
+            parts.append(f"Lowest against svm C=1 on validation: **{best}** ({effects[best].mean():+.1f} points).")
         blocks.append("\n\n".join(parts))
     return "\n\n".join(blocks) or (
         f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{VAL20K} bash benchmarks/cpu_protocol.sh {HEADS}`._")
