@@ -45,6 +45,7 @@ def main() -> None:
     p.add_argument("--network", default="auto", choices=NETWORK_KINDS)
     p.add_argument("--max-shift", type=int, default=0)
     p.add_argument("--flip", action="store_true")
+    p.add_argument("--cutout", type=int, default=0, help="blank a square of this side in every training image")
     p.add_argument("--test-time-flip", action="store_true")
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     p.add_argument("--validation-size", type=int, default=None)
@@ -73,7 +74,8 @@ def main() -> None:
                            pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                            labeled_per_batch=a.labeled_per_batch, device=a.device,
-                           network=a.network, max_shift=a.max_shift, flip=a.flip, test_time_flip=a.test_time_flip,
+                           network=a.network, max_shift=a.max_shift, flip=a.flip, cutout=a.cutout,
+                           test_time_flip=a.test_time_flip,
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, self_training=a.self_training,

@@ -1,9 +1,10 @@
-"""Random translations and mirror images of image batches: cheap augmentations that keep the class.
+"""Random translations, mirror images and cutouts of image batches: cheap augmentations that keep the class.
 
 With a few hundred labels the structure term (or a classifier's loss) fits the labeled
 images exactly; shifting every batch by a few pixels makes it fit their neighbourhoods
 instead. Left-right flips are opt-in: they keep a garment's or a photo's class but can change
-a digit's or a letter's.
+a digit's or a letter's. Cutout (DeVries & Taylor 2017) blanks a square of each image, so a
+code cannot rest on any one part of it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
+def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square of each image of an ``(n, c, h, w)`` batch; vectors pass unchanged.
+
+    The square's centre is uniform over the image and the square is clipped at its edges, as
+    in the original cutout, so an image keeps at least a quarter of the square's area blank.
+    """
+    if size <= 0 or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    top = torch.randint(0, h, (n,), generator=generator).to(x.device) - size // 2
+    left = torch.randint(0, w, (n,), generator=generator).to(x.device) - size // 2
+    r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    rows = (r[None, :] >= top[:, None]) & (r[None, :] < top[:, None] + size)
+    cols = (c[None, :] >= left[:, None]) & (c[None, :] < left[:, None] + size)
+    return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
+
+
 def blend_pairs(x: torch.Tensor, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mixup's blends ``a * x + (1 - a) * x[other]`` of a batch with a shuffled copy of itself.
@@ -50,7 +68,9 @@ def blend_pairs(x: torch.Tensor, generator: torch.Generator | None = None
     return ax * x + (1 - ax) * x[other], a, other
 
 
-def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """The training augmentation both models share: a shift of up to ``max_shift`` pixels, then a flip if asked."""
+def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None,
+            cutout: int = 0) -> torch.Tensor:
+    """The training augmentation both models share: a shift of up to ``max_shift`` pixels, a flip if asked, a cutout."""
     x = random_shift(x, max_shift, generator)
-    return random_flip(x, generator) if flip else x
+    x = random_flip(x, generator) if flip else x
+    return random_cutout(x, cutout, generator)

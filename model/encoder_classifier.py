@@ -23,8 +23,8 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     It sees only labeled items. ``epochs`` counts passes over the labeled set, with at
     least ``min_steps`` optimiser steps so that 100 labels still get a real training.
-    ``max_shift`` and ``flip`` augment as in :class:`model.sae.StructuringAutoencoder`, for a fair comparison;
-    ``test_time_flip`` averages an image's codes and logits with its mirror image's, as
+    ``max_shift``, ``flip`` and ``cutout`` augment as in :class:`model.sae.StructuringAutoencoder`,
+    for a fair comparison; ``test_time_flip`` averages an image's codes and logits with its mirror image's, as
     :class:`model.sae_classifier.SAEClassifier` does. ``mixup > 0`` adds, with that weight, the
     cross-entropy of blends of the batch's items against the same blend of their labels (the
     SAE's ``mixup`` blends targets the same way).
@@ -35,7 +35,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
                  weight_decay: float = 1e-4, network: str = "auto",
                  channels: Sequence[int] = (32, 64, 128), hidden: Sequence[int] = (256, 128),
                  device: str = "auto", amp: bool = True, max_shift: int = 0, flip: bool = False,
-                 test_time_flip: bool = False, mixup: float = 0.0, warm_start: bool = False,
+                 cutout: int = 0, test_time_flip: bool = False, mixup: float = 0.0, warm_start: bool = False,
                  random_state: int | None = 0,
                  verbose: bool = False) -> None:
         self.n_classes = n_classes
@@ -52,6 +52,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.amp = amp
         self.max_shift = max_shift
         self.flip = flip
+        self.cutout = cutout
         self.test_time_flip = test_time_flip
         self.mixup = mixup
         self.warm_start = warm_start
@@ -85,11 +86,11 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         loss_fn = nn.CrossEntropyLoss()
         mix = float(self.mixup)
         gen = (torch.Generator().manual_seed(int(rng.integers(2**31)))
-               if self.max_shift or self.flip or mix > 0 else None)
+               if self.max_shift or self.flip or self.cutout or mix > 0 else None)
         for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
             sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
             with autocast:
-                xb = augment(xl[sel], int(self.max_shift), bool(self.flip), gen)
+                xb = augment(xl[sel], int(self.max_shift), bool(self.flip), gen, int(self.cutout))
                 loss = loss_fn(self.net_(xb).float(), yl[sel])
                 if mix > 0:
                     loss = loss + mix * self._mixed_loss(xb, yl[sel], gen)

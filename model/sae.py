@@ -65,13 +65,14 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     with replacement besides the uniform draw over the pool: with 100 labels among 60k a
     uniform batch of 256 would see one labeled item every two or three batches.
     ``max_shift > 0`` shifts every training image by up to that many pixels
-    (:mod:`model.augment`), and ``flip`` mirrors half of them left-right.
+    (:mod:`model.augment`), ``flip`` mirrors half of them left-right, and ``cutout > 0``
+    blanks a square of that side in each.
     ``fit(X, y, pseudo=...)`` also pulls unlabeled items with a pseudo-label (a class the
     current model is confident of) towards that class's target, with weight
     ``pseudo_weight`` relative to a real label: self-training inside the structure term.
-    ``consistency > 0`` (with ``max_shift > 0`` or ``flip``) encodes every batch under a second random
-    augmentation and pulls the two codes of each item together, with that weight relative
-    to the structure term: unlabeled items then also shape where the classes sit (the
+    ``consistency > 0`` (with an augmentation: ``max_shift``, ``flip`` or ``cutout``) encodes every
+    batch under a second random augmentation and pulls the two codes of each item together,
+    with that weight relative to the structure term: unlabeled items then also shape where the classes sit (the
     Pi-model of semi-supervised learning, applied to the codes).
     ``mixup > 0`` also blends pairs of labeled items of a batch, ``a * x_i + (1 - a) * x_j``
     with ``a ~ U(0, 1)``, and pulls the blend's code to the same blend of their targets, with
@@ -96,7 +97,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  network: str = "auto", channels: Sequence[int] = (32, 64, 128),
                  hidden: Sequence[int] = (256, 128), encoder: nn.Module | None = None,
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
-                 max_shift: int = 0, flip: bool = False, steps_per_epoch: int | None = None,
+                 max_shift: int = 0, flip: bool = False, cutout: int = 0, steps_per_epoch: int | None = None,
                  pseudo_weight: float = 0.0, consistency: float = 0.0, mixup: float = 0.0,
                  warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
@@ -118,6 +119,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.amp = amp
         self.max_shift = max_shift
         self.flip = flip
+        self.cutout = cutout
         self.steps_per_epoch = steps_per_epoch
         self.pseudo_weight = pseudo_weight
         self.consistency = consistency
@@ -136,6 +138,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
         if int(self.max_shift) < 0:
             raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
+        if int(self.cutout) < 0:
+            raise ValueError(f"cutout must be non-negative, got {self.cutout}")
         if float(self.consistency) < 0:
             raise ValueError(f"consistency must be non-negative, got {self.consistency}")
         if float(self.mixup) < 0:
@@ -202,7 +206,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         opt = torch.optim.Adam(params, lr=float(self.lr))
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
-        cons_weight = lam * float(self.consistency) if int(self.max_shift) > 0 or self.flip else 0.0
+        augmented = int(self.max_shift) > 0 or bool(self.flip) or int(self.cutout) > 0
+        cons_weight = lam * float(self.consistency) if augmented else 0.0
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
@@ -227,7 +232,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
                 clean = _to_float(xt[idx].to(dev, non_blocking=True))
-                xb = augment(clean, int(self.max_shift), bool(self.flip), gen)
+                xb = augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout))
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
                     z = self.encoder_(xb)
@@ -248,7 +253,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                         if float(self.mixup) > 0:
                             loss = loss + lam * float(self.mixup) * self._mixed_structure(xb, yb, targets, gen)
                     if cons_weight > 0 and clean.dim() == 4:
-                        z2 = self.encoder_(augment(clean, int(self.max_shift), bool(self.flip), gen))
+                        z2 = self.encoder_(augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout)))
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

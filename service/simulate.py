@@ -62,6 +62,7 @@ class SimulationSettings:
     network: str = "auto"
     max_shift: int = 0
     flip: bool = False
+    cutout: int = 0
     test_time_flip: bool = False
     warm_start: bool = True
     validation_size: int | None = None
@@ -98,6 +99,8 @@ class SimulationSettings:
                 raise SimulationError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_shift < 0:
             raise SimulationError("--max-shift must not be negative")
+        if self.cutout < 0:
+            raise SimulationError("--cutout must not be negative")
         if self.warm_steps is not None and self.warm_steps < 1:
             raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:
@@ -149,8 +152,8 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               network=s.network, max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup,
-               lr=s.lr)
+               network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
+               mixup=s.mixup, lr=s.lr)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
@@ -159,7 +162,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
                              **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
-                             network=s.network, max_shift=s.max_shift, flip=s.flip,
+                             network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout,
                              test_time_flip=s.test_time_flip, mixup=s.mixup, **common)
 
 

@@ -1,10 +1,10 @@
-"""Random shifts: every output image is its input translated, zero-filled, within the bound."""
+"""Random shifts, flips and cutouts: every output image is its input moved, mirrored or blanked as asked."""
 
 from __future__ import annotations
 
 import torch
 
-from model.augment import augment, blend_pairs, random_flip, random_shift
+from model.augment import augment, blend_pairs, random_cutout, random_flip, random_shift
 
 
 def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -61,6 +61,40 @@ def test_augment_shifts_then_flips_only_when_asked() -> None:
                                                for a, b in zip(x, flipped, strict=True))
     moved = augment(x, 1, False, torch.Generator().manual_seed(1))
     assert torch.equal(moved, random_shift(x, 1, torch.Generator().manual_seed(1)))
+
+
+def test_cutout_blanks_one_clipped_square_per_image_and_leaves_the_rest() -> None:
+    x = torch.rand(300, 2, 10, 9) + 0.1  # no zeros, so the zeros are the cutout
+    out = random_cutout(x, 4, torch.Generator().manual_seed(0))
+    corners = set()
+    for img, cut in zip(x, out, strict=True):
+        blank = cut == 0
+        assert torch.equal(blank[0], blank[1]), "one square for all channels"
+        assert torch.equal(cut[~blank], img[~blank])
+        rows, cols = torch.nonzero(blank[0].any(1)).squeeze(1), torch.nonzero(blank[0].any(0)).squeeze(1)
+        assert int(blank[0].sum()) == len(rows) * len(cols), "the blank pixels form a rectangle"
+        assert 2 <= len(rows) <= 4 and 2 <= len(cols) <= 4, "a 4x4 square, clipped to no less than half a side"
+        for line in (rows, cols):
+            assert line.tolist() == list(range(line[0], line[-1] + 1)), "no gaps"
+        corners.add((int(rows[0]), int(cols[0])))
+    assert len(corners) > 40, "every image gets its own square"
+    assert any(r == 0 for r, _ in corners) and any(c + 4 > 9 for _, c in corners), "squares reach the edges"
+
+
+def test_cutout_of_nothing_and_of_vectors_changes_nothing() -> None:
+    x, v = torch.rand(8, 1, 8, 8), torch.rand(8, 64)
+    assert random_cutout(x, 0) is x and random_cutout(v, 3) is v
+    assert torch.equal(augment(x, 1, True, torch.Generator().manual_seed(5)),
+                       augment(x, 1, True, torch.Generator().manual_seed(5), cutout=0))
+
+
+def test_augment_cuts_out_after_shifting_and_flipping() -> None:
+    x = torch.rand(50, 1, 8, 8) + 0.1
+    out = augment(x, 1, True, torch.Generator().manual_seed(2), cutout=3)
+    gen = torch.Generator().manual_seed(2)
+    moved = random_flip(random_shift(x, 1, gen), gen)
+    assert torch.equal(out, random_cutout(moved, 3, gen))
+    assert bool((out == 0).flatten(1).any(1).all()), "every image has its blank square"
 
 
 def test_blend_pairs_mixes_each_item_with_one_partner_by_its_weight() -> None:

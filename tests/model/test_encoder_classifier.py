@@ -36,7 +36,7 @@ def test_warm_start_keeps_the_network(digits: Dataset, digits_labels: np.ndarray
     assert clf.net_ is not net
 
 
-@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}])
+@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}, {"cutout": 3}])
 def test_augmentation_changes_training_reproducibly(digits: Dataset, digits_labels: np.ndarray,
                                                     augmentation: dict) -> None:
     def scores(params: dict) -> np.ndarray:
@@ -53,13 +53,14 @@ def test_every_training_batch_goes_through_the_shared_augmentation(monkeypatch, 
 
     seen, augment = [], module.augment
 
-    def spy(x, max_shift, flip, generator=None):
-        seen.append((max_shift, flip, generator is not None))
-        return augment(x, max_shift, flip, generator)
+    def spy(x, max_shift, flip, generator=None, cutout=0):
+        seen.append((max_shift, flip, cutout, generator is not None))
+        return augment(x, max_shift, flip, generator, cutout)
 
     monkeypatch.setattr(module, "augment", spy)
-    EncoderClassifier(n_classes=10, epochs=1, min_steps=7, device="cpu", flip=True).fit(digits.x_train, digits_labels)
-    assert seen == [(0, True, True)] * 7
+    EncoderClassifier(n_classes=10, epochs=1, min_steps=7, device="cpu", flip=True,
+                      cutout=2).fit(digits.x_train, digits_labels)
+    assert seen == [(0, True, 2, True)] * 7
 
 
 def test_needs_two_labeled_classes(digits: Dataset) -> None:

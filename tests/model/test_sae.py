@@ -57,7 +57,7 @@ def test_same_seed_gives_identical_codes_on_cpu(small, digits: Dataset) -> None:
     assert not np.allclose(codes[0], codes[2])
 
 
-@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}])
+@pytest.mark.parametrize("augmentation", [{"max_shift": 1}, {"flip": True}, {"cutout": 3}])
 def test_augmented_training_is_reproducible_and_differs(small, digits: Dataset, augmentation: dict) -> None:
     x, y = small
     codes = [StructuringAutoencoder(epochs=2, device="cpu", n_classes=10, random_state=0, **params)
@@ -211,7 +211,8 @@ def test_encoder_without_decoder(small) -> None:
 def test_other_bad_parameters(small) -> None:
     x, y = small
     for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
-                   {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5}):
+                   {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5},
+                   {"cutout": -1}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 

@@ -212,7 +212,7 @@ def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
 
 
 def test_consistency_and_augmentation_reach_the_models() -> None:
-    s = SimulationSettings(max_shift=2, flip=True, consistency=0.5, semi_supervised_from=300, mixup=0.7,
+    s = SimulationSettings(max_shift=2, flip=True, cutout=5, consistency=0.5, semi_supervised_from=300, mixup=0.7,
                            device="cpu")
     model = _build("sae", s, n_classes=3, pool=100, seed=0)
     assert model.sae_params["consistency"] == 0.5 and model.sae_params["max_shift"] == 2
@@ -223,6 +223,7 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     assert model.sae_params["flip"] is True and model.test_time_flip is False
     classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
     assert classifier.max_shift == 2 and classifier.flip is True and classifier.test_time_flip is False
+    assert model.sae_params["cutout"] == 5 and classifier.cutout == 5, "cutout for both"
     s.test_time_flip = True
     assert _build("sae", s, 3, 100, 0).test_time_flip and _build("ae", s, 3, 100, 0).test_time_flip
     assert _build("classifier", s, 3, 100, 0).test_time_flip, "test-time flips for every model alike"
@@ -254,7 +255,8 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
     ("self_training", -1.0, "--self-training"), ("consistency", -1.0, "--consistency"),
-    ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr")])
+    ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr"),
+    ("cutout", -1, "--cutout")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
