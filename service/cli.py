@@ -35,6 +35,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--network", default="auto", help="auto, conv, conv-bn (batch-normalised encoder) or mlp")
     p.add_argument("--max-shift", type=int, default=0, help="shift training images by up to this many pixels")
     p.add_argument("--flip", action="store_true", help="mirror half the training images left-right (not for digits)")
+    p.add_argument("--cutout", type=int, default=0, metavar="SIDE",
+                   help="blank a SIDE x SIDE square of every training image (0: off)")
     p.add_argument("--test-time-flip", action="store_true",
                    help="code (or score) an image as the mean of it and its mirror image, for every model")
     p.add_argument("--warm-steps", type=int, default=None,
@@ -48,7 +50,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="weight of pseudo-labeled items in the structure term (0: off)")
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0,
-                   help="weight of code agreement under two random augmentations (shifts, flips), "
+                   help="weight of code agreement under two random augmentations (shifts, flips, cutouts), "
                         "relative to the structure term (0: off)")
     p.add_argument("--mixup", type=float, default=0.0,
                    help="weight of blends of labeled pairs pulled to the blend of their class positions (0: off)")
@@ -69,7 +71,8 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                seeds=a.seeds, pool_size=a.pool_size, test_size=a.test_size, epochs=a.epochs,
                                warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                                batch_size=a.batch_size, labeled_per_batch=a.labeled_per_batch, channels=a.channels,
-                               network=a.network, max_shift=a.max_shift, flip=a.flip, warm_start=a.warm_start,
+                               network=a.network, max_shift=a.max_shift, flip=a.flip, cutout=a.cutout,
+                               warm_start=a.warm_start,
                                warm_steps=a.warm_steps, device=a.device, validation_size=a.validation_size,
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,

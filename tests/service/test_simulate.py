@@ -320,6 +320,7 @@ def test_initial_larger_than_pool(tmp_path, capsys) -> None:
     (["--latent-dim", "0"], "--latent-dim must be at least 1"),
     (["--rounds", "-1"], "must not be negative"),
     (["--max-shift", "-2"], "--max-shift must not be negative"),
+    (["--cutout", "-1"], "--cutout must not be negative"),
 ])
 def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
     rc, err = run_cli(args, tmp_path, capsys)
