@@ -41,8 +41,9 @@ def random_flip(x: torch.Tensor, generator: torch.Generator | None = None) -> to
 def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Zero a ``size`` x ``size`` square of each image of an ``(n, c, h, w)`` batch; vectors pass unchanged.
 
-    The square's centre is uniform over the image and the square is clipped at its edges, as
-    in the original cutout, so an image keeps at least a quarter of the square's area blank.
+    The square's centre is uniform over the image and the square is clipped at its edges (after
+    the original cutout, which fills with the mean where this fills with 0), so at least a
+    ``ceil(size/2)`` x ``ceil(size/2)`` corner of the square is blanked in every image.
     """
     if size <= 0 or x.dim() != 4:
         return x

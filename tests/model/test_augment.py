@@ -66,7 +66,7 @@ def test_augment_shifts_then_flips_only_when_asked() -> None:
 def test_cutout_blanks_one_clipped_square_per_image_and_leaves_the_rest() -> None:
     x = torch.rand(300, 2, 10, 9) + 0.1  # no zeros, so the zeros are the cutout
     out = random_cutout(x, 4, torch.Generator().manual_seed(0))
-    corners = set()
+    corners, full = set(), 0
     for img, cut in zip(x, out, strict=True):
         blank = cut == 0
         assert torch.equal(blank[0], blank[1]), "one square for all channels"
@@ -77,15 +77,18 @@ def test_cutout_blanks_one_clipped_square_per_image_and_leaves_the_rest() -> Non
         for line in (rows, cols):
             assert line.tolist() == list(range(line[0], line[-1] + 1)), "no gaps"
         corners.add((int(rows[0]), int(cols[0])))
+        full += len(rows) == len(cols) == 4
     assert len(corners) > 40, "every image gets its own square"
+    assert full > 50, "away from the edges the square has its full side"
     assert any(r == 0 for r, _ in corners) and any(c + 4 > 9 for _, c in corners), "squares reach the edges"
 
 
 def test_cutout_of_nothing_and_of_vectors_changes_nothing() -> None:
     x, v = torch.rand(8, 1, 8, 8), torch.rand(8, 64)
-    assert random_cutout(x, 0) is x and random_cutout(v, 3) is v
-    assert torch.equal(augment(x, 1, True, torch.Generator().manual_seed(5)),
-                       augment(x, 1, True, torch.Generator().manual_seed(5), cutout=0))
+    gen = torch.Generator().manual_seed(5)
+    assert random_cutout(x, 0, gen) is x and random_cutout(v, 3, gen) is v
+    assert torch.equal(gen.get_state(), torch.Generator().manual_seed(5).get_state()), \
+        "no cutout draws no numbers, so seeded runs without it reproduce"
 
 
 def test_augment_cuts_out_after_shifting_and_flipping() -> None:
