@@ -69,6 +69,11 @@ def blend_pairs(x: torch.Tensor, generator: torch.Generator | None = None
     return ax * x + (1 - ax) * x[other], a, other
 
 
+def augments(max_shift: int, flip: bool, cutout: int = 0) -> bool:
+    """Whether :func:`augment` with these settings changes anything (and draws random numbers)."""
+    return int(max_shift) > 0 or bool(flip) or int(cutout) > 0
+
+
 def augment(x: torch.Tensor, max_shift: int, flip: bool, generator: torch.Generator | None = None,
             cutout: int = 0) -> torch.Tensor:
     """The training augmentation both models share: a shift of up to ``max_shift`` pixels, a flip if asked, a cutout."""

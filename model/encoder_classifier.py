@@ -12,7 +12,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import augment, blend_pairs
+from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
 from model.sae import as_float_array
@@ -86,7 +86,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         loss_fn = nn.CrossEntropyLoss()
         mix = float(self.mixup)
         gen = (torch.Generator().manual_seed(int(rng.integers(2**31)))
-               if self.max_shift or self.flip or self.cutout or mix > 0 else None)
+               if augments(self.max_shift, self.flip, self.cutout) or mix > 0 else None)
         for _ in tqdm(range(steps), desc="train classifier", disable=not self.verbose, leave=False):
             sel = torch.as_tensor(rng.integers(0, len(lab), min(int(self.batch_size), len(lab))), device=dev)
             with autocast:

@@ -15,7 +15,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.augment import augment, blend_pairs
+from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
@@ -206,8 +206,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         opt = torch.optim.Adam(params, lr=float(self.lr))
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
-        augmented = int(self.max_shift) > 0 or bool(self.flip) or int(self.cutout) > 0
-        cons_weight = lam * float(self.consistency) if augmented else 0.0
+        cons_weight = lam * float(self.consistency) if augments(self.max_shift, self.flip, self.cutout) else 0.0
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))

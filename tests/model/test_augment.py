@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model.augment import augment, blend_pairs, random_cutout, random_flip, random_shift
+from model.augment import augment, augments, blend_pairs, random_cutout, random_flip, random_shift
 
 
 def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -89,6 +89,7 @@ def test_cutout_of_nothing_and_of_vectors_changes_nothing() -> None:
     assert random_cutout(x, 0, gen) is x and random_cutout(v, 3, gen) is v
     assert torch.equal(gen.get_state(), torch.Generator().manual_seed(5).get_state()), \
         "no cutout draws no numbers, so seeded runs without it reproduce"
+    assert not augments(0, False, 0) and all(augments(*on) for on in ((1, False, 0), (0, True, 0), (0, False, 3)))
 
 
 def test_augment_cuts_out_after_shifting_and_flipping() -> None:
