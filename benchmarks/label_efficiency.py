@@ -61,6 +61,8 @@ def main() -> None:
                    help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
     p.add_argument("--warm-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-3, help="the SAE's Adam learning rate (the classifier keeps its own)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="the SAE's decoupled weight decay (AdamW)")
+    p.add_argument("--lr-schedule", default="constant", help="the SAE's step within a round: constant or cosine")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -81,7 +83,7 @@ def main() -> None:
                            initial_strategy=a.initial_strategy, self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
                            consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,
-                           lr=a.lr,
+                           lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
                            strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
                            strategy_options=parse_options(a.strategy_option))
     s.validate()

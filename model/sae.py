@@ -21,6 +21,9 @@ from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
 
 EpochCallback = Callable[[int, int, dict], None]
+# How the Adam step changes within one fit: "cosine" anneals it to zero over the fit's steps,
+# so every (warm-started) round ends on small steps rather than wherever the last batch left it.
+LR_SCHEDULES = ("constant", "cosine")
 
 
 def as_float_array(x: np.ndarray) -> np.ndarray:
@@ -80,6 +83,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     fixes a hundred points, and the blends ask the encoder to be linear between them (mixup,
     Zhang et al. 2018, applied to the class positions). It needs only real labels, so it is
     useful from the first label on.
+    ``weight_decay > 0`` shrinks every weight by ``lr * weight_decay`` a step, apart from Adam's
+    scaling (decoupled weight decay, AdamW, Loshchilov & Hutter 2019): a simpler encoder is
+    less free to bend the codes around the few labeled items. ``lr_schedule`` is one of
+    :data:`LR_SCHEDULES`; the optimiser (and its schedule) starts afresh at every ``fit``.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -99,7 +106,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
                  max_shift: int = 0, flip: bool = False, cutout: int = 0, steps_per_epoch: int | None = None,
                  pseudo_weight: float = 0.0, consistency: float = 0.0, mixup: float = 0.0,
-                 warm_start: bool = False,
+                 weight_decay: float = 0.0, lr_schedule: str = "constant", warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -124,6 +131,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.pseudo_weight = pseudo_weight
         self.consistency = consistency
         self.mixup = mixup
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -144,6 +153,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"consistency must be non-negative, got {self.consistency}")
         if float(self.mixup) < 0:
             raise ValueError(f"mixup must be non-negative, got {self.mixup}")
+        if float(self.weight_decay) < 0:
+            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"steps_per_epoch must be None or at least 1, got {self.steps_per_epoch}")
         if (self.encoder is None) != (self.decoder is None):
@@ -203,7 +216,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 raise ValueError(f"pseudo must hold {n} entries, -1 or a class in 0..{k - 1}")
             pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
-        opt = torch.optim.Adam(params, lr=float(self.lr))
+        opt = torch.optim.Adam(params, lr=float(self.lr), weight_decay=float(self.weight_decay),
+                               decoupled_weight_decay=True)
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
         cons_weight = lam * float(self.consistency) if augments(self.max_shift, self.flip, self.cutout) else 0.0
@@ -213,6 +227,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         steps = math.ceil(n / int(self.batch_size))
         if self.steps_per_epoch is not None:
             steps = min(steps, int(self.steps_per_epoch))
+        schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(self.epochs) * steps, 1))
+                    if self.lr_schedule == "cosine" else None)
         if not hasattr(self, "history_") or not warm:
             self.history_ = []
         bar = tqdm(range(int(self.epochs)), desc="train SAE", disable=not self.verbose, leave=False)
@@ -257,6 +273,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if schedule is not None:
+                    schedule.step()
                 sums += torch.stack([rec.detach(), struct.detach()])
             means = (sums / steps).tolist()
             record = {"reconstruction": means[0], "structure": means[1]}

@@ -26,7 +26,7 @@ from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_o
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.networks import NETWORK_KINDS
-from model.sae import StructuringAutoencoder
+from model.sae import LR_SCHEDULES, StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, should_stop
 
@@ -73,6 +73,8 @@ class SimulationSettings:
     semi_supervised_from: int = 0
     mixup: float = 0.0
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -119,6 +121,10 @@ class SimulationSettings:
             raise SimulationError("--semi-supervised-from must not be negative")
         if not self.lr > 0:
             raise SimulationError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0:
+            raise SimulationError("--weight-decay must not be negative")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SimulationError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
@@ -153,7 +159,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
                network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
-               mixup=s.mixup, lr=s.lr)
+               mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,

@@ -138,13 +138,15 @@ class FlatDecoder(nn.Module):
 
 def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_path) -> None:
     model = SAEClassifier(epochs=1, device="cpu", sae_params={"max_shift": 1, "flip": True, "labeled_per_batch": 16,
-                                                              "mixup": 0.5, "cutout": 3})
+                                                              "mixup": 0.5, "cutout": 3, "weight_decay": 0.1,
+                                                              "lr_schedule": "cosine"})
     model.fit(digits.x_train, digits_labels)
     loaded = load_model(save_model(model, tmp_path / "m"), device="cpu")
     assert loaded.sae_.mixup == 0.5 and loaded.sae_params["mixup"] == 0.5
     assert loaded.sae_.max_shift == 1 and loaded.sae_.cutout == 3 and loaded.sae_params["cutout"] == 3
     assert loaded.sae_.flip is True
     assert loaded.sae_.labeled_per_batch == 16
+    assert loaded.sae_params["weight_decay"] == 0.1 and loaded.sae_params["lr_schedule"] == "cosine"
     assert loaded.sae_params["max_shift"] == 1  # a warm-started retrain keeps augmenting
 
 
