@@ -23,6 +23,7 @@ from machine import where
 
 from connectors.datasets import load_dataset
 from model.networks import NETWORK_KINDS
+from model.sae import LR_SCHEDULES
 from service.simulate import SimulationSettings, parse_options, run_one
 
 
@@ -62,7 +63,8 @@ def main() -> None:
     p.add_argument("--warm-steps", type=int, default=None)
     p.add_argument("--lr", type=float, default=1e-3, help="the SAE's Adam learning rate (the classifier keeps its own)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="the SAE's decoupled weight decay (AdamW)")
-    p.add_argument("--lr-schedule", default="constant", help="the SAE's step within a round: constant or cosine")
+    p.add_argument("--lr-schedule", default="constant", choices=LR_SCHEDULES,
+                   help="the SAE's Adam step within a round: constant, or cosine annealing to zero")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")

@@ -83,10 +83,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     fixes a hundred points, and the blends ask the encoder to be linear between them (mixup,
     Zhang et al. 2018, applied to the class positions). It needs only real labels, so it is
     useful from the first label on.
-    ``weight_decay > 0`` shrinks every weight by ``lr * weight_decay`` a step, apart from Adam's
-    scaling (decoupled weight decay, AdamW, Loshchilov & Hutter 2019): a simpler encoder is
-    less free to bend the codes around the few labeled items. ``lr_schedule`` is one of
-    :data:`LR_SCHEDULES`; the optimiser (and its schedule) starts afresh at every ``fit``.
+    ``weight_decay > 0`` multiplies every weight by ``1 - lr_t * weight_decay`` a step (``lr_t``
+    the step's learning rate), outside Adam's scaling (decoupled weight decay, AdamW, Loshchilov
+    & Hutter 2019): a simpler encoder is less free to bend the codes around the few labeled items.
+    ``lr_schedule`` is one of :data:`LR_SCHEDULES`; the optimiser (and its schedule) starts
+    afresh at every ``fit``.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -153,7 +154,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"consistency must be non-negative, got {self.consistency}")
         if float(self.mixup) < 0:
             raise ValueError(f"mixup must be non-negative, got {self.mixup}")
-        if float(self.weight_decay) < 0:
+        if not float(self.weight_decay) >= 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
@@ -216,8 +217,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 raise ValueError(f"pseudo must hold {n} entries, -1 or a class in 0..{k - 1}")
             pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
-        opt = torch.optim.Adam(params, lr=float(self.lr), weight_decay=float(self.weight_decay),
-                               decoupled_weight_decay=True)
+        decay = float(self.weight_decay)
+        opt = (torch.optim.AdamW(params, lr=float(self.lr), weight_decay=decay) if decay > 0
+               else torch.optim.Adam(params, lr=float(self.lr)))
         lam = float(self.lam)
         use_struct = lam > 0 and len(labeled) > 0
         cons_weight = lam * float(self.consistency) if augments(self.max_shift, self.flip, self.cutout) else 0.0

@@ -121,8 +121,8 @@ class SimulationSettings:
             raise SimulationError("--semi-supervised-from must not be negative")
         if not self.lr > 0:
             raise SimulationError(f"--lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise SimulationError("--weight-decay must not be negative")
+        if not self.weight_decay >= 0:
+            raise SimulationError(f"--weight-decay must not be negative, got {self.weight_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise SimulationError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
 

@@ -220,12 +220,13 @@ def test_round_trip_keeps_step_budget_and_class_distances(digits: Dataset, digit
 def test_models_saved_before_the_step_budget_still_load(digits_model: SAEClassifier, tmp_path) -> None:
     path = save_model(digits_model, tmp_path / "old")
     settings = read_settings(path)
-    for key in ("steps_per_epoch", "class_distances"):
+    for key in ("steps_per_epoch", "class_distances", "weight_decay", "lr_schedule"):
         del settings["sae"][key]
     (path / "settings.json").write_text(json.dumps(settings))
     loaded = load_model(path, device="cpu")
     assert loaded.sae_.steps_per_epoch is None
     assert loaded.sae_.class_distances is None
+    assert (loaded.sae_.weight_decay, loaded.sae_.lr_schedule) == (0.0, "constant")
 
 
 def test_test_time_flip_travels_with_the_model(digits: Dataset, digits_labels, tmp_path) -> None:

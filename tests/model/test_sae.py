@@ -213,7 +213,8 @@ def test_other_bad_parameters(small) -> None:
     x, y = small
     for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
                    {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5},
-                   {"cutout": -1}, {"weight_decay": -0.1}, {"lr_schedule": "step"}):
+                   {"cutout": -1}, {"weight_decay": -0.1},
+                   {"weight_decay": float("nan")}, {"lr_schedule": "step"}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 
@@ -477,6 +478,11 @@ def test_cosine_schedule_anneals_every_fit_from_lr_to_near_zero(small) -> None:
     assert len(warm) == 13 and warm[0] == 1e-3 and warm[-1] < 2e-5, "a warm round anneals afresh"
     constant = StructuringAutoencoder(epochs=1, batch_size=32, device="cpu", n_classes=10)
     assert step_rates(lambda: constant.fit(x, y)) == [1e-3] * 13
+    # a step budget shortens the schedule with it, so a capped round still ends on small steps
+    capped = StructuringAutoencoder(epochs=2, batch_size=32, steps_per_epoch=5, lr_schedule="cosine", device="cpu",
+                                    n_classes=10)
+    rates = step_rates(lambda: capped.fit(x, y))
+    assert len(rates) == 10 and rates[-1] < 1e-4
 
 
 def test_weight_decay_shrinks_the_weights(small) -> None:

@@ -259,7 +259,8 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     ("validation_size", 0, "--validation-size"),
     ("self_training", -1.0, "--self-training"), ("consistency", -1.0, "--consistency"),
     ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr"),
-    ("cutout", -1, "--cutout")])
+    ("cutout", -1, "--cutout"), ("weight_decay", -0.1, "--weight-decay"),
+    ("weight_decay", float("nan"), "--weight-decay"), ("lr_schedule", "step", "--lr-schedule")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
