@@ -58,6 +58,10 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="self-training and consistency stay off below this many labels (their schedule)")
     p.add_argument("--strategy-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a query strategy's setting, e.g. until=500 for typicality-margin (repeatable)")
+    p.add_argument("--lr", type=float, default=1e-3, help="the SAE's Adam learning rate (the classifier keeps its own)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="the SAE's decoupled weight decay (AdamW; 0: off)")
+    p.add_argument("--lr-schedule", default="constant",
+                   help="the SAE's Adam step within a round: constant, or cosine (annealed to zero every round)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -77,7 +81,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                initial_strategy=a.initial_strategy, self_training=a.self_training,
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
                                semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
-                               mixup=a.mixup,
+                               mixup=a.mixup, lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
                                strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:

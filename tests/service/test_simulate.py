@@ -325,6 +325,9 @@ def test_initial_larger_than_pool(tmp_path, capsys) -> None:
     (["--rounds", "-1"], "must not be negative"),
     (["--max-shift", "-2"], "--max-shift must not be negative"),
     (["--cutout", "-1"], "--cutout must not be negative"),
+    (["--lr", "0"], "--lr must be positive"),
+    (["--weight-decay", "-0.1"], "--weight-decay must not be negative"),
+    (["--lr-schedule", "step"], "--lr-schedule must be one of constant, cosine"),
 ])
 def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
     rc, err = run_cli(args, tmp_path, capsys)
