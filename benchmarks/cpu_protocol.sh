@@ -113,7 +113,7 @@ ARGS_OF[flip-semi500-lam099-warm5-cons3]="${ARGS_OF[flip-semi500-lam099-warm5]} 
 # fifth over the 2,000 steps of a run (50 epochs of 40) where no gradient holds them
 ARGS_OF[flip-semi500-lam099-warm5-cosine]="${ARGS_OF[flip-semi500-lam099-warm5]} --lr-schedule cosine"
 ARGS_OF[flip-semi500-lam099-warm5-wd01]="${ARGS_OF[flip-semi500-lam099-warm5]} --weight-decay 0.1"
-# 0.1 was level, so five times as much: about 0.37 of a weight left over a run where no gradient holds it
+# 0.1 was a little ahead, so five times as much: about 0.37 of a weight left over a run where no gradient holds it
 ARGS_OF[flip-semi500-lam099-warm5-wd05]="${ARGS_OF[flip-semi500-lam099-warm5]} --weight-decay 0.5"
 # 0.1 was ahead of the control and 0.5 level: 0.1 on this machine's 20k choice, 10 epochs a round
 ARGS_OF[flip-semi500-lam099-warm10-wd01]="${ARGS_OF[flip-semi500-lam099-warm10]} --weight-decay 0.1"
