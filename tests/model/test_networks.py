@@ -54,6 +54,31 @@ def test_conv_bn_normalises_every_conv_stage_of_the_encoder_only() -> None:
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
 
 
+def test_conv_gn_normalises_every_conv_stage_per_item_in_both_modes() -> None:
+    torch.manual_seed(0)
+    channels = (4, 16, 6)
+    enc, dec = build_networks((1, 20, 20), 6, kind="conv-gn", channels=channels)
+    norms = [m for m in enc.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [(m.num_groups, m.num_channels) for m in norms] == [(4, 4), (8, 16), (2, 6)]
+    assert not any(isinstance(m, torch.nn.GroupNorm | torch.nn.BatchNorm2d) for m in dec.modules())
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(m.bias is None for m in convs)  # the norm's shift replaces the conv's bias
+    x = torch.rand(7, 1, 20, 20) * 5 + 3
+    for train in (True, False):
+        enc.train(train)
+        assert torch.allclose(enc(x[:1]), enc(x)[:1], atol=1e-5)  # an item's code ignores its batch
+    first = enc.features[:2](x)  # conv, then GroupNorm: each group of each item has mean 0, sd 1
+    groups = first.reshape(7, 4, -1)
+    assert torch.allclose(groups.mean(-1), torch.zeros(7, 4), atol=1e-4)
+    assert torch.allclose(groups.std(-1, unbiased=False), torch.ones(7, 4), atol=1e-2)
+    assert dec(enc(x)).shape == x.shape
+
+
+def test_conv_encoder_rejects_an_unknown_norm() -> None:
+    with pytest.raises(ValueError, match="unknown norm 'layer'"):
+        ConvEncoder(norm="layer")
+
+
 @pytest.mark.parametrize("shape", [(64,), (7,), (1, 8, 8), (2, 5, 3)])
 def test_mlp_pair_round_trips_shapes(shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
@@ -102,7 +127,7 @@ def test_build_networks_auto_choice(shape: tuple[int, ...], expected: type) -> N
 
 
 @pytest.mark.parametrize("shape", [(64,), (1, 28, 20), (2, 28, 28), (28, 28)])
-@pytest.mark.parametrize("kind", ["conv", "conv-bn"])
+@pytest.mark.parametrize("kind", ["conv", "conv-bn", "conv-gn"])
 def test_conv_rejects_non_images(shape: tuple[int, ...], kind: str) -> None:
     with pytest.raises(ValueError, match="square"):
         build_networks(shape, 5, kind=kind)

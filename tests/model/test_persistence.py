@@ -173,6 +173,20 @@ def test_round_trip_keeps_batch_norm_statistics(tmp_path) -> None:
     np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
 
 
+def test_round_trip_keeps_group_norm_parameters(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)
+    y = np.where(np.arange(120) < 40, np.arange(120) % 3, -1)
+    model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
+                          sae_params={"network": "conv-gn", "channels": (4, 8, 8)}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "gn"), device="cpu")
+    assert read_settings(tmp_path / "gn")["sae"]["network"] == "conv-gn"
+    norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, nn.GroupNorm)]
+    assert [m.num_groups for m in norms] == [4, 8, 8]
+    assert all(not torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)  # trained, then restored
+    np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
+
+
 def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path) -> None:
     torch.manual_seed(0)
     model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",

@@ -223,6 +223,9 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     tuned = _build("sae", SimulationSettings(weight_decay=0.1, lr_schedule="cosine", device="cpu"), 3, 100, 0)
     assert (model.sae_params["weight_decay"], model.sae_params["lr_schedule"]) == (0.0, "constant")
     assert (tuned.sae_params["weight_decay"], tuned.sae_params["lr_schedule"]) == (0.1, "cosine")
+    grouped = SimulationSettings(network="conv-gn", device="cpu")
+    assert _build("sae", grouped, 3, 100, 0).sae_params["network"] == "conv-gn"
+    assert _build("classifier", grouped, 3, 100, 0).network == "conv-gn"
     assert model.sae_params["flip"] is True and model.test_time_flip is False
     classifier = _build("classifier", s, n_classes=3, pool=100, seed=0)
     assert classifier.max_shift == 2 and classifier.flip is True and classifier.test_time_flip is False
