@@ -267,6 +267,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      "sae", "margin"),
     ("flip-semi500-lam099-warm5-wd01", f"sae+margin, {_WARM5}, weight decay 0.1 (AdamW)", "sae", "margin"),
     ("flip-semi500-lam099-warm5-wd05", f"sae+margin, {_WARM5}, weight decay 0.5 (AdamW)", "sae", "margin"),
+    ("flip-semi500-lam099-warm10-wd01", f"sae+margin, {_LAM099}, 10 epochs a round, weight decay 0.1 (AdamW)",
+     "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -322,7 +324,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-cons3": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-cosine": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-wd01": "flip-semi500-lam099-warm5",
-             "flip-semi500-lam099-warm5-wd05": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-wd05": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm10-wd01": "flip-semi500-lam099-warm10"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -350,6 +353,7 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-warm5-cosine": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-wd01": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-wd05": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm10-wd01": "baselines-wide-flip-again",
                      # the classifier has not trained with these augmentations: if one is ever kept, run
                      # its baselines with the same flag and name them here
                      "flip-semi500-lam099-warm5-shift3": "baselines-wide-flip-again",
@@ -462,6 +466,13 @@ def reproduced(rerun: Row, first: Row, key: str = "test_error") -> tuple[int, in
     return sum(before.get(k) == v for k, v in after), len(after)
 
 
+def _adds_to_chosen(name: str) -> bool:
+    """Whether a lever is the 2k choice or adds to it, directly or through another lever."""
+    while name != CHOSEN_2K and name in BUILDS_ON:
+        name = BUILDS_ON[name]
+    return name == CHOSEN_2K
+
+
 def _val20k_block(results: str, first: str) -> str:
     """One machine's reruns: each lever is read against the 2k choice rerun on the same machine.
 
@@ -470,7 +481,7 @@ def _val20k_block(results: str, first: str) -> str:
     beside (never instead of) the reading on the runs that chose it.
     """
     here = in_folder(results)
-    spec = [x for x in LEVERS if x[0] == CHOSEN_2K or BUILDS_ON.get(x[0]) == CHOSEN_2K]
+    spec = [x for x in LEVERS if _adds_to_chosen(x[0])]
     rows = complete(_protocol_rows(spec, here), [])
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
         return ""
@@ -489,6 +500,13 @@ def _val20k_block(results: str, first: str) -> str:
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" if d is not None else "")
         lines.append(f"| {r.label} | {equal} | {cells[0]} | {cells[1]} | "
                      f"{_pct(r.values(last, 'test_error').values())} |")
+    by_name = {LEVER_NAME[r.label]: r for r in rows}
+    for r in rows:
+        parent = by_name.get(BUILDS_ON.get(LEVER_NAME[r.label], ""))
+        if parent is not None and parent is not rows[0]:
+            d = _paired_val(r, parent)
+            lines.append(f"\n{r.label}, against the setting it adds to ({parent.label}), paired on 20k validation: "
+                         f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points.")
     best = chosen_lever(rows)
     done = len(rows) == len(spec)
     who = "Chosen on the 20k set" if done else f"Lowest on the 20k set so far ({len(rows)} of {len(spec)} rerun)"

@@ -208,6 +208,14 @@ def test_extra_seeds_join_the_chosen_setting_and_its_baselines_together(tmp_path
     assert tables.more_seeds(best, cm, cr, None) is None
 
 
+def _adding_to(root: str) -> set[str]:
+    """``root`` and every lever that adds to it, directly or through another lever."""
+    names = {root}
+    while grown := {lever for lever, parent in tables.BUILDS_ON.items() if parent in names} - names:
+        names |= grown
+    return names
+
+
 def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     budgets = tables.FM_BUDGETS
@@ -233,7 +241,7 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
     assert rows[label[chosen]].startswith(f"| {label[chosen]} | 0 of 18 |"), "its test readings all differ"
     assert rows[label[lever]].endswith("| 18 of 18 | +1.0 ± 0.0 | -2.0 ± 0.0 | 14.0 ± 1.0 % |")
     assert rows[label[chosen]].endswith("|  |  | 15.0 ± 1.0 % |"), "the control is not set against itself"
-    assert f"so far (2 of {sum(1 for v in tables.BUILDS_ON.values() if v == chosen) + 1} rerun)" in text
+    assert f"so far (2 of {len(_adding_to(chosen))} rerun)" in text
     assert text.endswith(f"**{label[lever]}**.")
     only_20k = "flip-semi500-lam099-warm5-lr2e3"
     write("big", only_20k, 0.125, 0.13)
@@ -250,6 +258,15 @@ def test_a_rerun_on_a_larger_validation_set_is_checked_against_the_first_run(tmp
                                                 {"labeled": 200, "test_error": 0.1}]},), ())
     b = tables.Row("b", ({"seed": 0, "curve": [{"labeled": 100, "test_error": 0.2}]},), ())
     assert tables.reproduced(a, b) == (1, 2)
+    parent, grandchild = next((p, g) for g, p in tables.BUILDS_ON.items() if tables.BUILDS_ON.get(p) == chosen)
+    write("third", chosen, 0.12, 0.14)
+    write("third", parent, 0.10, 0.14)
+    write("third", grandchild, 0.105, 0.14)
+    text = tables.section_protocol_val20k(["third"], "small")
+    assert f"| {label[grandchild]} | not run on the 2k set |  | -1.5 ± 0.0 |" in text, "read against the control"
+    assert (f"{label[grandchild]}, against the setting it adds to ({label[parent]}), paired on 20k validation: "
+            "+0.5 ± 0.0 points.") in text
+    assert text.count("against the setting it adds to") == 1, "levers on the control itself are read in the table"
 
 
 def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeypatch) -> None:
@@ -278,7 +295,7 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
     assert "(target ≥ 2 at every budget: met)." in text
     assert "The 20k set's chosen" not in text, "levers still to rerun: only the standing choice is read"
-    levers = {name: strategy for name, _, _, strategy in tables.LEVERS if tables.BUILDS_ON.get(name) == chosen}
+    levers = {name: strategy for name, _, _, strategy in tables.LEVERS if name in _adding_to(chosen) - {chosen}}
     for name, strategy in levers.items():
         write("big", name, [("sae", strategy, 0.23)], val=0.11)
     assert "The 20k set's chosen" not in tables.section_protocol_val20k(["big"], "small"), \
