@@ -160,30 +160,19 @@ def test_a_model_saved_before_its_semi_supervised_start_keeps_the_setting(digits
     assert (loaded.self_training, loaded.semi_supervised_from) == (0.3, 10**6)
 
 
-def test_round_trip_keeps_batch_norm_statistics(tmp_path) -> None:
+@pytest.mark.parametrize(("network", "norm", "trained"), [
+    ("conv-bn", nn.BatchNorm2d, lambda m: int(m.num_batches_tracked) > 0),  # running statistics updated
+    ("conv-gn", nn.GroupNorm, lambda m: not torch.equal(m.weight, torch.ones_like(m.weight)))])  # scales learnt
+def test_round_trip_keeps_the_encoder_s_normalisation(tmp_path, network: str, norm: type, trained) -> None:
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)
     y = np.where(np.arange(120) < 40, np.arange(120) % 3, -1)
     model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
-                          sae_params={"network": "conv-bn", "channels": (4, 4, 4)}).fit(x, y)
-    loaded = load_model(save_model(model, tmp_path / "bn"), device="cpu")
-    assert read_settings(tmp_path / "bn")["sae"]["network"] == "conv-bn"
-    norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(norms) == 3 and all(int(m.num_batches_tracked) > 0 for m in norms)
-    np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
-
-
-def test_round_trip_keeps_group_norm_parameters(tmp_path) -> None:
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)
-    y = np.where(np.arange(120) < 40, np.arange(120) % 3, -1)
-    model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
-                          sae_params={"network": "conv-gn", "channels": (4, 8, 8)}).fit(x, y)
-    loaded = load_model(save_model(model, tmp_path / "gn"), device="cpu")
-    assert read_settings(tmp_path / "gn")["sae"]["network"] == "conv-gn"
-    norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, nn.GroupNorm)]
-    assert [m.num_groups for m in norms] == [4, 8, 8]
-    assert all(not torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)  # trained, then restored
+                          sae_params={"network": network, "channels": (4, 8, 8)}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "m"), device="cpu")
+    assert read_settings(tmp_path / "m")["sae"]["network"] == network
+    norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, norm)]
+    assert len(norms) == 3 and all(trained(m) for m in norms)
     np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
 
 
