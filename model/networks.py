@@ -30,10 +30,10 @@ class ConvEncoder(nn.Module):
 
     ``norm`` puts a normalisation after each conv: ``"batch"`` (BatchNorm) or ``"group"``
     (GroupNorm, up to 8 groups a layer; Wu & He 2018). Both are opt-in levers of the
-    label-efficiency protocol. BatchNorm measured worse there (Fashion-MNIST-10); a likely cause:
+    label-efficiency protocol (Fashion-MNIST-10). BatchNorm measured worse there, likely because
     the SAE computes its class targets in eval mode, from running statistics, while the loss sees
-    batch statistics. GroupNorm normalises each item on its own, the same in both modes, so it
-    tests that cause.
+    batch statistics. GroupNorm normalises each item on its own, the same in both modes, and
+    measured level with the plain encoder, so neither is the default.
     """
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,
