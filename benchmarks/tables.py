@@ -506,9 +506,9 @@ def _val20k_block(results: str, first: str) -> str:
                      f"{_pct(r.values(last, 'test_error').values())} |")
     by_name = {LEVER_NAME[r.label]: r for r in rows}
     for r in rows:
-        parent = by_name.get(BUILDS_ON.get(LEVER_NAME[r.label], ""))
-        if parent is not None and parent is not rows[0]:
-            d = _paired_val(r, parent)
+        added = _against_parent(r, by_name)
+        if added is not None and added[0] is not rows[0]:
+            parent, d = added
             lines.append(f"\n{r.label}, against the setting it adds to ({parent.label}), paired on 20k validation: "
                          f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points.")
     best = chosen_lever(rows)
@@ -702,6 +702,13 @@ def _paired_val(r: Row, ref: Row) -> np.ndarray | None:
     return np.asarray(diffs) if len(diffs) >= MIN_SEEDS else None
 
 
+def _against_parent(r: Row, by_name: dict[str, Row]) -> tuple[Row, np.ndarray] | None:
+    """The lever ``r`` adds to (``BUILDS_ON``) in ``by_name``, and ``r`` minus it, paired (None when missing)."""
+    parent = by_name.get(BUILDS_ON.get(LEVER_NAME.get(r.label, ""), ""))
+    d = _paired_val(r, parent) if parent is not None else None
+    return None if d is None else (parent, d)
+
+
 def _lever_effects(levers: list[Row]) -> str:
     """Each lever against the reference on validation: per-seed mean over 200-1,000 labels, paired.
 
@@ -718,9 +725,9 @@ def _lever_effects(levers: list[Row]) -> str:
         if d is None:
             continue
         helps = d.mean() + d.std(ddof=1) < 0
-        base = by_name.get(BUILDS_ON.get(LEVER_NAME.get(r.label, ""), ""))
-        b = _paired_val(r, base) if base is not None else None
-        added = f"{b.mean():+.1f} ± {b.std(ddof=1):.1f} against {base.label}" if b is not None else ""
+        against = _against_parent(r, by_name)
+        added = "" if against is None else \
+            f"{against[1].mean():+.1f} ± {against[1].std(ddof=1):.1f} against {against[0].label}"
         lines.append(f"| {r.label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | "
                      f"{'yes (mean + 1 sd below 0)' if helps else 'no'} | {added} |")
         kept += 1

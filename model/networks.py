@@ -15,14 +15,11 @@ from torch import nn
 NETWORK_KINDS = ("auto", "conv", "conv-bn", "conv-gn", "mlp")
 CONV_NORMS = {"conv": "none", "conv-bn": "batch", "conv-gn": "group"}
 GROUPS = 8
-
-
-def _norm(norm: str, channels: int) -> list[nn.Module]:
-    if norm == "batch":
-        return [nn.BatchNorm2d(channels)]
-    if norm == "group":
-        return [nn.GroupNorm(math.gcd(GROUPS, channels), channels)]
-    return []
+NORM_LAYERS = {  # what follows each conv of the encoder, given its channels
+    "none": lambda channels: [],
+    "batch": lambda channels: [nn.BatchNorm2d(channels)],
+    "group": lambda channels: [nn.GroupNorm(math.gcd(GROUPS, channels), channels)],
+}
 
 
 class ConvEncoder(nn.Module):
@@ -39,12 +36,12 @@ class ConvEncoder(nn.Module):
     def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,
                  channels: Sequence[int] = (32, 64, 128), norm: str = "none") -> None:
         super().__init__()
-        if norm not in CONV_NORMS.values():
-            raise ValueError(f"unknown norm {norm!r}: use none, batch or group")
+        if norm not in NORM_LAYERS:
+            raise ValueError(f"unknown norm {norm!r}: use {', '.join(NORM_LAYERS)}")
         layers: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for c_out in channels:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), *_norm(norm, c_out),
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), *NORM_LAYERS[norm](c_out),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
             c_in, size = c_out, -(-size // 2)
         self.features = nn.Sequential(*layers)
