@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from model.augment import augment, augments, blend_pairs
@@ -88,6 +89,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     & Hutter 2019): a simpler encoder is less free to bend the codes around the few labeled items.
     ``lr_schedule`` is one of :data:`LR_SCHEDULES`; the optimiser (and its schedule) starts
     afresh at every ``fit``.
+    ``ema_decay > 0`` keeps an exponential moving average of the weights over a fit's steps,
+    ``avg = decay * avg + (1 - decay) * w``, and the fitted model keeps the average (Polyak
+    averaging; the teacher of Tarvainen & Valpola's mean teacher). The last Adam step of a round
+    lands wherever its batch pushed it; the average is the round's weights with that noise smoothed
+    out, so the codes the SVM and the ranking see move less between rounds.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -107,7 +113,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  decoder: nn.Module | None = None, device: str = "auto", amp: bool = True,
                  max_shift: int = 0, flip: bool = False, cutout: int = 0, steps_per_epoch: int | None = None,
                  pseudo_weight: float = 0.0, consistency: float = 0.0, mixup: float = 0.0,
-                 weight_decay: float = 0.0, lr_schedule: str = "constant", warm_start: bool = False,
+                 weight_decay: float = 0.0, lr_schedule: str = "constant", ema_decay: float = 0.0,
+                 warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -134,6 +141,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.mixup = mixup
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
+        self.ema_decay = ema_decay
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -156,6 +164,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"mixup must be non-negative, got {self.mixup}")
         if not float(self.weight_decay) >= 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        if not 0.0 <= float(self.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
@@ -216,7 +226,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             if len(pseudo) != n or pseudo.max(initial=-1) >= k:
                 raise ValueError(f"pseudo must hold {n} entries, -1 or a class in 0..{k - 1}")
             pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
-        params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
+        pair = nn.ModuleList([self.encoder_, self.decoder_])
+        params = list(pair.parameters())
         decay = float(self.weight_decay)
         opt = (torch.optim.AdamW(params, lr=float(self.lr), weight_decay=decay) if decay > 0
                else torch.optim.Adam(params, lr=float(self.lr)))
@@ -231,6 +242,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             steps = min(steps, int(self.steps_per_epoch))
         schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(self.epochs) * steps, 1))
                     if self.lr_schedule == "cosine" else None)
+        averaged = (AveragedModel(pair, multi_avg_fn=get_ema_multi_avg_fn(float(self.ema_decay)), use_buffers=True)
+                    if float(self.ema_decay) > 0 else None)
         if not hasattr(self, "history_") or not warm:
             self.history_ = []
         bar = tqdm(range(int(self.epochs)), desc="train SAE", disable=not self.verbose, leave=False)
@@ -277,6 +290,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 opt.step()
                 if schedule is not None:
                     schedule.step()
+                if averaged is not None:
+                    averaged.update_parameters(pair)
                 sums += torch.stack([rec.detach(), struct.detach()])
             means = (sums / steps).tolist()
             record = {"reconstruction": means[0], "structure": means[1]}
@@ -285,6 +300,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             bar.set_postfix(rec=f"{record['reconstruction']:.4f}", struct=f"{record['structure']:.4f}")
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, int(self.epochs), record)
+        if averaged is not None:
+            pair.load_state_dict(averaged.module.state_dict())
         self.encoder_.eval()
         self.decoder_.eval()
         if use_struct:

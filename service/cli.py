@@ -63,6 +63,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="the SAE's decoupled weight decay (AdamW; 0: off)")
     p.add_argument("--lr-schedule", default="constant",
                    help="the SAE's Adam step within a round: constant, or cosine (annealed to zero every round)")
+    p.add_argument("--ema-decay", type=float, default=0.0,
+                   help="keep a moving average of the SAE's weights over a round, with this decay (0: off)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -83,7 +85,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
                                semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
                                mixup=a.mixup, lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
-                               strategy_options=parse_options(a.strategy_option))
+                               ema_decay=a.ema_decay, strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:
         print(f"sae-backend simulate: error: {e}", file=sys.stderr)

@@ -214,7 +214,8 @@ def test_other_bad_parameters(small) -> None:
     for params in ({"latent_dim": 0}, {"epochs": -1}, {"batch_size": 0}, {"labeled_per_batch": -1},
                    {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5},
                    {"cutout": -1}, {"weight_decay": -0.1},
-                   {"weight_decay": float("nan")}, {"lr_schedule": "step"}):
+                   {"weight_decay": float("nan")}, {"lr_schedule": "step"}, {"ema_decay": 1.0},
+                   {"ema_decay": -0.1}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 
@@ -483,6 +484,33 @@ def test_cosine_schedule_anneals_every_fit_from_lr_to_near_zero(small) -> None:
                                     n_classes=10)
     rates = step_rates(lambda: capped.fit(x, y))
     assert len(rates) == 10 and rates[-1] < 1e-4
+
+
+def test_ema_decay_ends_every_fit_on_the_moving_average_of_its_steps(small) -> None:
+    x, y = small  # 400 items: 4 batches of 100 an epoch
+    snapshots: list[list[torch.Tensor]] = []
+    handle = register_optimizer_step_post_hook(
+        lambda opt, *args: snapshots.append([p.detach().clone() for p in opt.param_groups[0]["params"]]))
+
+    def fit_and_check(sae: StructuringAutoencoder) -> None:
+        snapshots.clear()
+        sae.fit(x, y)
+        assert len(snapshots) == 4
+        average = snapshots[0]
+        for weights in snapshots[1:]:
+            average = [0.6 * a + 0.4 * w for a, w in zip(average, weights, strict=True)]
+        fitted = [*sae.encoder_.parameters(), *sae.decoder_.parameters()]
+        for a, f in zip(average, fitted, strict=True):
+            torch.testing.assert_close(f.detach(), a)
+        assert not torch.equal(fitted[0], snapshots[-1][0]), "the average, not the last step"
+
+    try:
+        sae = StructuringAutoencoder(epochs=1, batch_size=100, ema_decay=0.6, device="cpu", n_classes=10)
+        fit_and_check(sae)
+        sae.set_params(warm_start=True)
+        fit_and_check(sae)  # a warm round averages afresh, from the last round's average
+    finally:
+        handle.remove()
 
 
 def test_weight_decay_shrinks_the_weights(small) -> None:
