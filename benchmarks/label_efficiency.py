@@ -67,6 +67,8 @@ def main() -> None:
                    help="the SAE's Adam step within a round: constant, or cosine annealing to zero")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep a moving average of the SAE's weights over a round, with this decay (0: off)")
+    p.add_argument("--mean-teacher", action="store_true",
+                   help="the consistency term's second view is encoded by the averaged weights (needs --ema-decay)")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -88,6 +90,7 @@ def main() -> None:
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
                            consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,
                            lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule, ema_decay=a.ema_decay,
+                           mean_teacher=a.mean_teacher,
                            strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
                            strategy_options=parse_options(a.strategy_option))
     s.validate()

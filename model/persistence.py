@@ -28,7 +28,8 @@ FORMAT_VERSION = 1
 # Autoencoder settings the SAEClassifier does not set itself: they travel in its ``sae_params``.
 _SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift",
                   "flip", "cutout", "steps_per_epoch", "consistency", "mixup", "weight_decay",
-                  "lr_schedule", "ema_decay", "class_distances")
+                  "lr_schedule", "ema_decay", "mean_teacher",
+                  "class_distances")
 _SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *_SAE_ONLY_KEYS)
 
 

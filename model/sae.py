@@ -94,6 +94,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     averaging; the teacher of Tarvainen & Valpola's mean teacher). The last Adam step of a round
     lands wherever its batch pushed it; the average is the round's weights with that noise smoothed
     out, so the codes the SVM and the ranking see move less between rounds.
+    ``mean_teacher`` (with ``ema_decay > 0``) encodes the consistency term's second view with the
+    averaged weights, without gradient, instead of the model itself: the mean teacher proper. The
+    target code then moves slowly and carries no noise of the current step, which is where
+    Tarvainen & Valpola (2017) found it ahead of the Pi-model.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
@@ -114,7 +118,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  max_shift: int = 0, flip: bool = False, cutout: int = 0, steps_per_epoch: int | None = None,
                  pseudo_weight: float = 0.0, consistency: float = 0.0, mixup: float = 0.0,
                  weight_decay: float = 0.0, lr_schedule: str = "constant", ema_decay: float = 0.0,
-                 warm_start: bool = False,
+                 mean_teacher: bool = False, warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -142,6 +146,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.weight_decay = weight_decay
         self.lr_schedule = lr_schedule
         self.ema_decay = ema_decay
+        self.mean_teacher = mean_teacher
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -166,6 +171,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.mean_teacher and not float(self.ema_decay) > 0:
+            raise ValueError("mean_teacher needs the averaged weights: set ema_decay > 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
@@ -244,6 +251,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                     if self.lr_schedule == "cosine" else None)
         averaged = (AveragedModel(pair, multi_avg_fn=get_ema_multi_avg_fn(float(self.ema_decay)), use_buffers=True)
                     if float(self.ema_decay) > 0 else None)
+        teacher = averaged.module[0] if averaged is not None and self.mean_teacher else None
         if not hasattr(self, "history_") or not warm:
             self.history_ = []
         bar = tqdm(range(int(self.epochs)), desc="train SAE", disable=not self.verbose, leave=False)
@@ -283,7 +291,12 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                         if float(self.mixup) > 0:
                             loss = loss + lam * float(self.mixup) * self._mixed_structure(xb, yb, targets, gen)
                     if cons_weight > 0 and clean.dim() == 4:
-                        z2 = self.encoder_(augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout)))
+                        view = augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout))
+                        if teacher is None:
+                            z2 = self.encoder_(view)
+                        else:
+                            with torch.no_grad():
+                                z2 = teacher(view)
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -65,6 +65,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="the SAE's Adam step within a round: constant, or cosine (annealed to zero every round)")
     p.add_argument("--ema-decay", type=float, default=0.0,
                    help="keep a moving average of the SAE's weights over a round, with this decay (0: off)")
+    p.add_argument("--mean-teacher", action="store_true",
+                   help="the consistency term's second view is encoded by the averaged weights (needs --ema-decay)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
 
@@ -85,7 +87,8 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                self_training_threshold=a.self_training_threshold, consistency=a.consistency,
                                semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
                                mixup=a.mixup, lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
-                               ema_decay=a.ema_decay, strategy_options=parse_options(a.strategy_option))
+                               ema_decay=a.ema_decay, mean_teacher=a.mean_teacher,
+                               strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:
         print(f"sae-backend simulate: error: {e}", file=sys.stderr)

@@ -76,6 +76,7 @@ class SimulationSettings:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     ema_decay: float = 0.0
+    mean_teacher: bool = False
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -128,6 +129,8 @@ class SimulationSettings:
             raise SimulationError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not 0 <= self.ema_decay < 1:
             raise SimulationError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.mean_teacher and not self.ema_decay > 0:
+            raise SimulationError("--mean-teacher needs --ema-decay above 0 (the teacher is the weights' average)")
 
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
@@ -163,7 +166,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
                network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
                mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
-               ema_decay=s.ema_decay)
+               ema_decay=s.ema_decay, mean_teacher=s.mean_teacher)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,

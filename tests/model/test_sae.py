@@ -15,6 +15,7 @@ import model.sae
 from connectors.datasets import Dataset
 from model.augment import random_shift
 from model.device import resolve_device
+from model.networks import build_networks
 from model.sae import StructuringAutoencoder, as_float_array
 from model.sae_classifier import SAEClassifier
 
@@ -80,6 +81,28 @@ def test_consistency_makes_codes_agree_under_shifts(small, digits: Dataset) -> N
     ratios = [disagreement(StructuringAutoencoder(epochs=8, device="cpu", n_classes=10, max_shift=1,
                                                   consistency=w, random_state=0).fit(x, y)) for w in (0.0, 5.0)]
     assert ratios[1] < 0.8 * ratios[0], ratios
+
+
+def test_mean_teacher_encodes_the_second_view_with_the_average_and_no_gradient(small) -> None:
+    x, y = small  # 400 items: 4 batches of 100 an epoch
+
+    def training_forwards(mean_teacher: bool) -> tuple[int, int]:
+        """Encoder calls in training mode (with gradient, without) over one epoch."""
+        calls = [0, 0]
+        encoder = build_networks((1, 8, 8), 10, "mlp")[0]
+
+        def count(module: nn.Module, *args) -> None:
+            if module.training:
+                calls[0 if torch.is_grad_enabled() else 1] += 1
+
+        encoder.register_forward_hook(count)  # copied with the encoder: the teacher counts too
+        StructuringAutoencoder(encoder=encoder, decoder=build_networks((1, 8, 8), 10, "mlp")[1], epochs=1,
+                               batch_size=100, max_shift=1, consistency=1.0, ema_decay=0.9,
+                               mean_teacher=mean_teacher, device="cpu", n_classes=10).fit(x, y)
+        return tuple(calls)
+
+    assert training_forwards(mean_teacher=False) == (8, 0), "Pi-model: both views through the student"
+    assert training_forwards(mean_teacher=True) == (4, 4), "one view through the student, one through the teacher"
 
 
 def test_consistency_without_shifts_changes_nothing(small, digits: Dataset) -> None:
@@ -215,7 +238,7 @@ def test_other_bad_parameters(small) -> None:
                    {"max_shift": -1}, {"steps_per_epoch": 0}, {"consistency": -0.5},
                    {"cutout": -1}, {"weight_decay": -0.1},
                    {"weight_decay": float("nan")}, {"lr_schedule": "step"}, {"ema_decay": 1.0},
-                   {"ema_decay": -0.1}):
+                   {"ema_decay": -0.1}, {"mean_teacher": True}):
         with pytest.raises(ValueError):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
 

@@ -220,11 +220,11 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     assert model.semi_supervised_from == 300
     faster = _build("sae", SimulationSettings(lr=2e-3, device="cpu"), 3, 100, 0)
     assert model.sae_params["lr"] == 1e-3 and faster.sae_params["lr"] == 2e-3
-    tuned = _build("sae", SimulationSettings(weight_decay=0.1, lr_schedule="cosine", ema_decay=0.99, device="cpu"),
-                   3, 100, 0)
-    optimiser = ("weight_decay", "lr_schedule", "ema_decay")
-    assert tuple(model.sae_params[k] for k in optimiser) == (0.0, "constant", 0.0)
-    assert tuple(tuned.sae_params[k] for k in optimiser) == (0.1, "cosine", 0.99)
+    tuned = _build("sae", SimulationSettings(weight_decay=0.1, lr_schedule="cosine", ema_decay=0.99,
+                                             mean_teacher=True, device="cpu"), 3, 100, 0)
+    optimiser = ("weight_decay", "lr_schedule", "ema_decay", "mean_teacher")
+    assert tuple(model.sae_params[k] for k in optimiser) == (0.0, "constant", 0.0, False)
+    assert tuple(tuned.sae_params[k] for k in optimiser) == (0.1, "cosine", 0.99, True)
     grouped = SimulationSettings(network="conv-gn", device="cpu")
     assert _build("sae", grouped, 3, 100, 0).sae_params["network"] == "conv-gn"
     assert _build("classifier", grouped, 3, 100, 0).network == "conv-gn"
@@ -266,7 +266,7 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr"),
     ("cutout", -1, "--cutout"), ("weight_decay", -0.1, "--weight-decay"),
     ("weight_decay", float("nan"), "--weight-decay"), ("lr_schedule", "step", "--lr-schedule"),
-    ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay")])
+    ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
@@ -335,6 +335,7 @@ def test_initial_larger_than_pool(tmp_path, capsys) -> None:
     (["--weight-decay", "-0.1"], "--weight-decay must not be negative"),
     (["--lr-schedule", "step"], "--lr-schedule must be one of constant, cosine"),
     (["--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
+    (["--mean-teacher"], "--mean-teacher needs --ema-decay above 0"),
 ])
 def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
     rc, err = run_cli(args, tmp_path, capsys)
