@@ -18,6 +18,7 @@ from model.device import resolve_device
 from model.networks import build_networks
 from model.sae import StructuringAutoencoder, as_float_array
 from model.sae_classifier import SAEClassifier
+from model.targets import procrustes_targets
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -86,23 +87,22 @@ def test_consistency_makes_codes_agree_under_shifts(small, digits: Dataset) -> N
 def test_mean_teacher_encodes_the_second_view_with_the_average_and_no_gradient(small) -> None:
     x, y = small  # 400 items: 4 batches of 100 an epoch
 
-    def training_forwards(mean_teacher: bool) -> tuple[int, int]:
-        """Encoder calls in training mode (with gradient, without) over one epoch."""
-        calls = [0, 0]
+    def training_forwards(mean_teacher: bool) -> tuple[int, int, int]:
+        """Encoder calls in training mode over one epoch: the student's with and without gradient, others'."""
+        calls: list[tuple[nn.Module, bool]] = []
         encoder = build_networks((1, 8, 8), 10, "mlp")[0]
+        encoder.register_forward_hook(  # copied with the encoder: the teacher's calls come too
+            lambda module, *args: calls.append((module, torch.is_grad_enabled())) if module.training else None)
+        sae = StructuringAutoencoder(encoder=encoder, decoder=build_networks((1, 8, 8), 10, "mlp")[1], epochs=1,
+                                     batch_size=100, max_shift=1, consistency=1.0, ema_decay=0.9,
+                                     mean_teacher=mean_teacher, device="cpu", n_classes=10).fit(x, y)
+        student = [grad for module, grad in calls if module is sae.encoder_]
+        others = [grad for module, grad in calls if module is not sae.encoder_]
+        assert not any(others), "the teacher has no gradient"
+        return student.count(True), student.count(False), len(others)
 
-        def count(module: nn.Module, *args) -> None:
-            if module.training:
-                calls[0 if torch.is_grad_enabled() else 1] += 1
-
-        encoder.register_forward_hook(count)  # copied with the encoder: the teacher counts too
-        StructuringAutoencoder(encoder=encoder, decoder=build_networks((1, 8, 8), 10, "mlp")[1], epochs=1,
-                               batch_size=100, max_shift=1, consistency=1.0, ema_decay=0.9,
-                               mean_teacher=mean_teacher, device="cpu", n_classes=10).fit(x, y)
-        return tuple(calls)
-
-    assert training_forwards(mean_teacher=False) == (8, 0), "Pi-model: both views through the student"
-    assert training_forwards(mean_teacher=True) == (4, 4), "one view through the student, one through the teacher"
+    assert training_forwards(mean_teacher=False) == (8, 0, 0), "Pi-model: both views through the student"
+    assert training_forwards(mean_teacher=True) == (4, 0, 4), "one view through the student, one through the teacher"
 
 
 def test_consistency_without_shifts_changes_nothing(small, digits: Dataset) -> None:
@@ -526,6 +526,13 @@ def test_ema_decay_ends_every_fit_on_the_moving_average_of_its_steps(small) -> N
         for a, f in zip(average, fitted, strict=True):
             torch.testing.assert_close(f.detach(), a)
         assert not torch.equal(fitted[0], snapshots[-1][0]), "the average, not the last step"
+        codes, labeled = sae.transform(x).astype(np.float64), y >= 0
+        counts = np.bincount(y[labeled], minlength=10).astype(np.float64)
+        means = np.zeros((10, codes.shape[1]))
+        np.add.at(means, y[labeled], codes[labeled])
+        means /= np.maximum(counts, 1.0)[:, None]
+        np.testing.assert_allclose(sae.targets_, procrustes_targets(sae.positions_, means, counts), atol=1e-5,
+                                   err_msg="the served targets come from the averaged encoder")
 
     try:
         sae = StructuringAutoencoder(epochs=1, batch_size=100, ema_decay=0.6, device="cpu", n_classes=10)
