@@ -122,13 +122,13 @@ ARGS_OF[flip-semi500-lam099-warm10-wd01]="${ARGS_OF[flip-semi500-lam099-warm10]}
 # Another encoder: a GroupNorm after each conv (8 groups). BatchNorm lost on the wide setting
 # (wide-bn), likely because the class targets come from running statistics; GroupNorm has none
 ARGS_OF[flip-semi500-lam099-warm5-gn]="${ARGS_OF[flip-semi500-lam099-warm5]} --network conv-gn"
-# A moving average of the weights (decay 0.99: about 100 of a round's 200 steps) ends each round
+# A moving average of the weights (decay 0.99: a time constant of 100 of a round's 200 steps) ends each round
 # on smoothed weights rather than the last Adam step, so the codes the SVM and ranking see are steadier
 ARGS_OF[flip-semi500-lam099-warm5-ema99]="${ARGS_OF[flip-semi500-lam099-warm5]} --ema-decay 0.99"
 # The mean teacher proper: the consistency term's second view is encoded by those averaged weights,
 # without gradient, not by the model itself (the Pi-model); it acts from 500 labels, where consistency does
 ARGS_OF[flip-semi500-lam099-warm5-ema99-mt]="${ARGS_OF[flip-semi500-lam099-warm5-ema99]} --mean-teacher"
-# A shorter average (decay 0.98, about 50 steps): 0.99 started behind, its first training's average
+# A shorter average (decay 0.98, a time constant of 50 steps): 0.99 started behind, its first training's average
 # still holding early weights, and was ahead from 300 labels on
 ARGS_OF[flip-semi500-lam099-warm5-ema98]="${ARGS_OF[flip-semi500-lam099-warm5]} --ema-decay 0.98"
 ORDER="shift2 baselines-shift2 cluster selftrain typical noshift baselines-noshift lam099 classifier-cluster epochs latent32 consistency combined consistency03 baselines-epochs typclust typclust200 typclust500 wide baselines-wide typical-selftrain wide-bn baselines-wide-bn wide-flip baselines-wide-flip flip-selftrain500 flip-consistency500 flip-semi500 flip-semi300 flip-semi500-st1 flip-semi500-again flip-semi500-tta baselines-wide-flip-tta baselines-wide-flip-again flip-semi500-latent16 flip-semi500-lam099 flip-semi500-lam0999 flip-semi500-lam099-latent16 flip-semi500-lam099-mixup baselines-wide-flip-mixup flip-semi500-lam099-warm5 flip-semi500-lam099-warm10 flip-semi500-lam099-warm5-first10 baselines-wide-flip-first10 flip-semi500-lam099-warm5-cluster flip-semi500-lam099-warm5-lpb32 flip-semi500-lam099-warm5-st08 flip-semi500-lam099-warm5-lpb128 flip-semi500-lam099-warm5-heads flip-semi500-lam099-warm5-lr2e3 flip-semi500-lam099-warm5-lr5e4 flip-semi500-lam099-warm5-shift3 flip-semi500-lam099-warm5-cutout8 flip-semi500-lam099-warm5-cons3 flip-semi500-lam099-warm5-cosine flip-semi500-lam099-warm5-wd01 flip-semi500-lam099-warm5-wd05 flip-semi500-lam099-warm10-wd01 flip-semi500-lam099-warm5-gn flip-semi500-lam099-warm5-ema99 flip-semi500-lam099-warm5-ema99-mt flip-semi500-lam099-warm5-ema98"
