@@ -476,6 +476,7 @@ def section_gpu_protocol() -> str:
 
 VAL20K = "protocol-fm10-10k-val20k"  # the same training as PROTOCOL's, read on 20k validation items, not 2k
 VAL20K_ROOTS = (VAL20K, VAL20K + "-again")  # the second: another machine, with its own rerun of the 2k choice
+MORE_SEEDS_20K = {root: root + "-seeds3-4" for root in VAL20K_ROOTS}  # seeds 3-4 of a machine's readings
 CHOSEN_2K = "flip-semi500-lam099-warm5"  # the setting chosen on the 2k set, whose levers are re-read on 20k
 
 
@@ -553,7 +554,40 @@ def _val20k_block(results: str, first: str) -> str:
         else:
             intro = "The 20k set's chosen setting against classifier baselines trained on this machine (report only):"
         parts += [intro, *_test_report(standing, *local, _targets, ", this machine")]
+    if done:
+        parts += _more_seeds_20k(rows[0], best, base_here, MORE_SEEDS_20K.get(results))
     return "\n\n".join(parts)
+
+
+def _more_seeds_20k(control: Row, best: Row, base: list[Row], more: str | None) -> list[str]:
+    """A machine's control and its 20k choice with seeds 3-4 added, read against each other and on test.
+
+    Run after the choice, to see whether a lead found on three seeds holds on five; the choice
+    itself stays on seeds 0-2, which every setting has. Empty until the control has the seeds.
+    """
+    there = in_folder(more or "")
+    if not more or not (RESULTS / there(CHOSEN_2K)).exists():
+        return []
+    shown = [control] + ([best] if best is not control else [])
+    five = {r.label: row(r.label, [*r.files, there(LEVER_NAME[r.label])], r.runs[0]["model"], r.runs[0]["strategy"])
+            for r in shown if (RESULTS / there(LEVER_NAME[r.label])).exists()}
+    parts = [f"Seeds 3 and 4 added on this machine (`{more}`, run after the choice; the choice above stays on "
+             f"seeds 0-2): validation error, 20k items, seeds 0-4.",
+             curve_table("validation error, 20k items, seeds 0-4", list(five.values()), FM_BUDGETS, key="val_error")]
+    if best is not control and best.label in five:
+        d = _paired_val(five[best.label], five[control.label])
+        if d is not None:
+            parts.append(f"{best.label} against {control.label}, paired on 20k validation over seeds "
+                         f"{_seed_list(five[best.label])}: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
+                         f"(per seed {', '.join(f'{x:+.1f}' for x in d)}; lower on {int((d < 0).sum())} of {len(d)}).")
+    for r in shown:
+        local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), base)
+        extra = more_seeds(r, *local, more) if local is not None else None
+        if extra is not None:
+            seeds = f", seeds {_seed_list(extra[0])}, this machine"
+            parts += [f"{r.label} against this machine's classifier baselines, seeds 3 and 4 added to both "
+                      "(report only):", *_test_report(*extra, _targets, seeds)]
+    return parts
 
 
 SAME_BASELINES = {"baselines-wide-flip-again": ("baselines-wide-flip", "baselines-wide-flip-again")}  # same settings

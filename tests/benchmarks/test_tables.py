@@ -309,6 +309,50 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     assert "* Error at 1,000 labels: 13.00 %" in standing and "* Error at 1,000 labels: 13.50 %" in new
 
 
+def test_seeds_3_4_join_a_machine_s_control_and_its_20k_choice(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "MORE_SEEDS_20K", {"big": "more"})
+
+    def write(folder: str, name: str, pairs: list[tuple[str, str, float]], val, seeds: range) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
+            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed, "val_error": val(seed)}
+            for n in tables.FM_BUDGETS]} for m, s, err in pairs for seed in seeds]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    chosen = tables.CHOSEN_2K
+    base = tables.MATCHED_BASELINES[chosen]
+    baselines = [("classifier", "margin", 0.245), ("classifier", "random", 0.285)]
+    levers = {name: strategy for name, _, _, strategy in tables.LEVERS if name in _adding_to(chosen) - {chosen}}
+    write("small", chosen, [("sae", "margin", 0.22)], lambda seed: 0.10, range(3))
+    write("big", chosen, [("sae", "margin", 0.22)], lambda seed: 0.10, range(3))
+    write("big", base, baselines, lambda seed: 0.2, range(3))
+    for name, strategy in levers.items():
+        write("big", name, [("sae", strategy, 0.23)], lambda seed: 0.11, range(3))
+    alike = next(name for name in levers if tables.MATCHED_BASELINES.get(name) == base)
+    write("big", alike, [("sae", levers[alike], 0.225)], lambda seed: 0.09, range(3))
+    assert "Seeds 3 and 4" not in tables.section_protocol_val20k(["big"], "small")
+    write("more", chosen, [("sae", "margin", 0.22)], lambda seed: 0.10, range(3, 5))
+    text = tables.section_protocol_val20k(["big"], "small")
+    assert "Seeds 3 and 4 added" in text and "paired on 20k validation over seeds" not in text, \
+        "the 20k choice has no seeds 3-4 yet"
+    assert "seeds 0-4, this machine" not in text, "no test reading before the baselines have seeds 3-4 too"
+    write("more", alike, [("sae", levers[alike], 0.225)], lambda seed: 0.11, range(3, 5))
+    write("more", base, baselines, lambda seed: 0.2, range(3, 5))
+    text = tables.section_protocol_val20k(["big"], "small")
+    label = {name: lab for name, lab, _, _ in tables.LEVERS}
+    assert (f"{label[alike]} against {label[chosen]}, paired on 20k validation over seeds 0-4: -0.2 ± 1.1 points "
+            "(per seed -1.0, -1.0, -1.0, +1.0, +1.0; lower on 3 of 5).") in text
+    assert f"Chosen on the 20k set (lowest mean validation error over 200-1,000 labels): **{label[alike]}**." in text, \
+        "the choice stays on seeds 0-2"
+    five = text.split("Seeds 3 and 4 added")[1]
+    assert five.count("seeds 0-4, this machine (report only)") >= 2
+    assert "* Error at 1,000 labels: 14.50 %" in five and "* Error at 1,000 labels: 14.00 %" in five, \
+        "five-seed means of the 20k choice and the control"
+    assert "* Error at 1,000 labels: 13.50 %" in text.split("Seeds 3 and 4 added")[0], "the three-seed reading stays"
+
+
 def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert "Not run yet" in tables.section_latent_heads(["big"])
