@@ -555,32 +555,37 @@ def _val20k_block(results: str, first: str) -> str:
             intro = "The 20k set's chosen setting against classifier baselines trained on this machine (report only):"
         parts += [intro, *_test_report(standing, *local, _targets, ", this machine")]
     if done:
-        parts += _more_seeds_20k(rows[0], best, base_here, MORE_SEEDS_20K.get(results))
+        parts += _more_seeds_20k(rows, best, base_here, MORE_SEEDS_20K.get(results))
     return "\n\n".join(parts)
 
 
-def _more_seeds_20k(control: Row, best: Row, base: list[Row], more: str | None) -> list[str]:
-    """A machine's control and its 20k choice with seeds 3-4 added, read against each other and on test.
+def _more_seeds_20k(rows: list[Row], best: Row, base: list[Row], more: str | None) -> list[str]:
+    """A machine's control and the levers that led on its 20k set, with seeds 3-4 added after the choice.
 
-    Run after the choice, to see whether a lead found on three seeds holds on five; the choice
-    itself stays on seeds 0-2, which every setting has. Empty until the control has the seeds.
+    They show whether a lead found on three seeds holds on five: each lever is read paired
+    against the control, and the control and the 20k choice on test against baselines with the
+    same seeds. The choice itself stays on seeds 0-2, which every setting has. Empty until the
+    control has the seeds.
     """
     there = in_folder(more or "")
+    control = rows[0]
     if not more or not (RESULTS / there(CHOSEN_2K)).exists():
         return []
-    shown = [control] + ([best] if best is not control else [])
     five = {r.label: row(r.label, [*r.files, there(LEVER_NAME[r.label])], r.runs[0]["model"], r.runs[0]["strategy"])
-            for r in shown if (RESULTS / there(LEVER_NAME[r.label])).exists()}
-    parts = [f"Seeds 3 and 4 added on this machine (`{more}`, run after the choice; the choice above stays on "
-             f"seeds 0-2): validation error, 20k items, seeds 0-4.",
+            for r in rows if (RESULTS / there(LEVER_NAME[r.label])).exists()}
+    parts = [f"Seeds 3 and 4 added on this machine (`{more}`), after the choice, to the control and to levers "
+             "that led on the 20k set (the choice above stays on seeds 0-2):",
              curve_table("validation error, 20k items, seeds 0-4", list(five.values()), FM_BUDGETS, key="val_error")]
-    if best is not control and best.label in five:
-        d = _paired_val(five[best.label], five[control.label])
+    lines = []
+    for label, r in five.items():
+        d = _paired_val(r, five[control.label]) if label != control.label else None
         if d is not None:
-            parts.append(f"{best.label} against {control.label}, paired on 20k validation over seeds "
-                         f"{_seed_list(five[best.label])}: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
-                         f"(per seed {', '.join(f'{x:+.1f}' for x in d)}; lower on {int((d < 0).sum())} of {len(d)}).")
-    for r in shown:
+            lines.append(f"| {label} | {d.mean():+.1f} ± {d.std(ddof=1):.1f} | {', '.join(f'{x:+.1f}' for x in d)} "
+                         f"| {int((d < 0).sum())} of {len(d)} |")
+    if lines:
+        head = f"| against the control, paired on 20k validation (seeds {_seed_list(five[control.label])})"
+        parts.append("\n".join([head + " | points | per seed | lower on |", "|---|---|---|---|", *lines]))
+    for r in [control] + ([best] if best is not control else []):
         local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), base)
         extra = more_seeds(r, *local, more) if local is not None else None
         if extra is not None:

@@ -335,15 +335,21 @@ def test_seeds_3_4_join_a_machine_s_control_and_its_20k_choice(tmp_path, monkeyp
     assert "Seeds 3 and 4" not in tables.section_protocol_val20k(["big"], "small")
     write("more", chosen, [("sae", "margin", 0.22)], lambda seed: 0.10, range(3, 5))
     text = tables.section_protocol_val20k(["big"], "small")
-    assert "Seeds 3 and 4 added" in text and "paired on 20k validation over seeds" not in text, \
-        "the 20k choice has no seeds 3-4 yet"
+    assert "Seeds 3 and 4 added" in text and "| against the control" not in text, \
+        "no lever has seeds 3-4 yet"
     assert "seeds 0-4, this machine" not in text, "no test reading before the baselines have seeds 3-4 too"
     write("more", alike, [("sae", levers[alike], 0.225)], lambda seed: 0.11, range(3, 5))
     write("more", base, baselines, lambda seed: 0.2, range(3, 5))
     text = tables.section_protocol_val20k(["big"], "small")
     label = {name: lab for name, lab, _, _ in tables.LEVERS}
-    assert (f"{label[alike]} against {label[chosen]}, paired on 20k validation over seeds 0-4: -0.2 ± 1.1 points "
-            "(per seed -1.0, -1.0, -1.0, +1.0, +1.0; lower on 3 of 5).") in text
+    assert f"| {label[alike]} | -0.2 ± 1.1 | -1.0, -1.0, -1.0, +1.0, +1.0 | 3 of 5 |" in text
+    other = next(name for name in levers if name != alike)
+    write("more", other, [("sae", levers[other], 0.23)], lambda seed: 0.10, range(3, 5))
+    text = tables.section_protocol_val20k(["big"], "small")
+    assert f"| {label[other]} | +0.6 ± 0.5 | +1.0, +1.0, +1.0, +0.0, +0.0 | 0 of 5 |" in text, \
+        "another lever given seeds 3-4 is read against the control too"
+    assert text.count("classifier baselines, seeds 3 and 4 added to both") == 2, \
+        "on test only the control and the 20k choice"
     assert f"Chosen on the 20k set (lowest mean validation error over 200-1,000 labels): **{label[alike]}**." in text, \
         "the choice stays on seeds 0-2"
     five = text.split("Seeds 3 and 4 added")[1]
