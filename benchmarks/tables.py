@@ -840,6 +840,66 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     return "\n".join(out)
 
 
+def _target_cells(best: Row, cm: Row, cr: Row) -> list[str]:
+    """The three Fashion-MNIST-10 targets of one reading, each with its figure and whether it is met."""
+    at, ref = mean_at(best, 1000), mean_at(cr, 1000)
+    n = labels_to_reach(best, ref) if ref is not None else None
+    gaps = _gaps(best, cm, FM_BUDGETS[1:])
+    worst = min(gaps, key=lambda g: g[1]) if len(gaps) == len(FM_BUDGETS) - 1 else None
+    return [f"{100 * at:.2f} % ({'met' if at <= 0.13 else 'not met'})" if at is not None else "incomplete",
+            f"{n:,} ({'met' if n <= 250 else 'not met'})" if n is not None else "not reached",
+            f"{worst[1]:+.2f} at {worst[0]:,} ({'met' if worst[1] >= 2.0 else 'not met'})" if worst else "incomplete"]
+
+
+def _machine_readings(results: str) -> list[tuple[str, tuple[Row, Row, Row]]]:
+    """A 20k machine's test readings against its own baselines: its control, and its 20k choice once all levers ran."""
+    here = in_folder(results)
+    spec = [x for x in LEVERS if _adds_to_chosen(x[0])]
+    rows = complete(_protocol_rows(spec, here), [])
+    if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
+        return []
+    best = chosen_lever(rows) if len(rows) == len(spec) else rows[0]
+    base = complete(_protocol_rows(BASELINES, here), [])
+    out = []
+    shown = [("the 2k choice run again", rows[0])]
+    shown += [("that machine's 20k choice", best)] if best is not rows[0] else []
+    for who, r in shown:
+        local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), base)
+        if local is None:
+            continue
+        out.append((f"{who}, seeds {_seed_list(r)}", (r, *local)))
+        five = more_seeds(r, *local, MORE_SEEDS_20K.get(results))
+        if five is not None:
+            out.append((f"{who}, seeds {_seed_list(five[0])}", five))
+    return out
+
+
+def section_summary() -> str:
+    """Where the Fashion-MNIST-10 targets stand, one line per reading, drawn from the same runs as the sections below.
+
+    The targets are read on the setting the 2k protocol chose, on the runs that chose it; the
+    other machines' readings are reports that never move them.
+    """
+    levers = _protocol_rows(LEVERS)
+    best = chosen_lever(levers)
+    if best is None:
+        return "_No protocol runs yet: `bash benchmarks/cpu_protocol.sh`._"
+    cm, cr = matched_baselines(best, _protocol_rows(BASELINES))
+    readings = [(f"**the targets**: the 2k choice, seeds {_seed_list(best)}", (best, cm, cr))]
+    five = more_seeds(best, cm, cr)
+    if five is not None:
+        readings.append((f"**the targets**: the 2k choice, seeds {_seed_list(five[0])}", five))
+    for root in VAL20K_ROOTS:
+        readings += [(f"{label} (report only)", rows) for label, rows in _machine_readings(root)]
+    lines = ["| reading (test, seed mean) | processor | setting | error at 1,000 labels (≤ 13 %) | labels to reach "
+             "classifier+random's 1,000-label error (≤ 250) | smallest lead over classifier+margin, 200-1,000 labels"
+             " (≥ 2 points) |", "|---|---|---|---|---|---|"]
+    for label, (r, m, c) in readings:
+        where = ", ".join(sorted({_processor(f) for f in r.files}))
+        lines.append(f"| {label} | {where} | {r.label} | " + " | ".join(_target_cells(r, m, c)) + " |")
+    return "\n".join(lines)
+
+
 def _calibration(rows: list[Row], diagram: str | None = None) -> str:
     """ECE of each model's own confidence on the test split (SAE: normalised margin; classifier: softmax)."""
     have = [r for r in complete(rows, []) if r.values(FM_BUDGETS[0], "test_ece")]
@@ -986,7 +1046,7 @@ def section_ray_capacity() -> str:
 
 
 SECTIONS: dict[str, Callable[[], str]] = {
-    "digits": section_digits, "full": section_full, "subset": section_subset,
+    "summary": section_summary, "digits": section_digits, "full": section_full, "subset": section_subset,
     "protocol": lambda: section_protocol(more=MORE_SEEDS), "protocol-val20k": section_protocol_val20k,
     "protocol-seasons": section_protocol_seasons, "latent-heads": section_latent_heads,
     "gpu-protocol": section_gpu_protocol, "photos": section_photos, "photo-ingest": section_photo_ingest,

@@ -357,6 +357,12 @@ def test_seeds_3_4_join_a_machine_s_control_and_its_20k_choice(tmp_path, monkeyp
     assert "* Error at 1,000 labels: 14.50 %" in five and "* Error at 1,000 labels: 14.00 %" in five, \
         "five-seed means of the 20k choice and the control"
     assert "* Error at 1,000 labels: 13.50 %" in text.split("Seeds 3 and 4 added")[0], "the three-seed reading stays"
+    readings = tables._machine_readings("big")
+    assert [(who, r.label, len(r.runs)) for who, (r, _, _) in readings] == [
+        ("the 2k choice run again, seeds 0-2", label[chosen], 3),
+        ("the 2k choice run again, seeds 0-4", label[chosen], 5),
+        ("that machine's 20k choice, seeds 0-2", label[alike], 3),
+        ("that machine's 20k choice, seeds 0-4", label[alike], 5)], "the summary's lines for this machine"
 
 
 def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_path, monkeypatch) -> None:
@@ -386,3 +392,17 @@ def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_
     heads["svm C=1"] = 0.125
     write(tables.HEADS, 0.12, probe=True)
     assert "at 0 of 18 points" in tables.section_latent_heads(["big"]), "a probe that is not the model's own SVM shows"
+
+
+def test_the_summary_reads_each_target_with_its_figure() -> None:
+    def make(label: str, err: float, model: str = "sae", strategy: str = "margin") -> tables.Row:
+        return tables.Row(label, tuple({"model": model, "strategy": strategy, "seed": seed, "curve": [
+            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed} for n in tables.FM_BUDGETS]}
+            for seed in range(3)), ())
+
+    cm, cr = make("cm", 0.245, "classifier"), make("cr", 0.285, "classifier", "random")
+    assert tables._target_cells(make("sae", 0.22), cm, cr) == ["13.00 % (met)", "500 (not met)", "+2.50 at 200 (met)"]
+    assert tables._target_cells(make("sae", 0.2301), cm, cr) == [
+        "14.01 % (not met)", "500 (not met)", "+1.49 at 200 (not met)"]
+    short = tables.Row("sae", tuple({**r, "curve": r["curve"][:3]} for r in make("sae", 0.22).runs), ())
+    assert tables._target_cells(short, cm, cr) == ["incomplete", "not reached", "incomplete"]
