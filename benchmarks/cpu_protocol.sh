@@ -11,6 +11,9 @@
 #     # the same training, read on a 20k validation set (test readings reproduce the 2k runs')
 #     # training reproduces on one processor only: on another machine use ROOT=...-val20k-again and
 #     # rerun flip-semi500-lam099-warm5 there too, as the control its levers are read against
+#   SEEDS=3,4 VAL_SIZE=20000 ROOT=benchmarks/results/protocol-fm10-10k-val20k-again-seeds3-4 bash benchmarks/cpu_protocol.sh \
+#     flip-semi500-lam099-warm5 flip-semi500-lam099-warm5-ema98 baselines-wide-flip-again
+#     # seeds 3-4 of a 20k machine's control, a lever that led there, and their baselines (on that machine)
 set -eu
 SEEDS=${SEEDS:-0,1,2}
 SPLIT=${SPLIT:-fm10}
