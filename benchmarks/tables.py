@@ -421,11 +421,12 @@ def more_seeds(best: Row | None, cm: Row, cr: Row, more: str | None = MORE_SEEDS
     there = in_folder(more or "")
     if not (more and name and base_name) or not all((RESULTS / there(n)).exists() for n in (name, base_name)):
         return None
-    rows = []
-    for r, n in ((best, name), (cm, base_name), (cr, base_name)):
-        model, strategy = r.runs[0]["model"], r.runs[0]["strategy"]
-        rows.append(row(r.label, [*r.files, there(n)], model, strategy))
-    return rows[0], rows[1], rows[2]
+    return _with_seeds(best, there(name)), _with_seeds(cm, there(base_name)), _with_seeds(cr, there(base_name))
+
+
+def _with_seeds(r: Row, path: str) -> Row:
+    """``r`` with the runs of its model+strategy in ``path`` (another folder's seeds) added."""
+    return row(r.label, [*r.files, path], r.runs[0]["model"], r.runs[0]["strategy"])
 
 
 def matched_baselines(best: Row | None, base: list[Row]) -> tuple[Row, Row]:
@@ -571,7 +572,7 @@ def _more_seeds_20k(rows: list[Row], best: Row, base: list[Row], more: str | Non
     control = rows[0]
     if not more or not (RESULTS / there(CHOSEN_2K)).exists():
         return []
-    five = {r.label: row(r.label, [*r.files, there(LEVER_NAME[r.label])], r.runs[0]["model"], r.runs[0]["strategy"])
+    five = {r.label: _with_seeds(r, there(LEVER_NAME[r.label]))
             for r in rows if (RESULTS / there(LEVER_NAME[r.label])).exists()}
     parts = [f"Seeds 3 and 4 added on this machine (`{more}`), after the choice, to the control and to levers "
              "that led on the 20k set (the choice above stays on seeds 0-2):",
