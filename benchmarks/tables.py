@@ -499,6 +499,50 @@ def _adds_to_chosen(name: str) -> bool:
     return name == CHOSEN_2K
 
 
+def _on_chosen() -> list[tuple[str, str, str, str]]:
+    """The levers a 20k machine reruns: the 2k choice (its control) and every lever that adds to it."""
+    return [x for x in LEVERS if _adds_to_chosen(x[0])]
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One 20k machine's runs, read against its own control and baselines because training reproduces per processor."""
+
+    root: str
+    rows: list[Row]  # its complete levers, the control (the 2k choice rerun) first
+    best: Row  # the lowest on 20k validation so far
+    done: bool  # every lever on the 2k choice has run, so ``best`` is the machine's 20k choice
+    base: list[Row]  # classifier baselines trained on this machine
+
+    @property
+    def control(self) -> Row:
+        return self.rows[0]
+
+    def standing(self) -> list[Row]:
+        """The settings read on test: the control, and the 20k choice once every lever ran and it differs."""
+        return [self.control] + ([self.best] if self.done and self.best is not self.control else [])
+
+    def baselines(self, r: Row) -> tuple[Row, Row] | None:
+        """classifier+margin and classifier+random trained on this machine like ``r``, or None."""
+        return _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), self.base)
+
+    def with_more_seeds(self, r: Row) -> tuple[Row, Row, Row] | None:
+        """``r`` and its local baselines with this machine's seeds 3-4 added to both, or None until they ran."""
+        local = self.baselines(r)
+        return more_seeds(r, *local, MORE_SEEDS_20K.get(self.root)) if local is not None else None
+
+
+def machine(results: str) -> Machine | None:
+    """The runs under ``results``, or None until the 2k choice (the control) has run there with every seed."""
+    here = in_folder(results)
+    spec = _on_chosen()
+    rows = complete(_protocol_rows(spec, here), [])
+    if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
+        return None
+    return Machine(results, rows, chosen_lever(rows), len(rows) == len(spec),
+                   complete(_protocol_rows(BASELINES, here), []))
+
+
 def _val20k_block(results: str, first: str) -> str:
     """One machine's reruns: each lever is read against the 2k choice rerun on the same machine.
 
@@ -506,12 +550,11 @@ def _val20k_block(results: str, first: str) -> str:
     the standing choice, and for the 20k set's own choice once every lever is in and it differs,
     beside (never instead of) the reading on the runs that chose it.
     """
-    here = in_folder(results)
-    spec = [x for x in LEVERS if _adds_to_chosen(x[0])]
-    rows = complete(_protocol_rows(spec, here), [])
-    if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
+    m = machine(results)
+    if m is None:
         return ""
-    firsts = {r.label: r for r in _protocol_rows(spec, in_folder(first))}
+    rows, control = m.rows, m.control
+    firsts = {r.label: r for r in _protocol_rows(_on_chosen(), in_folder(first))}
     last = FM_BUDGETS[-1]
     lines = ["| setting | test readings equal to the 2k run's | vs the 2k choice on 2k validation, points (paired)"
              f" | the same on 20k validation, this machine | test error at {last:,} labels, this machine"
@@ -521,46 +564,43 @@ def _val20k_block(results: str, first: str) -> str:
         same, total = reproduced(r, firsts[r.label])
         equal = f"{same} of {total}" if firsts[r.label].runs else "not run on the 2k set"
         cells = []
-        for a, b in ((firsts[r.label], firsts[rows[0].label]), (r, rows[0])):
-            d = _paired_val(a, b) if r is not rows[0] else None
+        for a, b in ((firsts[r.label], firsts[control.label]), (r, control)):
+            d = _paired_val(a, b) if r is not control else None
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" if d is not None else "")
         lines.append(f"| {r.label} | {equal} | {cells[0]} | {cells[1]} | "
                      f"{_pct(r.values(last, 'test_error').values())} |")
     by_name = {LEVER_NAME[r.label]: r for r in rows}
     for r in rows:
         added = _against_parent(r, by_name)
-        if added is not None and added[0] is not rows[0]:
+        if added is not None and added[0] is not control:
             parent, d = added
             lines.append(f"\n{r.label}, against the setting it adds to ({parent.label}), paired on 20k validation: "
                          f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points.")
-    best = chosen_lever(rows)
-    done = len(rows) == len(spec)
-    who = "Chosen on the 20k set" if done else f"Lowest on the 20k set so far ({len(rows)} of {len(spec)} rerun)"
-    parts = [f"`{results}` (processor: {_processor(here(CHOSEN_2K))}):",
+    planned = len(_on_chosen())
+    who = "Chosen on the 20k set" if m.done else f"Lowest on the 20k set so far ({len(rows)} of {planned} rerun)"
+    parts = [f"`{results}` (processor: {_processor(in_folder(results)(CHOSEN_2K))}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
-             f"{who} (lowest mean validation error over 200-1,000 labels): **{best.label}**."]
-    base_here = complete(_protocol_rows(BASELINES, here), [])
-    shown = [rows[0]] + ([best] if done and best is not rows[0] else [])
-    for standing in shown:
-        variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
-        local = _baseline_pair(variant, base_here)
+             f"{who} (lowest mean validation error over 200-1,000 labels): **{m.best.label}**."]
+    for standing in m.standing():
+        local = m.baselines(standing)
         if local is None:
-            if standing is not rows[0]:
+            if standing is not control:
                 parts += _test_report(standing, *matched_baselines(standing, _protocol_rows(BASELINES)), _targets)
             continue
-        if standing is rows[0]:
+        if standing is control:
+            variant = MATCHED_BASELINES.get(LEVER_NAME[standing.label], "")
             intro = ("The standing (2k) setting against classifier baselines trained on this machine (report only: "
                      "the targets stay read on the runs that chose the setting)."
                      + _same_baselines(variant, local, first) + ":")
         else:
             intro = "The 20k set's chosen setting against classifier baselines trained on this machine (report only):"
         parts += [intro, *_test_report(standing, *local, _targets, ", this machine")]
-    if done:
-        parts += _more_seeds_20k(rows, best, base_here, MORE_SEEDS_20K.get(results))
+    if m.done:
+        parts += _more_seeds_20k(m)
     return "\n\n".join(parts)
 
 
-def _more_seeds_20k(rows: list[Row], best: Row, base: list[Row], more: str | None) -> list[str]:
+def _more_seeds_20k(m: Machine) -> list[str]:
     """A machine's control and the levers that led on its 20k set, with seeds 3-4 added after the choice.
 
     They show whether a lead found on three seeds holds on five: each lever is read paired
@@ -568,12 +608,13 @@ def _more_seeds_20k(rows: list[Row], best: Row, base: list[Row], more: str | Non
     same seeds. The choice itself stays on seeds 0-2, which every setting has. Empty until the
     control has the seeds.
     """
+    more = MORE_SEEDS_20K.get(m.root)
     there = in_folder(more or "")
-    control = rows[0]
+    control = m.control
     if not more or not (RESULTS / there(CHOSEN_2K)).exists():
         return []
     five = {r.label: _with_seeds(r, there(LEVER_NAME[r.label]))
-            for r in rows if (RESULTS / there(LEVER_NAME[r.label])).exists()}
+            for r in m.rows if (RESULTS / there(LEVER_NAME[r.label])).exists()}
     parts = [f"Seeds 3 and 4 added on this machine (`{more}`), after the choice, to the control and to levers "
              "that led on the 20k set (the choice above stays on seeds 0-2):",
              curve_table("validation error, 20k items, seeds 0-4", list(five.values()), FM_BUDGETS, key="val_error")]
@@ -586,9 +627,8 @@ def _more_seeds_20k(rows: list[Row], best: Row, base: list[Row], more: str | Non
     if lines:
         head = f"| against the control, paired on 20k validation (seeds {_seed_list(five[control.label])})"
         parts.append("\n".join([head + " | points | per seed | lower on |", "|---|---|---|---|", *lines]))
-    for r in [control] + ([best] if best is not control else []):
-        local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), base)
-        extra = more_seeds(r, *local, more) if local is not None else None
+    for r in m.standing():
+        extra = m.with_more_seeds(r)
         if extra is not None:
             seeds = f", seeds {_seed_list(extra[0])}, this machine"
             parts += [f"{r.label} against this machine's classifier baselines, seeds 3 and 4 added to both "
@@ -854,22 +894,15 @@ def _target_cells(best: Row, cm: Row, cr: Row) -> list[str]:
 
 def _machine_readings(results: str) -> list[tuple[str, tuple[Row, Row, Row]]]:
     """A 20k machine's test readings against its own baselines: its control, and its 20k choice once all levers ran."""
-    here = in_folder(results)
-    spec = [x for x in LEVERS if _adds_to_chosen(x[0])]
-    rows = complete(_protocol_rows(spec, here), [])
-    if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
-        return []
-    best = chosen_lever(rows) if len(rows) == len(spec) else rows[0]
-    base = complete(_protocol_rows(BASELINES, here), [])
+    m = machine(results)
     out = []
-    shown = [("the 2k choice run again", rows[0])]
-    shown += [("that machine's 20k choice", best)] if best is not rows[0] else []
-    for who, r in shown:
-        local = _baseline_pair(MATCHED_BASELINES.get(LEVER_NAME[r.label], ""), base)
+    for r in m.standing() if m is not None else []:
+        who = "the 2k choice run again" if r is m.control else "that machine's 20k choice"
+        local = m.baselines(r)
         if local is None:
             continue
         out.append((f"{who}, seeds {_seed_list(r)}", (r, *local)))
-        five = more_seeds(r, *local, MORE_SEEDS_20K.get(results))
+        five = m.with_more_seeds(r)
         if five is not None:
             out.append((f"{who}, seeds {_seed_list(five[0])}", five))
     return out

@@ -295,6 +295,9 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
     assert "(target ≥ 2 at every budget: met)." in text
     assert "The 20k set's chosen" not in text, "levers still to rerun: only the standing choice is read"
+    m = tables.machine("big")
+    assert not m.done and m.standing() == [m.control] and m.control.files == (f"big/{chosen}/curve.json",)
+    assert [r.files for r in m.baselines(m.control)] == [(f"big/{base}/curve.json",)] * 2, "this machine's own"
     levers = {name: strategy for name, _, _, strategy in tables.LEVERS if name in _adding_to(chosen) - {chosen}}
     for name, strategy in levers.items():
         write("big", name, [("sae", strategy, 0.23)], val=0.11)
