@@ -280,6 +280,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      "sae", "margin"),
     ("flip-semi500-lam099-warm10-ema98", f"sae+margin, {_LAM099}, 10 epochs a round, moving average of the"
      " weights (decay 0.98)", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-ema98-wd01", f"sae+margin, {_WARM5}, moving average of the weights (decay 0.98),"
+     " weight decay 0.1 (AdamW)", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -342,7 +344,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-ema99-mt": "flip-semi500-lam099-warm5-ema99",
              "flip-semi500-lam099-warm5-ema98": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm10-ema98": "flip-semi500-lam099-warm10",
-             "flip-semi500-lam099-warm5-ema95": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-ema95": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-ema98-wd01": "flip-semi500-lam099-warm5-ema98"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -376,6 +379,7 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-warm5-ema98": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm10-ema98": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-ema95": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm5-ema98-wd01": "baselines-wide-flip-again",
                      # the classifier has not trained with these augmentations: if one is ever kept, run
                      # its baselines with the same flag and name them here
                      "flip-semi500-lam099-warm5-shift3": "baselines-wide-flip-again",
