@@ -631,6 +631,14 @@ def _more_seeds_20k(m: Machine) -> list[str]:
     if lines:
         head = f"| against the control, paired on 20k validation (seeds {_seed_list(five[control.label])})"
         parts.append("\n".join([head + " | points | per seed | lower on |", "|---|---|---|---|", *lines]))
+    by_name = {LEVER_NAME[label]: r for label, r in five.items()}
+    for label, r in five.items():
+        added = _against_parent(r, by_name)
+        if added is not None and added[0] is not five[control.label]:
+            parent, d = added
+            parts.append(f"{label}, against the setting it adds to ({parent.label}), paired on 20k validation, seeds "
+                         f"{_seed_list(r)}: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
+                         f"({', '.join(f'{x:+.1f}' for x in d)}).")
     for r in m.standing():
         extra = m.with_more_seeds(r)
         if extra is not None:

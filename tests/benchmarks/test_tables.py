@@ -366,6 +366,12 @@ def test_seeds_3_4_join_a_machine_s_control_and_its_20k_choice(tmp_path, monkeyp
         ("the 2k choice run again, seeds 0-4", label[chosen], 5),
         ("that machine's 20k choice, seeds 0-2", label[alike], 3),
         ("that machine's 20k choice, seeds 0-4", label[alike], 5)], "the summary's lines for this machine"
+    parent, child = next((p, g) for g, p in tables.BUILDS_ON.items() if tables.BUILDS_ON.get(p) == chosen)
+    for folder, seeds in (("big", range(3)), ("more", range(3, 5))):
+        write(folder, parent, [("sae", "margin", 0.23)], lambda seed: 0.10, seeds)
+        write(folder, child, [("sae", "margin", 0.23)], lambda seed: 0.10 - 0.001 * seed, seeds)
+    assert (f"{label[child]}, against the setting it adds to ({label[parent]}), paired on 20k validation, seeds 0-4: "
+            "-0.2 ± 0.2 points (+0.0, -0.1, -0.2, -0.3, -0.4).") in tables.section_protocol_val20k(["big"], "small")
 
 
 def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_path, monkeypatch) -> None:
