@@ -547,6 +547,21 @@ def machine(results: str) -> Machine | None:
                    complete(_protocol_rows(BASELINES, here), []))
 
 
+def _against_parents(rows: list[Row], control: Row, per_seed: bool = False) -> list[str]:
+    """Each lever read against the setting it adds to, paired on 20k validation, where that is not the control."""
+    by_name = {LEVER_NAME[r.label]: r for r in rows}
+    out = []
+    for r in rows:
+        added = _against_parent(r, by_name)
+        if added is not None and added[0] is not control:
+            parent, d = added
+            seeds = f", seeds {_seed_list(r)}" if per_seed else ""
+            each = f" ({', '.join(f'{x:+.1f}' for x in d)})" if per_seed else ""
+            out.append(f"{r.label}, against the setting it adds to ({parent.label}), paired on 20k validation{seeds}: "
+                       f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points{each}.")
+    return out
+
+
 def _val20k_block(results: str, first: str) -> str:
     """One machine's reruns: each lever is read against the 2k choice rerun on the same machine.
 
@@ -573,13 +588,7 @@ def _val20k_block(results: str, first: str) -> str:
             cells.append(f"{d.mean():+.1f} ± {d.std(ddof=1):.1f}" if d is not None else "")
         lines.append(f"| {r.label} | {equal} | {cells[0]} | {cells[1]} | "
                      f"{_pct(r.values(last, 'test_error').values())} |")
-    by_name = {LEVER_NAME[r.label]: r for r in rows}
-    for r in rows:
-        added = _against_parent(r, by_name)
-        if added is not None and added[0] is not control:
-            parent, d = added
-            lines.append(f"\n{r.label}, against the setting it adds to ({parent.label}), paired on 20k validation: "
-                         f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points.")
+    lines += ["\n" + x for x in _against_parents(rows, control)]
     planned = len(_on_chosen())
     who = "Chosen on the 20k set" if m.done else f"Lowest on the 20k set so far ({len(rows)} of {planned} rerun)"
     parts = [f"`{results}` (processor: {_processor(in_folder(results)(CHOSEN_2K))}):",
@@ -631,14 +640,7 @@ def _more_seeds_20k(m: Machine) -> list[str]:
     if lines:
         head = f"| against the control, paired on 20k validation (seeds {_seed_list(five[control.label])})"
         parts.append("\n".join([head + " | points | per seed | lower on |", "|---|---|---|---|", *lines]))
-    by_name = {LEVER_NAME[label]: r for label, r in five.items()}
-    for label, r in five.items():
-        added = _against_parent(r, by_name)
-        if added is not None and added[0] is not five[control.label]:
-            parent, d = added
-            parts.append(f"{label}, against the setting it adds to ({parent.label}), paired on 20k validation, seeds "
-                         f"{_seed_list(r)}: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points "
-                         f"({', '.join(f'{x:+.1f}' for x in d)}).")
+    parts += _against_parents(list(five.values()), five[control.label], per_seed=True)
     for r in m.standing():
         extra = m.with_more_seeds(r)
         if extra is not None:
