@@ -515,12 +515,17 @@ class Machine:
     root: str
     rows: list[Row]  # its complete levers, the control (the 2k choice rerun) first
     best: Row  # the lowest on 20k validation so far
-    done: bool  # every lever on the 2k choice has run, so ``best`` is the machine's 20k choice
+    planned: int  # how many levers there are to rerun, the control among them
     base: list[Row]  # classifier baselines trained on this machine
 
     @property
     def control(self) -> Row:
         return self.rows[0]
+
+    @property
+    def done(self) -> bool:
+        """Every lever on the 2k choice has run here, so ``best`` is the machine's 20k choice."""
+        return len(self.rows) == self.planned
 
     def standing(self) -> list[Row]:
         """The settings read on test: the control, and the 20k choice once every lever ran and it differs."""
@@ -543,8 +548,7 @@ def machine(results: str) -> Machine | None:
     rows = complete(_protocol_rows(spec, here), [])
     if not rows or LEVER_NAME[rows[0].label] != CHOSEN_2K:
         return None
-    return Machine(results, rows, chosen_lever(rows), len(rows) == len(spec),
-                   complete(_protocol_rows(BASELINES, here), []))
+    return Machine(results, rows, chosen_lever(rows), len(spec), complete(_protocol_rows(BASELINES, here), []))
 
 
 def _against_parents(rows: list[Row], control: Row, per_seed: bool = False) -> list[str]:
@@ -589,9 +593,8 @@ def _val20k_block(results: str, first: str) -> str:
         lines.append(f"| {r.label} | {equal} | {cells[0]} | {cells[1]} | "
                      f"{_pct(r.values(last, 'test_error').values())} |")
     lines += ["\n" + x for x in _against_parents(rows, control)]
-    planned = len(_on_chosen())
-    who = "Chosen on the 20k set" if m.done else f"Lowest on the 20k set so far ({len(rows)} of {planned} rerun)"
-    parts = [f"`{results}` (processor: {_processor(in_folder(results)(CHOSEN_2K))}):",
+    who = "Chosen on the 20k set" if m.done else f"Lowest on the 20k set so far ({len(rows)} of {m.planned} rerun)"
+    parts = [f"`{results}` (processor: {_processor(control.files[0])}):",
              curve_table("validation error, 20k items", rows, FM_BUDGETS, key="val_error"), "\n".join(lines),
              f"{who} (lowest mean validation error over 200-1,000 labels): **{m.best.label}**."]
     for standing in m.standing():
