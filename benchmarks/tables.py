@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -695,6 +695,80 @@ def section_protocol_val20k(roots: Iterable[str] = VAL20K_ROOTS, first: str = PR
         f"{CHOSEN_2K}`._")
 
 
+ROUNDS_50 = "flip-semi500-lam099-warm5-r50"  # the 2k choice in rounds of 50 labels, to 500
+ROUNDS_50_BASELINES = "baselines-wide-flip-again-r50"  # its classifier baselines in the same rounds
+ROUNDS_50_BUDGETS = tuple(range(100, 501, 50))
+
+
+def section_rounds50(roots: Iterable[str] = VAL20K_ROOTS) -> str:
+    """The 2k choice in rounds of 50 labels, where a machine has run it, against its rounds of 100.
+
+    A 100-label grid reads the 250-label target only as 200 or 300; rounds of 50 read 250 itself.
+    Each machine is read against its own control and baselines (training reproduces per processor),
+    and the bar stays classifier+random's 1,000-label error from that machine's rounds of 100.
+    """
+    blocks = [b for b in (_rounds50_block(r) for r in roots) if b]
+    return "\n\n".join(blocks) or (
+        f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{VAL20K}-again bash benchmarks/cpu_protocol.sh "
+        f"{ROUNDS_50} {ROUNDS_50_BASELINES}`._")
+
+
+def _rounds50_block(results: str) -> str:
+    """One machine's rounds of 50: seeds 0-2, then seeds 0-4 once both sides have seeds 3-4."""
+    m, there = machine(results), in_folder(results)
+    if m is None or not (RESULTS / there(ROUNDS_50)).exists() or not (RESULTS / there(ROUNDS_50_BASELINES)).exists():
+        return ""
+    local = m.baselines(m.control)
+    sets = [(m.control, *local)] if local is not None else []
+    if sets and m.with_more_seeds(m.control) is not None:
+        sets.append(m.with_more_seeds(m.control))
+    parts = [f"`{results}` (processor: {_processor(there(ROUNDS_50))}):"]
+    more = in_folder(MORE_SEEDS_20K.get(results, ""))
+    for control, _, cr100 in sets:
+        files = [there(ROUNDS_50)] + ([more(ROUNDS_50)] if len(control.runs) > MIN_SEEDS else [])
+        base = [there(ROUNDS_50_BASELINES)] + ([more(ROUNDS_50_BASELINES)] if len(control.runs) > MIN_SEEDS else [])
+        if not all((RESULTS / f).exists() for f in files + base):
+            continue
+        r50 = row("sae+margin, the 2k choice, rounds of 50", files, "sae", "margin")
+        cm50 = row("classifier+margin, rounds of 50", base, "classifier", "margin")
+        cr50 = row("classifier+random, rounds of 50", base, "classifier", "random")
+        parts += _rounds50_reading(r50, cm50, cr50, replace(control, label="sae+margin, the 2k choice, rounds of 100"),
+                                   cr100)
+    return "\n\n".join(parts) if len(parts) > 1 else ""
+
+
+def _rounds50_reading(r50: Row, cm50: Row, cr50: Row, control: Row, cr100: Row) -> list[str]:
+    """Validation against the control, test against the baselines in the same rounds, and the 250-label reading."""
+    seeds = f"seeds {_seed_list(r50)}"
+    shared = [n for n in FM_BUDGETS[1:] if n <= ROUNDS_50_BUDGETS[-1]]
+    d = _paired_val(r50, control, shared)
+    parts = [curve_table(f"validation error, 20k items, {seeds}", [control, r50], ROUNDS_50_BUDGETS, key="val_error"),
+             curve_table(f"test error, {seeds} (report only)", [r50, cm50, cr50, control], ROUNDS_50_BUDGETS),
+             paired_table(f"paired difference on test, {seeds}, points", [
+                 ("rounds of 50 − classifier+margin in rounds of 50", r50, cm50),
+                 ("rounds of 50 − classifier+random in rounds of 50", r50, cr50)], ROUNDS_50_BUDGETS[2:])]
+    out = []
+    if d is not None:
+        each = ", ".join(f"{x:+.1f}" for x in d)
+        out.append(f"* Rounds of 50 against rounds of 100 on validation, paired, mean over "
+                   f"{shared[0]:,}-{shared[-1]:,} labels: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points ({each}).")
+    bar = mean_at(cr100, 1000) if set(cr100.seeds) >= set(r50.seeds) else None
+    if bar is not None:
+        reach = [(r.label.split(", ")[-1], labels_to_reach(r, bar)) for r in (r50, control)]
+        out.append(f"* Labels to reach classifier+random's 1,000-label error in rounds of 100 on this machine "
+                   f"({100 * bar:.1f} %, seeds {_seed_list(cr100)}): "
+                   + "; ".join(f"{who} {n:,}" if n is not None else f"{who} not reached by {ROUNDS_50_BUDGETS[-1]:,}"
+                               for who, n in reach)
+                   + " (target ≤ 250: " + ("met" if reach[0][1] is not None and reach[0][1] <= 250 else "not met")
+                   + ").")
+    gaps = _gaps(r50, cm50, ROUNDS_50_BUDGETS[2:])
+    if gaps:
+        worst = min(gaps, key=lambda g: g[1])
+        out.append(_lead(gaps) + " in rounds of 50 (≥ 2 at every budget: "
+                   + ("met" if worst[1] >= 2.0 else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}") + ").")
+    return [*parts, "\n".join(out)]
+
+
 HEADS = "flip-semi500-lam099-warm5-heads"  # the control's training again, other classifiers read on its codes
 
 
@@ -808,12 +882,12 @@ def _test_report(best: Row, cm: Row, cr: Row, targets: Callable[[Row, Row, Row, 
     return [*parts, reach, targets(best, cm, cr, target)]
 
 
-def _paired_val(r: Row, ref: Row) -> np.ndarray | None:
-    """Per seed, ``r`` minus ``ref`` in points: mean validation error over 200-1,000 labels (None below 3 seeds)."""
+def _paired_val(r: Row, ref: Row, budgets: Iterable[int] = FM_BUDGETS[1:]) -> np.ndarray | None:
+    """Per seed, ``r`` minus ``ref`` in points: mean validation error over ``budgets`` (None below 3 seeds)."""
     diffs = []
     for seed in sorted(set(r.seeds) & set(ref.seeds)):
-        a = [r.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
-        b = [ref.values(n, "val_error").get(seed) for n in FM_BUDGETS[1:]]
+        a = [r.values(n, "val_error").get(seed) for n in budgets]
+        b = [ref.values(n, "val_error").get(seed) for n in budgets]
         if None not in a and None not in b:
             diffs.append(100 * float(np.mean(a) - np.mean(b)))
     return np.asarray(diffs) if len(diffs) >= MIN_SEEDS else None
@@ -1100,8 +1174,8 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "summary": section_summary, "digits": section_digits, "full": section_full, "subset": section_subset,
     "protocol": lambda: section_protocol(more=MORE_SEEDS), "protocol-val20k": section_protocol_val20k,
     "protocol-seasons": section_protocol_seasons, "latent-heads": section_latent_heads,
-    "gpu-protocol": section_gpu_protocol, "photos": section_photos, "photo-ingest": section_photo_ingest,
-    "ray": section_ray, "ray-capacity": section_ray_capacity,
+    "rounds50": section_rounds50, "gpu-protocol": section_gpu_protocol, "photos": section_photos,
+    "photo-ingest": section_photo_ingest, "ray": section_ray, "ray-capacity": section_ray_capacity,
 }
 DOCUMENTS = (README, ROOT / "deploy" / "README.md")
 

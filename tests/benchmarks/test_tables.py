@@ -415,3 +415,41 @@ def test_the_summary_reads_each_target_with_its_figure() -> None:
         "14.01 % (not met)", "500 (not met)", "+1.49 at 200 (not met)"]
     short = tables.Row("sae", tuple({**r, "curve": r["curve"][:3]} for r in make("sae", 0.22).runs), ())
     assert tables._target_cells(short, cm, cr) == ["incomplete", "not reached", "incomplete"]
+
+
+def test_rounds_of_50_read_the_250_label_target_against_the_machine_s_own_bar(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "MORE_SEEDS_20K", {"big": "more"})
+
+    def write(folder: str, name: str, pairs: list, budgets, seeds: range) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
+            {"labeled": n, "test_error": test(n) + 0.01 * seed, "val_error": val(seed)} for n in budgets]}
+            for m, s, test, val in pairs for seed in seeds]
+        path.write_text(json.dumps({"settings": {}, "where": {"processor": "Test CPU"}, "runs": runs}))
+
+    hundreds, fifties = range(100, 1001, 100), tables.ROUNDS_50_BUDGETS
+    control = [("sae", "margin", lambda n: 0.26 - 0.0002 * n, lambda seed: 0.15)]
+    base100 = [("classifier", "margin", lambda n: 0.28 - 0.0001 * n, lambda seed: 0.2),
+               ("classifier", "random", lambda n: 0.29 - 0.0001 * n, lambda seed: 0.2)]
+    r50 = [("sae", "margin", lambda n: 0.25 - 0.00025 * n, lambda seed: 0.14 + 0.001 * seed)]
+    base50 = [("classifier", "margin", lambda n: 0.23 - 0.0001 * n, lambda seed: 0.2),
+              ("classifier", "random", lambda n: 0.29 - 0.0001 * n, lambda seed: 0.2)]
+    for folder, seeds in (("big", range(3)), ("more", range(3, 5))):
+        write(folder, tables.CHOSEN_2K, control, hundreds, seeds)
+        write(folder, tables.MATCHED_BASELINES[tables.CHOSEN_2K], base100, hundreds, seeds)
+    assert tables.section_rounds50(["big"]).startswith("_Not run yet"), "nothing to read before rounds of 50 ran"
+    write("big", tables.ROUNDS_50, r50, fifties, range(3))
+    write("big", tables.ROUNDS_50_BASELINES, base50, fifties, range(3))
+    text = tables.section_rounds50(["big"])
+    assert text.startswith("`big` (processor: Test CPU):")
+    assert "-0.9 ± 0.1 points (-1.0, -0.9, -0.8)" in text, "validation paired per seed over 200-500 labels"
+    assert "(20.0 %, seeds 0-2): rounds of 50 250; rounds of 100 400 (target ≤ 250: met)" in text, \
+        "the bar is classifier+random at 1,000 labels in rounds of 100"
+    assert "not met; smallest +1.00 at 200" in text, "the lead is over classifier+margin in the same rounds"
+    assert "seeds 0-4" not in text, "seeds 3-4 only once the rounds of 50 have them too"
+    write("more", tables.ROUNDS_50, r50, fifties, range(3, 5))
+    write("more", tables.ROUNDS_50_BASELINES, base50, fifties, range(3, 5))
+    text = tables.section_rounds50(["big"])
+    assert "(21.0 %, seeds 0-4)" in text and "-0.8 ± 0.2 points (-1.0, -0.9, -0.8, -0.7, -0.6)" in text
