@@ -713,56 +713,88 @@ def section_rounds50(roots: Iterable[str] = VAL20K_ROOTS) -> str:
         f"{ROUNDS_50} {ROUNDS_50_BASELINES}`._")
 
 
-def _rounds50_block(results: str) -> str:
-    """One machine's rounds of 50: seeds 0-2, then seeds 0-4 once both sides have seeds 3-4."""
+@dataclass(frozen=True)
+class Rounds50:
+    """One reading of the rounds of 50: the SAE and its baselines in those rounds, the control, and the bar's row."""
+
+    sae: Row
+    margin: Row  # classifier+margin in rounds of 50
+    random: Row  # classifier+random in rounds of 50
+    control: Row  # the same setting in rounds of 100, same machine and seeds (its own label)
+    bar_row: Row  # classifier+random in rounds of 100, whose 1,000-label error is the bar
+
+    @property
+    def bar(self) -> float | None:
+        return mean_at(self.bar_row, 1000) if set(self.bar_row.seeds) >= set(self.sae.seeds) else None
+
+    def reach(self, r: Row) -> int | None:
+        """Labels ``r`` needs to reach the bar (None when it does not, or there is no bar)."""
+        return labels_to_reach(r, self.bar) if self.bar is not None else None
+
+    def gaps(self) -> list[tuple[int, float]]:
+        return _gaps(self.sae, self.margin, ROUNDS_50_BUDGETS[2:])
+
+
+def rounds50(results: str) -> list[Rounds50]:
+    """A machine's rounds of 50 on seeds 0-2, then on seeds 0-4 once every side has seeds 3-4."""
     m, there = machine(results), in_folder(results)
-    if m is None or not (RESULTS / there(ROUNDS_50)).exists() or not (RESULTS / there(ROUNDS_50_BASELINES)).exists():
-        return ""
-    local = m.baselines(m.control)
-    sets = [(m.control, *local)] if local is not None else []
-    if sets and m.with_more_seeds(m.control) is not None:
-        sets.append(m.with_more_seeds(m.control))
-    parts = [f"`{results}` (processor: {_processor(there(ROUNDS_50))}):"]
+    local = m.baselines(m.control) if m is not None else None
+    if local is None or not all((RESULTS / there(n)).exists() for n in (ROUNDS_50, ROUNDS_50_BASELINES)):
+        return []
     more = in_folder(MORE_SEEDS_20K.get(results, ""))
-    for control, _, cr100 in sets:
-        files = [there(ROUNDS_50)] + ([more(ROUNDS_50)] if len(control.runs) > MIN_SEEDS else [])
-        base = [there(ROUNDS_50_BASELINES)] + ([more(ROUNDS_50_BASELINES)] if len(control.runs) > MIN_SEEDS else [])
-        if not all((RESULTS / f).exists() for f in files + base):
-            continue
-        r50 = row("sae+margin, the 2k choice, rounds of 50", files, "sae", "margin")
-        cm50 = row("classifier+margin, rounds of 50", base, "classifier", "margin")
-        cr50 = row("classifier+random, rounds of 50", base, "classifier", "random")
-        parts += _rounds50_reading(r50, cm50, cr50, replace(control, label="sae+margin, the 2k choice, rounds of 100"),
-                                   cr100)
-    return "\n\n".join(parts) if len(parts) > 1 else ""
+    sets = [(m.control, *local)]
+    if (five := m.with_more_seeds(m.control)) is not None:
+        sets.append(five)
+    out = []
+    for control, _, bar_row in sets:
+        extra = len(control.runs) > MIN_SEEDS
+        sae = [there(ROUNDS_50)] + ([more(ROUNDS_50)] if extra else [])
+        base = [there(ROUNDS_50_BASELINES)] + ([more(ROUNDS_50_BASELINES)] if extra else [])
+        if all((RESULTS / f).exists() for f in sae + base):
+            out.append(Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
+                                row("classifier+margin, rounds of 50", base, "classifier", "margin"),
+                                row("classifier+random, rounds of 50", base, "classifier", "random"),
+                                control, bar_row))
+    return out
 
 
-def _rounds50_reading(r50: Row, cm50: Row, cr50: Row, control: Row, cr100: Row) -> list[str]:
+def _rounds50_block(results: str) -> str:
+    readings = rounds50(results)
+    if not readings:
+        return ""
+    parts = [f"`{results}` (processor: {_processor(in_folder(results)(ROUNDS_50))}):"]
+    for x in readings:
+        parts += _rounds50_reading(x)
+    return "\n\n".join(parts)
+
+
+def _rounds50_reading(x: Rounds50) -> list[str]:
     """Validation against the control, test against the baselines in the same rounds, and the 250-label reading."""
-    seeds = f"seeds {_seed_list(r50)}"
+    seeds = f"seeds {_seed_list(x.sae)}"
     shared = [n for n in FM_BUDGETS[1:] if n <= ROUNDS_50_BUDGETS[-1]]
-    d = _paired_val(r50, control, shared)
-    parts = [curve_table(f"validation error, 20k items, {seeds}", [control, r50], ROUNDS_50_BUDGETS, key="val_error"),
-             curve_table(f"test error, {seeds} (report only)", [r50, cm50, cr50, control], ROUNDS_50_BUDGETS),
+    control = replace(x.control, label="sae+margin, the 2k choice, rounds of 100")
+    d = _paired_val(x.sae, control, shared)
+    parts = [curve_table(f"validation error, 20k items, {seeds}", [control, x.sae], ROUNDS_50_BUDGETS,
+                         key="val_error"),
+             curve_table(f"test error, {seeds} (report only)", [x.sae, x.margin, x.random, control],
+                         ROUNDS_50_BUDGETS),
              paired_table(f"paired difference on test, {seeds}, points", [
-                 ("rounds of 50 − classifier+margin in rounds of 50", r50, cm50),
-                 ("rounds of 50 − classifier+random in rounds of 50", r50, cr50)], ROUNDS_50_BUDGETS[2:])]
+                 ("rounds of 50 − classifier+margin in rounds of 50", x.sae, x.margin),
+                 ("rounds of 50 − classifier+random in rounds of 50", x.sae, x.random)], ROUNDS_50_BUDGETS[2:])]
     out = []
     if d is not None:
-        each = ", ".join(f"{x:+.1f}" for x in d)
+        each = ", ".join(f"{v:+.1f}" for v in d)
         out.append(f"* Rounds of 50 against rounds of 100 on validation, paired, mean over "
                    f"{shared[0]:,}-{shared[-1]:,} labels: {d.mean():+.1f} ± {d.std(ddof=1):.1f} points ({each}).")
-    bar = mean_at(cr100, 1000) if set(cr100.seeds) >= set(r50.seeds) else None
-    if bar is not None:
-        reach = [(r.label.split(", ")[-1], labels_to_reach(r, bar)) for r in (r50, control)]
+    if x.bar is not None:
+        reach = [("rounds of 50", x.reach(x.sae)), ("rounds of 100", x.reach(control))]
         out.append(f"* Labels to reach classifier+random's 1,000-label error in rounds of 100 on this machine "
-                   f"({100 * bar:.1f} %, seeds {_seed_list(cr100)}): "
+                   f"({100 * x.bar:.1f} %, seeds {_seed_list(x.bar_row)}): "
                    + "; ".join(f"{who} {n:,}" if n is not None else f"{who} not reached by {ROUNDS_50_BUDGETS[-1]:,}"
                                for who, n in reach)
                    + " (target ≤ 250: " + ("met" if reach[0][1] is not None and reach[0][1] <= 250 else "not met")
                    + ").")
-    gaps = _gaps(r50, cm50, ROUNDS_50_BUDGETS[2:])
-    if gaps:
+    if gaps := x.gaps():
         worst = min(gaps, key=lambda g: g[1])
         out.append(_lead(gaps) + " in rounds of 50 (≥ 2 at every budget: "
                    + ("met" if worst[1] >= 2.0 else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}") + ").")
@@ -1016,13 +1048,30 @@ def section_summary() -> str:
         readings.append((f"**the targets**: the 2k choice, seeds {_seed_list(five[0])}", five))
     for root in VAL20K_ROOTS:
         readings += [(f"{label} (report only)", rows) for label, rows in _machine_readings(root)]
+    small = [x for root in VAL20K_ROOTS for x in rounds50(root)]
     lines = ["| reading (test, seed mean) | processor | setting | error at 1,000 labels (≤ 13 %) | labels to reach "
              "classifier+random's 1,000-label error (≤ 250) | smallest lead over classifier+margin, 200-1,000 labels"
              " (≥ 2 points) |", "|---|---|---|---|---|---|"]
     for label, (r, m, c) in readings:
         where = ", ".join(sorted({_processor(f) for f in r.files}))
         lines.append(f"| {label} | {where} | {r.label} | " + " | ".join(_target_cells(r, m, c)) + " |")
+    for x in small:
+        lines.append(f"| the 2k choice in rounds of 50, seeds {_seed_list(x.sae)} (report only) | "
+                     f"{_processor(x.sae.files[0])} | {x.control.label}, rounds of 50 to "
+                     f"{ROUNDS_50_BUDGETS[-1]:,} labels | " + " | ".join(_target_cells_50(x)) + " |")
     return "\n".join(lines)
+
+
+def _target_cells_50(x: Rounds50) -> list[str]:
+    """The targets a run to 500 labels can read: the 250-label one, and the lead up to 500."""
+    n, gaps = x.reach(x.sae), x.gaps()
+    worst = min(gaps, key=lambda g: g[1]) if gaps else None
+    return [f"not read (the rounds stop at {ROUNDS_50_BUDGETS[-1]:,})",
+            f"{n:,} ({'met' if n <= 250 else 'not met'})" if n is not None else
+            f"not reached by {ROUNDS_50_BUDGETS[-1]:,}",
+            f"{worst[1]:+.2f} at {worst[0]:,}, up to {ROUNDS_50_BUDGETS[-1]:,} labels only "
+            f"({'met' if worst[1] >= 2.0 else 'not met'}), against classifier+margin in rounds of 50"
+            if worst else "incomplete"]
 
 
 def _calibration(rows: list[Row], diagram: str | None = None) -> str:

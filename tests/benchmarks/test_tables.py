@@ -449,6 +449,10 @@ def test_rounds_of_50_read_the_250_label_target_against_the_machine_s_own_bar(tm
         "the bar is classifier+random at 1,000 labels in rounds of 100"
     assert "not met; smallest +1.00 at 200" in text, "the lead is over classifier+margin in the same rounds"
     assert "seeds 0-4" not in text, "seeds 3-4 only once the rounds of 50 have them too"
+    assert tables._target_cells_50(tables.rounds50("big")[0]) == [
+        "not read (the rounds stop at 500)", "250 (met)",
+        "+1.00 at 200, up to 500 labels only (not met), against classifier+margin in rounds of 50",
+    ], "the summary's cells"
     write("more", tables.ROUNDS_50, r50, fifties, range(3, 5))
     write("more", tables.ROUNDS_50_BASELINES, base50, fifties, range(3, 5))
     text = tables.section_rounds50(["big"])
