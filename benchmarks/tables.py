@@ -734,6 +734,10 @@ class Rounds50:
     def gaps(self) -> list[tuple[int, float]]:
         return _gaps(self.sae, self.margin, ROUNDS_50_BUDGETS[2:])
 
+    def smallest_lead(self) -> tuple[int, float] | None:
+        """(budget, lead) where the SAE is least ahead of classifier+margin in the same rounds, 200-500 labels."""
+        return min(self.gaps(), key=lambda g: g[1], default=None)
+
 
 def rounds50(results: str) -> list[Rounds50]:
     """A machine's rounds of 50 on seeds 0-2, then on seeds 0-4 once every side has seeds 3-4."""
@@ -794,9 +798,8 @@ def _rounds50_reading(x: Rounds50) -> list[str]:
                                for who, n in reach)
                    + " (target ≤ 250: " + ("met" if reach[0][1] is not None and reach[0][1] <= 250 else "not met")
                    + ").")
-    if gaps := x.gaps():
-        worst = min(gaps, key=lambda g: g[1])
-        out.append(_lead(gaps) + " in rounds of 50 (≥ 2 at every budget: "
+    if worst := x.smallest_lead():
+        out.append(_lead(x.gaps()) + " in rounds of 50 (≥ 2 at every budget: "
                    + ("met" if worst[1] >= 2.0 else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}") + ").")
     return [*parts, "\n".join(out)]
 
@@ -1064,8 +1067,7 @@ def section_summary() -> str:
 
 def _target_cells_50(x: Rounds50) -> list[str]:
     """The targets a run to 500 labels can read: the 250-label one, and the lead up to 500."""
-    n, gaps = x.reach(x.sae), x.gaps()
-    worst = min(gaps, key=lambda g: g[1]) if gaps else None
+    n, worst = x.reach(x.sae), x.smallest_lead()
     return [f"not read (the rounds stop at {ROUNDS_50_BUDGETS[-1]:,})",
             f"{n:,} ({'met' if n <= 250 else 'not met'})" if n is not None else
             f"not reached by {ROUNDS_50_BUDGETS[-1]:,}",
