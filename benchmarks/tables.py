@@ -741,19 +741,16 @@ class Rounds50:
 
 def rounds50(results: str) -> list[Rounds50]:
     """A machine's rounds of 50 on seeds 0-2, then on seeds 0-4 once every side has seeds 3-4."""
-    m, there = machine(results), in_folder(results)
+    m = machine(results)
     local = m.baselines(m.control) if m is not None else None
-    if local is None or not all((RESULTS / there(n)).exists() for n in (ROUNDS_50, ROUNDS_50_BASELINES)):
+    if local is None:
         return []
-    more = in_folder(MORE_SEEDS_20K.get(results, ""))
-    sets = [(m.control, *local)]
+    sets = [([in_folder(results)], m.control, local[1])]
     if (five := m.with_more_seeds(m.control)) is not None:
-        sets.append(five)
+        sets.append(([in_folder(results), in_folder(MORE_SEEDS_20K[results])], five[0], five[2]))
     out = []
-    for control, _, bar_row in sets:
-        extra = len(control.runs) > MIN_SEEDS
-        sae = [there(ROUNDS_50)] + ([more(ROUNDS_50)] if extra else [])
-        base = [there(ROUNDS_50_BASELINES)] + ([more(ROUNDS_50_BASELINES)] if extra else [])
+    for folders, control, bar_row in sets:
+        sae, base = ([there(name) for there in folders] for name in (ROUNDS_50, ROUNDS_50_BASELINES))
         if all((RESULTS / f).exists() for f in sae + base):
             out.append(Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
                                 row("classifier+margin, rounds of 50", base, "classifier", "margin"),
@@ -766,7 +763,7 @@ def _rounds50_block(results: str) -> str:
     readings = rounds50(results)
     if not readings:
         return ""
-    parts = [f"`{results}` (processor: {_processor(in_folder(results)(ROUNDS_50))}):"]
+    parts = [f"`{results}` (processor: {_processor(readings[0].sae.files[0])}):"]
     for x in readings:
         parts += _rounds50_reading(x)
     return "\n\n".join(parts)
