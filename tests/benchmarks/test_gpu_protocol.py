@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from tests.connectors.test_datasets import write_idx
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, dtype=np.uint8)
-    path.write_bytes(bytes([0, 0, 8, arr.ndim]) + b"".join(struct.pack(">I", n) for n in arr.shape) + arr.tobytes())
 
 
 def _fashion_like(directory: Path, n_train: int = 400, n_test: int = 100) -> None:
@@ -28,8 +24,8 @@ def _fashion_like(directory: Path, n_train: int = 400, n_test: int = 100) -> Non
         x = rng.integers(0, 60, (n, 28, 28))
         for i, c in enumerate(y):
             x[i, 2 * c:2 * c + 6, 4:24] += 180
-        _write_idx(directory / f"{prefix}-images-idx3-ubyte", x)
-        _write_idx(directory / f"{prefix}-labels-idx1-ubyte", y)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", x.astype(np.uint8))
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", y.astype(np.uint8))
 
 
 def test_the_gpu_protocol_runs_each_variant_and_seed_as_its_own_process(tmp_path) -> None:
