@@ -737,7 +737,7 @@ class Rounds50:
 
     def smallest_lead(self) -> tuple[int, float] | None:
         """(budget, lead) where the SAE is least ahead of classifier+margin in the same rounds, 200-500 labels."""
-        return min(self.gaps(), key=lambda g: g[1], default=None)
+        return _smallest(self.gaps())
 
 
 def rounds50(results: str) -> list[Rounds50]:
@@ -979,6 +979,11 @@ def _targets_seasons(best: Row, cm: Row, cr: Row, target: float | None) -> str:
             + ("met" if not behind else f"not met at {', '.join(behind)}") + ").")
 
 
+def _smallest(gaps: list[tuple[int, float]]) -> tuple[int, float] | None:
+    """(budget, lead) where the lead is smallest: what a target of a lead at every budget turns on."""
+    return min(gaps, key=lambda g: g[1], default=None)
+
+
 def _lead(gaps: list[tuple[int, float]]) -> str:
     return ("* Ahead of classifier+margin by " + ", ".join(f"{g:+.1f}" for _, g in gaps)
             + f" points at {', '.join(f'{n:,}' for n, _ in gaps)} labels")
@@ -997,7 +1002,7 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
                    f"{_met(n is not None and n <= TARGET_LABELS)}).")
     gaps = _gaps(best, cm, FM_BUDGETS[1:])
     if gaps:
-        worst = min(gaps, key=lambda g: g[1])
+        worst = _smallest(gaps)
         ok = all(g >= TARGET_LEAD for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
         out.append(_lead(gaps) + " (target ≥ 2 at every budget: "
                    + ("met" if ok else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}"
@@ -1014,7 +1019,7 @@ def _target_cells(best: Row, cm: Row, cr: Row) -> list[str]:
     at, ref = mean_at(best, 1000), mean_at(cr, 1000)
     n = labels_to_reach(best, ref) if ref is not None else None
     gaps = _gaps(best, cm, FM_BUDGETS[1:])
-    worst = min(gaps, key=lambda g: g[1]) if len(gaps) == len(FM_BUDGETS) - 1 else None
+    worst = _smallest(gaps) if len(gaps) == len(FM_BUDGETS) - 1 else None
     return [f"{100 * at:.2f} % ({_met(at <= TARGET_ERROR)})" if at is not None else "incomplete",
             f"{n:,} ({_met(n <= TARGET_LABELS)})" if n is not None else "not reached",
             f"{worst[1]:+.2f} at {worst[0]:,} ({_met(worst[1] >= TARGET_LEAD)})" if worst else "incomplete"]
