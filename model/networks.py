@@ -12,14 +12,26 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-NETWORK_KINDS = ("auto", "conv", "conv-bn", "conv-gn", "mlp")
-CONV_NORMS = {"conv": "none", "conv-bn": "batch", "conv-gn": "group"}
+NETWORK_KINDS = ("auto", "conv", "conv-bn", "conv-gn", "conv-res", "mlp")
+CONV_KINDS = {  # the encoder each conv kind builds: its norm, and whether its stages are residual
+    "conv": ("none", False), "conv-bn": ("batch", False), "conv-gn": ("group", False), "conv-res": ("none", True)}
 GROUPS = 8
 NORM_LAYERS = {  # what follows each conv of the encoder, given its channels
     "none": lambda channels: [],
     "batch": lambda channels: [nn.BatchNorm2d(channels)],
     "group": lambda channels: [nn.GroupNorm(math.gcd(GROUPS, channels), channels)],
 }
+
+
+class Residual(nn.Module):
+    """``x + body(x)``: the skip connection of a residual stage (He et al. 2016)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
 
 
 class ConvEncoder(nn.Module):
@@ -31,10 +43,14 @@ class ConvEncoder(nn.Module):
     the SAE computes its class targets in eval mode, from running statistics, while the loss sees
     batch statistics. GroupNorm normalises each item on its own, the same in both modes, and
     measured level with the plain encoder, so neither is the default.
+
+    ``residual`` deepens each stage by a second conv with a skip connection around it, before
+    the pool: twice the convs at each resolution while every gradient still has a short path.
+    It is a lever of the same protocol, not the default.
     """
 
     def __init__(self, image_size: int = 28, in_channels: int = 1, latent_dim: int = 10,
-                 channels: Sequence[int] = (32, 64, 128), norm: str = "none") -> None:
+                 channels: Sequence[int] = (32, 64, 128), norm: str = "none", residual: bool = False) -> None:
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f"unknown norm {norm!r}: use {', '.join(NORM_LAYERS)}")
@@ -42,7 +58,11 @@ class ConvEncoder(nn.Module):
         c_in, size = in_channels, image_size
         for c_out in channels:
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), *NORM_LAYERS[norm](c_out),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
+                       nn.ReLU(inplace=True)]
+            if residual:
+                layers += [Residual(nn.Sequential(nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
+                                                  *NORM_LAYERS[norm](c_out))), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
             c_in, size = c_out, -(-size // 2)
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(c_in * size * size, latent_dim)
@@ -128,16 +148,18 @@ def build_networks(input_shape: Sequence[int], latent_dim: int, kind: str = "aut
 
     ``auto`` uses the conv pair for images of at least 16 pixels a side and the MLP
     otherwise: tiny images such as scikit-learn's 8x8 digits lose everything to pooling.
-    ``conv-bn`` and ``conv-gn`` are the conv pair with a batch- or group-normalised encoder.
+    ``conv-bn`` and ``conv-gn`` are the conv pair with a batch- or group-normalised encoder,
+    ``conv-res`` with a residual one.
     """
     shape = tuple(int(s) for s in input_shape)
     is_image = len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
     if kind == "auto":
         kind = "conv" if is_image and shape[1] >= 16 else "mlp"
-    if kind in CONV_NORMS:
+    if kind in CONV_KINDS:
         if not is_image:
             raise ValueError(f"conv networks need square (C, H, W) images with C in 1 or 3, got {shape}")
-        return (ConvEncoder(shape[1], shape[0], latent_dim, channels, CONV_NORMS[kind]),
+        norm, residual = CONV_KINDS[kind]
+        return (ConvEncoder(shape[1], shape[0], latent_dim, channels, norm, residual),
                 ConvDecoder(shape[1], shape[0], latent_dim, channels))
     if kind == "mlp":
         dim = int(torch.tensor(shape).prod())

@@ -33,7 +33,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labeled-per-batch", type=int, default=64)
     p.add_argument("--channels", type=lambda v: [int(c) for c in _csv(v)], default=[32, 64, 128])
     p.add_argument("--network", default="auto",
-                   help="auto, conv, conv-bn / conv-gn (batch- / group-normalised encoder) or mlp")
+                   help="auto, conv, conv-bn / conv-gn (batch- / group-normalised encoder), conv-res (residual) or mlp")
     p.add_argument("--max-shift", type=int, default=0, help="shift training images by up to this many pixels")
     p.add_argument("--flip", action="store_true", help="mirror half the training images left-right (not for digits)")
     p.add_argument("--cutout", type=int, default=0, metavar="SIDE",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, build_networks
+from model.networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, Residual, build_networks
 
 SMALL = (4, 8, 8)
 
@@ -74,6 +74,25 @@ def test_conv_gn_normalises_every_conv_stage_per_item_in_both_modes() -> None:
     assert dec(enc(x)).shape == x.shape
 
 
+def test_conv_res_adds_a_skip_connected_conv_to_every_stage_of_the_encoder_only() -> None:
+    torch.manual_seed(0)
+    enc, dec = build_networks((1, 20, 20), 6, kind="conv-res", channels=SMALL)
+    plain, plain_dec = build_networks((1, 20, 20), 6, kind="conv", channels=SMALL)
+    blocks = [m for m in enc.modules() if isinstance(m, Residual)]
+    assert [b.body[0].out_channels for b in blocks] == list(SMALL)
+    conv_count = [sum(isinstance(m, torch.nn.Conv2d) for m in n.modules()) for n in (enc, plain, dec, plain_dec)]
+    assert conv_count == [6, 3, 3, 3]
+    x = torch.rand(7, 1, 20, 20)
+    first = enc.features[:3](x)  # conv and ReLU of stage one, then its residual block
+    assert torch.allclose(first, blocks[0].body(enc.features[:2](x)) + enc.features[:2](x))
+    for block in blocks:  # with the second conv zeroed each block passes its input through
+        torch.nn.init.zeros_(block.body[0].weight)
+        torch.nn.init.zeros_(block.body[0].bias)
+    passed = enc.features[:3](x)
+    assert torch.equal(passed, enc.features[:2](x))
+    assert dec(enc(x)).shape == x.shape
+
+
 def test_conv_encoder_rejects_an_unknown_norm() -> None:
     with pytest.raises(ValueError, match="unknown norm 'layer'"):
         ConvEncoder(norm="layer")
@@ -127,7 +146,7 @@ def test_build_networks_auto_choice(shape: tuple[int, ...], expected: type) -> N
 
 
 @pytest.mark.parametrize("shape", [(64,), (1, 28, 20), (2, 28, 28), (28, 28)])
-@pytest.mark.parametrize("kind", ["conv", "conv-bn", "conv-gn"])
+@pytest.mark.parametrize("kind", ["conv", "conv-bn", "conv-gn", "conv-res"])
 def test_conv_rejects_non_images(shape: tuple[int, ...], kind: str) -> None:
     with pytest.raises(ValueError, match="square"):
         build_networks(shape, 5, kind=kind)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from connectors.datasets import Dataset
+from model.networks import Residual
 from model.persistence import FORMAT_VERSION, load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
 
@@ -175,6 +176,18 @@ def test_round_trip_keeps_the_encoder_s_normalisation(tmp_path, network: str, no
     assert read_settings(tmp_path / "m")["sae"]["network"] == network
     norms = [m for m in loaded.sae_.encoder_.modules() if isinstance(m, norm)]
     assert len(norms) == 3 and all(trained(m) for m in norms)
+    np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
+
+
+def test_round_trip_keeps_the_residual_encoder(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 16, 16), dtype=np.uint8)
+    y = np.where(np.arange(120) < 40, np.arange(120) % 3, -1)
+    model = SAEClassifier(latent_dim=4, epochs=2, device="cpu",
+                          sae_params={"network": "conv-res", "channels": (4, 8, 8)}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "m"), device="cpu")
+    assert read_settings(tmp_path / "m")["sae"]["network"] == "conv-res"
+    assert sum(isinstance(m, Residual) for m in loaded.sae_.encoder_.modules()) == 3
     np.testing.assert_array_equal(loaded.transform(x), model.transform(x))
 
 
