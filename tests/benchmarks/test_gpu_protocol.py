@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.connectors.test_datasets import write_idx
+from tests.idx_files import write_idx
 
 ROOT = Path(__file__).resolve().parents[2]
 
