@@ -54,14 +54,16 @@ class ConvEncoder(nn.Module):
         super().__init__()
         if norm not in NORM_LAYERS:
             raise ValueError(f"unknown norm {norm!r}: use {', '.join(NORM_LAYERS)}")
+
+        def conv(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), *NORM_LAYERS[norm](c_out)]
+
         layers: list[nn.Module] = []
         c_in, size = in_channels, image_size
         for c_out in channels:
-            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=norm == "none"), *NORM_LAYERS[norm](c_out),
-                       nn.ReLU(inplace=True)]
+            layers += [*conv(c_in, c_out), nn.ReLU(inplace=True)]
             if residual:
-                layers += [Residual(nn.Sequential(nn.Conv2d(c_out, c_out, 3, padding=1, bias=norm == "none"),
-                                                  *NORM_LAYERS[norm](c_out))), nn.ReLU(inplace=True)]
+                layers += [Residual(nn.Sequential(*conv(c_out, c_out))), nn.ReLU(inplace=True)]
             layers.append(nn.MaxPool2d(2, ceil_mode=True))
             c_in, size = c_out, -(-size // 2)
         self.features = nn.Sequential(*layers)
