@@ -286,6 +286,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
     ("flip-semi500-lam099-warm5-res", f"sae+margin, {_WARM5}, residual encoder", "sae", "margin"),
     ("flip-semi500-lam099-warm5-semi200", f"sae+margin, {_FLIP} + self-training and consistency from 200 labels,"
      " λ 0.99, 5 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-semi300", f"sae+margin, {_FLIP} + self-training and consistency from 300 labels,"
+     " λ 0.99, 5 epochs a round", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -351,7 +353,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-ema95": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-ema98-wd01": "flip-semi500-lam099-warm5-ema98",
              "flip-semi500-lam099-warm5-res": "flip-semi500-lam099-warm5",
-             "flip-semi500-lam099-warm5-semi200": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-semi200": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-semi300": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -370,6 +373,7 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-warm5-first10": "baselines-wide-flip-first10",
                      "flip-semi500-lam099-warm5-cluster": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-semi200": "baselines-wide-flip-again",  # like flip-semi300
+                     "flip-semi500-lam099-warm5-semi300": "baselines-wide-flip-again",
                      # the labeled items a batch and the self-training threshold are the SAE's alone
                      "flip-semi500-lam099-warm5-lpb32": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-st08": "baselines-wide-flip-again",
@@ -513,7 +517,8 @@ def _adds_to_chosen(name: str) -> bool:
 
 # Levers read on the 2k protocol only: they ran after AMD's 20k set had every lever, and a 20k machine reruns
 # one (about an hour each) only once it leads the 2k choice, so they do not reopen a machine's choice
-TWO_K_ONLY = {"flip-semi500-lam099-warm5-res", "flip-semi500-lam099-warm5-semi200"}
+TWO_K_ONLY = {"flip-semi500-lam099-warm5-res", "flip-semi500-lam099-warm5-semi200",
+              "flip-semi500-lam099-warm5-semi300"}
 
 
 def _on_chosen() -> list[tuple[str, str, str, str]]:
