@@ -363,7 +363,7 @@ def test_seeds_3_4_join_a_machine_s_control_and_its_20k_choice(tmp_path, monkeyp
     assert "* Error at 1,000 labels: 14.50 %" in five and "* Error at 1,000 labels: 14.00 %" in five, \
         "five-seed means of the 20k choice and the control"
     assert "* Error at 1,000 labels: 13.50 %" in text.split("Seeds 3 and 4 added")[0], "the three-seed reading stays"
-    readings = tables._machine_readings("big")
+    readings = tables._machine_readings("big", "the 2k choice")
     assert [(who, r.label, len(r.runs)) for who, (r, _, _) in readings] == [
         ("the 2k choice run again, seeds 0-2", label[chosen], 3),
         ("the 2k choice run again, seeds 0-4", label[chosen], 5),
@@ -460,3 +460,28 @@ def test_rounds_of_50_read_the_250_label_target_against_the_machine_s_own_bar(tm
     write("more", tables.ROUNDS_50_BASELINES, base50, fifties, range(3, 5))
     text = tables.section_rounds50(["big"])
     assert "(21.0 %, seeds 0-4)" in text and "-0.8 ± 0.2 points (-1.0, -0.9, -0.8, -0.7, -0.6)" in text
+
+
+def test_the_summary_names_the_earlier_choice_once_a_later_lever_is_chosen(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+
+    def write(name: str, pairs: list[tuple[str, str]], val: float) -> None:
+        path = tmp_path / tables.PROTOCOL / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        curve = [{"labeled": n, "test_error": 0.2, "val_error": val} for n in tables.FM_BUDGETS]
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": curve} for m, s in pairs for seed in range(3)]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    label = {name: text for name, text, _, _ in tables.LEVERS}
+    later = next(g for g, p in tables.BUILDS_ON.items() if p == tables.CHOSEN_2K)
+    write("baselines-wide-flip-again", [("classifier", "margin"), ("classifier", "random")], 0.3)
+    write(tables.CHOSEN_2K, [("sae", "margin")], 0.2)
+    write(later, [("sae", "margin")], 0.21)
+    lines = tables.section_summary().splitlines()[2:]
+    assert [x.split(" | ")[0:3:2] for x in lines] == [["| **the targets**: the 2k choice, seeds 0-2",
+                                                       label[tables.CHOSEN_2K]]]
+    write(later, [("sae", "margin")], 0.19)
+    lines = tables.section_summary().splitlines()[2:]
+    assert [x.split(" | ")[0:3:2] for x in lines] == [
+        ["| **the targets**: the 2k choice, seeds 0-2", label[later]],
+        ["| the earlier 2k choice, seeds 0-2 (report only)", label[tables.CHOSEN_2K]]]
