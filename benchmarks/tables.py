@@ -494,7 +494,7 @@ def section_gpu_protocol() -> str:
 VAL20K = "protocol-fm10-10k-val20k"  # the same training as PROTOCOL's, read on 20k validation items, not 2k
 VAL20K_ROOTS = (VAL20K, VAL20K + "-again")  # the second: another machine, with its own rerun of the 2k choice
 MORE_SEEDS_20K = {root: root + "-seeds3-4" for root in VAL20K_ROOTS}  # seeds 3-4 of a machine's readings
-CHOSEN_2K = "flip-semi500-lam099-warm5"  # the setting chosen on the 2k set, whose levers are re-read on 20k
+CHOSEN_2K = "flip-semi500-lam099-warm5"  # the 2k choice when the 20k machines ran: their control, its levers re-read
 
 
 def reproduced(rerun: Row, first: Row, key: str = "test_error") -> tuple[int, int]:
@@ -1083,8 +1083,9 @@ def section_summary() -> str:
     control = "the 2k choice"
     if LEVER_NAME[best.label] != CHOSEN_2K:  # the choice moved after the 20k machines reran their control
         control = "the earlier 2k choice"
-        earlier = next(r for r in levers if LEVER_NAME[r.label] == CHOSEN_2K)
-        readings += [(f"{label} (report only)", rows) for label, rows in _choice_readings(earlier, base, control)]
+        earlier = [r for r in levers if LEVER_NAME[r.label] == CHOSEN_2K]
+        readings += [(f"{label} (report only)", rows)
+                     for r in earlier for label, rows in _choice_readings(r, base, control)]
     for root in VAL20K_ROOTS:
         readings += [(f"{label} (report only)", rows) for label, rows in _machine_readings(root, control)]
     small = [x for root in VAL20K_ROOTS for x in rounds50(root)]
