@@ -1049,23 +1049,21 @@ def _machine_readings(results: str, control: str) -> list[tuple[str, tuple[Row, 
     for r in m.standing() if m is not None else []:
         who = f"{control} run again" if r is m.control else "that machine's 20k choice"
         local = m.baselines(r)
-        if local is None:
-            continue
-        out.append((f"{who}, seeds {_seed_list(r)}", (r, *local)))
-        five = m.with_more_seeds(r)
-        if five is not None:
-            out.append((f"{who}, seeds {_seed_list(five[0])}", five))
+        if local is not None:
+            out += _readings(who, (r, *local), m.with_more_seeds(r))
     return out
 
 
 def _choice_readings(r: Row, base: list[Row], who: str) -> list[tuple[str, tuple[Row, Row, Row]]]:
     """A 2k setting's test readings against its matched baselines: seeds 0-2, and seeds 0-4 once they ran."""
     cm, cr = matched_baselines(r, base)
-    out = [(f"{who}, seeds {_seed_list(r)}", (r, cm, cr))]
-    five = more_seeds(r, cm, cr)
-    if five is not None:
-        out.append((f"{who}, seeds {_seed_list(five[0])}", five))
-    return out
+    return _readings(who, (r, cm, cr), more_seeds(r, cm, cr))
+
+
+def _readings(who: str, three: tuple[Row, Row, Row], five: tuple[Row, Row, Row] | None,
+              ) -> list[tuple[str, tuple[Row, Row, Row]]]:
+    """One summary line per seed set: the setting with its baselines, and again once all three have seeds 3-4."""
+    return [(f"{who}, seeds {_seed_list(rows[0])}", rows) for rows in (three, five) if rows is not None]
 
 
 def section_summary() -> str:
