@@ -51,6 +51,8 @@ def main() -> None:
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     p.add_argument("--validation-size", type=int, default=None)
     p.add_argument("--initial-strategy", default="random")
+    p.add_argument("--typical-epochs", type=int, default=None,
+                   help="epochs of the typicality start's plain autoencoder (default: --epochs)")
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
@@ -69,6 +71,8 @@ def main() -> None:
                    help="keep a moving average of the SAE's weights over a round, with this decay (0: off)")
     p.add_argument("--mean-teacher", action="store_true",
                    help="the consistency term's second view is encoded by the averaged weights (needs --ema-decay)")
+    p.add_argument("--contrastive", type=float, default=0.0,
+                   help="weight of a SimCLR loss between each image's code and its random crop's (0: off)")
     p.add_argument("--pool-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--device", default="auto")
@@ -86,11 +90,12 @@ def main() -> None:
                            test_time_flip=a.test_time_flip,
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
-                           initial_strategy=a.initial_strategy, self_training=a.self_training,
+                           initial_strategy=a.initial_strategy, typical_epochs=a.typical_epochs,
+                           self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
                            consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,
                            lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule, ema_decay=a.ema_decay,
-                           mean_teacher=a.mean_teacher,
+                           mean_teacher=a.mean_teacher, contrastive=a.contrastive,
                            strategies=sorted({r.split("+")[1] for r in a.runs.split(",")}),
                            strategy_options=parse_options(a.strategy_option))
     s.validate()

@@ -1,10 +1,11 @@
-"""Random translations, mirror images and cutouts of image batches: cheap augmentations that keep the class.
+"""Random translations, mirror images, cutouts and crops of image batches: cheap augmentations that keep the class.
 
 With a few hundred labels the structure term (or a classifier's loss) fits the labeled
 images exactly; shifting every batch by a few pixels makes it fit their neighbourhoods
 instead. Left-right flips are opt-in: they keep a garment's or a photo's class but can change
 a digit's or a letter's. Cutout (DeVries & Taylor 2017) blanks a square of each image, so a
-code cannot rest on any one part of it.
+code cannot rest on any one part of it. Random resized crops are the contrastive term's views
+(:mod:`model.contrastive`), not a training augmentation of their own.
 """
 
 from __future__ import annotations
@@ -54,6 +55,27 @@ def random_cutout(x: torch.Tensor, size: int, generator: torch.Generator | None 
     rows = (r[None, :] >= top[:, None]) & (r[None, :] < top[:, None] + size)
     cols = (c[None, :] >= left[:, None]) & (c[None, :] < left[:, None] + size)
     return x.masked_fill((rows[:, :, None] & cols[:, None, :])[:, None], 0.0)
+
+
+def random_resized_crop(x: torch.Tensor, generator: torch.Generator | None = None,
+                        min_area: float = 0.5) -> torch.Tensor:
+    """A random square crop of each image of an ``(n, c, h, w)`` batch, scaled back to ``h`` x ``w``.
+
+    The crop's area is uniform in ``[min_area, 1]`` of the image and its position uniform
+    where it fits; vectors pass unchanged.
+    """
+    if x.dim() != 4:
+        return x
+    n = len(x)
+    side = torch.sqrt(min_area + (1 - min_area) * torch.rand(n, generator=generator))
+    room = 1 - side
+    centre = room[:, None] * (2 * torch.rand(n, 2, generator=generator) - 1)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = side
+    theta[:, 1, 1] = side
+    theta[:, :, 2] = centre
+    grid = functional.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return functional.grid_sample(x, grid, align_corners=False)
 
 
 def blend_pairs(x: torch.Tensor, generator: torch.Generator | None = None

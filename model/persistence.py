@@ -29,7 +29,7 @@ FORMAT_VERSION = 1
 _SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift",
                   "flip", "cutout", "steps_per_epoch", "consistency", "mixup", "weight_decay",
                   "lr_schedule", "ema_decay", "mean_teacher",
-                  "class_distances")
+                  "contrastive", "class_distances")
 _SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *_SAE_ONLY_KEYS)
 
 

@@ -16,7 +16,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from model.augment import augment, augments, blend_pairs
+from model.augment import augment, augments, blend_pairs, random_resized_crop
+from model.contrastive import nt_xent, projection_head
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
@@ -97,6 +98,14 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     Fashion-MNIST-10 (one machine's 20k validation set) decay 0.98 was ahead of the plain fit and the
     mean teacher was not; both stay off by default until the average is read on the 2k protocol.
 
+    ``contrastive > 0`` (images only) also encodes a random resized crop of every batch's
+    augmented images and adds, with that weight, SimCLR's loss over a projection of the two
+    codes of each pool item (:mod:`model.contrastive`): from the first fit on, every unlabeled
+    item shapes the codes by what survives a crop, not only by its pixels. It is not scheduled
+    with ``consistency`` (which pulls the codes themselves together and waits for labels). The
+    projection head is training state only: a saved model keeps the setting, and a warm retrain
+    after loading starts a new head.
+
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
     it is taken. A million 28x28 images are 0.8 GB as uint8 but 3 GB as float32, so a
@@ -116,7 +125,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                  max_shift: int = 0, flip: bool = False, cutout: int = 0, steps_per_epoch: int | None = None,
                  pseudo_weight: float = 0.0, consistency: float = 0.0, mixup: float = 0.0,
                  weight_decay: float = 0.0, lr_schedule: str = "constant", ema_decay: float = 0.0,
-                 mean_teacher: bool = False, warm_start: bool = False,
+                 mean_teacher: bool = False, contrastive: float = 0.0, warm_start: bool = False,
                  random_state: int | None = 0, verbose: bool = False,
                  on_epoch: EpochCallback | None = None) -> None:
         self.latent_dim = latent_dim
@@ -145,6 +154,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.lr_schedule = lr_schedule
         self.ema_decay = ema_decay
         self.mean_teacher = mean_teacher
+        self.contrastive = contrastive
         self.warm_start = warm_start
         self.random_state = random_state
         self.verbose = verbose
@@ -165,6 +175,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"consistency must be non-negative, got {self.consistency}")
         if float(self.mixup) < 0:
             raise ValueError(f"mixup must be non-negative, got {self.mixup}")
+        if not float(self.contrastive) >= 0:
+            raise ValueError(f"contrastive must be non-negative, got {self.contrastive}")
         if not float(self.weight_decay) >= 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
@@ -212,6 +224,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         warm = self.warm_start and hasattr(self, "encoder_") and self.input_shape_ == x.shape[1:]
         if not warm:
             self._build(x.shape[1:])
+        contrast = float(self.contrastive) if x.ndim == 4 else 0.0
+        if contrast > 0 and not (warm and hasattr(self, "head_")):
+            self.head_ = projection_head(int(self.latent_dim))
         self.device_ = dev
         self.n_classes_ = k
         self.encoder_.to(dev).train()
@@ -233,6 +248,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
         pair = nn.ModuleList([self.encoder_, self.decoder_])
         params = list(pair.parameters())
+        if contrast > 0:
+            self.head_.to(dev).train()
+            params += list(self.head_.parameters())
         decay = float(self.weight_decay)
         opt = (torch.optim.AdamW(params, lr=float(self.lr), weight_decay=decay) if decay > 0
                else torch.optim.Adam(params, lr=float(self.lr)))
@@ -296,6 +314,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                             with torch.no_grad():
                                 z2 = teacher(view)
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
+                    if contrast > 0:
+                        m = len(idx) - (0 if extras is None else extras.shape[1])
+                        crop = self.encoder_(random_resized_crop(
+                            augment(clean[:m], int(self.max_shift), bool(self.flip), gen, int(self.cutout)), gen))
+                        loss = loss + contrast * nt_xent(self.head_(z[:m].float()), self.head_(crop.float()))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -67,6 +67,7 @@ class SimulationSettings:
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
+    typical_epochs: int | None = None  # the typicality start's autoencoder; None: ``epochs``
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
@@ -77,6 +78,7 @@ class SimulationSettings:
     lr_schedule: str = "constant"
     ema_decay: float = 0.0
     mean_teacher: bool = False
+    contrastive: float = 0.0
     strategy_options: dict[str, float] = field(default_factory=dict)
     stop_set_size: int = 1000
     device: str = "auto"
@@ -105,6 +107,8 @@ class SimulationSettings:
             raise SimulationError("--max-shift must not be negative")
         if self.cutout < 0:
             raise SimulationError("--cutout must not be negative")
+        if self.typical_epochs is not None and self.typical_epochs < 1:
+            raise SimulationError("--typical-epochs must be at least 1")
         if self.warm_steps is not None and self.warm_steps < 1:
             raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:
@@ -119,6 +123,8 @@ class SimulationSettings:
             raise SimulationError("--consistency must not be negative")
         if self.mixup < 0:
             raise SimulationError("--mixup must not be negative")
+        if not self.contrastive >= 0:
+            raise SimulationError(f"--contrastive must not be negative, got {self.contrastive}")
         if self.semi_supervised_from < 0:
             raise SimulationError("--semi-supervised-from must not be negative")
         if not self.lr > 0:
@@ -166,7 +172,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
     net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
                network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
                mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
-               ema_decay=s.ema_decay, mean_teacher=s.mean_teacher)
+               ema_decay=s.ema_decay, mean_teacher=s.mean_teacher, contrastive=s.contrastive)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
                              epochs=s.epochs, sae_params=net, self_training=s.self_training,
@@ -219,15 +225,19 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if s.initial_strategy == "random":
         return rng.choice(len(x), s.initial, replace=False)
-    key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, s.epochs, s.latent_dim,
+    key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, _typical_epochs(s), s.latent_dim,
            tuple(s.channels), s.network, s.max_shift, s.flip, s.device)
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
     return _TYPICAL[key].copy()
 
 
+def _typical_epochs(s: SimulationSettings) -> int:
+    return s.epochs if s.typical_epochs is None else s.typical_epochs
+
+
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
-    ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, batch_size=s.batch_size,
+    ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=_typical_epochs(s), batch_size=s.batch_size,
                                 channels=tuple(s.channels), network=s.network, max_shift=s.max_shift,
                                 flip=s.flip, device=s.device, random_state=seed).fit(x)
     return TypicalitySampling(random_state=seed).select(

@@ -1,10 +1,10 @@
-"""Random shifts, flips and cutouts: every output image is its input moved, mirrored or blanked as asked."""
+"""Random shifts, flips, cutouts and crops: each output image is its input moved, mirrored, blanked or zoomed."""
 
 from __future__ import annotations
 
 import torch
 
-from model.augment import augment, augments, blend_pairs, random_cutout, random_flip, random_shift
+from model.augment import augment, augments, blend_pairs, random_cutout, random_flip, random_resized_crop, random_shift
 
 
 def _translate(img: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -108,3 +108,23 @@ def test_blend_pairs_mixes_each_item_with_one_partner_by_its_weight() -> None:
         assert bool(((a >= 0) & (a <= 1)).all()) and a.std() > 0.1
         ax = a.view(-1, *([1] * (x.dim() - 1)))
         torch.testing.assert_close(blend, ax * x + (1 - ax) * x[other])
+
+
+def test_a_full_area_crop_is_the_image_itself_and_vectors_pass() -> None:
+    x = torch.rand(8, 1, 12, 12)
+    torch.testing.assert_close(random_resized_crop(x, torch.Generator().manual_seed(0), min_area=1.0), x)
+    v = torch.rand(8, 5)
+    assert random_resized_crop(v, torch.Generator().manual_seed(0)) is v
+
+
+def test_a_crop_zooms_in_by_its_area_and_keeps_the_centre_in_view() -> None:
+    # A bright 4x4 block at the centre: every allowed crop contains the centre, so the block
+    # stays in view, enlarged by 1/area (between 1 and 1/min_area times its 16 pixels).
+    x = torch.zeros(200, 1, 28, 28)
+    x[..., 12:16, 12:16] = 1.0
+    out = random_resized_crop(x, torch.Generator().manual_seed(0), min_area=0.5)
+    mass = out.sum(dim=(1, 2, 3))
+    assert out.shape == x.shape
+    assert float(mass.min()) > 16 * 0.9 and float(mass.max()) < 16 / 0.5 * 1.1
+    assert float(mass.std()) > 1.0, "each image gets its own crop"
+    assert float(out.amax(dim=(1, 2, 3)).min()) > 0.9, "the block is in view in every crop"

@@ -141,7 +141,7 @@ def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_
     model = SAEClassifier(epochs=1, device="cpu", sae_params={"max_shift": 1, "flip": True, "labeled_per_batch": 16,
                                                               "mixup": 0.5, "cutout": 3, "weight_decay": 0.1,
                                                               "lr_schedule": "cosine", "ema_decay": 0.9,
-                                                              "mean_teacher": True})
+                                                              "mean_teacher": True, "contrastive": 0.5})
     model.fit(digits.x_train, digits_labels)
     loaded = load_model(save_model(model, tmp_path / "m"), device="cpu")
     assert loaded.sae_.mixup == 0.5 and loaded.sae_params["mixup"] == 0.5
@@ -151,6 +151,7 @@ def test_round_trip_keeps_training_settings(digits: Dataset, digits_labels, tmp_
     assert loaded.sae_params["weight_decay"] == 0.1 and loaded.sae_params["lr_schedule"] == "cosine"
     assert (loaded.sae_.ema_decay, loaded.sae_.mean_teacher) == (0.9, True), "a warm retrain keeps averaging"
     assert loaded.sae_params["max_shift"] == 1  # a warm-started retrain keeps augmenting
+    assert loaded.sae_.contrastive == 0.5 and not hasattr(loaded.sae_, "head_"), "the setting travels, the head not"
 
 
 def test_a_model_saved_before_its_semi_supervised_start_keeps_the_setting(digits: Dataset, digits_labels,
@@ -227,7 +228,8 @@ def test_round_trip_keeps_step_budget_and_class_distances(digits: Dataset, digit
 def test_models_saved_before_the_step_budget_still_load(digits_model: SAEClassifier, tmp_path) -> None:
     path = save_model(digits_model, tmp_path / "old")
     settings = read_settings(path)
-    for key in ("steps_per_epoch", "class_distances", "weight_decay", "lr_schedule", "ema_decay", "mean_teacher"):
+    for key in ("steps_per_epoch", "class_distances", "weight_decay", "lr_schedule", "ema_decay", "mean_teacher",
+                "contrastive"):
         del settings["sae"][key]
     (path / "settings.json").write_text(json.dumps(settings))
     loaded = load_model(path, device="cpu")
@@ -235,6 +237,7 @@ def test_models_saved_before_the_step_budget_still_load(digits_model: SAEClassif
     assert loaded.sae_.class_distances is None
     assert (loaded.sae_.weight_decay, loaded.sae_.lr_schedule) == (0.0, "constant")
     assert (loaded.sae_.ema_decay, loaded.sae_.mean_teacher) == (0.0, False)
+    assert loaded.sae_.contrastive == 0.0
 
 
 def test_test_time_flip_travels_with_the_model(digits: Dataset, digits_labels, tmp_path) -> None:

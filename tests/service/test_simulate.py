@@ -225,6 +225,8 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     optimiser = ("weight_decay", "lr_schedule", "ema_decay", "mean_teacher")
     assert tuple(model.sae_params[k] for k in optimiser) == (0.0, "constant", 0.0, False)
     assert tuple(tuned.sae_params[k] for k in optimiser) == (0.1, "cosine", 0.99, True)
+    assert model.sae_params["contrastive"] == 0.0
+    assert _build("sae", SimulationSettings(contrastive=0.3, device="cpu"), 3, 100, 0).sae_params["contrastive"] == 0.3
     grouped = SimulationSettings(network="conv-gn", device="cpu")
     assert _build("sae", grouped, 3, 100, 0).sae_params["network"] == "conv-gn"
     assert _build("classifier", grouped, 3, 100, 0).network == "conv-gn"
@@ -259,6 +261,25 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     assert isinstance(classifier, EncoderClassifier) and classifier.network == "conv-bn"
 
 
+def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
+    from model.sae import StructuringAutoencoder
+
+    epochs = []
+    fit = StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        epochs.append((self.lam, self.epochs))
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    for typical in (None, 3):
+        s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
+                               warm_epochs=1, initial_strategy="typicality", typical_epochs=typical,
+                               channels=[4, 4, 4], device="cpu")
+        run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    assert epochs == [(0.0, 1), (s.lam, 1), (s.lam, 1), (0.0, 3), (s.lam, 1), (s.lam, 1)]
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
@@ -266,7 +287,8 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
     ("semi_supervised_from", -1, "--semi-supervised-from"), ("mixup", -0.1, "--mixup"), ("lr", 0.0, "--lr"),
     ("cutout", -1, "--cutout"), ("weight_decay", -0.1, "--weight-decay"),
     ("weight_decay", float("nan"), "--weight-decay"), ("lr_schedule", "step", "--lr-schedule"),
-    ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher")])
+    ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher"),
+    ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
