@@ -288,6 +288,8 @@ LEVERS = [  # name, row label, model, strategy: every lever is sae unless it say
      " λ 0.99, 5 epochs a round", "sae", "margin"),
     ("flip-semi500-lam099-warm5-semi300", f"sae+margin, {_FLIP} + self-training and consistency from 300 labels,"
      " λ 0.99, 5 epochs a round", "sae", "margin"),
+    ("flip-semi500-lam099-warm5-ema95-simclr001", f"sae+margin, {_WARM5}, moving average of the weights (decay 0.95),"
+     " contrastive codes (SimCLR, weight 0.01)", "sae", "margin"),
 ]
 BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classifier", "margin"),
              ("baselines-shift2", "classifier+random, shifts ≤ 2 px", "classifier", "random"),
@@ -354,7 +356,8 @@ BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typic
              "flip-semi500-lam099-warm5-ema98-wd01": "flip-semi500-lam099-warm5-ema98",
              "flip-semi500-lam099-warm5-res": "flip-semi500-lam099-warm5",
              "flip-semi500-lam099-warm5-semi200": "flip-semi500-lam099-warm5",
-             "flip-semi500-lam099-warm5-semi300": "flip-semi500-lam099-warm5"}  # lever -> the one it adds to
+             "flip-semi500-lam099-warm5-semi300": "flip-semi500-lam099-warm5",
+             "flip-semi500-lam099-warm5-ema95-simclr001": "flip-semi500-lam099-warm5-ema95"}  # lever -> its base
 MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs",  # trained alike; else shift2
                      "wide": "baselines-wide", "wide-bn": "baselines-wide-bn",
                      "wide-flip": "baselines-wide-flip", "flip-selftrain500": "baselines-wide-flip",
@@ -390,6 +393,7 @@ MATCHED_BASELINES = {"noshift": "baselines-noshift", "epochs": "baselines-epochs
                      "flip-semi500-lam099-warm5-ema98": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm10-ema98": "baselines-wide-flip-again",
                      "flip-semi500-lam099-warm5-ema95": "baselines-wide-flip-again",
+                     "flip-semi500-lam099-warm5-ema95-simclr001": "baselines-wide-flip-again",  # the SAE's alone
                      "flip-semi500-lam099-warm5-ema98-wd01": "baselines-wide-flip-again",
                      # the classifier has not trained with these augmentations: if one is ever kept, run
                      # its baselines with the same flag and name them here
@@ -518,7 +522,7 @@ def _adds_to_chosen(name: str) -> bool:
 # Levers read on the 2k protocol only: they ran after AMD's 20k set had every lever, and a 20k machine reruns
 # one (about an hour each) only once it leads the 2k choice, so they do not reopen a machine's choice
 TWO_K_ONLY = {"flip-semi500-lam099-warm5-res", "flip-semi500-lam099-warm5-semi200",
-              "flip-semi500-lam099-warm5-semi300"}
+              "flip-semi500-lam099-warm5-semi300", "flip-semi500-lam099-warm5-ema95-simclr001"}
 
 
 def _on_chosen() -> list[tuple[str, str, str, str]]:
@@ -711,6 +715,42 @@ def section_protocol_val20k(roots: Iterable[str] = VAL20K_ROOTS, first: str = PR
     return "\n\n".join(blocks) or (
         f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{VAL20K} bash benchmarks/cpu_protocol.sh "
         f"{CHOSEN_2K}`._")
+
+
+PILOT = "protocol-fm10-10k-pilot"  # one-seed screens to 200 labels, before a lever's full protocol run
+PILOT_SEED = 5  # outside every protocol seed, so no screen reuses a seed that a choice is read on
+PILOT_BUDGETS = (100, 200)
+PILOTS = [  # (folder, what it adds to the 2k choice); the first is that choice itself, the control
+    ("ema95", "nothing (the 2k choice, the control)"),
+    ("ema95-simclr1", "contrastive codes (SimCLR), weight 1"),
+    ("ema95-simclr01", "contrastive codes (SimCLR), weight 0.1"),
+    ("ema95-simclr001", "contrastive codes (SimCLR), weight 0.01"),
+    ("ema95-typical20", "20 epochs (not 5) for the typicality start's autoencoder"),
+]
+
+
+def section_pilots() -> str:
+    """Screens of new levers on one seed, to 200 labels: validation only, each against the control of that seed.
+
+    A screen decides whether a lever is worth a full run (about 40 minutes) and, for a new weight,
+    which one; it never chooses a setting, which stays the full protocol's rule.
+    """
+    rows = [(label, row(label, [f"{PILOT}/{name}/curve.json"], "sae", "margin")) for name, label in PILOTS]
+    rows = [(label, r) for label, r in rows if r.runs]
+    if not rows:
+        return "_No screens yet._"
+    control = rows[0][1]
+    head = " | ".join(f"{n:,} labels" for n in PILOT_BUDGETS)
+    lines = [f"| added to the 2k choice (seed {PILOT_SEED}) | validation error at {head} "
+             f"| against the control at {PILOT_BUDGETS[-1]:,} labels, points |",
+             "|---|" + "---|" * (len(PILOT_BUDGETS) + 1)]
+    for label, r in rows:
+        cells = " | ".join(f"{100 * r.values(n, 'val_error')[PILOT_SEED]:.1f} %" for n in PILOT_BUDGETS)
+        last = PILOT_BUDGETS[-1]
+        d = 100 * (r.values(last, "val_error")[PILOT_SEED] - control.values(last, "val_error")[PILOT_SEED])
+        lines.append(f"| {label} | {cells} | {f'{d:+.1f}' if r is not control else ''} |")
+    files = ", ".join(f"`{f}`" for _, r in rows for f in r.files)
+    return "\n".join(lines) + f"\n\nRaw: {files}."
 
 
 ROUNDS_50 = "flip-semi500-lam099-warm5-r50"  # the 2k choice in rounds of 50 labels, to 500
@@ -1260,8 +1300,9 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "summary": section_summary, "digits": section_digits, "full": section_full, "subset": section_subset,
     "protocol": lambda: section_protocol(more=MORE_SEEDS), "protocol-val20k": section_protocol_val20k,
     "protocol-seasons": section_protocol_seasons, "latent-heads": section_latent_heads,
-    "rounds50": section_rounds50, "gpu-protocol": section_gpu_protocol, "photos": section_photos,
-    "photo-ingest": section_photo_ingest, "ray": section_ray, "ray-capacity": section_ray_capacity,
+    "rounds50": section_rounds50, "pilots": section_pilots, "gpu-protocol": section_gpu_protocol,
+    "photos": section_photos, "photo-ingest": section_photo_ingest, "ray": section_ray,
+    "ray-capacity": section_ray_capacity,
 }
 DOCUMENTS = (README, ROOT / "deploy" / "README.md")
 

@@ -485,3 +485,23 @@ def test_the_summary_names_the_earlier_choice_once_a_later_lever_is_chosen(tmp_p
     assert [x.split(" | ")[0:3:2] for x in lines] == [
         ["| **the targets**: the 2k choice, seeds 0-2", label[later]],
         ["| the earlier 2k choice, seeds 0-2 (report only)", label[tables.CHOSEN_2K]]]
+
+
+def test_screens_read_each_lever_against_the_control_of_the_screen_seed(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(tables, "PILOTS", [("base", "nothing"), ("new", "a lever"), ("absent", "not run")])
+    assert tables.section_pilots() == "_No screens yet._"
+
+    def write(name: str, val: dict[int, float]) -> None:
+        path = tmp_path / tables.PILOT / name / "curve.json"
+        path.parent.mkdir(parents=True)
+        curve = [{"labeled": n, "test_error": 0.5, "val_error": v} for n, v in val.items()]
+        path.write_text(json.dumps({"runs": [{"model": "sae", "strategy": "margin", "seed": tables.PILOT_SEED,
+                                              "curve": curve}]}))
+
+    write("base", {100: 0.25, 200: 0.20})
+    write("new", {100: 0.24, 200: 0.215})
+    lines = tables.section_pilots().splitlines()
+    assert lines[2] == "| nothing | 25.0 % | 20.0 % |  |"
+    assert lines[3] == "| a lever | 24.0 % | 21.5 % | +1.5 |", "validation, against the control at 200 labels"
+    assert "not run" not in "\n".join(lines) and "`protocol-fm10-10k-pilot/new/curve.json`" in lines[-1]
