@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-TEMPERATURE = 0.5  # SimCLR's best for batches of a few hundred
+TEMPERATURE = 0.5  # the temperature SimCLR used on CIFAR-10's small images
 PROJECTION = (128, 64)  # hidden and output width of the projection head
 
 
@@ -32,4 +32,3 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = TEMPERATURE) 
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return functional.cross_entropy(sim, partner)
-
