@@ -104,7 +104,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     item shapes the codes by what survives a crop, not only by its pixels. It is not scheduled
     with ``consistency`` (which pulls the codes themselves together and waits for labels). The
     projection head is training state only: a saved model keeps the setting, and a warm retrain
-    after loading starts a new head.
+    after loading starts a new head. On Fashion-MNIST-10 (2k validation) weight 0.01 tied with the
+    setting without it and 0.1 and 1 were far behind, so it stays off by default.
 
     ``X`` may be uint8 images ``(N, C, H, W)`` or ``(N, H, W)`` meaning pixel/255, also as
     an ``np.memmap``: they are staged as uint8 and each batch is converted to float32 where
