@@ -739,16 +739,18 @@ def section_pilots() -> str:
     rows = [(label, r) for label, r in rows if r.runs]
     if not rows:
         return "_No screens yet._"
-    control = rows[0][1]
+    def val(r: Row, n: int) -> float:
+        return 100 * r.values(n, "val_error")[PILOT_SEED]
+
+    control, last = rows[0][1], PILOT_BUDGETS[-1]
     head = " | ".join(f"{n:,} labels" for n in PILOT_BUDGETS)
     lines = [f"| added to the 2k choice (seed {PILOT_SEED}) | validation error at {head} "
-             f"| against the control at {PILOT_BUDGETS[-1]:,} labels, points |",
+             f"| against the control at {last:,} labels, points |",
              "|---|" + "---|" * (len(PILOT_BUDGETS) + 1)]
     for label, r in rows:
-        cells = " | ".join(f"{100 * r.values(n, 'val_error')[PILOT_SEED]:.1f} %" for n in PILOT_BUDGETS)
-        last = PILOT_BUDGETS[-1]
-        d = 100 * (r.values(last, "val_error")[PILOT_SEED] - control.values(last, "val_error")[PILOT_SEED])
-        lines.append(f"| {label} | {cells} | {f'{d:+.1f}' if r is not control else ''} |")
+        cells = " | ".join(f"{val(r, n):.1f} %" for n in PILOT_BUDGETS)
+        against = f"{val(r, last) - val(control, last):+.1f}" if r is not control else ""
+        lines.append(f"| {label} | {cells} | {against} |")
     files = ", ".join(f"`{f}`" for _, r in rows for f in r.files)
     return "\n".join(lines) + f"\n\nRaw: {files}."
 

@@ -30,5 +30,5 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = TEMPERATURE) 
     z = functional.normalize(torch.cat([a, b]).float(), dim=1)
     sim = (z @ z.T) / temperature
     sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    partner = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
     return functional.cross_entropy(sim, partner)

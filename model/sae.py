@@ -284,6 +284,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             sums = torch.zeros(2, device=dev)
             for s in range(steps):
                 idx = perm[s * int(self.batch_size):(s + 1) * int(self.batch_size)]
+                m = len(idx)  # the pool draw; labeled extras (drawn with replacement) follow it
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
                 clean = _to_float(xt[idx].to(dev, non_blocking=True))
@@ -316,7 +317,6 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                                 z2 = teacher(view)
                         loss = loss + cons_weight * torch.mean((z.float() - z2.float()) ** 2)
                     if contrast > 0:
-                        m = len(idx) - (0 if extras is None else extras.shape[1])
                         crop = self.encoder_(random_resized_crop(
                             augment(clean[:m], int(self.max_shift), bool(self.flip), gen, int(self.cutout)), gen))
                         loss = loss + contrast * nt_xent(self.head_(z[:m].float()), self.head_(crop.float()))
