@@ -53,6 +53,8 @@ def main() -> None:
     p.add_argument("--initial-strategy", default="random")
     p.add_argument("--typical-epochs", type=int, default=None,
                    help="epochs of the typicality start's plain autoencoder (default: --epochs)")
+    p.add_argument("--typical-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="another setting of that autoencoder, e.g. contrastive=1 or latent_dim=32 (repeatable)")
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
@@ -91,6 +93,7 @@ def main() -> None:
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, typical_epochs=a.typical_epochs,
+                           typical_params=parse_options(a.typical_param, "--typical-param"),
                            self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
                            consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,

@@ -717,40 +717,61 @@ def section_protocol_val20k(roots: Iterable[str] = VAL20K_ROOTS, first: str = PR
         f"{CHOSEN_2K}`._")
 
 
-PILOT = "protocol-fm10-10k-pilot"  # one-seed screens to 200 labels, before a lever's full protocol run
-PILOT_SEED = 5  # outside every protocol seed, so no screen reuses a seed that a choice is read on
+PILOT = "protocol-fm10-10k-pilot"  # screens to 200 labels, before a lever's full protocol run
+PILOT_SEEDS = (5, 6, 7)  # outside every protocol seed, so no screen reuses a seed that a choice is read on
 PILOT_BUDGETS = (100, 200)
-PILOTS = [  # (folder, what it adds to the 2k choice); the first is that choice itself, the control
-    ("ema95", "nothing (the 2k choice, the control)"),
-    ("ema95-simclr1", "contrastive codes (SimCLR), weight 1"),
-    ("ema95-simclr01", "contrastive codes (SimCLR), weight 0.1"),
-    ("ema95-simclr001", "contrastive codes (SimCLR), weight 0.01"),
-    ("ema95-typical20", "20 epochs (not 5) for the typicality start's autoencoder"),
+PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice itself, the control
+    (("ema95", "ema95-s67"), "nothing (the 2k choice, the control)"),
+    (("ema95-simclr1",), "contrastive codes (SimCLR), weight 1"),
+    (("ema95-simclr01",), "contrastive codes (SimCLR), weight 0.1"),
+    (("ema95-simclr001",), "contrastive codes (SimCLR), weight 0.01"),
+    (("ema95-typical20",), "20 epochs (not 5) for the typicality start's autoencoder"),
+    (("ema95-start-simclr1",), "the typicality start's autoencoder with contrastive codes, weight 1"),
+    (("ema95-start-latent32",), "the typicality start's autoencoder with 32 latent dimensions (not 10)"),
+    (("ema95-start-simclr1-e20",), "the typicality start's autoencoder with contrastive codes, weight 1, "
+                                   "and 20 epochs"),
+    (("ema95-start-random",), "a random start (the first 100 labels drawn at random, not by typicality)"),
 ]
 
 
+def _screen_cell(values: list[float], signed: bool = False) -> str:
+    """Mean ± sd (n-1) in points; one seed's value alone, as no spread can be read from it."""
+    v = 100 * np.asarray(values, dtype=np.float64)
+    mean = round(float(v.mean()), 1) + 0.0  # a tie reads +0.0, not -0.0
+    text = f"{mean:+.1f}" if signed else f"{mean:.1f}"
+    return text if len(v) == 1 else f"{text} ± {v.std(ddof=1):.1f}"
+
+
 def section_pilots() -> str:
-    """Screens of new levers on one seed, to 200 labels: validation only, each against the control of that seed.
+    """Screens of new levers on seeds outside the protocol, to 200 labels: validation only, paired by seed.
 
     A screen decides whether a lever is worth a full run (about 40 minutes) and, for a new weight,
-    which one; it never chooses a setting, which stays the full protocol's rule.
+    which one; it never chooses a setting, which stays the full protocol's rule. The first
+    screens ran on one seed; later ones on three, as one seed's start moved 200 labels by points.
     """
-    rows = [(label, row(label, [f"{PILOT}/{name}/curve.json"], "sae", "margin")) for name, label in PILOTS]
+    rows = [(label, row(label, [f"{PILOT}/{f}/curve.json" for f in folders], "sae", "margin"))
+            for folders, label in PILOTS]
     rows = [(label, r) for label, r in rows if r.runs]
     if not rows:
         return "_No screens yet._"
-    def val(r: Row, n: int) -> float:
-        return 100 * r.values(n, "val_error")[PILOT_SEED]
-
-    control, last = rows[0][1], PILOT_BUDGETS[-1]
-    head = " | ".join(f"{n:,} labels" for n in PILOT_BUDGETS)
-    lines = [f"| added to the 2k choice (seed {PILOT_SEED}) | validation error at {head} "
-             f"| against the control at {last:,} labels, points |",
-             "|---|" + "---|" * (len(PILOT_BUDGETS) + 1)]
     for label, r in rows:
-        cells = " | ".join(f"{val(r, n):.1f} %" for n in PILOT_BUDGETS)
-        against = f"{val(r, last) - val(control, last):+.1f}" if r is not control else ""
-        lines.append(f"| {label} | {cells} | {against} |")
+        if set(r.seeds) - set(PILOT_SEEDS):
+            raise ValueError(f"screen {label!r} ran on seeds {r.seeds}; screens use only {PILOT_SEEDS}")
+    control = rows[0][1]
+    head = " | ".join(f"{n:,} labels" for n in PILOT_BUDGETS)
+    lines = [f"| added to the 2k choice | seeds | validation error (%) at {head} "
+             f"| against the control (points, paired by seed) at {head} |",
+             "|---|---|" + "---|" * (2 * len(PILOT_BUDGETS))]
+    for label, r in rows:
+        cells = [_screen_cell(list(r.values(n, "val_error").values())) for n in PILOT_BUDGETS]
+        against = []
+        for n in PILOT_BUDGETS:
+            mine, base = r.values(n, "val_error"), control.values(n, "val_error")
+            shared = sorted(set(mine) & set(base))
+            against.append("" if r is control or not shared else
+                           _screen_cell([mine[k] - base[k] for k in shared], signed=True))
+        seeds = ", ".join(str(k) for k in r.seeds)
+        lines.append(f"| {label} | {seeds} | " + " | ".join(cells + against) + " |")
     files = ", ".join(f"`{f}`" for _, r in rows for f in r.files)
     return "\n".join(lines) + f"\n\nRaw: {files}."
 
@@ -911,6 +932,7 @@ def section_latent_heads(roots: Iterable[str] = VAL20K_ROOTS) -> str:
 
 
 SEASONS_PROTOCOL = "protocol-seasons-10k"
+SEASONS_MORE_SEEDS = "protocol-seasons-10k-seeds3-4"  # seeds 3-4 of the seasons choice and its matched baselines
 
 
 def section_protocol_seasons() -> str:
@@ -918,7 +940,7 @@ def section_protocol_seasons() -> str:
     where = in_folder(SEASONS_PROTOCOL)
     return section_protocol(_protocol_rows(LEVERS, where), _protocol_rows(BASELINES, where),
                             "_Not run yet: `SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical "
-                            "baselines-shift2`._", _targets_seasons, diagram=None)
+                            "baselines-shift2`._", _targets_seasons, diagram=None, more=SEASONS_MORE_SEEDS)
 
 
 def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = None,

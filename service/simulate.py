@@ -32,6 +32,8 @@ from model.stopping import agreement, should_stop
 
 MODELS = ("sae", "ae", "classifier")
 INITIAL = ("random", "typicality")
+# what --typical-param may set on the typicality start's plain autoencoder (numbers that act without labels)
+TYPICAL_PARAMS = frozenset({"latent_dim", "contrastive", "max_shift", "cutout", "lr", "weight_decay", "batch_size"})
 
 
 class SimulationError(ValueError):
@@ -68,6 +70,7 @@ class SimulationSettings:
     validation_size: int | None = None
     initial_strategy: str = "random"
     typical_epochs: int | None = None  # the typicality start's autoencoder; None: ``epochs``
+    typical_params: dict[str, float] = field(default_factory=dict)  # more of that autoencoder's settings
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
@@ -109,6 +112,10 @@ class SimulationSettings:
             raise SimulationError("--cutout must not be negative")
         if self.typical_epochs is not None and self.typical_epochs < 1:
             raise SimulationError("--typical-epochs must be at least 1")
+        unknown = set(self.typical_params) - TYPICAL_PARAMS
+        if unknown:
+            raise SimulationError(f"--typical-param {sorted(unknown)[0]}: the start's autoencoder takes "
+                                  f"{', '.join(sorted(TYPICAL_PARAMS))}")
         if self.warm_steps is not None and self.warm_steps < 1:
             raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:
@@ -147,7 +154,7 @@ class SimulationSettings:
         return {k: v for k, v in self.strategy_options.items() if k in known}
 
 
-def parse_options(pairs: list[str]) -> dict[str, float]:
+def parse_options(pairs: list[str], flag: str = "--strategy-option") -> dict[str, float]:
     """``["until=500"]`` -> ``{"until": 500}``: numbers stay ints where they are whole."""
     out: dict[str, float] = {}
     for pair in pairs:
@@ -157,7 +164,7 @@ def parse_options(pairs: list[str]) -> dict[str, float]:
         except ValueError:
             number = None
         if not sep or not key or number is None:
-            raise SimulationError(f"--strategy-option wants KEY=NUMBER, got {pair!r}")
+            raise SimulationError(f"{flag} wants KEY=NUMBER, got {pair!r}")
         out[key] = int(number) if number.is_integer() else number
     return out
 
@@ -226,7 +233,7 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     if s.initial_strategy == "random":
         return rng.choice(len(x), s.initial, replace=False)
     key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, _typical_epochs(s), s.latent_dim,
-           tuple(s.channels), s.network, s.max_shift, s.flip, s.device)
+           tuple(s.channels), s.network, s.max_shift, s.flip, s.device, tuple(sorted(s.typical_params.items())))
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
     return _TYPICAL[key].copy()
@@ -237,9 +244,9 @@ def _typical_epochs(s: SimulationSettings) -> int:
 
 
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
-    ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=_typical_epochs(s), batch_size=s.batch_size,
-                                channels=tuple(s.channels), network=s.network, max_shift=s.max_shift,
-                                flip=s.flip, device=s.device, random_state=seed).fit(x)
+    params = dict(latent_dim=s.latent_dim, batch_size=s.batch_size, max_shift=s.max_shift) | s.typical_params
+    ae = StructuringAutoencoder(lam=0.0, epochs=_typical_epochs(s), channels=tuple(s.channels), network=s.network,
+                                flip=s.flip, device=s.device, random_state=seed, **params).fit(x)
     return TypicalitySampling(random_state=seed).select(
         np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
 

@@ -487,21 +487,29 @@ def test_the_summary_names_the_earlier_choice_once_a_later_lever_is_chosen(tmp_p
         ["| the earlier 2k choice, seeds 0-2 (report only)", label[tables.CHOSEN_2K]]]
 
 
-def test_screens_read_each_lever_against_the_control_of_the_screen_seed(tmp_path, monkeypatch) -> None:
+def test_screens_read_each_lever_against_the_control_paired_by_seed(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
-    monkeypatch.setattr(tables, "PILOTS", [("base", "nothing"), ("new", "a lever"), ("absent", "not run")])
+    monkeypatch.setattr(tables, "PILOTS", [(("base", "base-more"), "nothing"), (("new",), "a lever"),
+                                           (("one",), "one seed"), (("absent",), "not run")])
     assert tables.section_pilots() == "_No screens yet._"
 
-    def write(name: str, val: dict[int, float]) -> None:
+    def write(name: str, val: dict[int, dict[int, float]]) -> None:
         path = tmp_path / tables.PILOT / name / "curve.json"
         path.parent.mkdir(parents=True)
-        curve = [{"labeled": n, "test_error": 0.5, "val_error": v} for n, v in val.items()]
-        path.write_text(json.dumps({"runs": [{"model": "sae", "strategy": "margin", "seed": tables.PILOT_SEED,
-                                              "curve": curve}]}))
+        runs = [{"model": "sae", "strategy": "margin", "seed": seed,
+                 "curve": [{"labeled": n, "test_error": 0.5, "val_error": v[seed]} for n, v in val.items()]}
+                for seed in val[100]]
+        path.write_text(json.dumps({"runs": runs}))
 
-    write("base", {100: 0.25, 200: 0.20})
-    write("new", {100: 0.24, 200: 0.215})
+    write("base", {100: {5: 0.25}, 200: {5: 0.20}})
+    write("base-more", {100: {6: 0.27, 7: 0.23}, 200: {6: 0.22, 7: 0.18}})
+    write("new", {100: {5: 0.24, 6: 0.26, 7: 0.25}, 200: {5: 0.215, 6: 0.21, 7: 0.19}})
+    write("one", {100: {5: 0.26}, 200: {5: 0.19}})
     lines = tables.section_pilots().splitlines()
-    assert lines[2] == "| nothing | 25.0 % | 20.0 % |  |"
-    assert lines[3] == "| a lever | 24.0 % | 21.5 % | +1.5 |", "validation, against the control at 200 labels"
-    assert "not run" not in "\n".join(lines) and "`protocol-fm10-10k-pilot/new/curve.json`" in lines[-1]
+    assert lines[2] == "| nothing | 5, 6, 7 | 25.0 ± 2.0 | 20.0 ± 2.0 |  |  |"
+    assert lines[3] == "| a lever | 5, 6, 7 | 25.0 ± 1.0 | 20.5 ± 1.3 | +0.0 ± 1.7 | +0.5 ± 1.3 |", "paired by seed"
+    assert lines[4] == "| one seed | 5 | 26.0 | 19.0 | +1.0 | -1.0 |", "one seed: no spread, only its shared seed"
+    assert "not run" not in "\n".join(lines) and "`protocol-fm10-10k-pilot/base-more/curve.json`" in lines[-1]
+    write("absent", {100: {0: 0.3}, 200: {0: 0.2}})
+    with pytest.raises(ValueError, match="screens use only"):
+        tables.section_pilots()

@@ -176,6 +176,8 @@ def test_strategy_options_are_checked() -> None:
     assert parse_options(["until=500", "candidates=2.5"]) == {"until": 500, "candidates": 2.5}
     with pytest.raises(SimulationError, match="KEY=NUMBER"):
         parse_options(["until"])
+    with pytest.raises(SimulationError, match="--typical-param wants KEY=NUMBER"):
+        parse_options(["contrastive=high"], "--typical-param")
     ok = SimulationSettings(strategies=["margin", "typicality-margin"], strategy_options={"until": 200})
     ok.validate()
     assert ok.options_for("margin") == {} and ok.options_for("typicality-margin") == {"until": 200}
@@ -280,6 +282,25 @@ def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
     assert epochs == [(0.0, 1), (s.lam, 1), (s.lam, 1), (0.0, 3), (s.lam, 1), (s.lam, 1)]
 
 
+def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
+    from model.sae import StructuringAutoencoder
+
+    seen = []
+    fit = StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        seen.append((self.lam, self.latent_dim, self.contrastive))
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
+                           warm_epochs=1, initial_strategy="typicality", channels=[4, 4, 4], device="cpu",
+                           typical_params={"latent_dim": 6, "contrastive": 0.5})
+    curve = run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    assert seen == [(0.0, 6, 0.5), (s.lam, 10, 0.0), (s.lam, 10, 0.0)]
+    assert [p["labeled"] for p in curve] == [20, 30]
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
@@ -288,7 +309,8 @@ def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
     ("cutout", -1, "--cutout"), ("weight_decay", -0.1, "--weight-decay"),
     ("weight_decay", float("nan"), "--weight-decay"), ("lr_schedule", "step", "--lr-schedule"),
     ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher"),
-    ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs")])
+    ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs"),
+    ("typical_params", {"lam": 0.5}, "--typical-param lam")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
