@@ -32,6 +32,7 @@ class SAESettings:
     semi_supervised_from: int = 0
     test_time_flip: bool = False
     mixup: float = 0.0
+    ema_decay: float = 0.0
 
 
 class Settings(BaseSettings):
@@ -78,6 +79,7 @@ class Settings(BaseSettings):
     sae_semi_supervised_from: int = Field(0, ge=0)
     sae_test_time_flip: bool = False
     sae_mixup: float = Field(0.0, ge=0)
+    sae_ema_decay: float = Field(0.0, ge=0, lt=1)
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     image_size: int | None = Field(None, ge=4, le=512)
@@ -115,7 +117,8 @@ class Settings(BaseSettings):
                            self_training_threshold=self.sae_self_training_threshold,
                            consistency=self.sae_consistency,
                            semi_supervised_from=self.sae_semi_supervised_from,
-                           test_time_flip=self.sae_test_time_flip, mixup=self.sae_mixup)
+                           test_time_flip=self.sae_test_time_flip, mixup=self.sae_mixup,
+                           ema_decay=self.sae_ema_decay)
 
     @field_validator("query_strategy")
     @classmethod

@@ -116,14 +116,14 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,
                          sae_params={**(model.sae_params or {}), "max_shift": s.max_shift, "flip": s.flip,
                                      "steps_per_epoch": s.warm_steps, "consistency": s.consistency,
-                                     "mixup": s.mixup})
+                                     "mixup": s.mixup, "ema_decay": s.ema_decay})
         model.sae_.set_params(on_epoch=on_epoch)
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
                               sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift, "flip": s.flip,
                                           "channels": tuple(s.channels), "consistency": s.consistency,
-                                          "mixup": s.mixup})
+                                          "mixup": s.mixup, "ema_decay": s.ema_decay})
     model.fit(x, y)
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:

@@ -39,6 +39,10 @@ def test_sae_settings_travel_as_one_plain_object(monkeypatch: pytest.MonkeyPatch
     assert Settings(sae_mixup=0.5).sae_settings().mixup == 0.5 and Settings().sae_settings().mixup == 0.0
     with pytest.raises(ValidationError):
         Settings(sae_mixup=-1)
+    assert Settings(sae_ema_decay=0.95).sae_settings().ema_decay == 0.95 and Settings().sae_settings().ema_decay == 0
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValidationError, match="sae_ema_decay"):
+            Settings(sae_ema_decay=bad)
 
 
 def test_the_head_must_cover_the_marks() -> None:

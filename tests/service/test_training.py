@@ -117,14 +117,16 @@ def test_test_time_flips_reach_the_first_training_and_warm_retrains(pool_dir: st
     assert not train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), flip=True)).model.test_time_flip
 
 
-def test_mixup_reaches_the_first_training_and_warm_retrains(pool_dir: str, digits_labels: np.ndarray,
-                                                           tmp_path) -> None:
-    first = train_project(job(pool_dir, digits_labels, mixup=0.5))
-    assert first.model.sae_.mixup == 0.5
+@pytest.mark.parametrize(("name", "first_value", "warm_value"), [("mixup", 0.5, 2.0), ("ema_decay", 0.95, 0.9)])
+def test_sae_settings_reach_the_first_training_and_warm_retrains(pool_dir: str, digits_labels: np.ndarray, tmp_path,
+                                                                 name: str, first_value: float,
+                                                                 warm_value: float) -> None:
+    first = train_project(job(pool_dir, digits_labels, **{name: first_value}))
+    assert getattr(first.model.sae_, name) == first_value
     save_model(first.model, tmp_path / "v1")
-    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), mixup=2.0))
-    assert warm.metrics["warm_start"] and warm.model.sae_.mixup == 2.0
-    assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).model.sae_.mixup == 0.0
+    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **{name: warm_value}))
+    assert warm.metrics["warm_start"] and getattr(warm.model.sae_, name) == warm_value
+    assert getattr(train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).model.sae_, name) == 0.0
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
