@@ -725,7 +725,7 @@ PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice
     (("ema95-simclr1",), "contrastive codes (SimCLR), weight 1"),
     (("ema95-simclr01",), "contrastive codes (SimCLR), weight 0.1"),
     (("ema95-simclr001",), "contrastive codes (SimCLR), weight 0.01"),
-    (("ema95-typical20",), "20 epochs (not 5) for the typicality start's autoencoder"),
+    (("ema95-typical20", "ema95-typical20-s67"), "20 epochs (not 5) for the typicality start's autoencoder"),
     (("ema95-start-simclr1",), "the typicality start's autoencoder with contrastive codes, weight 1"),
     (("ema95-start-latent32",), "the typicality start's autoencoder with 32 latent dimensions (not 10)"),
     (("ema95-start-simclr1-e20",), "the typicality start's autoencoder with contrastive codes, weight 1, "
