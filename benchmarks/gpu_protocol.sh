@@ -4,8 +4,10 @@
 # 32/64/128, 10 epochs then 5 per round, 100 -> 1,000 labels, seeds 0-2. Every (variant, seed) is
 # one process, all in parallel (the small nets leave most of a large GPU idle); a run cut short by
 # LIMIT still leaves the rounds it finished in its curve.json. Six variants x 3 seeds are 18
-# processes (the typicality start alone, cluster-margin and always-on self-training, measured on the
-# CPU, are left out to fit a 16-core host); on a smaller host set VARIANTS to a few lines at a time.
+# processes (the typicality start alone, cluster-margin, always-on self-training and the step without
+# λ 0.99, measured on the CPU, are left out to fit a 16-core host); the last SAE line is the CPU
+# protocol's current choice (every line here already trains 5 epochs a round). On a smaller host set
+# VARIANTS to a few lines at a time.
 #   DATA=.data/fashion-mnist OUT=benchmarks/results/gpu-protocol-fm10 bash benchmarks/gpu_protocol.sh
 # Tiny check on a CPU: DEV=cpu POOL=2000 EPOCHS=1 WARM=1 ROUNDS=1 VAL=200 TEST=200 LIMIT=300 ...
 set -u
@@ -24,8 +26,8 @@ VAL=${VAL:-5000}
 TEST=${TEST:-}
 VARIANTS=${VARIANTS:-"shift2:sae+margin:--max-shift 2
 wide-flip:sae+margin:--max-shift 2 --flip --initial-strategy typicality
-flip-semi500:sae+margin:--max-shift 2 --flip --initial-strategy typicality --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500
 flip-semi500-lam099:sae+margin:--max-shift 2 --flip --initial-strategy typicality --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99
+flip-semi500-lam099-warm5-ema95:sae+margin:--max-shift 2 --flip --initial-strategy typicality --self-training 0.3 --self-training-threshold 0.9 --consistency 1 --semi-supervised-from 500 --lam 0.99 --ema-decay 0.95
 baselines:classifier+margin,classifier+random:--max-shift 2
 baselines-wide-flip:classifier+margin,classifier+random:--max-shift 2 --flip"}
 mkdir -p "$OUT"

@@ -489,7 +489,8 @@ def section_gpu_protocol() -> str:
     def where(name: str) -> str:
         return f"gpu-protocol-fm10/{'baselines' if name == 'baselines-shift2' else name}-s*/curve.json"
 
-    levers = [x for x in LEVERS if x[0] in ("shift2", "wide-flip", "flip-semi500", "flip-semi500-lam099")]
+    levers = [x for x in LEVERS if x[0] in ("shift2", "wide-flip", "flip-semi500", "flip-semi500-lam099",
+                                            "flip-semi500-lam099-warm5-ema95")]
     base = [x for x in BASELINES if x[0] in ("baselines-shift2", "baselines-wide-flip")]
     return section_protocol(_protocol_rows(levers, where), _protocol_rows(base, where),
                             "_Not run yet: `benchmarks/gpu_protocol.sh` needs a GPU session._", diagram=None)
