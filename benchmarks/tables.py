@@ -835,14 +835,11 @@ def rounds50_2k(root: str = PROTOCOL) -> Rounds50 | None:
     """
     name = ROUNDS_50_2K.removesuffix("-r50")
     there = in_folder(root)
-    if not all((RESULTS / there(n)).exists() for n in (ROUNDS_50_2K, ROUNDS_50_BASELINES, name)):
+    if not (RESULTS / there(name)).exists():
         return None
     control = next(r for r in _protocol_rows(LEVERS, there) if LEVER_NAME[r.label] == name)
     _, bar_row = matched_baselines(control, _protocol_rows(BASELINES, there))
-    base = [there(ROUNDS_50_BASELINES)]
-    return Rounds50(row("sae+margin, the 2k choice, rounds of 50", [there(ROUNDS_50_2K)], "sae", "margin"),
-                    row("classifier+margin, rounds of 50", base, "classifier", "margin"),
-                    row("classifier+random, rounds of 50", base, "classifier", "random"), control, bar_row)
+    return _rounds50_of([there(ROUNDS_50_2K)], [there(ROUNDS_50_BASELINES)], control, bar_row)
 
 
 def rounds50(results: str) -> list[Rounds50]:
@@ -854,15 +851,19 @@ def rounds50(results: str) -> list[Rounds50]:
     sets = [([in_folder(results)], m.control, local[1])]
     if (five := m.with_more_seeds(m.control)) is not None:
         sets.append(([in_folder(results), in_folder(MORE_SEEDS_20K[results])], five[0], five[2]))
-    out = []
-    for folders, control, bar_row in sets:
-        sae, base = ([there(name) for there in folders] for name in (ROUNDS_50, ROUNDS_50_BASELINES))
-        if all((RESULTS / f).exists() for f in sae + base):
-            out.append(Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
-                                row("classifier+margin, rounds of 50", base, "classifier", "margin"),
-                                row("classifier+random, rounds of 50", base, "classifier", "random"),
-                                control, bar_row))
-    return out
+    readings = (_rounds50_of([there(ROUNDS_50) for there in folders],
+                             [there(ROUNDS_50_BASELINES) for there in folders], control, bar_row)
+                for folders, control, bar_row in sets)
+    return [x for x in readings if x is not None]
+
+
+def _rounds50_of(sae: list[str], base: list[str], control: Row, bar_row: Row) -> Rounds50 | None:
+    """The rounds-of-50 rows in ``sae`` and ``base`` (raw files) with their control and bar, once all of them ran."""
+    if not all((RESULTS / f).exists() for f in sae + base):
+        return None
+    return Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
+                    row("classifier+margin, rounds of 50", base, "classifier", "margin"),
+                    row("classifier+random, rounds of 50", base, "classifier", "random"), control, bar_row)
 
 
 def _rounds50_block(results: str) -> str:
