@@ -464,13 +464,22 @@ def test_rounds_of_50_read_the_250_label_target_against_the_machine_s_own_bar(tm
     name = tables.ROUNDS_50_2K.removesuffix("-r50")  # the same, beside the 2k protocol's own runs
     write(tables.PROTOCOL, name, control, hundreds, range(3))
     write(tables.PROTOCOL, tables.MATCHED_BASELINES[name], base100, hundreds, range(3))
-    assert tables.rounds50_2k() is None, "nothing to read before its rounds of 50 ran"
+    assert tables.rounds50_2k() == [], "nothing to read before its rounds of 50 ran"
     write(tables.PROTOCOL, tables.ROUNDS_50_2K, r50, fifties, range(3))
     write(tables.PROTOCOL, tables.ROUNDS_50_BASELINES, base50, fifties, range(3))
     text = tables.section_rounds50([])
     assert text.startswith(f"`{tables.PROTOCOL}`, the runs the targets are read on (processor: Test CPU):")
     assert "| validation error, 2k items, seeds 0-2 |" in text
     assert "(20.0 %, seeds 0-2): rounds of 50 250; rounds of 100 400 (target ≤ 250: met)" in text
+    assert "seeds 0-4" not in text, "the 2k protocol's seeds 3-4 only once its rounds of 50 have them too"
+    write(tables.MORE_SEEDS, name, control, hundreds, range(3, 5))
+    write(tables.MORE_SEEDS, tables.MATCHED_BASELINES[name], base100, hundreds, range(3, 5))
+    assert len(tables.rounds50_2k()) == 1, "the control's seeds 3-4 alone add no reading"
+    write(tables.MORE_SEEDS, tables.ROUNDS_50_2K, r50, fifties, range(3, 5))
+    write(tables.MORE_SEEDS, tables.ROUNDS_50_BASELINES, base50, fifties, range(3, 5))
+    text = tables.section_rounds50([])
+    assert "| validation error, 2k items, seeds 0-4 |" in text and "(21.0 %, seeds 0-4)" in text
+    assert [x.sae.seeds for x in tables.rounds50_2k()] == [[0, 1, 2], [0, 1, 2, 3, 4]]
 
 
 def test_the_summary_names_the_earlier_choice_once_a_later_lever_is_chosen(tmp_path, monkeypatch) -> None:
