@@ -161,7 +161,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.on_epoch = on_epoch
 
-    def _check_params(self) -> None:
+    def check_params(self) -> None:
+        """Raise ValueError for any setting ``fit`` would reject, without training: callers check settings early."""
         if not 0.0 <= float(self.lam) <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
         if int(self.latent_dim) < 1:
@@ -178,6 +179,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"mixup must be non-negative, got {self.mixup}")
         if not float(self.contrastive) >= 0:
             raise ValueError(f"contrastive must be non-negative, got {self.contrastive}")
+        if not float(self.lr) >= 0:
+            raise ValueError(f"lr must be non-negative, got {self.lr}")
         if not float(self.weight_decay) >= 0:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
@@ -207,7 +210,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     def fit(self, X: np.ndarray, y: np.ndarray | None = None,
             pseudo: np.ndarray | None = None) -> StructuringAutoencoder:
         """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled); ``pseudo`` optional pseudo-labels."""
-        self._check_params()
+        self.check_params()
         x = as_pool_array(X)
         n = len(x)
         y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)

@@ -116,11 +116,10 @@ class SimulationSettings:
         if unknown:
             raise SimulationError(f"--typical-param {sorted(unknown)[0]}: the start's autoencoder takes "
                                   f"{', '.join(sorted(TYPICAL_PARAMS))}")
-        for key, value in self.typical_params.items():
-            low = 1 if key in ("latent_dim", "batch_size") else 0
-            need = "positive" if key == "lr" else f"at least {low}"
-            if not value >= low or (key == "lr" and not value > 0):
-                raise SimulationError(f"--typical-param {key}={value}: must be {need}")
+        try:
+            StructuringAutoencoder(lam=0.0, **self.typical_params).check_params()
+        except ValueError as e:
+            raise SimulationError(f"--typical-param: {e}") from None
         if self.warm_steps is not None and self.warm_steps < 1:
             raise SimulationError("--warm-steps must be at least 1")
         if self.per_round < 0 or self.rounds < 0:

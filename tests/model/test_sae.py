@@ -281,9 +281,13 @@ def test_other_bad_parameters(small) -> None:
                    {"cutout": -1}, {"weight_decay": -0.1},
                    {"weight_decay": float("nan")}, {"lr_schedule": "step"}, {"ema_decay": 1.0},
                    {"ema_decay": -0.1}, {"mean_teacher": True}, {"contrastive": -1.0},
-                   {"contrastive": float("nan")}):
-        with pytest.raises(ValueError):
+                   {"contrastive": float("nan")}, {"lr": -1e-3}, {"lr": float("nan")}):
+        name = next(iter(params))
+        with pytest.raises(ValueError, match=name):
+            StructuringAutoencoder(device="cpu", **params).check_params()
+        with pytest.raises(ValueError, match=name):
             StructuringAutoencoder(device="cpu", **params).fit(x, y)
+    StructuringAutoencoder(lr=0.0).check_params()  # a frozen fit is allowed: warm-start tests rely on it
 
 
 def test_not_fitted() -> None:

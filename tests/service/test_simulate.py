@@ -311,9 +311,10 @@ def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
     ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher"),
     ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs"),
     ("typical_params", {"lam": 0.5}, "--typical-param lam"),
-    ("typical_params", {"latent_dim": 0}, "latent_dim=0: must be at least 1"),
-    ("typical_params", {"lr": 0}, "lr=0: must be positive"),
-    ("typical_params", {"contrastive": -1}, "contrastive=-1: must be at least 0")])
+    ("typical_params", {"latent_dim": 0}, "--typical-param: latent_dim must be at least 1"),
+    ("typical_params", {"lr": -1e-3}, "--typical-param: lr must be non-negative"),
+    ("typical_params", {"lr": float("nan")}, "--typical-param: lr must be non-negative"),
+    ("typical_params", {"contrastive": -1}, "--typical-param: contrastive must be non-negative")])
 def test_bad_protocol_settings(field: str, value, message: str) -> None:
     s = SimulationSettings(**{field: value})
     with pytest.raises(SimulationError, match=message):
