@@ -223,6 +223,10 @@ class TypicalitySampling(QueryStrategy):
     def to_score(self, values: np.ndarray, n_classes: int) -> np.ndarray:
         return np.ones(len(values))
 
+    def first(self, codes: np.ndarray, k: int) -> np.ndarray:
+        """The cold start: positions of the ``k`` items to label first, before any label or score exists."""
+        return self.select(np.zeros(len(codes)), codes, k, np.arange(len(codes)))
+
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
                labeled: np.ndarray | None = None) -> np.ndarray:
         k = min(int(k), len(pool))

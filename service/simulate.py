@@ -251,8 +251,7 @@ def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarra
     params = dict(latent_dim=s.latent_dim, batch_size=s.batch_size, max_shift=s.max_shift) | s.typical_params
     ae = StructuringAutoencoder(lam=0.0, epochs=_typical_epochs(s), channels=tuple(s.channels), network=s.network,
                                 flip=s.flip, device=s.device, random_state=seed, **params).fit(x)
-    return TypicalitySampling(random_state=seed).select(
-        np.zeros(len(x)), ae.transform(x), s.initial, np.arange(len(x)))
+    return TypicalitySampling(random_state=seed).first(ae.transform(x), s.initial)
 
 
 def _confidence(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -162,8 +162,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
                                 max_shift=s.max_shift, flip=s.flip, steps_per_epoch=s.warm_steps,
                                 device=job.device, on_epoch=on_epoch).fit(x)
-    picks = TypicalitySampling().select(np.zeros(len(ids)), ae.transform(x), k, np.arange(len(ids)))
-    return ids[picks]
+    return ids[TypicalitySampling().first(ae.transform(x), k)]
 
 
 class TrainingBackend:

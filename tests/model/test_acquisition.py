@@ -253,6 +253,8 @@ def test_typicality_picks_cluster_centres_largest_first() -> None:
     assert where[picked].tolist() == [0, 1, 2], "one per cluster, largest cluster first"
     for p, g in zip(picked, range(3), strict=True):
         assert np.linalg.norm(codes[p] - (30.0 * g, 0.0)) < 0.6, "typical = inside the dense core"
+    np.testing.assert_array_equal(TypicalitySampling(neighbours=5).first(codes, 3), picked,
+                                  err_msg="the cold start picks what the ranking does with nothing labeled")
 
 
 def test_typicality_respects_candidates_and_subsamples_large_pools() -> None:
