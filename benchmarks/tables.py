@@ -907,9 +907,9 @@ def _rounds50_reading(x: Rounds50, items: str = "20k") -> list[str]:
                    f"({100 * x.bar:.1f} %, seeds {_seed_list(x.bar_row)}): "
                    + "; ".join(f"{who} {n:,}" if n is not None else f"{who} not reached by {ROUNDS_50_BUDGETS[-1]:,}"
                                for who, n in reach)
-                   + f" (target ≤ 250: {_met(reach[0][1] is not None and reach[0][1] <= TARGET_LABELS)}).")
+                   + f" (target ≤ {TARGET_LABELS}: {_met(reach[0][1] is not None and reach[0][1] <= TARGET_LABELS)}).")
     if worst := x.smallest_lead():
-        out.append(_lead(x.gaps()) + " in rounds of 50 (≥ 2 at every budget: "
+        out.append(_lead(x.gaps()) + f" in rounds of 50 (≥ {TARGET_LEAD:g} at every budget: "
                    + ("met" if worst[1] >= TARGET_LEAD else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}")
                    + ").")
     return [*parts, "\n".join(out)]
@@ -1107,18 +1107,18 @@ def _targets(best: Row, cm: Row, cr: Row, target: float | None) -> str:
     at1000 = mean_at(best, 1000)
     out = []
     if at1000 is not None:
-        out.append(f"* Error at 1,000 labels: {100 * at1000:.2f} % (target ≤ 13 %: "
+        out.append(f"* Error at 1,000 labels: {100 * at1000:.2f} % (target ≤ {100 * TARGET_ERROR:g} %: "
                    f"{_met(at1000 <= TARGET_ERROR)}).")
     if target is not None:
         n = labels_to_reach(best, target)
         out.append(f"* Labels to reach classifier+random's 1,000-label error ({100 * target:.1f} %): "
-                   f"{n if n is not None else 'not reached'} (target ≤ 250: "
+                   f"{n if n is not None else 'not reached'} (target ≤ {TARGET_LABELS}: "
                    f"{_met(n is not None and n <= TARGET_LABELS)}).")
     gaps = _gaps(best, cm, FM_BUDGETS[1:])
     if gaps:
         worst = _smallest(gaps)
         ok = all(g >= TARGET_LEAD for _, g in gaps) and len(gaps) == len(FM_BUDGETS) - 1
-        out.append(_lead(gaps) + " (target ≥ 2 at every budget: "
+        out.append(_lead(gaps) + f" (target ≥ {TARGET_LEAD:g} at every budget: "
                    + ("met" if ok else f"not met; smallest {worst[1]:+.2f} at {worst[0]:,}"
                       if len(gaps) == len(FM_BUDGETS) - 1 else "incomplete: budgets missing") + ").")
     return "\n".join(out)
@@ -1185,9 +1185,9 @@ def section_summary() -> str:
         readings += [(f"{label} (report only)", rows) for label, rows in _machine_readings(root, control)]
     small = [("the 2k choice", x) for x in rounds50_2k()]
     small += [(control, x) for root in VAL20K_ROOTS for x in rounds50(root)]
-    lines = ["| reading (test, seed mean) | processor | setting | error at 1,000 labels (≤ 13 %) | labels to reach "
-             "classifier+random's 1,000-label error (≤ 250) | smallest lead over classifier+margin, 200-1,000 labels"
-             " (≥ 2 points) |", "|---|---|---|---|---|---|"]
+    lines = [f"| reading (test, seed mean) | processor | setting | error at 1,000 labels (≤ {100 * TARGET_ERROR:g} %) "
+             f"| labels to reach classifier+random's 1,000-label error (≤ {TARGET_LABELS}) | smallest lead over "
+             f"classifier+margin, 200-1,000 labels (≥ {TARGET_LEAD:g} points) |", "|---|---|---|---|---|---|"]
     for label, (r, m, c) in readings:
         where = ", ".join(sorted({_processor(f) for f in r.files}))
         lines.append(f"| {label} | {where} | {r.label} | " + " | ".join(_target_cells(r, m, c)) + " |")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 import torch
 
 from connectors.datasets import load_digits_dataset
+from model.networks import NETWORK_KINDS
 from service.cli import main
 from service.simulate import SimulationError, SimulationSettings, _build, run_one, simulate, summary_table
 
@@ -410,3 +412,12 @@ def test_cli_rejects_a_malformed_strategy_option(tmp_path, capsys) -> None:
     assert "KEY=NUMBER" in capsys.readouterr().err
     assert main(["simulate", "--strategy", "margin", "--strategy-option", "until=300", "--out", str(tmp_path)]) == 2
     assert "none of the strategies" in capsys.readouterr().err
+
+
+def test_cli_help_names_every_network_kind(capsys) -> None:
+    """The CLI lists the kinds by hand (it must not import torch to parse), so a new kind must reach its help."""
+    with pytest.raises(SystemExit):
+        main(["simulate", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    network = help_text.split("--network NETWORK ")[-1].split(" --")[0]
+    assert set(NETWORK_KINDS) <= set(re.split(r"[\s,/()]+", network)), network
