@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from connectors.datasets import load_digits_dataset
 from model.networks import NETWORK_KINDS
+from model.sae import StructuringAutoencoder
 from service.cli import main
 from service.simulate import SimulationError, SimulationSettings, _build, run_one, simulate, summary_table
 
@@ -243,21 +245,30 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     assert _build("classifier", s, 3, 100, 0).test_time_flip, "test-time flips for every model alike"
 
 
-def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
-    from model.encoder_classifier import EncoderClassifier
-    from model.sae import StructuringAutoencoder
+TYPICAL_TINY = dict(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1, warm_epochs=1,
+                    initial_strategy="typicality", channels=[4, 4, 4], device="cpu")
 
-    networks = []
+
+def record_fits(monkeypatch, what: Callable[[StructuringAutoencoder], object]) -> list:
+    """Every StructuringAutoencoder fit appends ``what(model)`` to the list returned, in the order they ran."""
+    seen = []
     fit = StructuringAutoencoder.fit
 
     def recording_fit(self, x, y=None, pseudo=None):
         out = fit(self, x, y, pseudo=pseudo)
-        networks.append((self.lam, any(isinstance(m, torch.nn.BatchNorm2d) for m in self.encoder_.modules())))
+        seen.append(what(self))
         return out
 
     monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
-    s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
-                           initial_strategy="typicality", network="conv-bn", channels=[4, 4, 4], device="cpu")
+    return seen
+
+
+def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
+    from model.encoder_classifier import EncoderClassifier
+
+    networks = record_fits(monkeypatch, lambda m: (
+        m.lam, any(isinstance(x, torch.nn.BatchNorm2d) for x in m.encoder_.modules())))
+    s = SimulationSettings(**TYPICAL_TINY, network="conv-bn")
     run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert networks[0] == (0.0, True), "the plain autoencoder of the typicality start"
     assert [bn for _, bn in networks[1:]] == [True, True] and networks[1][0] == s.lam
@@ -266,38 +277,16 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
 
 
 def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
-    from model.sae import StructuringAutoencoder
-
-    epochs = []
-    fit = StructuringAutoencoder.fit
-
-    def recording_fit(self, x, y=None, pseudo=None):
-        epochs.append((self.lam, self.epochs))
-        return fit(self, x, y, pseudo=pseudo)
-
-    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    epochs = record_fits(monkeypatch, lambda m: (m.lam, m.epochs))
     for typical in (None, 3):
-        s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
-                               warm_epochs=1, initial_strategy="typicality", typical_epochs=typical,
-                               channels=[4, 4, 4], device="cpu")
+        s = SimulationSettings(**TYPICAL_TINY, typical_epochs=typical)
         run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert epochs == [(0.0, 1), (s.lam, 1), (s.lam, 1), (0.0, 3), (s.lam, 1), (s.lam, 1)]
 
 
 def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
-    from model.sae import StructuringAutoencoder
-
-    seen = []
-    fit = StructuringAutoencoder.fit
-
-    def recording_fit(self, x, y=None, pseudo=None):
-        seen.append((self.lam, self.latent_dim, self.contrastive))
-        return fit(self, x, y, pseudo=pseudo)
-
-    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
-    s = SimulationSettings(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1,
-                           warm_epochs=1, initial_strategy="typicality", channels=[4, 4, 4], device="cpu",
-                           typical_params={"latent_dim": 6, "contrastive": 0.5})
+    seen = record_fits(monkeypatch, lambda m: (m.lam, m.latent_dim, m.contrastive))
+    s = SimulationSettings(**TYPICAL_TINY, typical_params={"latent_dim": 6, "contrastive": 0.5})
     curve = run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert seen == [(0.0, 6, 0.5), (s.lam, 10, 0.0), (s.lam, 10, 0.0)]
     assert [p["labeled"] for p in curve] == [20, 30]
