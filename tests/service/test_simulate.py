@@ -200,17 +200,26 @@ def test_typicality_start_differs_from_random_and_is_reproducible() -> None:
     assert set(a.tolist()) != set(_initial(x, SimulationSettings(initial=10), seed=0).tolist())
 
 
-def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
-    from model.sae import StructuringAutoencoder
+TYPICAL_TINY = dict(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1, warm_epochs=1,
+                    initial_strategy="typicality", channels=[4, 4, 4], device="cpu")
 
+
+def record_fits(monkeypatch, what: Callable[[StructuringAutoencoder, np.ndarray | None], object]) -> list:
+    """Every StructuringAutoencoder fit appends ``what(model, pseudo)`` to the list returned, in the order they ran."""
     seen = []
     fit = StructuringAutoencoder.fit
 
     def recording_fit(self, x, y=None, pseudo=None):
-        seen.append(None if pseudo is None else int((pseudo >= 0).sum()))
-        return fit(self, x, y, pseudo=pseudo)
+        out = fit(self, x, y, pseudo=pseudo)
+        seen.append(what(self, pseudo))
+        return out
 
     monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    return seen
+
+
+def test_self_training_passes_pseudo_labels_on_warm_rounds(monkeypatch) -> None:
+    seen = record_fits(monkeypatch, lambda _, pseudo: None if pseudo is None else int((pseudo >= 0).sum()))
     s = SimulationSettings(initial=30, per_round=15, rounds=1, pool_size=300, test_size=50, epochs=5,
                            self_training=0.5, self_training_threshold=0.3, device="cpu")
     run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
@@ -245,28 +254,10 @@ def test_consistency_and_augmentation_reach_the_models() -> None:
     assert _build("classifier", s, 3, 100, 0).test_time_flip, "test-time flips for every model alike"
 
 
-TYPICAL_TINY = dict(initial=20, per_round=10, rounds=1, pool_size=120, test_size=30, epochs=1, warm_epochs=1,
-                    initial_strategy="typicality", channels=[4, 4, 4], device="cpu")
-
-
-def record_fits(monkeypatch, what: Callable[[StructuringAutoencoder], object]) -> list:
-    """Every StructuringAutoencoder fit appends ``what(model)`` to the list returned, in the order they ran."""
-    seen = []
-    fit = StructuringAutoencoder.fit
-
-    def recording_fit(self, x, y=None, pseudo=None):
-        out = fit(self, x, y, pseudo=pseudo)
-        seen.append(what(self))
-        return out
-
-    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
-    return seen
-
-
 def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> None:
     from model.encoder_classifier import EncoderClassifier
 
-    networks = record_fits(monkeypatch, lambda m: (
+    networks = record_fits(monkeypatch, lambda m, _: (
         m.lam, any(isinstance(x, torch.nn.BatchNorm2d) for x in m.encoder_.modules())))
     s = SimulationSettings(**TYPICAL_TINY, network="conv-bn")
     run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
@@ -277,7 +268,7 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
 
 
 def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
-    epochs = record_fits(monkeypatch, lambda m: (m.lam, m.epochs))
+    epochs = record_fits(monkeypatch, lambda m, _: (m.lam, m.epochs))
     for typical in (None, 3):
         s = SimulationSettings(**TYPICAL_TINY, typical_epochs=typical)
         run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
@@ -285,7 +276,7 @@ def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
 
 
 def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
-    seen = record_fits(monkeypatch, lambda m: (m.lam, m.latent_dim, m.contrastive))
+    seen = record_fits(monkeypatch, lambda m, _: (m.lam, m.latent_dim, m.contrastive))
     s = SimulationSettings(**TYPICAL_TINY, typical_params={"latent_dim": 6, "contrastive": 0.5})
     curve = run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert seen == [(0.0, 6, 0.5), (s.lam, 10, 0.0), (s.lam, 10, 0.0)]
