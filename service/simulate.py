@@ -71,6 +71,7 @@ class SimulationSettings:
     initial_strategy: str = "random"
     typical_epochs: int | None = None  # the typicality start's autoencoder; None: ``epochs``
     typical_params: dict[str, float] = field(default_factory=dict)  # more of that autoencoder's settings
+    init_from_start: bool = False  # the SAE's first training starts from that autoencoder's weights
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
@@ -116,6 +117,10 @@ class SimulationSettings:
         if unknown:
             raise SimulationError(f"--typical-param {sorted(unknown)[0]}: the start's autoencoder takes "
                                   f"{', '.join(sorted(TYPICAL_PARAMS))}")
+        if self.init_from_start and self.initial_strategy != "typicality":
+            raise SimulationError("--init-from-start needs --initial-strategy typicality (it trains the start)")
+        if self.init_from_start and self.typical_params.get("latent_dim", self.latent_dim) != self.latent_dim:
+            raise SimulationError("--init-from-start needs the start's latent_dim to be --latent-dim")
         try:
             StructuringAutoencoder(lam=0.0, **self.typical_params).check_params()
         except ValueError as e:
@@ -224,7 +229,7 @@ def _split(ds: Dataset, s: SimulationSettings, seed: int) -> tuple[np.ndarray, n
     return pool, val, test
 
 
-_TYPICAL: dict[tuple, np.ndarray] = {}
+_TYPICAL: dict[tuple, tuple[np.ndarray, StructuringAutoencoder]] = {}
 
 
 def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
@@ -236,22 +241,27 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     if s.initial_strategy == "random":
         return rng.choice(len(x), s.initial, replace=False)
+    return _start(x, s, seed)[0].copy()
+
+
+def _start(x: np.ndarray, s: SimulationSettings, seed: int) -> tuple[np.ndarray, StructuringAutoencoder]:
+    """The typicality start's picks and its fitted plain autoencoder, computed once per pool, seed and setting."""
     key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, _typical_epochs(s), s.latent_dim,
            tuple(s.channels), s.network, s.max_shift, s.flip, s.device, tuple(sorted(s.typical_params.items())))
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
-    return _TYPICAL[key].copy()
+    return _TYPICAL[key]
 
 
 def _typical_epochs(s: SimulationSettings) -> int:
     return s.epochs if s.typical_epochs is None else s.typical_epochs
 
 
-def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
+def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> tuple[np.ndarray, StructuringAutoencoder]:
     params = dict(latent_dim=s.latent_dim, batch_size=s.batch_size, max_shift=s.max_shift) | s.typical_params
     ae = StructuringAutoencoder(lam=0.0, epochs=_typical_epochs(s), channels=tuple(s.channels), network=s.network,
                                 flip=s.flip, device=s.device, random_state=seed, **params).fit(x)
-    return TypicalitySampling(random_state=seed).first(ae.transform(x), s.initial)
+    return TypicalitySampling(random_state=seed).first(ae.transform(x), s.initial), ae
 
 
 def _confidence(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,6 +301,9 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         len(pool), min(s.stop_set_size, len(pool)), replace=False))
     previous, kappas = None, []
     model = _build(model_name, s, ds.n_classes, len(pool), seed)
+    if s.init_from_start and isinstance(model, SAEClassifier):
+        ae = _start(x, s, seed)[1]
+        model.sae_params = {**model.sae_params, "encoder": ae.encoder_, "decoder": ae.decoder_}
     strategy = get_strategy(strategy_name, random_state=seed, options=s.options_for(strategy_name))
     curve = []
     for r in range(s.rounds + 1):

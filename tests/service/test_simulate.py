@@ -283,6 +283,25 @@ def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
     assert [p["labeled"] for p in curve] == [20, 30]
 
 
+def test_init_from_start_hands_the_start_s_networks_to_the_first_training(monkeypatch) -> None:
+    from service.simulate import _split, _start
+
+    seen = record_fits(monkeypatch, lambda m, _: (m.lam, m.encoder, m.encoder_))
+    s = SimulationSettings(**TYPICAL_TINY, init_from_start=True)
+    ds = load_digits_dataset()
+    run_one(ds, s, "sae", "margin", seed=0, log=lambda _: None)
+    start = _start(ds.x_train[_split(ds, s, 0)[0]], s, 0)[1]
+    assert seen[0][:2] == (0.0, None) and seen[0][2] is start.encoder_, "the start's own autoencoder, from scratch"
+    assert [lam for lam, _, _ in seen[1:]] == [s.lam, s.lam]
+    assert all(given is start.encoder_ for _, given, _ in seen[1:]), "the SAE is handed the start's encoder"
+    assert all(trained is not start.encoder_ for _, _, trained in seen[1:]), "and trains a copy, not the start's"
+    plain = record_fits(monkeypatch, lambda m, _: m.encoder)
+    run_one(ds, SimulationSettings(**TYPICAL_TINY), "sae", "margin", seed=0, log=lambda _: None)
+    assert plain == [None, None], "off by default, the SAE builds its own networks (the start is cached)"
+    with pytest.raises(SimulationError, match="latent_dim"):
+        SimulationSettings(**TYPICAL_TINY, init_from_start=True, typical_params={"latent_dim": 6}).validate()
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
@@ -293,6 +312,7 @@ def test_typical_params_reach_only_the_typicality_start(monkeypatch) -> None:
     ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher"),
     ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs"),
     ("typical_params", {"lam": 0.5}, "--typical-param lam"),
+    ("init_from_start", True, "--init-from-start needs --initial-strategy typicality"),
     ("typical_params", {"latent_dim": 0}, "--typical-param: latent_dim must be at least 1"),
     ("typical_params", {"lr": -1e-3}, "--typical-param: lr must be non-negative"),
     ("typical_params", {"lr": float("nan")}, "--typical-param: lr must be non-negative"),
