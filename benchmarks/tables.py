@@ -732,6 +732,8 @@ PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice
     (("ema95-start-simclr1-e20",), "the typicality start's autoencoder with contrastive codes, weight 1, "
                                    "and 20 epochs"),
     (("ema95-start-random",), "a random start (the first 100 labels drawn at random, not by typicality)"),
+    (("ema95-start-init",), "the SAE's first training starts from the typicality start's autoencoder "
+                            "(not from scratch)"),
 ]
 
 
