@@ -13,6 +13,7 @@ import torch
 from connectors.datasets import load_digits_dataset
 from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
+from service import simulate as simulate_module
 from service.cli import main
 from service.simulate import SimulationError, SimulationSettings, _build, run_one, simulate, summary_table
 
@@ -205,7 +206,11 @@ TYPICAL_TINY = dict(initial=20, per_round=10, rounds=1, pool_size=120, test_size
 
 
 def record_fits(monkeypatch, what: Callable[[StructuringAutoencoder, np.ndarray | None], object]) -> list:
-    """Every StructuringAutoencoder fit appends ``what(model, pseudo)`` to the list returned, in the order they ran."""
+    """Every StructuringAutoencoder fit appends ``what(model, pseudo)`` to the list returned, in the order they ran.
+
+    The typicality start's cache starts empty, so no start another test computed hides its fit.
+    """
+    monkeypatch.setattr(simulate_module, "_TYPICAL", {})
     seen = []
     fit = StructuringAutoencoder.fit
 
@@ -297,7 +302,7 @@ def test_init_from_start_hands_the_start_s_networks_to_the_first_training(monkey
     assert all(trained is not start.encoder_ for _, _, trained in seen[1:]), "and trains a copy, not the start's"
     plain = record_fits(monkeypatch, lambda m, _: m.encoder)
     run_one(ds, SimulationSettings(**TYPICAL_TINY), "sae", "margin", seed=0, log=lambda _: None)
-    assert plain == [None, None], "off by default, the SAE builds its own networks (the start is cached)"
+    assert plain == [None, None, None], "off by default: every training builds its own networks"
     with pytest.raises(SimulationError, match="latent_dim"):
         SimulationSettings(**TYPICAL_TINY, init_from_start=True, typical_params={"latent_dim": 6}).validate()
 
