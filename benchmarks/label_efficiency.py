@@ -57,6 +57,8 @@ def main() -> None:
                    help="another setting of that autoencoder, e.g. contrastive=1 or latent_dim=32 (repeatable)")
     p.add_argument("--init-from-start", action="store_true",
                    help="the SAE's first training starts from the typicality start's autoencoder, not from scratch")
+    p.add_argument("--init-features-only", action="store_true",
+                   help="with --init-from-start: the linear maps to and from the code start fresh")
     p.add_argument("--self-training", type=float, default=0.0)
     p.add_argument("--self-training-threshold", type=float, default=0.9)
     p.add_argument("--consistency", type=float, default=0.0)
@@ -96,7 +98,7 @@ def main() -> None:
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy, typical_epochs=a.typical_epochs,
                            typical_params=parse_options(a.typical_param, "--typical-param"),
-                           init_from_start=a.init_from_start,
+                           init_from_start=a.init_from_start, init_features_only=a.init_features_only,
                            self_training=a.self_training,
                            self_training_threshold=a.self_training_threshold, warm_steps=a.warm_steps,
                            consistency=a.consistency, semi_supervised_from=a.semi_supervised_from, mixup=a.mixup,

@@ -11,6 +11,7 @@ stop estimate (Cohen's kappa with the previous round's predictions on a fixed st
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
 from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_options
@@ -72,6 +74,7 @@ class SimulationSettings:
     typical_epochs: int | None = None  # the typicality start's autoencoder; None: ``epochs``
     typical_params: dict[str, float] = field(default_factory=dict)  # more of that autoencoder's settings
     init_from_start: bool = False  # the SAE's first training starts from that autoencoder's weights
+    init_features_only: bool = False  # ... all but the linear maps to and from the code, which start fresh
     self_training: float = 0.0
     self_training_threshold: float = 0.9
     consistency: float = 0.0
@@ -119,6 +122,8 @@ class SimulationSettings:
                                   f"{', '.join(sorted(TYPICAL_PARAMS))}")
         if self.init_from_start and self.initial_strategy != "typicality":
             raise SimulationError("--init-from-start needs --initial-strategy typicality (it trains the start)")
+        if self.init_features_only and not self.init_from_start:
+            raise SimulationError("--init-features-only needs --init-from-start")
         if self.init_from_start and self.typical_params.get("latent_dim", self.latent_dim) != self.latent_dim:
             raise SimulationError("--init-from-start needs the start's latent_dim to be --latent-dim")
         try:
@@ -264,6 +269,16 @@ def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> tuple[np.
     return TypicalitySampling(random_state=seed).first(ae.transform(x), s.initial), ae
 
 
+def _fresh_code_maps(encoder: torch.nn.Module, decoder: torch.nn.Module,
+                     seed: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Copies whose last encoder and first decoder linear layers start afresh: pretrained features, a new code scale."""
+    encoder, decoder = copy.deepcopy(encoder), copy.deepcopy(decoder)
+    torch.manual_seed(seed)
+    [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)][-1].reset_parameters()
+    next(m for m in decoder.modules() if isinstance(m, torch.nn.Linear)).reset_parameters()
+    return encoder, decoder
+
+
 def _confidence(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predictions and the confidence each model reports: the SAE's normalised margin, the classifier's softmax."""
     if isinstance(model, SAEClassifier):
@@ -303,7 +318,9 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
     model = _build(model_name, s, ds.n_classes, len(pool), seed)
     if s.init_from_start and isinstance(model, SAEClassifier):
         ae = _start(x, s, seed)[1]
-        model.sae_params = {**model.sae_params, "encoder": ae.encoder_, "decoder": ae.decoder_}
+        encoder, decoder = _fresh_code_maps(ae.encoder_, ae.decoder_, seed) if s.init_features_only else (
+            ae.encoder_, ae.decoder_)
+        model.sae_params = {**model.sae_params, "encoder": encoder, "decoder": decoder}
     strategy = get_strategy(strategy_name, random_state=seed, options=s.options_for(strategy_name))
     curve = []
     for r in range(s.rounds + 1):

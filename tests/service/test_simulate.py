@@ -307,6 +307,26 @@ def test_init_from_start_hands_the_start_s_networks_to_the_first_training(monkey
         SimulationSettings(**TYPICAL_TINY, init_from_start=True, typical_params={"latent_dim": 6}).validate()
 
 
+def test_init_features_only_keeps_the_start_s_features_and_starts_the_code_maps_afresh(monkeypatch) -> None:
+    from service.simulate import _split, _start
+
+    given = record_fits(monkeypatch, lambda m, _: (m.encoder, m.decoder))
+    s = SimulationSettings(**TYPICAL_TINY, init_from_start=True, init_features_only=True)
+    ds = load_digits_dataset()
+    run_one(ds, s, "sae", "margin", seed=0, log=lambda _: None)
+    start = _start(ds.x_train[_split(ds, s, 0)[0]], s, 0)[1]
+    encoder, decoder = given[1]
+    assert encoder is not start.encoder_ and decoder is not start.decoder_, "copies: the cached start is untouched"
+    same = [torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), start.encoder_.state_dict().values(),
+                                              strict=True)]
+    assert all(same[:-2]) and not any(same[-2:]), "all but the last linear layer (weight, bias) are the start's"
+    same = [torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), start.decoder_.state_dict().values(),
+                                              strict=True)]
+    assert not any(same[:2]) and all(same[2:]), "every decoder layer but the first linear is the start's"
+    with pytest.raises(SimulationError, match="--init-features-only needs --init-from-start"):
+        SimulationSettings(**TYPICAL_TINY, init_features_only=True).validate()
+
+
 @pytest.mark.parametrize(("field", "value", "message"), [
     ("network", "resnet", "--network must be one of"), ("initial_strategy", "k-center", "--initial-strategy"),
     ("validation_size", 0, "--validation-size"),
