@@ -734,6 +734,8 @@ PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice
     (("ema95-start-random",), "a random start (the first 100 labels drawn at random, not by typicality)"),
     (("ema95-start-init",), "the SAE's first training starts from the typicality start's autoencoder "
                             "(not from scratch)"),
+    (("ema95-start-init-features",), "the same, but the linear maps to and from the code start fresh "
+                                     "(the start's conv features only)"),
 ]
 
 
