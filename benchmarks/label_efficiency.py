@@ -51,10 +51,9 @@ def main() -> None:
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     p.add_argument("--validation-size", type=int, default=None)
     p.add_argument("--initial-strategy", default="random")
-    p.add_argument("--typical-epochs", type=int, default=None,
-                   help="epochs of the typicality start's plain autoencoder (default: --epochs)")
     p.add_argument("--typical-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="another setting of that autoencoder, e.g. contrastive=1 or latent_dim=32 (repeatable)")
+                   help="a setting of the typicality start's autoencoder alone, e.g. epochs=20 or latent_dim=32 "
+                        "(repeatable)")
     p.add_argument("--init-from-start", action="store_true",
                    help="the SAE's first training starts from the typicality start's autoencoder, not from scratch")
     p.add_argument("--init-features-only", action="store_true",
@@ -96,7 +95,7 @@ def main() -> None:
                            test_time_flip=a.test_time_flip,
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
-                           initial_strategy=a.initial_strategy, typical_epochs=a.typical_epochs,
+                           initial_strategy=a.initial_strategy,
                            typical_params=parse_options(a.typical_param, "--typical-param"),
                            init_from_start=a.init_from_start, init_features_only=a.init_features_only,
                            self_training=a.self_training,

@@ -35,7 +35,8 @@ from model.stopping import agreement, should_stop
 MODELS = ("sae", "ae", "classifier")
 INITIAL = ("random", "typicality")
 # what --typical-param may set on the typicality start's plain autoencoder (numbers that act without labels)
-TYPICAL_PARAMS = frozenset({"latent_dim", "contrastive", "max_shift", "cutout", "lr", "weight_decay", "batch_size"})
+TYPICAL_PARAMS = frozenset({"epochs", "latent_dim", "contrastive", "max_shift", "cutout", "lr", "weight_decay",
+                            "batch_size"})
 
 
 class SimulationError(ValueError):
@@ -71,8 +72,7 @@ class SimulationSettings:
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
-    typical_epochs: int | None = None  # the typicality start's autoencoder; None: ``epochs``
-    typical_params: dict[str, float] = field(default_factory=dict)  # more of that autoencoder's settings
+    typical_params: dict[str, float] = field(default_factory=dict)  # the typicality start's autoencoder alone
     init_from_start: bool = False  # the SAE's first training starts from that autoencoder's weights
     init_features_only: bool = False  # ... all but the linear maps to and from the code, which start fresh
     self_training: float = 0.0
@@ -114,8 +114,6 @@ class SimulationSettings:
             raise SimulationError("--max-shift must not be negative")
         if self.cutout < 0:
             raise SimulationError("--cutout must not be negative")
-        if self.typical_epochs is not None and self.typical_epochs < 1:
-            raise SimulationError("--typical-epochs must be at least 1")
         unknown = set(self.typical_params) - TYPICAL_PARAMS
         if unknown:
             raise SimulationError(f"--typical-param {sorted(unknown)[0]}: the start's autoencoder takes "
@@ -251,20 +249,17 @@ def _initial(x: np.ndarray, s: SimulationSettings, seed: int) -> np.ndarray:
 
 def _start(x: np.ndarray, s: SimulationSettings, seed: int) -> tuple[np.ndarray, StructuringAutoencoder]:
     """The typicality start's picks and its fitted plain autoencoder, computed once per pool, seed and setting."""
-    key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, _typical_epochs(s), s.latent_dim,
+    key = (x.shape, float(x.reshape(len(x), -1)[:, ::7].sum()), seed, s.initial, s.epochs, s.latent_dim,
            tuple(s.channels), s.network, s.max_shift, s.flip, s.device, tuple(sorted(s.typical_params.items())))
     if key not in _TYPICAL:
         _TYPICAL[key] = _typical_start(x, s, seed)
     return _TYPICAL[key]
 
 
-def _typical_epochs(s: SimulationSettings) -> int:
-    return s.epochs if s.typical_epochs is None else s.typical_epochs
-
-
 def _typical_start(x: np.ndarray, s: SimulationSettings, seed: int) -> tuple[np.ndarray, StructuringAutoencoder]:
-    params = dict(latent_dim=s.latent_dim, batch_size=s.batch_size, max_shift=s.max_shift) | s.typical_params
-    ae = StructuringAutoencoder(lam=0.0, epochs=_typical_epochs(s), channels=tuple(s.channels), network=s.network,
+    params = dict(latent_dim=s.latent_dim, batch_size=s.batch_size, max_shift=s.max_shift, epochs=s.epochs) | \
+        s.typical_params
+    ae = StructuringAutoencoder(lam=0.0, channels=tuple(s.channels), network=s.network,
                                 flip=s.flip, device=s.device, random_state=seed, **params).fit(x)
     return TypicalitySampling(random_state=seed).first(ae.transform(x), s.initial), ae
 

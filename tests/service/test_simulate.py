@@ -274,8 +274,8 @@ def test_network_reaches_every_model_and_the_typicality_start(monkeypatch) -> No
 
 def test_typical_epochs_train_only_the_typicality_start(monkeypatch) -> None:
     epochs = record_fits(monkeypatch, lambda m, _: (m.lam, m.epochs))
-    for typical in (None, 3):
-        s = SimulationSettings(**TYPICAL_TINY, typical_epochs=typical)
+    for typical in ({}, {"epochs": 3}):
+        s = SimulationSettings(**TYPICAL_TINY, typical_params=typical)
         run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
     assert epochs == [(0.0, 1), (s.lam, 1), (s.lam, 1), (0.0, 3), (s.lam, 1), (s.lam, 1)]
 
@@ -335,7 +335,7 @@ def test_init_features_only_keeps_the_start_s_features_and_starts_the_code_maps_
     ("cutout", -1, "--cutout"), ("weight_decay", -0.1, "--weight-decay"),
     ("weight_decay", float("nan"), "--weight-decay"), ("lr_schedule", "step", "--lr-schedule"),
     ("ema_decay", 1.0, "--ema-decay"), ("ema_decay", -0.1, "--ema-decay"), ("mean_teacher", True, "--mean-teacher"),
-    ("contrastive", -0.1, "--contrastive"), ("typical_epochs", 0, "--typical-epochs"),
+    ("contrastive", -0.1, "--contrastive"), ("typical_params", {"epochs": -1}, "--typical-param: epochs"),
     ("typical_params", {"lam": 0.5}, "--typical-param lam"),
     ("init_from_start", True, "--init-from-start needs --initial-strategy typicality"),
     ("typical_params", {"latent_dim": 0}, "--typical-param: latent_dim must be at least 1"),
