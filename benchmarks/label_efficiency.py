@@ -24,7 +24,7 @@ from machine import where
 from connectors.datasets import load_dataset
 from model.networks import NETWORK_KINDS
 from model.sae import LR_SCHEDULES
-from service.simulate import SimulationSettings, parse_options, run_one
+from service.simulate import SimulationError, SimulationSettings, parse_options, run_one
 
 
 def main() -> None:
@@ -122,4 +122,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SimulationError as e:  # a bad setting: one line, not a traceback
+        sys.exit(f"label_efficiency.py: {e}")
