@@ -319,7 +319,12 @@ BASELINES = [("baselines-shift2", "classifier+margin, shifts ≤ 2 px", "classif
              ("baselines-wide-flip-first10", "classifier+margin, conv 32/64/128, shifts and flips, 10 / 5 epochs",
               "classifier", "margin"),
              ("baselines-wide-flip-first10", "classifier+random, conv 32/64/128, shifts and flips, 10 / 5 epochs",
-              "classifier", "random")]
+              "classifier", "random"),
+             ("baselines-wide-flip-again-typical", "classifier+margin, conv 32/64/128, shifts and flips, typicality "
+              "start", "classifier", "margin"),
+             ("baselines-wide-flip-again-typical", "classifier+random, conv 32/64/128, shifts and flips, typicality "
+              "start", "classifier", "random")]
+SAME_START = {"baselines-wide-flip-again": "baselines-wide-flip-again-typical"}  # baselines -> the same from typicality
 LEVER_NAME = {label: name for name, label, _, _ in LEVERS}  # row label -> variant name
 BUILDS_ON = {"combined": "cluster", "typclust": "typical", "typclust200": "typical", "typclust500": "typical",
              "wide": "typical", "typical-selftrain": "typical", "wide-bn": "wide",
@@ -1012,9 +1017,29 @@ def section_protocol(levers: list[Row] | None = None, base: list[Row] | None = N
                 parts.append(f"{who} and its baselines with seeds 3 and 4 added (run for a closer test reading "
                              "after the choice; the choice above stays on seeds 0-2, which every setting has):")
                 parts += _test_report(*five, targets or _targets, f", seeds {_seed_list(five[0])}", "that setting")
+        for rows in same_start(best, base, more):
+            parts.append(f"The chosen setting against its classifier baselines started from the same typicality start"
+                         f" (report only; the targets keep the plain classifier's random start), seeds "
+                         f"{_seed_list(rows[0])}:")
+            parts += _test_report(*rows, targets or _targets, f", baselines from the same start, seeds "
+                                  f"{_seed_list(rows[0])}", "that setting")
     parts.append(_calibration(levers + base, diagram))
     parts.append(_stop(levers + base))
     return "\n\n".join(p for p in parts if p)
+
+
+def same_start(best: Row | None, base: list[Row], more: str | None = MORE_SEEDS) -> list[tuple[Row, Row, Row]]:
+    """The chosen setting against its matched baselines started from its own typicality start, as a report.
+
+    The matched baselines start at random, as a plain classifier would; these say how much of the
+    lead is the start. Seeds 0-2, then seeds 0-4 once both sides have seeds 3-4 under ``more``.
+    """
+    variant = SAME_START.get(MATCHED_BASELINES.get(LEVER_NAME.get(best.label, "") if best is not None else "", ""))
+    pair = _baseline_pair(variant, base) if variant else None
+    if best is None or pair is None or len(complete([best, *pair], [])) < 3:
+        return []
+    five = more_seeds(best, *pair, more) if more else None
+    return [rows for rows in ((best, *pair), five) if rows is not None]
 
 
 def _seed_list(r: Row) -> str:
@@ -1188,6 +1213,8 @@ def section_summary() -> str:
                      for r in earlier for label, rows in _choice_readings(r, base, control)]
     for root in VAL20K_ROOTS:
         readings += [(f"{label} (report only)", rows) for label, rows in _machine_readings(root, control)]
+    readings += [(f"the 2k choice against baselines from its typicality start, seeds {_seed_list(rows[0])} "
+                  "(report only)", rows) for rows in same_start(best, base)]
     small = [("the 2k choice", x) for x in rounds50_2k()]
     small += [(control, x) for root in VAL20K_ROOTS for x in rounds50(root)]
     lines = [f"| reading (test, seed mean) | processor | setting | error at 1,000 labels (≤ {100 * TARGET_ERROR:g} %) "

@@ -533,3 +533,37 @@ def test_screens_read_each_lever_against_the_control_paired_by_seed(tmp_path, mo
     write("absent", {100: {0: 0.3}, 200: {0: 0.2}})
     with pytest.raises(ValueError, match="screens use only"):
         tables.section_pilots()
+
+
+def test_the_choice_is_also_read_against_baselines_from_its_own_start(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(tables, "RESULTS", tmp_path)
+
+    def write(folder: str, name: str, pairs: list[tuple[str, str, float]], seeds: range) -> None:
+        path = tmp_path / folder / name / "curve.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
+            {"labeled": n, "test_error": err - 0.0001 * n, "val_error": 0.2} for n in tables.FM_BUDGETS]}
+            for m, s, err in pairs for seed in seeds]
+        path.write_text(json.dumps({"settings": {}, "runs": runs}))
+
+    random_start, typical_start = next(iter(tables.SAME_START.items()))
+    name = tables.CHOSEN_2K
+    assert tables.MATCHED_BASELINES[name] == random_start
+    baselines = [("classifier", "margin", 0.25), ("classifier", "random", 0.28)]
+    write(tables.PROTOCOL, name, [("sae", "margin", 0.22)], range(3))
+    write(tables.PROTOCOL, random_start, baselines, range(3))
+    best = tables.chosen_lever(tables._protocol_rows(tables.LEVERS))
+    base = tables._protocol_rows(tables.BASELINES)
+    assert tables.same_start(best, base) == [], "nothing to read before the baselines from the same start ran"
+    write(tables.PROTOCOL, typical_start, [("classifier", "margin", 0.24), ("classifier", "random", 0.27)], range(3))
+    base = tables._protocol_rows(tables.BASELINES)
+    (three,) = tables.same_start(best, base)
+    assert three[0] is best and [r.label for r in three[1:]] == [
+        label for v, label, _, _ in tables.BASELINES if v == typical_start]
+    assert "baselines from the same start, seeds 0-2" in tables.section_protocol()
+    rows = [x for x in tables.section_summary().splitlines() if "baselines from its typicality start" in x]
+    assert len(rows) == 1 and "+2.00 at 200" in rows[0], "the lead is read against the baselines from the same start"
+    write(tables.MORE_SEEDS, name, [("sae", "margin", 0.22)], range(3, 5))
+    write(tables.MORE_SEEDS, typical_start, [("classifier", "margin", 0.24), ("classifier", "random", 0.27)],
+          range(3, 5))
+    assert [x[0].seeds for x in tables.same_start(best, base)] == [[0, 1, 2], [0, 1, 2, 3, 4]]
