@@ -111,19 +111,17 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
 
     semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
                 semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip)
+    trains = dict(max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup,
+                  ema_decay=s.ema_decay)  # the settings every training takes, first or warm
     if warm:
         model = copy.deepcopy(prev)
         model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,
-                         sae_params={**(model.sae_params or {}), "max_shift": s.max_shift, "flip": s.flip,
-                                     "steps_per_epoch": s.warm_steps, "consistency": s.consistency,
-                                     "mixup": s.mixup, "ema_decay": s.ema_decay})
+                         sae_params={**(model.sae_params or {}), **trains, "steps_per_epoch": s.warm_steps})
         model.sae_.set_params(on_epoch=on_epoch)
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
-                              sae_params={"on_epoch": on_epoch, "max_shift": s.max_shift, "flip": s.flip,
-                                          "channels": tuple(s.channels), "consistency": s.consistency,
-                                          "mixup": s.mixup, "ema_decay": s.ema_decay})
+                              sae_params={"on_epoch": on_epoch, **trains, "channels": tuple(s.channels)})
     model.fit(x, y)
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:
