@@ -854,9 +854,7 @@ def rounds50_2k(root: str = PROTOCOL, more: str = MORE_SEEDS) -> list[Rounds50]:
     sets = [([there], control, bar_row)]
     if (five := more_seeds(control, cm, bar_row, more)) is not None:
         sets.append(([there, in_folder(more)], five[0], five[2]))
-    readings = (_rounds50_of([f(ROUNDS_50_2K) for f in folders], [f(ROUNDS_50_BASELINES) for f in folders],
-                             c, bar) for folders, c, bar in sets)
-    return [x for x in readings if x is not None]
+    return _rounds50_readings(ROUNDS_50_2K, sets)
 
 
 def rounds50(results: str) -> list[Rounds50]:
@@ -868,19 +866,21 @@ def rounds50(results: str) -> list[Rounds50]:
     sets = [([in_folder(results)], m.control, local[1])]
     if (five := m.with_more_seeds(m.control)) is not None:
         sets.append(([in_folder(results), in_folder(MORE_SEEDS_20K[results])], five[0], five[2]))
-    readings = (_rounds50_of([there(ROUNDS_50) for there in folders],
-                             [there(ROUNDS_50_BASELINES) for there in folders], control, bar_row)
-                for folders, control, bar_row in sets)
-    return [x for x in readings if x is not None]
+    return _rounds50_readings(ROUNDS_50, sets)
 
 
-def _rounds50_of(sae: list[str], base: list[str], control: Row, bar_row: Row) -> Rounds50 | None:
-    """The rounds-of-50 rows in ``sae`` and ``base`` (raw files) with their control and bar, once all of them ran."""
-    if not all((RESULTS / f).exists() for f in sae + base):
-        return None
-    return Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
-                    row("classifier+margin, rounds of 50", base, "classifier", "margin"),
-                    row("classifier+random, rounds of 50", base, "classifier", "random"), control, bar_row)
+def _rounds50_readings(name: str, sets: list[tuple[list[Callable[[str], str]], Row, Row]]) -> list[Rounds50]:
+    """One reading per (folders, control, bar row): the variant ``name`` and its baselines in rounds of 50 from
+    those folders, once every file ran."""
+    out = []
+    for folders, control, bar_row in sets:
+        sae, base = [there(name) for there in folders], [there(ROUNDS_50_BASELINES) for there in folders]
+        if all((RESULTS / f).exists() for f in sae + base):
+            out.append(Rounds50(row("sae+margin, the 2k choice, rounds of 50", sae, "sae", "margin"),
+                                row("classifier+margin, rounds of 50", base, "classifier", "margin"),
+                                row("classifier+random, rounds of 50", base, "classifier", "random"),
+                                control, bar_row))
+    return out
 
 
 def _rounds50_block(results: str) -> str:
@@ -1034,12 +1034,13 @@ def same_start(best: Row | None, base: list[Row], more: str | None = MORE_SEEDS)
     The matched baselines start at random, as a plain classifier would; these say how much of the
     lead is the start. Seeds 0-2, then seeds 0-4 once both sides have seeds 3-4 under ``more``.
     """
-    variant = SAME_START.get(MATCHED_BASELINES.get(LEVER_NAME.get(best.label, "") if best is not None else "", ""))
-    pair = _baseline_pair(variant, base) if variant else None
-    if best is None or pair is None or len(complete([best, *pair], [])) < 3:
+    if best is None:
         return []
-    five = more_seeds(best, *pair, more) if more else None
-    return [rows for rows in ((best, *pair), five) if rows is not None]
+    variant = SAME_START.get(MATCHED_BASELINES.get(LEVER_NAME.get(best.label, ""), ""))
+    pair = _baseline_pair(variant, base) if variant else None
+    if pair is None or len(complete([best, *pair], [])) < 3:
+        return []
+    return [rows for rows in ((best, *pair), more_seeds(best, *pair, more)) if rows is not None]
 
 
 def _seed_list(r: Row) -> str:
