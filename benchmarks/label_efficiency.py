@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--flip", action="store_true")
     p.add_argument("--cutout", type=int, default=0, help="blank a square of this side in every training image")
     p.add_argument("--test-time-flip", action="store_true")
+    p.add_argument("--members", type=int, default=1,
+                   help="autoencoders trained from different seeds, their codes read side by side (an ensemble)")
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     p.add_argument("--validation-size", type=int, default=None)
     p.add_argument("--initial-strategy", default="random")
@@ -92,7 +94,7 @@ def main() -> None:
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                            labeled_per_batch=a.labeled_per_batch, device=a.device,
                            network=a.network, max_shift=a.max_shift, flip=a.flip, cutout=a.cutout,
-                           test_time_flip=a.test_time_flip,
+                           test_time_flip=a.test_time_flip, members=a.members,
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy,

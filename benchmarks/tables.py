@@ -742,6 +742,8 @@ PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice
     (("ema95-start-init-features",), "the same, but the linear maps to and from the code start fresh "
                                      "(the start's conv features only)"),
     (("ema95-lam1",), "λ 1, no reconstruction term (a probe of what the autoencoder adds early, not a lever)"),
+    (("ema95-members2",), "two autoencoders from different seeds, the SVM on both codes (an ensemble; twice the "
+                          "training)"),
 ]
 
 

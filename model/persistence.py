@@ -48,6 +48,8 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
     directory = Path(directory)
     if directory.exists():
         raise FileExistsError(f"{directory} already exists; versions are never overwritten")
+    if len(model.saes_) > 1:
+        raise ValueError(f"saving keeps one autoencoder; this model has {len(model.saes_)} (members)")
     sae, svm = model.sae_, model.svm_
     custom = sae.encoder is not None
     settings = {
@@ -138,6 +140,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     clf = SAEClassifier(class_names=settings["class_names"], **params,
                         sae_params={k: sae.get_params()[k] for k in _SAE_ONLY_KEYS})
     clf.sae_, clf.svm_ = sae, svm
+    clf.saes_ = [sae]
     clf.n_classes_ = settings["n_classes"]
     clf.classes_ = np.arange(clf.n_classes_)
     clf.metadata_ = settings.get("metadata", {})

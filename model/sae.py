@@ -167,8 +167,12 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
         if int(self.latent_dim) < 1:
             raise ValueError("latent_dim must be at least 1")
-        if int(self.epochs) < 0 or int(self.batch_size) < 1 or int(self.labeled_per_batch) < 0:
-            raise ValueError("epochs, batch_size and labeled_per_batch must be non-negative (batch_size >= 1)")
+        if int(self.epochs) < 0:
+            raise ValueError(f"epochs must be non-negative, got {self.epochs}")
+        if int(self.batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if int(self.labeled_per_batch) < 0:
+            raise ValueError(f"labeled_per_batch must be non-negative, got {self.labeled_per_batch}")
         if int(self.max_shift) < 0:
             raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
         if int(self.cutout) < 0:
@@ -188,7 +192,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         if self.mean_teacher and not float(self.ema_decay) > 0:
             raise ValueError("mean_teacher needs the averaged weights: set ema_decay > 0")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.steps_per_epoch is not None and int(self.steps_per_epoch) < 1:
             raise ValueError(f"steps_per_epoch must be None or at least 1, got {self.steps_per_epoch}")
         if (self.encoder is None) != (self.decoder is None):

@@ -29,13 +29,17 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     (images only; vectors pass unchanged), for a model trained with flips: the SVM, its
     calibration, the ranking and the served predictions all see that code, at twice the
     encoding cost.
+    ``members > 1`` trains that many autoencoders from different seeds on the same data (a deep
+    ensemble, Lakshminarayanan et al. 2017; Beluch et al. 2018 for active learning) and the SVM
+    reads their codes side by side, at ``members`` times the training and encoding cost;
+    ``sae_`` is the first, which draws the latent picture and morphs.
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
                  lam: float = 0.9, epochs: int = 20, svm_C: float = 1.0, device: str = "auto",
                  warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
                  self_training: float = 0.0, self_training_threshold: float = 0.9,
-                 semi_supervised_from: int = 0, test_time_flip: bool = False,
+                 semi_supervised_from: int = 0, test_time_flip: bool = False, members: int = 1,
                  sae_params: dict | None = None) -> None:
         self.class_names = class_names
         self.latent_dim = latent_dim
@@ -50,6 +54,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.self_training_threshold = self_training_threshold
         self.semi_supervised_from = semi_supervised_from
         self.test_time_flip = test_time_flip
+        self.members = members
         self.sae_params = sae_params
 
     def _n_classes(self, y: np.ndarray) -> int:
@@ -62,6 +67,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         labeled = y >= 0
         if len(np.unique(y[labeled])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
+        if int(self.members) < 1:
+            raise ValueError(f"members must be at least 1, got {self.members}")
         k = self._n_classes(y)
         params = dict(latent_dim=self.latent_dim, lam=self.lam, epochs=self.epochs, n_classes=k,
                       device=self.device, random_state=self.random_state, verbose=self.verbose,
@@ -71,15 +78,22 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
-        pseudo = None
-        if self.warm_start and hasattr(self, "sae_"):
-            pseudo = self._pseudo_labels(X, y) if semi else None
-            self.sae_.set_params(warm_start=True, pseudo_weight=pseudo_weight, **params)
-        else:
-            self.sae_ = StructuringAutoencoder(pseudo_weight=pseudo_weight, **params)
-        self.sae_.fit(X, y, pseudo=pseudo)
-        if not semi:
-            self.sae_.set_params(consistency=consistency)
+        warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members)
+        pseudo = self._pseudo_labels(X, y) if warm and semi else None
+        saes = []
+        for m in range(int(self.members)):
+            seed = None if self.random_state is None else int(self.random_state) + 1000 * m
+            member = {**params, "random_state": seed}
+            if warm:
+                sae = self.saes_[m].set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
+            else:
+                sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
+            sae.fit(X, y, pseudo=pseudo)
+            if not semi:
+                sae.set_params(consistency=consistency)
+            saes.append(sae)
+        self.saes_ = saes
+        self.sae_ = saes[0]
         z = self.transform(np.asarray(X)[labeled]) if labeled.any() else None
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
         self.classes_ = np.arange(k)
@@ -94,9 +108,12 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         return np.where((y < 0) & (conf >= float(self.self_training_threshold)), pred, -1)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        z = self.sae_.transform(X)
+        return np.hstack([self._codes(sae, X) for sae in self.saes_])
+
+    def _codes(self, sae: StructuringAutoencoder, X: np.ndarray) -> np.ndarray:
+        z = sae.transform(X)
         if self.test_time_flip and np.ndim(X) >= 3:
-            z = (z + self.sae_.transform(np.asarray(X)[..., ::-1])) / 2
+            z = (z + sae.transform(np.asarray(X)[..., ::-1])) / 2
         return z
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -28,7 +29,7 @@ from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_o
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.networks import NETWORK_KINDS
-from model.sae import LR_SCHEDULES, StructuringAutoencoder
+from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, should_stop
 
@@ -69,6 +70,7 @@ class SimulationSettings:
     flip: bool = False
     cutout: int = 0
     test_time_flip: bool = False
+    members: int = 1  # autoencoders per model, from different seeds (an ensemble)
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
@@ -105,25 +107,29 @@ class SimulationSettings:
                                   f"({', '.join(self.strategies)}) takes it")
         if self.network not in NETWORK_KINDS:
             raise SimulationError(f"--network must be one of {', '.join(NETWORK_KINDS)}, got {self.network!r}")
-        if not 0 <= self.lam <= 1:
-            raise SimulationError(f"--lam must be in [0, 1], got {self.lam}")
         for name in ("initial", "seeds", "epochs", "latent_dim"):
             if getattr(self, name) < 1:
                 raise SimulationError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.max_shift < 0:
-            raise SimulationError("--max-shift must not be negative")
-        if self.cutout < 0:
-            raise SimulationError("--cutout must not be negative")
         unknown = set(self.typical_params) - TYPICAL_PARAMS
         if unknown:
             raise SimulationError(f"--typical-param {sorted(unknown)[0]}: the start's autoencoder takes "
                                   f"{', '.join(sorted(TYPICAL_PARAMS))}")
         if self.init_from_start and self.initial_strategy != "typicality":
             raise SimulationError("--init-from-start needs --initial-strategy typicality (it trains the start)")
+        if self.members < 1:
+            raise SimulationError(f"--members must be at least 1, got {self.members}")
+        if self.init_from_start and self.members > 1:
+            raise SimulationError("--init-from-start starts one autoencoder; it takes no --members")
         if self.init_features_only and not self.init_from_start:
             raise SimulationError("--init-features-only needs --init-from-start")
         if self.init_from_start and self.typical_params.get("latent_dim", self.latent_dim) != self.latent_dim:
             raise SimulationError("--init-from-start needs the start's latent_dim to be --latent-dim")
+        params = dict(lam=self.lam, latent_dim=self.latent_dim, epochs=self.epochs, **sae_params(self))
+        try:
+            StructuringAutoencoder(**params).check_params()
+        except ValueError as e:
+            words = "|".join(sorted(params, key=len, reverse=True))
+            raise SimulationError(re.sub(rf"\b({words})\b", lambda m: "--" + m[1].replace("_", "-"), str(e))) from None
         try:
             StructuringAutoencoder(lam=0.0, **self.typical_params).check_params()
         except ValueError as e:
@@ -138,24 +144,10 @@ class SimulationSettings:
             raise SimulationError("--validation-size must be at least 1")
         if self.self_training < 0 or not 0 <= self.self_training_threshold <= 1:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
-        if self.consistency < 0:
-            raise SimulationError("--consistency must not be negative")
-        if self.mixup < 0:
-            raise SimulationError("--mixup must not be negative")
-        if not self.contrastive >= 0:
-            raise SimulationError(f"--contrastive must not be negative, got {self.contrastive}")
         if self.semi_supervised_from < 0:
             raise SimulationError("--semi-supervised-from must not be negative")
         if not self.lr > 0:
             raise SimulationError(f"--lr must be positive, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise SimulationError(f"--weight-decay must not be negative, got {self.weight_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SimulationError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise SimulationError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
-        if self.mean_teacher and not self.ema_decay > 0:
-            raise SimulationError("--mean-teacher needs --ema-decay above 0 (the teacher is the weights' average)")
 
     def options_for(self, strategy: str) -> dict[str, float]:
         """The strategy options that ``strategy`` takes (one option may serve several strategies)."""
@@ -186,17 +178,22 @@ def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
     return max(300, epochs * math.ceil(pool / batch_size))
 
 
+def sae_params(s: SimulationSettings) -> dict:
+    """The autoencoder's settings that the simulator passes through as they are (checked by the model)."""
+    return dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
+                network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
+                mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
+                ema_decay=s.ema_decay, mean_teacher=s.mean_teacher, contrastive=s.contrastive)
+
+
 def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
-    net = dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-               network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
-               mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
-               ema_decay=s.ema_decay, mean_teacher=s.mean_teacher, contrastive=s.contrastive)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
-                             epochs=s.epochs, sae_params=net, self_training=s.self_training,
+                             epochs=s.epochs, sae_params=sae_params(s), self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold,
                              semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip,
+                             members=s.members,
                              **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),

@@ -246,3 +246,10 @@ def test_test_time_flip_travels_with_the_model(digits: Dataset, digits_labels, t
     loaded = load_model(save_model(model, tmp_path / "tta"), device="cpu")
     assert loaded.test_time_flip
     np.testing.assert_array_equal(loaded.decision_function(digits.x_test), model.decision_function(digits.x_test))
+
+
+def test_a_model_with_several_members_is_not_saved_half(digits: Dataset, digits_labels, tmp_path) -> None:
+    model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", members=2).fit(digits.x_train, digits_labels)
+    with pytest.raises(ValueError, match="this model has 2"):
+        save_model(model, tmp_path / "two")
+    assert not (tmp_path / "two").exists()

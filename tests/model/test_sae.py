@@ -403,6 +403,23 @@ def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Datas
     np.testing.assert_array_equal(vec.transform(vectors), vec.sae_.transform(vectors))  # vectors pass unchanged
 
 
+def test_members_train_autoencoders_from_different_seeds_and_read_their_codes_side_by_side(small) -> None:
+    x, y = small
+    one = SAEClassifier(latent_dim=4, epochs=1, device="cpu", random_state=3).fit(x, y)
+    two = SAEClassifier(latent_dim=4, epochs=1, device="cpu", random_state=3, members=2).fit(x, y)
+    assert len(two.saes_) == 2 and two.sae_ is two.saes_[0]
+    z = two.transform(x[:30])
+    assert z.shape == (30, 8)
+    np.testing.assert_allclose(z[:, :4], one.transform(x[:30]), rtol=1e-5, atol=1e-6)  # the first member is `one`
+    assert not np.allclose(z[:, 4:], z[:, :4], atol=1e-3), "the second member starts from another seed"
+    assert two.svm_.coef_.shape[1] == 8, "the SVM reads both members' codes"
+    first = [sae.encoder_ for sae in two.saes_]
+    two.set_params(warm_start=True).fit(x, y)
+    assert [sae.encoder_ for sae in two.saes_] == first, "a warm fit goes on training each member"
+    with pytest.raises(ValueError, match="members must be at least 1"):
+        SAEClassifier(epochs=1, device="cpu", members=0).fit(x, y)
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")

@@ -323,6 +323,8 @@ def test_init_features_only_keeps_the_start_s_features_and_starts_the_code_maps_
     same = [torch.equal(a, b) for a, b in zip(decoder.state_dict().values(), start.decoder_.state_dict().values(),
                                               strict=True)]
     assert not any(same[:2]) and all(same[2:]), "every decoder layer but the first linear is the start's"
+    with pytest.raises(SimulationError, match="it takes no --members"):
+        SimulationSettings(**TYPICAL_TINY, init_from_start=True, members=2).validate()
     with pytest.raises(SimulationError, match="--init-features-only needs --init-from-start"):
         SimulationSettings(**TYPICAL_TINY, init_features_only=True).validate()
 
@@ -338,6 +340,7 @@ def test_init_features_only_keeps_the_start_s_features_and_starts_the_code_maps_
     ("contrastive", -0.1, "--contrastive"), ("typical_params", {"epochs": -1}, "--typical-param: epochs"),
     ("typical_params", {"lam": 0.5}, "--typical-param lam"),
     ("init_from_start", True, "--init-from-start needs --initial-strategy typicality"),
+    ("members", 0, "--members must be at least 1"),
     ("typical_params", {"latent_dim": 0}, "--typical-param: latent_dim must be at least 1"),
     ("typical_params", {"lr": -1e-3}, "--typical-param: lr must be non-negative"),
     ("typical_params", {"lr": float("nan")}, "--typical-param: lr must be non-negative"),
@@ -404,13 +407,13 @@ def test_initial_larger_than_pool(tmp_path, capsys) -> None:
     (["--seeds", "0"], "--seeds must be at least 1"),
     (["--latent-dim", "0"], "--latent-dim must be at least 1"),
     (["--rounds", "-1"], "must not be negative"),
-    (["--max-shift", "-2"], "--max-shift must not be negative"),
-    (["--cutout", "-1"], "--cutout must not be negative"),
+    (["--max-shift", "-2"], "--max-shift must be non-negative, got -2"),
+    (["--cutout", "-1"], "--cutout must be non-negative, got -1"),
     (["--lr", "0"], "--lr must be positive"),
-    (["--weight-decay", "-0.1"], "--weight-decay must not be negative"),
+    (["--weight-decay", "-0.1"], "--weight-decay must be non-negative"),
     (["--lr-schedule", "step"], "--lr-schedule must be one of constant, cosine"),
     (["--ema-decay", "1"], "--ema-decay must be in [0, 1)"),
-    (["--mean-teacher"], "--mean-teacher needs --ema-decay above 0"),
+    (["--mean-teacher"], "--mean-teacher needs the averaged weights: set --ema-decay > 0"),
 ])
 def test_bad_settings(tmp_path, capsys, args: list[str], message: str) -> None:
     rc, err = run_cli(args, tmp_path, capsys)
