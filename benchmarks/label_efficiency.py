@@ -24,7 +24,7 @@ from machine import where
 from connectors.datasets import load_dataset
 from model.networks import NETWORK_KINDS
 from model.sae import LR_SCHEDULES
-from service.simulate import SimulationError, SimulationSettings, parse_options, run_one
+from service.simulate import SimulationError, SimulationSettings, class_distances, parse_options, run_one
 
 
 def main() -> None:
@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--flip", action="store_true")
     p.add_argument("--cutout", type=int, default=0, help="blank a square of this side in every training image")
     p.add_argument("--test-time-flip", action="store_true")
+    p.add_argument("--class-distances", default=None, metavar="FILE",
+                   help="JSON distances between the data set's class names (default: all equal)")
     p.add_argument("--members", type=int, default=1,
                    help="autoencoders trained from different seeds, their codes read side by side (an ensemble)")
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
@@ -94,7 +96,7 @@ def main() -> None:
                            warm_epochs=a.warm_epochs, latent_dim=a.latent_dim, lam=a.lam,
                            labeled_per_batch=a.labeled_per_batch, device=a.device,
                            network=a.network, max_shift=a.max_shift, flip=a.flip, cutout=a.cutout,
-                           test_time_flip=a.test_time_flip, members=a.members,
+                           test_time_flip=a.test_time_flip, members=a.members, class_distances=a.class_distances,
                            warm_start=not a.cold_start,
                            channels=[int(c) for c in a.channels.split(",")], validation_size=a.validation_size,
                            initial_strategy=a.initial_strategy,
@@ -109,11 +111,14 @@ def main() -> None:
                            strategy_options=parse_options(a.strategy_option))
     s.validate()
     ds = load_dataset(a.dataset, a.data_path, a.groups)
+    distances = class_distances(s, ds)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     runs: list[dict] = []
     result = {"settings": asdict(s) | {"class_names": ds.class_names, "tag": a.tag, "runs": a.runs},
               "where": where(), "runs": runs}
+    if distances is not None:
+        result["settings"]["class_distance_matrix"] = distances.tolist()
     for seed in (int(v) for v in a.seeds.split(",")):
         for pair in a.runs.split(","):
             model, strategy = pair.split("+")

@@ -744,6 +744,10 @@ PILOTS = [  # (folders, what it adds to the 2k choice); the first is that choice
     (("ema95-lam1",), "λ 1, no reconstruction term (a probe of what the autoencoder adds early, not a lever)"),
     (("ema95-members2",), "two autoencoders from different seeds, the SVM on both codes (an ensemble; twice the "
                           "training)"),
+    (("ema95-cd-garment-types",), "class distances by garment type: tops 0.5 apart, footwear 0.5 apart, 1 "
+                                  "elsewhere (`fashion-garment-types.json`)"),
+    (("ema95-cd-hard-apart",), "class distances that push the four confusable tops (T-shirt, pullover, coat, "
+                               "shirt) 1.5 apart, 1 elsewhere (`fashion-hard-apart.json`)"),
 ]
 
 

@@ -49,11 +49,15 @@ def load_distance_matrix(path: str | Path, class_names: Sequence[str]) -> np.nda
     raw = json.loads(Path(path).read_text())
     names = list(class_names)
     k = len(names)
-    if isinstance(raw, dict) and "distances" in raw:
+    if not isinstance(raw, dict):
+        raise ValueError(f"distance file must hold a JSON object, got {type(raw).__name__}")
+    if "distances" in raw:
         order = [str(c) for c in raw.get("classes", names)]
         if sorted(order) != sorted(names):
             raise ValueError(f"distance file classes {order} do not match the classes {names}")
         m = np.asarray(raw["distances"], dtype=np.float64)
+        if m.shape != (len(order), len(order)):
+            raise ValueError(f"distances must be {len(order)}x{len(order)} for the classes listed, got shape {m.shape}")
         idx = [order.index(n) for n in names]
         return check_distance_matrix(m[np.ix_(idx, idx)], k)
     unknown = set(raw) - set(names)
@@ -62,10 +66,14 @@ def load_distance_matrix(path: str | Path, class_names: Sequence[str]) -> np.nda
     d = np.full((k, k), np.nan)
     np.fill_diagonal(d, 0.0)
     for a, row in raw.items():
+        if not isinstance(row, dict):
+            raise ValueError(f"distance file: {a!r} must map to {{class: distance}}, got {type(row).__name__}")
         for b, v in row.items():
             if b not in names:
                 raise ValueError(f"distance file names unknown class {b!r}")
             i, j = names.index(a), names.index(b)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise ValueError(f"distance file: the distance {a!r}-{b!r} must be a number, got {v!r}")
             d[i, j] = d[j, i] = float(v)
     missing = [(names[i], names[j]) for i, j in zip(*np.where(np.isnan(d)), strict=True) if i < j]
     if missing:

@@ -40,6 +40,8 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
                    help="blank a SIDE x SIDE square of every training image (0: off)")
     p.add_argument("--test-time-flip", action="store_true",
                    help="code (or score) an image as the mean of it and its mirror image, for every model")
+    p.add_argument("--class-distances", default=None, metavar="FILE",
+                   help="JSON distances between class names, as CLASS_DISTANCES (default: all classes equally apart)")
     p.add_argument("--warm-steps", type=int, default=None,
                    help="optimiser steps per warm-started SAE epoch (SAE_WARM_STEPS); default a full pass")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
@@ -88,7 +90,7 @@ def _run_simulate(a: argparse.Namespace) -> int:
                                semi_supervised_from=a.semi_supervised_from, test_time_flip=a.test_time_flip,
                                mixup=a.mixup, lr=a.lr, weight_decay=a.weight_decay, lr_schedule=a.lr_schedule,
                                ema_decay=a.ema_decay, mean_teacher=a.mean_teacher,
-                               strategy_options=parse_options(a.strategy_option))
+                               class_distances=a.class_distances, strategy_options=parse_options(a.strategy_option))
         simulate(s, a.out)
     except (SimulationError, ValueError) as e:
         print(f"sae-backend simulate: error: {e}", file=sys.stderr)

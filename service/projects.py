@@ -27,6 +27,7 @@ from connectors.label_studio import LabelStudioClient
 from connectors.task_data import DataFetcher, TaskDataError
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
+from model.targets import load_distance_matrix
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
@@ -429,9 +430,21 @@ class ProjectManager:
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
 
+    def _class_distances(self, config: LabelConfig) -> tuple[tuple[float, ...], ...] | None:
+        """``CLASS_DISTANCES`` in this project's class order, read at every training so an edit takes effect."""
+        path = self.settings.class_distances
+        if path is None:
+            return None
+        try:
+            d = load_distance_matrix(path, config.classes)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"CLASS_DISTANCES ({path}) does not fit this project's classes: {e}") from None
+        return tuple(tuple(float(v) for v in row) for row in d)
+
     def _train(self, st: ProjectState) -> None:
         client = self.client(st)
         config = self._config(st, client)
+        distances = self._class_distances(config)
         report = self._progress(st)
         m = self.mirror(st)
         fetcher = self.fetcher(st)
@@ -458,7 +471,8 @@ class ProjectManager:
         previous = st.served
         job = TrainingJob(st.id, str(m.store.directory), ids, labels, list(config.classes),
                           s.sae_settings(),
-                          str(store.path(previous.number)) if previous is not None else None, s.device)
+                          str(store.path(previous.number)) if previous is not None else None, s.device,
+                          class_distances=distances)
         result = self.backend.run(job, report)
         report("saving", 1.0)
         number, name = store.save(result.model, {**result.metrics, "read_seconds": read_seconds})

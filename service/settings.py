@@ -6,11 +6,12 @@ Names follow what Label Studio ML backend users already know (``LABEL_STUDIO_URL
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -82,6 +83,7 @@ class Settings(BaseSettings):
     sae_ema_decay: float = Field(0.0, ge=0, lt=1)
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
+    class_distances: FilePath | None = None
     image_size: int | None = Field(None, ge=4, le=512)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)
@@ -106,6 +108,20 @@ class Settings(BaseSettings):
     def _channels(cls, v: list[int]) -> list[int]:
         if not v or any(c < 1 for c in v):
             raise ValueError("SAE_CHANNELS must be comma-separated positive integers, e.g. 16,32,64")
+        return v
+
+    @field_validator("class_distances")
+    @classmethod
+    def _distances_file(cls, v: Path | None) -> Path | None:
+        """A file that is not a JSON object fails at start; whether it names a project's classes, at its training."""
+        if v is not None:
+            try:
+                raw = json.loads(v.read_text())
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"CLASS_DISTANCES: cannot read {v} as JSON: {e}") from None
+            if not isinstance(raw, dict):
+                raise ValueError("CLASS_DISTANCES must hold a JSON object: {class: {class: distance}} or "
+                                 "{\"classes\": [...], \"distances\": [[...]]}")
         return v
 
     def sae_settings(self) -> SAESettings:

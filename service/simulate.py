@@ -32,6 +32,7 @@ from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, should_stop
+from model.targets import load_distance_matrix
 
 MODELS = ("sae", "ae", "classifier")
 INITIAL = ("random", "typicality")
@@ -71,6 +72,7 @@ class SimulationSettings:
     cutout: int = 0
     test_time_flip: bool = False
     members: int = 1  # autoencoders per model, from different seeds (an ensemble)
+    class_distances: str | None = None  # a JSON file of distances between the data set's class names
     warm_start: bool = True
     validation_size: int | None = None
     initial_strategy: str = "random"
@@ -186,11 +188,23 @@ def sae_params(s: SimulationSettings) -> dict:
                 ema_decay=s.ema_decay, mean_teacher=s.mean_teacher, contrastive=s.contrastive)
 
 
-def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int):
+def class_distances(s: SimulationSettings, ds: Dataset) -> np.ndarray | None:
+    """``--class-distances`` in the data set's class order (None: all classes equally far apart)."""
+    if s.class_distances is None:
+        return None
+    try:
+        return load_distance_matrix(s.class_distances, ds.class_names)
+    except (OSError, ValueError) as e:
+        raise SimulationError(f"--class-distances {s.class_distances}: {e}") from None
+
+
+def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: int,
+           distances: np.ndarray | None = None):
     common = dict(latent_dim=s.latent_dim, device=s.device, random_state=seed)
     if model in ("sae", "ae"):
         return SAEClassifier(class_names=[str(i) for i in range(n_classes)], lam=s.lam if model == "sae" else 0.0,
-                             epochs=s.epochs, sae_params=sae_params(s), self_training=s.self_training,
+                             epochs=s.epochs, sae_params=sae_params(s) | {"class_distances": distances},
+                             self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold,
                              semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip,
                              members=s.members,
@@ -307,7 +321,7 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
     stop_items = np.sort(np.random.default_rng(30_000 + seed).choice(
         len(pool), min(s.stop_set_size, len(pool)), replace=False))
     previous, kappas = None, []
-    model = _build(model_name, s, ds.n_classes, len(pool), seed)
+    model = _build(model_name, s, ds.n_classes, len(pool), seed, class_distances(s, ds))
     if s.init_from_start and isinstance(model, SAEClassifier):
         ae = _start(x, s, seed)[1]
         encoder, decoder = _fresh_code_maps(ae.encoder_, ae.decoder_, seed) if s.init_features_only else (
@@ -393,12 +407,15 @@ def simulate(s: SimulationSettings, out: str | Path, log: Callable[[str], None] 
     pool_n = min(s.pool_size or len(ds.x_train), len(ds.x_train))
     if s.initial > pool_n:
         raise SimulationError(f"--initial {s.initial} is larger than the pool ({pool_n} items)")
+    distances = class_distances(s, ds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log(f"{ds.name}: pool {pool_n}, test {min(s.test_size or len(ds.x_test), len(ds.x_test))}, "
         f"{ds.n_classes} classes")
     runs = []
     result = {"settings": asdict(s) | {"class_names": ds.class_names}, "runs": runs}
+    if distances is not None:
+        result["settings"]["class_distance_matrix"] = distances.tolist()
     for seed in range(s.seeds):
         for m in s.models:
             for st in s.strategies:

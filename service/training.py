@@ -41,6 +41,7 @@ class TrainingJob:
     sae: SAESettings = field(default_factory=SAESettings)
     previous_dir: str | None = None
     device: str = "auto"
+    class_distances: tuple[tuple[float, ...], ...] | None = None  # K x K in class_names' order; None: all equal
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
 
     semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
                 semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip)
+    distances = None if job.class_distances is None else np.asarray(job.class_distances, np.float64)
     trains = dict(max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup,
-                  ema_decay=s.ema_decay)  # the settings every training takes, first or warm
+                  ema_decay=s.ema_decay, class_distances=distances)  # the settings every training takes, first or warm
     if warm:
         model = copy.deepcopy(prev)
         model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,

@@ -232,3 +232,15 @@ def test_check_distance_matrix_class_count() -> None:
         check_distance_matrix(equal_distances(2), 3)
     out = check_distance_matrix([[0, 1], [1, 0]], 2)
     assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ([[0, 1], [1, 0]], "must hold a JSON object, got list"),
+    ({"classes": NAMES, "distances": [0, 1, 1]}, r"must be 3x3 for the classes listed, got shape \(3,\)"),
+    ({"summer": [1, 2], "winter": {"all-year": 1}}, "'summer' must map to {class: distance}, got list"),
+    ({"summer": {"winter": "far", "all-year": 1}, "winter": {"all-year": 1}}, "'summer'-'winter' must be a number"),
+    ({"summer": {"winter": None, "all-year": 1}, "winter": {"all-year": 1}}, "must be a number, got None"),
+])
+def test_load_names_what_is_wrong_with_a_malformed_file(tmp_path, obj, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_distance_matrix(write(tmp_path, obj), NAMES)

@@ -75,6 +75,27 @@ def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.
     assert "\n" not in line and named in line
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "CLASS_DISTANCES"), ("{not json", "cannot read"), ("[[0, 1], [1, 0]]", "must hold a JSON object")])
+def test_a_class_distance_file_that_cannot_serve_any_project_fails_at_start(monkeypatch: pytest.MonkeyPatch, tmp_path,
+                                                                          content: str | None, message: str) -> None:
+    path = tmp_path / "distances.json"
+    if content is not None:
+        path.write_text(content)
+    monkeypatch.setenv("CLASS_DISTANCES", str(path))
+    with pytest.raises(Exception) as e:
+        Settings()
+    line = settings_error_line(e.value)
+    assert "\n" not in line and message in line and "CLASS_DISTANCES" in line.upper()
+
+
+def test_a_readable_class_distance_file_is_kept_as_its_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    path = tmp_path / "distances.json"
+    path.write_text('{"cat": {"dog": 1, "bird": 2}, "dog": {"bird": 2}}')
+    monkeypatch.setenv("CLASS_DISTANCES", str(path))
+    assert Settings().class_distances == path and Settings(class_distances=None).class_distances is None
+
+
 def test_serve_refuses_to_start_on_invalid_settings(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("PUSH_TOP_K", "-3")
     assert main(["serve", "--port", "1"]) != 0

@@ -32,12 +32,13 @@ def pool_dir(digits: Dataset, tmp_path) -> str:
 
 
 def job(pool_dir: str, y: np.ndarray, previous: str | None = None, max_shift: int = 0,
-        warm_steps: int | None = None, flip: bool = False, **semi) -> TrainingJob:
+        warm_steps: int | None = None, flip: bool = False, class_distances=None, **semi) -> TrainingJob:
     ids = np.arange(1000, 1000 + N)
     labels = {int(t): int(c) for t, c in zip(ids, y[:N], strict=True) if c >= 0}
     return TrainingJob(1, pool_dir, ids, labels, CLASSES,
                        SAESettings(epochs=3, warm_epochs=1, latent_dim=6, lam=0.9, max_shift=max_shift,
-                                   warm_steps=warm_steps, flip=flip, **semi), previous, "cpu")
+                                   warm_steps=warm_steps, flip=flip, **semi), previous, "cpu",
+                       class_distances=class_distances)
 
 
 def test_the_job_is_plain_data(pool_dir: str, digits_labels: np.ndarray) -> None:
@@ -127,6 +128,30 @@ def test_sae_settings_reach_the_first_training_and_warm_retrains(pool_dir: str, 
     warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), **{name: warm_value}))
     assert warm.metrics["warm_start"] and getattr(warm.model.sae_, name) == warm_value
     assert getattr(train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).model.sae_, name) == 0.0
+
+
+def test_class_distances_shape_the_first_training_and_a_warm_retrain(pool_dir: str, digits_labels: np.ndarray,
+                                                                    tmp_path) -> None:
+    near = np.ones((10, 10)) - np.eye(10)
+    near[3, 8] = near[8, 3] = 0.25  # a team's say: 3 and 8 look alike
+    spec = job(pool_dir, digits_labels, class_distances=tuple(map(tuple, near)))
+    assert json.loads(json.dumps(asdict(spec) | {"task_ids": []}))["class_distances"][3][8] == 0.25, "plain data"
+    first = train_project(spec)
+    np.testing.assert_array_equal(first.model.sae_.distances_, near)
+    targets = first.model.sae_.positions_
+    assert np.linalg.norm(targets[3] - targets[8]) < 0.5 * np.linalg.norm(targets[3] - targets[7])
+    save_model(first.model, tmp_path / "v1")
+    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1")))
+    assert warm.metrics["warm_start"] and warm.model.sae_.class_distances is None, "an edit takes effect warm"
+    np.testing.assert_allclose(warm.model.sae_.distances_, np.ones((10, 10)) - np.eye(10))
+
+
+def test_a_version_trained_on_other_class_names_is_not_warm_started(pool_dir: str, digits_labels: np.ndarray,
+                                                                     tmp_path) -> None:
+    save_model(train_project(job(pool_dir, digits_labels)).model, tmp_path / "v1")
+    renamed = dataclasses.replace(job(pool_dir, digits_labels, str(tmp_path / "v1")), class_names=CLASSES[::-1])
+    assert train_project(renamed).metrics["warm_start"] is False, "class i now names another class"
+    assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).metrics["warm_start"] is True
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
