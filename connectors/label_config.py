@@ -52,6 +52,15 @@ class LabelConfig:
             "value": {"choices": [class_name]},
         }]
 
+    def prediction(self, class_names: list[str], index: int) -> list[dict]:
+        """The result for class ``index`` of a model trained on ``class_names``, by name, not by position.
+
+        A config edited since (choices reordered or removed) must not turn a model's index into
+        another class; a class the config no longer has gets no result rather than a wrong one.
+        """
+        name = class_names[int(index)]
+        return self.result(name) if name in self.classes else []
+
 
 def _tag(el: ET.Element) -> str:
     return el.tag.lower() if isinstance(el.tag, str) else ""

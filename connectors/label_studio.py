@@ -31,6 +31,7 @@ UNLABELED_FILTER = {"conjunction": "and", "items": [
 _QUEUE_MARK = re.compile(r"\[sae-backend queue of project (\d+)\]")
 _MAX_FILES_PER_REQUEST = 100  # Django's DATA_UPLOAD_MAX_NUMBER_FILES; more is a 500
 MAX_PAGE = 500
+VIEW_MARK = "sae_backend"  # in the data of the Data Manager view this backend keeps: it touches no other view
 _MAX_TITLE = 50  # LS refuses project titles outside 3..50 characters
 
 
@@ -192,24 +193,47 @@ class LabelStudioClient:
         lists a saved view's tasks in its order; ``filters``/``ordering`` do the same ad hoc.
         ``fields="task_only"`` leaves out annotations and predictions (much lighter). Pages are
         capped at 500 tasks: on SQLite, Label Studio 1.23 answers 1,000-task pages with HTTP 500
-        ("Expression tree is too large").
+        ("Expression tree is too large"); a server that caps them lower is followed.
+
+        In id order (the default) pages follow the last id seen (``id > last``), not page numbers,
+        so tasks deleted or labeled during a long scan cannot shift a later page past tasks
+        that were never read.
         """
         page_size = min(int(page_size), MAX_PAGE)
         if labeled is not None:
             filters = LABELED_FILTER if labeled else UNLABELED_FILTER
+        filters = filters or {"conjunction": "and", "items": []}
+        ordering = ordering or ["tasks:id"]
         params: dict[str, Any] = {"project": int(project_id), "page_size": int(page_size), "fields": fields}
+        if view is None and ordering == ["tasks:id"] and filters.get("conjunction", "and") == "and":
+            yield from self._after_ids(params, filters)
+            return
         if view is not None:
             params["view"] = int(view)
         else:
-            params["query"] = json.dumps({"filters": filters or {"conjunction": "and", "items": []},
-                                          "ordering": ordering or ["tasks:id"]})
-        page = 1
+            params["query"] = json.dumps({"filters": filters, "ordering": ordering})
+        page, seen = 1, 0
         while True:
             tasks, total = self._page_retrying({**params, "page": page}, first=page == 1)
             yield from tasks
-            if len(tasks) < page_size or page * page_size >= total:
+            seen += len(tasks)
+            if not tasks or seen >= total:
                 return
             page += 1
+
+    def _after_ids(self, params: dict[str, Any], filters: dict) -> Iterator[dict]:
+        """Keyset paging in id order: each request asks for the tasks after the last id it has seen."""
+        last = None
+        while True:
+            after = [] if last is None else [
+                {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": last}]
+            query = {"filters": {"conjunction": "and", "items": [*filters.get("items", []), *after]},
+                     "ordering": ["tasks:id"]}
+            tasks, total = self._page_retrying({**params, "query": json.dumps(query), "page": 1}, first=True)
+            yield from tasks
+            if not tasks or len(tasks) >= total:
+                return
+            last = max(int(t["id"]) for t in tasks)
 
     def ordered_task_ids(self, project_id: int, filters: dict, ordering: list[str], limit: int = 100) -> list[int]:
         """The first task ids as a Data Manager view with these filters and ordering shows them."""
@@ -372,21 +396,29 @@ class LabelStudioClient:
 
     @_wrap
     def ensure_view(self, project_id: int, title: str, filters: dict, ordering: list[str]) -> int:
-        """Create or update the saved Data Manager view with this title; returns its id.
+        """Create or update this backend's saved Data Manager view; returns its id.
 
-        Idempotent: a repeat finds the view by title (and removes duplicates an older run left).
+        The view carries a marker in its data, so only the backend's own view is ever updated or
+        deleted: a team's tab with the same title is left alone. Idempotent: a repeat finds the
+        marked view (and removes marked duplicates an older run left); an unmarked view with this
+        title, filters and ordering, as earlier versions wrote it, is adopted rather than doubled.
         Community LS has no uncertainty sampling in the labeling stream; annotators open this tab
         and use "Label Tasks As Displayed".
         """
-        data = {"type": "list", "target": "tasks", "title": title, "filters": filters, "ordering": list(ordering)}
-        same = [v for v in self.list_views(project_id) if (v.get("data") or {}).get("title") == title]
-        if not same:
+        data = {"type": "list", "target": "tasks", "title": title, "filters": filters, "ordering": list(ordering),
+                VIEW_MARK: True}
+        views = self.list_views(project_id)
+        ours = [v for v in views if (v.get("data") or {}).get(VIEW_MARK)]
+        if not ours:
+            ours = [v for v in views if all((v.get("data") or {}).get(k) == data[k]
+                                            for k in ("title", "filters", "ordering"))][:1]
+        if not ours:
             return int(self.ls.views.create(project=int(project_id), data=data).id)
-        keep, *extra = sorted(same, key=lambda v: int(v["id"]))
+        keep, *extra = sorted(ours, key=lambda v: int(v["id"]))
         for v in extra:
             self.ls.views.delete(id=str(v["id"]))
         current = keep.get("data") or {}
-        if any(current.get(k) != data[k] for k in ("filters", "ordering")):
+        if any(current.get(k) != data[k] for k in ("title", "filters", "ordering", VIEW_MARK)):
             self.ls.views.update(id=str(keep["id"]), project=int(project_id), data={**current, **data})
         return int(keep["id"])
 

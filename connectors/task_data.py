@@ -51,7 +51,19 @@ _JWT_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
 class TaskDataError(ValueError):
-    """A task's data cannot be used; the message says why and never contains the API key."""
+    """A task's data cannot be used; the message says why and never contains the API key.
+
+    ``temporary`` marks what a later try may not meet (a timeout, a dropped connection, HTTP
+    408, 429 or 5xx), so a mirror tries the task again instead of writing it off.
+    """
+
+    def __init__(self, message: str, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.temporary = temporary
+
+
+def _temporary_status(status: int) -> bool:
+    return status in (408, 429) or status >= 500
 
 
 def _default_port(scheme: str) -> int:
@@ -470,7 +482,7 @@ class DataFetcher:
                 storage = _storage_of(resolved_from)
                 message += (f" (the {storage} object Label Studio redirected to: check that it exists and that the "
                             f"{storage} storage's credentials may read it)")
-            raise TaskDataError(message)
+            raise TaskDataError(message, temporary=_temporary_status(status))
 
     def _status_message(self, url: str, status: int, to_ls: bool) -> str:
         message = f"GET {self._shown(url)} answered HTTP {status}"
@@ -489,7 +501,7 @@ class DataFetcher:
         """One GET: (status, body if 2xx, Location if a redirect)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}")
+            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}", temporary=True)
         log.debug("fetching %s", self._shown(url))
         try:
             with self._http().stream("GET", url, headers=headers, timeout=remaining) as r:
@@ -510,15 +522,18 @@ class DataFetcher:
                     if len(body) > self.max_bytes:
                         raise TaskDataError(f"{self._shown(url)} is over the {self.max_bytes}-byte limit")
                     if time.monotonic() > deadline:
-                        raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}")
+                        raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}",
+                                            temporary=True)
                 return r.status_code, bytes(body), None
         except TaskDataError:
             raise
         except httpx.TimeoutException:
-            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}") from None
+            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}",
+                                temporary=True) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             detail = self._scrub(str(e))[:200] or type(e).__name__
-            raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}") from None
+            raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}",
+                                temporary=isinstance(e, httpx.TransportError)) from None
 
     # ---- items ----------------------------------------------------------------------------------
     def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None,

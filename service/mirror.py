@@ -20,8 +20,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ from service.pool_store import PoolStore
 log = logging.getLogger("sae_backend.mirror")
 Progress = Callable[[str, float], None]
 _ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
-_COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number")
+_COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number",
+             "ground_truth_number")
 
 
 def _slim(annotation: dict) -> dict:
@@ -56,6 +58,7 @@ def _chunks(items: Iterable[dict], size: int) -> Iterable[list[dict]]:
 
 
 FORMAT_SAMPLE = 16
+TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
 
 
 class ProjectMirror:
@@ -71,6 +74,8 @@ class ProjectMirror:
         self.annotations: dict[int, list[dict]] = {}
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
+        self.retrying: dict[int, int] = {}  # tasks whose fetch failed for a temporary reason: tries so far
+        self._touched: set[int] | None = None  # tasks webhooks changed while a scan was reading
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
         if image_size:
@@ -89,12 +94,13 @@ class ProjectMirror:
         self.annotations = {int(k): v for k, v in d.get("annotations", {}).items()}
         self.queue_annotations = {int(k): v for k, v in d.get("queue_annotations", {}).items()}
         self.skipped = {int(k): v for k, v in d.get("skipped", {}).items()}
+        self.retrying = {int(k): int(v) for k, v in d.get("retrying", {}).items()}
         self.state.update(d.get("state", {}))
 
     def save(self) -> None:
         with self.lock:
             body = json.dumps({"annotations": self.annotations, "queue_annotations": self.queue_annotations,
-                               "skipped": self.skipped, "state": self.state})
+                               "skipped": self.skipped, "retrying": self.retrying, "state": self.state})
         tmp = self._path().with_suffix(".json.tmp")
         tmp.write_text(body)
         tmp.replace(self._path())
@@ -136,6 +142,8 @@ class ProjectMirror:
         with self.lock:
             anns = [a for a in self.annotations.get(int(task_id), []) if a.get("id") != slim.get("id")]
             self.annotations[int(task_id)] = [*anns, slim]
+            if self._touched is not None:
+                self._touched.add(int(task_id))
 
     def remove_annotations(self, annotation_ids: Iterable[int]) -> list[int]:
         """ANNOTATIONS_DELETED carries only ids; returns the tasks that lost one."""
@@ -150,7 +158,21 @@ class ProjectMirror:
                         self.annotations[tid] = keep
                     else:
                         del self.annotations[tid]
+            if self._touched is not None:
+                self._touched.update(touched)
         return touched
+
+    @contextmanager
+    def _webhooks_win(self) -> Iterator[set[int]]:
+        """While a scan reads Label Studio, collect the tasks webhooks change: theirs is the newer word."""
+        with self.lock:
+            self._touched = set()
+            touched = self._touched
+        try:
+            yield touched
+        finally:
+            with self.lock:
+                self._touched = None
 
     def remove_tasks(self, task_ids: Iterable[int]) -> int:
         ids = [int(t) for t in task_ids]
@@ -159,6 +181,7 @@ class ProjectMirror:
                 self.annotations.pop(t, None)
                 self.queue_annotations.pop(t, None)
                 self.skipped.pop(t, None)
+                self.retrying.pop(t, None)
         return self.store.delete(ids)
 
     def compact(self) -> None:
@@ -166,15 +189,16 @@ class ProjectMirror:
         with self.writer:
             self.store.compact()
 
-    def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8) -> np.ndarray:
-        """Decode and store tasks not stored yet (their annotations too); returns the ids stored now."""
+    def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8,
+                  keep: set[int] | None = None) -> np.ndarray:
+        """Store tasks not stored yet, with their annotations (not over ``keep``'s); returns the ids stored."""
         with self.writer:
             new = []
             with self.lock:
                 for task in tasks:
                     tid = int(task["id"])
                     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-                    if anns:
+                    if anns and tid not in (keep or ()):
                         self.annotations[tid] = [_slim(a) for a in anns]
                     if tid not in self.store and tid not in self.skipped:
                         new.append(task)
@@ -183,14 +207,14 @@ class ProjectMirror:
             self._ensure_format(new, config, fetcher)
             codec = self.codec(config)
 
-            def load(task: dict) -> np.ndarray | str:
+            def load(task: dict) -> np.ndarray | TaskDataError:
                 value = (task.get("data") or {}).get(config.data_key)
                 if value is None:
-                    return f"task data has no {config.data_key!r} field"
+                    return TaskDataError(f"task data has no {config.data_key!r} field")
                 try:
                     return codec.load(fetcher, value, task.get("id"))
                 except TaskDataError as e:
-                    return str(e)
+                    return e
 
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
                 loaded = list(pool.map(load, new))
@@ -198,11 +222,16 @@ class ProjectMirror:
             shape = self.store.item_shape
             for task, item in zip(new, loaded, strict=True):
                 tid = int(task["id"])
-                if isinstance(item, str):
-                    self.skipped[tid] = item
+                if isinstance(item, TaskDataError):
+                    tries = self.retrying.pop(tid, 0) + 1
+                    if item.temporary and tries < TRIES:
+                        self.retrying[tid] = tries
+                    else:
+                        self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
                 elif shape is not None and tuple(item.shape) != tuple(shape):
                     self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
                 else:
+                    self.retrying.pop(tid, None)
                     shape = shape or tuple(item.shape)
                     ids.append(tid)
                     items.append(item)
@@ -235,19 +264,19 @@ class ProjectMirror:
     def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                progress: Progress | None = None, chunk: int = 500) -> None:
         """Read the whole project once; a restarted ingest skips items already stored."""
-        with self.writer:
+        with self.writer, self._webhooks_win() as touched:
             counters = self._counters(client, self.project_id)
             total = max(int(counters.get("task_number") or 0), 1)
             seen_ids: list[int] = []
             with_annotations: set[int] = set()
             for part in _chunks(client.iter_tasks(self.project_id), chunk):
-                self.add_tasks(part, config, fetcher)
+                self.add_tasks(part, config, fetcher, keep=touched)
                 seen_ids += [int(t["id"]) for t in part]
                 with_annotations |= {int(t["id"]) for t in part if t.get("annotations")}
                 if progress:
                     progress(f"ingesting tasks ({len(seen_ids)} of {total})", min(len(seen_ids) / total, 1.0))
             with self.lock:
-                for tid in set(self.annotations) - with_annotations:
+                for tid in set(self.annotations) - with_annotations - touched:
                     del self.annotations[tid]
                 gone = set(self.store.ids().tolist()) - set(seen_ids)
             if gone:
@@ -264,6 +293,7 @@ class ProjectMirror:
         out = {k: p.get(k) for k in _COUNTERS}
         if newest:
             out["newest_task_id"] = client.newest_task_id(project_id)
+            out["label_config"] = p.get("label_config")  # read with the counters: an edit is seen at the next poll
         return out
 
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
@@ -273,10 +303,13 @@ class ProjectMirror:
             counters = self._counters(client, self.project_id)
             full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
             old = self.state.get("counters") or {}
-            done = {"labels": False, "tasks": False, "queue": False}
+            done = {"labels": False, "tasks": False, "queue": False, "retried": 0}
+            if self.retrying:
+                done["retried"] = len(self.retrying)
+                self._retry(client, config, fetcher)
             labels_moved = any(counters.get(k) != old.get(k) for k in _COUNTERS[1:])
             tasks_moved = any(counters.get(k) != old.get(k) for k in ("task_number", "newest_task_id")) \
-                or counters.get("task_number") != len(self.store) + len(self.skipped)
+                or counters.get("task_number") != len(self.store) + len(self.skipped) + len(self.retrying)
             if full or tasks_moved:
                 self._scan_tasks(client, config, fetcher)
                 done["tasks"] = True
@@ -295,12 +328,22 @@ class ProjectMirror:
             self.save()
             return done
 
+    def _retry(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
+        """Fetch again the tasks a temporary failure kept out: O(those tasks), not a scan of the project."""
+        waiting = set(self.retrying)
+        tasks = list(client.tasks_by_id(self.project_id, waiting))
+        for tid in waiting - {int(t["id"]) for t in tasks}:  # deleted meanwhile
+            self.retrying.pop(tid, None)
+        self.add_tasks(tasks, config, fetcher)
+
     def _scan_labels(self, client: LabelStudioClient) -> None:
-        """Every labeled task with its annotations: O(labeled), not O(pool)."""
-        fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
-                 for t in client.iter_tasks(self.project_id, labeled=True)}
-        with self.lock:
-            self.annotations = {t: a for t, a in fresh.items() if a}
+        """Every labeled task with its annotations: O(labeled), not O(pool); a webhook during the scan wins."""
+        with self._webhooks_win() as touched:
+            fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
+                     for t in client.iter_tasks(self.project_id, labeled=True)}
+            with self.lock:
+                kept = {t: self.annotations[t] for t in touched if self.annotations.get(t)}
+                self.annotations = {t: a for t, a in fresh.items() if a and t not in touched} | kept
 
     def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Task ids only (no annotations): store the new ones, drop the deleted ones."""

@@ -57,6 +57,7 @@ class ProjectState:
     last_error_at: float | None = None
     push_state: PushState = field(default_factory=PushState)
     push_pending: bool = False
+    head_changes: int = 0  # new tasks that entered the served head: a push started before one is not enough
     last_push_error: str | None = None
     last_push: dict = field(default_factory=dict)
     first_event_at: float | None = None
@@ -99,6 +100,7 @@ class ProjectManager:
         self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
         self.projects: dict[int, ProjectState] = {}
+        self._clients: dict[tuple[str, str], LabelStudioClient] = {}
         self._lock = threading.Lock()
         self.runner = JobRunner(self._job, max_workers=settings.training_concurrency)
         self.sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
@@ -170,6 +172,22 @@ class ProjectManager:
         except LabelConfigError as e:
             st.config, st.config_error = None, str(e)
 
+    def _config_seen(self, st: ProjectState, xml: str | None) -> None:
+        """A label config edited in Label Studio without a ``/setup`` call: take it, or keep the old and say why."""
+        if not xml or xml == st.label_config:
+            return
+        try:
+            parse_label_config(xml)
+        except LabelConfigError as e:
+            if st.config_error != str(e):
+                log.warning("project %s: the edited label config is not usable, the old one stays: %s", st.id, e)
+            st.config_error = str(e)
+            return
+        with st.lock:
+            self._set_config(st, xml)
+            self._persist(st)
+        log.info("project %s: label config changed in Label Studio; classes now %s", st.id, st.config.classes)
+
     def _persist(self, st: ProjectState) -> None:
         ps = st.push_state
         self.store(st.id).write_project({
@@ -209,7 +227,12 @@ class ProjectManager:
         return key
 
     def client(self, st: ProjectState) -> LabelStudioClient:
-        return self.client_factory(self.ls_url(st), self.api_key(st))
+        """One client per server and key, kept: polls and jobs reuse its connections instead of leaking new ones."""
+        key = (self.ls_url(st), self.api_key(st))
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self.client_factory(*key)
+            return self._clients[key]
 
     def fetcher(self, st: ProjectState) -> DataFetcher:
         s = self.settings
@@ -236,12 +259,11 @@ class ProjectManager:
             task = body.get("task")
             tid = ann.get("task") if not isinstance(task, dict) else task.get("id")
             tid = tid if tid is not None else (task if isinstance(task, int) else None)
-            if m.ingested and tid is not None and ann.get("id") is not None:
+            if tid is not None and ann.get("id") is not None:  # during an ingest too: it keeps the newer word
                 m.upsert_annotation(int(tid), ann)
             return self.labels_changed(pid, action)
         if action == "ANNOTATIONS_DELETED":
-            if m.ingested:
-                m.remove_annotations(int(a["id"]) for a in body.get("annotations") or [] if "id" in a)
+            m.remove_annotations(int(a["id"]) for a in body.get("annotations") or [] if "id" in a)
             return self.labels_changed(pid, action)
         if action == "TASKS_CREATED":
             tasks = [t for t in body.get("tasks") or [] if isinstance(t, dict) and "id" in t]
@@ -334,6 +356,7 @@ class ProjectManager:
                 entered = bool(head & set(new.tolist()))
                 if entered:
                     st.push_pending = True
+                    st.head_changes += 1
                     self._persist(st)
             log.info("project %s: %s new tasks scored by %s", st.id, len(new), served.name)
             if entered:
@@ -360,6 +383,7 @@ class ProjectManager:
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
                 m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
+                self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
                 self._score_missing(st)
                 if self._wants_cold_start(st) and (st.suggested or not st.last_error) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
@@ -388,6 +412,11 @@ class ProjectManager:
         self.runner.shutdown()
         self.sync.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            if hasattr(c, "close"):
+                c.close()
 
     # ---- jobs: training, push ------------------------------------------------------------------
     def _progress(self, st: ProjectState) -> Callable[[str, float], None]:
@@ -530,16 +559,22 @@ class ProjectManager:
         self._pushed(st, report)
 
     def _push(self, st: ProjectState, client: LabelStudioClient) -> None:
-        served, config = st.served, st.config
+        with st.lock:
+            served, config, changes = st.served, st.config, st.head_changes
         if served is None or config is None:
             return
         try:
-            labeled_now = set(self.mirror(st).labels(config)[0])
-            report = push_version(client, st.id, config, served, self.settings, st.push_state, labeled_now)
+            m = self.mirror(st)
+            marked = st.push_state.marked or frozenset()
+            gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
+            report = push_version(client, st.id, config, served, self.settings, st.push_state,
+                                  set(m.labels(config)[0]) | gone)
         except PushError as e:
+            e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
             return
-        self._pushed(st, report)
+        report.marked -= gone
+        self._pushed(st, report, changes)
 
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
         """Keep what the failed push may have marked; the next poll retries."""
@@ -551,15 +586,20 @@ class ProjectManager:
         self.metrics.errors.labels("push").inc()
         log.error("project %s: push of %s failed, will retry on the next poll: %s", st.id, what, e)
 
-    def _pushed(self, st: ProjectState, report: PushReport) -> None:
-        """Record what a completed (or skipped, stale) push left in Label Studio."""
+    def _pushed(self, st: ProjectState, report: PushReport, head_changes: int | None = None) -> None:
+        """Record what a completed (or skipped, stale) push left in Label Studio.
+
+        ``head_changes`` is the count the pushed snapshot carried: new tasks that entered the head
+        while the push ran leave it pending, although the version number is the same.
+        """
         with st.lock:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 st.push_state = PushState(report.number, frozenset(report.marked))
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
-            st.push_pending = st.served is not None and st.served.number > report.number
+            st.push_pending = st.served is not None and (
+                st.served.number > report.number or (head_changes is not None and st.head_changes > head_changes))
             st.last_push_error = None
             self._persist(st)
 
@@ -591,7 +631,7 @@ class ProjectManager:
         out: list[dict | None] = [None] * len(tasks)
 
         def result(k: int, view: float, conf: float) -> dict:
-            return {"result": config.result(config.classes[int(k)]), "score": float(view),
+            return {"result": config.prediction(served.class_names, k), "score": float(view),
                     "model_version": served.name, "confidence": round(float(conf), 6),
                     "probability": round(float(served.model.svm_.probability_from_confidence(conf)), 6)}
 

@@ -141,7 +141,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
-    """Write ``served`` to Label Studio; ``exclude`` = tasks labeled since the version was trained."""
+    """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained."""
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
         report.stale = True
@@ -154,7 +154,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])
     rows = [{"task": t, "model_version": served.name, "score": float(served.score[p]),
-             "result": config.result(config.classes[int(served.pred[p])])} for (t, _), p in zip(head, pos, strict=True)]
+             "result": config.prediction(served.class_names, served.pred[p])}
+            for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
     report.rows_deleted += step(client.delete_predictions, pid, [served.name]) or 0
     report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
@@ -169,13 +170,14 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
              for r, (tid, v) in enumerate(top)}
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
+    carried = set(prior.marked or ()) & set(exclude or ())  # labeled since: the mark stays, cleared if unlabeled again
     try:
         report.marks_written = step(client.bulk_mark, pid, marks, META_KEY, previous=previous,
                                     keep_existing=previous is not None) or 0
     except PushError as e:
-        e.marked = None if previous is None else previous | set(marks)
+        e.marked = None if previous is None else previous | set(marks) | carried
         raise
-    report.marked = set(marks)
+    report.marked = set(marks) | carried
     if settings.push_mode == "queue" and top:
         try:
             queue_id = step(client.ensure_queue_project, pid)

@@ -90,6 +90,11 @@ class ServedVersion:
     latent: dict = field(default_factory=dict)
     head_view: np.ndarray | None = None
 
+    @property
+    def class_names(self) -> list[str]:
+        """The classes the model was trained on, in its index order (the label config may have changed since)."""
+        return [str(c) for c in self.model.class_names]
+
     def _head_view(self) -> np.ndarray:
         """The head's view scores (snapshots saved before they were kept: recomputed from the values)."""
         if self.head_view is not None:
@@ -176,7 +181,9 @@ class ServedVersion:
 
     def ranking(self, limit: int, exclude: set[int] | None = None) -> list[tuple[int, float]]:
         """The head in ranking order, without tasks labeled since (``exclude``)."""
-        out = []
+        out: list[tuple[int, float]] = []
+        if limit <= 0:
+            return out
         for t, v in zip(self.head_ids.tolist(), self.head_values.tolist(), strict=True):
             if exclude and t in exclude:
                 continue

@@ -104,7 +104,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
-        and prev.n_classes_ == len(job.class_names)
+        and list(prev.class_names or []) == list(job.class_names)  # reordered classes would swap their positions
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:

@@ -7,7 +7,7 @@ import traceback
 
 import pytest
 
-from connectors.label_studio import UNLABELED_FILTER, LabelStudioClient, LabelStudioError
+from connectors.label_studio import UNLABELED_FILTER, VIEW_MARK, LabelStudioClient, LabelStudioError
 from connectors.label_studio_server import LabelStudioServer, free_port
 from tests.integration.conftest import DIGITS_CONFIG, digits_pngs
 
@@ -30,18 +30,29 @@ def test_upload_files_and_paginate_lazily(ls_client: LabelStudioClient, digits_p
     assert len(ids) == len(set(ids)) == 20
     assert ls_client.get_project(digits_project)["task_number"] == 20
 
-    pages: list[int] = []
+    pages: list[str] = []
     fetch = ls_client._page
-    monkeypatch.setattr(ls_client, "_page", lambda params, first: pages.append(params["page"]) or fetch(params, first))
+    monkeypatch.setattr(ls_client, "_page", lambda params, first: pages.append(params["query"]) or fetch(params, first))
     it = ls_client.iter_tasks(digits_project, page_size=7)
     first = next(it)
-    assert pages == [1], "iter_tasks must stream, not fetch every page first"
+    assert len(pages) == 1, "iter_tasks must stream, not fetch every page first"
     tasks = [first, *it]
-    assert pages == [1, 2, 3]
+    assert len(pages) == 3 and '"greater"' in pages[1], "pages follow the last id seen"
     assert [t["id"] for t in tasks] == ids
     for t in tasks:
         assert t["data"]["image"].startswith(f"/data/upload/{digits_project}/")
         assert t["meta"] == {} and t["annotations"] == []
+
+
+def test_tasks_deleted_during_a_scan_do_not_hide_later_ones(ls_client: LabelStudioClient, digits_project: int) -> None:
+    ids = import_n(ls_client, digits_project, 12)
+    seen = []
+    for t in ls_client.iter_tasks(digits_project, page_size=4, fields="task_only"):
+        seen.append(t["id"])
+        if len(seen) == 4:  # a user deletes three tasks of the page already read
+            for tid in ids[:3]:
+                ls_client.ls.tasks.delete(id=tid)
+    assert seen == ids, "page numbers would have shifted past three tasks"
 
 
 def test_labeled_filter_and_annotation_round_trip(ls_client: LabelStudioClient, digits_project: int) -> None:
@@ -86,6 +97,13 @@ def test_predictions_model_version_and_uncertain_view(ls_client: LabelStudioClie
     assert ls_client.ensure_view(pid, "Most uncertain first", UNLABELED_FILTER, ["-tasks:predictions_score"]) == vid
     titles = [v["data"]["title"] for v in ls_client.list_views(pid)]
     assert titles.count("Most uncertain first") == 1
+    assert next(v for v in ls_client.list_views(pid) if v["id"] == vid)["data"][VIEW_MARK] is True
+    tab = {"type": "list", "target": "tasks", "title": "Most uncertain first", "filters": UNLABELED_FILTER,
+           "ordering": ["tasks:id"]}
+    theirs = int(ls_client.ls.views.create(project=pid, data=tab).id)
+    assert ls_client.ensure_view(pid, "Most uncertain first", UNLABELED_FILTER, ["-tasks:predictions_score"]) == vid
+    mine = next(v for v in ls_client.list_views(pid) if v["id"] == theirs)["data"]
+    assert mine["ordering"] == ["tasks:id"] and VIEW_MARK not in mine, "a team's tab of the same title is left alone"
     assert [t["id"] for t in ls_client.iter_tasks(pid, view=vid)] == [*unlabeled[::-1], ids[6]]
 
     assert ls_client.delete_predictions(pid, ["v1"]) == 7

@@ -90,6 +90,12 @@ class FakeClient:
         return sum(self.rows.pop(v, 0) for v in versions)
 
     def import_predictions(self, project_id, predictions):
+        from connectors.label_studio import LabelStudioError
+
+        known = {t["id"] for t in self.tasks}
+        if any(p["task"] not in known for p in predictions):  # as Label Studio: the whole request is refused
+            raise LabelStudioError("HTTP 400: a prediction names a task that is not in the project", retryable=False)
+        self.imported = [p["task"] for p in predictions]
         name = predictions[0]["model_version"]
         self.pushed.append(name)
         self.rows[name] = self.rows.get(name, 0) + len(predictions)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 
 from connectors.label_config import parse_label_config
-from connectors.task_data import DataFetcher
+from connectors.task_data import DataFetcher, TaskDataError
 from service.mirror import ProjectMirror
 from tests.service.test_app import CONFIG, FakeClient, choice
 
@@ -78,7 +80,7 @@ def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_pa
     m, client = ingested(tmp_path, fetcher)
     client.scans.clear()
     assert m.reconcile(client, CFG, fetcher, full_scan_seconds=3600) == {"labels": False, "tasks": False,
-                                                                       "queue": False}
+                                                                       "queue": False, "retried": 0}
     assert client.scans == []
     client.tasks[40]["annotations"] = [choice("3", 4000)]
     assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is True
@@ -106,6 +108,102 @@ def test_unreadable_tasks_are_reported_once_and_not_fetched_again(tmp_path, fetc
     m, _ = ingested(tmp_path, fetcher, client)
     assert set(m.skipped) == {11} and len(m.store) == 59
     assert len(m.add_tasks([client.tasks[10]], CFG, fetcher)) == 0 and set(m.skipped) == {11}
+
+
+def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path, fetcher, monkeypatch) -> None:
+    real, failures = DataFetcher.load_item, {"left": 2}
+
+    def flaky(self, value, kind, mode="L", size=None, task_id=None):
+        if task_id == 11 and failures["left"] > 0:
+            failures["left"] -= 1
+            raise TaskDataError("GET /data/11.png answered HTTP 503", temporary=True)
+        return real(self, value, kind, mode, size, task_id)
+
+    monkeypatch.setattr(DataFetcher, "load_item", flaky)
+    m, client = ingested(tmp_path, fetcher)
+    assert m.retrying == {11: 1} and m.skipped == {} and 11 not in m.store
+    client.scans.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["retried"] == 1
+    assert m.retrying == {11: 2} and client.scans == [], "the task alone is asked for again, no scan"
+    assert ProjectMirror(tmp_path / "mirror", 1).retrying == {11: 2}, "kept across a restart"
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert 11 in m.store and m.retrying == {} and m.skipped == {}
+    assert str(m.labels(CFG)[0][11]) == client.tasks[10]["annotations"][0]["result"][0]["value"]["choices"][0]
+
+
+def test_a_task_that_keeps_failing_for_a_temporary_reason_is_reported_after_three_tries(tmp_path, fetcher,
+                                                                                      monkeypatch) -> None:
+    real = DataFetcher.load_item
+
+    def down(self, value, kind, mode="L", size=None, task_id=None):
+        if task_id == 11:
+            raise TaskDataError("timed out after 10 s fetching /data/11.png", temporary=True)
+        return real(self, value, kind, mode, size, task_id)
+
+    monkeypatch.setattr(DataFetcher, "load_item", down)
+    m, client = ingested(tmp_path, fetcher)
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert m.retrying == {11: 2}
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert m.retrying == {} and m.skipped == {11: "timed out after 10 s fetching /data/11.png (3 tries)"}
+    client.tasks = [t for t in client.tasks if t["id"] != 12]
+    monkeypatch.setattr(DataFetcher, "load_item", lambda self, *a, **k: (_ for _ in ()).throw(
+        TaskDataError("HTTP 502", temporary=True)))
+    m.retrying = {12: 1}
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert 12 not in m.retrying and 12 not in m.skipped, "a task deleted meanwhile is no longer tried"
+
+
+class ScanWithWebhook(CountingClient):
+    """Delivers a webhook's change to the mirror while a scan of ``scan`` reads, after the changed task's page.
+
+    Tasks are yielded as copies, as a real server's answers are: a change made later is not in them.
+    """
+
+    def __init__(self, scan: str) -> None:
+        super().__init__()
+        self.scan, self.during_scan = scan, None
+
+    def iter_tasks(self, project_id, labeled=None, fields="all", **kw):
+        kind = "labeled" if labeled else ("ids" if fields == "task_only" else "all")
+        for i, t in enumerate(super().iter_tasks(project_id, labeled, fields, **kw)):
+            yield copy.deepcopy(t)
+            if i == 5 and kind == self.scan and self.during_scan:
+                self.during_scan()
+                self.during_scan = None
+
+
+def test_a_correction_that_arrives_during_a_label_scan_is_not_undone_by_it(tmp_path, fetcher) -> None:
+    client = ScanWithWebhook("labeled")
+    m, _ = ingested(tmp_path, fetcher, client)
+    first = client.tasks[0]["annotations"][0]
+    label = m.labels(CFG)[0][1]
+    fixed = choice(str((label + 1) % 10), first["id"])
+
+    def webhook() -> None:
+        client.tasks[0]["annotations"] = [fixed]
+        m.upsert_annotation(1, fixed)
+
+    client.during_scan = webhook
+    m.reconcile(client, CFG, fetcher, full_scan_seconds=0.0)
+    assert client.during_scan is None, "the webhook came during the label scan"
+    assert m.labels(CFG)[0][1] == (label + 1) % 10, "the scan read task 1 before the correction"
+    m.reconcile(client, CFG, fetcher, full_scan_seconds=0.0)
+    assert m.labels(CFG)[0][1] == (label + 1) % 10 and m._touched is None
+
+
+def test_an_annotation_made_during_the_ingest_is_kept(tmp_path, fetcher) -> None:
+    client = ScanWithWebhook("all")
+    m = ProjectMirror(tmp_path / "mirror", 1)
+
+    def webhook() -> None:
+        client.tasks[2]["annotations"] = [choice("7", 4242)]
+        m.upsert_annotation(3, choice("7", 4242))
+
+    client.during_scan = webhook
+    m.ingest(client, CFG, fetcher)
+    assert client.during_scan is None
+    assert m.labels(CFG)[0][3] == 7 and len(m.labels(CFG)[0]) == 20
 
 
 def test_queue_labels_count_for_their_source_tasks(tmp_path, fetcher) -> None:

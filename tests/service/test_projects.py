@@ -241,3 +241,93 @@ def test_predictions_and_ranking_carry_a_calibrated_probability(tmp_path) -> Non
     assert m.projects[1].served.model.svm_.calibration_ is not None, "40 labels of 10 classes: calibrated"
     ranking = app.get("/projects/1/ranking?limit=5").json()["ranking"]
     assert all(0.0 <= r["probability"] <= 1.0 for r in ranking)
+
+
+def test_class_distances_reach_training_and_a_file_that_does_not_fit_keeps_the_version_serving(tmp_path) -> None:
+    import json
+
+    path = tmp_path / "distances.json"
+    near = {str(a): {str(b): 0.25 if {a, b} == {3, 8} else 1.0 for b in range(a + 1, 10)} for a in range(9)}
+    path.write_text(json.dumps(near))
+    (tmp_path / "store").mkdir()
+    m, app, _, backend = first_version(tmp_path / "store", class_distances=path)
+    distances = m.projects[1].served.model.sae_.distances_
+    assert distances[3, 8] == 0.25 and distances[3, 7] == 1.0
+    path.write_text(json.dumps({"cat": {"dog": 1.0}}))
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(60)
+    status = app.get("/projects/1/status").json()
+    assert "CLASS_DISTANCES" in status["last_error"] and "unknown classes" in status["last_error"]
+    assert status["model_version"] == "sae-v1" and backend.runs == 1, "refused before any training"
+
+
+class HoldSecondPush(FakeClient):
+    """Holds the second import until released, and records every imported task id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold, self.held = threading.Event(), threading.Event()
+        self.imports: list[list[int]] = []
+
+    def import_predictions(self, project_id, predictions):
+        self.imports.append([p["task"] for p in predictions])
+        if len(self.imports) == 2:
+            self.held.set()
+            assert self.hold.wait(30)
+        return super().import_predictions(project_id, predictions)
+
+
+def test_a_task_that_enters_the_head_during_a_push_is_pushed_after_it(tmp_path) -> None:
+    client = HoldSecondPush()
+    m, app, _, _ = first_version(tmp_path, client=client)
+    image = client.tasks[100]["data"]["image"]
+    for tid in (5000, 5001):
+        client.tasks.append({"id": tid, "data": {"image": image}, "annotations": []})
+    assert webhook(app, "TASKS_CREATED", tasks=[{"id": 5000, "data": {"image": image}}]) == "scoring"
+    assert client.held.wait(30), "task 5000 entered the head: its push is under way, and held"
+    assert webhook(app, "TASKS_CREATED", tasks=[{"id": 5001, "data": {"image": image}}]) == "scoring"
+    deadline = time.monotonic() + 30
+    while 5001 not in m.projects[1].served.head_ids.tolist() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.hold.set()
+    assert m.runner.wait_idle(60)
+    assert 5001 in client.imports[-1], "the same version, but its head changed while the push ran"
+    assert app.get("/projects/1/status").json()["push_pending"] is False
+
+
+def test_a_task_deleted_after_scoring_is_left_out_of_the_next_push(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path)
+    head = m.projects[1].served.head_ids.tolist()
+    gone = next(t for t in head if t not in m.projects[1].served.labels)
+    client.tasks = [t for t in client.tasks if t["id"] != gone]
+    assert webhook(app, "TASKS_DELETED", tasks=[{"id": gone}]) == "removed"
+    m.projects[1].push_pending = True
+    m.runner.request(1, "test: push again", "push")
+    assert m.runner.wait_idle(60)
+    status = app.get("/projects/1/status").json()
+    assert status["push_pending"] is False and status["last_push_error"] is None
+    assert gone not in client.imported and len(client.imported) == len(head) - 1
+
+
+class EditedConfig(FakeClient):
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = CONFIG
+
+    def get_project(self, project_id):
+        return {**super().get_project(project_id), "label_config": self.config}
+
+
+def test_a_label_config_edited_without_setup_is_taken_at_the_next_poll(tmp_path) -> None:
+    client = EditedConfig()
+    m, app, _, _ = first_version(tmp_path, client=client)
+    client.config = CONFIG.replace('<Choice value="0"/>', "").replace("</Choices>", '<Choice value="0"/></Choices>')
+    m.poll()
+    assert m.runner.wait_idle(60)
+    assert m.projects[1].config.classes == [*map(str, range(1, 10)), "0"]
+    client.config = CONFIG.replace('choice="single"', 'choice="multiple"')
+    m.poll()
+    assert m.runner.wait_idle(60)
+    status = app.get("/projects/1/status").json()
+    assert m.projects[1].config.classes[-1] == "0", "an unusable edit keeps the config in use"
+    assert "single" in status["label_config_error"] or "multiple" in status["label_config_error"]

@@ -7,6 +7,7 @@ against a real Label Studio in ``tests/integration``.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -77,9 +78,10 @@ class Recorder:
 
 
 def served(number: int = 3, head: tuple[tuple[int, float], ...] = ((12, 0.05), (11, 0.2))) -> ServedVersion:
-    """A scored snapshot without a model: the push only reads ids, classes, scores and the head."""
+    """A scored snapshot with a stand-in model: the push only reads ids, class names, scores and the head."""
     ids = np.array([10, 11, 12])
-    return ServedVersion(number, f"sae-v{number}", None, "margin", {10: 0}, ids, np.array([0, 1, 1]),
+    model = SimpleNamespace(class_names=list(CFG.classes))
+    return ServedVersion(number, f"sae-v{number}", model, "margin", {10: 0}, ids, np.array([0, 1, 1]),
                          np.array([0.9, 0.2 / 1.2, 0.05 / 1.05]), np.array([0.9, 0.3, 0.1]),
                          np.array([t for t, _ in head]), np.array([v for _, v in head]))
 
@@ -150,6 +152,16 @@ def test_a_marked_task_labeled_since_keeps_its_mark_and_costs_no_write(tmp_path)
     push(client, tmp_path, prior=PushState(2, frozenset({10, 12})), exclude={10})
     previous = next(c[4] for c in client.calls if c[0] == "bulk_mark")
     assert previous == {12}, "task 10 was labeled: its mark stays as the record of why it was asked for"
+
+
+def test_the_mark_of_a_task_whose_label_is_deleted_is_cleared_at_the_next_push(tmp_path) -> None:
+    client = Recorder()
+    labeled = push(client, tmp_path, prior=PushState(2, frozenset({10, 12})), exclude={10})
+    assert 10 in labeled.marked, "still tracked while labeled, though not written"
+    client = Recorder()
+    push(client, tmp_path, prior=PushState(3, frozenset(labeled.marked)), exclude=set())
+    marks, previous = next((c[2], c[4]) for c in client.calls if c[0] == "bulk_mark")
+    assert 10 in previous and 10 not in marks, "its annotation was deleted: the stale mark is cleared"
 
 
 def test_a_repeated_push_does_not_duplicate(tmp_path) -> None:
@@ -231,3 +243,18 @@ def test_cold_start_never_follows_a_trained_version() -> None:
     rec = Recorder()
     report = push_suggestions(rec, 3, [1, 2], Settings(push_retries=1), PushState(last_number=1))
     assert report.stale and rec.calls == []
+
+
+def test_predictions_name_the_class_the_model_learned_when_the_config_changed_since(tmp_path) -> None:
+    client = Recorder()
+    names = list(CFG.classes)
+    reordered = parse_label_config(CONFIG.replace(f'<Choice value="{names[0]}"/>', "").replace(
+        "</Choices>", f'<Choice value="{names[0]}"/></Choices>'))
+    assert reordered.classes != CFG.classes and sorted(reordered.classes) == sorted(CFG.classes)
+    push_version(client, 1, reordered, served(), _settings(tmp_path), PushState())
+    chosen = {r["task"]: r["result"][0]["value"]["choices"][0] for r in client.rows}
+    assert chosen == {12: names[1], 11: names[1]}, "the model's class 1 by its name, not the new config's class 1"
+    removed = parse_label_config(CONFIG.replace(f'<Choice value="{names[1]}"/>', '<Choice value="bird"/>'))
+    client = Recorder()
+    push_version(client, 1, removed, served(), _settings(tmp_path), PushState())
+    assert [r["result"] for r in client.rows] == [[], []], "a class the config lost gets no result, not another's"

@@ -78,3 +78,11 @@ def test_a_snapshot_saved_without_head_view_merges_on_the_view_scale(fitted, tmp
     a = served.with_items(ids[300:], scored, keep=30)
     b = old.with_items(ids[300:], scored, keep=30)
     np.testing.assert_array_equal(a.head_ids, b.head_ids)
+
+
+def test_a_ranking_of_no_items_is_empty() -> None:
+    ids = np.array([10, 11, 12])
+    served = ServedVersion(1, "sae-v1", None, "margin", {}, ids, np.zeros(3, int), np.zeros(3), np.zeros(3),
+                           ids, np.array([0.1, 0.2, 0.3]))
+    assert served.ranking(0) == [] and served.ranking(-1) == []
+    assert served.ranking(2) == [(10, 0.1), (11, 0.2)] and served.ranking(5, exclude={11}) == [(10, 0.1), (12, 0.3)]

@@ -1,0 +1,54 @@
+"""LabelStudioClient's paging on a stand-in server: pages a server caps lower, and deletions mid-scan."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connectors.label_studio import LABELED_FILTER, LabelStudioClient
+
+
+class PagedServer:
+    """Answers ``/api/tasks/`` pages as Label Studio does, with page sizes capped at ``cap``."""
+
+    def __init__(self, ids: list[int], cap: int) -> None:
+        self.ids, self.cap, self.requests = list(ids), cap, []
+
+    def page(self, params: dict, first: bool) -> tuple[list[dict], int]:
+        self.requests.append(params)
+        query = json.loads(params.get("query", "{}"))
+        after = [i["value"] for i in query.get("filters", {}).get("items", []) if i["filter"] == "filter:tasks:id"]
+        match = [t for t in self.ids if not after or t > after[0]]
+        size = min(int(params["page_size"]), self.cap)
+        start = (int(params["page"]) - 1) * size
+        return [{"id": t} for t in match[start:start + size]], len(match)
+
+
+@pytest.fixture
+def client() -> LabelStudioClient:
+    return LabelStudioClient("http://127.0.0.1:1", "key")
+
+
+def test_a_server_that_caps_pages_lower_is_followed_to_the_end(client, monkeypatch) -> None:
+    server = PagedServer(list(range(1, 11)), cap=3)
+    monkeypatch.setattr(client, "_page_retrying", server.page)
+    assert [t["id"] for t in client.iter_tasks(1, page_size=500, view=7)] == list(range(1, 11))
+    assert [r["page"] for r in server.requests] == [1, 2, 3, 4]
+    server.requests.clear()
+    assert [t["id"] for t in client.iter_tasks(1, page_size=500)] == list(range(1, 11)), "in id order as well"
+    assert len(server.requests) == 4
+
+
+def test_id_order_pages_after_the_last_id_so_deletions_cannot_hide_tasks(client, monkeypatch) -> None:
+    server = PagedServer(list(range(1, 13)), cap=500)
+    monkeypatch.setattr(client, "_page_retrying", server.page)
+    seen = []
+    for t in client.iter_tasks(1, page_size=4, labeled=True):
+        seen.append(t["id"])
+        if len(seen) == 4:
+            server.ids = server.ids[3:]  # three tasks of the page already read are deleted
+    assert seen == list(range(1, 13))
+    items = json.loads(server.requests[1]["query"])["filters"]["items"]
+    assert items[0] == LABELED_FILTER["items"][0], "the caller's filter stays, the id bound is added"
+    assert items[1] == {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": 4}
