@@ -76,6 +76,8 @@ class ProjectMirror:
         self.skipped: dict[int, str] = {}
         self.retrying: dict[int, int] = {}  # tasks whose fetch failed for a temporary reason: tries so far
         self._touched: set[int] | None = None  # tasks webhooks changed while a scan was reading
+        self._resolved: dict[int, tuple] = {}  # task -> (its annotation list, its queue list, their label)
+        self._resolved_for: tuple | None = None
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
         if image_size:
@@ -119,16 +121,27 @@ class ProjectMirror:
         return ItemCodec(config.kind, fmt.get("mode", "L"), fmt.get("size"))
 
     def labels(self, config: LabelConfig) -> tuple[dict[int, int], dict[int, str]]:
-        """Usable label per live task (class index), and the tasks whose annotations cannot be used, with why."""
+        """Usable label per live task (class index), and the tasks whose annotations cannot be used, with why.
+
+        Every webhook asks this, so a task's resolved label is kept until its annotation lists are
+        replaced (every change replaces them): only changed tasks are resolved again.
+        """
+        key = (config.from_name, tuple(config.classes))
         with self.lock:
-            tasks = set(self.annotations) | set(self.queue_annotations)
-            anns = {t: list(self.annotations.get(t, [])) + list(self.queue_annotations.get(t, [])) for t in tasks}
+            cache = self._resolved if self._resolved_for == key else {}
+            tasks = np.fromiter(set(self.annotations) | set(self.queue_annotations), np.int64)
+            live = tasks[np.isin(tasks, self.store.ids())].tolist()
+            fresh = {}
+            for tid in live:
+                a, q = self.annotations.get(tid), self.queue_annotations.get(tid)
+                hit = cache.get(tid)
+                if hit is None or hit[0] is not a or hit[1] is not q:
+                    hit = (a, q, resolve_label([*(a or ()), *(q or ())], config))
+                fresh[tid] = hit
+            self._resolved, self._resolved_for = fresh, key
         labels: dict[int, int] = {}
         problems: dict[int, str] = {}
-        for tid, items in anns.items():
-            if tid not in self.store:
-                continue
-            resolved = resolve_label(items, config)
+        for tid, (_, _, resolved) in fresh.items():
             if resolved.problem:
                 problems[tid] = resolved.problem
             if resolved.class_index is not None:

@@ -211,3 +211,25 @@ def test_queue_labels_count_for_their_source_tasks(tmp_path, fetcher) -> None:
     client.queue_labels = lambda qid: iter([(50, [choice("2", 9000)])])
     m.scan_queue(client, 77)
     assert m.labels(CFG)[0][50] == 2
+
+
+def test_labels_resolve_only_the_tasks_that_changed_since_the_last_call(tmp_path, fetcher, monkeypatch) -> None:
+    from service import mirror as mirror_module
+
+    m, client = ingested(tmp_path, fetcher)
+    calls = []
+    real = mirror_module.resolve_label
+    monkeypatch.setattr(mirror_module, "resolve_label", lambda items, config: calls.append(1) or real(items, config))
+    first, _ = m.labels(CFG)
+    assert len(calls) == 20
+    calls.clear()
+    m.upsert_annotation(1, choice("9", client.tasks[0]["annotations"][0]["id"]))
+    m.remove_annotations([client.tasks[1]["annotations"][0]["id"]])
+    m.upsert_annotation(30, choice("4", 777))
+    labels, _ = m.labels(CFG)
+    assert len(calls) == 2, "task 1 and task 30 again; task 2 lost its label; the other 18 from the cache"
+    assert labels[1] == 9 and labels[30] == 4 and 2 not in labels
+    assert {t: v for t, v in labels.items() if t not in (1, 30)} == {t: v for t, v in first.items() if t not in (1, 2)}
+    other = parse_label_config(CONFIG.replace('<Choice value="9"/>', ""))
+    calls.clear()
+    assert 1 not in m.labels(other)[0] and len(calls) == 20, "another config resolves every task again"
