@@ -301,7 +301,9 @@ class LabelStudioClient:
         already right are not written. With ``keep_existing`` a task in ``marks`` that already
         carries a mark keeps it, so only tasks entering or leaving the set are written: Label
         Studio has no bulk update of ``meta``, and each PATCH costs ~0.15 s on SQLite. One PATCH
-        per changed task; returns how many changed.
+        per changed task, of ``meta`` read again just before (one GET): a page is read up to a
+        minute before its last task is written, and another writer's ``meta`` edit in between
+        must not be undone. Returns how many changed.
         """
         marks = {int(k): v for k, v in marks.items()}
         if previous is None:
@@ -311,18 +313,24 @@ class LabelStudioClient:
         changed = 0
         for task in tasks:
             tid = int(task["id"])
-            meta = dict(task.get("meta") or {})
-            if tid in marks:
-                if meta.get(key) == marks[tid] or (keep_existing and key in meta):
-                    continue
-                meta[key] = marks[tid]
-            elif key in meta:
-                del meta[key]
-            else:
+            if not self._mark_differs(task.get("meta") or {}, tid, marks, key, keep_existing):
                 continue
+            meta = dict(self.get_task(tid).get("meta") or {})
+            if not self._mark_differs(meta, tid, marks, key, keep_existing):
+                continue
+            if tid in marks:
+                meta[key] = marks[tid]
+            else:
+                del meta[key]
             self.update_task_meta(tid, meta, merge=False)
             changed += 1
         return changed
+
+    @staticmethod
+    def _mark_differs(meta: dict, tid: int, marks: dict[int, dict], key: str, keep_existing: bool) -> bool:
+        if tid in marks:
+            return not (meta.get(key) == marks[tid] or (keep_existing and key in meta))
+        return key in meta
 
     def tasks_by_id(self, project_id: int, ids: Iterable[int], chunk: int = 100) -> Iterator[dict]:
         """These tasks of the project (without annotations), 100 ids a request; missing ids are skipped."""

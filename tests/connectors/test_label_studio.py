@@ -52,3 +52,14 @@ def test_id_order_pages_after_the_last_id_so_deletions_cannot_hide_tasks(client,
     items = json.loads(server.requests[1]["query"])["filters"]["items"]
     assert items[0] == LABELED_FILTER["items"][0], "the caller's filter stays, the id bound is added"
     assert items[1] == {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": 4}
+
+
+def test_a_mark_is_written_over_meta_read_again_just_before(client, monkeypatch) -> None:
+    stale = [{"id": 1, "meta": {}}, {"id": 2, "meta": {"sae": {"rank": 9}}}, {"id": 3, "meta": {}}]
+    now = {1: {"note": "added by a reviewer meanwhile"}, 2: {"sae": {"rank": 9}, "note": "kept"}, 3: {"sae": {"rank": 2}}}
+    patches = []
+    monkeypatch.setattr(client, "tasks_by_id", lambda pid, ids: iter(stale))
+    monkeypatch.setattr(client, "get_task", lambda tid: {"id": tid, "meta": now[tid]})
+    monkeypatch.setattr(client, "update_task_meta", lambda tid, meta, merge=True: patches.append((tid, meta)))
+    assert client.bulk_mark(1, {1: {"rank": 1}, 3: {"rank": 2}}, previous={2}) == 2
+    assert patches == [(1, {"note": "added by a reviewer meanwhile", "sae": {"rank": 1}}), (2, {"note": "kept"})]
