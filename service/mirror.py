@@ -131,13 +131,14 @@ class ProjectMirror:
             cache = self._resolved if self._resolved_for == key else {}
             tasks = np.fromiter(set(self.annotations) | set(self.queue_annotations), np.int64)
             live = tasks[np.isin(tasks, self.store.ids())].tolist()
-            fresh = {}
-            for tid in live:
-                a, q = self.annotations.get(tid), self.queue_annotations.get(tid)
-                hit = cache.get(tid)
-                if hit is None or hit[0] is not a or hit[1] is not q:
-                    hit = (a, q, resolve_label([*(a or ()), *(q or ())], config))
-                fresh[tid] = hit
+            lists = [(tid, self.annotations.get(tid), self.queue_annotations.get(tid)) for tid in live]
+        fresh = {}
+        for tid, a, q in lists:  # outside the lock: a first call resolves every task, webhooks go on meanwhile
+            hit = cache.get(tid)
+            if hit is None or hit[0] is not a or hit[1] is not q:
+                hit = (a, q, resolve_label([*(a or ()), *(q or ())], config))
+            fresh[tid] = hit
+        with self.lock:
             self._resolved, self._resolved_for = fresh, key
         labels: dict[int, int] = {}
         problems: dict[int, str] = {}
