@@ -1,7 +1,7 @@
 """What each Label Studio write of a push costs at a project size, with and without an operator's flag.
 
 A version's push is a few Label Studio writes: import the head's predictions, set the project's
-model version, PATCH the ``meta`` marks, delete an earlier version's rows. Label Studio 1.23's
+model version, read and PATCH the ``meta`` marks, delete an earlier version's rows. Label Studio 1.23's
 prediction import recounts every task of the project after each request, unless its operator
 turns on its feature flag (``IMPORT_RECOUNT_FLAG`` in ``connectors/label_studio_server.py``, off
 in the flags file Label Studio ships), which recounts only the tasks imported into. This
@@ -21,9 +21,9 @@ import time
 from functools import partial
 from pathlib import Path
 
-from machine import describe, timed
+from machine import cpu_model, describe, timed
 
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import REREAD, LabelStudioClient
 from connectors.label_studio_server import IMPORT_RECOUNT_FLAG, LabelStudioServer
 
 CONFIG = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t">'
@@ -47,13 +47,17 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) ->
             versions.append(timed(partial(client.set_model_version, pid, name))[1])
             if r:
                 deletes.append(timed(partial(client.delete_predictions, pid, [f"sae-v{r}"]))[1])
+        marked = ids[head: head + marks]
+        rereads = [timed(lambda b=marked[i:i + REREAD]: list(client.tasks_by_id(pid, b)))[1]  # marks read meta again
+                   for i in range(0, len(marked), REREAD)]
         patches = [timed(partial(client.update_task_meta, t, {"sae": {"rank": i + 1}}, merge=False))[1]
-                   for i, t in enumerate(ids[head: head + marks])]
+                   for i, t in enumerate(marked)]
         return {"tasks": n, "head": head, "env": env, "upload_s": round(upload_s, 1),
                 "import_head_s": [round(x, 3) for x in imports],
                 "set_model_version_s": [round(x, 3) for x in versions],
                 "delete_version_s": [round(x, 3) for x in deletes],
-                "meta_patch_ms_median": round(1000 * statistics.median(patches), 1), "meta_patches": len(patches)}
+                "meta_patch_ms_median": round(1000 * statistics.median(patches), 1), "meta_patches": len(patches),
+                "meta_reread_ms_median": round(1000 * statistics.median(rereads), 1), "meta_reread_tasks": REREAD}
 
 
 def main() -> None:
@@ -70,7 +74,7 @@ def main() -> None:
         row = {"setting": name, **measure(a.tasks, a.head, a.marks, a.repeats, env)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"machine": describe(), "rows": rows}
+    result = {"machine": describe(), "processor": cpu_model(), "rows": rows}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(result, indent=1))

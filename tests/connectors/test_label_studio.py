@@ -55,11 +55,18 @@ def test_id_order_pages_after_the_last_id_so_deletions_cannot_hide_tasks(client,
 
 
 def test_a_mark_is_written_over_meta_read_again_just_before(client, monkeypatch) -> None:
-    stale = [{"id": 1, "meta": {}}, {"id": 2, "meta": {"sae": {"rank": 9}}}, {"id": 3, "meta": {}}]
-    now = {1: {"note": "added by a reviewer meanwhile"}, 2: {"sae": {"rank": 9}, "note": "kept"}, 3: {"sae": {"rank": 2}}}
-    patches = []
-    monkeypatch.setattr(client, "tasks_by_id", lambda pid, ids: iter(stale))
-    monkeypatch.setattr(client, "get_task", lambda tid: {"id": tid, "meta": now[tid]})
+    stale = {1: {}, 2: {"sae": {"rank": 9}}, 3: {}, 4: {"sae": {"rank": 4}}}
+    now = {1: {"note": "added by a reviewer meanwhile"}, 2: {"sae": {"rank": 9}, "note": "kept"},
+           3: {"sae": {"rank": 2}}, 4: {"sae": {"rank": 4}}}
+    reads, patches = [], []
+
+    def tasks_by_id(pid, ids):
+        ids = sorted(ids)
+        reads.append(ids)
+        return iter([{"id": t, "meta": (now if len(reads) > 1 else stale)[t]} for t in ids])
+
+    monkeypatch.setattr(client, "tasks_by_id", tasks_by_id)
     monkeypatch.setattr(client, "update_task_meta", lambda tid, meta, merge=True: patches.append((tid, meta)))
-    assert client.bulk_mark(1, {1: {"rank": 1}, 3: {"rank": 2}}, previous={2}) == 2
+    assert client.bulk_mark(1, {1: {"rank": 1}, 3: {"rank": 2}, 4: {"rank": 4}}, previous={2}) == 2
+    assert reads == [[1, 2, 3, 4], [1, 2, 3]], "the three that differed are read again, together, before writing"
     assert patches == [(1, {"note": "added by a reviewer meanwhile", "sae": {"rank": 1}}), (2, {"note": "kept"})]
