@@ -350,11 +350,14 @@ class PartialRanking:
 MAX_LABELED = 50_000  # labeled codes a shard sends at most: a uniform subsample beyond that
 
 
-def _labeled_codes(codes: np.ndarray, candidates: np.ndarray | None) -> np.ndarray:
+def _labeled_codes(codes: np.ndarray, candidates: np.ndarray | None, rate: float = 1.0) -> np.ndarray:
+    """The labeled rows' codes, sampled at ``rate``: the rate the candidates were shortlisted at, so the
+    labeled and unlabeled densities a batch-aware strategy compares stay in proportion."""
     codes = np.asarray(codes)
     rows = np.zeros(0, np.int64) if candidates is None else np.flatnonzero(~np.asarray(candidates, bool))
-    if len(rows) > MAX_LABELED:
-        rows = np.sort(np.random.default_rng(0).choice(rows, MAX_LABELED, replace=False))
+    keep = min(MAX_LABELED, round(len(rows) * min(rate, 1.0)))
+    if keep < len(rows):
+        rows = np.sort(np.random.default_rng(0).choice(rows, keep, replace=False))
     return codes[rows]
 
 
@@ -369,9 +372,10 @@ def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: n
     rows = strategy.shortlist(values, k, pool)
     if strategy.needs_codes and codes is None:
         raise ValueError(f"{strategy.name} needs the items' latent codes")
+    rate = len(rows) / len(pool) if len(pool) else 1.0
     return PartialRanking(values, strategy.to_score(values, scores.shape[1]), rows,
                           np.asarray(codes)[rows] if strategy.needs_codes else None,
-                          _labeled_codes(codes, candidates) if strategy.needs_labeled else None)
+                          _labeled_codes(codes, candidates, rate) if strategy.needs_labeled else None)
 
 
 def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) -> Ranking:

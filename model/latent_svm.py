@@ -36,7 +36,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         if len(present) < 2:
             raise ValueError(f"the SVM needs labels of at least two classes, got {len(present)}")
         k = int(self.n_classes) if self.n_classes is not None else int(present.max() + 1)
-        svc = LinearSVC(C=float(self.C), max_iter=int(self.max_iter), dual="auto").fit(z, y)
+        svc = LinearSVC(C=float(self.C), max_iter=int(self.max_iter), dual="auto", random_state=0).fit(z, y)
         coef, intercept = svc.coef_, svc.intercept_
         if len(present) == 2:
             coef = np.vstack([-coef[0], coef[0]])

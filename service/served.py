@@ -33,9 +33,13 @@ class Scored:
 
 
 def decision_scores(model: SAEClassifier, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SVM scores and latent codes of every item (``transform`` encodes batch by batch; the pool may be a memmap)."""
+    """SVM scores and latent codes of every item (``transform`` encodes batch by batch; the pool may be a memmap).
+
+    The scores stay float64, as the simulator ranks them: in float32 the smallest margins, the
+    ones the ranking is about, can tie or swap.
+    """
     z = model.transform(x)
-    return model.svm_.decision_function(z).astype(np.float32), z
+    return np.asarray(model.svm_.decision_function(z), np.float64), z
 
 
 def score(model: SAEClassifier, d: np.ndarray, strategy: QueryStrategy, head: int = 0,

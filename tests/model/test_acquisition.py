@@ -341,3 +341,21 @@ def test_a_pool_ranked_in_shards_ranks_as_if_it_were_whole(name: str) -> None:
     assert merged.top.indices.tolist() == whole.top.indices.tolist()
     assert np.array_equal(merged.view, whole.view)
     assert sum(len(p.rows) for p in parts) < 900 or name.startswith("typicality")  # shortlists, not the pool
+
+
+def test_typicality_through_rank_sees_the_labeled_at_the_rate_the_pool_was_subsampled() -> None:
+    seen = []
+
+    class Recording(TypicalitySampling):
+        def select(self, values, codes, k, pool, labeled=None):
+            seen.append(len(labeled))
+            return super().select(values, codes, k, pool, labeled)
+
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(4000, 3))
+    candidates = np.arange(4000) < 3200  # 3,200 unlabeled, 800 labeled
+    rank(Recording(max_items=1000, max_clusters=50), np.zeros((4000, 2)), 10, candidates, codes)
+    assert seen == [round(800 * 1000 / 3200)], "a quarter of the pool is shortlisted: a quarter of the labeled"
+    seen.clear()
+    rank(Recording(max_items=5000, max_clusters=50), np.zeros((4000, 2)), 10, candidates, codes)
+    assert seen == [800], "a pool under max_items keeps every labeled code"

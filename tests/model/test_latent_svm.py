@@ -169,3 +169,13 @@ def test_too_few_labels_leave_the_confidence_uncalibrated() -> None:
     svm = LatentSVM(n_classes=2).fit(z, np.array([0, 0, 1, 1]))
     assert svm.calibration_ is None
     np.testing.assert_array_equal(svm.probability_from_confidence(np.array([0.2, 0.9])), [0.2, 0.9])
+
+
+def test_the_fit_does_not_depend_on_numpy_s_global_random_state() -> None:
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(40, 50)), np.arange(40) % 4  # fewer items than features: liblinear's dual solver
+    fits = []
+    for seed in (1, 2):
+        np.random.seed(seed)
+        fits.append(LatentSVM(n_classes=4).fit(z, y).coef_)
+    np.testing.assert_array_equal(fits[0], fits[1])

@@ -86,3 +86,10 @@ def test_a_ranking_of_no_items_is_empty() -> None:
                            ids, np.array([0.1, 0.2, 0.3]))
     assert served.ranking(0) == [] and served.ranking(-1) == []
     assert served.ranking(2) == [(10, 0.1), (11, 0.2)] and served.ranking(5, exclude={11}) == [(10, 0.1), (12, 0.3)]
+
+
+def test_decision_scores_keep_the_precision_the_simulator_ranks_in(fitted) -> None:
+    model, x = fitted[0], fitted[1]
+    d, _ = decision_scores(model, x[:20])
+    assert d.dtype == np.float64
+    np.testing.assert_array_equal(d, model.svm_.decision_function(model.transform(x[:20])))
