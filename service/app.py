@@ -20,7 +20,7 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.projects import ProjectManager, ProjectState
+from service.projects import PayloadError, ProjectManager, ProjectState
 from service.push import COLD_START_VERSION
 from service.settings import Settings
 
@@ -74,7 +74,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         yield
         holder["m"].shutdown()
 
-    app = FastAPI(title="sae-backend", version="0.1.0", lifespan=lifespan)
+    locked = bool(settings.basic_auth_user)  # the API's own pages would answer without credentials: none then
+    app = FastAPI(title="sae-backend", version="0.1.0", lifespan=lifespan, docs_url=None if locked else "/docs",
+                  redoc_url=None if locked else "/redoc", openapi_url=None if locked else "/openapi.json")
     if manager is not None:
         holder["m"] = manager
     basic = HTTPBasic(auto_error=False)
@@ -131,7 +133,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.get("/versions", dependencies=deps)
     def versions(m: ProjectManager = Depends(get_manager)) -> dict:
         names = []
-        for st in m.projects.values():
+        for st in list(m.projects.values()):
             names += [v["model_version"] for v in m.store(st.id).history()]
         return {"versions": names}
 
@@ -140,7 +142,10 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         if body.action not in EVENTS:
             return {"status": "ignored", "action": body.action}
         pid = project_id(body.project)
-        return {"status": m.on_event(pid, body.action, body.model_dump())}
+        try:
+            return {"status": m.on_event(pid, body.action, body.model_dump())}
+        except PayloadError as e:
+            raise HTTPException(422, f"{body.action}: {e}") from None
 
     @app.get("/metrics", dependencies=deps)
     def metrics(m: ProjectManager = Depends(get_manager)) -> Response:

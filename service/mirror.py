@@ -71,6 +71,7 @@ class ProjectMirror:
         self.store = PoolStore(self.dir / "pool")
         self.lock = threading.RLock()
         self.writer = threading.RLock()
+        self._saving = threading.Lock()
         self.annotations: dict[int, list[dict]] = {}
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
@@ -92,7 +93,13 @@ class ProjectMirror:
         p = self._path()
         if not p.exists():
             return
-        d = json.loads(p.read_text())
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:  # kept aside; a fresh ingest rebuilds it
+            p.replace(p.with_suffix(f".corrupt-{int(time.time())}"))
+            log.error("project %s: %s was unreadable (%s); the project is read from Label Studio again",
+                      self.project_id, p, e)
+            return
         self.annotations = {int(k): v for k, v in d.get("annotations", {}).items()}
         self.queue_annotations = {int(k): v for k, v in d.get("queue_annotations", {}).items()}
         self.skipped = {int(k): v for k, v in d.get("skipped", {}).items()}
@@ -100,12 +107,14 @@ class ProjectMirror:
         self.state.update(d.get("state", {}))
 
     def save(self) -> None:
-        with self.lock:
-            body = json.dumps({"annotations": self.annotations, "queue_annotations": self.queue_annotations,
-                               "skipped": self.skipped, "retrying": self.retrying, "state": self.state})
-        tmp = self._path().with_suffix(".json.tmp")
-        tmp.write_text(body)
-        tmp.replace(self._path())
+        """Atomically, one save at a time: webhook, poll and job threads all save."""
+        with self._saving:
+            with self.lock:
+                body = json.dumps({"annotations": self.annotations, "queue_annotations": self.queue_annotations,
+                                   "skipped": self.skipped, "retrying": self.retrying, "state": self.state})
+            tmp = self._path().with_suffix(".json.tmp")
+            tmp.write_text(body)
+            tmp.replace(self._path())
 
     # ---- what training reads ----------------------------------------------------------------------
     @property
@@ -199,9 +208,10 @@ class ProjectMirror:
         return self.store.delete(ids)
 
     def compact(self) -> None:
-        """Give back the disk of deleted tasks once they are over half the store (a no-op below that)."""
+        """Drop deleted tasks' rows before a training: the live rows are then one contiguous memory map, which
+        training and scoring read from disk as they go; with gaps they would gather the whole pool into memory."""
         with self.writer:
-            self.store.compact()
+            self.store.compact(min_dead=0.0)
 
     def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8,
                   keep: set[int] | None = None) -> np.ndarray:

@@ -326,8 +326,8 @@ class PoolStore:
             self._state = _State(s.generation, s.n_rows, s.row_ids, alive, s.keys[keep], s.vals[keep])
             return int(found.sum())
 
-    def compact(self) -> None:
-        """Rewrite the files without dead rows once those are over half of them; rows change, ids stay.
+    def compact(self, min_dead: float = 0.5) -> None:
+        """Rewrite the files without dead rows once those are over ``min_dead`` of them; rows change, ids stay.
 
         New files are written beside the old ones and a commit marker decides, on a crash, whether
         the next open finishes the swap or discards them. The old items stay mapped for readers
@@ -337,7 +337,7 @@ class PoolStore:
             self._check_writable()
             s = self._state
             n_live = len(s.keys)
-            if 2 * (s.n_rows - n_live) <= s.n_rows:
+            if s.n_rows == n_live or s.n_rows - n_live <= min_dead * s.n_rows:
                 return
             live_rows = np.sort(s.vals)
             live_ids = s.row_ids[live_rows]

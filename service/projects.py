@@ -39,6 +39,31 @@ from service.versions import VersionStore, known_projects
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
+SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
+
+
+class PayloadError(ValueError):
+    """A webhook body Label Studio would not send; answered 422 with this message, nothing recorded."""
+
+
+def _object(value: object, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise PayloadError(f"{what} must be an object, got {type(value).__name__}")
+    return value
+
+
+def _list(value: object, what: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PayloadError(f"{what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _task_id(value: object, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise PayloadError(f"{what} must be an integer id, got {value!r}")
+    return value
 
 
 @dataclass
@@ -255,26 +280,29 @@ class ProjectManager:
             return self.request_training(pid, "START_TRAINING")
         m = self.mirror(st)
         if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            ann = body.get("annotation") or {}
+            ann = _object(body.get("annotation") or {}, "annotation")
             task = body.get("task")
             tid = ann.get("task") if not isinstance(task, dict) else task.get("id")
-            tid = tid if tid is not None else (task if isinstance(task, int) else None)
+            tid = tid if tid is not None else task
             if tid is not None and ann.get("id") is not None:  # during an ingest too: it keeps the newer word
-                m.upsert_annotation(int(tid), ann)
+                _task_id(ann["id"], "annotation.id")
+                m.upsert_annotation(_task_id(tid, "the annotation's task id"), ann)
             return self.labels_changed(pid, action)
         if action == "ANNOTATIONS_DELETED":
-            m.remove_annotations(int(a["id"]) for a in body.get("annotations") or [] if "id" in a)
+            m.remove_annotations([_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
+                                  for a in _list(body.get("annotations"), "annotations")])
             return self.labels_changed(pid, action)
+        tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
+        for t in tasks:
+            _task_id(t.get("id"), "tasks[].id")
         if action == "TASKS_CREATED":
-            tasks = [t for t in body.get("tasks") or [] if isinstance(t, dict) and "id" in t]
             if m.ingested and tasks:
                 self.sync.submit(self._new_tasks, pid, tasks)
                 return "scoring"
             return "ignored"
         if action == "TASKS_DELETED":
-            ids = [int(t["id"]) for t in body.get("tasks") or [] if isinstance(t, dict) and "id" in t]
             if m.ingested:
-                m.remove_tasks(ids)
+                m.remove_tasks([int(t["id"]) for t in tasks])
             return "removed"
         return "ignored"
 
@@ -346,7 +374,9 @@ class ProjectManager:
             new = ids[served.lookup(ids) < 0]
             if len(new) == 0:
                 return
-            d, z = decision_scores(served.model, m.store.get(new))
+            parts = [decision_scores(served.model, m.store.get(new[i:i + SCORE_CHUNK]))  # items a chunk at a time
+                     for i in range(0, len(new), SCORE_CHUNK)]
+            d, z = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             scored, _ = score(served.model, d, get_strategy(served.strategy), codes=z)
             with st.lock:
                 if st.served is not served:
@@ -626,7 +656,8 @@ class ProjectManager:
         served, config = st.served, st.config
         if served is None or config is None:
             return []
-        ids = np.array([t.get("id") if isinstance(t.get("id"), int) else -1 for t in tasks], np.int64)
+        ids = np.array([t.get("id") if isinstance(t.get("id"), int) and not isinstance(t.get("id"), bool)
+                        and 0 <= t.get("id") < 2**63 else -1 for t in tasks], np.int64)
         pos = served.lookup(ids)
         out: list[dict | None] = [None] * len(tasks)
 
@@ -647,7 +678,12 @@ class ProjectManager:
             shape = tuple(served.model.sae_.input_shape_)
             items, where = [], []
             for i in todo:
-                value = (tasks[i].get("data") or {}).get(config.data_key)
+                data = tasks[i].get("data") or {}
+                if not isinstance(data, dict):
+                    out[i] = {"result": [], "score": 0.0, "model_version": served.name,
+                              "error": f"task data must be an object, got {type(data).__name__}"}
+                    continue
+                value = data.get(config.data_key)
                 try:
                     item = codec.load(fetcher, value, int(ids[i]) if ids[i] >= 0 else None)
                 except (TaskDataError, TypeError) as e:

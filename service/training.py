@@ -81,6 +81,14 @@ def pool_items(store: PoolStore, task_ids: np.ndarray) -> np.ndarray:
     return store.items(rows)
 
 
+def live_items(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The job's tasks still stored, and their items: a task deleted since the job was made is left out."""
+    store = PoolStore(pool_dir, read_only=True)
+    ids = np.asarray(task_ids, np.int64)
+    ids = ids[np.isin(ids, store.ids())]
+    return ids, pool_items(store, ids)
+
+
 def cv_accuracy(z: np.ndarray, y: np.ndarray, folds: int = 5) -> float | None:
     """Cross-validated accuracy of the latent SVM on labeled items (None when too few per class)."""
     counts = np.bincount(y)
@@ -89,17 +97,16 @@ def cv_accuracy(z: np.ndarray, y: np.ndarray, folds: int = 5) -> float | None:
     if k < 2:
         return None
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=0)
-    return float(np.mean(cross_val_score(LinearSVC(dual="auto", max_iter=5000), z, y, cv=cv)))
+    return float(np.mean(cross_val_score(LinearSVC(dual="auto", max_iter=5000, random_state=0), z, y, cv=cv)))
 
 
 def train_project(job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
     """Fit the SAE + SVM on the pool, warm-starting from the previous version when shapes agree."""
-    ids = np.asarray(job.task_ids, np.int64)
+    ids, x = live_items(job.pool_dir, job.task_ids)
     y = np.fromiter((job.labels.get(int(t), -1) for t in ids), np.int64, len(ids))
     labeled = y >= 0
     if len(np.unique(y[labeled])) < 2:
         raise ValueError(f"need labels of at least two classes to train; have {int(labeled.sum())} labeled tasks")
-    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
     t0 = time.perf_counter()
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
@@ -139,8 +146,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
 def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | None = None) -> ShardScores:
     """Score tasks ``start:stop`` of the job (loading the saved version when no model is given)."""
     model = model if model is not None else load_model(job.version_dir, job.device)
-    ids = np.asarray(job.task_ids[start:stop], np.int64)
-    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
+    ids, x = live_items(job.pool_dir, job.task_ids[start:stop])
     return score_shard(model, ids, x, get_strategy(job.strategy, job.seed), job.keep, np.isin(ids, job.labeled_ids))
 
 
@@ -151,8 +157,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
     the autoencoder (λ = 0: reconstruction only) is trained on the whole pool and the
     most typical item of each of ``k`` latent clusters is suggested, largest cluster first.
     """
-    ids = np.asarray(job.task_ids, np.int64)
-    x = pool_items(PoolStore(job.pool_dir, read_only=True), ids)
+    ids, x = live_items(job.pool_dir, job.task_ids)
     s = job.sae
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:

@@ -56,12 +56,15 @@ class VersionStore:
     def next_number(self) -> int:
         nums = self.numbers()
         counter = self.dir / "last_number"
-        last = int(counter.read_text()) if counter.exists() else 0
+        text = counter.read_text().strip() if counter.exists() else ""
+        last = int(text) if text.isdigit() else 0  # unreadable (a crash mid-write): the directories still count
         return max([last, *nums]) + 1
 
     def save(self, model: SAEClassifier, metrics: dict) -> tuple[int, str]:
         number = self.next_number()
-        (self.dir / "last_number").write_text(str(number))
+        tmp = self.dir / "last_number.tmp"
+        tmp.write_text(str(number))
+        tmp.replace(self.dir / "last_number")
         name = version_name(number)
         meta = {"model_version": name, "number": number, "created_at": time.time(), **metrics}
         save_model(model, self.dir / f"v{number:06d}", meta)

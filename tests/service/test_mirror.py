@@ -233,3 +233,13 @@ def test_labels_resolve_only_the_tasks_that_changed_since_the_last_call(tmp_path
     other = parse_label_config(CONFIG.replace('<Choice value="9"/>', ""))
     calls.clear()
     assert 1 not in m.labels(other)[0] and len(calls) == 20, "another config resolves every task again"
+
+
+def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    (tmp_path / "mirror" / "mirror.json").write_text('{"annotations": {"1": [')  # a write cut short
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert not again.ingested and again.annotations == {}
+    assert list((tmp_path / "mirror").glob("mirror.corrupt-*")), "kept aside for a look, not deleted"
+    again.ingest(client, CFG, fetcher)
+    assert again.labels(CFG)[0] == m.labels(CFG)[0] and len(again.store) == 60

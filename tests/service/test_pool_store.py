@@ -173,12 +173,24 @@ def test_compact_keeps_ids_and_items_and_shrinks_file(tmp_path) -> None:
     np.testing.assert_array_equal(store.get(ids), items)
     np.testing.assert_array_equal(store.live()[1], np.arange(len(ids)))
     np.testing.assert_array_equal(old_view[:100], x, err_msg="a view handed out before the rewrite reads the old rows")
+
     store.close()
 
     again = PoolStore(tmp_path)
     np.testing.assert_array_equal(again.ids(), ids)
     np.testing.assert_array_equal(again.get(ids), items)
     assert not list(tmp_path.glob("*.compact")) and not (tmp_path / "compact.commit").exists()
+
+
+def test_compact_with_no_threshold_drops_even_one_dead_row(tmp_path) -> None:
+    store = PoolStore(tmp_path)
+    store.append(np.arange(10), _images(10))
+    store.compact(min_dead=0.0)
+    assert (tmp_path / "items.bin").stat().st_size == 10 * 28 * 28, "nothing dead: nothing rewritten"
+    store.delete([4])
+    store.compact(min_dead=0.0)
+    assert (tmp_path / "items.bin").stat().st_size == 9 * 28 * 28
+    np.testing.assert_array_equal(store.live()[1], np.arange(9))
 
 
 def test_interrupted_compaction_rolls_back_or_forward(tmp_path) -> None:

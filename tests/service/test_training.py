@@ -16,7 +16,7 @@ from connectors.datasets import Dataset
 from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
-from service.training import TrainingJob, pool_items, suggest_first, train_project
+from service.training import ScoringJob, TrainingJob, pool_items, score_pool, suggest_first, train_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 CLASSES = [str(i) for i in range(10)]
@@ -153,6 +153,22 @@ def test_a_version_trained_on_other_class_names_is_not_warm_started(pool_dir: st
     renamed = dataclasses.replace(job(pool_dir, digits_labels, str(tmp_path / "v1")), class_names=CLASSES[::-1])
     assert train_project(renamed).metrics["warm_start"] is False, "class i now names another class"
     assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).metrics["warm_start"] is True
+
+
+def test_a_task_deleted_after_the_job_was_made_is_left_out_not_a_failure(pool_dir: str, digits_labels: np.ndarray,
+                                                                         tmp_path) -> None:
+    spec = job(pool_dir, digits_labels)
+    labeled = sorted(spec.labels)[:3]
+    store = PoolStore(pool_dir, fsync=False)
+    store.delete([1000 + N - 1, *labeled])
+    store.close()
+    result = train_project(spec)
+    assert result.metrics["labeled"] == len(spec.labels) - 3 and result.metrics["unlabeled"] == N - len(spec.labels) - 1
+    save_model(result.model, tmp_path / "v1")
+    scoring = ScoringJob(pool_dir, spec.task_ids, np.array(labeled), str(tmp_path / "v1"), "margin", 10)
+    shard = score_pool(scoring, 0, N)
+    assert len(shard.ids) == N - 4 and not set(shard.ids.tolist()) & {1000 + N - 1, *labeled}
+    assert len(suggest_first(dataclasses.replace(spec, labels={}), 5)) == 5
 
 
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:

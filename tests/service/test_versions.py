@@ -58,3 +58,11 @@ def test_a_save_survives_another_store_being_created(digits_model: SAEClassifier
 
 def test_version_name_is_what_label_studio_sees() -> None:
     assert version_name(12) == "sae-v12"
+
+
+def test_an_emptied_version_counter_does_not_stop_the_next_save(digits_model: SAEClassifier, tmp_path) -> None:
+    store = VersionStore(tmp_path, 1)
+    assert store.save(digits_model, {})[0] == 1
+    (store.dir / "last_number").write_text("")  # a crash between truncating and writing it
+    assert store.save(digits_model, {})[0] == 2, "the version directories still count"
+    assert (store.dir / "last_number").read_text() == "2" and not (store.dir / "last_number.tmp").exists()
