@@ -167,26 +167,12 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
         if int(self.latent_dim) < 1:
             raise ValueError("latent_dim must be at least 1")
-        if int(self.epochs) < 0:
-            raise ValueError(f"epochs must be non-negative, got {self.epochs}")
         if int(self.batch_size) < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if int(self.labeled_per_batch) < 0:
-            raise ValueError(f"labeled_per_batch must be non-negative, got {self.labeled_per_batch}")
-        if int(self.max_shift) < 0:
-            raise ValueError(f"max_shift must be non-negative, got {self.max_shift}")
-        if int(self.cutout) < 0:
-            raise ValueError(f"cutout must be non-negative, got {self.cutout}")
-        if float(self.consistency) < 0:
-            raise ValueError(f"consistency must be non-negative, got {self.consistency}")
-        if float(self.mixup) < 0:
-            raise ValueError(f"mixup must be non-negative, got {self.mixup}")
-        if not float(self.contrastive) >= 0:
-            raise ValueError(f"contrastive must be non-negative, got {self.contrastive}")
-        if not float(self.lr) >= 0:
-            raise ValueError(f"lr must be non-negative, got {self.lr}")
-        if not float(self.weight_decay) >= 0:
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
+        for name in ("epochs", "labeled_per_batch", "max_shift", "cutout", "consistency", "mixup", "contrastive",
+                     "lr", "weight_decay"):
+            if not float(getattr(self, name)) >= 0:  # NaN fails too
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if not 0.0 <= float(self.ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.mean_teacher and not float(self.ema_decay) > 0:
