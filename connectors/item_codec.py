@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from connectors.task_data import DataFetcher
+from connectors.task_data import MAX_PIXELS, DataFetcher, TaskDataError
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def pick_image_format(raws: bytes | list[bytes], size: int | None) -> tuple[str,
     grey, side = True, 0
     for raw in [raws] if isinstance(raws, (bytes, bytearray)) else raws:
         with Image.open(io.BytesIO(raw)) as img:
+            if img.size[0] * img.size[1] > MAX_PIXELS:  # before any decoding, as decode_image checks
+                raise TaskDataError(f"image of {img.size[0]}x{img.size[1]} pixels exceeds the {MAX_PIXELS}-pixel limit")
             side = max(side, *img.size)
             if img.mode not in ("L", "1", "I", "I;16", "F"):
                 img.draft("RGB", (64, 64))

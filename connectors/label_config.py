@@ -89,6 +89,9 @@ def parse_label_config(xml: str) -> LabelConfig:
     from_name = (control.get("name") or "").strip()
     if not from_name:
         raise LabelConfigError("the <Choices> control has no name")
+    if (control.get("perRegion") or "").strip().lower() == "true":
+        raise LabelConfigError(f"<Choices name={from_name!r}> is perRegion: it labels regions, and this backend "
+                               "classifies whole items")
     mode = (control.get("choice") or "single").strip().lower()
     if mode not in SINGLE_CHOICE_MODES:
         raise LabelConfigError(f"<Choices name={from_name!r}> uses choice={mode!r}; "
@@ -107,6 +110,9 @@ def parse_label_config(xml: str) -> LabelConfig:
     if len(targets) > 1:
         raise LabelConfigError(f"{len(targets)} tags are named {to_name!r}; toName must point to exactly one")
     kind, data_key = _object_kind(targets[0], to_name)
+    if "{{" in from_name or "{{" in to_name or "{{" in data_key:
+        raise LabelConfigError(f"<Choices name={from_name!r}> sits in a <Repeater> ({{{{...}}}} names); "
+                               "one item per task is supported")
 
     classes = _classes(control, from_name)
     return LabelConfig(from_name=from_name, to_name=to_name, data_key=data_key, kind=kind, classes=classes)

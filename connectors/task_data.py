@@ -47,6 +47,7 @@ MAX_REDIRECTS = 3
 ACCESS_TOKEN_TTL_SECONDS = 240.0
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 CLOUD_SCHEMES = {"s3", "gs", "gcs", "azure-blob", "azure", "abfs", "wasb", "wasbs"}
+_RESOLVE_PATH = re.compile(r"/tasks/\d+/resolve/?")
 _JWT_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
@@ -137,6 +138,43 @@ def _is_jwt(key: str) -> bool:
     return isinstance(header, dict) and "alg" in header
 
 
+_DEADLINE = threading.local()  # the running fetch's deadline, in this thread: every socket wait stays within it
+
+
+def _within(timeout: float | None) -> float | None:
+    at = getattr(_DEADLINE, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("the fetch's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until the fetch's deadline, not a fresh timeout:
+    a server that drips a byte at a time cannot hold a fetch past its limit."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _within(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _within(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, _within(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class _GuardedBackend(httpcore.NetworkBackend):
     """Connects only to vetted addresses, closing the gap between our DNS check and the connection."""
 
@@ -146,13 +184,13 @@ class _GuardedBackend(httpcore.NetworkBackend):
 
     def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
                     socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
-        kwargs = {"timeout": timeout, "local_address": local_address, "socket_options": socket_options}
+        kwargs = {"timeout": _within(timeout), "local_address": local_address, "socket_options": socket_options}
         if self._is_trusted(host, port):
-            return self._inner.connect_tcp(host, port, **kwargs)
+            return _DeadlineStream(self._inner.connect_tcp(host, port, **kwargs))
         last: Exception | None = None
         for address in _public_addresses(host, port):
             try:
-                return self._inner.connect_tcp(address, port, **kwargs)
+                return _DeadlineStream(self._inner.connect_tcp(address, port, **kwargs))
             except httpcore.ConnectError as e:
                 last = e
         raise last or httpcore.ConnectError(f"cannot connect to {host}")
@@ -191,13 +229,17 @@ def _to_8bit(img: Any) -> Any:
     from PIL import Image
 
     if img.mode.startswith("I"):
-        arr = np.asarray(img, dtype=np.float64) / 257.0
+        arr = np.asarray(img, dtype=np.float32)
+        arr /= np.float32(257.0)
     elif img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
-        arr = arr * 255.0 if arr.size and np.nanmax(arr) <= 1.0 else arr
+        arr = np.array(img, dtype=np.float32)
+        if arr.size and np.nanmax(arr) <= 1.0:
+            arr *= np.float32(255.0)
     else:
         return img
-    return Image.fromarray(np.clip(np.nan_to_num(arr), 0, 255).astype(np.uint8), "L")
+    np.nan_to_num(arr, copy=False)  # one float32 copy, scaled in place: a large 16-bit scan stays affordable
+    np.clip(arr, 0, 255, out=arr)
+    return Image.fromarray(arr.astype(np.uint8), "L")
 
 
 STORAGE_NAMES = {"s3": "S3", "gs": "GCS", "gcs": "GCS", "azure-blob": "Azure Blob", "azure": "Azure Blob",
@@ -262,7 +304,7 @@ def decode_vector(value: Any) -> np.ndarray:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # "[[[[..." nests deeper than the parser goes
             raise TaskDataError("vector data is a string but not a JSON list of numbers") from None
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "iuf":
@@ -446,8 +488,18 @@ class DataFetcher:
 
         A raw cloud-storage URI (``s3://``, ``gs://``, ``azure-blob://``: what Label Studio
         sends to ``/predict``) is read through Label Studio's ``/tasks/<id>/resolve/`` with
-        the backend's key, as Label Studio's own clients do; that needs the task id.
+        the backend's key, as Label Studio's own clients do; that needs the task id. A URL
+        the standard library cannot parse (``http://[::1/x``, or a redirect to one) is a
+        TaskDataError like any other refusal.
         """
+        try:
+            return self._fetch_bytes(ref, task_id)
+        except TaskDataError:
+            raise
+        except ValueError as e:
+            raise TaskDataError(f"refused an unparsable URL: {self._scrub(str(e))[:200]}") from None
+
+    def _fetch_bytes(self, ref: str, task_id: int | None) -> bytes:
         if not isinstance(ref, str) or not ref.strip():
             raise TaskDataError("task data value is empty or not a string")
         ref = ref.strip()
@@ -463,6 +515,8 @@ class DataFetcher:
         redirects = 0
         while True:
             to_ls = self.check_url(url)
+            if to_ls:
+                self._check_ls_path(url)
             headers = self._auth_headers() if to_ls else {}
             status, body, location = self._get(url, headers, deadline)
             if status == 401 and to_ls and self._pat and not refreshed:
@@ -484,6 +538,19 @@ class DataFetcher:
                             f"{storage} storage's credentials may read it)")
             raise TaskDataError(message, temporary=_temporary_status(status))
 
+    def _check_ls_path(self, url: str) -> None:
+        """The key goes only where Label Studio serves task data: its files and the storage resolver.
+
+        Any other path of Label Studio (an export, an admin page) would be requested as the key's
+        owner by whoever can import a task naming it.
+        """
+        path = urlsplit(url).path
+        if self._ls_prefix and path.startswith(self._ls_prefix + "/"):
+            path = path[len(self._ls_prefix):]
+        if not (path.startswith(("/data/", "/storage-data/")) or _RESOLVE_PATH.fullmatch(path)):
+            raise TaskDataError(f"refused {self._shown(url)}: Label Studio is read only under /data/... and "
+                                "/tasks/<id>/resolve/")
+
     def _status_message(self, url: str, status: int, to_ls: bool) -> str:
         message = f"GET {self._shown(url)} answered HTTP {status}"
         if to_ls and status in (401, 403):
@@ -503,8 +570,10 @@ class DataFetcher:
         if remaining <= 0:
             raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}", temporary=True)
         log.debug("fetching %s", self._shown(url))
+        _DEADLINE.at = deadline
         try:
-            with self._http().stream("GET", url, headers=headers, timeout=remaining) as r:
+            with self._http().stream("GET", url, headers={**headers, "Accept-Encoding": "identity"},
+                                     timeout=remaining) as r:
                 if r.status_code in REDIRECT_CODES:
                     location = r.headers.get("location")
                     if not location:
@@ -512,12 +581,16 @@ class DataFetcher:
                     return r.status_code, None, location
                 if not 200 <= r.status_code < 300:
                     return r.status_code, None, None
+                encoding = r.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):  # a few compressed bytes can unpack to gigabytes
+                    raise TaskDataError(f"{self._shown(url)} answered with Content-Encoding {encoding!r}; "
+                                        "only uncompressed bodies are read")
                 declared = r.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_bytes:
                     raise TaskDataError(f"{self._shown(url)} is {int(declared)} bytes, over the "
                                         f"{self.max_bytes}-byte limit")
                 body = bytearray()
-                for chunk in r.iter_bytes():
+                for chunk in r.iter_raw():
                     body += chunk
                     if len(body) > self.max_bytes:
                         raise TaskDataError(f"{self._shown(url)} is over the {self.max_bytes}-byte limit")
@@ -534,6 +607,8 @@ class DataFetcher:
             detail = self._scrub(str(e))[:200] or type(e).__name__
             raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}",
                                 temporary=isinstance(e, httpx.TransportError)) from None
+        finally:
+            _DEADLINE.at = None
 
     # ---- items ----------------------------------------------------------------------------------
     def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None,

@@ -239,6 +239,8 @@ class ProjectMirror:
                     return codec.load(fetcher, value, task.get("id"))
                 except TaskDataError as e:
                     return e
+                except Exception as e:  # one odd task must not abort the batch, and with it every later ingest
+                    return TaskDataError(f"unreadable ({type(e).__name__}: {str(e)[:200]})")
 
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
                 loaded = list(pool.map(load, new))

@@ -24,7 +24,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
 from connectors.label_studio import LabelStudioClient
-from connectors.task_data import DataFetcher, TaskDataError
+from connectors.task_data import DataFetcher
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
 from model.targets import load_distance_matrix
@@ -686,7 +686,7 @@ class ProjectManager:
                 value = data.get(config.data_key)
                 try:
                     item = codec.load(fetcher, value, int(ids[i]) if ids[i] >= 0 else None)
-                except (TaskDataError, TypeError) as e:
+                except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
                     self.metrics.errors.labels("data").inc()
                     out[i] = {"result": [], "score": 0.0, "model_version": served.name, "error": str(e)}
                     continue

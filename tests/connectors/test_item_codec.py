@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import io
+import struct
+import zlib
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from connectors.item_codec import ItemCodec, pick_image_format
-from connectors.task_data import DataFetcher
+from connectors.task_data import DataFetcher, TaskDataError
 
 
 def _png(arr: np.ndarray, mode: str = "L") -> bytes:
@@ -57,3 +60,14 @@ def test_a_colour_photo_after_grey_ones_makes_the_project_colour() -> None:
     assert pick_image_format(greys, None) == ("L", 128), "a grey JPEG (chroma noise and all) is grey; side capped"
     assert pick_image_format([*greys, _jpeg(colour_photo)], None)[0] == "RGB"
     assert pick_image_format([_png(np.full((20, 30), 9, np.uint8))], None) == ("L", 30), "the largest side"
+
+
+def test_the_format_sample_refuses_an_image_over_the_pixel_limit_before_decoding_it() -> None:
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    side = 8000  # 64 MP, over the limit; the file is a header of 70 bytes
+    header = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)) + \
+        chunk(b"IEND", b"")
+    with pytest.raises(TaskDataError, match="pixel limit"):
+        pick_image_format(header, None)

@@ -140,3 +140,16 @@ def test_refused_configs_say_why(xml: str, reason: str) -> None:
         parse_label_config(xml)
     assert reason in str(err.value)
     assert isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize(("xml", "named"), [
+    ('<View><Image name="i" value="$img"/><RectangleLabels name="b" toName="i"><Label value="x"/></RectangleLabels>'
+     '<Choices name="c" toName="i" perRegion="true"><Choice value="a"/><Choice value="b"/></Choices></View>',
+     "perRegion"),
+    ('<View><Repeater on="$images"><Image name="i_{{idx}}" value="$images[{{idx}}].url"/>'
+     '<Choices name="c_{{idx}}" toName="i_{{idx}}"><Choice value="a"/><Choice value="b"/></Choices></Repeater></View>',
+     "Repeater"),
+])
+def test_configs_that_look_like_one_classification_but_are_not_are_refused(xml: str, named: str) -> None:
+    with pytest.raises(LabelConfigError, match=named):
+        parse_label_config(xml)

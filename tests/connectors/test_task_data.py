@@ -256,10 +256,10 @@ def test_relative_redirect_is_followed_on_the_same_host(ls) -> None:
 
 
 def test_at_most_three_redirects(ls) -> None:
-    ls.routes["/loop"] = _redirect("/loop")
+    ls.routes["/data/loop"] = _redirect("/data/loop")
     with pytest.raises(TaskDataError, match="more than 3 redirects"):
-        DataFetcher(ls.url, None).fetch_bytes("/loop")
-    assert ls.paths() == ["/loop"] * 4
+        DataFetcher(ls.url, None).fetch_bytes("/data/loop")
+    assert ls.paths() == ["/data/loop"] * 4
 
 
 # ---- auth -------------------------------------------------------------------------------------
@@ -333,9 +333,9 @@ def test_label_studio_under_a_path_prefix(ls) -> None:
 # ---- size and time caps -----------------------------------------------------------------------
 
 def test_declared_size_over_cap_is_refused_without_reading(ls) -> None:
-    ls.routes["/big"] = _send(b"x" * 5000)
+    ls.routes["/data/big"] = _send(b"x" * 5000)
     with pytest.raises(TaskDataError, match="1000-byte limit"):
-        DataFetcher(ls.url, None, max_bytes=1000).fetch_bytes("/big")
+        DataFetcher(ls.url, None, max_bytes=1000).fetch_bytes("/data/big")
 
 
 def test_streamed_size_over_cap_stops_reading(ls) -> None:
@@ -348,10 +348,10 @@ def test_streamed_size_over_cap_stops_reading(ls) -> None:
             h.wfile.write(b"y" * 1024)
             sent.append(1024)
 
-    ls.routes["/stream"] = endless
+    ls.routes["/data/stream"] = endless
     started = time.monotonic()
     with pytest.raises(TaskDataError, match="over the 10000-byte limit"):
-        DataFetcher(ls.url, None, max_bytes=10_000).fetch_bytes("/stream")
+        DataFetcher(ls.url, None, max_bytes=10_000).fetch_bytes("/data/stream")
     assert time.monotonic() - started < 5
 
 
@@ -368,10 +368,10 @@ def test_slow_server_hits_the_timeout(ls) -> None:
             h.wfile.flush()
             time.sleep(0.05)
 
-    ls.routes["/slow"] = slow
-    ls.routes["/drip"] = drip
+    ls.routes["/data/slow"] = slow
+    ls.routes["/data/drip"] = drip
     f = DataFetcher(ls.url, None, timeout=0.4)
-    for path in ("/slow", "/drip"):
+    for path in ("/data/slow", "/data/drip"):
         started = time.monotonic()
         with pytest.raises(TaskDataError, match="timed out"):
             f.fetch_bytes(path)
@@ -379,9 +379,9 @@ def test_slow_server_hits_the_timeout(ls) -> None:
 
 
 def test_http_error_status(ls) -> None:
-    ls.routes["/gone"] = _send(b"", 500)
+    ls.routes["/data/gone"] = _send(b"", 500)
     with pytest.raises(TaskDataError, match="HTTP 500"):
-        DataFetcher(ls.url, None).fetch_bytes("/gone")
+        DataFetcher(ls.url, None).fetch_bytes("/data/gone")
 
 
 # ---- data: URIs -------------------------------------------------------------------------------
@@ -549,3 +549,61 @@ def test_a_missing_object_behind_the_redirect_names_the_storage(ls, other) -> No
     ls.routes["/tasks/4/resolve/"] = _redirect(f"{other.url}/bucket/gone.png?X-Amz-Signature=abc", 303)
     with pytest.raises(TaskDataError, match=r"HTTP 403 \(the S3 object Label Studio redirected to"):
         DataFetcher(ls.url, LEGACY_KEY, [f"127.0.0.1:{other.port}"]).fetch_bytes("s3://bucket/gone.png", task_id=4)
+
+
+def test_a_drip_of_header_bytes_cannot_hold_a_fetch_past_its_limit(ls) -> None:
+    def drip_headers(h: BaseHTTPRequestHandler) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(60):  # a header byte every 0.1 s: each read is quick, the whole answer is not
+            h.wfile.write(b"X")
+            h.wfile.flush()
+            time.sleep(0.1)
+
+    ls.routes["/data/headers"] = drip_headers
+    started = time.monotonic()
+    with pytest.raises(TaskDataError, match="timed out") as e:
+        DataFetcher(ls.url, None, timeout=0.5).fetch_bytes("/data/headers")
+    assert time.monotonic() - started < 1.5 and e.value.temporary
+
+
+def test_a_compressed_answer_is_refused_not_unpacked(ls) -> None:
+    bomb = zlib.compress(b"\0" * 5_000_000)
+    ls.routes["/data/bomb"] = _send(bomb, headers={"Content-Encoding": "deflate"})
+    with pytest.raises(TaskDataError, match="Content-Encoding 'deflate'"):
+        DataFetcher(ls.url, None, max_bytes=10_000).fetch_bytes("/data/bomb")
+    assert ls.hits[-1][2].get("Accept-Encoding") == "identity", "it asks for the plain bytes"
+
+
+@pytest.mark.parametrize("ref", ["http://[::1/x.png", "http://a\uff03@b/x.png"])
+def test_a_url_the_standard_library_cannot_parse_is_a_task_data_error(ref: str) -> None:
+    with pytest.raises(TaskDataError, match="unparsable URL"):
+        DataFetcher("http://127.0.0.1:1", None).fetch_bytes(ref)
+
+
+def test_a_redirect_to_an_unparsable_url_is_a_task_data_error(ls) -> None:
+    ls.routes["/data/odd"] = _redirect("http://[::1/x.png")
+    with pytest.raises(TaskDataError, match=r"unparsable URL|Invalid URL in location"):
+        DataFetcher(ls.url, None).fetch_bytes("/data/odd")
+
+
+def test_a_vector_nested_past_the_parser_is_a_task_data_error() -> None:
+    with pytest.raises(TaskDataError, match="not a JSON list"):
+        decode_vector("[" * 100_000)
+
+
+def test_sixteen_bit_grey_scales_like_before_in_float32() -> None:
+    values = np.array([[0, 257, 65535], [1000, 30000, 65534]], dtype=np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, "PNG")
+    arr = decode_image(buf.getvalue())
+    np.testing.assert_array_equal(np.rint(arr[0] * 255).astype(int), (values.astype(np.float64) / 257).astype(int))
+
+
+
+@pytest.mark.parametrize("path", ["/api/projects/1/export?exportType=JSON", "/projects/1/settings", "/tasks/7/"])
+def test_the_key_goes_to_label_studio_only_where_it_serves_task_data(ls, path: str) -> None:
+    with pytest.raises(TaskDataError, match="only under /data/"):
+        DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(path)
+    with pytest.raises(TaskDataError, match="only under /data/"):
+        DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(ls.url + path)
+    assert ls.hits == [], "refused before any request"
