@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU build by default; set TORCH_SPEC="torch" for the CUDA build on a GPU machine.
+# The torch the project is tested with. On Linux PyPI serves it as a CUDA build (several GB); for a CPU-only
+# install run with PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu. Another TORCH_SPEC needs `make clean` first.
 TORCH_SPEC ?= torch==2.13.0
 
 .PHONY: install demo simulate test lint clean

@@ -32,6 +32,7 @@ class RayHead:
         self.object_store_mb = object_store_mb
         self.timeout = timeout
         self.address = f"127.0.0.1:{_free_port()}"
+        self.client_address = f"ray://127.0.0.1:{_free_port()}"  # Ray Client: a driver on no Ray node connects here
         self._proc: subprocess.Popen | None = None
 
     def __enter__(self) -> str:
@@ -41,7 +42,8 @@ class RayHead:
         port = self.address.rsplit(":", 1)[1]
         cmd = [cli, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", port,
                "--num-cpus", str(self.num_cpus), "--num-gpus", "0", "--include-dashboard", "false",
-               "--disable-usage-stats", "--temp-dir", str(self.temp_dir)]
+               "--disable-usage-stats", "--temp-dir", str(self.temp_dir),
+               "--ray-client-server-port", self.client_address.rsplit(":", 1)[1]]
         if self.object_store_mb:
             cmd += ["--object-store-memory", str(self.object_store_mb * 2**20)]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

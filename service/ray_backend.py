@@ -16,6 +16,7 @@ Ray is imported here only; the single-machine path never needs it installed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -66,8 +67,20 @@ def _worker_progress(stage_dir: Path, attempt: str) -> Progress:
     return report
 
 
+def _on_worker(job: TrainingJob | ScoringJob) -> TrainingJob | ScoringJob:
+    """The job with the device Ray gave this task: its GPU when it was given one (``RAY_NUM_GPUS``), else the CPU.
+
+    The service's ``DEVICE`` names its own machine's devices; on a worker Ray decides, and a task
+    without a GPU must not take one Ray does not count.
+    """
+    import ray
+
+    return dataclasses.replace(job, device="cuda" if ray.get_gpu_ids() else "cpu")
+
+
 def train_on_worker(job: TrainingJob, stage_dir: str) -> tuple[str, dict]:
     """Ray task: train, save into this attempt's own directory, return where it is and the metrics."""
+    job = _on_worker(job)
     stage = Path(stage_dir)
     attempt = f"attempt-{uuid.uuid4().hex[:8]}"
     started = time.time()
@@ -80,6 +93,7 @@ def train_on_worker(job: TrainingJob, stage_dir: str) -> tuple[str, dict]:
 
 def suggest_on_worker(job: TrainingJob, k: int, stage_dir: str) -> list[int]:
     """Ray task: the cold-start suggestions."""
+    job = _on_worker(job)
     picks = suggest_first(job, k, _worker_progress(Path(stage_dir), f"attempt-{uuid.uuid4().hex[:8]}"))
     return [int(t) for t in picks]
 
@@ -92,6 +106,7 @@ def _saved_model(version_dir: str, device: str) -> SAEClassifier:
 
 def score_on_worker(job: ScoringJob, start: int, stop: int) -> ShardScores:
     """Ray task: score one shard of the pool with the saved version."""
+    job = _on_worker(job)
     return score_pool(job, start, stop, _saved_model(job.version_dir, job.device))
 
 
@@ -100,14 +115,14 @@ class RayTrainingBackend(TrainingBackend):
 
     def __init__(self, staging_dir: Path, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_retries: int = 2, shard_size: int = 100_000, poll_seconds: float = 0.5,
-                 device: str = "auto") -> None:
+                 device: str = "auto", connect_seconds: float = 120.0) -> None:
         try:
             import ray
         except ImportError as e:
             raise RuntimeError("TRAINING_BACKEND=ray needs Ray: pip install 'sae-backend[ray]'") from e
         self.ray = ray
         if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, namespace="sae-backend")
+            self._connect(address, connect_seconds)
         self.staging_dir = Path(staging_dir)
         if self.staging_dir.exists():  # models a killed service never picked up; their trainings are resumed
             shutil.rmtree(self.staging_dir, ignore_errors=True)
@@ -122,6 +137,23 @@ class RayTrainingBackend(TrainingBackend):
         self._inflight: dict = {}
         self._closed = False
         self.workers: dict[int, dict] = {}
+
+    def _connect(self, address: str | None, seconds: float) -> None:
+        """Join the cluster, waiting for a head that is still starting (compose starts them side by side).
+
+        ``ray://host:10001`` connects through Ray Client, from a machine that is not a Ray node (the
+        compose setup); ``host:6379`` needs this machine to be a node of the cluster.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                self.ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, namespace="sae-backend")
+                return
+            except (ConnectionError, RuntimeError) as e:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"cannot reach the Ray cluster at {address or 'RAY_ADDRESS'}: {e}") from e
+                log.info("waiting for the Ray cluster at %s: %s", address, e)
+                time.sleep(2)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayTrainingBackend:

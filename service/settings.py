@@ -110,6 +110,12 @@ class Settings(BaseSettings):
             raise ValueError("SAE_CHANNELS must be comma-separated positive integers, e.g. 16,32,64")
         return v
 
+    @field_validator("model_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        """Jobs carry paths under it to Ray workers, which resolve a relative one against their own directory."""
+        return v.expanduser().resolve()
+
     @field_validator("class_distances")
     @classmethod
     def _distances_file(cls, v: Path | None) -> Path | None:

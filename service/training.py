@@ -147,7 +147,8 @@ def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | No
     """Score tasks ``start:stop`` of the job (loading the saved version when no model is given)."""
     model = model if model is not None else load_model(job.version_dir, job.device)
     ids, x = live_items(job.pool_dir, job.task_ids[start:stop])
-    return score_shard(model, ids, x, get_strategy(job.strategy, job.seed), job.keep, np.isin(ids, job.labeled_ids))
+    strategy = get_strategy(job.strategy, job.seed + start)  # a seed of its own: shards draw different numbers
+    return score_shard(model, ids, x, strategy, job.keep, np.isin(ids, job.labeled_ids))
 
 
 def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:

@@ -187,6 +187,10 @@ def test_the_ray_profile_shares_the_image_and_the_model_dir(compose: dict, backe
         assert svc["command"][:2] == ["ray", "start"] and "--block" in svc["command"], name
     head_port = next(a.split("=")[1] for a in ray_nodes["ray-head"]["command"] if a.startswith("--port="))
     assert f"--address=ray-head:{head_port}" in ray_nodes["ray-gpu-worker"]["command"]
+    client_port = next(a.split("=")[1] for a in ray_nodes["ray-head"]["command"]
+                       if a.startswith("--ray-client-server-port="))
+    documented = re.search(r"RAY_ADDRESS=ray://ray-head:(\d+)", COMPOSE.read_text())
+    assert documented and documented.group(1) == client_port, "the backend is no Ray node: it joins by Ray Client"
     devices = ray_nodes["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     env = env_map(backend["environment"])

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,14 +27,21 @@ from connectors.ray_head import RayHead  # noqa: E402
 from service.ray_backend import RayTrainingBackend  # noqa: E402
 
 CLASSES = [str(i) for i in range(10)]
+ROOT = Path(__file__).resolve().parents[2]
 N = 300
 
 
 @pytest.fixture(scope="module")
-def ray_address(tmp_path_factory) -> str:
+def ray_head(tmp_path_factory) -> RayHead:
     """A two-CPU Ray head on loopback for this module; the driver (this process) connects to it."""
-    with RayHead(tmp_path_factory.mktemp("ray"), num_cpus=2, object_store_mb=150) as address:
-        yield address
+    head = RayHead(tmp_path_factory.mktemp("ray"), num_cpus=2, object_store_mb=150)
+    with head:
+        yield head
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_head: RayHead) -> str:
+    return ray_head.address
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +211,36 @@ def test_a_shutdown_cancels_the_cluster_job_and_the_next_start_resumes_it(ray_ad
     m2, _, _ = make(tmp_path, backend=again, sae_epochs=3)
     assert m2.runner.wait_idle(120)
     assert again.runs == 1 and m2.projects[1].version_name == "sae-v1"
+
+
+CLIENT_DRIVER = """
+import json, pickle, sys
+from pathlib import Path
+from service.ray_backend import RayTrainingBackend
+job, address, staging = pickle.loads(Path(sys.argv[1]).read_bytes())
+backend = RayTrainingBackend(Path(staging), address, poll_seconds=0.1, device="cpu", connect_seconds=30)
+result = backend.run(job)
+print(json.dumps({"backend": result.metrics["backend"], "labeled": result.metrics["labeled"],
+                  "cv": result.model.svm_.coef_.shape[0]}))
+"""
+
+
+def test_a_driver_on_no_ray_node_trains_through_ray_client(ray_head: RayHead, pool_dir, digits_labels,
+                                                           tmp_path) -> None:
+    """The compose setup: the backend's container is not a Ray node and joins at ray://head:10001."""
+    spec = tmp_path / "job.pkl"
+    spec.write_bytes(pickle.dumps((job(pool_dir, digits_labels, epochs=1), ray_head.client_address,
+                                   str(tmp_path / "staging"))))
+    out = subprocess.run([sys.executable, "-c", CLIENT_DRIVER, str(spec)], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads(out.stdout.strip().splitlines()[-1])
+    assert metrics == {"backend": "ray", "labeled": int((digits_labels[:N] >= 0).sum()), "cv": len(CLASSES)}
+
+
+def test_a_worker_trains_on_the_device_ray_gave_it(ray_address) -> None:
+    from service.ray_backend import _on_worker
+
+    task = ray.remote(num_cpus=1, num_gpus=0)(lambda j: _on_worker(j).device)
+    spec = TrainingJob(1, "pool", np.arange(3), {}, CLASSES, SAESettings(), None, "cuda:1")
+    assert ray.get(task.remote(spec)) == "cpu", "no GPU from Ray: the CPU, whatever the service's DEVICE"

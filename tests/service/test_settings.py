@@ -101,3 +101,8 @@ def test_serve_refuses_to_start_on_invalid_settings(monkeypatch: pytest.MonkeyPa
     assert main(["serve", "--port", "1"]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PUSH_TOP_K" in err[0]
+
+
+def test_model_dir_is_made_absolute_so_remote_jobs_resolve_it_alike(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings(model_dir="model_store").model_dir == tmp_path.resolve() / "model_store"

@@ -171,6 +171,15 @@ def test_a_task_deleted_after_the_job_was_made_is_left_out_not_a_failure(pool_di
     assert len(suggest_first(dataclasses.replace(spec, labels={}), 5)) == 5
 
 
+def test_shards_of_a_random_ranking_draw_their_own_numbers(pool_dir: str, digits_labels: np.ndarray,
+                                                           tmp_path) -> None:
+    save_model(train_project(job(pool_dir, digits_labels)).model, tmp_path / "v1")
+    scoring = ScoringJob(pool_dir, np.arange(1000, 1000 + N), np.zeros(0, np.int64), str(tmp_path / "v1"), "random",
+                         10)
+    first, second = score_pool(scoring, 0, 100), score_pool(scoring, 100, 200)
+    assert not np.allclose(first.part.values, second.part.values), "the same draws would favour the earlier shard"
+
+
 def test_one_class_is_not_enough(pool_dir: str, digits: Dataset) -> None:
     y = np.full(N, -1)
     y[:20] = 4
