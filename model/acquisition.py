@@ -412,8 +412,36 @@ def strategy_options(name: str) -> list[str]:
     return [k for k in inspect.signature(STRATEGIES[name]).parameters if k != "random_state"]
 
 
+def parse_option(pair: str) -> tuple[str, float] | None:
+    """``"until=500"`` -> ``("until", 500)`` (whole numbers as ints); None when it is not KEY=NUMBER."""
+    key, sep, value = pair.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    if not sep or not key.strip():
+        return None
+    return key.strip(), int(number) if number.is_integer() else number
+
+
+def parse_spec(spec: str) -> tuple[str, dict[str, float]]:
+    """``"typicality-margin:until=500"`` -> ``("typicality-margin", {"until": 500})``: a strategy with its options
+    in one string, so a setting or a saved snapshot that holds a strategy's name can hold its options too."""
+    name, _, rest = str(spec).partition(":")
+    options: dict[str, float] = {}
+    for pair in filter(None, (p.strip() for p in rest.split(","))):
+        parsed = parse_option(pair)
+        if parsed is None:
+            raise ValueError(f"strategy option {pair!r} is not KEY=NUMBER (e.g. typicality-margin:until=500)")
+        options[parsed[0]] = parsed[1]
+    return name.strip(), options
+
+
 def get_strategy(name: str, random_state: int | None = None, options: dict | None = None) -> QueryStrategy:
-    """Strategy by its name, e.g. ``margin`` or ``random``; ``options`` set its parameters (e.g. ``until``)."""
+    """Strategy by its name, e.g. ``margin`` or ``random``, or a spec with options (``typicality-margin:until=500``);
+    ``options`` set further parameters."""
+    name, spec_options = parse_spec(name)
+    options = {**spec_options, **(options or {})}
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}: choose from {', '.join(STRATEGIES)}")
     cls = STRATEGIES[name]

@@ -145,10 +145,12 @@ class Settings(BaseSettings):
     @field_validator("query_strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        from model.acquisition import STRATEGIES
+        from model.acquisition import get_strategy
 
-        if v not in STRATEGIES:
-            raise ValueError(f"QUERY_STRATEGY must be one of {', '.join(STRATEGIES)}")
+        try:
+            get_strategy(v)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"QUERY_STRATEGY: {e}") from None
         return v
 
     @model_validator(mode="after")

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from connectors.datasets import Dataset, DatasetError, load_dataset
-from model.acquisition import TypicalitySampling, get_strategy, rank, strategy_options
+from model.acquisition import TypicalitySampling, get_strategy, parse_option, rank, strategy_options
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.networks import NETWORK_KINDS
@@ -164,14 +164,10 @@ def parse_options(pairs: list[str], flag: str = "--strategy-option") -> dict[str
     """``["until=500"]`` -> ``{"until": 500}``: numbers stay ints where they are whole."""
     out: dict[str, float] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        try:
-            number = float(value)
-        except ValueError:
-            number = None
-        if not sep or not key or number is None:
+        parsed = parse_option(pair)
+        if parsed is None:
             raise SimulationError(f"{flag} wants KEY=NUMBER, got {pair!r}")
-        out[key] = int(number) if number.is_integer() else number
+        out[parsed[0]] = parsed[1]
     return out
 
 

@@ -359,3 +359,13 @@ def test_typicality_through_rank_sees_the_labeled_at_the_rate_the_pool_was_subsa
     seen.clear()
     rank(Recording(max_items=5000, max_clusters=50), np.zeros((4000, 2)), 10, candidates, codes)
     assert seen == [800], "a pool under max_items keeps every labeled code"
+
+
+def test_a_strategy_spec_carries_its_options_in_one_string() -> None:
+    s = get_strategy("typicality-margin:until=500,neighbours=10")
+    assert (s.until, s.neighbours) == (500, 10)
+    assert get_strategy("typicality-margin:until=500", options={"until": 200}).until == 200, "explicit options win"
+    with pytest.raises(ValueError, match="not KEY=NUMBER"):
+        get_strategy("typicality-margin:until")
+    with pytest.raises(ValueError, match="has no option 'k'"):
+        get_strategy("margin:k=3")

@@ -331,3 +331,15 @@ def test_a_label_config_edited_without_setup_is_taken_at_the_next_poll(tmp_path)
     status = app.get("/projects/1/status").json()
     assert m.projects[1].config.classes[-1] == "0", "an unusable edit keeps the config in use"
     assert "single" in status["label_config_error"] or "multiple" in status["label_config_error"]
+
+
+def test_query_strategy_options_reach_the_served_ranking(tmp_path) -> None:
+    heads = {}
+    for until in (10, 1000):  # 40 labels: margin past the switch, typicality before it
+        spec = f"typicality-margin:until={until}"
+        m, app, _, _ = first_version(tmp_path / str(until), query_strategy=spec)
+        assert app.get("/projects/1/status").json()["query_strategy"] == spec
+        heads[until] = [r["task"] for r in app.get("/projects/1/ranking?limit=10").json()["ranking"]]
+    margin, _, _, _ = first_version(tmp_path / "margin", query_strategy="margin")
+    assert heads[10] == margin.projects[1].served.head_ids[:10].tolist(), "past its switch it ranks as margin"
+    assert heads[1000] != heads[10], "before it, typicality"

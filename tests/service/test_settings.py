@@ -58,6 +58,8 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"SAE_MAX_SHIFT": "-1"}, "SAE_MAX_SHIFT"),
     ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
     ({"QUERY_STRATEGY": "loudest"}, "QUERY_STRATEGY"),
+    ({"QUERY_STRATEGY": "typicality-margin:until"}, "QUERY_STRATEGY"),
+    ({"QUERY_STRATEGY": "margin:until=3"}, "QUERY_STRATEGY"),
     ({"SAE_CHANNELS": "16,0"}, "SAE_CHANNELS"),
     ({"SAE_WARM_STEPS": "0"}, "SAE_WARM_STEPS"),
     ({"SAE_SELF_TRAINING_THRESHOLD": "1.5"}, "SAE_SELF_TRAINING_THRESHOLD"),
@@ -106,3 +108,8 @@ def test_serve_refuses_to_start_on_invalid_settings(monkeypatch: pytest.MonkeyPa
 def test_model_dir_is_made_absolute_so_remote_jobs_resolve_it_alike(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.chdir(tmp_path)
     assert Settings(model_dir="model_store").model_dir == tmp_path.resolve() / "model_store"
+
+
+def test_query_strategy_takes_a_strategy_with_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUERY_STRATEGY", "typicality-margin:until=500")
+    assert Settings().query_strategy == "typicality-margin:until=500"
