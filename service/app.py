@@ -124,7 +124,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         pid = project_id(body.project) if body.project is not None else None
         if pid is None:
             raise HTTPException(422, "missing project")
-        st = m.get(pid)
+        st = m.get(pid, create=bool(body.label_config))  # an id alone does not register a project
+        if st is None:
+            return {"results": [], "model_version": None}
         if st.config is None and body.label_config:
             m.setup(pid, body.label_config, None, None)
         results = m.predict_tasks(st, body.tasks)
@@ -209,7 +211,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             raise HTTPException(status.HTTP_409_CONFLICT, "no latent codes yet: the project has not been trained")
         ids = served.latent["ids"]
         marked = np.flatnonzero(np.isin(ids, served.head_ids[: max(settings.push_top_k, 1)]))
-        png = latent_png(served.latent["z"], served.latent["y"], st.config.classes, marked,
+        png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
                          title=f"project {st.id}, {served.name}: codes among class anchors",
                          centres=served.model.class_centres_)
         return Response(png, media_type="image/png")
@@ -222,7 +224,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
 
         if st.served is None or st.config is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no model yet: the project has not been trained")
-        classes = st.config.classes
+        classes = st.served.class_names  # the model's classes, in its order: the config may have changed since
         for c in (source, target):
             if c not in classes:
                 raise HTTPException(422, f"unknown class {c!r}; classes: {classes}")

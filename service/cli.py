@@ -102,7 +102,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the Label Studio ML backend (settings from the environment / .env)")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=9090)
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
 def _run_serve(a: argparse.Namespace) -> int:
@@ -145,8 +145,17 @@ def _run_demo(a: argparse.Namespace) -> int:
     from connectors.datasets import DatasetError
     from service.demo import DemoSettings, run_demo
 
+    problems = []
     if a.rounds < 1 or a.per_round < 2:
-        print("sae-backend demo: error: --rounds must be >= 1 and --per-round >= 2", file=sys.stderr)
+        problems.append("--rounds must be >= 1 and --per-round >= 2")
+    if a.tasks is not None and a.tasks - a.tasks // 5 < a.per_round * (a.rounds + 1):
+        problems.append(f"--tasks {a.tasks} is too few: a fifth is held out, and the rest must cover "
+                        f"{a.rounds + 1} batches of --per-round {a.per_round}")
+    for flag, value in (("--epochs", a.epochs), ("--warm-epochs", a.warm_epochs)):
+        if value is not None and value < 1:
+            problems.append(f"{flag} must be >= 1")
+    if problems:
+        print(f"sae-backend demo: error: {problems[0]}", file=sys.stderr)
         return 2
     try:
         run_demo(DemoSettings(dataset=a.dataset, data_path=a.data_path, rounds=a.rounds, per_round=a.per_round,

@@ -127,7 +127,7 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     for k, name in enumerate(class_names):
         sel = np.flatnonzero(labels == k)
         if len(sel):
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=str(name))
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=_plain(str(name)))
     if marked is not None and len(marked):
         ax.scatter(xy[marked, 0], xy[marked, 1], s=40, facecolors="none", edgecolors="black",
                    linewidths=1.0, label="pushed for labeling")
@@ -147,5 +147,10 @@ def morph_png(images: np.ndarray, title: str = "") -> bytes:
                   cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)
         ax.axis("off")
     if title:
-        fig.suptitle(title, fontsize=9)
+        fig.suptitle(_plain(title), fontsize=9)
     return _png(fig)
+
+
+def _plain(text: str) -> str:
+    """A team's class name as written: matplotlib reads text between two ``$`` as a formula (and can fail on it)."""
+    return text.replace("$", r"\$")

@@ -118,6 +118,9 @@ class SimulationSettings:
                                   f"{', '.join(sorted(TYPICAL_PARAMS))}")
         if self.init_from_start and self.initial_strategy != "typicality":
             raise SimulationError("--init-from-start needs --initial-strategy typicality (it trains the start)")
+        if self.consistency > 0 and not (self.max_shift > 0 or self.flip or self.cutout > 0):
+            raise SimulationError("--consistency compares two augmentations of an item: add --max-shift, --flip or "
+                                  "--cutout (as SAE_CONSISTENCY needs SAE_MAX_SHIFT or SAE_FLIP)")
         if self.members < 1:
             raise SimulationError(f"--members must be at least 1, got {self.members}")
         if self.init_from_start and self.members > 1:

@@ -239,3 +239,25 @@ def test_basic_auth_on_every_route(tmp_path):
         assert getattr(app, method)(route).status_code == 401
         assert getattr(app, method)(route, auth=("u", "wrong")).status_code == 401
     assert app.get("/health", auth=("u", "p")).status_code == 200
+
+
+def test_morph_names_the_classes_the_model_learned_after_the_config_changed(tmp_path) -> None:
+    from PIL import Image
+
+    from model.morph import morph
+    from service.plots import morph_png
+
+    m, app, _ = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    reversed_config = CONFIG.replace("".join(f'<Choice value="{i}"/>' for i in range(10)),
+                                     "".join(f'<Choice value="{i}"/>' for i in reversed(range(10))))
+    app.post("/setup", json={"project": "1.1", "schema": reversed_config})
+    assert m.projects[1].config.classes[0] == "9"
+    r = app.get("/projects/1/morph.png", params={"from": "1", "to": "2"})
+    assert r.status_code == 200
+    expected = morph_png(morph(m.projects[1].served.model, 1, 2, 8), "1 -> 2")
+    pixels = [np.asarray(Image.open(io.BytesIO(b))) for b in (r.content, expected)]
+    np.testing.assert_array_equal(*pixels)
+    assert app.get("/projects/1/latent.png").status_code == 200

@@ -166,3 +166,12 @@ def test_with_basic_auth_the_api_pages_are_not_served(tmp_path):
         assert app.get(route, auth=("ann", "secret")).status_code == 404
     _, app, _ = make(tmp_path / "open")
     assert app.get("/openapi.json").status_code == 200
+
+
+def test_predict_for_an_unknown_project_id_registers_nothing(tmp_path):
+    m, app, _ = make(tmp_path)
+    r = app.post("/predict", json={"project": "424242.1", "tasks": [{"id": 1, "data": {}}]})
+    assert r.status_code == 200 and r.json() == {"results": [], "model_version": None}
+    assert app.get("/projects/424242/status").status_code == 404 and 424242 not in m.projects
+    app.get("/versions")
+    assert not (tmp_path / "project-424242").exists()

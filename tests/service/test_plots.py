@@ -28,3 +28,13 @@ def test_learning_curve_png() -> None:
     runs = [{"model": "sae", "strategy": "margin", "seed": s,
              "curve": [{"labeled": 10, "test_error": 0.3}, {"labeled": 20, "test_error": 0.2}]} for s in (0, 1)]
     assert learning_curve_png(runs, title="x").startswith(PNG)
+
+
+def test_class_names_with_dollar_signs_are_drawn_as_written() -> None:
+    from service.plots import latent_png, morph_png
+
+    rng = np.random.default_rng(0)
+    z, y = rng.normal(size=(60, 4)), np.arange(60) % 3
+    names = ["$_$", "$%$", "price $5 (50%)"]  # matplotlib would read $...$ as a formula, and fail on these
+    assert latent_png(z, y, names, np.arange(3), title="t", centres=rng.normal(size=(3, 4))).startswith(PNG)
+    assert morph_png(rng.random((4, 1, 8, 8)), f"{names[2]} -> {names[0]}").startswith(PNG)

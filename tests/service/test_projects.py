@@ -337,7 +337,7 @@ def test_query_strategy_options_reach_the_served_ranking(tmp_path) -> None:
     heads = {}
     for until in (10, 1000):  # 40 labels: margin past the switch, typicality before it
         spec = f"typicality-margin:until={until}"
-        m, app, _, _ = first_version(tmp_path / str(until), query_strategy=spec)
+        _, app, _, _ = first_version(tmp_path / str(until), query_strategy=spec)
         assert app.get("/projects/1/status").json()["query_strategy"] == spec
         heads[until] = [r["task"] for r in app.get("/projects/1/ranking?limit=10").json()["ranking"]]
     margin, _, _, _ = first_version(tmp_path / "margin", query_strategy="margin")

@@ -341,6 +341,7 @@ def test_init_features_only_keeps_the_start_s_features_and_starts_the_code_maps_
     ("typical_params", {"lam": 0.5}, "--typical-param lam"),
     ("init_from_start", True, "--init-from-start needs --initial-strategy typicality"),
     ("members", 0, "--members must be at least 1"),
+    ("consistency", 1.0, "--consistency compares two augmentations"),
     ("typical_params", {"latent_dim": 0}, "--typical-param: latent_dim must be at least 1"),
     ("typical_params", {"lr": -1e-3}, "--typical-param: lr must be non-negative"),
     ("typical_params", {"lr": float("nan")}, "--typical-param: lr must be non-negative"),
