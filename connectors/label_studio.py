@@ -15,7 +15,7 @@ import itertools
 import json
 import mimetypes
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import httpx
@@ -507,3 +507,14 @@ class LabelStudioClient:
     @_wrap
     def list_webhooks(self, project_id: int) -> list[dict]:
         return [_dump(w) for w in self.ls.webhooks.list(project=str(int(project_id)))]
+
+    @_wrap
+    def ensure_webhook(self, project_id: int, url: str, actions: Sequence[str],
+                       headers: dict[str, str] | None = None) -> int:
+        """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL)."""
+        for w in self.ls.webhooks.list(project=str(int(project_id))):
+            if (w.url or "").rstrip("/") == url.rstrip("/"):
+                return int(w.id)
+        return int(self.ls.webhooks.create(project=int(project_id), url=url, actions=list(actions),
+                                           send_payload=True, send_for_all_actions=False, is_active=True,
+                                           headers=headers or {}).id)

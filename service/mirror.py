@@ -185,6 +185,32 @@ class ProjectMirror:
                 self._touched.update(touched)
         return touched
 
+    def upsert_queue_annotation(self, source_task_id: int, annotation: dict) -> None:
+        """A queue project's ANNOTATION_CREATED / UPDATED, counted for the source task it copies."""
+        slim = _slim(annotation)
+        with self.lock:
+            anns = [a for a in self.queue_annotations.get(int(source_task_id), []) if a.get("id") != slim.get("id")]
+            self.queue_annotations[int(source_task_id)] = [*anns, slim]
+            if self._touched is not None:
+                self._touched.add(int(source_task_id))
+
+    def remove_queue_annotations(self, annotation_ids: Iterable[int]) -> list[int]:
+        """A queue project's ANNOTATIONS_DELETED; returns the source tasks that lost one."""
+        gone = {int(i) for i in annotation_ids}
+        touched = []
+        with self.lock:
+            for tid, anns in list(self.queue_annotations.items()):
+                keep = [a for a in anns if a.get("id") not in gone]
+                if len(keep) != len(anns):
+                    touched.append(tid)
+                    if keep:
+                        self.queue_annotations[tid] = keep
+                    else:
+                        del self.queue_annotations[tid]
+            if self._touched is not None:
+                self._touched.update(touched)
+        return touched
+
     @contextmanager
     def _webhooks_win(self) -> Iterator[set[int]]:
         """While a scan reads Label Studio, collect the tasks webhooks change: theirs is the newer word."""
@@ -383,8 +409,10 @@ class ProjectMirror:
 
     def scan_queue(self, client: LabelStudioClient, queue_project_id: int) -> None:
         """Labels made in the queue project count for their source tasks."""
-        fresh: dict[int, list[dict]] = {}
-        for source, anns in client.queue_labels(queue_project_id):
-            fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
-        with self.lock:
-            self.queue_annotations = fresh
+        with self._webhooks_win() as touched:
+            fresh: dict[int, list[dict]] = {}
+            for source, anns in client.queue_labels(queue_project_id):
+                fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
+            with self.lock:
+                kept = {t: self.queue_annotations[t] for t in touched if self.queue_annotations.get(t)}
+                self.queue_annotations = {t: a for t, a in fresh.items() if t not in touched} | kept

@@ -275,6 +275,9 @@ class ProjectManager:
     # ---- changes in ----------------------------------------------------------------------------
     def on_event(self, pid: int, action: str, body: dict) -> str:
         """Record one webhook's change in the mirror at once; anything slow goes to a background thread."""
+        source = self._queue_source(pid)
+        if source is not None:
+            return self._queue_event(source, action, body)
         st = self.get(pid)
         if action == "START_TRAINING":
             return self.request_training(pid, "START_TRAINING")
@@ -304,6 +307,32 @@ class ProjectManager:
             if m.ingested:
                 m.remove_tasks([int(t["id"]) for t in tasks])
             return "removed"
+        return "ignored"
+
+    def _queue_source(self, pid: int) -> ProjectState | None:
+        """The project whose queue project ``pid`` is (its webhook, registered with BACKEND_URL, lands here too)."""
+        with self._lock:
+            states = list(self.projects.values())
+        if any(st.id == pid for st in states):
+            return None
+        return next((st for st in states if st.queue_project_id == pid), None)
+
+    def _queue_event(self, source: ProjectState, action: str, body: dict) -> str:
+        """A label made, corrected or deleted in the queue project counts for the source task it copies."""
+        m = self.mirror(source)
+        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+            ann = _object(body.get("annotation") or {}, "annotation")
+            task = _object(body.get("task") or {}, "task")
+            src = (task.get("meta") or {}).get("source_task") if isinstance(task.get("meta"), dict) else None
+            if src is None or ann.get("id") is None:
+                return "ignored"
+            _task_id(ann["id"], "annotation.id")
+            m.upsert_queue_annotation(_task_id(src, "task.meta.source_task"), ann)
+            return self.labels_changed(source.id, f"queue {action}")
+        if action == "ANNOTATIONS_DELETED":
+            m.remove_queue_annotations([_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
+                                        for a in _list(body.get("annotations"), "annotations")])
+            return self.labels_changed(source.id, f"queue {action}")
         return "ignored"
 
     def request_training(self, pid: int, reason: str) -> str:

@@ -40,6 +40,7 @@ from service.served import ServedVersion
 from service.settings import Settings
 from service.versions import own_version_number
 
+QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 log = logging.getLogger("sae_backend.push")
 VIEW_TITLE = "Most uncertain first"
 UNLABELED_FILTER = {"conjunction": "and", "items": [
@@ -181,6 +182,9 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if settings.push_mode == "queue" and top:
         try:
             queue_id = step(client.ensure_queue_project, pid)
+            if settings.backend_url:  # the queue's labels then arrive at once, corrections included
+                step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook", QUEUE_ACTIONS,
+                     settings.basic_auth_header())
             data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
             step(client.copy_to_queue, queue_id, [{"id": t, "data": data[t]["data"]} for t, _ in top if t in data])
         except PushError as e:

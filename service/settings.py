@@ -6,6 +6,7 @@ Names follow what Label Studio ML backend users already know (``LABEL_STUDIO_URL
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     stop_set_size: int = Field(2000, ge=10)
     stop_kappa: float = Field(0.99, gt=0, le=1)
     push_mode: Literal["view", "queue"] = "view"
+    backend_url: str | None = None
     data_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     device: str = "auto"
     training_backend: Literal["local", "ray"] = "local"
@@ -129,6 +131,13 @@ class Settings(BaseSettings):
                 raise ValueError("CLASS_DISTANCES must hold a JSON object: {class: {class: distance}} or "
                                  "{\"classes\": [...], \"distances\": [[...]]}")
         return v
+
+    def basic_auth_header(self) -> dict[str, str]:
+        """What Label Studio must send along to reach this backend when basic auth is on (none otherwise)."""
+        if not self.basic_auth_user or self.basic_auth_pass is None:
+            return {}
+        token = base64.b64encode(f"{self.basic_auth_user}:{self.basic_auth_pass.get_secret_value()}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
 
     def sae_settings(self) -> SAESettings:
         """The autoencoder settings a training job carries."""

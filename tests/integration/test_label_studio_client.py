@@ -216,3 +216,13 @@ def test_restart_keeps_url_and_data(label_studio: LabelStudioServer, ls_client: 
     label_studio.restart()
     assert label_studio.url == url
     assert [t["id"] for t in ls_client.iter_tasks(digits_project)] == ids
+
+
+def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioClient, digits_project: int) -> None:
+    url = "http://127.0.0.1:9/webhook"
+    actions = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
+    first = ls_client.ensure_webhook(digits_project, url, actions, {"Authorization": "Basic YW5uOnB3"})
+    assert ls_client.ensure_webhook(digits_project, url + "/", actions) == first, "found again by its URL"
+    (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
+    assert hook["send_payload"] is True and hook["send_for_all_actions"] is False
+    assert sorted(hook["actions"]) == sorted(actions) and hook["headers"] == {"Authorization": "Basic YW5uOnB3"}

@@ -343,3 +343,23 @@ def test_query_strategy_options_reach_the_served_ranking(tmp_path) -> None:
     margin, _, _, _ = first_version(tmp_path / "margin", query_strategy="margin")
     assert heads[10] == margin.projects[1].served.head_ids[:10].tolist(), "past its switch it ranks as margin"
     assert heads[1000] != heads[10], "before it, typicality"
+
+
+def test_a_queue_project_s_webhook_counts_for_the_source_task_at_once(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.projects[1].queue_project_id = 77
+    source = next(t["id"] for t in client.tasks if not t["annotations"])
+    queue_task = {"id": 9001, "data": {}, "meta": {"source_task": source}}
+    ann = {**choice("3", 555), "task": 9001}
+    r = app.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 77}, "annotation": ann,
+                                   "task": queue_task})
+    assert r.status_code == 200 and r.json()["status"] == "below-threshold"
+    labels = m.mirror(m.projects[1]).labels(m.projects[1].config)[0]
+    assert labels[source] == 3 and 77 not in m.projects, "the queue is no project of its own"
+    fixed = {**choice("4", 555), "task": 9001}
+    app.post("/webhook", json={"action": "ANNOTATION_UPDATED", "project": {"id": 77}, "annotation": fixed,
+                               "task": queue_task})
+    assert m.mirror(m.projects[1]).labels(m.projects[1].config)[0][source] == 4, "a correction counts at once"
+    app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77}, "annotations": [{"id": 555}]})
+    assert source not in m.mirror(m.projects[1]).labels(m.projects[1].config)[0]
+    assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "created, corrected, deleted: net zero"

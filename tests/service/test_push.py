@@ -64,6 +64,10 @@ class Recorder:
         self._call("bulk_mark", pid, marks, key, previous, keep_existing)
         return len(marks) + len(previous or ())
 
+    def ensure_webhook(self, pid, url, actions, headers=None):
+        self._call("ensure_webhook", pid, url, tuple(actions), headers)
+        return 3
+
     def ensure_queue_project(self, pid):
         self._call("ensure_queue_project", pid)
         return 99
@@ -258,3 +262,16 @@ def test_predictions_name_the_class_the_model_learned_when_the_config_changed_si
     client = Recorder()
     push_version(client, 1, removed, served(), _settings(tmp_path), PushState())
     assert [r["result"] for r in client.rows] == [[], []], "a class the config lost gets no result, not another's"
+
+
+def test_with_backend_url_the_queue_project_sends_its_labels_here(tmp_path) -> None:
+    client = Recorder()
+    push(client, tmp_path, push_mode="queue")
+    assert not [c for c in client.calls if c[0] == "ensure_webhook"], "no BACKEND_URL: counters and scans only"
+    client = Recorder()
+    push(client, tmp_path, push_mode="queue", backend_url="http://sae:9090/", basic_auth_user="ann",
+         basic_auth_pass="pw")
+    (call,) = [c for c in client.calls if c[0] == "ensure_webhook"]
+    assert call[1:4] == (99, "http://sae:9090/webhook", ("ANNOTATION_CREATED", "ANNOTATION_UPDATED",
+                                                        "ANNOTATIONS_DELETED"))
+    assert call[4] == {"Authorization": "Basic YW5uOnB3"}
