@@ -161,52 +161,46 @@ class ProjectMirror:
     # ---- changes from webhooks --------------------------------------------------------------------
     def upsert_annotation(self, task_id: int, annotation: dict) -> None:
         """ANNOTATION_CREATED / ANNOTATION_UPDATED: the annotation replaces any earlier copy of itself."""
-        slim = _slim(annotation)
-        with self.lock:
-            anns = [a for a in self.annotations.get(int(task_id), []) if a.get("id") != slim.get("id")]
-            self.annotations[int(task_id)] = [*anns, slim]
-            if self._touched is not None:
-                self._touched.add(int(task_id))
+        self._upsert(False, task_id, annotation)
 
     def remove_annotations(self, annotation_ids: Iterable[int]) -> list[int]:
         """ANNOTATIONS_DELETED carries only ids; returns the tasks that lost one."""
-        gone = {int(i) for i in annotation_ids}
-        touched = []
-        with self.lock:
-            for tid, anns in list(self.annotations.items()):
-                keep = [a for a in anns if a.get("id") not in gone]
-                if len(keep) != len(anns):
-                    touched.append(tid)
-                    if keep:
-                        self.annotations[tid] = keep
-                    else:
-                        del self.annotations[tid]
-            if self._touched is not None:
-                self._touched.update(touched)
-        return touched
+        return self._remove(False, annotation_ids)
 
     def upsert_queue_annotation(self, source_task_id: int, annotation: dict) -> None:
         """A queue project's ANNOTATION_CREATED / UPDATED, counted for the source task it copies."""
-        slim = _slim(annotation)
-        with self.lock:
-            anns = [a for a in self.queue_annotations.get(int(source_task_id), []) if a.get("id") != slim.get("id")]
-            self.queue_annotations[int(source_task_id)] = [*anns, slim]
-            if self._touched is not None:
-                self._touched.add(int(source_task_id))
+        self._upsert(True, source_task_id, annotation)
 
     def remove_queue_annotations(self, annotation_ids: Iterable[int]) -> list[int]:
         """A queue project's ANNOTATIONS_DELETED; returns the source tasks that lost one."""
+        return self._remove(True, annotation_ids)
+
+    def _store(self, queue: bool) -> dict[int, list[dict]]:
+        """Read under the lock: a scan replaces the whole dict, and a change must land in the new one."""
+        return self.queue_annotations if queue else self.annotations
+
+    def _upsert(self, queue: bool, task_id: int, annotation: dict) -> None:
+        slim = _slim(annotation)
+        with self.lock:
+            store = self._store(queue)
+            anns = [a for a in store.get(int(task_id), []) if a.get("id") != slim.get("id")]
+            store[int(task_id)] = [*anns, slim]  # a new list: labels() knows the task changed
+            if self._touched is not None:
+                self._touched.add(int(task_id))
+
+    def _remove(self, queue: bool, annotation_ids: Iterable[int]) -> list[int]:
         gone = {int(i) for i in annotation_ids}
         touched = []
         with self.lock:
-            for tid, anns in list(self.queue_annotations.items()):
+            store = self._store(queue)
+            for tid, anns in list(store.items()):
                 keep = [a for a in anns if a.get("id") not in gone]
                 if len(keep) != len(anns):
                     touched.append(tid)
                     if keep:
-                        self.queue_annotations[tid] = keep
+                        store[tid] = keep
                     else:
-                        del self.queue_annotations[tid]
+                        del store[tid]
             if self._touched is not None:
                 self._touched.update(touched)
         return touched
