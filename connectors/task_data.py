@@ -47,7 +47,7 @@ MAX_REDIRECTS = 3
 ACCESS_TOKEN_TTL_SECONDS = 240.0
 REDIRECT_CODES = {301, 302, 303, 307, 308}
 CLOUD_SCHEMES = {"s3", "gs", "gcs", "azure-blob", "azure", "abfs", "wasb", "wasbs"}
-_RESOLVE_PATH = re.compile(r"/tasks/\d+/resolve/?")
+_RESOLVE_PATH = re.compile(r"/(tasks|projects)/\d+/(resolve|presign)/?")  # how Label Studio serves storage objects
 _JWT_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 
 
@@ -548,8 +548,8 @@ class DataFetcher:
         if self._ls_prefix and path.startswith(self._ls_prefix + "/"):
             path = path[len(self._ls_prefix):]
         if not (path.startswith(("/data/", "/storage-data/")) or _RESOLVE_PATH.fullmatch(path)):
-            raise TaskDataError(f"refused {self._shown(url)}: Label Studio is read only under /data/... and "
-                                "/tasks/<id>/resolve/")
+            raise TaskDataError(f"refused {self._shown(url)}: Label Studio is read only under /data/... and its "
+                                "storage resolvers (/tasks/<id>/resolve/, /presign/)")
 
     def _status_message(self, url: str, status: int, to_ls: bool) -> str:
         message = f"GET {self._shown(url)} answered HTTP {status}"

@@ -69,10 +69,11 @@ class QueryStrategy:
         return v / (1.0 + np.abs(v)) * 0.5 + 0.5
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
-               labeled: np.ndarray | None = None) -> np.ndarray:
+               labeled: np.ndarray | None = None, n_labeled: int | None = None) -> np.ndarray:
         """The ``k`` rows of ``pool`` to ask first, best first (default: smallest values).
 
-        ``labeled`` holds the codes of the items already labeled, for strategies with ``needs_labeled``.
+        ``labeled`` holds the codes of the items already labeled, for strategies with ``needs_labeled``
+        (a sample of them on a large pool); ``n_labeled`` is how many there are in all (default: ``len(labeled)``).
         """
         return pool[_smallest(values[pool], k)]
 
@@ -172,7 +173,7 @@ class ClusterMarginSampling(MarginSampling):
         self.random_state = random_state
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
-               labeled: np.ndarray | None = None) -> np.ndarray:
+               labeled: np.ndarray | None = None, n_labeled: int | None = None) -> np.ndarray:
         k = min(int(k), len(pool))
         if codes is None:
             raise ValueError(f"{self.name} needs the items' latent codes")
@@ -228,7 +229,7 @@ class TypicalitySampling(QueryStrategy):
         return self.select(np.zeros(len(codes)), codes, k, np.arange(len(codes)))
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
-               labeled: np.ndarray | None = None) -> np.ndarray:
+               labeled: np.ndarray | None = None, n_labeled: int | None = None) -> np.ndarray:
         k = min(int(k), len(pool))
         if codes is None:
             raise ValueError(f"{self.name} needs the items' latent codes")
@@ -298,8 +299,9 @@ class TypicalityThenMargin(MarginSampling):
         return TypicalitySampling(self.neighbours, self.max_items, self.max_clusters, self.random_state)
 
     def select(self, values: np.ndarray, codes: np.ndarray | None, k: int, pool: np.ndarray,
-               labeled: np.ndarray | None = None) -> np.ndarray:
-        if (0 if labeled is None else len(labeled)) < int(self.until):
+               labeled: np.ndarray | None = None, n_labeled: int | None = None) -> np.ndarray:
+        count = n_labeled if n_labeled is not None else (0 if labeled is None else len(labeled))
+        if count < int(self.until):  # the labels there are, not the sample of their codes
             return self._typicality().select(values, codes, k, pool, labeled)
         return pool[_smallest(values[pool], k)]
 
@@ -345,6 +347,7 @@ class PartialRanking:
     rows: np.ndarray
     codes: np.ndarray | None
     labeled: np.ndarray | None = None
+    n_labeled: int = 0  # labeled rows of the shard, however few of their codes ``labeled`` carries
 
 
 MAX_LABELED = 50_000  # labeled codes a shard sends at most: a uniform subsample beyond that
@@ -375,7 +378,8 @@ def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: n
     rate = len(rows) / len(pool) if len(pool) else 1.0
     return PartialRanking(values, strategy.to_score(values, scores.shape[1]), rows,
                           np.asarray(codes)[rows] if strategy.needs_codes else None,
-                          _labeled_codes(codes, candidates, rate) if strategy.needs_labeled else None)
+                          _labeled_codes(codes, candidates, rate) if strategy.needs_labeled else None,
+                          len(values) - len(pool))
 
 
 def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) -> Ranking:
@@ -387,7 +391,8 @@ def merge_ranking(strategy: QueryStrategy, parts: list[PartialRanking], k: int) 
         if parts else np.zeros(0, np.int64)
     codes = np.concatenate([p.codes for p in parts]) if strategy.needs_codes and parts else None
     labeled = np.concatenate([p.labeled for p in parts]) if strategy.needs_labeled and parts else None
-    idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)), labeled)]
+    n_labeled = sum(p.n_labeled for p in parts)
+    idx = rows[strategy.select(values[rows], codes, k, np.arange(len(rows)), labeled, n_labeled=n_labeled)]
     if strategy.needs_codes:
         view = _head_first(view, idx)
     return Ranking(QueryResult(idx, values[idx]), values, view)

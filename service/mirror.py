@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,29 @@ def _chunks(items: Iterable[dict], size: int) -> Iterable[list[dict]]:
         yield chunk
 
 
+@dataclass
+class _Words:
+    """What webhooks said while a scan read Label Studio: on each annotation they named, theirs is the newer word."""
+
+    by_task: dict[int, dict[int, dict | None]] = field(default_factory=dict)  # task -> {annotation id: it, or None}
+    deleted: set[int] = field(default_factory=set)  # annotation ids deleted, on whichever task a page shows them
+
+    def said(self, task_id: int, annotation: dict) -> None:
+        self.by_task.setdefault(int(task_id), {})[annotation.get("id")] = annotation
+
+    def gone(self, ids: set[int]) -> None:
+        self.deleted |= ids
+        for said in self.by_task.values():
+            for i in ids & said.keys():
+                said[i] = None
+
+    def over(self, task_id: int, read: list[dict]) -> list[dict]:
+        """A task's annotations as a page read them, with every later webhook's word applied."""
+        said = self.by_task.get(int(task_id), {})
+        kept = [a for a in read if a.get("id") not in said and a.get("id") not in self.deleted]
+        return kept + [a for a in said.values() if a is not None]
+
+
 FORMAT_SAMPLE = 16
 TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
 
@@ -76,7 +100,7 @@ class ProjectMirror:
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
         self.retrying: dict[int, int] = {}  # tasks whose fetch failed for a temporary reason: tries so far
-        self._touched: set[int] | None = None  # tasks webhooks changed while a scan was reading
+        self._words: dict[bool, _Words] = {}  # per scan running (queue or not): what webhooks said meanwhile
         self._resolved: dict[int, tuple] = {}  # task -> (its annotation list, its queue list, their label)
         self._resolved_for: tuple | None = None
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
@@ -99,6 +123,9 @@ class ProjectMirror:
             p.replace(p.with_suffix(f".corrupt-{int(time.time())}"))
             log.error("project %s: %s was unreadable (%s); the project is read from Label Studio again",
                       self.project_id, p, e)
+            shape = self.store.item_shape
+            if shape is not None and len(shape) == 3:  # the stored images fix the format new ones must match
+                self.state["fmt"].update(mode="L" if shape[0] == 1 else "RGB", size=int(shape[1]))
             return
         self.annotations = {int(k): v for k, v in d.get("annotations", {}).items()}
         self.queue_annotations = {int(k): v for k, v in d.get("queue_annotations", {}).items()}
@@ -185,8 +212,8 @@ class ProjectMirror:
             store = self._store(queue)
             anns = [a for a in store.get(int(task_id), []) if a.get("id") != slim.get("id")]
             store[int(task_id)] = [*anns, slim]  # a new list: labels() knows the task changed
-            if self._touched is not None:
-                self._touched.add(int(task_id))
+            if queue in self._words:
+                self._words[queue].said(task_id, slim)
 
     def _remove(self, queue: bool, annotation_ids: Iterable[int]) -> list[int]:
         gone = {int(i) for i in annotation_ids}
@@ -201,21 +228,20 @@ class ProjectMirror:
                         store[tid] = keep
                     else:
                         del store[tid]
-            if self._touched is not None:
-                self._touched.update(touched)
+            if queue in self._words:
+                self._words[queue].gone(gone)
         return touched
 
     @contextmanager
-    def _webhooks_win(self) -> Iterator[set[int]]:
-        """While a scan reads Label Studio, collect the tasks webhooks change: theirs is the newer word."""
+    def _webhooks_win(self, queue: bool = False) -> Iterator[_Words]:
+        """While a scan reads Label Studio, collect what webhooks say: theirs is the newer word."""
         with self.lock:
-            self._touched = set()
-            touched = self._touched
+            words = self._words[queue] = _Words()
         try:
-            yield touched
+            yield words
         finally:
             with self.lock:
-                self._touched = None
+                self._words.pop(queue, None)
 
     def remove_tasks(self, task_ids: Iterable[int]) -> int:
         ids = [int(t) for t in task_ids]
@@ -234,16 +260,17 @@ class ProjectMirror:
             self.store.compact(min_dead=0.0)
 
     def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8,
-                  keep: set[int] | None = None) -> np.ndarray:
-        """Store tasks not stored yet, with their annotations (not over ``keep``'s); returns the ids stored."""
+                  words: _Words | None = None) -> np.ndarray:
+        """Store tasks not stored yet, with their annotations (``words``: a webhook's since); returns the ids stored."""
         with self.writer:
             new = []
             with self.lock:
                 for task in tasks:
                     tid = int(task["id"])
                     anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-                    if anns and tid not in (keep or ()):
-                        self.annotations[tid] = [_slim(a) for a in anns]
+                    if anns:
+                        slims = [_slim(a) for a in anns]
+                        self.annotations[tid] = words.over(tid, slims) if words else slims
                     if tid not in self.store and tid not in self.skipped:
                         new.append(task)
             if not new:
@@ -266,21 +293,22 @@ class ProjectMirror:
                 loaded = list(pool.map(load, new))
             ids, items = [], []
             shape = self.store.item_shape
-            for task, item in zip(new, loaded, strict=True):
-                tid = int(task["id"])
-                if isinstance(item, TaskDataError):
-                    tries = self.retrying.pop(tid, 0) + 1
-                    if item.temporary and tries < TRIES:
-                        self.retrying[tid] = tries
+            with self.lock:  # save() may be writing these dicts out from another thread
+                for task, item in zip(new, loaded, strict=True):
+                    tid = int(task["id"])
+                    if isinstance(item, TaskDataError):
+                        tries = self.retrying.pop(tid, 0) + 1
+                        if item.temporary and tries < TRIES:
+                            self.retrying[tid] = tries
+                        else:
+                            self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
+                    elif shape is not None and tuple(item.shape) != tuple(shape):
+                        self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
                     else:
-                        self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
-                elif shape is not None and tuple(item.shape) != tuple(shape):
-                    self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
-                else:
-                    self.retrying.pop(tid, None)
-                    shape = shape or tuple(item.shape)
-                    ids.append(tid)
-                    items.append(item)
+                        self.retrying.pop(tid, None)
+                        shape = shape or tuple(item.shape)
+                        ids.append(tid)
+                        items.append(item)
             if ids:
                 self.store.append(np.asarray(ids, np.int64), np.stack(items))
             return np.asarray(ids, np.int64)
@@ -310,19 +338,19 @@ class ProjectMirror:
     def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                progress: Progress | None = None, chunk: int = 500) -> None:
         """Read the whole project once; a restarted ingest skips items already stored."""
-        with self.writer, self._webhooks_win() as touched:
+        with self.writer, self._webhooks_win() as words:
             counters = self._counters(client, self.project_id)
             total = max(int(counters.get("task_number") or 0), 1)
             seen_ids: list[int] = []
             with_annotations: set[int] = set()
             for part in _chunks(client.iter_tasks(self.project_id), chunk):
-                self.add_tasks(part, config, fetcher, keep=touched)
+                self.add_tasks(part, config, fetcher, words=words)
                 seen_ids += [int(t["id"]) for t in part]
                 with_annotations |= {int(t["id"]) for t in part if t.get("annotations")}
                 if progress:
                     progress(f"ingesting tasks ({len(seen_ids)} of {total})", min(len(seen_ids) / total, 1.0))
             with self.lock:
-                for tid in set(self.annotations) - with_annotations - touched:
+                for tid in set(self.annotations) - with_annotations - set(words.by_task):
                     del self.annotations[tid]
                 gone = set(self.store.ids().tolist()) - set(seen_ids)
             if gone:
@@ -376,20 +404,22 @@ class ProjectMirror:
 
     def _retry(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Fetch again the tasks a temporary failure kept out: O(those tasks), not a scan of the project."""
-        waiting = set(self.retrying)
+        with self.lock:
+            waiting = set(self.retrying)
         tasks = list(client.tasks_by_id(self.project_id, waiting))
-        for tid in waiting - {int(t["id"]) for t in tasks}:  # deleted meanwhile
-            self.retrying.pop(tid, None)
+        with self.lock:
+            for tid in waiting - {int(t["id"]) for t in tasks}:  # deleted meanwhile
+                self.retrying.pop(tid, None)
         self.add_tasks(tasks, config, fetcher)
 
     def _scan_labels(self, client: LabelStudioClient) -> None:
         """Every labeled task with its annotations: O(labeled), not O(pool); a webhook during the scan wins."""
-        with self._webhooks_win() as touched:
+        with self._webhooks_win() as words:
             fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
                      for t in client.iter_tasks(self.project_id, labeled=True)}
             with self.lock:
-                kept = {t: self.annotations[t] for t in touched if self.annotations.get(t)}
-                self.annotations = {t: a for t, a in fresh.items() if a and t not in touched} | kept
+                merged = {t: words.over(t, fresh.get(t, [])) for t in set(fresh) | set(words.by_task)}
+                self.annotations = {t: a for t, a in merged.items() if a}
 
     def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Task ids only (no annotations): store the new ones, drop the deleted ones."""
@@ -403,10 +433,10 @@ class ProjectMirror:
 
     def scan_queue(self, client: LabelStudioClient, queue_project_id: int) -> None:
         """Labels made in the queue project count for their source tasks."""
-        with self._webhooks_win() as touched:
+        with self._webhooks_win(queue=True) as words:
             fresh: dict[int, list[dict]] = {}
             for source, anns in client.queue_labels(queue_project_id):
                 fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
             with self.lock:
-                kept = {t: self.queue_annotations[t] for t in touched if self.queue_annotations.get(t)}
-                self.queue_annotations = {t: a for t, a in fresh.items() if t not in touched} | kept
+                merged = {t: words.over(t, fresh.get(t, [])) for t in set(fresh) | set(words.by_task)}
+                self.queue_annotations = {t: a for t, a in merged.items() if a}

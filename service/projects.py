@@ -199,7 +199,11 @@ class ProjectManager:
 
     def _config_seen(self, st: ProjectState, xml: str | None) -> None:
         """A label config edited in Label Studio without a ``/setup`` call: take it, or keep the old and say why."""
-        if not xml or xml == st.label_config:
+        if not xml:
+            return
+        if xml == st.label_config:
+            if st.config is not None:
+                st.config_error = None  # an unusable edit was reverted
             return
         try:
             parse_label_config(xml)
@@ -275,7 +279,7 @@ class ProjectManager:
     # ---- changes in ----------------------------------------------------------------------------
     def on_event(self, pid: int, action: str, body: dict) -> str:
         """Record one webhook's change in the mirror at once; anything slow goes to a background thread."""
-        source = self._queue_source(pid)
+        source = self._queue_source(pid, body)
         if source is not None:
             return self._queue_event(source, action, body)
         st = self.get(pid)
@@ -309,13 +313,22 @@ class ProjectManager:
             return "removed"
         return "ignored"
 
-    def _queue_source(self, pid: int) -> ProjectState | None:
-        """The project whose queue project ``pid`` is (its webhook, registered with BACKEND_URL, lands here too)."""
+    def _queue_source(self, pid: int, body: dict) -> ProjectState | None:
+        """The project whose queue project ``pid`` is (its webhook, registered with BACKEND_URL, lands here too).
+
+        Known by the queue id once a push recorded it, and before that by the ``source_project`` every
+        queue task carries in its ``meta``.
+        """
         with self._lock:
-            states = list(self.projects.values())
-        if any(st.id == pid for st in states):
-            return None
-        return next((st for st in states if st.queue_project_id == pid), None)
+            states = dict(self.projects)
+        source = next((st for st in states.values() if st.queue_project_id == pid), None)
+        task = body.get("task")
+        meta = task.get("meta") if isinstance(task, dict) else None
+        claimed = meta.get("source_project") if isinstance(meta, dict) else None
+        served_itself = pid in states and states[pid].config is not None
+        if source is None and isinstance(claimed, int) and claimed != pid and claimed in states and not served_itself:
+            source = states[claimed]
+        return source
 
     def _queue_event(self, source: ProjectState, action: str, body: dict) -> str:
         """A label made, corrected or deleted in the queue project counts for the source task it copies."""

@@ -186,7 +186,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
                 step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook", QUEUE_ACTIONS,
                      settings.basic_auth_header())
             data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
-            step(client.copy_to_queue, queue_id, [{"id": t, "data": data[t]["data"]} for t, _ in top if t in data])
+            step(client.copy_to_queue, queue_id,
+                 [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data])
         except PushError as e:
             e.marked = report.marked
             raise

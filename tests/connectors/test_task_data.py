@@ -607,3 +607,10 @@ def test_the_key_goes_to_label_studio_only_where_it_serves_task_data(ls, path: s
     with pytest.raises(TaskDataError, match="only under /data/"):
         DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(ls.url + path)
     assert ls.hits == [], "refused before any request"
+
+
+
+@pytest.mark.parametrize("path", ["/tasks/7/presign/", "/projects/2/resolve/", "/projects/2/presign/"])
+def test_label_studio_s_other_storage_resolvers_are_read(ls, path: str) -> None:
+    ls.routes[path] = _send(b"object bytes")
+    assert DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(path + "?fileuri=czM6Ly9iL2sucG5n") == b"object bytes"

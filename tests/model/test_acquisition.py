@@ -347,9 +347,9 @@ def test_typicality_through_rank_sees_the_labeled_at_the_rate_the_pool_was_subsa
     seen = []
 
     class Recording(TypicalitySampling):
-        def select(self, values, codes, k, pool, labeled=None):
+        def select(self, values, codes, k, pool, labeled=None, n_labeled=None):
             seen.append(len(labeled))
-            return super().select(values, codes, k, pool, labeled)
+            return super().select(values, codes, k, pool, labeled, n_labeled)
 
     rng = np.random.default_rng(0)
     codes = rng.normal(size=(4000, 3))
@@ -369,3 +369,14 @@ def test_a_strategy_spec_carries_its_options_in_one_string() -> None:
         get_strategy("typicality-margin:until")
     with pytest.raises(ValueError, match="has no option 'k'"):
         get_strategy("margin:k=3")
+
+
+def test_typicality_then_margin_switches_on_the_labels_there_are_not_on_the_sample_of_their_codes() -> None:
+    rng = np.random.default_rng(0)
+    codes, scores = rng.normal(size=(4000, 3)), rng.normal(size=(4000, 2))
+    candidates = np.arange(4000) >= 400  # 400 labeled; a quarter of the pool shortlisted sends ~100 codes
+    switched = rank(TypicalityThenMargin(until=300, max_items=1000), scores, 10, candidates, codes)
+    margin = rank(MarginSampling(), scores, 10, candidates)
+    assert switched.top.indices.tolist() == margin.top.indices.tolist()
+    before = rank(TypicalityThenMargin(until=500, max_items=1000), scores, 10, candidates, codes)
+    assert before.top.indices.tolist() != margin.top.indices.tolist()

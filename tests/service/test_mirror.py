@@ -189,7 +189,7 @@ def test_a_correction_that_arrives_during_a_label_scan_is_not_undone_by_it(tmp_p
     assert client.during_scan is None, "the webhook came during the label scan"
     assert m.labels(CFG)[0][1] == (label + 1) % 10, "the scan read task 1 before the correction"
     m.reconcile(client, CFG, fetcher, full_scan_seconds=0.0)
-    assert m.labels(CFG)[0][1] == (label + 1) % 10 and m._touched is None
+    assert m.labels(CFG)[0][1] == (label + 1) % 10 and m._words == {}
 
 
 def test_an_annotation_made_during_the_ingest_is_kept(tmp_path, fetcher) -> None:
@@ -240,6 +240,34 @@ def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_p
     (tmp_path / "mirror" / "mirror.json").write_text('{"annotations": {"1": [')  # a write cut short
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert not again.ingested and again.annotations == {}
+    assert again.fmt == {"mode": "L", "size": 8}, "the stored items fix the format new ones are decoded to"
     assert list((tmp_path / "mirror").glob("mirror.corrupt-*")), "kept aside for a look, not deleted"
     again.ingest(client, CFG, fetcher)
     assert again.labels(CFG)[0] == m.labels(CFG)[0] and len(again.store) == 60
+
+
+def test_a_project_webhook_during_a_queue_scan_keeps_the_queue_s_new_label(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+
+    def queue_labels(qid):
+        yield 5, [choice("2", 9000)]
+        m.upsert_annotation(5, choice("7", 9100))  # the project's own webhook, meanwhile
+
+    client.queue_labels = queue_labels
+    m.scan_queue(client, 77)
+    assert [a["id"] for a in m.queue_annotations[5]] == [9000], "the queue's scan only yields to queue webhooks"
+
+
+def test_a_webhook_during_the_ingest_changes_only_the_annotation_it_names(tmp_path, fetcher) -> None:
+    client = ScanWithWebhook("all")
+    client.tasks[4]["annotations"] = [choice("1", 10), choice("1", 11), choice("2", 12)]
+    m = ProjectMirror(tmp_path / "mirror", 1)
+
+    def webhook() -> None:  # the page with task 5 is read; then annotation 10 is re-saved, and 12 deleted
+        m.upsert_annotation(5, choice("1", 10))
+        m.remove_annotations([12])
+
+    client.during_scan = webhook
+    m.ingest(client, CFG, fetcher)
+    assert sorted(a["id"] for a in m.annotations[5]) == [10, 11], "11 as read, 10 as re-saved, 12 gone"
+    assert m.labels(CFG)[0][5] == 1

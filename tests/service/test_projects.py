@@ -331,6 +331,10 @@ def test_a_label_config_edited_without_setup_is_taken_at_the_next_poll(tmp_path)
     status = app.get("/projects/1/status").json()
     assert m.projects[1].config.classes[-1] == "0", "an unusable edit keeps the config in use"
     assert "single" in status["label_config_error"] or "multiple" in status["label_config_error"]
+    client.config = m.projects[1].label_config  # the edit is undone
+    m.poll()
+    assert m.runner.wait_idle(60)
+    assert app.get("/projects/1/status").json()["label_config_error"] is None
 
 
 def test_query_strategy_options_reach_the_served_ranking(tmp_path) -> None:
@@ -363,3 +367,13 @@ def test_a_queue_project_s_webhook_counts_for_the_source_task_at_once(tmp_path) 
     app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77}, "annotations": [{"id": 555}]})
     assert source not in m.mirror(m.projects[1]).labels(m.projects[1].config)[0]
     assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "created, corrected, deleted: net zero"
+
+
+def test_a_queue_label_that_arrives_before_the_push_recorded_the_queue_is_counted_by_its_meta(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    assert m.projects[1].queue_project_id is None
+    source = next(t["id"] for t in client.tasks if not t["annotations"])
+    queue_task = {"id": 9001, "data": {}, "meta": {"source_task": source, "source_project": 1}}
+    app.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 78},
+                               "annotation": {**choice("6", 556), "task": 9001}, "task": queue_task})
+    assert m.mirror(m.projects[1]).labels(m.projects[1].config)[0][source] == 6 and 78 not in m.projects
