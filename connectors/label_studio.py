@@ -511,9 +511,12 @@ class LabelStudioClient:
     @_wrap
     def ensure_webhook(self, project_id: int, url: str, actions: Sequence[str],
                        headers: dict[str, str] | None = None) -> int:
-        """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL)."""
+        """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL),
+        brought up to date when its actions or headers (a changed password) differ."""
         for w in self.ls.webhooks.list(project=str(int(project_id))):
             if (w.url or "").rstrip("/") == url.rstrip("/"):
+                if sorted(w.actions or []) != sorted(actions) or (w.headers or {}) != (headers or {}):
+                    self.ls.webhooks.update(int(w.id), actions=list(actions), headers=headers or {})
                 return int(w.id)
         return int(self.ls.webhooks.create(project=int(project_id), url=url, actions=list(actions),
                                            send_payload=True, send_for_all_actions=False, is_active=True,

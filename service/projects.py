@@ -335,8 +335,9 @@ class ProjectManager:
         m = self.mirror(source)
         if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
             ann = _object(body.get("annotation") or {}, "annotation")
-            task = _object(body.get("task") or {}, "task")
-            src = (task.get("meta") or {}).get("source_task") if isinstance(task.get("meta"), dict) else None
+            task = body.get("task")
+            meta = task.get("meta") if isinstance(task, dict) else None
+            src = meta.get("source_task") if isinstance(meta, dict) else None
             if src is None or ann.get("id") is None:
                 return "ignored"
             _task_id(ann["id"], "annotation.id")

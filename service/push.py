@@ -183,8 +183,11 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
         try:
             queue_id = step(client.ensure_queue_project, pid)
             if settings.backend_url:  # the queue's labels then arrive at once, corrections included
-                step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook", QUEUE_ACTIONS,
-                     settings.basic_auth_header())
+                try:
+                    step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook",
+                         QUEUE_ACTIONS, settings.basic_auth_header())
+                except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
+                    log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
             data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
             step(client.copy_to_queue, queue_id,
                  [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data])

@@ -226,3 +226,6 @@ def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioCli
     (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
     assert hook["send_payload"] is True and hook["send_for_all_actions"] is False
     assert sorted(hook["actions"]) == sorted(actions) and hook["headers"] == {"Authorization": "Basic YW5uOnB3"}
+    assert ls_client.ensure_webhook(digits_project, url, actions, {"Authorization": "Basic bmV3"}) == first
+    (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
+    assert hook["headers"] == {"Authorization": "Basic bmV3"}, "a changed password reaches the webhook"

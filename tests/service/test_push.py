@@ -275,3 +275,11 @@ def test_with_backend_url_the_queue_project_sends_its_labels_here(tmp_path) -> N
     assert call[1:4] == (99, "http://sae:9090/webhook", ("ANNOTATION_CREATED", "ANNOTATION_UPDATED",
                                                         "ANNOTATIONS_DELETED"))
     assert call[4] == {"Authorization": "Basic YW5uOnB3"}
+
+
+def test_a_queue_webhook_label_studio_refuses_does_not_stop_the_push(tmp_path) -> None:
+    refused = LabelStudioError("HTTP 400: url: Enter a valid URL.", retryable=False)
+    client = Recorder(fail={"ensure_webhook": [refused]})
+    report = push(client, tmp_path, push_mode="queue", backend_url="http://sae-backend:9090")
+    assert report.queue_project_id == 99 and [c for c in client.calls if c[0] == "copy_to_queue"], \
+        "the queue is filled; its labels are polled instead"
