@@ -222,7 +222,8 @@ def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioCli
     url = "http://127.0.0.1:9/webhook"
     actions = ["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED"]
     first = ls_client.ensure_webhook(digits_project, url, actions, {"Authorization": "Basic YW5uOnB3"})
-    assert ls_client.ensure_webhook(digits_project, url + "/", actions) == first, "found again by its URL"
+    auth = {"Authorization": "Basic YW5uOnB3"}
+    assert ls_client.ensure_webhook(digits_project, url + "/", actions, auth) == first, "found again by its URL"
     (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
     assert hook["send_payload"] is True and hook["send_for_all_actions"] is False
     assert sorted(hook["actions"]) == sorted(actions) and hook["headers"] == {"Authorization": "Basic YW5uOnB3"}
