@@ -23,6 +23,8 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
+from connectors.task_data import temporary_status
+
 T = TypeVar("T")
 
 LABELED_FILTER = {"conjunction": "and", "items": [
@@ -44,10 +46,6 @@ class LabelStudioError(RuntimeError):
         super().__init__(message)
         self.retryable = retryable
         self.status_code = status_code
-
-
-def _is_retryable(status: int | None) -> bool:
-    return status is not None and (status >= 500 or status in (408, 429))
 
 
 def retrying(attempts: int, multiplier: float = 0.5, max_wait: float = 30.0) -> Retrying:
@@ -79,7 +77,7 @@ def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
             raise
         except ApiError as e:
             err = LabelStudioError(self._scrub(f"{name}: Label Studio answered HTTP {e.status_code}: "
-                                               f"{_detail(e.body)}"), _is_retryable(e.status_code), e.status_code)
+                                               f"{_detail(e.body)}"), temporary_status(e.status_code), e.status_code)
         except httpx.HTTPStatusError as e:
             code = e.response.status_code
             try:
@@ -87,7 +85,7 @@ def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
             except ValueError:
                 body = e.response.text
             err = LabelStudioError(self._scrub(f"{name}: Label Studio answered HTTP {code}: {_detail(body)}"),
-                                   _is_retryable(code), code)
+                                   temporary_status(code), code)
         except (httpx.TransportError, OSError) as e:
             err = LabelStudioError(self._scrub(f"{name}: cannot reach Label Studio at {self.url} "
                                                f"({type(e).__name__}: {e})"), retryable=True)
@@ -513,11 +511,11 @@ class LabelStudioClient:
                        headers: dict[str, str] | None = None) -> int:
         """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL),
         brought up to date when its actions or headers (a changed password) differ."""
-        for w in self.ls.webhooks.list(project=str(int(project_id))):
-            if (w.url or "").rstrip("/") == url.rstrip("/"):
-                if sorted(w.actions or []) != sorted(actions) or (w.headers or {}) != (headers or {}):
-                    self.ls.webhooks.update(int(w.id), actions=list(actions), headers=headers or {})
-                return int(w.id)
+        for w in self.list_webhooks(project_id):
+            if (w.get("url") or "").rstrip("/") == url.rstrip("/"):
+                if sorted(w.get("actions") or []) != sorted(actions) or (w.get("headers") or {}) != (headers or {}):
+                    self.ls.webhooks.update(int(w["id"]), actions=list(actions), headers=headers or {})
+                return int(w["id"])
         return int(self.ls.webhooks.create(project=int(project_id), url=url, actions=list(actions),
                                            send_payload=True, send_for_all_actions=False, is_active=True,
                                            headers=headers or {}).id)

@@ -63,8 +63,9 @@ class TaskDataError(ValueError):
         self.temporary = temporary
 
 
-def _temporary_status(status: int) -> bool:
-    return status in (408, 429) or status >= 500
+def temporary_status(status: int | None) -> bool:
+    """An HTTP status a later try may not meet: a timeout, too many requests, or a server error."""
+    return status is not None and (status >= 500 or status in (408, 429))
 
 
 def _default_port(scheme: str) -> int:
@@ -536,7 +537,7 @@ class DataFetcher:
                 storage = _storage_of(resolved_from)
                 message += (f" (the {storage} object Label Studio redirected to: check that it exists and that the "
                             f"{storage} storage's credentials may read it)")
-            raise TaskDataError(message, temporary=_temporary_status(status))
+            raise TaskDataError(message, temporary=temporary_status(status))
 
     def _check_ls_path(self, url: str) -> None:
         """The key goes only where Label Studio serves task data: its files and the storage resolver.
@@ -564,11 +565,14 @@ class DataFetcher:
                         "import storage that covers it, with working credentials)")
         return message
 
+    def _timed_out(self, url: str) -> TaskDataError:
+        return TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}", temporary=True)
+
     def _get(self, url: str, headers: dict[str, str], deadline: float) -> tuple[int, bytes | None, str | None]:
         """One GET: (status, body if 2xx, Location if a redirect)."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}", temporary=True)
+            raise self._timed_out(url)
         log.debug("fetching %s", self._shown(url))
         _DEADLINE.at = deadline
         try:
@@ -595,14 +599,12 @@ class DataFetcher:
                     if len(body) > self.max_bytes:
                         raise TaskDataError(f"{self._shown(url)} is over the {self.max_bytes}-byte limit")
                     if time.monotonic() > deadline:
-                        raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}",
-                                            temporary=True)
+                        raise self._timed_out(url)
                 return r.status_code, bytes(body), None
         except TaskDataError:
             raise
         except httpx.TimeoutException:
-            raise TaskDataError(f"timed out after {self.timeout:g} s fetching {self._shown(url)}",
-                                temporary=True) from None
+            raise self._timed_out(url) from None
         except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as e:
             detail = self._scrub(str(e))[:200] or type(e).__name__
             raise TaskDataError(f"could not fetch {self._shown(url)}: {detail}",

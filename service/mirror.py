@@ -80,6 +80,11 @@ class _Words:
         kept = [a for a in read if a.get("id") not in said and a.get("id") not in self.deleted]
         return kept + [a for a in said.values() if a is not None]
 
+    def over_all(self, read: dict[int, list[dict]]) -> dict[int, list[dict]]:
+        """A scan's read of every task, with the webhooks' words applied; tasks left without annotations dropped."""
+        merged = {t: self.over(t, read.get(t, [])) for t in set(read) | set(self.by_task)}
+        return {t: a for t, a in merged.items() if a}
+
 
 FORMAT_SAMPLE = 16
 TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
@@ -418,8 +423,7 @@ class ProjectMirror:
             fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
                      for t in client.iter_tasks(self.project_id, labeled=True)}
             with self.lock:
-                merged = {t: words.over(t, fresh.get(t, [])) for t in set(fresh) | set(words.by_task)}
-                self.annotations = {t: a for t, a in merged.items() if a}
+                self.annotations = words.over_all(fresh)
 
     def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Task ids only (no annotations): store the new ones, drop the deleted ones."""
@@ -438,5 +442,4 @@ class ProjectMirror:
             for source, anns in client.queue_labels(queue_project_id):
                 fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
             with self.lock:
-                merged = {t: words.over(t, fresh.get(t, [])) for t in set(fresh) | set(words.by_task)}
-                self.queue_annotations = {t: a for t, a in merged.items() if a}
+                self.queue_annotations = words.over_all(fresh)

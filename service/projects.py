@@ -66,6 +66,12 @@ def _task_id(value: object, what: str) -> int:
     return value
 
 
+def _deleted_ids(body: dict) -> list[int]:
+    """ANNOTATIONS_DELETED's annotation ids (the payload carries only those)."""
+    return [_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
+            for a in _list(body.get("annotations"), "annotations")]
+
+
 @dataclass
 class ProjectState:
     id: int
@@ -296,8 +302,7 @@ class ProjectManager:
                 m.upsert_annotation(_task_id(tid, "the annotation's task id"), ann)
             return self.labels_changed(pid, action)
         if action == "ANNOTATIONS_DELETED":
-            m.remove_annotations([_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
-                                  for a in _list(body.get("annotations"), "annotations")])
+            m.remove_annotations(_deleted_ids(body))
             return self.labels_changed(pid, action)
         tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
         for t in tasks:
@@ -344,8 +349,7 @@ class ProjectManager:
             m.upsert_queue_annotation(_task_id(src, "task.meta.source_task"), ann)
             return self.labels_changed(source.id, f"queue {action}")
         if action == "ANNOTATIONS_DELETED":
-            m.remove_queue_annotations([_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
-                                        for a in _list(body.get("annotations"), "annotations")])
+            m.remove_queue_annotations(_deleted_ids(body))
             return self.labels_changed(source.id, f"queue {action}")
         return "ignored"
 
