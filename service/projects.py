@@ -288,6 +288,13 @@ class ProjectManager:
         source = self._queue_source(pid, body)
         if source is not None:
             return self._queue_event(source, action, body)
+        if action == "ANNOTATIONS_DELETED":
+            gone = _deleted_ids(body)
+            st = self.get(pid, create=False)
+            if st is None:  # nothing of it is mirrored, and a queue no push recorded must not become a project
+                return "ignored"
+            self.mirror(st).remove_annotations(gone)
+            return self.labels_changed(pid, action)
         st = self.get(pid)
         if action == "START_TRAINING":
             return self.request_training(pid, "START_TRAINING")
@@ -300,9 +307,6 @@ class ProjectManager:
             if tid is not None and ann.get("id") is not None:  # during an ingest too: it keeps the newer word
                 _task_id(ann["id"], "annotation.id")
                 m.upsert_annotation(_task_id(tid, "the annotation's task id"), ann)
-            return self.labels_changed(pid, action)
-        if action == "ANNOTATIONS_DELETED":
-            m.remove_annotations(_deleted_ids(body))
             return self.labels_changed(pid, action)
         tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
         for t in tasks:
@@ -658,6 +662,7 @@ class ProjectManager:
         with st.lock:
             st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
                                                 else frozenset(e.marked))
+            st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)
             self._persist(st)
         self.metrics.errors.labels("push").inc()

@@ -52,12 +52,14 @@ META_KEY = "sae"
 class PushError(RuntimeError):
     """The push did not complete; it is retried later and nothing is lost.
 
-    ``marked`` is the set of tasks that may carry a mark now (None = unknown).
+    ``marked`` is the set of tasks that may carry a mark now (None = unknown); ``queue_project_id``
+    the queue project the push found or made before it failed, so its webhooks are known as the queue's.
     """
 
-    def __init__(self, message: str, marked: set[int] | None = None) -> None:
+    def __init__(self, message: str, marked: set[int] | None = None, queue_project_id: int | None = None) -> None:
         super().__init__(message)
         self.marked = marked
+        self.queue_project_id = queue_project_id
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
         raise
     report.marked = set(marks) | carried
     if settings.push_mode == "queue" and top:
+        queue_id = None
         try:
             queue_id = step(client.ensure_queue_project, pid)
             if settings.backend_url:  # the queue's labels then arrive at once, corrections included
@@ -192,7 +195,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
             step(client.copy_to_queue, queue_id,
                  [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data])
         except PushError as e:
-            e.marked = report.marked
+            e.marked, e.queue_project_id = report.marked, queue_id
             raise
         report.queue_project_id = queue_id
     log.info("project %s: pushed %s (%s rows written, %s deleted, %s marked, %s mark PATCHes)", pid,

@@ -377,3 +377,30 @@ def test_a_queue_label_that_arrives_before_the_push_recorded_the_queue_is_counte
     app.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 78},
                                "annotation": {**choice("6", 556), "task": 9001}, "task": queue_task})
     assert m.mirror(m.projects[1]).labels(m.projects[1].config)[0][source] == 6 and 78 not in m.projects
+
+
+def test_a_deletion_from_an_unknown_project_registers_nothing(tmp_path) -> None:
+    m, app, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    r = app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 78}, "annotations": [{"id": 1}]})
+    assert r.json()["status"] == "ignored" and 78 not in m.projects
+    assert app.get("/projects/1/status").json()["changes_since_version"] == 0
+
+
+class QueueFailsToFill(FakeClient):
+    def ensure_queue_project(self, pid):
+        return 77
+
+    def copy_to_queue(self, qid, tasks):
+        from connectors.label_studio import LabelStudioError
+
+        raise LabelStudioError("HTTP 400: refused", retryable=False)
+
+
+def test_a_queue_made_by_a_push_that_then_failed_is_known_as_the_queue(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, client=QueueFailsToFill(), push_mode="queue",
+                                      retrain_min_new_labels=1000)
+    assert m.projects[1].last_push_error and m.projects[1].queue_project_id == 77
+    labeled = next(t for t in client.tasks if t["annotations"])
+    r = app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77},
+                                   "annotations": [{"id": labeled["annotations"][0]["id"]}]})
+    assert r.status_code == 200 and 77 not in m.projects

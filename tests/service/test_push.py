@@ -283,3 +283,15 @@ def test_a_queue_webhook_label_studio_refuses_does_not_stop_the_push(tmp_path) -
     report = push(client, tmp_path, push_mode="queue", backend_url="http://sae-backend:9090")
     assert report.queue_project_id == 99 and [c for c in client.calls if c[0] == "copy_to_queue"], \
         "the queue is filled; its labels are polled instead"
+
+
+def test_a_push_that_fails_after_making_the_queue_still_names_it(tmp_path) -> None:
+    """Its webhook may already be registered: the queue's events must be known as the queue's."""
+    client = Recorder(fail={"copy_to_queue": [LabelStudioError("HTTP 400: bad", retryable=False)]})
+    with pytest.raises(PushError) as e:
+        push(client, tmp_path, push_mode="queue", backend_url="http://sae.example:9090")
+    assert e.value.queue_project_id == 99
+    client = Recorder(fail={"bulk_mark": [LabelStudioError("HTTP 400: bad", retryable=False)]})
+    with pytest.raises(PushError) as e:
+        push(client, tmp_path, push_mode="queue")
+    assert e.value.queue_project_id is None, "no queue was made"
