@@ -108,6 +108,7 @@ class ProjectMirror:
         self._words: dict[bool, _Words] = {}  # per scan running (queue or not): what webhooks said meanwhile
         self._resolved: dict[int, tuple] = {}  # task -> (its annotation list, its queue list, their label)
         self._resolved_for: tuple | None = None
+        self._index: dict[bool, dict[int, int]] = {}  # per store (queue or not): annotation id -> task
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
         if image_size:
@@ -217,25 +218,39 @@ class ProjectMirror:
             store = self._store(queue)
             anns = [a for a in store.get(int(task_id), []) if a.get("id") != slim.get("id")]
             store[int(task_id)] = [*anns, slim]  # a new list: labels() knows the task changed
+            self._index.setdefault(queue, {})[slim.get("id")] = int(task_id)
             if queue in self._words:
                 self._words[queue].said(task_id, slim)
 
     def _remove(self, queue: bool, annotation_ids: Iterable[int]) -> list[int]:
         gone = {int(i) for i in annotation_ids}
-        touched = []
         with self.lock:
             store = self._store(queue)
-            for tid, anns in list(store.items()):
-                keep = [a for a in anns if a.get("id") not in gone]
-                if len(keep) != len(anns):
-                    touched.append(tid)
-                    if keep:
-                        store[tid] = keep
-                    else:
-                        del store[tid]
+            touched = sorted(set(self._tasks_of(queue, gone).values()))
+            for tid in touched:
+                keep = [a for a in store[tid] if a.get("id") not in gone]
+                if keep:
+                    store[tid] = keep
+                else:
+                    del store[tid]
             if queue in self._words:
                 self._words[queue].gone(gone)
         return touched
+
+    def _tasks_of(self, queue: bool, annotation_ids: set[int]) -> dict[int, int]:
+        """Annotation id -> its task, under the lock: O(ids) from an index, rebuilt only when it misses one.
+
+        Scans replace the annotations wholesale, so an entry is trusted only once the task still holds it.
+        """
+        store, index = self._store(queue), self._index.setdefault(queue, {})
+
+        def holds(i: int) -> bool:
+            return i in index and any(a.get("id") == i for a in store.get(index[i], ()))
+
+        if not all(holds(i) for i in annotation_ids):
+            index.clear()
+            index.update({a.get("id"): tid for tid, anns in store.items() for a in anns})
+        return {i: index[i] for i in annotation_ids if holds(i)}
 
     @contextmanager
     def _webhooks_win(self, queue: bool = False) -> Iterator[_Words]:

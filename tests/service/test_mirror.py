@@ -76,6 +76,24 @@ def test_webhook_changes_update_labels_without_reading_label_studio(tmp_path, fe
     assert client.scans == []
 
 
+def test_a_deletion_finds_its_task_after_moves_scans_and_restarts(tmp_path, fetcher) -> None:
+    """The annotation-to-task index must never go stale: every path that replaces annotations is crossed."""
+    m, client = ingested(tmp_path, fetcher)
+    first = client.tasks[0]["annotations"][0]["id"]
+    assert m.remove_annotations([first]) == [1]
+    assert m.remove_annotations([first, 424242]) == [], "already gone, or never seen"
+    m.upsert_annotation(40, choice("3", 888))
+    client.tasks[4]["annotations"] = [choice("2", 999)]
+    m._scan_labels(client)  # replaces the dict wholesale: 888 is gone, 999 is new
+    assert m.remove_annotations([888]) == [] and m.remove_annotations([999]) == [5]
+    m.save()
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    third = client.tasks[2]["annotations"][0]["id"]
+    assert again.remove_annotations([third]) == [3] and 3 not in again.labels(CFG)[0]
+    m.upsert_queue_annotation(7, choice("1", 5001))
+    assert m.remove_annotations([5001]) == [] and m.remove_queue_annotations([5001]) == [7], "each store its own"
+
+
 def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
     client.scans.clear()
