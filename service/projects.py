@@ -602,6 +602,7 @@ class ProjectManager:
             st.served = served
             st.push_pending = True
             self._persist(st)
+        store.prune(s.keep_versions, number)
         self._update_metrics(st)
         log.info("project %s: %s in service (%s labeled, cv accuracy %s, train %.1f s, score %.1f s)", st.id, name,
                  result.metrics["labeled"], result.metrics["cv_accuracy"], result.metrics["train_seconds"],

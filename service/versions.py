@@ -1,4 +1,4 @@
-"""Model versions on disk: ``MODEL_DIR/project-<id>/v000001/`` and so on, never overwritten.
+"""Model versions on disk: ``MODEL_DIR/project-<id>/v000001/`` and so on, never overwritten (the oldest pruned).
 
 A version directory appears only complete (it is renamed into place by
 :func:`model.persistence.save_model`), so after a crash the newest complete one is
@@ -39,11 +39,34 @@ class VersionStore:
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def clean_temporary(self) -> int:
-        """Remove half-written version directories a killed process left; call before any training starts."""
-        leftovers = list(self.dir.glob(".v*.tmp-*"))
+        """Remove half-written (or half-deleted) versions and snapshots a killed process left; call before any
+        training starts."""
+        leftovers = [*self.dir.glob(".v*.tmp-*"), *self.dir.glob("served-v*.npz.tmp.npz")]
         for leftover in leftovers:
-            shutil.rmtree(leftover, ignore_errors=True)
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         return len(leftovers)
+
+    def prune(self, keep: int, serving: int) -> list[int]:
+        """Delete all but the newest ``keep`` versions, and every scored snapshot but the served one's.
+
+        A project that retrains every few labels for weeks would otherwise fill the disk (a snapshot
+        is about 32 bytes a task). The version in service is never deleted; a version is first renamed
+        to a temporary name, so a crash mid-delete leaves nothing that looks complete.
+        """
+        numbers = self.numbers()
+        doomed = [n for n in numbers[: max(len(numbers) - keep, 0)] if n != serving]
+        for n in doomed:
+            gone = self.dir / f".v{n:06d}.tmp-pruned"
+            self.path(n).replace(gone)
+            shutil.rmtree(gone, ignore_errors=True)
+        for snapshot in self.dir.glob("served-v*.npz"):
+            m = re.match(r"^served-v(\d+)\.npz$", snapshot.name)
+            if m and int(m.group(1)) != serving:
+                snapshot.unlink(missing_ok=True)
+        return doomed
 
     def numbers(self) -> list[int]:
         out = []

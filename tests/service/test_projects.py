@@ -404,3 +404,15 @@ def test_a_queue_made_by_a_push_that_then_failed_is_known_as_the_queue(tmp_path)
     r = app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77},
                                    "annotations": [{"id": labeled["annotations"][0]["id"]}]})
     assert r.status_code == 200 and 77 not in m.projects
+
+
+def test_only_the_newest_versions_stay_on_disk(tmp_path) -> None:
+    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1, keep_versions=1)
+    task = client.tasks[3]
+    old = task["annotations"][0]["result"][0]["value"]["choices"][0]
+    fixed = choice(str((int(old) + 1) % 10), task["annotations"][0]["id"])
+    webhook(app, "ANNOTATION_UPDATED", annotation={**fixed, "task": task["id"]})
+    assert m.runner.wait_idle(120) and backend.runs == 2
+    store = m.store(1)
+    assert store.numbers() == [2] and [p.name for p in store.dir.glob("served-v*")] == ["served-v000002.npz"]
+    assert [v["model_version"] for v in app.get("/projects/1/status").json()["versions"]] == ["sae-v2"]

@@ -66,3 +66,20 @@ def test_an_emptied_version_counter_does_not_stop_the_next_save(digits_model: SA
     (store.dir / "last_number").write_text("")  # a crash between truncating and writing it
     assert store.save(digits_model, {})[0] == 2, "the version directories still count"
     assert (store.dir / "last_number").read_text() == "2" and not (store.dir / "last_number.tmp").exists()
+
+
+def test_prune_keeps_the_newest_and_the_served_and_only_the_served_snapshot(digits_model: SAEClassifier,
+                                                                           tmp_path) -> None:
+    store = VersionStore(tmp_path, 1)
+    for _ in range(5):
+        store.save(digits_model, {})
+    for n in (2, 4, 5):
+        (store.dir / f"served-v{n:06d}.npz").write_bytes(b"x")
+    assert store.prune(2, serving=2) == [1, 3], "the served version stays even when it is not among the newest"
+    assert store.numbers() == [2, 4, 5]
+    assert sorted(p.name for p in store.dir.glob("served-v*")) == ["served-v000002.npz"]
+    assert store.prune(2, serving=5) == [2] and store.numbers() == [4, 5]
+    assert store.next_number() == 6, "numbers still only grow"
+    (store.dir / "served-v000006.npz.tmp.npz").write_bytes(b"half")
+    (store.dir / ".v000004.tmp-pruned").mkdir()
+    assert store.clean_temporary() == 2, "a snapshot or a delete a crash cut short"
