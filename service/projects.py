@@ -28,6 +28,7 @@ from connectors.task_data import DataFetcher
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
 from model.targets import load_distance_matrix
+from service import dir_lock
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
@@ -125,8 +126,10 @@ def count_changes(now: dict[int, int], before: dict[int, int]) -> int:
 
 class ProjectManager:
     def __init__(self, settings: Settings, client_factory: ClientFactory | None = None,
-                 backend: TrainingBackend | None = None, start_scheduler: bool = True) -> None:
+                 backend: TrainingBackend | None = None, start_scheduler: bool = True,
+                 lock_wait_seconds: float = 60.0) -> None:
         self.settings = settings
+        self._dir_lock = dir_lock.acquire(settings.model_dir, lock_wait_seconds)
         self.client_factory = client_factory or (lambda url, key: LabelStudioClient(url, key))
         self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
@@ -494,10 +497,19 @@ class ProjectManager:
         self.sync.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
         with self._lock:
+            states = list(self.projects.values())
+        for st in states:  # webhook changes since the last poll (a correction moves no counter)
+            if st.mirror is not None:
+                try:
+                    st.mirror.save()
+                except OSError as e:
+                    log.error("project %s: the mirror could not be saved at shutdown: %s", st.id, e)
+        with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for c in clients:
             if hasattr(c, "close"):
                 c.close()
+        dir_lock.release(self._dir_lock)
 
     # ---- jobs: training, push ------------------------------------------------------------------
     def _progress(self, st: ProjectState) -> Callable[[str, float], None]:

@@ -416,3 +416,15 @@ def test_only_the_newest_versions_stay_on_disk(tmp_path) -> None:
     store = m.store(1)
     assert store.numbers() == [2] and [p.name for p in store.dir.glob("served-v*")] == ["served-v000002.npz"]
     assert [v["model_version"] for v in app.get("/projects/1/status").json()["versions"]] == ["sae-v2"]
+
+
+def test_a_correction_made_just_before_a_shutdown_survives_the_restart(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    task = client.tasks[3]
+    old = int(task["annotations"][0]["result"][0]["value"]["choices"][0])
+    fixed = choice(str((old + 1) % 10), task["annotations"][0]["id"])
+    webhook(app, "ANNOTATION_UPDATED", annotation={**fixed, "task": task["id"]})
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client)
+    st = m2.get(1)
+    assert m2.mirror(st).labels(st.config)[0][task["id"]] == (old + 1) % 10
