@@ -453,3 +453,11 @@ class PoolStore:
         self._check_open()
         s = self._state
         return self._gather(s, self._map(s), self._rows(s, _as_ids(task_ids)))
+
+    def get_live(self, task_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Those of these ids still live, and their items, read from one state: a delete meanwhile cannot fail it."""
+        self._check_open()
+        s = self._state
+        ids = _as_ids(task_ids)
+        pos, found = _lookup(s.keys, ids)
+        return ids[found], self._gather(s, self._map(s), s.vals[pos[found]])

@@ -428,8 +428,15 @@ class ProjectManager:
             new = ids[served.lookup(ids) < 0]
             if len(new) == 0:
                 return
-            parts = [decision_scores(served.model, m.store.get(new[i:i + SCORE_CHUNK]))  # items a chunk at a time
-                     for i in range(0, len(new), SCORE_CHUNK)]
+            kept, parts = [], []
+            for i in range(0, len(new), SCORE_CHUNK):  # items a chunk at a time; a task deleted meanwhile drops out
+                ids_i, items = m.store.get_live(new[i:i + SCORE_CHUNK])
+                if len(ids_i):
+                    kept.append(ids_i)
+                    parts.append(decision_scores(served.model, items))
+            if not kept:
+                return
+            new = np.concatenate(kept)
             d, z = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             scored, _ = score(served.model, d, get_strategy(served.strategy), codes=z)
             with st.lock:
@@ -452,9 +459,10 @@ class ProjectManager:
         for pid, st in list(self.projects.items()):
             if st.config is None:
                 continue
+            busy = st.training or self.runner.is_busy(pid)
             if st.push_pending and st.served is not None:
                 self.runner.request(pid, "poll: pending push", PUSH)
-            if st.training or self.runner.is_busy(pid):
+            if busy:  # a push it just asked for must not stop the poll reading Label Studio: it may fail for good
                 continue
             try:
                 client = self.client(st)

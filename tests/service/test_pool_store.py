@@ -68,6 +68,9 @@ def test_delete_then_get_raises_key_error(tmp_path) -> None:
     with pytest.raises(KeyError, match="1"):
         store.rows([1])
     np.testing.assert_array_equal(store.ids(), [0, 2, 4])
+    ids, items = store.get_live([4, 3, 0, 99])
+    np.testing.assert_array_equal(ids, [4, 0])
+    np.testing.assert_array_equal(items, store.get([4, 0]))
     assert store.delete([1]) == 0
 
 

@@ -428,3 +428,35 @@ def test_a_correction_made_just_before_a_shutdown_survives_the_restart(tmp_path)
     m2, _, _ = make(tmp_path, client=client)
     st = m2.get(1)
     assert m2.mirror(st).labels(st.config)[0][task["id"]] == (old + 1) % 10
+
+
+def test_a_push_that_keeps_failing_does_not_stop_the_poll_reading_labels(tmp_path) -> None:
+    m, app, client = make(tmp_path, retrain_min_new_labels=1000)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    client.fail_push = True
+    m.poll()
+    assert m.runner.wait_idle(120) and m.projects[1].push_pending
+    task = next(t for t in client.tasks if not t["annotations"])
+    task["annotations"] = [choice("5", 4242)]  # its webhook was lost
+    m.poll()
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    assert m.mirror(st).labels(st.config)[0].get(task["id"]) == 5
+
+
+def test_a_task_deleted_while_new_tasks_are_scored_drops_out(tmp_path, monkeypatch) -> None:
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    mirror = m.mirror(st)
+    mirror.add_tasks([{"id": 500 + i, "data": client.tasks[i]["data"]} for i in range(2)], st.config, m.fetcher(st))
+    real = mirror.store.ids
+
+    def ids_then_a_delete():
+        out = real()
+        mirror.remove_tasks([501])  # a TASKS_DELETED webhook between reading the ids and the items
+        return out
+
+    monkeypatch.setattr(mirror.store, "ids", ids_then_a_delete)
+    m._score_missing(st)
+    known = set(st.served.ids.tolist())
+    assert 500 in known and 501 not in known
