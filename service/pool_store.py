@@ -330,8 +330,9 @@ class PoolStore:
         """Rewrite the files without dead rows once those are over ``min_dead`` of them; rows change, ids stay.
 
         New files are written beside the old ones and a commit marker decides, on a crash, whether
-        the next open finishes the swap or discards them. The old items stay mapped for readers
-        that took a view before, so their disk space comes back at the next compaction or close.
+        the next open finishes the swap or discards them. Arrays handed out before keep the old
+        file open until they are dropped; the store itself lets go of it at once, so the pool does
+        not take twice its size on disk.
         """
         with self._lock:
             self._check_writable()
@@ -362,7 +363,7 @@ class PoolStore:
             vals = np.searchsorted(live_rows, s.vals).astype(np.int64)
             self._dead_entries = 0
             self._state = _State(s.generation + 1, n_live, row_ids, alive, s.keys, vals)
-            self._maps = {g: m for g, m in self._maps.items() if g == s.generation}
+            self._maps = {}  # readers take state and mapping together (_snapshot), so none can need the old one
             log.info("%s: compacted %d rows to %d", self.directory, s.n_rows, n_live)
 
     def close(self) -> None:
@@ -411,9 +412,14 @@ class PoolStore:
             raise KeyError(int(ids[np.argmin(found)]))
         return s.vals[pos]
 
+    def _snapshot(self) -> tuple[_State, np.ndarray]:
+        """The state and its mapping, taken together: a compaction cannot come between them."""
+        with self._lock:
+            s = self._state
+            return s, self._map(s)
+
     def _map(self, s: _State) -> np.ndarray:
-        """The mapping of ``s``'s rows. A compaction maps the old file before replacing it, so a
-        reader still holding an older state keeps reading the rows that state means."""
+        """The mapping of ``s``'s rows (under the lock: readers go through :meth:`_snapshot`)."""
         mapped = self._maps.get(s.generation)
         if mapped is None or len(mapped) < s.n_rows:
             if self.item_shape is None or self.dtype is None:
@@ -444,20 +450,19 @@ class PoolStore:
         first append the store has no shape and this is an empty float32 array.
         """
         self._check_open()
-        s = self._state
-        mapped = self._map(s)
+        s, mapped = self._snapshot()
         return mapped if rows is None else self._gather(s, mapped, np.asarray(rows))
 
     def get(self, task_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """Items of these ids in the order given (KeyError for an id that is not live)."""
         self._check_open()
-        s = self._state
-        return self._gather(s, self._map(s), self._rows(s, _as_ids(task_ids)))
+        s, mapped = self._snapshot()
+        return self._gather(s, mapped, self._rows(s, _as_ids(task_ids)))
 
     def get_live(self, task_ids: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Those of these ids still live, and their items, read from one state: a delete meanwhile cannot fail it."""
         self._check_open()
-        s = self._state
+        s, mapped = self._snapshot()
         ids = _as_ids(task_ids)
         pos, found = _lookup(s.keys, ids)
-        return ids[found], self._gather(s, self._map(s), s.vals[pos[found]])
+        return ids[found], self._gather(s, mapped, s.vals[pos[found]])

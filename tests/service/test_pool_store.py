@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 
 import numpy as np
@@ -295,3 +297,21 @@ def test_100k_store_reopens_with_consistent_ids(tmp_path) -> None:
     got_ids, rows = again.live()
     np.testing.assert_array_equal(got_ids, expected)
     np.testing.assert_array_equal(again.rows(got_ids), rows)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's list of mapped files")
+def test_a_compaction_lets_go_of_the_old_file_once_its_arrays_are_dropped(tmp_path) -> None:
+    store = PoolStore(tmp_path)
+    x = _images(100)
+    store.append(np.arange(100), x)
+    store.delete(np.arange(60))
+    before = store.get([70, 99])
+    view = store.items()
+    store.compact(min_dead=0.0)
+    np.testing.assert_array_equal(view[99], x[99])  # an array handed out before still reads the old file
+    np.testing.assert_array_equal(store.get([70, 99]), before)
+    del view
+    gc.collect()
+    with open("/proc/self/maps") as f:
+        held = [line for line in f if str(tmp_path) in line and "(deleted)" in line]
+    assert held == [], "the replaced items file would keep its disk space"
