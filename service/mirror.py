@@ -16,6 +16,8 @@ annotations, the queue project's labels, unreadable tasks and the sync state liv
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import logging
 import threading
@@ -101,6 +103,7 @@ class ProjectMirror:
         self.lock = threading.RLock()
         self.writer = threading.RLock()
         self._saving = threading.Lock()
+        self._saved: bytes | None = None  # digest of what mirror.json holds
         self.annotations: dict[int, list[dict]] = {}
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
@@ -140,14 +143,24 @@ class ProjectMirror:
         self.state.update(d.get("state", {}))
 
     def save(self) -> None:
-        """Atomically, one save at a time: webhook, poll and job threads all save."""
+        """Atomically, one save at a time: webhook, poll and job threads all save.
+
+        The dicts are copied under the lock and written out of it (webhooks wait on that lock),
+        and an unchanged mirror is not written again: every poll saves.
+        """
         with self._saving:
-            with self.lock:
-                body = json.dumps({"annotations": self.annotations, "queue_annotations": self.queue_annotations,
-                                   "skipped": self.skipped, "retrying": self.retrying, "state": self.state})
+            with self.lock:  # lists are replaced, never changed in place, so shallow copies are a snapshot
+                snapshot = {"annotations": dict(self.annotations), "queue_annotations": dict(self.queue_annotations),
+                            "skipped": dict(self.skipped), "retrying": dict(self.retrying),
+                            "state": copy.deepcopy(self.state)}
+            body = json.dumps(snapshot)
+            digest = hashlib.blake2b(body.encode(), digest_size=16).digest()
+            if digest == self._saved and self._path().exists():
+                return
             tmp = self._path().with_suffix(".json.tmp")
             tmp.write_text(body)
             tmp.replace(self._path())
+            self._saved = digest
 
     # ---- what training reads ----------------------------------------------------------------------
     @property
@@ -227,6 +240,8 @@ class ProjectMirror:
         with self.lock:
             store = self._store(queue)
             touched = sorted(set(self._tasks_of(queue, gone).values()))
+            for i in gone:
+                self._index.get(queue, {}).pop(i, None)
             for tid in touched:
                 keep = [a for a in store[tid] if a.get("id") not in gone]
                 if keep:

@@ -97,6 +97,7 @@ class ProjectState:
     training_reason: str | None = None
     reading_labels: dict[int, int] | None = None
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
+    counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
     scoring_seconds: float | None = None
     suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
@@ -591,8 +592,10 @@ class ProjectManager:
         labels, _ = m.labels(config)
         st.reading_labels = labels
         ids = m.store.ids()
-        if m.skipped:
-            self.metrics.errors.labels("data").inc(len(m.skipped))
+        skipped = set(m.skipped)
+        if skipped - st.counted_skips:  # each unreadable task once, not again at every version
+            self.metrics.errors.labels("data").inc(len(skipped - st.counted_skips))
+        st.counted_skips = skipped
         s = self.settings
         if len(set(labels.values())) < 2 and self._wants_cold_start(st):
             self._cold_start(st, client, ids, config)

@@ -99,6 +99,10 @@ def test_bad_task_data_is_skipped_with_reasons_and_the_rest_trains(tmp_path):
     assert st["model_version"] == "sae-v1" and st["unlabeled"] == 120 - 40 - 6
     assert "refused" in reasons[64] and "refused" in reasons[65]
     assert "image" in reasons[61] and "image" in reasons[62] and "4000-byte" in reasons[63] and "image" in reasons[66]
+    assert 'sae_errors_total{kind="data"} 6.0' in app.get("/metrics").text
+    m.request_training(1, "again")
+    assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["model_version"] == "sae-v2"
+    assert 'sae_errors_total{kind="data"} 6.0' in app.get("/metrics").text, "each unreadable task counts once"
 
 
 def test_api_key_never_in_logs_or_errors(tmp_path, caplog):

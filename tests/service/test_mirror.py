@@ -94,6 +94,18 @@ def test_a_deletion_finds_its_task_after_moves_scans_and_restarts(tmp_path, fetc
     assert m.remove_annotations([5001]) == [] and m.remove_queue_annotations([5001]) == [7], "each store its own"
 
 
+def test_a_poll_that_changed_nothing_writes_nothing(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    path = tmp_path / "mirror" / "mirror.json"
+    m.reconcile(client, CFG, fetcher, 3600)
+    inode = path.stat().st_ino  # every write is a new file renamed into place
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert path.stat().st_ino == inode, "nothing moved, nothing written"
+    m.upsert_annotation(30, choice("4", 777))
+    m.save()
+    assert path.stat().st_ino != inode and ProjectMirror(tmp_path / "mirror", 1).labels(CFG)[0][30] == 4
+
+
 def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
     client.scans.clear()
