@@ -9,13 +9,14 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
 from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
-from model.sae import as_float_array
+from model.sae import as_float_array, set_n_features
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
@@ -60,24 +61,28 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> EncoderClassifier:
-        """Train on the items with ``y >= 0``; unlabeled items are ignored."""
-        x = as_float_array(X)
+        """Train on the items with ``y >= 0``; unlabeled items are ignored (and never converted to float)."""
         y = np.asarray(y, dtype=np.int64)
         lab = np.flatnonzero(y >= 0)
         if len(np.unique(y[lab])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
+        x = as_float_array(np.asarray(X)[lab])
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))
         rng = np.random.default_rng(self.random_state)
         dev = resolve_device(self.device)
-        if not (self.warm_start and hasattr(self, "net_")):
+        # a warm start needs the same network: another class count or input shape would not fit the old one
+        arch = (x.shape[1:], int(self.latent_dim), self.network, tuple(self.channels), tuple(self.hidden), k)
+        if not (self.warm_start and hasattr(self, "net_") and getattr(self, "arch_", None) == arch):
             enc, _ = build_networks(x.shape[1:], int(self.latent_dim), self.network,
                                     self.channels, self.hidden)
             self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))
+            self.arch_ = arch
         self.device_ = dev
         self.net_.to(dev).train()
-        xl = torch.from_numpy(np.ascontiguousarray(x[lab])).to(dev)
+        set_n_features(self, x.shape[1:])
+        xl = torch.from_numpy(np.ascontiguousarray(x)).to(dev)
         yl = torch.as_tensor(y[lab], device=dev)
         opt = torch.optim.Adam(self.net_.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         steps = max(int(self.min_steps), int(self.epochs) * math.ceil(len(lab) / int(self.batch_size)))
@@ -125,10 +130,12 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """The encoder's codes (the layer before the linear head), for batch-aware strategies."""
+        check_is_fitted(self, "net_")
         return self._apply(self.net_[0], X, int(self.latent_dim), batch_size)
 
     def decision_function(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
         """Logits, shape ``(n, n_classes)``."""
+        check_is_fitted(self, "net_")
         return self._apply(self.net_, X, self.n_classes_, batch_size)
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
+from sklearn.utils.validation import check_is_fitted
 
 ABSENT = -1e9
 
@@ -36,6 +37,8 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         if len(present) < 2:
             raise ValueError(f"the SVM needs labels of at least two classes, got {len(present)}")
         k = int(self.n_classes) if self.n_classes is not None else int(present.max() + 1)
+        if present.min() < 0 or present.max() >= k:
+            raise ValueError(f"labels must be class indices in 0..{k - 1}, got {present.min()}..{present.max()}")
         svc = LinearSVC(C=float(self.C), max_iter=int(self.max_iter), dual="auto", random_state=0).fit(z, y)
         coef, intercept = svc.coef_, svc.intercept_
         if len(present) == 2:
@@ -43,6 +46,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
             intercept = np.array([-intercept[0], intercept[0]])
         self.n_classes_ = k
         self.classes_ = np.arange(k)
+        self.n_features_in_ = z.shape[1]
         self.present_ = present
         self.coef_ = np.zeros((k, z.shape[1]))
         self.intercept_ = np.full(k, ABSENT)
@@ -101,13 +105,19 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
 
     def decision_function(self, Z: np.ndarray) -> np.ndarray:
         """One-vs-rest scores, shape ``(n, n_classes)``."""
+        check_is_fitted(self, "coef_")
         return np.asarray(Z, dtype=np.float64) @ self.coef_.T + self.intercept_
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         return np.argmax(self.decision_function(Z), axis=1)
 
     def confidence_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        """Normalised confidence in [0, 1] for the top class of each row of ``scores``."""
+        """Normalised confidence in [0, 1] for the top class of each row of ``scores``.
+
+        A row with a NaN or infinite score (an item whose code is not finite) gets 0, not NaN, so
+        the other items of a request still get their answers.
+        """
+        check_is_fitted(self, "centre_margins_")
         if scores.shape[0] == 0:
             return np.zeros(0)
         top2 = np.argpartition(-scores, 1, axis=1)[:, :2]
@@ -118,7 +128,8 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         margin = np.abs(s2[:, 0] - s2[:, 1])
         ref = self.centre_margins_[first, second]
         ref = np.where(ref > 0, ref, self._margin_scale())
-        return np.clip(margin / ref, 0.0, 1.0)
+        finite = np.isfinite(scores).all(axis=1)
+        return np.where(finite, np.clip(np.where(finite, margin, 0.0) / ref, 0.0, 1.0), 0.0)
 
     def confidence(self, Z: np.ndarray) -> np.ndarray:
         return self.confidence_from_scores(self.decision_function(Z))

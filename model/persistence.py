@@ -21,7 +21,7 @@ import torch
 
 from model.latent_svm import LatentSVM
 from model.networks import build_networks
-from model.sae import StructuringAutoencoder
+from model.sae import StructuringAutoencoder, set_n_features
 from model.sae_classifier import SAEClassifier
 
 FORMAT_VERSION = 1
@@ -121,6 +121,8 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
         sae.encoder_.load_state_dict(nets["encoder"])
         sae.decoder_.load_state_dict(nets["decoder"])
     sae.input_shape_ = tuple(settings["input_shape"])
+    sae.arch_ = sae._architecture(sae.input_shape_)  # what a warm retrain compares the settings with
+    set_n_features(sae, sae.input_shape_)
     sae.n_classes_ = settings["n_classes"]
     sae.history_ = settings.get("history", [])
     arrays = np.load(directory / "svm.npz")
@@ -135,13 +137,17 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     svm.calibration_ = arrays["calibration"] if "calibration" in arrays.files and arrays["calibration"].size else None
     svm.n_classes_ = settings["n_classes"]
     svm.classes_ = np.arange(svm.n_classes_)
+    svm.n_features_in_ = svm.coef_.shape[1]
     params = dict(settings["classifier"])
     params["device"] = device
-    clf = SAEClassifier(class_names=settings["class_names"], **params,
-                        sae_params={k: sae.get_params()[k] for k in _SAE_ONLY_KEYS})
+    sae_params = {k: sae.get_params()[k] for k in _SAE_ONLY_KEYS}
+    if settings["custom_networks"]:  # else a clone, or a member of a refit, would train the built-in networks
+        sae_params.update(encoder=sae.encoder, decoder=sae.decoder)
+    clf = SAEClassifier(class_names=settings["class_names"], **params, sae_params=sae_params)
     clf.sae_, clf.svm_ = sae, svm
     clf.saes_ = [sae]
     clf.n_classes_ = settings["n_classes"]
     clf.classes_ = np.arange(clf.n_classes_)
+    set_n_features(clf, sae.input_shape_)
     clf.metadata_ = settings.get("metadata", {})
     return clf

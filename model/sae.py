@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 import warnings
@@ -12,6 +13,7 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
@@ -21,6 +23,8 @@ from model.contrastive import nt_xent, projection_head
 from model.device import resolve_device
 from model.networks import build_networks
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
+
+log = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, int, dict], None]
 # How the Adam step changes within one fit: "cosine" anneals it to zero over the fit's steps,
@@ -46,6 +50,36 @@ def as_pool_array(x: np.ndarray) -> np.ndarray:
     if x.dtype != np.uint8:
         return as_float_array(x)
     return x[:, None] if x.ndim == 3 else x
+
+
+# Epoch records a model keeps across warm starts: a service retraining for weeks saves them in every version.
+HISTORY_LIMIT = 500
+
+# How much of a float pool the finiteness check reads at a time: the pool may be a memmap of millions of items.
+FINITE_CHECK_BYTES = 64 << 20
+
+
+def check_finite(x: np.ndarray) -> None:
+    """Raise ValueError naming the first item holding NaN or inf, slice by slice (never a pool-sized copy).
+
+    One such item turns the weights into NaN, or the class targets' SVD into a LinAlgError.
+    """
+    if x.dtype == np.uint8:
+        return
+    rows = max(1, FINITE_CHECK_BYTES // max(1, x[:1].nbytes))
+    for s in range(0, len(x), rows):
+        part = x[s:s + rows]
+        ok = np.isfinite(part).reshape(len(part), -1).all(axis=1)
+        if not ok.all():
+            raise ValueError(f"X[{s + int(np.argmin(ok))}] holds NaN or inf: items must be finite")
+
+
+def set_n_features(est: BaseEstimator, item_shape: Sequence[int]) -> None:
+    """Set sklearn's ``n_features_in_`` where it means something: items that are flat vectors, not images."""
+    if len(item_shape) == 1:
+        est.n_features_in_ = int(item_shape[0])
+    elif hasattr(est, "n_features_in_"):
+        del est.n_features_in_
 
 
 def _tensor(x: np.ndarray) -> torch.Tensor:
@@ -189,6 +223,17 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             return equal_distances(k)
         return check_distance_matrix(self.class_distances, k)
 
+    def _architecture(self, input_shape: Sequence[int]) -> dict:
+        """What shapes the networks for items of ``input_shape``: a warm start needs it unchanged.
+
+        A user's own pair counts by identity (``set_params(encoder=...)`` with another module is a new network).
+        """
+        arch = {"input_shape": tuple(int(s) for s in input_shape), "latent_dim": int(self.latent_dim)}
+        if self.encoder is not None:
+            return {**arch, "encoder": self.encoder, "decoder": self.decoder}
+        return {**arch, "network": self.network, "channels": tuple(int(c) for c in self.channels),
+                "hidden": tuple(int(h) for h in self.hidden)}
+
     def _build(self, input_shape: tuple[int, ...]) -> None:
         if self.encoder is not None:
             self.encoder_, self.decoder_ = copy.deepcopy(self.encoder), copy.deepcopy(self.decoder)
@@ -196,6 +241,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             self.encoder_, self.decoder_ = build_networks(
                 input_shape, int(self.latent_dim), self.network, self.channels, self.hidden)
         self.input_shape_ = tuple(input_shape)
+        self.arch_ = self._architecture(input_shape)
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None,
             pseudo: np.ndarray | None = None) -> StructuringAutoencoder:
@@ -208,6 +254,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             raise ValueError(f"X has {n} items but y has {len(y)}")
         if n == 0:
             raise ValueError("cannot fit on an empty pool")
+        check_finite(x)
         k = int(self.n_classes) if self.n_classes is not None else int(max(y.max() + 1, 1))
         if y.max() >= k or y.min() < -1:
             raise ValueError(f"labels must be -1 or in 0..{k - 1}")
@@ -215,9 +262,16 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             torch.manual_seed(int(self.random_state))
         rng = np.random.default_rng(self.random_state)
         dev = resolve_device(self.device)
-        warm = self.warm_start and hasattr(self, "encoder_") and self.input_shape_ == x.shape[1:]
+        warm = self.warm_start and hasattr(self, "encoder_")
+        if warm:
+            old, new = getattr(self, "arch_", {}), self._architecture(x.shape[1:])
+            changed = [key for key in {**old, **new} if old.get(key) != new.get(key)]
+            if changed:
+                log.info("warm start skipped: %s changed, so new networks are trained", ", ".join(changed))
+                warm = False
         if not warm:
             self._build(x.shape[1:])
+        set_n_features(self, x.shape[1:])
         contrast = float(self.contrastive) if x.ndim == 4 else 0.0
         if contrast > 0 and not (warm and hasattr(self, "head_")):
             self.head_ = projection_head(int(self.latent_dim))
@@ -325,6 +379,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             record = {"reconstruction": means[0], "structure": means[1]}
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)
+            del self.history_[:-HISTORY_LIMIT]
             bar.set_postfix(rec=f"{record['reconstruction']:.4f}", struct=f"{record['structure']:.4f}")
             if self.on_epoch is not None:
                 self.on_epoch(epoch + 1, int(self.epochs), record)
@@ -353,14 +408,15 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
     def _stage(x: np.ndarray, dev: torch.device) -> torch.Tensor:
         """Put the whole pool on the accelerator when it fits comfortably, else keep it on the host.
 
-        The pool keeps its dtype (uint8 stays uint8), and on the CPU a memmap stays on disk.
+        The pool keeps its dtype (uint8 stays uint8), and a memmap stays on disk. A pool kept on
+        the host is not pinned: that would copy all of it into page-locked RAM, while each batch is
+        a gather (``xt[idx]``) that makes a new, pageable tensor anyway.
         """
         t = _tensor(x)
         if dev.type == "cuda":
             free, _ = torch.cuda.mem_get_info(dev)
             if t.nbytes < 0.5 * free:
                 return t.to(dev)
-            return t.pin_memory()
         return t
 
     @torch.no_grad()
@@ -384,8 +440,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         return procrustes_targets(self.positions_, means, counts)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "encoder_"):
-            raise RuntimeError("this StructuringAutoencoder is not fitted yet: call fit first")
+        check_is_fitted(self, "encoder_")
 
     @torch.no_grad()
     def transform(self, X: np.ndarray, batch_size: int = 2048) -> np.ndarray:
@@ -418,10 +473,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         return np.concatenate(out) if out else np.zeros((0, *self.input_shape_), np.float32)
 
     def reconstruction_error(self, X: np.ndarray, batch_size: int = 2048) -> float:
-        """Mean squared reconstruction error over ``X``; a uint8 pool is converted batch by batch."""
-        x = as_pool_array(X)
-        if x.dtype != np.uint8:
-            return float(np.mean((self.inverse_transform(self.transform(x)) - x) ** 2))
+        """Mean squared reconstruction error over ``X``, batch by batch: a pool-sized reconstruction may not fit."""
+        self._check_fitted()
+        x = np.asarray(X)
         total = 0.0
         for s in range(0, len(x), batch_size):
             xb = as_float_array(x[s:s + batch_size])

@@ -6,9 +6,15 @@ from collections.abc import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from model.latent_svm import LatentSVM
-from model.sae import StructuringAutoencoder
+from model.sae import StructuringAutoencoder, set_n_features
+
+# Autoencoder settings the classifier sets itself, each with the classifier's parameter that sets it.
+RESERVED_SAE_PARAMS = {"latent_dim": "latent_dim", "lam": "lam", "epochs": "epochs", "n_classes": "class_names",
+                       "device": "device", "random_state": "random_state", "verbose": "verbose",
+                       "pseudo_weight": "self_training", "warm_start": "warm_start"}
 
 
 class SAEClassifier(ClassifierMixin, BaseEstimator):
@@ -69,6 +75,10 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("training needs labeled items of at least two classes")
         if int(self.members) < 1:
             raise ValueError(f"members must be at least 1, got {self.members}")
+        clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
+        if clash:
+            raise ValueError("sae_params cannot set what the classifier sets: " + "; ".join(
+                f"instead of {key!r} use SAEClassifier's {RESERVED_SAE_PARAMS[key]!r}" for key in clash))
         k = self._n_classes(y)
         params = dict(latent_dim=self.latent_dim, lam=self.lam, epochs=self.epochs, n_classes=k,
                       device=self.device, random_state=self.random_state, verbose=self.verbose,
@@ -98,6 +108,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
         self.classes_ = np.arange(k)
         self.n_classes_ = k
+        set_n_features(self, self.sae_.input_shape_)
         return self
 
     def _pseudo_labels(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
@@ -108,6 +119,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         return np.where((y < 0) & (conf >= float(self.self_training_threshold)), pred, -1)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "saes_")
         return np.hstack([self._codes(sae, X) for sae in self.saes_])
 
     def _codes(self, sae: StructuringAutoencoder, X: np.ndarray) -> np.ndarray:
@@ -117,9 +129,11 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         return z
 
     def decision_function(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "svm_")
         return self.svm_.decision_function(self.transform(X))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "svm_")
         return self.svm_.predict(self.transform(X))
 
     def predict_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,11 +142,16 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         return np.argmax(scores, axis=1), self.svm_.confidence_from_scores(scores)
 
     def predict_proba_top(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class and the calibrated chance that it is right (see :class:`LatentSVM`)."""
-        pred, conf = self.predict_confidence(X)
-        return pred, self.svm_.probability_from_confidence(conf)
+        """Predicted class and the calibrated chance that it is right (see :class:`LatentSVM`).
+
+        An item whose scores are not finite (NaN or inf in its code) gets 0, as its confidence does.
+        """
+        scores = self.decision_function(X)
+        prob = self.svm_.probability_from_confidence(self.svm_.confidence_from_scores(scores))
+        return np.argmax(scores, axis=1), np.where(np.isfinite(scores).all(axis=1), prob, 0.0)
 
     @property
     def class_centres_(self) -> np.ndarray:
         """Mean latent code of each class's labeled items (NaN for classes without labels)."""
+        check_is_fitted(self, "svm_")
         return self.svm_.centres_

@@ -110,8 +110,10 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     t0 = time.perf_counter()
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
+    # reordered classes would swap their positions; another latent size or encoder width needs new networks
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
-        and list(prev.class_names or []) == list(job.class_names)  # reordered classes would swap their positions
+        and list(prev.class_names or []) == list(job.class_names) \
+        and int(prev.latent_dim) == int(s.latent_dim) and tuple(prev.sae_.channels) == tuple(s.channels)
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:
@@ -124,7 +126,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
                   ema_decay=s.ema_decay, class_distances=distances)  # the settings every training takes, first or warm
     if warm:
         model = copy.deepcopy(prev)
-        model.set_params(warm_start=True, epochs=s.warm_epochs, device=job.device, **semi,
+        model.set_params(warm_start=True, epochs=s.warm_epochs, lam=s.lam, device=job.device, **semi,
                          sae_params={**(model.sae_params or {}), **trains, "steps_per_epoch": s.warm_steps})
         model.sae_.set_params(on_epoch=on_epoch)
     else:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
+import model.encoder_classifier as module
 from connectors.datasets import Dataset
 from model.encoder_classifier import EncoderClassifier
 
@@ -49,8 +51,6 @@ def test_augmentation_changes_training_reproducibly(digits: Dataset, digits_labe
 
 def test_every_training_batch_goes_through_the_shared_augmentation(monkeypatch, digits: Dataset,
                                                                      digits_labels: np.ndarray) -> None:
-    import model.encoder_classifier as module
-
     seen, augment = [], module.augment
 
     def spy(x, max_shift, flip, generator=None, cutout=0):
@@ -95,3 +95,35 @@ def test_mixup_makes_blends_of_two_classes_less_certain(digits: Dataset, digits_
 
     plain, mixed = certainty(0.0), certainty(1.0)
     assert mixed < plain - 0.05, (plain, mixed)
+
+
+def test_warm_start_after_more_classes_or_another_input_shape_rebuilds(digits: Dataset) -> None:
+    x, y = digits.x_train[:150], digits.y_train[:150]
+    two = np.where(y < 2, y, -1)
+    clf = EncoderClassifier(min_steps=5, device="cpu", network="mlp", warm_start=True).fit(x, two)
+    net = clf.net_
+    clf.fit(x, two)
+    assert clf.net_ is net
+    three = np.where(y < 3, y, -1)
+    clf.fit(x, three)
+    assert clf.net_ is not net
+    assert clf.predict_proba(x[:4]).shape == (4, 3)
+    clf.fit(x.reshape(len(x), -1), three)
+    assert clf.decision_function(x[:4].reshape(4, -1)).shape == (4, 3)
+    assert clf.n_features_in_ == 64
+
+
+def test_only_labeled_items_are_converted_to_float(digits: Dataset, monkeypatch) -> None:
+    x = np.round(digits.x_train[:150] * 255).astype(np.uint8)
+    y = np.where(digits.y_train[:150] < 2, digits.y_train[:150], -1)
+    seen, to_float = [], module.as_float_array
+    monkeypatch.setattr(module, "as_float_array", lambda a: seen.append(len(a)) or to_float(a))
+    EncoderClassifier(min_steps=2, device="cpu", network="mlp").fit(x, y)
+    assert seen == [int((y >= 0).sum())]
+
+
+def test_not_fitted() -> None:
+    clf = EncoderClassifier()
+    for call in (clf.predict, clf.predict_proba, clf.decision_function, clf.transform):
+        with pytest.raises(NotFittedError):
+            call(np.zeros((1, 64), np.float32))

@@ -6,6 +6,7 @@ import copy
 
 import numpy as np
 import pytest
+from sklearn.exceptions import NotFittedError
 
 from model.latent_svm import ABSENT, LatentSVM
 
@@ -179,3 +180,26 @@ def test_the_fit_does_not_depend_on_numpy_s_global_random_state() -> None:
         np.random.seed(seed)
         fits.append(LatentSVM(n_classes=4).fit(z, y).coef_)
     np.testing.assert_array_equal(fits[0], fits[1])
+
+
+@pytest.mark.parametrize(("labels", "n_classes"), [([0, 1, 3], 3), ([-1, 0, 1], 3), ([-1, 0, 1], None)])
+def test_labels_must_be_class_indices(labels: list[int], n_classes: int | None) -> None:
+    z, y = clusters(CENTRES_3, labels=labels)
+    with pytest.raises(ValueError, match="class indices"):
+        LatentSVM(n_classes=n_classes).fit(z, y)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_non_finite_code_gets_zero_confidence(svm3: LatentSVM) -> None:
+    z, _ = clusters(CENTRES_3, per_class=2, seed=3)
+    bad = z.copy()
+    bad[1, 0], bad[3, 1], bad[4] = np.nan, np.inf, -np.inf
+    conf = svm3.confidence(bad)
+    assert conf[1] == conf[3] == conf[4] == 0.0
+    np.testing.assert_array_equal(conf[[0, 2, 5]], svm3.confidence(z[[0, 2, 5]]))
+
+
+def test_not_fitted() -> None:
+    for call in (LatentSVM().predict, LatentSVM().decision_function, LatentSVM().confidence):
+        with pytest.raises(NotFittedError):
+            call(np.zeros((1, 2)))

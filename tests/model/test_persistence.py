@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from torch import nn
 
 from connectors.datasets import Dataset
@@ -253,3 +254,26 @@ def test_a_model_with_several_members_is_not_saved_half(digits: Dataset, digits_
     with pytest.raises(ValueError, match="this model has 2"):
         save_model(model, tmp_path / "two")
     assert not (tmp_path / "two").exists()
+
+
+def test_a_clone_of_a_loaded_model_trains_the_user_s_networks(digits: Dataset, digits_labels, tmp_path) -> None:
+    x, y = digits.x_train[:150], digits_labels[:150]
+    model = SAEClassifier(latent_dim=4, epochs=1, device="cpu",
+                          sae_params={"encoder": FlatEncoder(), "decoder": FlatDecoder()}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "custom"), device="cpu")
+    assert isinstance(clone(loaded).fit(x, y).sae_.encoder_, FlatEncoder)
+    encoder = loaded.sae_.encoder_
+    loaded.set_params(warm_start=True, epochs=1).fit(x, y)
+    assert loaded.sae_.encoder_ is encoder  # and a warm retrain keeps them
+
+
+def test_a_loaded_model_warm_starts_only_with_its_architecture(digits_model: SAEClassifier, digits: Dataset,
+                                                                digits_labels, tmp_path) -> None:
+    x, y = digits.x_train[:150], digits_labels[:150]
+    loaded = load_model(save_model(digits_model, tmp_path / "v1"), device="cpu")
+    encoder = loaded.sae_.encoder_
+    loaded.set_params(warm_start=True, epochs=1).fit(x, y)
+    assert loaded.sae_.encoder_ is encoder
+    loaded.set_params(latent_dim=3).fit(x, y)
+    assert loaded.sae_.encoder_ is not encoder
+    assert loaded.transform(x[:2]).shape == (2, 3)

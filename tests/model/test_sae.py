@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import tracemalloc
 from collections.abc import Callable
 
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import NotFittedError
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -179,6 +182,15 @@ def test_warm_start_continues_training(small) -> None:
     assert not np.allclose(sae.transform(x), codes)
 
 
+def test_warm_starts_keep_only_the_newest_epoch_records(small, monkeypatch) -> None:
+    """A service saves the history in every version: over weeks of warm retrains it must not grow without end."""
+    monkeypatch.setattr(model.sae, "HISTORY_LIMIT", 4)
+    x, y = small
+    sae = StructuringAutoencoder(epochs=3, network="mlp", device="cpu", n_classes=10, random_state=0).fit(x, y)
+    sae.set_params(warm_start=True, epochs=2, lr=0.0).fit(x, y)
+    assert len(sae.history_) == 4, "five epochs ran, the newest four are kept"
+
+
 def test_warm_start_with_another_input_shape_rebuilds(small) -> None:
     x, y = small
     sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, warm_start=True).fit(x, y)
@@ -291,8 +303,138 @@ def test_other_bad_parameters(small) -> None:
 
 
 def test_not_fitted() -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
-        StructuringAutoencoder().transform(np.zeros((1, 1, 8, 8)))
+    x = np.zeros((1, 1, 8, 8), np.float32)
+    sae = StructuringAutoencoder()
+    for call in (sae.transform, sae.reconstruction_error, lambda x: sae.inverse_transform(np.zeros((1, 10)))):
+        with pytest.raises(NotFittedError):
+            call(x)
+    clf = SAEClassifier()
+    for call in (clf.transform, clf.predict, clf.decision_function, clf.predict_confidence, clf.predict_proba_top):
+        with pytest.raises(NotFittedError):
+            call(x)
+    assert not hasattr(clf, "class_centres_")
+
+
+def test_n_features_in_is_set_for_vectors_only(small) -> None:
+    x, y = small
+    flat = x[:120].reshape(120, -1)
+    clf = SAEClassifier(latent_dim=3, epochs=1, device="cpu", sae_params={"network": "mlp"}).fit(flat, y[:120])
+    assert clf.n_features_in_ == clf.sae_.n_features_in_ == 64
+    assert clf.svm_.n_features_in_ == 3
+    sae = clf.sae_.set_params(warm_start=False).fit(x[:120], y[:120])  # images: sklearn's count means nothing
+    assert not hasattr(sae, "n_features_in_")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_items_are_rejected_by_name(small, bad: float) -> None:
+    x, y = small
+    x = x[:150].copy()
+    x[37, 0, 2, 5] = bad
+    x[90, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"X\[37\] holds NaN or inf"):
+        StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, network="mlp").fit(x, y[:150])
+    with pytest.raises(ValueError, match=r"X\[37\]"):
+        StructuringAutoencoder(epochs=1, device="cpu", lam=0.0).fit(x.reshape(150, -1).astype(np.float64))
+
+
+def test_finite_check_reads_a_memmapped_pool_in_slices(tmp_path, monkeypatch) -> None:
+    pool = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.float32, shape=(4096, 64))
+    pool[-1, -1] = np.nan
+    monkeypatch.setattr(model.sae, "FINITE_CHECK_BYTES", 64 * pool[:1].nbytes)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"X\[4095\]"):
+            model.sae.check_finite(pool)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < pool.nbytes / 16  # a whole-pool isfinite alone would hold pool.nbytes / 4 of booleans
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_non_finite_codes_get_zero_confidence_and_probability(digits_model: SAEClassifier, digits: Dataset) -> None:
+    x = digits.x_test[:6].copy()
+    x[2, 0, 3, 3] = np.nan
+    x[4, 0, 1, 1] = np.inf
+    pred, conf = digits_model.predict_confidence(x)
+    _, prob = digits_model.predict_proba_top(x)
+    assert conf[2] == conf[4] == prob[2] == prob[4] == 0.0
+    ok = [0, 1, 3, 5]
+    np.testing.assert_allclose(conf[ok], digits_model.predict_confidence(x[ok])[1], rtol=1e-5)
+    np.testing.assert_allclose(prob[ok], digits_model.predict_proba_top(x[ok])[1], rtol=1e-5)
+    assert pred.shape == (6,)
+
+
+@pytest.mark.parametrize("change", [{"latent_dim": 3}, {"hidden": (32,)}, {"network": "conv", "channels": (4, 8, 8)}])
+def test_warm_start_after_another_architecture_trains_new_networks(small, change: dict, caplog) -> None:
+    x, y = small
+    x, y = x[:150], y[:150]
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, network="mlp", hidden=(16,),
+                                 warm_start=True).fit(x, y)
+    sae.fit(x, y)
+    encoder = sae.encoder_
+    assert len(sae.history_) == 2  # unchanged settings: warm
+    with caplog.at_level(logging.INFO, logger="model.sae"):
+        sae.set_params(**change).fit(x, y)
+    assert sae.encoder_ is not encoder
+    assert len(sae.history_) == 1
+    assert sae.transform(x[:4]).shape == (4, sae.latent_dim)
+    assert f"{next(iter(change))}" in caplog.text
+    encoder = sae.encoder_
+    sae.fit(x, y)
+    assert sae.encoder_ is encoder  # and the new networks warm-start from then on
+    # the user's own pair counts by identity
+    torch.manual_seed(0)
+    sae.set_params(encoder=TinyEncoder(), decoder=TinyDecoder(), latent_dim=3).fit(x, y)
+    assert isinstance(sae.encoder_, TinyEncoder)
+    encoder = sae.encoder_
+    sae.fit(x, y)
+    assert sae.encoder_ is encoder
+    sae.set_params(encoder=TinyEncoder(), decoder=TinyDecoder()).fit(x, y)
+    assert sae.encoder_ is not encoder
+
+
+def test_a_warm_classifier_follows_a_new_latent_dim(small) -> None:
+    x, y = small
+    clf = SAEClassifier(latent_dim=4, epochs=1, device="cpu", sae_params={"network": "mlp"}).fit(x[:150], y[:150])
+    clf.set_params(warm_start=True, latent_dim=3).fit(x[:150], y[:150])
+    assert clf.transform(x[:4]).shape == (4, 3)
+    assert clf.predict(x[:4]).shape == (4,)
+
+
+def test_a_pool_kept_on_the_host_is_not_pinned(small, monkeypatch) -> None:
+    x, _ = small
+    pinned = []
+
+    def spy_pin(self: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        pinned.append(self.shape)
+        return self
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (1024, 1 << 30))  # the pool does not fit
+    monkeypatch.setattr(torch.Tensor, "pin_memory", spy_pin)
+    staged = StructuringAutoencoder._stage(x, torch.device("cuda"))
+    assert pinned == []
+    assert np.shares_memory(staged.numpy(), x)
+
+
+@pytest.mark.parametrize(("key", "param"), [
+    ("latent_dim", "latent_dim"), ("lam", "lam"), ("epochs", "epochs"), ("n_classes", "class_names"),
+    ("device", "device"), ("random_state", "random_state"), ("verbose", "verbose"),
+    ("pseudo_weight", "self_training"), ("warm_start", "warm_start")])
+def test_sae_params_cannot_set_what_the_classifier_sets(small, key: str, param: str) -> None:
+    x, y = small
+    with pytest.raises(ValueError, match=f"instead of '{key}' use SAEClassifier's '{param}'"):
+        SAEClassifier(epochs=1, device="cpu", sae_params={key: 1, "network": "mlp"}).fit(x, y)
+
+
+def test_reconstruction_error_of_a_float_pool_goes_batch_by_batch(small, monkeypatch) -> None:
+    x, y = small
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, network="mlp").fit(x[:150], y[:150])
+    whole = float(np.mean((sae.inverse_transform(sae.transform(x)) - x) ** 2))
+    seen, transform = [], sae.transform
+    monkeypatch.setattr(sae, "transform", lambda xb: seen.append(len(xb)) or transform(xb))
+    assert sae.reconstruction_error(x, batch_size=128) == pytest.approx(whole, rel=1e-5)
+    assert max(seen) <= 128
 
 
 class TinyEncoder(nn.Module):

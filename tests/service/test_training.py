@@ -208,3 +208,16 @@ def test_the_ray_backend_without_ray_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(RuntimeError, match=r"pip install 'sae-backend\[ray\]'"):
         RayTrainingBackend(tmp_path / "staging")
+
+
+def test_a_changed_latent_size_or_encoder_trains_anew_and_a_changed_lambda_reaches_a_warm_retrain(
+        pool_dir: str, digits_labels: np.ndarray, tmp_path) -> None:
+    save_model(train_project(job(pool_dir, digits_labels)).model, tmp_path / "v1")
+    spec = job(pool_dir, digits_labels, previous=str(tmp_path / "v1"))
+    warm = train_project(dataclasses.replace(spec, sae=dataclasses.replace(spec.sae, lam=0.5)))
+    assert warm.metrics["warm_start"] and warm.model.sae_.lam == 0.5
+    for change in ({"latent_dim": 4}, {"channels": [8, 16, 32]}):
+        cold = train_project(dataclasses.replace(spec, sae=dataclasses.replace(spec.sae, **change)))
+        assert cold.metrics["warm_start"] is False, change
+        assert cold.model.transform(np.zeros((1, 1, 8, 8), np.uint8)).shape[1] == change.get("latent_dim", 6)
+        assert tuple(cold.model.sae_.channels) == tuple(change.get("channels", spec.sae.channels))
