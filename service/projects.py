@@ -98,6 +98,7 @@ class ProjectState:
     reading_labels: dict[int, int] | None = None
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
+    client_key: tuple | None = None  # the (URL, key) of the client this project last used
     scoring_seconds: float | None = None
     suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
@@ -271,6 +272,11 @@ class ProjectManager:
         with self._lock:
             if key not in self._clients:
                 self._clients[key] = self.client_factory(*key)
+            old, st.client_key = st.client_key, key
+            if old is not None and old != key and all(p.client_key != old for p in self.projects.values()):
+                # a new token or URL: no project asks for the old client again; a job may still hold it, so it
+                # is dropped, not closed, and goes when that job lets go of it
+                self._clients.pop(old, None)
             return self._clients[key]
 
     def fetcher(self, st: ProjectState) -> DataFetcher:

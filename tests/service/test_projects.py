@@ -460,3 +460,13 @@ def test_a_task_deleted_while_new_tasks_are_scored_drops_out(tmp_path, monkeypat
     m._score_missing(st)
     known = set(st.served.ids.tolist())
     assert 500 in known and 501 not in known
+
+
+def test_a_new_token_from_setup_replaces_the_old_client_instead_of_keeping_both(tmp_path) -> None:
+    made = []
+    m, app, _ = make(tmp_path, label_studio_api_key=None)
+    m.client_factory = lambda url, key: made.append(key) or FakeClient()
+    for token in ("first-token", "second-token", "second-token"):
+        app.post("/setup", json={"project": "1.1", "schema": CONFIG, "access_token": token})
+        m.client(m.get(1))
+    assert made == ["first-token", "second-token"] and [k for _, k in m._clients] == ["second-token"]
