@@ -663,7 +663,8 @@ class ProjectManager:
             return
         self._progress(st)("pushing to Label Studio", 1.0)
         try:
-            report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store], s, st.push_state)
+            report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store], s, st.push_state,
+                                      self._marking(st))
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
@@ -679,13 +680,21 @@ class ProjectManager:
             marked = st.push_state.marked or frozenset()
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
-                                  set(m.labels(config)[0]) | gone)
+                                  set(m.labels(config)[0]) | gone, self._marking(st))
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
             return
         report.marked -= gone
         self._pushed(st, report, changes)
+
+    def _marking(self, st: ProjectState) -> Callable[[set[int]], None]:
+        """Record, before a push writes marks, every task that may carry one after it (kept in project.json)."""
+        def ahead(may_be_marked: set[int]) -> None:
+            with st.lock:
+                st.push_state = dataclasses.replace(st.push_state, marked=frozenset(may_be_marked))
+                self._persist(st)
+        return ahead
 
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
         """Keep what the failed push may have marked; the next poll retries."""

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tenacity import RetryError
@@ -111,8 +112,11 @@ def _stepper(report: PushReport, settings: Settings, prior: PushState):
 COLD_START_VERSION = "sae-v0"
 
 
+MarksAhead = Callable[[set[int]], None]
+
+
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
-                     prior: PushState) -> PushReport:
+                     prior: PushState, marking: MarksAhead | None = None) -> PushReport:
     """The cold start's first push: suggested tasks in order, before any model can predict a class.
 
     Rows carry no result (there is no class to suggest yet) and a score that orders them
@@ -135,6 +139,8 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
              for r, t in enumerate(task_ids[: settings.push_top_k])}
+    if marking is not None and prior.marked is not None:
+        marking(set(prior.marked) | set(marks))
     report.marks_written = step(client.bulk_mark, pid, marks, META_KEY,
                                 previous=None if prior.marked is None else set(prior.marked)) or 0
     report.marked = set(marks)
@@ -143,8 +149,13 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 
 
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
-                 settings: Settings, prior: PushState, exclude: set[int] | None = None) -> PushReport:
-    """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained."""
+                 settings: Settings, prior: PushState, exclude: set[int] | None = None,
+                 marking: MarksAhead | None = None) -> PushReport:
+    """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained.
+
+    ``marking`` is told, before any mark is written, every task that may carry one afterwards: a
+    process killed mid-way then still knows which tasks the next push must look at.
+    """
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
         report.stale = True
@@ -174,6 +185,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              for r, (tid, v) in enumerate(top)}
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     carried = set(prior.marked or ()) & set(exclude or ())  # labeled since: the mark stays, cleared if unlabeled again
+    if marking is not None and previous is not None:
+        marking(previous | set(marks) | carried)
     try:
         report.marks_written = step(client.bulk_mark, pid, marks, META_KEY, previous=previous,
                                     keep_existing=previous is not None) or 0

@@ -14,7 +14,7 @@ import pytest
 
 from connectors.label_config import parse_label_config
 from connectors.label_studio import LabelStudioError
-from service.push import META_KEY, VIEW_TITLE, PushError, PushState, push_version
+from service.push import META_KEY, VIEW_TITLE, PushError, PushState, push_suggestions, push_version
 from service.served import ServedVersion
 from service.settings import Settings
 
@@ -295,3 +295,18 @@ def test_a_push_that_fails_after_making_the_queue_still_names_it(tmp_path) -> No
     with pytest.raises(PushError) as e:
         push(client, tmp_path, push_mode="queue")
     assert e.value.queue_project_id is None, "no queue was made"
+
+
+def test_the_tasks_a_push_may_mark_are_known_before_it_writes_any(tmp_path) -> None:
+    """A process killed mid-way (or a client closed under it) must still leave the next push O(K) and right."""
+    told: list[set[int]] = []
+    client = Recorder(fail={"bulk_mark": [RuntimeError("the client has been closed")]})
+    with pytest.raises(RuntimeError):
+        push_version(client, 4, CFG, served(), _settings(tmp_path), PushState(2, frozenset({7, 10})), {10},
+                     marking=told.append)
+    assert told == [{7, 12, 10}], "the old marks, the new top-K and a labeled task's carried mark"
+    told.clear()
+    client = Recorder(fail={"bulk_mark": [RuntimeError("killed")]})
+    with pytest.raises(RuntimeError):
+        push_suggestions(client, 3, [40, 10, 30], _settings(tmp_path), PushState(None, frozenset({5})), told.append)
+    assert told == [{5, 40}]
