@@ -455,14 +455,19 @@ class LabelStudioClient:
             title = base + suffix
         return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
 
-    def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict]) -> int:
+    def queued_sources(self, queue_project_id: int) -> set[int]:
+        """The source tasks the queue holds a copy of: one read of the whole queue."""
+        return {int(m["source_task"]) for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only")
+                if "source_task" in (m := t.get("meta") or {})}
+
+    def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict], have: set[int] | None = None) -> int:
         """Copy tasks' data into the queue with ``meta={"source_task": id}``, skipping those already there.
 
-        Idempotent across rounds: a task copied in an earlier round is never copied again. Returns
-        the number of new queue tasks.
+        Idempotent across rounds: a task copied in an earlier round is never copied again. ``have``
+        (the sources known to be queued, e.g. from the last push) saves reading the whole queue, which
+        grows by up to a top-K every version. Returns the number of new queue tasks.
         """
-        have = {int(m["source_task"]) for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only")
-                if "source_task" in (m := t.get("meta") or {})}
+        have = self.queued_sources(queue_project_id) if have is None else have
         new, seen = [], set()
         for t in source_tasks:
             tid = int(t["id"])

@@ -700,7 +700,7 @@ class ProjectManager:
         """Keep what the failed push may have marked; the next poll retries."""
         with st.lock:
             st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
-                                                else frozenset(e.marked))
+                                                else frozenset(e.marked), queued=None)  # read the queue again
             st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)
             self._persist(st)
@@ -716,7 +716,8 @@ class ProjectManager:
         with st.lock:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
-                st.push_state = PushState(report.number, frozenset(report.marked))
+                queued = None if report.queued is None else (report.queue_project_id, report.queued)
+                st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
             st.push_pending = st.served is not None and (

@@ -69,6 +69,7 @@ class PushState:
 
     last_number: int | None = None
     marked: frozenset[int] | None = None
+    queued: tuple[int, frozenset[int]] | None = None  # (queue project, source tasks copied there); not persisted
 
 
 @dataclass
@@ -82,6 +83,7 @@ class PushReport:
     marked: set[int] = field(default_factory=set)
     marks_written: int = 0
     queue_project_id: int | None = None
+    queued: frozenset[int] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     head_visible_at: float | None = None
@@ -205,8 +207,11 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
                 except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
                     log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
             data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
-            step(client.copy_to_queue, queue_id,
-                 [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data])
+            known = prior.queued[1] if prior.queued is not None and prior.queued[0] == queue_id else None
+            have = set(known) if known is not None else step(client.queued_sources, queue_id)
+            copies = [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data]
+            step(client.copy_to_queue, queue_id, copies, have)
+            report.queued = frozenset(have | {c["id"] for c in copies})
         except PushError as e:
             e.marked, e.queue_project_id = report.marked, queue_id
             raise

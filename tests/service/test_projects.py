@@ -390,7 +390,10 @@ class QueueFailsToFill(FakeClient):
     def ensure_queue_project(self, pid):
         return 77
 
-    def copy_to_queue(self, qid, tasks):
+    def queued_sources(self, qid):
+        return set()
+
+    def copy_to_queue(self, qid, tasks, have=None):
         from connectors.label_studio import LabelStudioError
 
         raise LabelStudioError("HTTP 400: refused", retryable=False)

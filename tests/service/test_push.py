@@ -29,6 +29,7 @@ class Recorder:
         self.fail = fail or {}
         self.versions = versions if versions is not None else {}
         self.rows: list[dict] = []
+        self.queued: set[int] = set()
 
     def _call(self, name: str, *args):
         self.calls.append((name, *args))
@@ -76,9 +77,15 @@ class Recorder:
         self._call("tasks_by_id", pid, list(ids))
         return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
 
-    def copy_to_queue(self, qid, tasks):
+    def queued_sources(self, qid):
+        self._call("queued_sources", qid)
+        return set(self.queued)
+
+    def copy_to_queue(self, qid, tasks, have=None):
         self._call("copy_to_queue", qid, [t["id"] for t in tasks])
-        return len(tasks)
+        new = [t["id"] for t in tasks if t["id"] not in (self.queued if have is None else have)]
+        self.queued |= set(new)
+        return len(new)
 
 
 def served(number: int = 3, head: tuple[tuple[int, float], ...] = ((12, 0.05), (11, 0.2))) -> ServedVersion:
@@ -310,3 +317,18 @@ def test_the_tasks_a_push_may_mark_are_known_before_it_writes_any(tmp_path) -> N
     with pytest.raises(RuntimeError):
         push_suggestions(client, 3, [40, 10, 30], _settings(tmp_path), PushState(None, frozenset({5})), told.append)
     assert told == [{5, 40}]
+
+
+def test_the_queue_is_read_once_then_known_from_the_last_push(tmp_path) -> None:
+    """The queue grows by a top-K every version: reading all of it at every push would grow without end."""
+    client = Recorder()
+    first = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    assert [c[0] for c in client.calls].count("queued_sources") == 1 and first.queued == {11, 12}
+    client.calls.clear()
+    prior = PushState(3, frozenset(first.marked), (99, first.queued))
+    again = push(client, tmp_path, prior=prior, version=served(4, ((13, 0.01), (12, 0.05))), push_mode="queue",
+                 push_top_k=2)
+    assert "queued_sources" not in [c[0] for c in client.calls] and again.queued == {11, 12, 13}
+    assert client.queued == {11, 12, 13}, "only 13 was new"
+    other = push(Recorder(), tmp_path, prior=PushState(3, None, (98, first.queued)), push_mode="queue")
+    assert other.queue_project_id == 99 and other.queued == {12}, "another queue project is read afresh"
