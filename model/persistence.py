@@ -22,15 +22,10 @@ import torch
 from model.latent_svm import LatentSVM
 from model.networks import build_networks
 from model.sae import StructuringAutoencoder, set_n_features
-from model.sae_classifier import SAEClassifier
+from model.sae_classifier import PASSED_SAE_PARAMS, SAEClassifier
 
 FORMAT_VERSION = 1
-# Autoencoder settings the SAEClassifier does not set itself: they travel in its ``sae_params``.
-_SAE_ONLY_KEYS = ("batch_size", "labeled_per_batch", "lr", "network", "channels", "hidden", "amp", "max_shift",
-                  "flip", "cutout", "steps_per_epoch", "consistency", "mixup", "weight_decay",
-                  "lr_schedule", "ema_decay", "mean_teacher",
-                  "contrastive", "class_distances")
-_SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *_SAE_ONLY_KEYS)
+_SAE_KEYS = ("latent_dim", "lam", "epochs", "n_classes", "random_state", *PASSED_SAE_PARAMS)
 
 
 def _jsonable(v: object) -> object:
@@ -140,7 +135,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     svm.n_features_in_ = svm.coef_.shape[1]
     params = dict(settings["classifier"])
     params["device"] = device
-    sae_params = {k: sae.get_params()[k] for k in _SAE_ONLY_KEYS}
+    sae_params = {k: sae.get_params()[k] for k in PASSED_SAE_PARAMS}
     if settings["custom_networks"]:  # else a clone, or a member of a refit, would train the built-in networks
         sae_params.update(encoder=sae.encoder, decoder=sae.decoder)
     clf = SAEClassifier(class_names=settings["class_names"], **params, sae_params=sae_params)

@@ -15,6 +15,11 @@ from model.sae import StructuringAutoencoder, set_n_features
 RESERVED_SAE_PARAMS = {"latent_dim": "latent_dim", "lam": "lam", "epochs": "epochs", "n_classes": "class_names",
                        "device": "device", "random_state": "random_state", "verbose": "verbose",
                        "pseudo_weight": "self_training", "warm_start": "warm_start"}
+# The autoencoder settings that travel in ``sae_params`` as they are (its user-given networks and callback
+# aside): saved with every version, and what the simulator and the service pass through, so a new
+# autoencoder hyperparameter needs no list of its own anywhere.
+PASSED_SAE_PARAMS = tuple(k for k in StructuringAutoencoder._get_param_names()
+                          if k not in RESERVED_SAE_PARAMS and k not in ("encoder", "decoder", "on_epoch"))
 
 
 class SAEClassifier(ClassifierMixin, BaseEstimator):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,7 +18,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 @dataclass(frozen=True)
 class SAESettings:
-    """The autoencoder settings a training job carries: plain data, the service's ``SAE_*`` settings."""
+    """The autoencoder settings a training job carries: plain data, the service's ``SAE_*`` settings.
+
+    A field here with its ``sae_<field>`` setting below is all a new one needs: those the autoencoder
+    takes as they are (:data:`~model.sae_classifier.PASSED_SAE_PARAMS`) reach every training.
+    """
 
     epochs: int = 30
     warm_epochs: int = 10
@@ -35,6 +39,9 @@ class SAESettings:
     test_time_flip: bool = False
     mixup: float = 0.0
     ema_decay: float = 0.0
+
+
+_SAE_SETTING = {"lam": "sae_lambda"}  # SAESettings fields whose setting is not SAE_<FIELD>
 
 
 class Settings(BaseSettings):
@@ -141,16 +148,9 @@ class Settings(BaseSettings):
         return {"Authorization": f"Basic {token}"}
 
     def sae_settings(self) -> SAESettings:
-        """The autoencoder settings a training job carries."""
-        return SAESettings(epochs=self.sae_epochs, warm_epochs=self.sae_warm_epochs, latent_dim=self.sae_latent_dim,
-                           lam=self.sae_lambda, max_shift=self.sae_max_shift, warm_steps=self.sae_warm_steps,
-                           channels=tuple(self.sae_channels), flip=self.sae_flip,
-                           self_training=self.sae_self_training,
-                           self_training_threshold=self.sae_self_training_threshold,
-                           consistency=self.sae_consistency,
-                           semi_supervised_from=self.sae_semi_supervised_from,
-                           test_time_flip=self.sae_test_time_flip, mixup=self.sae_mixup,
-                           ema_decay=self.sae_ema_decay)
+        """The autoencoder settings a training job carries: each ``SAESettings`` field from its ``SAE_*`` setting."""
+        value = {f.name: getattr(self, _SAE_SETTING.get(f.name, "sae_" + f.name)) for f in fields(SAESettings)}
+        return SAESettings(**{**value, "channels": tuple(value["channels"])})
 
     @field_validator("query_strategy")
     @classmethod

@@ -11,6 +11,7 @@ stop estimate (Cohen's kappa with the previous round's predictions on a fixed st
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -18,8 +19,9 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +32,7 @@ from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
 from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
-from model.sae_classifier import SAEClassifier
+from model.sae_classifier import PASSED_SAE_PARAMS, SAEClassifier
 from model.stopping import agreement, should_stop
 from model.targets import load_distance_matrix
 
@@ -45,8 +47,18 @@ class SimulationError(ValueError):
     """Bad simulator input; the message is meant for the user as is."""
 
 
+def _flag(default: object = None, help: str | None = None, **spec: object) -> Any:
+    """A setting that both the ``simulate`` command and the benchmark take as a flag (see :func:`add_flags`)."""
+    factory = {"default_factory": lambda: list(default)} if isinstance(default, list) else \
+        {"default_factory": dict} if isinstance(default, dict) else {"default": default}
+    return field(**factory, metadata={"flag": {"help": help, **spec}})
+
+
 @dataclass
 class SimulationSettings:
+    """What one simulation runs. Fields made with ``_flag`` are flags of both command lines: a new model
+    setting is one such field (and, when the autoencoder takes it as it is, nothing else here)."""
+
     dataset: str = "digits"
     data_path: str | None = None
     groups: str | None = None
@@ -56,43 +68,61 @@ class SimulationSettings:
     per_round: int = 100
     rounds: int = 5
     seeds: int = 3
-    pool_size: int | None = None
-    test_size: int | None = None
+    pool_size: int | None = _flag(None, "pool items drawn from the training split (default: all)")
+    test_size: int | None = _flag(None, "test items (default: the whole test split)")
     epochs: int = 20
     warm_epochs: int | None = None
-    warm_steps: int | None = None
-    latent_dim: int = 10
-    lam: float = 0.9
-    batch_size: int = 256
-    labeled_per_batch: int = 64
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
-    network: str = "auto"
-    max_shift: int = 0
-    flip: bool = False
-    cutout: int = 0
-    test_time_flip: bool = False
-    members: int = 1  # autoencoders per model, from different seeds (an ensemble)
-    class_distances: str | None = None  # a JSON file of distances between the data set's class names
+    warm_steps: int | None = _flag(None, "optimiser steps per warm-started SAE epoch (SAE_WARM_STEPS); "
+                                         "default a full pass")
+    latent_dim: int = _flag(10, "latent size")
+    lam: float = _flag(0.9, "λ: the structure term's weight against reconstruction")
+    batch_size: int = _flag(256, "items a batch")
+    labeled_per_batch: int = _flag(64, "labeled items in every SAE batch")
+    channels: list[int] = _flag([32, 64, 128], "conv encoder channels, comma-separated")  # noqa: RUF009 - _flag returns a field()
+    network: str = _flag("auto", "auto, conv, conv-bn / conv-gn (batch- / group-normalised encoder), conv-res "
+                                 "(residual) or mlp")
+    max_shift: int = _flag(0, "shift training images by up to this many pixels")
+    flip: bool = _flag(False, "mirror half the training images left-right (not for digits)")
+    cutout: int = _flag(0, "blank a SIDE x SIDE square of every training image (0: off)", metavar="SIDE")
+    test_time_flip: bool = _flag(False, "code (or score) an image as the mean of it and its mirror image, "
+                                        "for every model")
+    members: int = _flag(1, "autoencoders per model from different seeds, their codes read side by side "
+                            "(an ensemble)")
+    class_distances: str | None = _flag(None, "JSON distances between the data set's class names, as "
+                                              "CLASS_DISTANCES (default: all classes equally apart)",
+                                        metavar="FILE")
     warm_start: bool = True
-    validation_size: int | None = None
-    initial_strategy: str = "random"
-    typical_params: dict[str, float] = field(default_factory=dict)  # the typicality start's autoencoder alone
-    init_from_start: bool = False  # the SAE's first training starts from that autoencoder's weights
-    init_features_only: bool = False  # ... all but the linear maps to and from the code, which start fresh
-    self_training: float = 0.0
-    self_training_threshold: float = 0.9
-    consistency: float = 0.0
-    semi_supervised_from: int = 0
-    mixup: float = 0.0
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    lr_schedule: str = "constant"
-    ema_decay: float = 0.0
-    mean_teacher: bool = False
-    contrastive: float = 0.0
-    strategy_options: dict[str, float] = field(default_factory=dict)
+    validation_size: int | None = _flag(None, "validation items carved from the training split (choose "
+                                              "settings on them)")
+    initial_strategy: str = _flag("random", "the first labels: random or typicality (cold start)")
+    typical_params: dict[str, float] = _flag({}, "a setting of the typicality start's autoencoder alone, e.g. "  # noqa: RUF009
+                                                 "epochs=20 or latent_dim=32 (repeatable)", name="--typical-param")
+    init_from_start: bool = _flag(False, "the SAE's first training starts from the typicality start's "
+                                         "autoencoder, not from scratch")
+    init_features_only: bool = _flag(False, "with --init-from-start: the linear maps to and from the code "
+                                            "start fresh")
+    self_training: float = _flag(0.0, "weight of pseudo-labeled items in the structure term (0: off)")
+    self_training_threshold: float = _flag(0.9, "confidence a pseudo-label needs")
+    consistency: float = _flag(0.0, "weight of code agreement under two random augmentations (shifts, flips, "
+                                    "cutouts), relative to the structure term (0: off)")
+    semi_supervised_from: int = _flag(0, "self-training and consistency stay off below this many labels "
+                                         "(their schedule)", metavar="LABELS")
+    mixup: float = _flag(0.0, "weight of blended labeled pairs (SAE: pulled to the blend of their class "
+                              "positions; classifier: blended labels; 0: off)")
+    lr: float = _flag(1e-3, "the SAE's Adam learning rate (the classifier keeps its own)")
+    weight_decay: float = _flag(0.0, "the SAE's decoupled weight decay (AdamW; 0: off)")
+    lr_schedule: str = _flag("constant", "the SAE's Adam step within a round: constant, or cosine (annealed to "
+                                         "zero every round)")
+    ema_decay: float = _flag(0.0, "keep a moving average of the SAE's weights over a round, with this decay "
+                                  "(0: off)")
+    mean_teacher: bool = _flag(False, "the consistency term's second view is encoded by the averaged weights "
+                                      "(needs --ema-decay)")
+    contrastive: float = _flag(0.0, "weight of a SimCLR loss between each image's code and its random crop's "
+                                    "(0: off)")
+    strategy_options: dict[str, float] = _flag({}, "a query strategy's setting, e.g. until=500 for "  # noqa: RUF009
+                                                   "typicality-margin (repeatable)", name="--strategy-option")
     stop_set_size: int = 1000
-    device: str = "auto"
+    device: str = _flag("auto", "auto, cpu, cuda[:N] or mps")
 
     def validate(self) -> None:
         bad = [m for m in self.models if m not in MODELS]
@@ -174,17 +204,51 @@ def parse_options(pairs: list[str], flag: str = "--strategy-option") -> dict[str
     return out
 
 
+_TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str": str, "int | None": int,
+                                              "str | None": str, "list[int]": lambda v: [int(c) for c in v.split(",")
+                                                                                         if c.strip()]}
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Every ``_flag`` setting as a flag (``--max-shift`` for ``max_shift``), for both command lines."""
+    for f in fields(SimulationSettings):
+        spec = f.metadata.get("flag")
+        if spec is None:
+            continue
+        name, kw = spec.get("name", "--" + f.name.replace("_", "-")), {"dest": f.name, "help": spec["help"]}
+        if f.type == "bool":
+            parser.add_argument(name, action="store_true", **kw)
+        elif f.type.startswith("dict"):
+            parser.add_argument(name, action="append", default=[], metavar="KEY=VALUE", **kw)
+        else:
+            default = f.default_factory() if f.default is MISSING else f.default
+            parser.add_argument(name, type=_TYPES[f.type], default=default, metavar=spec.get("metavar"), **kw)
+
+
+def from_flags(args: argparse.Namespace, **others: object) -> SimulationSettings:
+    """The settings ``add_flags`` parsed, with ``others`` (each command line's own) filled in."""
+    values: dict[str, object] = {}
+    for f in fields(SimulationSettings):
+        spec = f.metadata.get("flag")
+        if spec is not None:
+            value = getattr(args, f.name)
+            flag = spec.get("name", "--" + f.name.replace("_", "-"))
+            values[f.name] = parse_options(value, flag) if f.type.startswith("dict") else value
+    return SimulationSettings(**values, **others)
+
+
 def _classifier_steps(epochs: int, pool: int, batch_size: int) -> int:
     """The classifier gets as many optimiser steps as the SAE (one per pool batch), at least 300."""
     return max(300, epochs * math.ceil(pool / batch_size))
 
 
 def sae_params(s: SimulationSettings) -> dict:
-    """The autoencoder's settings that the simulator passes through as they are (checked by the model)."""
-    return dict(batch_size=s.batch_size, labeled_per_batch=s.labeled_per_batch, channels=tuple(s.channels),
-                network=s.network, max_shift=s.max_shift, flip=s.flip, cutout=s.cutout, consistency=s.consistency,
-                mixup=s.mixup, lr=s.lr, weight_decay=s.weight_decay, lr_schedule=s.lr_schedule,
-                ema_decay=s.ema_decay, mean_teacher=s.mean_teacher, contrastive=s.contrastive)
+    """The autoencoder's settings that the simulator passes through as they are (checked by the model).
+
+    Every setting named as the autoencoder's own parameter; ``class_distances`` is a file here, read per data set.
+    """
+    out = {k: getattr(s, k) for k in PASSED_SAE_PARAMS if hasattr(s, k) and k != "class_distances"}
+    return {**out, "channels": tuple(s.channels)}
 
 
 def class_distances(s: SimulationSettings, ds: Dataset) -> np.ndarray | None:

@@ -22,7 +22,7 @@ from sklearn.svm import LinearSVC
 from model.acquisition import TypicalitySampling, get_strategy
 from model.persistence import load_model
 from model.sae import StructuringAutoencoder
-from model.sae_classifier import SAEClassifier
+from model.sae_classifier import PASSED_SAE_PARAMS, SAEClassifier
 from service.pool_store import PoolStore
 from service.served import ShardScores, score_shard
 from service.settings import SAESettings
@@ -122,8 +122,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
                 semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip)
     distances = None if job.class_distances is None else np.asarray(job.class_distances, np.float64)
-    trains = dict(max_shift=s.max_shift, flip=s.flip, consistency=s.consistency, mixup=s.mixup,
-                  ema_decay=s.ema_decay, class_distances=distances)  # the settings every training takes, first or warm
+    trains = {k: getattr(s, k) for k in PASSED_SAE_PARAMS if hasattr(s, k)}  # every training's, first or warm
+    trains.update(channels=tuple(s.channels), class_distances=distances)
     if warm:
         model = copy.deepcopy(prev)
         model.set_params(warm_start=True, epochs=s.warm_epochs, lam=s.lam, device=job.device, **semi,
@@ -132,7 +132,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
-                              sae_params={"on_epoch": on_epoch, **trains, "channels": tuple(s.channels)})
+                              sae_params={"on_epoch": on_epoch, **trains})
     model.fit(x, y)
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:

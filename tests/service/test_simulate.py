@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 from collections.abc import Callable
@@ -15,7 +16,17 @@ from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
 from service import simulate as simulate_module
 from service.cli import main
-from service.simulate import SimulationError, SimulationSettings, _build, run_one, simulate, summary_table
+from service.simulate import (
+    SimulationError,
+    SimulationSettings,
+    _build,
+    add_flags,
+    from_flags,
+    run_one,
+    sae_params,
+    simulate,
+    summary_table,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -444,9 +455,24 @@ def test_cli_rejects_a_malformed_strategy_option(tmp_path, capsys) -> None:
 
 
 def test_cli_help_names_every_network_kind(capsys) -> None:
-    """The CLI lists the kinds by hand (it must not import torch to parse), so a new kind must reach its help."""
+    """The help lists the kinds in words, so a new kind must reach it."""
     with pytest.raises(SystemExit):
         main(["simulate", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     network = help_text.split("--network NETWORK ")[-1].split(" --")[0]
     assert set(NETWORK_KINDS) <= set(re.split(r"[\s,/()]+", network)), network
+
+
+def test_flag_settings_parse_to_their_defaults_and_take_every_kind_of_value() -> None:
+    """Both command lines build their flags from SimulationSettings: a new setting is one field."""
+    parser = argparse.ArgumentParser()
+    add_flags(parser)
+    assert from_flags(parser.parse_args([])) == SimulationSettings()
+    s = from_flags(parser.parse_args(["--max-shift", "2", "--flip", "--channels", "8,16", "--lr", "0.01",
+                                      "--class-distances", "d.json", "--typical-param", "epochs=3",
+                                      "--strategy-option", "until=500"]), rounds=2)
+    assert (s.max_shift, s.flip, s.channels, s.lr, s.class_distances) == (2, True, [8, 16], 0.01, "d.json")
+    assert (s.typical_params, s.strategy_options, s.rounds) == ({"epochs": 3}, {"until": 500}, 2)
+    assert sae_params(s)["channels"] == (8, 16) and sae_params(s)["max_shift"] == 2
+    with pytest.raises(SimulationError, match="--typical-param wants KEY=NUMBER"):
+        from_flags(parser.parse_args(["--typical-param", "epochs"]))
