@@ -20,7 +20,8 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.projects import PayloadError, ProjectManager, ProjectState
+from service import webhooks
+from service.projects import ProjectManager, ProjectState
 from service.push import COLD_START_VERSION
 from service.settings import Settings
 
@@ -145,8 +146,8 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             return {"status": "ignored", "action": body.action}
         pid = project_id(body.project)
         try:
-            return {"status": m.on_event(pid, body.action, body.model_dump())}
-        except PayloadError as e:
+            return {"status": webhooks.handle(m, pid, body.action, body.model_dump())}
+        except webhooks.PayloadError as e:
             raise HTTPException(422, f"{body.action}: {e}") from None
 
     @app.get("/metrics", dependencies=deps)

@@ -43,36 +43,6 @@ RANKING_KEEP = 1000
 SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
 
 
-class PayloadError(ValueError):
-    """A webhook body Label Studio would not send; answered 422 with this message, nothing recorded."""
-
-
-def _object(value: object, what: str) -> dict:
-    if not isinstance(value, dict):
-        raise PayloadError(f"{what} must be an object, got {type(value).__name__}")
-    return value
-
-
-def _list(value: object, what: str) -> list:
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise PayloadError(f"{what} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _task_id(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
-        raise PayloadError(f"{what} must be an integer id, got {value!r}")
-    return value
-
-
-def _deleted_ids(body: dict) -> list[int]:
-    """ANNOTATIONS_DELETED's annotation ids (the payload carries only those)."""
-    return [_task_id(_object(a, "annotations[]").get("id"), "annotations[].id")
-            for a in _list(body.get("annotations"), "annotations")]
-
-
 @dataclass
 class ProjectState:
     id: int
@@ -292,80 +262,18 @@ class ProjectManager:
                 raise LabelConfigError(st.config_error or "no label config")
         return st.config
 
-    # ---- changes in ----------------------------------------------------------------------------
-    def on_event(self, pid: int, action: str, body: dict) -> str:
-        """Record one webhook's change in the mirror at once; anything slow goes to a background thread."""
-        source = self._queue_source(pid, body)
-        if source is not None:
-            return self._queue_event(source, action, body)
-        if action == "ANNOTATIONS_DELETED":
-            gone = _deleted_ids(body)
-            st = self.get(pid, create=False)
-            if st is None:  # nothing of it is mirrored, and a queue no push recorded must not become a project
-                return "ignored"
-            self.mirror(st).remove_annotations(gone)
-            return self.labels_changed(pid, action)
-        st = self.get(pid)
-        if action == "START_TRAINING":
-            return self.request_training(pid, "START_TRAINING")
-        m = self.mirror(st)
-        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            ann = _object(body.get("annotation") or {}, "annotation")
-            task = body.get("task")
-            tid = ann.get("task") if not isinstance(task, dict) else task.get("id")
-            tid = tid if tid is not None else task
-            if tid is not None and ann.get("id") is not None:  # during an ingest too: it keeps the newer word
-                _task_id(ann["id"], "annotation.id")
-                m.upsert_annotation(_task_id(tid, "the annotation's task id"), ann)
-            return self.labels_changed(pid, action)
-        tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
-        for t in tasks:
-            _task_id(t.get("id"), "tasks[].id")
-        if action == "TASKS_CREATED":
-            if m.ingested and tasks:
-                self.sync.submit(self._new_tasks, pid, tasks)
-                return "scoring"
-            return "ignored"
-        if action == "TASKS_DELETED":
-            if m.ingested:
-                m.remove_tasks([int(t["id"]) for t in tasks])
-            return "removed"
-        return "ignored"
-
-    def _queue_source(self, pid: int, body: dict) -> ProjectState | None:
-        """The project whose queue project ``pid`` is (its webhook, registered with BACKEND_URL, lands here too).
-
-        Known by the queue id once a push recorded it, and before that by the ``source_project`` every
-        queue task carries in its ``meta``.
-        """
+    # ---- changes in (service.webhooks records them) ---------------------------------------------
+    def states(self) -> dict[int, ProjectState]:
+        """A copy of the registry, safe to read while projects register."""
         with self._lock:
-            states = dict(self.projects)
-        source = next((st for st in states.values() if st.queue_project_id == pid), None)
-        task = body.get("task")
-        meta = task.get("meta") if isinstance(task, dict) else None
-        claimed = meta.get("source_project") if isinstance(meta, dict) else None
-        served_itself = pid in states and states[pid].config is not None
-        if source is None and isinstance(claimed, int) and claimed != pid and claimed in states and not served_itself:
-            source = states[claimed]
-        return source
+            return dict(self.projects)
 
-    def _queue_event(self, source: ProjectState, action: str, body: dict) -> str:
-        """A label made, corrected or deleted in the queue project counts for the source task it copies."""
-        m = self.mirror(source)
-        if action in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
-            ann = _object(body.get("annotation") or {}, "annotation")
-            task = body.get("task")
-            meta = task.get("meta") if isinstance(task, dict) else None
-            src = meta.get("source_task") if isinstance(meta, dict) else None
-            if src is None or ann.get("id") is None:
-                return "ignored"
-            _task_id(ann["id"], "annotation.id")
-            m.upsert_queue_annotation(_task_id(src, "task.meta.source_task"), ann)
-            return self.labels_changed(source.id, f"queue {action}")
-        if action == "ANNOTATIONS_DELETED":
-            m.remove_queue_annotations(_deleted_ids(body))
-            return self.labels_changed(source.id, f"queue {action}")
-        return "ignored"
+    def tasks_created(self, pid: int, tasks: list[dict]) -> str:
+        """TASKS_CREATED: stored and scored on the background thread, so the webhook answers at once."""
+        if not self.mirror(self.get(pid)).ingested or not tasks:
+            return "ignored"
+        self.sync.submit(self._new_tasks, pid, tasks)
+        return "scoring"
 
     def request_training(self, pid: int, reason: str) -> str:
         st = self.get(pid)

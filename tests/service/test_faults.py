@@ -8,7 +8,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-import pytest
 
 from connectors.label_studio import LabelStudioClient
 from service.app import create_app
@@ -133,22 +132,6 @@ def test_every_route_refuses_malformed_input_with_4xx(tmp_path):
     for route in ("/projects/abc/status", "/projects/1/ranking?limit=0", "/projects/999/status"):
         assert 400 <= app.get(route).status_code < 500
     assert app.get("/projects/1/morph.png").status_code in (404, 422)
-
-
-@pytest.mark.parametrize(("body", "named"), [
-    ({"action": "ANNOTATION_CREATED", "annotation": "x"}, "annotation must be an object"),
-    ({"action": "ANNOTATION_UPDATED", "annotation": {"id": 1, "task": "abc"}}, "task id must be an integer"),
-    ({"action": "ANNOTATION_CREATED", "annotation": {"id": 2**64, "task": 3}}, "annotation.id"),
-    ({"action": "ANNOTATIONS_DELETED", "annotations": [5]}, "annotations[] must be an object"),
-    ({"action": "ANNOTATIONS_DELETED", "annotations": {"id": 5}}, "annotations must be a list"),
-    ({"action": "TASKS_DELETED", "tasks": [{"id": "x"}]}, "tasks[].id must be an integer"),
-    ({"action": "TASKS_CREATED", "tasks": [{"id": True}]}, "tasks[].id must be an integer"),
-])
-def test_a_webhook_body_label_studio_would_not_send_is_a_422_naming_the_field(tmp_path, body, named):
-    _, app, _ = make(tmp_path)
-    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
-    r = app.post("/webhook", json={**body, "project": {"id": 1}})
-    assert r.status_code == 422 and named in r.json()["detail"], r.text
 
 
 def test_predict_answers_odd_tasks_one_by_one_never_a_500(tmp_path):
