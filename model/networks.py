@@ -143,6 +143,14 @@ class MLPDecoder(nn.Module):
         return self.net(z).view(-1, *self.output_shape)
 
 
+def network_kind(input_shape: Sequence[int], kind: str = "auto") -> str:
+    """The kind ``build_networks`` builds for items of ``input_shape``: ``auto`` resolved."""
+    shape = tuple(int(s) for s in input_shape)
+    if kind != "auto":
+        return kind
+    return "conv" if len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3) and shape[1] >= 16 else "mlp"
+
+
 def build_networks(input_shape: Sequence[int], latent_dim: int, kind: str = "auto",
                    channels: Sequence[int] = (32, 64, 128),
                    hidden: Sequence[int] = (256, 128)) -> tuple[nn.Module, nn.Module]:
@@ -155,8 +163,7 @@ def build_networks(input_shape: Sequence[int], latent_dim: int, kind: str = "aut
     """
     shape = tuple(int(s) for s in input_shape)
     is_image = len(shape) == 3 and shape[1] == shape[2] and shape[0] in (1, 3)
-    if kind == "auto":
-        kind = "conv" if is_image and shape[1] >= 16 else "mlp"
+    kind = network_kind(shape, kind)
     if kind in CONV_KINDS:
         if not is_image:
             raise ValueError(f"conv networks need square (C, H, W) images with C in 1 or 3, got {shape}")

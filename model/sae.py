@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from model.augment import augment, augments, blend_pairs, random_resized_crop
 from model.contrastive import nt_xent, projection_head
 from model.device import resolve_device
-from model.networks import build_networks
+from model.networks import build_networks, network_kind
 from model.targets import check_distance_matrix, class_positions, equal_distances, procrustes_targets
 
 log = logging.getLogger(__name__)
@@ -231,8 +231,10 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         arch = {"input_shape": tuple(int(s) for s in input_shape), "latent_dim": int(self.latent_dim)}
         if self.encoder is not None:
             return {**arch, "encoder": self.encoder, "decoder": self.decoder}
-        return {**arch, "network": self.network, "channels": tuple(int(c) for c in self.channels),
-                "hidden": tuple(int(h) for h in self.hidden)}
+        kind = network_kind(input_shape, self.network)  # only what that kind is built from counts
+        if kind == "mlp":
+            return {**arch, "network": kind, "hidden": tuple(int(h) for h in self.hidden)}
+        return {**arch, "network": kind, "channels": tuple(int(c) for c in self.channels)}
 
     def _build(self, input_shape: tuple[int, ...]) -> None:
         if self.encoder is not None:

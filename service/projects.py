@@ -17,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -101,7 +102,7 @@ class ProjectManager:
                  backend: TrainingBackend | None = None, start_scheduler: bool = True,
                  lock_wait_seconds: float = 60.0) -> None:
         self.settings = settings
-        self._dir_lock = dir_lock.acquire(settings.model_dir, lock_wait_seconds)
+        self._dir_lock: Path | None = dir_lock.acquire(settings.model_dir, lock_wait_seconds)
         self.client_factory = client_factory or (lambda url, key: LabelStudioClient(url, key))
         self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
@@ -432,7 +433,9 @@ class ProjectManager:
         for c in clients:
             if hasattr(c, "close"):
                 c.close()
-        dir_lock.release(self._dir_lock)
+        if self._dir_lock is not None:
+            dir_lock.release(self._dir_lock)
+            self._dir_lock = None  # a second shutdown must not release another manager's hold
 
     # ---- jobs: training, push ------------------------------------------------------------------
     def _progress(self, st: ProjectState) -> Callable[[str, float], None]:
@@ -539,7 +542,10 @@ class ProjectManager:
             st.served = served
             st.push_pending = True
             self._persist(st)
-        store.prune(s.keep_versions, number)
+        try:
+            store.prune(s.keep_versions, number)
+        except OSError as e:  # the new version serves all the same; the next training tries again
+            log.warning("project %s: older versions could not be deleted: %s", st.id, e)
         self._update_metrics(st)
         log.info("project %s: %s in service (%s labeled, cv accuracy %s, train %.1f s, score %.1f s)", st.id, name,
                  result.metrics["labeled"], result.metrics["cv_accuracy"], result.metrics["train_seconds"],

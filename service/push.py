@@ -210,7 +210,12 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
             known = prior.queued[1] if prior.queued is not None and prior.queued[0] == queue_id else None
             have = set(known) if known is not None else step(client.queued_sources, queue_id)
             copies = [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data]
-            step(client.copy_to_queue, queue_id, copies, have)
+            tries = iter([have])
+
+            def copy_to_queue() -> int:  # a retry reads the queue again: the import may have landed
+                return client.copy_to_queue(queue_id, copies, next(tries, None))
+
+            step(copy_to_queue)
             report.queued = frozenset(have | {c["id"] for c in copies})
         except PushError as e:
             e.marked, e.queue_project_id = report.marked, queue_id

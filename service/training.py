@@ -100,6 +100,13 @@ def cv_accuracy(z: np.ndarray, y: np.ndarray, folds: int = 5) -> float | None:
     return float(np.mean(cross_val_score(LinearSVC(dual="auto", max_iter=5000, random_state=0), z, y, cv=cv)))
 
 
+def _same_networks(prev: SAEClassifier, s: SAESettings) -> bool:
+    """Would these settings build the networks ``prev`` has? Only what its network kind is built from counts."""
+    probe = copy.copy(prev.sae_)  # shallow: a user's own encoder stays the same object
+    probe.set_params(latent_dim=int(s.latent_dim), channels=tuple(s.channels))
+    return probe._architecture(prev.sae_.input_shape_) == prev.sae_._architecture(prev.sae_.input_shape_)
+
+
 def train_project(job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
     """Fit the SAE + SVM on the pool, warm-starting from the previous version when shapes agree."""
     ids, x = live_items(job.pool_dir, job.task_ids)
@@ -112,8 +119,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     s = job.sae
     # reordered classes would swap their positions; another latent size or encoder width needs new networks
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
-        and list(prev.class_names or []) == list(job.class_names) \
-        and int(prev.latent_dim) == int(s.latent_dim) and tuple(prev.sae_.channels) == tuple(s.channels)
+        and list(prev.class_names or []) == list(job.class_names) and _same_networks(prev, s)
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:

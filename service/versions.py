@@ -103,7 +103,10 @@ class VersionStore:
         """Metadata of every complete version, oldest first."""
         out = []
         for n in self.numbers():
-            meta = read_settings(self.dir / f"v{n:06d}").get("metadata", {})
+            try:
+                meta = read_settings(self.dir / f"v{n:06d}").get("metadata", {})
+            except FileNotFoundError:  # pruned since it was listed
+                continue
             out.append({k: meta.get(k) for k in ("model_version", "labeled", "cv_accuracy", "train_seconds",
                                                  "read_seconds", "created_at")})
         return out

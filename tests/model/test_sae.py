@@ -365,6 +365,16 @@ def test_non_finite_codes_get_zero_confidence_and_probability(digits_model: SAEC
     assert pred.shape == (6,)
 
 
+def test_what_the_network_kind_does_not_build_from_keeps_the_warm_start(small) -> None:
+    x, y = small
+    x, y = x[:150], y[:150]
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, hidden=(16,), warm_start=True).fit(x, y)
+    encoder = sae.encoder_  # 8x8 images: "auto" builds the MLP
+    sae.set_params(channels=(4, 8, 8), network="mlp").fit(x, y)
+    assert sae.encoder_ is encoder and len(sae.history_) == 2
+    StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, network="mlp", hidden=(16,), channels=None).fit(x, y)
+
+
 @pytest.mark.parametrize("change", [{"latent_dim": 3}, {"hidden": (32,)}, {"network": "conv", "channels": (4, 8, 8)}])
 def test_warm_start_after_another_architecture_trains_new_networks(small, change: dict, caplog) -> None:
     x, y = small

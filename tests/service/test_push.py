@@ -332,3 +332,22 @@ def test_the_queue_is_read_once_then_known_from_the_last_push(tmp_path) -> None:
     assert client.queued == {11, 12, 13}, "only 13 was new"
     other = push(Recorder(), tmp_path, prior=PushState(3, None, (98, first.queued)), push_mode="queue")
     assert other.queue_project_id == 99 and other.queued == {12}, "another queue project is read afresh"
+
+
+def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
+    """The import may have landed although its answer was lost: the retry must not copy the tasks twice."""
+    client = Recorder()
+    real = client.copy_to_queue
+    calls = []
+
+    def lands_then_times_out(qid, tasks, have=None):
+        calls.append(have)
+        n = real(qid, tasks, have)
+        if len(calls) == 1:
+            raise LabelStudioError("timed out", retryable=True)
+        return n
+
+    client.copy_to_queue = lands_then_times_out
+    report = push(client, tmp_path, push_mode="queue", push_top_k=2, push_retries=2)
+    assert calls[0] == set() and calls[1] is None, "the cache once, then the queue itself"
+    assert client.queued == {11, 12} and report.queued == {11, 12}

@@ -214,10 +214,27 @@ def test_a_changed_latent_size_or_encoder_trains_anew_and_a_changed_lambda_reach
         pool_dir: str, digits_labels: np.ndarray, tmp_path) -> None:
     save_model(train_project(job(pool_dir, digits_labels)).model, tmp_path / "v1")
     spec = job(pool_dir, digits_labels, previous=str(tmp_path / "v1"))
-    warm = train_project(dataclasses.replace(spec, sae=dataclasses.replace(spec.sae, lam=0.5)))
+
+    def again(**change):
+        return train_project(dataclasses.replace(spec, sae=dataclasses.replace(spec.sae, **change)))
+
+    warm = again(lam=0.5)
     assert warm.metrics["warm_start"] and warm.model.sae_.lam == 0.5
-    for change in ({"latent_dim": 4}, {"channels": [8, 16, 32]}):
-        cold = train_project(dataclasses.replace(spec, sae=dataclasses.replace(spec.sae, **change)))
-        assert cold.metrics["warm_start"] is False, change
-        assert cold.model.transform(np.zeros((1, 1, 8, 8), np.uint8)).shape[1] == change.get("latent_dim", 6)
-        assert tuple(cold.model.sae_.channels) == tuple(change.get("channels", spec.sae.channels))
+    cold = again(latent_dim=4)
+    assert cold.metrics["warm_start"] is False and cold.model.transform(np.zeros((1, 1, 8, 8), np.uint8)).shape[1] == 4
+    assert again(channels=(8, 16, 32)).metrics["warm_start"], "8x8 digits get the MLP, which takes no channels"
+
+
+def test_a_changed_encoder_width_trains_a_conv_model_anew(digits: Dataset, digits_labels: np.ndarray,
+                                                          tmp_path) -> None:
+    store = PoolStore(tmp_path / "pool16", fsync=False)
+    items = np.rint(digits.x_train[:N] * 255).astype(np.uint8).repeat(2, axis=-1).repeat(2, axis=-2)  # 16x16: conv
+    store.append(np.arange(1000, 1000 + N), items)
+    store.close()
+    small = SAESettings(epochs=1, warm_epochs=1, latent_dim=6, channels=(4, 8, 8))
+    first = job(str(tmp_path / "pool16"), digits_labels)
+    save_model(train_project(dataclasses.replace(first, sae=small)).model, tmp_path / "v1")
+    spec = dataclasses.replace(first, sae=small, previous_dir=str(tmp_path / "v1"))
+    assert train_project(spec).metrics["warm_start"]
+    wider = train_project(dataclasses.replace(spec, sae=dataclasses.replace(small, channels=(4, 8, 16))))
+    assert wider.metrics["warm_start"] is False and tuple(wider.model.sae_.channels) == (4, 8, 16)

@@ -83,3 +83,13 @@ def test_prune_keeps_the_newest_and_the_served_and_only_the_served_snapshot(digi
     (store.dir / "served-v000006.npz.tmp.npz").write_bytes(b"half")
     (store.dir / ".v000004.tmp-pruned").mkdir()
     assert store.clean_temporary() == 2, "a snapshot or a delete a crash cut short"
+
+
+def test_history_skips_a_version_pruned_while_it_is_read(digits_model: SAEClassifier, tmp_path,
+                                                         monkeypatch) -> None:
+    store = VersionStore(tmp_path, 1)
+    store.save(digits_model, {})
+    listed = store.numbers()
+    store.save(digits_model, {})
+    monkeypatch.setattr(store, "numbers", lambda: [*listed, 2, 3])  # 3 listed, then pruned by a training
+    assert [h["model_version"] for h in store.history()] == ["sae-v1", "sae-v2"]
