@@ -239,6 +239,38 @@ def demo_table() -> str:
     return f"{len(runs)} runs\n\n" + "\n".join(lines)
 
 
+def soak_table(data: dict, points: int = 6) -> str:
+    """The soak (benchmarks/soak.py): what the backend holds as versions follow each other, and its slope.
+
+    The slope is a least-squares fit over the second half of the rounds, after start-up effects.
+    """
+    rs = data["rounds"]
+    picks = sorted({int(i) for i in np.rint(np.linspace(0, len(rs) - 1, points))})
+    cols = [("version", lambda r: r["version"]), ("labels", lambda r: f"{r['labeled']:,}"),
+            ("resident memory", lambda r: f"{r['rss_mb']:.0f} MB"), ("threads", lambda r: str(r["threads"])),
+            ("open files", lambda r: str(r["open_fds"])), ("versions on disk", lambda r: str(r["versions_kept"])),
+            ("`MODEL_DIR`", lambda r: f"{r['model_dir_bytes'] / 1e6:.1f} MB"),
+            ("`mirror.json`", lambda r: f"{r['mirror_json_bytes'] / 1e3:.0f} kB"),
+            ("Label Studio DB", lambda r: f"{r['ls_db_bytes'] / 1e6:.1f} MB"),
+            ("prediction rows", lambda r: str(r["prediction_rows"])), ("this round", lambda r: f"{r['seconds']:.1f} s")]
+    lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|---" * len(cols) + "|"]
+    lines += ["| " + " | ".join(f(rs[i]) for _, f in cols) + " |" for i in picks]
+    half = rs[len(rs) // 2:]
+    if len(half) >= 2:
+        v = np.arange(len(half))
+
+        def per100(key: str) -> float:
+            return float(np.polyfit(v, [r[key] for r in half], 1)[0] * 100)
+
+        lines.append("")
+        lines.append(f"Slope over the last {len(half)} versions, per 100 versions: resident memory "
+                     f"{per100('rss_mb'):+.1f} MB, open files {per100('open_fds'):+.1f}, threads "
+                     f"{per100('threads'):+.1f}, `MODEL_DIR` {per100('model_dir_bytes') / 1e6:+.2f} MB, "
+                     f"Label Studio DB {per100('ls_db_bytes') / 1e6:+.2f} MB, a round {per100('seconds'):+.2f} s "
+                     f"(median round {np.median([r['seconds'] for r in half]):.1f} s).")
+    return "\n".join(lines)
+
+
 def main() -> None:
     loop = _load("loop-latency-v2-cpu.json")
     if loop:
@@ -268,6 +300,12 @@ def main() -> None:
         print(loop_table(run) + "\n")
         if gpu:
             print(gpu_composite_table(run, gpu) + "\n")
+    for name, title in (("soak-cpu.json", "Soak, 6 new labels a round"),
+                        ("soak-cpu-steady.json", "Soak, as many labels removed as added")):
+        soak = _load(name)
+        if soak:
+            print(f"{title} ({soak['machine']}):\n")
+            print(soak_table(soak) + "\n")
     costs = _load("ls-write-costs-60k.json")
     if costs:
         print(f"Label Studio's writes ({costs['machine']}):\n")

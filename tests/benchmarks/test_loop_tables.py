@@ -58,3 +58,15 @@ def test_write_costs_are_medians_over_the_versions_pushed() -> None:
     reread = {"meta_reread_ms_median": 21.4, "meta_reread_tasks": 10}
     line = loop_tables.write_costs_table({"rows": [{**row, **reread}]}).splitlines()[2]
     assert line == "| defaults | 60,000 | 2.00 s (500) | 0.30 s | 2.00 s | 21 ms (10 tasks) | 112 ms |"
+
+
+def test_the_soak_slope_is_read_on_the_second_half_of_the_rounds() -> None:
+    rounds = [{"version": f"sae-v{i + 2}", "labeled": 50 + 6 * i, "rss_mb": 500.0 + (50.0 if i < 5 else 0.5 * i),
+               "threads": 10, "open_fds": 9, "versions_kept": min(i + 1, 5), "model_dir_bytes": 2_000_000,
+               "mirror_json_bytes": 10_000 + 100 * i, "ls_db_bytes": 1_500_000 + 4096 * i, "prediction_rows": 100,
+               "seconds": 4.0} for i in range(10)]
+    table = loop_tables.soak_table({"rounds": rounds}, points=3)
+    lines = table.splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:5]] == ["sae-v2", "sae-v6", "sae-v11"]
+    assert "resident memory +50.0 MB" in lines[-1], "0.5 MB a version after the start-up jump, not the jump"
+    assert "Label Studio DB +0.41 MB" in lines[-1]
