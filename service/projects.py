@@ -24,7 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import LabelStudioClient, LabelStudioError
 from connectors.task_data import DataFetcher
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
@@ -37,7 +37,7 @@ from service.push import PushError, PushReport, PushState, push_suggestions, pus
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
-from service.versions import VersionStore, known_projects
+from service.versions import VersionStore, known_projects, own_version_number
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -525,6 +525,8 @@ class ProjectManager:
                           class_distances=distances)
         result = self.backend.run(job, report)
         report("saving", 1.0)
+        if previous is None:
+            self._skip_label_studio_versions(st, client, store)
         number, name = store.save(result.model, {**result.metrics, "read_seconds": read_seconds})
         report("scoring the pool", 1.0)
         t_score = time.perf_counter()
@@ -553,6 +555,16 @@ class ProjectManager:
         self._score_missing(st)
         report("pushing to Label Studio", 1.0)
         self._push(st, client)
+
+    def _skip_label_studio_versions(self, st: ProjectState, client: LabelStudioClient, store: VersionStore) -> None:
+        """A first version numbers itself past every ``sae-vN`` Label Studio holds (a lost or new ``MODEL_DIR``)."""
+        try:
+            found = [n for v in client.model_versions(st.id) if (n := own_version_number(v)) is not None]
+        except LabelStudioError as e:  # best-effort: the push fails too if Label Studio is down, and retries
+            log.warning("project %s: could not read Label Studio's model versions: %s", st.id, e)
+            return
+        if found:
+            store.skip_past(max(found))
 
     def _wants_cold_start(self, st: ProjectState) -> bool:
         """No version was ever pushed and cold-start suggestions are on."""

@@ -178,8 +178,14 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
-    older = [v for v, count in step(client.model_versions, pid).items()
+    versions = step(client.model_versions, pid)
+    older = [v for v, count in versions.items()
              if count and (n := own_version_number(v)) is not None and n < served.number]
+    newer = sorted(v for v, count in versions.items()
+                   if count and (n := own_version_number(v)) is not None and n > served.number)
+    if newer:  # this backend never pushes below its own last version: another one writes this project
+        log.warning("project %s: Label Studio holds %s, newer than %s: is another sae-backend (another MODEL_DIR) "
+                    "writing this project?", pid, ", ".join(newer), served.name)
     if older:
         report.rows_deleted += step(client.delete_predictions, pid, older) or 0
     top = head[: settings.push_top_k]

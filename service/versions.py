@@ -83,6 +83,14 @@ class VersionStore:
         last = int(text) if text.isdigit() else 0  # unreadable (a crash mid-write): the directories still count
         return max([last, *nums]) + 1
 
+    def skip_past(self, number: int) -> None:
+        """Number the next version above ``number``: a ``MODEL_DIR`` started afresh must not reuse the names
+        of versions an earlier one left in Label Studio (their rows would never count as older)."""
+        if number >= self.next_number():
+            tmp = self.dir / "last_number.tmp"
+            tmp.write_text(str(int(number)))
+            tmp.replace(self.dir / "last_number")
+
     def save(self, model: SAEClassifier, metrics: dict) -> tuple[int, str]:
         number = self.next_number()
         tmp = self.dir / "last_number.tmp"

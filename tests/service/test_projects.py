@@ -473,3 +473,18 @@ def test_a_new_token_from_setup_replaces_the_old_client_instead_of_keeping_both(
         app.post("/setup", json={"project": "1.1", "schema": CONFIG, "access_token": token})
         m.client(m.get(1))
     assert made == ["first-token", "second-token"] and [k for _, k in m._clients] == ["second-token"]
+
+
+def test_a_fresh_model_dir_numbers_its_first_version_past_what_label_studio_holds(tmp_path, caplog) -> None:
+    """MODEL_DIR lost: the old backend's sae-v57 rows must count as older, not outlive every version below 58."""
+    client = FakeClient()
+    client.rows = {"sae-v57": 40, "vendor-model": 5}
+    m, app, _ = make(tmp_path, backend=CountingBackend(), client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120)
+    st = app.get("/projects/1/status").json()
+    assert st["model_version"] == "sae-v58" and "sae-v57" not in client.rows and client.rows["vendor-model"] == 5
+    client.rows["sae-v90"] = 3  # another backend, another MODEL_DIR
+    m.request_training(1, "again")
+    assert m.runner.wait_idle(120) and "another sae-backend" in caplog.text

@@ -93,3 +93,11 @@ def test_history_skips_a_version_pruned_while_it_is_read(digits_model: SAEClassi
     store.save(digits_model, {})
     monkeypatch.setattr(store, "numbers", lambda: [*listed, 2, 3])  # 3 listed, then pruned by a training
     assert [h["model_version"] for h in store.history()] == ["sae-v1", "sae-v2"]
+
+
+def test_skip_past_only_moves_the_counter_forward(digits_model: SAEClassifier, tmp_path) -> None:
+    store = VersionStore(tmp_path, 1)
+    store.skip_past(57)
+    assert store.next_number() == 58
+    store.skip_past(3)
+    assert store.next_number() == 58 and store.save(digits_model, {})[1] == "sae-v58"
