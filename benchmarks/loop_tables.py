@@ -240,7 +240,7 @@ def demo_table() -> str:
 
 
 def soak_table(data: dict, points: int = 6) -> str:
-    """The soak (benchmarks/soak.py): what the backend holds as versions follow each other, and its slope.
+    """The soak (benchmarks/soak.py): what the backend holds as versions follow each other, and its slope per round.
 
     The slope is a least-squares fit over the second half of the rounds, after start-up effects.
     """
@@ -263,7 +263,7 @@ def soak_table(data: dict, points: int = 6) -> str:
             return float(np.polyfit(v, [r[key] for r in half], 1)[0] * 100)
 
         lines.append("")
-        lines.append(f"Slope over the last {len(half)} versions, per 100 versions: resident memory "
+        lines.append(f"Slope over the last {len(half)} rounds, per 100 rounds: resident memory "
                      f"{per100('rss_mb'):+.1f} MB, open files {per100('open_fds'):+.1f}, threads "
                      f"{per100('threads'):+.1f}, `MODEL_DIR` {per100('model_dir_bytes') / 1e6:+.2f} MB, "
                      f"Label Studio DB {per100('ls_db_bytes') / 1e6:+.2f} MB, a round {per100('seconds'):+.2f} s "

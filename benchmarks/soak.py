@@ -139,7 +139,7 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--tasks", type=int, default=1500)
+    p.add_argument("--tasks", type=int, default=1348, help="at most the 1,348 digits of the training split")
     p.add_argument("--initial", type=int, default=50)
     p.add_argument("--rounds", type=int, default=150)
     p.add_argument("--per-round", type=int, default=6, help="new labels a round (plus a correction and a deletion)")

@@ -22,9 +22,10 @@ from pathlib import Path
 import numpy as np
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from tenacity import RetryError
 
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
-from connectors.label_studio import LabelStudioClient, LabelStudioError
+from connectors.label_studio import LabelStudioClient, LabelStudioError, retrying
 from connectors.task_data import DataFetcher
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
@@ -557,12 +558,17 @@ class ProjectManager:
         self._push(st, client)
 
     def _skip_label_studio_versions(self, st: ProjectState, client: LabelStudioClient, store: VersionStore) -> None:
-        """A first version numbers itself past every ``sae-vN`` Label Studio holds (a lost or new ``MODEL_DIR``)."""
+        """A first version numbers itself past every ``sae-vN`` Label Studio holds (a lost or new ``MODEL_DIR``).
+
+        Retried like a push step; if Label Studio stays away the training fails before anything is saved, so
+        the next one asks again (a version saved under a reused name could not be renamed).
+        """
         try:
-            found = [n for v in client.model_versions(st.id) if (n := own_version_number(v)) is not None]
-        except LabelStudioError as e:  # best-effort: the push fails too if Label Studio is down, and retries
-            log.warning("project %s: could not read Label Studio's model versions: %s", st.id, e)
-            return
+            versions = retrying(self.settings.push_retries)(client.model_versions, st.id)
+        except (LabelStudioError, RetryError) as e:
+            raise RuntimeError(f"could not read Label Studio's model versions to number the first version: {e}") \
+                from e
+        found = [n for v in versions if (n := own_version_number(v)) is not None]
         if found:
             store.skip_past(max(found))
 

@@ -488,3 +488,27 @@ def test_a_fresh_model_dir_numbers_its_first_version_past_what_label_studio_hold
     client.rows["sae-v90"] = 3  # another backend, another MODEL_DIR
     m.request_training(1, "again")
     assert m.runner.wait_idle(120) and "another sae-backend" in caplog.text
+
+
+def test_a_first_version_is_not_saved_under_a_name_label_studio_could_not_be_asked_about(tmp_path) -> None:
+    from connectors.label_studio import LabelStudioError
+
+    class Away(FakeClient):
+        away = True
+
+        def model_versions(self, project_id):
+            if self.away:
+                raise LabelStudioError("down", retryable=True)
+            return super().model_versions(project_id)
+
+    client = Away()
+    client.rows = {"sae-v57": 40}
+    m, app, _ = make(tmp_path, backend=CountingBackend(), client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120)
+    st = app.get("/projects/1/status").json()
+    assert st["model_version"] is None and "model versions" in st["last_error"] and m.store(1).numbers() == []
+    client.away = False
+    m.request_training(1, "again")
+    assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["model_version"] == "sae-v58"
