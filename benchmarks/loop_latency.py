@@ -61,6 +61,22 @@ def db_bytes(ls: LabelStudioServer) -> int:
     return sum(p.stat().st_size for p in ls.data_dir.glob("label_studio.sqlite3*"))
 
 
+def serve(env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """``sae-backend serve`` in its own process on a free loopback port, once it answers ``/health``."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
+                             str(port), "--log-level", "warning"], env=env)
+    url = f"http://127.0.0.1:{port}"
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the backend exited with {proc.returncode} before answering /health")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+
+
 def wait_version(url: str, pid: int, labeled: int, timeout: float = 7200) -> dict:
     """Until a version trained on ``labeled`` labels is served and pushed."""
     deadline = time.monotonic() + timeout
@@ -85,7 +101,6 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     ids = client.upload_files(pid, pngs(x))
     upload_s = time.perf_counter() - t0
-    port = free_port()
     env = dict(os.environ, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token,
                MODEL_DIR=tempfile.mkdtemp(), SAE_EPOCHS=str(args.epochs), SAE_WARM_EPOCHS=str(args.warm_epochs),
                RETRAIN_MIN_NEW_LABELS=str(args.per_round), RETRAIN_DEBOUNCE_SECONDS=str(args.debounce),
@@ -93,16 +108,8 @@ def measure(ls: LabelStudioServer, n: int, args: argparse.Namespace) -> dict:
                DEVICE=args.device, SAE_CHANNELS=args.channels)
     if args.warm_steps:
         env["SAE_WARM_STEPS"] = str(args.warm_steps)
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(env)
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         client.connect_ml_backend(pid, url)
         order = np.random.default_rng(0).permutation(len(ids))
         names = ds.class_names

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,12 +26,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loop_latency import db_bytes, pngs
+from loop_latency import db_bytes, pngs, serve
 from machine import describe
 
 from connectors.datasets import load_dataset
 from connectors.label_studio import LabelStudioClient
-from connectors.label_studio_server import LabelStudioServer, free_port
+from connectors.label_studio_server import LabelStudioServer
 
 
 def proc_stats(pid: int) -> dict:
@@ -70,23 +69,14 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
     pid = client.create_project("soak", config)
     ids = client.upload_files(pid, pngs(x))
     model_dir = Path(tempfile.mkdtemp()) / "model_store"
-    port = free_port()
     env = dict(os.environ, LABEL_STUDIO_URL=ls.url, LABEL_STUDIO_API_KEY=ls.token, MODEL_DIR=str(model_dir),
                SAE_EPOCHS=str(args.epochs), SAE_WARM_EPOCHS=str(args.warm_epochs),
                RETRAIN_MIN_NEW_LABELS="1", RETRAIN_DEBOUNCE_SECONDS=str(args.debounce),
                POLL_INTERVAL_SECONDS=str(args.poll), RECONCILE_FULL_SCAN_SECONDS=str(args.full_scan),
                PUSH_TOP_K=str(args.top_k), PUSH_HEAD=str(args.head), KEEP_VERSIONS=str(args.keep), DEVICE="cpu")
-    proc = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port",
-                             str(port), "--log-level", "warning"], env=env)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = serve(env)
     rng = np.random.default_rng(0)
     try:
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
         client.connect_ml_backend(pid, url)
         by_task = {t: i for i, t in enumerate(ids)}  # task -> item index (new tasks reuse an item)
         unlabeled = list(rng.permutation(ids))
