@@ -38,7 +38,7 @@ from service.push import PushError, PushReport, PushState, push_suggestions, pus
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
-from service.versions import VersionStore, known_projects, own_version_number
+from service.versions import VersionStore, known_projects, own_versions
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -568,7 +568,7 @@ class ProjectManager:
         except (LabelStudioError, RetryError) as e:
             raise RuntimeError(f"could not read Label Studio's model versions to number the first version: {e}") \
                 from e
-        found = [n for v in versions if (n := own_version_number(v)) is not None]
+        found = own_versions(versions).values()
         if found:
             store.skip_past(max(found))
 

@@ -39,7 +39,7 @@ from connectors.label_config import LabelConfig
 from connectors.label_studio import LabelStudioClient, LabelStudioError, retrying
 from service.served import ServedVersion
 from service.settings import Settings
-from service.versions import own_version_number
+from service.versions import own_versions
 
 QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 log = logging.getLogger("sae_backend.push")
@@ -178,11 +178,9 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
-    versions = step(client.model_versions, pid)
-    older = [v for v, count in versions.items()
-             if count and (n := own_version_number(v)) is not None and n < served.number]
-    newer = sorted(v for v, count in versions.items()
-                   if count and (n := own_version_number(v)) is not None and n > served.number)
+    own = own_versions(step(client.model_versions, pid))
+    older = [v for v, n in own.items() if n < served.number]
+    newer = sorted(v for v, n in own.items() if n > served.number)
     if newer:  # this backend never pushes below its own last version: another one writes this project
         log.warning("project %s: Label Studio holds %s, newer than %s: is another sae-backend (another MODEL_DIR) "
                     "writing this project?", pid, ", ".join(newer), served.name)
@@ -193,13 +191,14 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              for r, (tid, v) in enumerate(top)}
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     carried = set(prior.marked or ()) & set(exclude or ())  # labeled since: the mark stays, cleared if unlabeled again
-    if marking is not None and previous is not None:
-        marking(previous | set(marks) | carried)
+    may_be_marked = None if previous is None else previous | set(marks) | carried
+    if marking is not None and may_be_marked is not None:
+        marking(may_be_marked)
     try:
         report.marks_written = step(client.bulk_mark, pid, marks, META_KEY, previous=previous,
                                     keep_existing=previous is not None) or 0
     except PushError as e:
-        e.marked = None if previous is None else previous | set(marks) | carried
+        e.marked = may_be_marked
         raise
     report.marked = set(marks) | carried
     if settings.push_mode == "queue" and top:

@@ -19,7 +19,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -209,13 +209,17 @@ _TYPES: dict[str, Callable[[str], object]] = {"int": int, "float": float, "str":
                                                                                          if c.strip()]}
 
 
+def _flag_name(f: Field) -> str:
+    return f.metadata["flag"].get("name", "--" + f.name.replace("_", "-"))
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Every ``_flag`` setting as a flag (``--max-shift`` for ``max_shift``), for both command lines."""
     for f in fields(SimulationSettings):
         spec = f.metadata.get("flag")
         if spec is None:
             continue
-        name, kw = spec.get("name", "--" + f.name.replace("_", "-")), {"dest": f.name, "help": spec["help"]}
+        name, kw = _flag_name(f), {"dest": f.name, "help": spec["help"]}
         if f.type == "bool":
             parser.add_argument(name, action="store_true", **kw)
         elif f.type.startswith("dict"):
@@ -232,8 +236,7 @@ def from_flags(args: argparse.Namespace, **others: object) -> SimulationSettings
         spec = f.metadata.get("flag")
         if spec is not None:
             value = getattr(args, f.name)
-            flag = spec.get("name", "--" + f.name.replace("_", "-"))
-            values[f.name] = parse_options(value, flag) if f.type.startswith("dict") else value
+            values[f.name] = parse_options(value, _flag_name(f)) if f.type.startswith("dict") else value
     return SimulationSettings(**values, **others)
 
 

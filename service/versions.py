@@ -33,6 +33,12 @@ def own_version_number(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def own_versions(counts: dict[str, int]) -> dict[str, int]:
+    """This backend's versions among Label Studio's prediction counts per version, with their numbers
+    (only those with rows; anybody else's are never touched)."""
+    return {v: n for v, count in counts.items() if count and (n := own_version_number(v)) is not None}
+
+
 class VersionStore:
     def __init__(self, root: Path, project_id: int) -> None:
         self.dir = Path(root) / f"project-{project_id}"
@@ -83,19 +89,21 @@ class VersionStore:
         last = int(text) if text.isdigit() else 0  # unreadable (a crash mid-write): the directories still count
         return max([last, *nums]) + 1
 
+    def _write_counter(self, number: int) -> None:
+        """The last number handed out, written atomically: a crash mid-write must not lower it."""
+        tmp = self.dir / "last_number.tmp"
+        tmp.write_text(str(int(number)))
+        tmp.replace(self.dir / "last_number")
+
     def skip_past(self, number: int) -> None:
         """Number the next version above ``number``: a ``MODEL_DIR`` started afresh must not reuse the names
         of versions an earlier one left in Label Studio (their rows would never count as older)."""
         if number >= self.next_number():
-            tmp = self.dir / "last_number.tmp"
-            tmp.write_text(str(int(number)))
-            tmp.replace(self.dir / "last_number")
+            self._write_counter(number)
 
     def save(self, model: SAEClassifier, metrics: dict) -> tuple[int, str]:
         number = self.next_number()
-        tmp = self.dir / "last_number.tmp"
-        tmp.write_text(str(number))
-        tmp.replace(self.dir / "last_number")
+        self._write_counter(number)
         name = version_name(number)
         meta = {"model_version": name, "number": number, "created_at": time.time(), **metrics}
         save_model(model, self.dir / f"v{number:06d}", meta)

@@ -9,7 +9,7 @@ import pytest
 
 from connectors.datasets import Dataset
 from model.sae_classifier import SAEClassifier
-from service.versions import VersionStore, version_name
+from service.versions import VersionStore, own_versions, version_name
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -101,3 +101,8 @@ def test_skip_past_only_moves_the_counter_forward(digits_model: SAEClassifier, t
     assert store.next_number() == 58
     store.skip_past(3)
     assert store.next_number() == 58 and store.save(digits_model, {})[1] == "sae-v58"
+
+
+def test_own_versions_are_this_backend_s_names_with_rows() -> None:
+    counts = {"sae-v3": 40, "sae-v0": 10, "sae-v9x": 5, "vendor-model": 7, "sae-v4": 0}
+    assert own_versions(counts) == {"sae-v3": 3, "sae-v0": 0}
