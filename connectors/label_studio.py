@@ -16,6 +16,8 @@ import json
 import mimetypes
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -97,6 +99,13 @@ def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
     return inner
 
 
+def _updated_after(at: datetime) -> dict:
+    """A Data Manager filter item; Label Studio reads its value as UTC without a zone."""
+    utc = at.astimezone(timezone.utc) if at.tzinfo else at
+    return {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+            "value": utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
 def _dump(obj: Any) -> dict:
     if isinstance(obj, dict):
         return obj
@@ -145,7 +154,18 @@ class LabelStudioClient:
     def get_project(self, project_id: int) -> dict:
         """The project as JSON: id, title, description, label_config, model_version, task_number,
         num_tasks_with_annotations, ..."""
-        return self._request("GET", f"/api/projects/{int(project_id)}/").json()
+        return self.read_project(project_id)[0]
+
+    @_wrap
+    def read_project(self, project_id: int) -> tuple[dict, datetime | None]:
+        """The project, and the server's clock when it answered (its ``Date`` header, whole seconds; None
+        without one): what a later ``iter_tasks(updated_after=...)`` measures from, on the server's own clock."""
+        r = self._request("GET", f"/api/projects/{int(project_id)}/")
+        try:
+            at = parsedate_to_datetime(r.headers["date"]).astimezone(timezone.utc)
+        except (KeyError, TypeError, ValueError):
+            at = None
+        return r.json(), at
 
     @_wrap
     def labeled_count(self, project_id: int) -> int:
@@ -185,13 +205,15 @@ class LabelStudioClient:
 
     def iter_tasks(self, project_id: int, page_size: int = 500, labeled: bool | None = None, *,
                    view: int | None = None, filters: dict | None = None, ordering: list[str] | None = None,
-                   fields: str = "all") -> Iterator[dict]:
+                   fields: str = "all", updated_after: datetime | None = None) -> Iterator[dict]:
         """Every task (``id``, ``data``, ``meta``, full ``annotations`` and ``predictions``), one page at a time.
 
         ``labeled`` filters on the Data Manager's ``total_annotations`` (``only_annotated`` is silently
         ignored by the server); tasks whose only annotations are skips count as unlabeled. ``view``
         lists a saved view's tasks in its order; ``filters``/``ordering`` do the same ad hoc.
-        ``fields="task_only"`` leaves out annotations and predictions (much lighter). Pages are
+        ``fields="task_only"`` leaves out annotations and predictions (much lighter). ``updated_after``
+        keeps the tasks Label Studio saved later (an annotation saved or deleted one by one, a prediction or a
+        meta change saves its task; a bulk deletion from the Data Manager does not). Pages are
         capped at 500 tasks: on SQLite, Label Studio 1.23 answers 1,000-task pages with HTTP 500
         ("Expression tree is too large"); a server that caps them lower is followed.
 
@@ -203,6 +225,8 @@ class LabelStudioClient:
         if labeled is not None:
             filters = LABELED_FILTER if labeled else UNLABELED_FILTER
         filters = filters or {"conjunction": "and", "items": []}
+        if updated_after is not None:
+            filters = {**filters, "items": [*filters.get("items", []), _updated_after(updated_after)]}
         ordering = ordering or ["tasks:id"]
         params: dict[str, Any] = {"project": int(project_id), "page_size": int(page_size), "fields": fields}
         if view is None and ordering == ["tasks:id"] and filters.get("conjunction", "and") == "and":
@@ -482,9 +506,10 @@ class LabelStudioClient:
             self.import_tasks(queue_project_id, new)
         return len(new)
 
-    def queue_labels(self, queue_project_id: int) -> Iterator[tuple[int, list[dict]]]:
-        """``(source_task_id, annotations)`` for each queue task that has annotations."""
-        for t in self.iter_tasks(queue_project_id, labeled=True):
+    def queue_labels(self, queue_project_id: int, updated_after: datetime | None = None
+                     ) -> Iterator[tuple[int, list[dict]]]:
+        """``(source_task_id, annotations)`` for each queue task with annotations (saved after ``updated_after``)."""
+        for t in self.iter_tasks(queue_project_id, labeled=True, updated_after=updated_after):
             src = (t.get("meta") or {}).get("source_task")
             if src is not None and t.get("annotations"):
                 yield int(src), t["annotations"]

@@ -3,10 +3,11 @@
 The first connection ingests the project once (pages of tasks, items fetched by a few
 threads, resumable: items already stored are not fetched again). After that the mirror
 changes only by what changed in Label Studio: webhook payloads (annotations created,
-updated or deleted; tasks created or deleted) and a reconcile pass that compares a few
-counters of the project every poll (two small requests) and rescans only what they say moved (the labeled
-tasks, or the task ids), with a full rescan of both on a slow timer for corrections a
-lost webhook would otherwise hide. A version therefore reads O(changes) from Label
+updated or deleted; tasks created or deleted) and a reconcile pass every poll. It reads a few
+counters of the project and the tasks Label Studio saved since the last poll (a few small
+requests when nothing moved), re-reads the task ids when the counters say tasks moved, and every
+labeled task only when the annotation count disagrees with the mirror's (a bulk deletion whose
+webhook was lost) or on a slow timer. A poll and a version therefore read O(changes) from Label
 Studio, not the whole project.
 
 Items live in a :class:`~service.pool_store.PoolStore` (memory-mapped, append-only);
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,8 @@ class _Words:
 
 
 FORMAT_SAMPLE = 16
+OVERLAP_SECONDS = 120.0  # a read of changed tasks goes back this far before the last read began: saves still in
+# flight then, the Date header's whole seconds, and a proxy's clock setting that header
 TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
 
 
@@ -224,6 +228,12 @@ class ProjectMirror:
     def _store(self, queue: bool) -> dict[int, list[dict]]:
         """Read under the lock: a scan replaces the whole dict, and a change must land in the new one."""
         return self.queue_annotations if queue else self.annotations
+
+    def _set_store(self, queue: bool, annotations: dict[int, list[dict]]) -> None:
+        if queue:
+            self.queue_annotations = annotations
+        else:
+            self.annotations = annotations
 
     def _upsert(self, queue: bool, task_id: int, annotation: dict) -> None:
         slim = _slim(annotation)
@@ -374,7 +384,7 @@ class ProjectMirror:
                progress: Progress | None = None, chunk: int = 500) -> None:
         """Read the whole project once; a restarted ingest skips items already stored."""
         with self.writer, self._webhooks_win() as words:
-            counters = self._counters(client, self.project_id)
+            counters, at = self._counters(client, self.project_id)
             total = max(int(counters.get("task_number") or 0), 1)
             seen_ids: list[int] = []
             with_annotations: set[int] = set()
@@ -391,28 +401,31 @@ class ProjectMirror:
             if gone:
                 self.remove_tasks(gone)
             self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
+            self._read_began(self.project_id, at)
             self.save()
             log.info("project %s: ingested %s tasks (%s stored, %s unreadable)", self.project_id, len(seen_ids),
                      len(self.store), len(self.skipped))
 
     @staticmethod
-    def _counters(client: LabelStudioClient, project_id: int, newest: bool = True) -> dict:
-        """A few numbers that move when tasks or annotations do (the newest id catches an add plus a delete)."""
-        p = client.get_project(project_id)
+    def _counters(client: LabelStudioClient, project_id: int, newest: bool = True) -> tuple[dict, datetime | None]:
+        """A few numbers that move when tasks or annotations do (the newest id catches an add plus a delete),
+        and the server's clock when it counted them."""
+        p, at = client.read_project(project_id)
         out = {k: p.get(k) for k in _COUNTERS}
         if newest:
             out["newest_task_id"] = client.newest_task_id(project_id)
             out["label_config"] = p.get("label_config")  # read with the counters: an edit is seen at the next poll
-        return out
+        return out, at
 
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                   full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
-        """Catch what webhooks missed. Two small requests when nothing moved; returns what was rescanned."""
+        """Catch what webhooks missed. A few small requests when nothing moved; returns what was re-read
+        (labels: ``"changed"`` for the tasks saved since the last read, ``"all"`` for every labeled task)."""
         with self.writer:
-            counters = self._counters(client, self.project_id)
+            counters, at = self._counters(client, self.project_id)
             full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
             old = self.state.get("counters") or {}
-            done = {"labels": False, "tasks": False, "queue": False, "retried": 0}
+            done: dict[str, Any] = {"labels": False, "tasks": False, "queue": False, "retried": 0}
             if self.retrying:
                 done["retried"] = len(self.retrying)
                 self._retry(client, config, fetcher)
@@ -422,20 +435,58 @@ class ProjectMirror:
             if full or tasks_moved:
                 self._scan_tasks(client, config, fetcher)
                 done["tasks"] = True
-            if full or labels_moved:
-                self._scan_labels(client)
-                done["labels"] = True
+            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved)
             if queue_project_id is not None:
-                q = self._counters(client, queue_project_id, newest=False)
-                if full or q != self.state.get("queue_counters"):
-                    self.scan_queue(client, queue_project_id)
-                    self.state["queue_counters"] = q
-                    done["queue"] = True
+                q, q_at = self._counters(client, queue_project_id, newest=False)
+                done["queue"] = self._read_labels(client, True, queue_project_id, q_at, full,
+                                                  q != self.state.get("queue_counters"))
+                self.state["queue_counters"] = q
             self.state["counters"] = counters
             if full:
                 self.state["full_scan_at"] = time.time()
             self.save()
             return done
+
+    def _read_labels(self, client: LabelStudioClient, queue: bool, source: int, at: datetime | None,
+                     full: bool, moved: bool) -> str | bool:
+        """Re-read a project's labels where they may have changed; returns ``"changed"``, ``"all"`` or False.
+
+        With the time the last read began (the server's clock), every poll reads the tasks saved since then:
+        O(changes), and a correction whose webhook was lost counts at the next poll, not at the next full scan.
+        Without it, every labeled task is read when the counters moved; when a full scan is due, always.
+        A bulk deletion saves no task, so when the project's annotation count then disagrees with the
+        mirror's (its webhook was lost, or is late) every labeled task is read after all.
+        """
+        since = None if full else (self.state.get("read_at") or {}).get(str(source))
+        how: str | bool = False
+        if since is not None:
+            n = self._scan_labels(client, queue, source,
+                                  datetime.fromisoformat(since) - timedelta(seconds=OVERLAP_SECONDS))
+            if n or moved:
+                total = client.read_project(source)[0].get("total_annotations_number")
+                agree = total is not None and int(total) == self._annotation_count(queue)
+                how = "changed" if agree else "all"
+        elif full or moved:
+            how = "all"
+        if how == "all":
+            self._scan_labels(client, queue, source)
+        if at is None or since is not None or how:
+            self._read_began(source, at)
+        return how
+
+    def _read_began(self, source: int, at: datetime | None) -> None:
+        """Under the lock: ``save`` copies the state from other threads."""
+        with self.lock:
+            read_at = self.state.setdefault("read_at", {})
+            if at is None:
+                read_at.pop(str(source), None)
+            else:
+                read_at[str(source)] = at.isoformat()
+
+    def _annotation_count(self, queue: bool) -> int:
+        """What Label Studio's ``total_annotations_number`` counts: annotations that are not skips."""
+        with self.lock:
+            return sum(1 for anns in self._store(queue).values() for a in anns if not a.get("was_cancelled"))
 
     def _retry(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Fetch again the tasks a temporary failure kept out: O(those tasks), not a scan of the project."""
@@ -447,13 +498,34 @@ class ProjectMirror:
                 self.retrying.pop(tid, None)
         self.add_tasks(tasks, config, fetcher)
 
-    def _scan_labels(self, client: LabelStudioClient) -> None:
-        """Every labeled task with its annotations: O(labeled), not O(pool); a webhook during the scan wins."""
-        with self._webhooks_win() as words:
-            fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
-                     for t in client.iter_tasks(self.project_id, labeled=True)}
+    def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
+                     updated_after: datetime | None = None) -> int:
+        """Labeled tasks with their annotations (a queue's by source task): every one, O(labeled), or those saved
+        after ``updated_after``, O(changes). A webhook during the scan wins. Returns the tasks read."""
+        with self._webhooks_win(queue) as words:
+            if queue:
+                fresh: dict[int, list[dict]] = {}
+                for src, anns in client.queue_labels(source, updated_after=updated_after):
+                    fresh.setdefault(int(src), []).extend(_slim(a) for a in anns)
+            else:
+                fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
+                         for t in client.iter_tasks(source or self.project_id, labeled=True,
+                                                    updated_after=updated_after)}
             with self.lock:
-                self.annotations = words.over_all(fresh)
+                if updated_after is None:
+                    self._set_store(queue, words.over_all(fresh))
+                    return len(fresh)
+                store = self._store(queue)
+                for tid, read in fresh.items():
+                    if queue:  # a source task's labels may sit in more than one queue task, and only one was read
+                        ids = {a.get("id") for a in read}
+                        read = [*(a for a in store.get(tid, ()) if a.get("id") not in ids), *read]
+                    merged = words.over(tid, read)
+                    if merged:
+                        store[tid] = merged
+                    else:
+                        store.pop(tid, None)
+                return len(fresh)
 
     def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Task ids only (no annotations): store the new ones, drop the deleted ones."""
@@ -467,9 +539,4 @@ class ProjectMirror:
 
     def scan_queue(self, client: LabelStudioClient, queue_project_id: int) -> None:
         """Labels made in the queue project count for their source tasks."""
-        with self._webhooks_win(queue=True) as words:
-            fresh: dict[int, list[dict]] = {}
-            for source, anns in client.queue_labels(queue_project_id):
-                fresh.setdefault(int(source), []).extend(_slim(a) for a in anns)
-            with self.lock:
-                self.queue_annotations = words.over_all(fresh)
+        self._scan_labels(client, True, queue_project_id)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import time
 import traceback
+from datetime import timedelta
 
 import pytest
 
@@ -230,3 +232,66 @@ def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioCli
     assert ls_client.ensure_webhook(digits_project, url, actions, {"Authorization": "Basic bmV3"}) == first
     (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
     assert hook["headers"] == {"Authorization": "Basic bmV3"}, "a changed password reaches the webhook"
+
+
+def test_updated_after_keeps_the_tasks_saved_since_the_server_s_clock(ls_client: LabelStudioClient,
+                                                                      digits_project: int) -> None:
+    ids = import_n(ls_client, digits_project, 6)
+    first = ls_client.create_annotation(ids[0], choice("1"))
+    second = ls_client.create_annotation(ids[1], choice("2"))
+    time.sleep(1.1)  # the Date header has whole seconds: let the saves above fall before it
+    project, at = ls_client.read_project(digits_project)
+    assert project["id"] == digits_project and at is not None and at.tzinfo is not None
+    time.sleep(1.1)
+    ls_client.ls.annotations.update(id=first, result=choice("7"))  # a correction
+    ls_client.create_annotation(ids[2], choice("3"))  # a new label
+    ls_client.delete_annotation(second)  # an annotation deleted on its own saves its task too
+    assert [t["id"] for t in ls_client.iter_tasks(digits_project, labeled=True, updated_after=at)] == \
+        [ids[0], ids[2]]
+    assert [t["id"] for t in ls_client.iter_tasks(digits_project, updated_after=at)] == ids[:3]
+    assert list(ls_client.iter_tasks(digits_project, updated_after=ls_client.read_project(digits_project)[1]
+                                     + timedelta(seconds=2))) == []
+
+
+def test_a_mirror_poll_reads_the_saved_tasks_and_every_labeled_one_after_a_bulk_deletion(
+        ls_client: LabelStudioClient, digits_project: int, label_studio: LabelStudioServer, tmp_path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from connectors.label_config import parse_label_config
+    from connectors.task_data import DataFetcher
+    from service import mirror as mirror_module
+
+    monkeypatch.setattr(mirror_module, "OVERLAP_SECONDS", 0.0)  # the tasks of this test were all saved seconds ago
+    files, _ = digits_pngs(8)
+    ids = ls_client.upload_files(digits_project, files)
+    first = ls_client.create_annotation(ids[0], choice("1"))
+    for tid in ids[1:4]:
+        ls_client.create_annotation(tid, choice("2"))
+    config, fetcher = parse_label_config(DIGITS_CONFIG), DataFetcher(label_studio.url, label_studio.token)
+    m = mirror_module.ProjectMirror(tmp_path, digits_project)
+    time.sleep(1.1)  # the server's clock reads whole seconds: saves in the second a read starts are read again
+    m.ingest(ls_client, config, fetcher)
+    read: list[int] = []
+    real = ls_client.iter_tasks
+
+    def counted(*a, **kw):
+        for t in real(*a, **kw):
+            if kw.get("labeled"):
+                read.append(t["id"])
+            yield t
+
+    monkeypatch.setattr(ls_client, "iter_tasks", counted)
+    time.sleep(1.1)
+    ls_client.ls.annotations.update(id=first, result=choice("7"))  # their webhooks lost
+    ls_client.create_annotation(ids[4], choice("3"))
+    time.sleep(1.1)
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "changed"
+    assert sorted(read) == [ids[0], ids[4]] and m.labels(config)[0][ids[0]] == 7
+    read.clear()
+    ls_client.ls.actions.create(id="delete_tasks_annotations", project=digits_project,
+                                selected_items={"all": False, "included": [ids[1]]})  # saves no task
+    time.sleep(1.1)
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "all"
+    assert sorted(read) == [ids[0], ids[2], ids[3], ids[4]] and ids[1] not in m.labels(config)[0]
+    read.clear()
+    time.sleep(1.1)
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] is False and read == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_pa
                                                                        "queue": False, "retried": 0}
     assert client.scans == []
     client.tasks[40]["annotations"] = [choice("3", 4000)]
-    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is True
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all", "this client tells no server time"
     assert client.scans == ["labeled"] and m.labels(CFG)[0][41] == 3, "a missed webhook is caught"
     client.scans.clear()
     client.tasks.append({"id": 999, "data": dict(client.tasks[0]["data"]), "annotations": []})
@@ -238,7 +239,7 @@ def test_an_annotation_made_during_the_ingest_is_kept(tmp_path, fetcher) -> None
 
 def test_queue_labels_count_for_their_source_tasks(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
-    client.queue_labels = lambda qid: iter([(50, [choice("2", 9000)])])
+    client.queue_labels = lambda qid, **kw: iter([(50, [choice("2", 9000)])])
     m.scan_queue(client, 77)
     assert m.labels(CFG)[0][50] == 2
 
@@ -279,7 +280,7 @@ def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_p
 def test_a_project_webhook_during_a_queue_scan_keeps_the_queue_s_new_label(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
 
-    def queue_labels(qid):
+    def queue_labels(qid, **kw):
         yield 5, [choice("2", 9000)]
         m.upsert_annotation(5, choice("7", 9100))  # the project's own webhook, meanwhile
 
@@ -301,3 +302,135 @@ def test_a_webhook_during_the_ingest_changes_only_the_annotation_it_names(tmp_pa
     m.ingest(client, CFG, fetcher)
     assert sorted(a["id"] for a in m.annotations[5]) == [10, 11], "11 as read, 10 as re-saved, 12 gone"
     assert m.labels(CFG)[0][5] == 1
+
+
+class DatedClient(CountingClient):
+    """Label Studio's clock: each task keeps when it was last saved, and a read can ask for the later ones
+    (``read``: the tasks that reads of labeled tasks returned).
+
+    ``save`` is an annotation saved (or deleted) one by one, which saves its task; ``bulk_delete`` is the
+    Data Manager's deletion, which does not.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        for t in self.tasks:
+            t["updated_at"] = self.now - timedelta(days=1)
+        self.read: list[int] = []
+
+    def tick(self, seconds: float = 600) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def save(self, task_id: int, annotations: list[dict]) -> None:
+        self.tick(1)
+        task = self.tasks[task_id - 1]
+        task["annotations"], task["updated_at"] = annotations, self.now
+
+    def bulk_delete(self, task_id: int) -> None:
+        self.tasks[task_id - 1]["annotations"] = []
+
+    def read_project(self, project_id):
+        return self.get_project(project_id), self.now
+
+    def iter_tasks(self, project_id, labeled=None, fields="all", updated_after=None, **kw):
+        for t in super().iter_tasks(project_id, labeled, fields, **kw):
+            if updated_after is None or t["updated_at"] > updated_after:
+                if labeled:
+                    self.read.append(t["id"])
+                yield copy.deepcopy(t)
+
+
+def test_a_poll_reads_only_the_tasks_saved_since_its_last_read(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.save(41, [choice("3", 4000)])  # a new label and a correction, both webhooks lost
+    client.save(1, [choice("9", client.tasks[0]["annotations"][0]["id"])])
+    client.tick()
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+    assert sorted(client.read) == [1, 41], "two tasks read, not the 21 labeled ones"
+    labels = m.labels(CFG)[0]
+    assert labels[41] == 3 and labels[1] == 9 and len(labels) == 21
+    client.tick()
+    client.save(41, [choice("5", 4000)])
+    client.read.clear()
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert client.read == [41], "the next read starts where this one began, not at the ingest"
+    assert m.labels(CFG)[0][41] == 5
+
+
+def test_a_bulk_deletion_whose_webhook_was_lost_makes_the_poll_read_every_labeled_task(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.bulk_delete(3)  # saves no task: a read of the saved ones cannot see it, the annotation count can
+    client.save(50, [choice("1", 5000)])
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all"
+    labels = m.labels(CFG)[0]
+    assert 3 not in labels and labels[50] == 1 and len(labels) == 20
+    assert client.read[0] == 50 and len(client.read) == 1 + 20, "the saved task, then every labeled one"
+
+
+def test_a_webhook_during_a_read_of_saved_tasks_is_not_undone_by_it(tmp_path, fetcher) -> None:
+    client = DatedClient()
+    m, _ = ingested(tmp_path, fetcher, client)
+    client.tick()
+    client.save(1, [choice("4", client.tasks[0]["annotations"][0]["id"])])
+    real = client.iter_tasks
+    later = choice("6", client.tasks[0]["annotations"][0]["id"])
+
+    def iter_tasks(*a, **kw):
+        for t in real(*a, **kw):
+            yield t
+            if t["id"] == 1 and kw.get("updated_after"):  # task 1 read, then corrected again, webhook delivered
+                client.save(1, [later])
+                m.upsert_annotation(1, later)
+
+    client.iter_tasks = iter_tasks
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+    assert m.labels(CFG)[0][1] == 6
+
+
+def test_a_due_full_scan_and_an_unknown_clock_read_every_labeled_task(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, full_scan_seconds=0.0)["labels"] == "all"
+    assert len(client.read) == 20
+    m.state["read_at"].clear()  # a mirror saved before reads were timed
+    client.save(45, [choice("8", 9999)])
+    client.tick()
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all" and len(client.read) == 21
+    client.tick()
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is False and client.read == [], \
+        "timed again from that read on: a quiet poll reads nothing"
+
+
+def test_a_queue_read_of_saved_tasks_keeps_the_source_s_labels_from_other_queue_tasks(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    queue = {"a": [choice("2", 9000)], "b": [choice("2", 9001)]}  # two queue tasks copying source task 50
+    saved_at = {"a": client.now, "b": client.now}
+    asked = []
+
+    def queue_labels(qid, updated_after=None):
+        asked.append(updated_after)
+        for name, anns in queue.items():
+            if updated_after is None or saved_at[name] > updated_after:
+                yield 50, copy.deepcopy(anns)
+
+    client.queue_labels = queue_labels
+    client.get_project = lambda pid: {**CountingClient.get_project(client, pid),
+                                      **({"total_annotations_number": sum(map(len, queue.values()))} if pid == 77
+                                         else {})}
+    m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)
+    assert asked == [None] and len(m.queue_annotations[50]) == 2
+    client.tick()
+    queue["a"] = [choice("4", 9000)]
+    saved_at["a"] = client.now
+    assert m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)["queue"] == "changed"
+    assert asked[-1] is not None
+    assert sorted((a["id"], a["result"][0]["value"]["choices"][0]) for a in m.queue_annotations[50]) == \
+        [(9000, "4"), (9001, "2")]
