@@ -17,7 +17,6 @@ import mimetypes
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
@@ -99,6 +98,15 @@ def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
     return inner
 
 
+def parse_time(value: object) -> datetime | None:
+    """A Label Studio timestamp (``2026-01-02T03:04:05.678901Z``) as an aware datetime; None when it is not one."""
+    try:
+        at = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
 def _updated_after(at: datetime) -> dict:
     """A Data Manager filter item; Label Studio reads its value as UTC without a zone."""
     utc = at.astimezone(timezone.utc) if at.tzinfo else at
@@ -154,18 +162,19 @@ class LabelStudioClient:
     def get_project(self, project_id: int) -> dict:
         """The project as JSON: id, title, description, label_config, model_version, task_number,
         num_tasks_with_annotations, ..."""
-        return self.read_project(project_id)[0]
+        return self._request("GET", f"/api/projects/{int(project_id)}/").json()
 
-    @_wrap
-    def read_project(self, project_id: int) -> tuple[dict, datetime | None]:
-        """The project, and the server's clock when it answered (its ``Date`` header, whole seconds; None
-        without one): what a later ``iter_tasks(updated_after=...)`` measures from, on the server's own clock."""
-        r = self._request("GET", f"/api/projects/{int(project_id)}/")
-        try:
-            at = parsedate_to_datetime(r.headers["date"]).astimezone(timezone.utc)
-        except (KeyError, TypeError, ValueError):
-            at = None
-        return r.json(), at
+    def last_saved(self, project_id: int) -> datetime | None:
+        """When Label Studio last saved a task of the project (None: no tasks), on its database's clock.
+
+        A later ``iter_tasks(updated_after=...)`` compares with that same clock, so no clock of this machine or of a
+        proxy in between (which sets the ``Date`` header) enters. One request; tasks have no index on the time, so it
+        is one pass over the project's rows inside Label Studio, not a transfer of them.
+        """
+        for t in self.iter_tasks(project_id, page_size=1, filters={"conjunction": "and", "items": []},
+                                 ordering=["-tasks:updated_at"], fields="task_only"):
+            return parse_time(t.get("updated_at"))
+        return None
 
     @_wrap
     def labeled_count(self, project_id: int) -> int:
@@ -213,7 +222,7 @@ class LabelStudioClient:
         lists a saved view's tasks in its order; ``filters``/``ordering`` do the same ad hoc.
         ``fields="task_only"`` leaves out annotations and predictions (much lighter). ``updated_after``
         keeps the tasks Label Studio saved later (an annotation saved or deleted one by one, a prediction or a
-        meta change saves its task; a bulk deletion from the Data Manager does not). Pages are
+        meta change saves its task; an edit in the database does not). Pages are
         capped at 500 tasks: on SQLite, Label Studio 1.23 answers 1,000-task pages with HTTP 500
         ("Expression tree is too large"); a server that caps them lower is followed.
 
@@ -507,12 +516,20 @@ class LabelStudioClient:
         return len(new)
 
     def queue_labels(self, queue_project_id: int, updated_after: datetime | None = None
-                     ) -> Iterator[tuple[int, list[dict]]]:
-        """``(source_task_id, annotations)`` for each queue task with annotations (saved after ``updated_after``)."""
-        for t in self.iter_tasks(queue_project_id, labeled=True, updated_after=updated_after):
+                     ) -> Iterator[tuple[int, int, list[dict]]]:
+        """``(source_task_id, queue_task_id, annotations)`` for each queue task that has annotations.
+
+        With ``updated_after``, only the queue tasks saved since, and those of them left without annotations too
+        (an annotation deleted one by one saves its task): their source's labels from that queue task are gone.
+        """
+        reads = [self.iter_tasks(queue_project_id, labeled=True, updated_after=updated_after)]
+        if updated_after is not None:
+            reads.append(self.iter_tasks(queue_project_id, labeled=False, fields="task_only",
+                                         updated_after=updated_after))
+        for t in itertools.chain(*reads):
             src = (t.get("meta") or {}).get("source_task")
-            if src is not None and t.get("annotations"):
-                yield int(src), t["annotations"]
+            if src is not None and (t.get("annotations") or updated_after is not None):
+                yield int(src), int(t["id"]), t.get("annotations") or []
 
     # -- ML backend, webhooks ---------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ changes only by what changed in Label Studio: webhook payloads (annotations crea
 updated or deleted; tasks created or deleted) and a reconcile pass every poll. It reads a few
 counters of the project and the tasks Label Studio saved since the last poll (a few small
 requests when nothing moved), re-reads the task ids when the counters say tasks moved, and every
-labeled task only when the annotation count disagrees with the mirror's (a bulk deletion whose
-webhook was lost) or on a slow timer. A poll and a version therefore read O(changes) from Label
-Studio, not the whole project.
+labeled task only when the annotation count disagrees with the mirror's at two polls running (a
+change that saved no task, its webhook lost) or on a slow timer. A poll and a version therefore
+read O(changes) from Label Studio, not the whole project.
 
 Items live in a :class:`~service.pool_store.PoolStore` (memory-mapped, append-only);
 annotations, the queue project's labels, unreadable tasks and the sync state live in
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import threading
@@ -42,13 +43,17 @@ from service.pool_store import PoolStore
 
 log = logging.getLogger("sae_backend.mirror")
 Progress = Callable[[str, float], None]
-_ANNOTATION_FIELDS = ("id", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
+_ANNOTATION_FIELDS = ("id", "task", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
 _COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number",
              "ground_truth_number")
 
 
 def _slim(annotation: dict) -> dict:
     return {k: annotation.get(k) for k in _ANNOTATION_FIELDS if k in annotation}
+
+
+def _by_id(annotations: list[dict]) -> list[dict]:
+    return sorted(annotations, key=lambda a: str(a.get("id")))
 
 
 def _chunks(items: Iterable[dict], size: int) -> Iterable[list[dict]]:
@@ -401,7 +406,9 @@ class ProjectMirror:
             if gone:
                 self.remove_tasks(gone)
             self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
-            self._read_began(self.project_id, at)
+            with self.lock:
+                if at is not None:
+                    self.state.setdefault("read_at", {})[str(self.project_id)] = at.isoformat()
             self.save()
             log.info("project %s: ingested %s tasks (%s stored, %s unreadable)", self.project_id, len(seen_ids),
                      len(self.store), len(self.skipped))
@@ -409,13 +416,13 @@ class ProjectMirror:
     @staticmethod
     def _counters(client: LabelStudioClient, project_id: int, newest: bool = True) -> tuple[dict, datetime | None]:
         """A few numbers that move when tasks or annotations do (the newest id catches an add plus a delete),
-        and the server's clock when it counted them."""
-        p, at = client.read_project(project_id)
+        and when Label Studio last saved one of its tasks: where the next read of saved tasks starts."""
+        p = client.get_project(project_id)
         out = {k: p.get(k) for k in _COUNTERS}
         if newest:
             out["newest_task_id"] = client.newest_task_id(project_id)
             out["label_config"] = p.get("label_config")  # read with the counters: an edit is seen at the next poll
-        return out, at
+        return out, client.last_saved(project_id)
 
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                   full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
@@ -451,42 +458,65 @@ class ProjectMirror:
                      full: bool, moved: bool) -> str | bool:
         """Re-read a project's labels where they may have changed; returns ``"changed"``, ``"all"`` or False.
 
-        With the time the last read began (the server's clock), every poll reads the tasks saved since then:
-        O(changes), and a correction whose webhook was lost counts at the next poll, not at the next full scan.
-        Without it, every labeled task is read when the counters moved; when a full scan is due, always.
-        A bulk deletion saves no task, so when the project's annotation count then disagrees with the
-        mirror's (its webhook was lost, or is late) every labeled task is read after all.
+        Knowing when Label Studio last saved a task at the previous read (its database's clock), every poll reads
+        the tasks saved since: O(changes), and a correction whose webhook was lost counts at the next poll, not at
+        the next full scan. Without it, every labeled task is read when the counters moved; when a full scan is
+        due, always. A change may save no task (an edit in the database; the Data Manager's bulk deletion stamps
+        its tasks with the server's local time, off where that is not UTC), so the project's annotation count is
+        compared with the mirror's too; a difference two polls running (one alone may be a webhook on its way)
+        reads every labeled task.
         """
         since = None if full else (self.state.get("read_at") or {}).get(str(source))
         how: str | bool = False
         if since is not None:
             n = self._scan_labels(client, queue, source,
                                   datetime.fromisoformat(since) - timedelta(seconds=OVERLAP_SECONDS))
-            if n or moved:
-                total = client.read_project(source)[0].get("total_annotations_number")
-                agree = total is not None and int(total) == self._annotation_count(queue)
-                how = "changed" if agree else "all"
+            if n or moved or ((self.state.get("counts") or {}).get(str(source)) or {}).get("differed"):
+                how = "changed" if self._counts_agree(client, queue, source) else "all"
         elif full or moved:
             how = "all"
         if how == "all":
             self._scan_labels(client, queue, source)
+            self._count_gap(client, queue, source)
         if at is None or since is not None or how:
-            self._read_began(source, at)
+            with self.lock:  # save() copies the state from other threads
+                read_at = self.state.setdefault("read_at", {})
+                if at is None:
+                    read_at.pop(str(source), None)
+                else:
+                    read_at[str(source)] = at.isoformat()
         return how
 
-    def _read_began(self, source: int, at: datetime | None) -> None:
-        """Under the lock: ``save`` copies the state from other threads."""
+    def _counts_agree(self, client: LabelStudioClient, queue: bool, source: int) -> bool:
+        """False once Label Studio's annotation count has differed from the mirror's at two polls running, by more
+        than after the last full read (queue tasks that copy no task of the project, say)."""
+        gap = self._gap(client, queue, source)
         with self.lock:
-            read_at = self.state.setdefault("read_at", {})
-            if at is None:
-                read_at.pop(str(source), None)
-            else:
-                read_at[str(source)] = at.isoformat()
+            counts = self.state.setdefault("counts", {})
+            known = counts.get(str(source)) or {"gap": 0}
+            if gap == known["gap"]:
+                counts[str(source)] = {"gap": known["gap"]}
+                return True
+            if known.get("differed"):
+                return False
+            counts[str(source)] = {**known, "differed": True}
+            log.info("project %s: Label Studio counts %+d annotations against the mirror; read all if it stays",
+                     source, gap - known["gap"])
+            return True
 
-    def _annotation_count(self, queue: bool) -> int:
-        """What Label Studio's ``total_annotations_number`` counts: annotations that are not skips."""
+    def _count_gap(self, client: LabelStudioClient, queue: bool, source: int) -> None:
+        gap = self._gap(client, queue, source)
+        if gap:
+            log.info("project %s: after reading every labeled task, Label Studio counts %+d annotations against "
+                     "the mirror", source, gap)
         with self.lock:
-            return sum(1 for anns in self._store(queue).values() for a in anns if not a.get("was_cancelled"))
+            self.state.setdefault("counts", {})[str(source)] = {"gap": gap}
+
+    def _gap(self, client: LabelStudioClient, queue: bool, source: int) -> int:
+        """Label Studio's ``total_annotations_number`` (annotations that are not skips) less the mirror's."""
+        total = int(client.get_project(source).get("total_annotations_number") or 0)
+        with self.lock:
+            return total - sum(1 for anns in self._store(queue).values() for a in anns if not a.get("was_cancelled"))
 
     def _retry(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Fetch again the tasks a temporary failure kept out: O(those tasks), not a scan of the project."""
@@ -500,32 +530,49 @@ class ProjectMirror:
 
     def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
                      updated_after: datetime | None = None) -> int:
-        """Labeled tasks with their annotations (a queue's by source task): every one, O(labeled), or those saved
-        after ``updated_after``, O(changes). A webhook during the scan wins. Returns the tasks read."""
+        """Labeled tasks with their annotations (a queue's by source task): every one, O(labeled), or the tasks
+        saved after ``updated_after``, O(changes). A webhook during the scan wins. Returns the tasks read (all) or
+        the tasks whose annotations it changed (saved since)."""
+        source = source or self.project_id
         with self._webhooks_win(queue) as words:
+            reads: list[tuple[int, int, list[dict]]] = []  # (task of this project, task read, its annotations)
             if queue:
-                fresh: dict[int, list[dict]] = {}
-                for src, anns in client.queue_labels(source, updated_after=updated_after):
-                    fresh.setdefault(int(src), []).extend(_slim(a) for a in anns)
+                reads = [(int(src), int(qid), [_slim(a) for a in anns])
+                         for src, qid, anns in client.queue_labels(source, updated_after=updated_after)]
             else:
-                fresh = {int(t["id"]): [_slim(a) for a in t.get("annotations") or []]
-                         for t in client.iter_tasks(source or self.project_id, labeled=True,
-                                                    updated_after=updated_after)}
+                tasks = [client.iter_tasks(source, labeled=True, updated_after=updated_after)]
+                if updated_after is not None:  # an annotation deleted one by one saves its task, maybe left bare
+                    tasks.append(client.iter_tasks(source, labeled=False, fields="task_only",
+                                                   updated_after=updated_after))
+                reads = [(int(t["id"]), int(t["id"]), [_slim(a) for a in t.get("annotations") or []])
+                         for t in itertools.chain(*tasks)]
             with self.lock:
                 if updated_after is None:
+                    fresh: dict[int, list[dict]] = {}
+                    for tid, _, anns in reads:
+                        fresh.setdefault(tid, []).extend(anns)
                     self._set_store(queue, words.over_all(fresh))
-                    return len(fresh)
+                    return len(reads)
                 store = self._store(queue)
-                for tid, read in fresh.items():
-                    if queue:  # a source task's labels may sit in more than one queue task, and only one was read
-                        ids = {a.get("id") for a in read}
-                        read = [*(a for a in store.get(tid, ()) if a.get("id") not in ids), *read]
-                    merged = words.over(tid, read)
+                read: dict[int, tuple[set[int], list[dict]]] = {}
+                for tid, qid, anns in reads:
+                    read.setdefault(tid, (set(), []))[0].add(qid)
+                    read[tid][1].extend(anns)
+                changed = 0
+                for tid, (from_tasks, anns) in read.items():
+                    if queue:  # a source task's labels may come from several queue tasks: replace the ones read
+                        ids = {a.get("id") for a in anns}
+                        anns = [*(a for a in store.get(tid, ())
+                                  if a.get("id") not in ids and a.get("task") not in from_tasks), *anns]
+                    merged = words.over(tid, anns)
+                    if _by_id(merged) == _by_id(store.get(tid, [])):
+                        continue  # read again (the overlap), unchanged: its cached label stays
+                    changed += 1
                     if merged:
                         store[tid] = merged
                     else:
                         store.pop(tid, None)
-                return len(fresh)
+                return changed
 
     def _scan_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher) -> None:
         """Task ids only (no annotations): store the new ones, drop the deleted ones."""

@@ -70,3 +70,17 @@ def test_a_mark_is_written_over_meta_read_again_just_before(client, monkeypatch)
     assert client.bulk_mark(1, {1: {"rank": 1}, 3: {"rank": 2}, 4: {"rank": 4}}, previous={2}) == 2
     assert reads == [[1, 2, 3, 4], [1, 2, 3]], "the three that differed are read again, together, before writing"
     assert patches == [(1, {"note": "added by a reviewer meanwhile", "sae": {"rank": 1}}), (2, {"note": "kept"})]
+
+
+def test_times_go_to_label_studio_in_utc_and_come_back_aware() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from connectors.label_studio import _updated_after, parse_time
+
+    two_hours_east = datetime(2026, 3, 1, 12, 30, 5, 250000, tzinfo=timezone(timedelta(hours=2)))
+    assert _updated_after(two_hours_east)["value"] == "2026-03-01T10:30:05.250000Z"
+    assert _updated_after(datetime(2026, 3, 1, 10, 30))["value"] == "2026-03-01T10:30:00.000000Z", "naive: UTC"
+    back = parse_time("2026-03-01T10:30:05.250000Z")
+    assert back == two_hours_east and back.tzinfo is not None
+    assert parse_time("2026-03-01T10:30:05") == datetime(2026, 3, 1, 10, 30, 5, tzinfo=timezone.utc)
+    assert parse_time(None) is None and parse_time("not a time") is None

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import socket
-import time
+import sqlite3
 import traceback
-from datetime import timedelta
 
 import pytest
 
-from connectors.label_studio import UNLABELED_FILTER, VIEW_MARK, LabelStudioClient, LabelStudioError
+from connectors.label_studio import UNLABELED_FILTER, VIEW_MARK, LabelStudioClient, LabelStudioError, parse_time
 from connectors.label_studio_server import LabelStudioServer, free_port
 from tests.integration.conftest import DIGITS_CONFIG, digits_pngs
 
@@ -163,9 +162,13 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
 
     ls_client.create_annotation(copies[ids[0]]["id"], choice("7"))
     ls_client.create_annotation(copies[ids[3]]["id"], choice("3"))
-    labels = dict(ls_client.queue_labels(queue))
+    labels = {src: (qid, anns) for src, qid, anns in ls_client.queue_labels(queue)}
     assert sorted(labels) == [ids[0], ids[3]]
-    assert labels[ids[3]][0]["result"] == choice("3")
+    assert labels[ids[3]][0] == copies[ids[3]]["id"] and labels[ids[3]][1][0]["result"] == choice("3")
+    at = ls_client.last_saved(queue)
+    ls_client.delete_annotation(labels[ids[0]][1][0]["id"])
+    assert list(ls_client.queue_labels(queue, updated_after=at)) == [(ids[0], copies[ids[0]]["id"], [])], \
+        "a queue task saved since and left without labels is named, with none"
 
 
 def test_errors_are_one_type_and_never_leak_the_key(label_studio: LabelStudioServer) -> None:
@@ -234,33 +237,32 @@ def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioCli
     assert hook["headers"] == {"Authorization": "Basic bmV3"}, "a changed password reaches the webhook"
 
 
-def test_updated_after_keeps_the_tasks_saved_since_the_server_s_clock(ls_client: LabelStudioClient,
+def test_updated_after_keeps_the_tasks_saved_since_the_last_save_seen(ls_client: LabelStudioClient,
                                                                       digits_project: int) -> None:
     ids = import_n(ls_client, digits_project, 6)
     first = ls_client.create_annotation(ids[0], choice("1"))
     second = ls_client.create_annotation(ids[1], choice("2"))
-    time.sleep(1.1)  # the Date header has whole seconds: let the saves above fall before it
-    project, at = ls_client.read_project(digits_project)
-    assert project["id"] == digits_project and at is not None and at.tzinfo is not None
-    time.sleep(1.1)
+    at = ls_client.last_saved(digits_project)
+    assert at is not None and at.tzinfo is not None
+    assert at == max(parse_time(t["updated_at"]) for t in ls_client.iter_tasks(digits_project))
     ls_client.ls.annotations.update(id=first, result=choice("7"))  # a correction
     ls_client.create_annotation(ids[2], choice("3"))  # a new label
     ls_client.delete_annotation(second)  # an annotation deleted on its own saves its task too
     assert [t["id"] for t in ls_client.iter_tasks(digits_project, labeled=True, updated_after=at)] == \
         [ids[0], ids[2]]
     assert [t["id"] for t in ls_client.iter_tasks(digits_project, updated_after=at)] == ids[:3]
-    assert list(ls_client.iter_tasks(digits_project, updated_after=ls_client.read_project(digits_project)[1]
-                                     + timedelta(seconds=2))) == []
+    assert list(ls_client.iter_tasks(digits_project, updated_after=ls_client.last_saved(digits_project))) == []
+    assert ls_client.last_saved(ls_client.create_project("empty project", DIGITS_CONFIG)) is None
 
 
-def test_a_mirror_poll_reads_the_saved_tasks_and_every_labeled_one_after_a_bulk_deletion(
+def test_a_mirror_poll_reads_only_the_tasks_saved_since_the_last_poll(
         ls_client: LabelStudioClient, digits_project: int, label_studio: LabelStudioServer, tmp_path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     from connectors.label_config import parse_label_config
     from connectors.task_data import DataFetcher
     from service import mirror as mirror_module
 
-    monkeypatch.setattr(mirror_module, "OVERLAP_SECONDS", 0.0)  # the tasks of this test were all saved seconds ago
+    monkeypatch.setattr(mirror_module, "OVERLAP_SECONDS", 0.0)  # no save here lands late
     files, _ = digits_pngs(8)
     ids = ls_client.upload_files(digits_project, files)
     first = ls_client.create_annotation(ids[0], choice("1"))
@@ -268,7 +270,6 @@ def test_a_mirror_poll_reads_the_saved_tasks_and_every_labeled_one_after_a_bulk_
         ls_client.create_annotation(tid, choice("2"))
     config, fetcher = parse_label_config(DIGITS_CONFIG), DataFetcher(label_studio.url, label_studio.token)
     m = mirror_module.ProjectMirror(tmp_path, digits_project)
-    time.sleep(1.1)  # the server's clock reads whole seconds: saves in the second a read starts are read again
     m.ingest(ls_client, config, fetcher)
     read: list[int] = []
     real = ls_client.iter_tasks
@@ -280,18 +281,20 @@ def test_a_mirror_poll_reads_the_saved_tasks_and_every_labeled_one_after_a_bulk_
             yield t
 
     monkeypatch.setattr(ls_client, "iter_tasks", counted)
-    time.sleep(1.1)
     ls_client.ls.annotations.update(id=first, result=choice("7"))  # their webhooks lost
     ls_client.create_annotation(ids[4], choice("3"))
-    time.sleep(1.1)
     assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "changed"
     assert sorted(read) == [ids[0], ids[4]] and m.labels(config)[0][ids[0]] == 7
     read.clear()
     ls_client.ls.actions.create(id="delete_tasks_annotations", project=digits_project,
-                                selected_items={"all": False, "included": [ids[1]]})  # saves no task
-    time.sleep(1.1)
-    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "all"
-    assert sorted(read) == [ids[0], ids[2], ids[3], ids[4]] and ids[1] not in m.labels(config)[0]
+                                selected_items={"all": False, "included": [ids[1]]})  # the Data Manager's action
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "changed" and read == [], \
+        "it stamps its tasks saved; one left without annotations is read among the unlabeled ones"
+    assert ids[1] not in m.labels(config)[0] and m.state["counts"][str(digits_project)] == {"gap": 0}
     read.clear()
-    time.sleep(1.1)
     assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] is False and read == []
+    with sqlite3.connect(label_studio.data_dir / "label_studio.sqlite3") as db:  # an edit that saves no task
+        db.execute("DELETE FROM task_completion WHERE task_id = ?", (ids[2],))
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "changed" and ids[2] in m.labels(config)[0], \
+        "one difference in the counts may be a webhook on its way"
+    assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "all" and ids[2] not in m.labels(config)[0]

@@ -73,8 +73,8 @@ class FakeClient:
     def labeled_count(self, project_id):
         return sum(1 for t in self.tasks if t["annotations"])
 
-    def read_project(self, project_id):
-        return self.get_project(project_id), None  # no server clock: every labels read is a full one
+    def last_saved(self, project_id):
+        return None  # no clock: every read of labels is a full one
 
     def get_project(self, project_id):
         return {"label_config": CONFIG, "task_number": len(self.tasks),

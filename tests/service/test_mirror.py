@@ -10,6 +10,7 @@ import pytest
 
 from connectors.label_config import parse_label_config
 from connectors.task_data import DataFetcher, TaskDataError
+from service import mirror as mirror_module
 from service.mirror import ProjectMirror
 from tests.service.test_app import CONFIG, FakeClient, choice
 
@@ -239,14 +240,12 @@ def test_an_annotation_made_during_the_ingest_is_kept(tmp_path, fetcher) -> None
 
 def test_queue_labels_count_for_their_source_tasks(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
-    client.queue_labels = lambda qid, **kw: iter([(50, [choice("2", 9000)])])
+    client.queue_labels = lambda qid, **kw: iter([(50, 1050, [choice("2", 9000)])])
     m.scan_queue(client, 77)
     assert m.labels(CFG)[0][50] == 2
 
 
 def test_labels_resolve_only_the_tasks_that_changed_since_the_last_call(tmp_path, fetcher, monkeypatch) -> None:
-    from service import mirror as mirror_module
-
     m, client = ingested(tmp_path, fetcher)
     calls = []
     real = mirror_module.resolve_label
@@ -281,7 +280,7 @@ def test_a_project_webhook_during_a_queue_scan_keeps_the_queue_s_new_label(tmp_p
     m, client = ingested(tmp_path, fetcher)
 
     def queue_labels(qid, **kw):
-        yield 5, [choice("2", 9000)]
+        yield 5, 1005, [choice("2", 9000)]
         m.upsert_annotation(5, choice("7", 9100))  # the project's own webhook, meanwhile
 
     client.queue_labels = queue_labels
@@ -305,33 +304,33 @@ def test_a_webhook_during_the_ingest_changes_only_the_annotation_it_names(tmp_pa
 
 
 class DatedClient(CountingClient):
-    """Label Studio's clock: each task keeps when it was last saved, and a read can ask for the later ones
-    (``read``: the tasks that reads of labeled tasks returned).
+    """Label Studio's database clock: each task keeps when it was last saved, and a read can ask for the later
+    ones (``read``: the tasks that reads of labeled tasks returned).
 
-    ``save`` is an annotation saved (or deleted) one by one, which saves its task; ``bulk_delete`` is the
-    Data Manager's deletion, which does not.
+    ``save`` is an annotation saved or deleted, which saves its task; ``unsaved_delete`` is a change that does not
+    (an edit in the database, say).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.now = datetime(2026, 1, 1, tzinfo=timezone.utc)
-        for t in self.tasks:
-            t["updated_at"] = self.now - timedelta(days=1)
+        for i, t in enumerate(self.tasks):  # saved long ago, ten minutes apart
+            t["updated_at"] = self.now - timedelta(days=1, minutes=10 * (len(self.tasks) - i))
         self.read: list[int] = []
 
     def tick(self, seconds: float = 600) -> None:
         self.now += timedelta(seconds=seconds)
 
-    def save(self, task_id: int, annotations: list[dict]) -> None:
+    def save(self, task_id: int, annotations: list[dict], at: datetime | None = None) -> None:
         self.tick(1)
         task = self.tasks[task_id - 1]
-        task["annotations"], task["updated_at"] = annotations, self.now
+        task["annotations"], task["updated_at"] = annotations, at or self.now
 
-    def bulk_delete(self, task_id: int) -> None:
+    def unsaved_delete(self, task_id: int) -> None:
         self.tasks[task_id - 1]["annotations"] = []
 
-    def read_project(self, project_id):
-        return self.get_project(project_id), self.now
+    def last_saved(self, project_id):
+        return max(t["updated_at"] for t in self.tasks)
 
     def iter_tasks(self, project_id, labeled=None, fields="all", updated_after=None, **kw):
         for t in super().iter_tasks(project_id, labeled, fields, **kw):
@@ -346,7 +345,6 @@ def test_a_poll_reads_only_the_tasks_saved_since_its_last_read(tmp_path, fetcher
     client.tick()
     client.save(41, [choice("3", 4000)])  # a new label and a correction, both webhooks lost
     client.save(1, [choice("9", client.tasks[0]["annotations"][0]["id"])])
-    client.tick()
     client.read.clear()
     assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
     assert sorted(client.read) == [1, 41], "two tasks read, not the 21 labeled ones"
@@ -356,20 +354,70 @@ def test_a_poll_reads_only_the_tasks_saved_since_its_last_read(tmp_path, fetcher
     client.save(41, [choice("5", 4000)])
     client.read.clear()
     m.reconcile(client, CFG, fetcher, 3600)
-    assert client.read == [41], "the next read starts where this one began, not at the ingest"
+    assert sorted(client.read) == [1, 41], "41 saved since; 1, the newest save the last read saw, in the overlap"
     assert m.labels(CFG)[0][41] == 5
 
 
-def test_a_bulk_deletion_whose_webhook_was_lost_makes_the_poll_read_every_labeled_task(tmp_path, fetcher) -> None:
+def test_a_save_that_lands_late_is_read_at_the_next_poll(tmp_path, fetcher) -> None:
+    """A save is stamped when it starts and seen when it commits: one stamped before the last save a read saw,
+    but committed after that read, is still read by the next one."""
     m, client = ingested(tmp_path, fetcher, DatedClient())
     client.tick()
-    client.bulk_delete(3)  # saves no task: a read of the saved ones cannot see it, the annotation count can
+    client.save(3, [choice("1", 7000)])
+    m.reconcile(client, CFG, fetcher, 3600)
+    seen = client.now
+    client.tick()
+    client.save(42, [choice("6", 7001)], at=seen - timedelta(seconds=mirror_module.OVERLAP_SECONDS / 2))
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+    assert 42 in client.read and m.labels(CFG)[0][42] == 6
+
+
+def test_a_label_deleted_on_its_own_is_dropped_at_the_next_poll(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.save(2, [])  # its only annotation deleted, the webhook lost: the task is saved, and unlabeled now
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+    assert 2 not in m.labels(CFG)[0] and 2 not in m.annotations
+
+
+def test_a_change_that_saved_no_task_is_read_in_full_at_the_second_poll(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.unsaved_delete(3)  # saves no task: a read of the saved ones cannot see it, the annotation count can
     client.save(50, [choice("1", 5000)])
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed", "one difference may be a late webhook"
+    assert 3 in m.labels(CFG)[0] and client.read == [50]
+    client.tick()
     client.read.clear()
     assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all"
     labels = m.labels(CFG)[0]
     assert 3 not in labels and labels[50] == 1 and len(labels) == 20
-    assert client.read[0] == 50 and len(client.read) == 1 + 20, "the saved task, then every labeled one"
+    assert client.read[0] == 50 and sorted(client.read[1:]) == sorted(labels), "the saved task, then every one"
+    client.tick()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is False, "the counts agree again"
+
+
+def test_a_difference_that_stays_after_a_full_read_does_not_make_every_poll_read_everything(tmp_path,
+                                                                                            fetcher) -> None:
+    """Label Studio may count annotations a labeled read never shows (a stored counter gone stale, say)."""
+    client = DatedClient()
+    real = client.get_project
+    client.get_project = lambda pid: {**real(pid), "total_annotations_number":
+                                      real(pid)["total_annotations_number"] + 2}
+    m, _ = ingested(tmp_path, fetcher, client)
+    for _ in range(2):
+        client.tick()
+        client.save(45 + _, [choice("2", 6000 + _)])
+        m.reconcile(client, CFG, fetcher, 3600)
+    assert m.state["counts"]["1"] == {"gap": 2}, "measured after the full read"
+    for k in range(3):
+        client.tick()
+        client.save(50 + k, [choice("2", 6100 + k)])
+        client.read.clear()
+        assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+        assert client.read[-1] == 50 + k and len(client.read) <= 2, "and the save before, within the overlap"
 
 
 def test_a_webhook_during_a_read_of_saved_tasks_is_not_undone_by_it(tmp_path, fetcher) -> None:
@@ -388,8 +436,9 @@ def test_a_webhook_during_a_read_of_saved_tasks_is_not_undone_by_it(tmp_path, fe
                 m.upsert_annotation(1, later)
 
     client.iter_tasks = iter_tasks
-    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
-    assert m.labels(CFG)[0][1] == 6
+    client.read.clear()
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert client.read == [1] and m.labels(CFG)[0][1] == 6
 
 
 def test_a_due_full_scan_and_an_unknown_clock_read_every_labeled_task(tmp_path, fetcher) -> None:
@@ -400,37 +449,42 @@ def test_a_due_full_scan_and_an_unknown_clock_read_every_labeled_task(tmp_path, 
     assert len(client.read) == 20
     m.state["read_at"].clear()  # a mirror saved before reads were timed
     client.save(45, [choice("8", 9999)])
-    client.tick()
     client.read.clear()
     assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all" and len(client.read) == 21
     client.tick()
     client.read.clear()
-    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is False and client.read == [], \
-        "timed again from that read on: a quiet poll reads nothing"
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] is False and client.read == [45], \
+        "timed again from that read on: a quiet poll reads the newest save again (the overlap), and nothing else"
 
 
-def test_a_queue_read_of_saved_tasks_keeps_the_source_s_labels_from_other_queue_tasks(tmp_path, fetcher) -> None:
+def test_a_queue_read_of_saved_tasks_replaces_only_the_labels_of_the_queue_tasks_read(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher, DatedClient())
-    queue = {"a": [choice("2", 9000)], "b": [choice("2", 9001)]}  # two queue tasks copying source task 50
-    saved_at = {"a": client.now, "b": client.now}
-    asked = []
+    old = client.now - timedelta(days=1)
+    queue = {101: [{**choice("2", 9000), "task": 101}, {**choice("2", 9002), "task": 101}],
+             102: [{**choice("2", 9001), "task": 102}]}  # two queue tasks copying source task 50
+    saved_at = {101: old, 102: old - timedelta(hours=1)}
+    yielded = []
 
     def queue_labels(qid, updated_after=None):
-        asked.append(updated_after)
-        for name, anns in queue.items():
-            if updated_after is None or saved_at[name] > updated_after:
-                yield 50, copy.deepcopy(anns)
+        for q, anns in queue.items():
+            if updated_after is None or saved_at[q] > updated_after:
+                yielded.append(q)
+                yield 50, q, copy.deepcopy(anns)
 
-    client.queue_labels = queue_labels
+    def last_saved(pid):
+        return max(saved_at.values()) if pid == 77 else DatedClient.last_saved(client, pid)
+
+    client.queue_labels, client.last_saved = queue_labels, last_saved
     client.get_project = lambda pid: {**CountingClient.get_project(client, pid),
                                       **({"total_annotations_number": sum(map(len, queue.values()))} if pid == 77
                                          else {})}
     m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)
-    assert asked == [None] and len(m.queue_annotations[50]) == 2
+    assert len(m.queue_annotations[50]) == 3
     client.tick()
-    queue["a"] = [choice("4", 9000)]
-    saved_at["a"] = client.now
+    queue[101] = [{**choice("4", 9000), "task": 101}]  # 9000 corrected, 9002 deleted: their webhooks lost
+    saved_at[101] = client.now
+    yielded.clear()
     assert m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)["queue"] == "changed"
-    assert asked[-1] is not None
+    assert yielded == [101], "queue task 102 was saved long before the last read's newest save"
     assert sorted((a["id"], a["result"][0]["value"]["choices"][0]) for a in m.queue_annotations[50]) == \
         [(9000, "4"), (9001, "2")]
