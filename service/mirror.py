@@ -37,7 +37,7 @@ import numpy as np
 from connectors.annotations import resolve_label
 from connectors.item_codec import ItemCodec, pick_image_format
 from connectors.label_config import LabelConfig
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import LabelStudioClient, parse_time
 from connectors.task_data import DataFetcher, TaskDataError
 from service.pool_store import PoolStore
 
@@ -50,6 +50,12 @@ _COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_num
 
 def _slim(annotation: dict) -> dict:
     return {k: annotation.get(k) for k in _ANNOTATION_FIELDS if k in annotation}
+
+
+def _newer(a: dict, b: dict) -> bool:
+    """Whether copy ``a`` of an annotation was saved after copy ``b``; without both times, no."""
+    ta, tb = parse_time(a.get("updated_at")), parse_time(b.get("updated_at"))
+    return ta is not None and tb is not None and ta > tb
 
 
 def _by_id(annotations: list[dict]) -> list[dict]:
@@ -84,10 +90,16 @@ class _Words:
                 said[i] = None
 
     def over(self, task_id: int, read: list[dict]) -> list[dict]:
-        """A task's annotations as a page read them, with every later webhook's word applied."""
+        """A task's annotations as a page read them, with every later webhook's word applied (a deletion always;
+        a copy unless the page's own was saved later: webhooks may arrive out of order)."""
         said = self.by_task.get(int(task_id), {})
-        kept = [a for a in read if a.get("id") not in said and a.get("id") not in self.deleted]
-        return kept + [a for a in said.values() if a is not None]
+        pages = {a.get("id"): a for a in read if a.get("id") not in self.deleted}
+        for i, a in said.items():
+            if a is None:
+                pages.pop(i, None)
+            elif i not in pages or not _newer(pages[i], a):
+                pages[i] = a
+        return list(pages.values())
 
     def over_all(self, read: dict[int, list[dict]]) -> dict[int, list[dict]]:
         """A scan's read of every task, with the webhooks' words applied; tasks left without annotations dropped."""
@@ -96,8 +108,8 @@ class _Words:
 
 
 FORMAT_SAMPLE = 16
-OVERLAP_SECONDS = 120.0  # a read of changed tasks goes back this far before the last read began: saves still in
-# flight then, the Date header's whole seconds, and a proxy's clock setting that header
+OVERLAP_SECONDS = 120.0  # a read of saved tasks goes back this far before the last save the previous read saw: a
+# save is stamped when it starts and seen when it commits, and Label Studio's servers may differ a little in clock
 TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
 
 
@@ -244,6 +256,8 @@ class ProjectMirror:
         slim = _slim(annotation)
         with self.lock:
             store = self._store(queue)
+            if any(a.get("id") == slim.get("id") and _newer(a, slim) for a in store.get(int(task_id), ())):
+                return  # a webhook that arrived after a later save of its annotation was read
             anns = [a for a in store.get(int(task_id), []) if a.get("id") != slim.get("id")]
             store[int(task_id)] = [*anns, slim]  # a new list: labels() knows the task changed
             self._index.setdefault(queue, {})[slim.get("id")] = int(task_id)

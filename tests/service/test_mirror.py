@@ -488,3 +488,22 @@ def test_a_queue_read_of_saved_tasks_replaces_only_the_labels_of_the_queue_tasks
     assert yielded == [101], "queue task 102 was saved long before the last read's newest save"
     assert sorted((a["id"], a["result"][0]["value"]["choices"][0]) for a in m.queue_annotations[50]) == \
         [(9000, "4"), (9001, "2")]
+
+
+def test_a_webhook_that_arrives_after_a_later_save_was_read_does_not_undo_it(tmp_path, fetcher) -> None:
+    """Webhooks may arrive out of order; an annotation's copy saved later wins, whichever way it came."""
+    m, client = ingested(tmp_path, fetcher)
+    ann = client.tasks[0]["annotations"][0]["id"]
+    m.upsert_annotation(1, {**choice("5", ann), "updated_at": "2026-01-01T10:00:02.000000Z"})
+    m.upsert_annotation(1, {**choice("3", ann), "updated_at": "2026-01-01T10:00:01.000000Z"})  # the earlier save's
+    assert m.labels(CFG)[0][1] == 5
+    m.upsert_annotation(1, {**choice("4", ann), "updated_at": "2026-01-01T10:00:03.000000Z"})
+    assert m.labels(CFG)[0][1] == 4
+    words = mirror_module._Words()
+    words.said(2, {**choice("7", 50), "updated_at": "2026-01-01T10:00:01.000000Z"})  # late, during a scan
+    words.said(2, {**choice("8", 51), "updated_at": "2026-01-01T10:00:09.000000Z"})
+    read = [{**choice("6", 50), "updated_at": "2026-01-01T10:00:05.000000Z"},
+            {**choice("6", 51), "updated_at": "2026-01-01T10:00:05.000000Z"}]
+    assert [a["result"][0]["value"]["choices"] for a in words.over(2, read)] == [["6"], ["8"]]
+    words.gone({51})
+    assert [a["id"] for a in words.over(2, read)] == [50], "a deletion wins whatever the times"
