@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     push_head: int = Field(500, ge=0)
     query_strategy: str = "margin"
     cold_start: Literal["typicality", "none"] = "typicality"
-    reconcile_full_scan_seconds: float = Field(3600.0, gt=0)
+    reconcile_full_scan_seconds: float = Field(86400.0, gt=0)
     stop_set_size: int = Field(2000, ge=10)
     stop_kappa: float = Field(0.99, gt=0, le=1)
     push_mode: Literal["view", "queue"] = "view"
