@@ -101,7 +101,7 @@ def _wrap(fn: Callable[..., T]) -> Callable[..., T]:
 def parse_time(value: object) -> datetime | None:
     """A Label Studio timestamp (``2026-01-02T03:04:05.678901Z``) as an aware datetime; None when it is not one."""
     try:
-        at = datetime.fromisoformat(str(value))
+        at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))  # Python 3.10 reads no "Z"
     except ValueError:
         return None
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)

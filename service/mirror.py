@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,7 @@ class _Words:
 FORMAT_SAMPLE = 16
 OVERLAP_SECONDS = 120.0  # a read of saved tasks goes back this far before the last save the previous read saw: a
 # save is stamped when it starts and seen when it commits, and Label Studio's servers may differ a little in clock
+_clock = time.time  # when a read began, on this machine (a seam for tests)
 TRIES = 3  # fetches of a task that failed for a temporary reason before it counts as unreadable
 
 
@@ -420,9 +421,8 @@ class ProjectMirror:
             if gone:
                 self.remove_tasks(gone)
             self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
-            with self.lock:
-                if at is not None:
-                    self.state.setdefault("read_at", {})[str(self.project_id)] = at.isoformat()
+            if at is not None:
+                self._mark(self.project_id, at, None, _clock())
             self.save()
             log.info("project %s: ingested %s tasks (%s stored, %s unreadable)", self.project_id, len(seen_ids),
                      len(self.store), len(self.skipped))
@@ -436,7 +436,10 @@ class ProjectMirror:
         if newest:
             out["newest_task_id"] = client.newest_task_id(project_id)
             out["label_config"] = p.get("label_config")  # read with the counters: an edit is seen at the next poll
-        return out, client.last_saved(project_id)
+        at = client.last_saved(project_id)
+        # never past this machine's now: a save stamped ahead (a server's local time taken for UTC) must not hide
+        # the saves before it; an earlier start only reads more
+        return out, None if at is None else min(at, datetime.now(timezone.utc))
 
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                   full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
@@ -459,8 +462,10 @@ class ProjectMirror:
             done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved)
             if queue_project_id is not None:
                 q, q_at = self._counters(client, queue_project_id, newest=False)
-                done["queue"] = self._read_labels(client, True, queue_project_id, q_at, full,
-                                                  q != self.state.get("queue_counters"))
+                q["project"] = queue_project_id
+                before = self.state.get("queue_counters") or {}
+                done["queue"] = self._read_labels(client, True, queue_project_id, q_at,
+                                                  full or before.get("project") != queue_project_id, q != before)
                 self.state["queue_counters"] = q
             self.state["counters"] = counters
             if full:
@@ -480,30 +485,40 @@ class ProjectMirror:
         compared with the mirror's too; a difference two polls running (one alone may be a webhook on its way)
         reads every labeled task.
         """
-        since = None if full else (self.state.get("read_at") or {}).get(str(source))
+        mark = None if full else (self.state.get("read_at") or {}).get(str(source))
+        started = _clock()
         how: str | bool = False
-        if since is not None:
-            n = self._scan_labels(client, queue, source,
-                                  datetime.fromisoformat(since) - timedelta(seconds=OVERLAP_SECONDS))
-            if n or moved or ((self.state.get("counts") or {}).get(str(source)) or {}).get("differed"):
+        if mark is not None:
+            back = 0.0 if mark.get("settled") else OVERLAP_SECONDS
+            n = self._scan_labels(client, queue, source, datetime.fromisoformat(mark["at"]) - timedelta(seconds=back))
+            if n or moved or "differed" in ((self.state.get("counts") or {}).get(str(source)) or {}):
                 how = "changed" if self._counts_agree(client, queue, source) else "all"
         elif full or moved:
             how = "all"
         if how == "all":
             self._scan_labels(client, queue, source)
             self._count_gap(client, queue, source)
-        if at is None or since is not None or how:
-            with self.lock:  # save() copies the state from other threads
-                read_at = self.state.setdefault("read_at", {})
-                if at is None:
-                    read_at.pop(str(source), None)
-                else:
-                    read_at[str(source)] = at.isoformat()
+        if at is None or mark is not None or how:
+            self._mark(source, at, mark, started)
         return how
 
+    def _mark(self, source: int, at: datetime | None, mark: dict | None, started: float) -> None:
+        """Where the next read of saved tasks starts: the newest save seen, less ``OVERLAP_SECONDS`` for saves
+        stamped before it and committed after, until a read that began that long after it was first seen has read
+        them all (``settled``): a quiet project then reads nothing, not the last push's burst of saves again."""
+        with self.lock:  # save() copies the state from other threads
+            read_at = self.state.setdefault("read_at", {})
+            if at is None:
+                read_at.pop(str(source), None)
+            elif mark is not None and mark.get("at") == at.isoformat():
+                read_at[str(source)] = {**mark, "settled": bool(mark.get("settled"))
+                                        or started >= mark["seen"] + OVERLAP_SECONDS}
+            else:
+                read_at[str(source)] = {"at": at.isoformat(), "seen": started, "settled": False}
+
     def _counts_agree(self, client: LabelStudioClient, queue: bool, source: int) -> bool:
-        """False once Label Studio's annotation count has differed from the mirror's at two polls running, by more
-        than after the last full read (queue tasks that copy no task of the project, say)."""
+        """False once Label Studio's annotation count has differed from the mirror's by the same number at two polls
+        running, beyond the difference after the last full read (queue tasks that copy no task of the project, say)."""
         gap = self._gap(client, queue, source)
         with self.lock:
             counts = self.state.setdefault("counts", {})
@@ -511,9 +526,9 @@ class ProjectMirror:
             if gap == known["gap"]:
                 counts[str(source)] = {"gap": known["gap"]}
                 return True
-            if known.get("differed"):
+            if known.get("differed") == gap:  # the same difference twice: not a webhook on its way
                 return False
-            counts[str(source)] = {**known, "differed": True}
+            counts[str(source)] = {"gap": known["gap"], "differed": gap}
             log.info("project %s: Label Studio counts %+d annotations against the mirror; read all if it stays",
                      source, gap - known["gap"])
             return True

@@ -507,3 +507,72 @@ def test_a_webhook_that_arrives_after_a_later_save_was_read_does_not_undo_it(tmp
     assert [a["result"][0]["value"]["choices"] for a in words.over(2, read)] == [["6"], ["8"]]
     words.gone({51})
     assert [a["id"] for a in words.over(2, read)] == [50], "a deletion wins whatever the times"
+
+
+def test_a_save_stamped_ahead_of_the_clock_does_not_hide_the_saves_before_it(tmp_path, fetcher) -> None:
+    """The Data Manager's bulk deletion stamps its tasks with the server's local time, which Label Studio takes for
+    UTC: two hours ahead on a server two hours east. A correction made meanwhile must still be read."""
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    now = datetime.now(timezone.utc)
+    client.save(3, [], at=now + timedelta(hours=2))
+    m.reconcile(client, CFG, fetcher, 3600)
+    client.save(1, [choice("9", client.tasks[0]["annotations"][0]["id"])], at=now + timedelta(seconds=1))
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert m.labels(CFG)[0][1] == 9 and 3 not in m.labels(CFG)[0]
+
+
+def test_a_quiet_project_stops_reading_its_last_saves_again_once_they_settled(tmp_path, fetcher,
+                                                                              monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(mirror_module, "_clock", lambda: clock[0])
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.save(41, [choice("3", 4000)])
+    client.tick()
+    reads = []
+    for _ in range(4):  # polls a minute apart
+        clock[0] += 60
+        client.read.clear()
+        m.reconcile(client, CFG, fetcher, 3600)
+        reads.append(list(client.read))
+    assert reads == [[41], [41], [41], []], "read back while a late commit may still land, then not at all"
+    client.tick()
+    client.save(42, [choice("4", 4001)])
+    clock[0] += 60
+    client.read.clear()
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert client.read == [42] and m.labels(CFG)[0][42] == 4
+
+
+def test_only_the_same_count_difference_at_two_polls_reads_every_labeled_task(tmp_path, fetcher) -> None:
+    """A difference that changes between polls is labeling under way (webhooks on their way); one that stays is not."""
+    client = DatedClient()
+    extra = [0]
+    real = client.get_project
+    client.get_project = lambda pid: {**real(pid), "total_annotations_number":
+                                      real(pid)["total_annotations_number"] + extra[0]}
+    m, _ = ingested(tmp_path, fetcher, client)
+    how = []
+    for e in (1, 2, 2, 2):
+        extra[0] = e
+        client.tick()
+        how.append(m.reconcile(client, CFG, fetcher, 3600)["labels"])
+    assert how == ["changed", "changed", "all", False]
+    assert m.state["counts"]["1"] == {"gap": 2}
+
+
+def test_another_queue_project_is_read_in_full(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    asked = []
+
+    def queue_labels(qid, updated_after=None):
+        asked.append((qid, updated_after is None))
+        yield from [(50, 1000 + qid, [{**choice("2", 9000 + qid), "task": 1000 + qid}])] if updated_after is None \
+            else []
+
+    client.queue_labels = queue_labels
+    for qid in (77, 77, 78, 77):
+        client.tick()
+        m.reconcile(client, CFG, fetcher, 3600, queue_project_id=qid)
+    assert asked == [(77, True), (77, False), (78, True), (77, True)], "each switch reads the new queue whole"
+    assert [a["id"] for a in m.queue_annotations[50]] == [9077]
