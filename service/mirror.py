@@ -5,10 +5,11 @@ threads, resumable: items already stored are not fetched again). After that the 
 changes only by what changed in Label Studio: webhook payloads (annotations created,
 updated or deleted; tasks created or deleted) and a reconcile pass every poll. It reads a few
 counters of the project and the tasks Label Studio saved since the last poll (a few small
-requests when nothing moved), re-reads the task ids when the counters say tasks moved, and every
-labeled task only when the annotation count disagrees with the mirror's at two polls running (a
-change that saved no task, its webhook lost) or on a slow timer. A poll and a version therefore
-read O(changes) from Label Studio, not the whole project.
+requests when nothing moved) and stores the new tasks among them. It reads every task id only
+when the task count then disagrees with the mirror's (a deletion whose webhook was lost), and
+every labeled task only when the annotation count differs at two polls running (a change that
+saved no task) or on a slow timer. A poll and a version therefore read O(changes) from Label
+Studio, not the whole project.
 
 Items live in a :class:`~service.pool_store.PoolStore` (memory-mapped, append-only);
 annotations, the queue project's labels, unreadable tasks and the sync state live in
@@ -456,10 +457,11 @@ class ProjectMirror:
             labels_moved = any(counters.get(k) != old.get(k) for k in _COUNTERS[1:])
             tasks_moved = any(counters.get(k) != old.get(k) for k in ("task_number", "newest_task_id")) \
                 or counters.get("task_number") != len(self.store) + len(self.skipped) + len(self.retrying)
+            saved: list[dict] = []
+            timed = not full and str(self.project_id) in (self.state.get("read_at") or {})  # saved tasks are read
+            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, saved)
             if full or tasks_moved:
-                self._scan_tasks(client, config, fetcher)
-                done["tasks"] = True
-            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved)
+                done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved if timed else None)
             if queue_project_id is not None:
                 q, q_at = self._counters(client, queue_project_id, newest=False)
                 q["project"] = queue_project_id
@@ -473,8 +475,22 @@ class ProjectMirror:
             self.save()
             return done
 
+    def _read_tasks(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher, counters: dict,
+                    saved: list[dict] | None) -> str:
+        """Store new tasks and drop deleted ones: from the tasks saved since the last poll (a new task is one) when
+        the project's task count then agrees with the mirror's, O(changes); else from every task id, O(pool)."""
+        if saved is not None:
+            with self.lock:
+                new = [{k: v for k, v in t.items() if k != "annotations"}  # _scan_labels applied them, webhooks first
+                       for t in saved if int(t["id"]) not in self.store and int(t["id"]) not in self.skipped]
+            self.add_tasks(new, config, fetcher)
+            if counters.get("task_number") == len(self.store) + len(self.skipped) + len(self.retrying):
+                return "changed"
+        self._scan_tasks(client, config, fetcher)
+        return "all"
+
     def _read_labels(self, client: LabelStudioClient, queue: bool, source: int, at: datetime | None,
-                     full: bool, moved: bool) -> str | bool:
+                     full: bool, moved: bool, saved: list[dict] | None = None) -> str | bool:
         """Re-read a project's labels where they may have changed; returns ``"changed"``, ``"all"`` or False.
 
         Knowing when Label Studio last saved a task at the previous read (its database's clock), every poll reads
@@ -490,7 +506,8 @@ class ProjectMirror:
         how: str | bool = False
         if mark is not None:
             back = 0.0 if mark.get("settled") else OVERLAP_SECONDS
-            n = self._scan_labels(client, queue, source, datetime.fromisoformat(mark["at"]) - timedelta(seconds=back))
+            n = self._scan_labels(client, queue, source, datetime.fromisoformat(mark["at"]) - timedelta(seconds=back),
+                                  saved)
             if n or moved or "differed" in ((self.state.get("counts") or {}).get(str(source)) or {}):
                 how = "changed" if self._counts_agree(client, queue, source) else "all"
         elif full or moved:
@@ -558,10 +575,10 @@ class ProjectMirror:
         self.add_tasks(tasks, config, fetcher)
 
     def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
-                     updated_after: datetime | None = None) -> int:
+                     updated_after: datetime | None = None, saved: list[dict] | None = None) -> int:
         """Labeled tasks with their annotations (a queue's by source task): every one, O(labeled), or the tasks
-        saved after ``updated_after``, O(changes). A webhook during the scan wins. Returns the tasks read (all) or
-        the tasks whose annotations it changed (saved since)."""
+        saved after ``updated_after``, O(changes), which go to ``saved`` as read. A webhook during the scan wins.
+        Returns the tasks read (all) or the tasks whose annotations it changed (saved since)."""
         source = source or self.project_id
         with self._webhooks_win(queue) as words:
             reads: list[tuple[int, int, list[dict]]] = []  # (task of this project, task read, its annotations)
@@ -573,8 +590,11 @@ class ProjectMirror:
                 if updated_after is not None:  # an annotation deleted one by one saves its task, maybe left bare
                     tasks.append(client.iter_tasks(source, labeled=False, fields="task_only",
                                                    updated_after=updated_after))
+                read_tasks = list(itertools.chain(*tasks))
+                if saved is not None and updated_after is not None:
+                    saved.extend(read_tasks)
                 reads = [(int(t["id"]), int(t["id"]), [_slim(a) for a in t.get("annotations") or []])
-                         for t in itertools.chain(*tasks)]
+                         for t in read_tasks]
             with self.lock:
                 if updated_after is None:
                     fresh: dict[int, list[dict]] = {}

@@ -295,6 +295,12 @@ def test_a_mirror_poll_reads_only_the_tasks_saved_since_the_last_poll(
         "read among the saved tasks left without annotations, else by the count at the second poll"
     read.clear()
     assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] is False and read == []
+    (extra,) = ls_client.upload_files(digits_project, digits_pngs(9)[0][8:])  # its webhook lost
+    done = m.reconcile(ls_client, config, fetcher, 3600)
+    assert done["tasks"] == "changed" and extra in m.store, "a new task is among the saved ones"
+    ls_client.ls.tasks.delete(id=ids[7])
+    done = m.reconcile(ls_client, config, fetcher, 3600)
+    assert done["tasks"] == "all" and ids[7] not in m.store, "a deleted one only shows in the task count"
     with sqlite3.connect(label_studio.data_dir / "label_studio.sqlite3") as db:  # an edit that saves no task
         db.execute("DELETE FROM task_completion WHERE task_id = ?", (ids[2],))
     assert m.reconcile(ls_client, config, fetcher, 3600)["labels"] == "changed" and ids[2] in m.labels(config)[0], \

@@ -120,8 +120,8 @@ def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_pa
     client.scans.clear()
     client.tasks.append({"id": 999, "data": dict(client.tasks[0]["data"]), "annotations": []})
     del client.tasks[5]
-    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] is True
-    assert client.scans == ["ids", "labeled"] and 999 in m.store and 6 not in m.store, \
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all", "this client tells no time"
+    assert client.scans == ["labeled", "ids"] and 999 in m.store and 6 not in m.store, \
         "an add plus a delete leaves the count alone; the newest id moves"
 
 
@@ -317,6 +317,7 @@ class DatedClient(CountingClient):
         for i, t in enumerate(self.tasks):  # saved long ago, ten minutes apart
             t["updated_at"] = self.now - timedelta(days=1, minutes=10 * (len(self.tasks) - i))
         self.read: list[int] = []
+        self.whole_reads = 0  # reads of every task (ids)
 
     def tick(self, seconds: float = 600) -> None:
         self.now += timedelta(seconds=seconds)
@@ -333,6 +334,8 @@ class DatedClient(CountingClient):
         return max(t["updated_at"] for t in self.tasks)
 
     def iter_tasks(self, project_id, labeled=None, fields="all", updated_after=None, **kw):
+        if labeled is None and updated_after is None:
+            self.whole_reads += 1
         for t in super().iter_tasks(project_id, labeled, fields, **kw):
             if updated_after is None or t["updated_at"] > updated_after:
                 if labeled:
@@ -576,3 +579,29 @@ def test_another_queue_project_is_read_in_full(tmp_path, fetcher) -> None:
         m.reconcile(client, CFG, fetcher, 3600, queue_project_id=qid)
     assert asked == [(77, True), (77, False), (78, True), (77, True)], "each switch reads the new queue whole"
     assert [a["id"] for a in m.queue_annotations[50]] == [9077]
+
+
+def test_a_new_task_is_stored_from_the_saved_tasks_and_a_deleted_one_found_by_every_id(tmp_path, fetcher,
+                                                                                        monkeypatch) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(mirror_module, "_clock", lambda: clock[0])
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.tasks.append({**copy.deepcopy(client.tasks[0]), "id": 61, "annotations": [], "updated_at": client.now})
+    client.tasks.append({**copy.deepcopy(client.tasks[1]), "id": 62, "annotations": [choice("2", 6200)],
+                         "updated_at": client.now})  # imported with a label; both webhooks lost
+    reads = client.whole_reads
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "changed"
+    assert client.whole_reads == reads, "no read of every task id for two new tasks"
+    assert {61, 62} <= set(m.store.ids().tolist()) and m.labels(CFG)[0][62] == 2
+    for _ in range(2):  # quiet polls until the overlap settled: nothing is read again
+        clock[0] += 200
+        m.reconcile(client, CFG, fetcher, 3600)
+    client.tick()
+    del client.tasks[20]
+    m.remove_tasks([21])  # its webhook: nothing to read
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "changed" and client.whole_reads == reads
+    client.tick()
+    del client.tasks[10]  # deleted, its webhook lost: no save shows it, the task count does
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all"
+    assert client.whole_reads == reads + 1 and 11 not in m.store
