@@ -271,6 +271,21 @@ def soak_table(data: dict, points: int = 6) -> str:
     return "\n".join(lines)
 
 
+def poll_reads_table(data: dict) -> str:
+    """One poll after lost webhooks: the tasks saved since the last poll, against every labeled task (medians)."""
+    lines = ["| tasks | labeled | poll reads | labeled tasks read | task pages | poll (median) | rounds | "
+             "mirror equal to Label Studio after |", "|---" * 8 + "|"]
+    names = {"changed": "the tasks saved since the last poll", "all": "every labeled task (before)"}
+    for row in data["rows"]:
+        for how in ("changed", "all"):
+            rs = [r for r in row["rounds"] if r["read"] == how]
+            med = {k: float(np.median([r[k] for r in rs])) for k in ("poll_s", "task_pages", "labeled_tasks_read")}
+            equal = sum(r["mirror_matches_label_studio"] for r in rs)
+            lines.append(f"| {row['tasks']:,} | {row['labeled']:,} | {names[how]} | {med['labeled_tasks_read']:,.0f} | "
+                         f"{med['task_pages']:.0f} | {med['poll_s']:.2f} s | {len(rs)} | {equal} of {len(rs)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     loop = _load("loop-latency-v2-cpu.json")
     if loop:
@@ -306,6 +321,10 @@ def main() -> None:
         if soak:
             print(f"{title} ({soak['machine']}):\n")
             print(soak_table(soak) + "\n")
+    polls = _load("poll-reads-cpu.json")
+    if polls:
+        print(f"A poll after lost webhooks ({polls['machine']}):\n")
+        print(poll_reads_table(polls) + "\n")
     costs = _load("ls-write-costs-60k.json")
     if costs:
         print(f"Label Studio's writes ({costs['machine']}):\n")

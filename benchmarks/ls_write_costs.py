@@ -21,7 +21,7 @@ import time
 from functools import partial
 from pathlib import Path
 
-from machine import cpu_model, describe, timed
+from machine import timed, write_rows
 
 from connectors.label_studio import REREAD, LabelStudioClient
 from connectors.label_studio_server import IMPORT_RECOUNT_FLAG, LabelStudioServer
@@ -74,10 +74,7 @@ def main() -> None:
         row = {"setting": name, **measure(a.tasks, a.head, a.marks, a.repeats, env)}
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {"machine": describe(), "processor": cpu_model(), "rows": rows}
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(json.dumps(result, indent=1))
+    write_rows(a.json, rows)
 
 
 if __name__ == "__main__":

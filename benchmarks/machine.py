@@ -50,6 +50,17 @@ def where() -> dict:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def write_rows(path: str | None, rows: list[dict]) -> dict:
+    """A benchmark's rows with the machine they ran on, written as JSON to ``path`` (when given)."""
+    import json
+
+    result = {"machine": describe(), "processor": cpu_model(), "rows": rows}
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=1))
+    return result
+
+
 def timed(fn: Callable[[], T]) -> tuple[T, float]:
     """``fn()``'s result and its wall-clock seconds (rounded to 0.1 ms)."""
     t = time.perf_counter()

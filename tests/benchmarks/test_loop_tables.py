@@ -70,3 +70,12 @@ def test_the_soak_slope_is_read_on_the_second_half_of_the_rounds() -> None:
     assert [line.split("|")[1].strip() for line in lines[2:5]] == ["sae-v2", "sae-v6", "sae-v11"]
     assert "resident memory +50.0 MB" in lines[-1], "0.5 MB a version after the start-up jump, not the jump"
     assert "Label Studio DB +0.41 MB" in lines[-1]
+
+
+def test_the_poll_reads_table_gives_each_way_its_own_medians() -> None:
+    rounds = [{"read": how, "poll_s": s, "task_pages": p, "labeled_tasks_read": n, "mirror_matches_label_studio": ok}
+              for how, s, p, n, ok in [("changed", 1.0, 3, 12, True), ("all", 9.0, 40, 1000, True),
+                                       ("changed", 3.0, 5, 30, False), ("all", 11.0, 42, 1010, True)]]
+    table = loop_tables.poll_reads_table({"rows": [{"tasks": 2000, "labeled": 1000, "rounds": rounds}]}).splitlines()
+    assert table[2] == "| 2,000 | 1,000 | the tasks saved since the last poll | 21 | 4 | 2.00 s | 2 | 1 of 2 |"
+    assert table[3] == "| 2,000 | 1,000 | every labeled task (before) | 1,005 | 41 | 10.00 s | 2 | 2 of 2 |"
