@@ -369,6 +369,7 @@ class ProjectMirror:
                         else:
                             self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
                     elif shape is not None and tuple(item.shape) != tuple(shape):
+                        self.retrying.pop(tid, None)
                         self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
                     else:
                         self.retrying.pop(tid, None)
@@ -480,14 +481,28 @@ class ProjectMirror:
         """Store new tasks and drop deleted ones: from the tasks saved since the last poll (a new task is one) when
         the project's task count then agrees with the mirror's, O(changes); else from every task id, O(pool)."""
         if saved is not None:
-            with self.lock:
-                new = [{k: v for k, v in t.items() if k != "annotations"}  # _scan_labels applied them, webhooks first
-                       for t in saved if int(t["id"]) not in self.store and int(t["id"]) not in self.skipped]
-            self.add_tasks(new, config, fetcher)
-            if counters.get("task_number") == len(self.store) + len(self.skipped) + len(self.retrying):
+            self.add_tasks(self._unknown(saved), config, fetcher)
+            if counters.get("task_number") == self._known_up_to(counters.get("newest_task_id")):
                 return "changed"
         self._scan_tasks(client, config, fetcher)
         return "all"
+
+    def _unknown(self, tasks: list[dict]) -> list[dict]:
+        """Tasks neither stored, unreadable nor waiting for a retry (``_retry`` fetches those), read as they are
+        less their annotations (``_scan_labels`` applied them, webhooks first) and predictions."""
+        with self.lock:
+            return [{k: v for k, v in t.items() if k not in ("annotations", "predictions")} for t in tasks
+                    if int(t["id"]) not in self.store and int(t["id"]) not in self.skipped
+                    and int(t["id"]) not in self.retrying]
+
+    def _known_up_to(self, newest: int | None) -> int:
+        """Tasks the mirror knows of with ids up to ``newest``: what Label Studio counted when that was its newest
+        (ids only grow), so a task imported during the poll does not read as a deletion."""
+        if newest is None:
+            return 0
+        with self.lock:
+            ids = self.store.ids()
+            return int((ids <= newest).sum()) + sum(1 for t in (*self.skipped, *self.retrying) if t <= newest)
 
     def _read_labels(self, client: LabelStudioClient, queue: bool, source: int, at: datetime | None,
                      full: bool, moved: bool, saved: list[dict] | None = None) -> str | bool:
@@ -592,7 +607,7 @@ class ProjectMirror:
                                                    updated_after=updated_after))
                 read_tasks = list(itertools.chain(*tasks))
                 if saved is not None and updated_after is not None:
-                    saved.extend(read_tasks)
+                    saved.extend(self._unknown(read_tasks))
                 reads = [(int(t["id"]), int(t["id"]), [_slim(a) for a in t.get("annotations") or []])
                          for t in read_tasks]
             with self.lock:
@@ -628,7 +643,7 @@ class ProjectMirror:
         seen: set[int] = set()
         for part in _chunks(client.iter_tasks(self.project_id, fields="task_only"), 500):
             seen |= {int(t["id"]) for t in part}
-            self.add_tasks(part, config, fetcher)
+            self.add_tasks(self._unknown(part), config, fetcher)
         gone = (set(self.store.ids().tolist()) | set(self.skipped)) - seen
         if gone:
             self.remove_tasks(gone)

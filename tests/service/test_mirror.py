@@ -605,3 +605,19 @@ def test_a_new_task_is_stored_from_the_saved_tasks_and_a_deleted_one_found_by_ev
     del client.tasks[10]  # deleted, its webhook lost: no save shows it, the task count does
     assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all"
     assert client.whole_reads == reads + 1 and 11 not in m.store
+
+
+def test_a_task_imported_during_the_poll_does_not_read_as_a_deletion(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    client.tasks.append({**copy.deepcopy(client.tasks[0]), "id": 61, "annotations": [], "updated_at": client.now})
+    real = client.last_saved
+
+    def last_saved(pid):  # read after the counters: a task imported in between is in the saved read, not the count
+        client.tasks.append({**copy.deepcopy(client.tasks[0]), "id": 62, "annotations": [], "updated_at": client.now})
+        return real(pid)
+
+    client.last_saved = last_saved
+    reads = client.whole_reads
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "changed" and client.whole_reads == reads
+    assert {61, 62} <= set(m.store.ids().tolist())
