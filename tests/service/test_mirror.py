@@ -30,6 +30,14 @@ class CountingClient(FakeClient):
 
 
 @pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """This machine's clock as the mirror reads it, moved on by hand."""
+    now = [1000.0]
+    monkeypatch.setattr(mirror_module, "_clock", lambda: now[0])
+    return now
+
+
+@pytest.fixture
 def fetcher() -> DataFetcher:
     return DataFetcher("http://127.0.0.1:1", "key")
 
@@ -524,10 +532,7 @@ def test_a_save_stamped_ahead_of_the_clock_does_not_hide_the_saves_before_it(tmp
     assert m.labels(CFG)[0][1] == 9 and 3 not in m.labels(CFG)[0]
 
 
-def test_a_quiet_project_stops_reading_its_last_saves_again_once_they_settled(tmp_path, fetcher,
-                                                                              monkeypatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(mirror_module, "_clock", lambda: clock[0])
+def test_a_quiet_project_stops_reading_its_last_saves_again_once_they_settled(tmp_path, fetcher, clock) -> None:
     m, client = ingested(tmp_path, fetcher, DatedClient())
     client.tick()
     client.save(41, [choice("3", 4000)])
@@ -582,9 +587,7 @@ def test_another_queue_project_is_read_in_full(tmp_path, fetcher) -> None:
 
 
 def test_a_new_task_is_stored_from_the_saved_tasks_and_a_deleted_one_found_by_every_id(tmp_path, fetcher,
-                                                                                        monkeypatch) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(mirror_module, "_clock", lambda: clock[0])
+                                                                                        clock) -> None:
     m, client = ingested(tmp_path, fetcher, DatedClient())
     client.tick()
     client.tasks.append({**copy.deepcopy(client.tasks[0]), "id": 61, "annotations": [], "updated_at": client.now})
