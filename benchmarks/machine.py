@@ -6,6 +6,7 @@ the path), so the raw results that name their machine in one string name it the 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -52,8 +53,6 @@ def where() -> dict:
 
 def write_rows(path: str | None, rows: list[dict]) -> dict:
     """A benchmark's rows with the machine they ran on, written as JSON to ``path`` (when given)."""
-    import json
-
     result = {"machine": describe(), "processor": cpu_model(), "rows": rows}
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ def measure(n: int, labeled: int, new_per_round: int, rounds: int, seed: int = 0
             corrected = int(ids[int(rng.integers(labeled))])
             first = client.ls.annotations.list(id=corrected)[0]
             client.ls.annotations.update(id=first.id, result=_result("b" if first.result == _result("a") else "a"))
-            time.sleep(1.1)  # past the Date header's whole second
+            time.sleep(1.1)  # a poll's start apart from the saves
             if how == "all":
                 mirror.state.pop("read_at", None)
             pages.clear()

@@ -165,11 +165,11 @@ class LabelStudioClient:
         return self._request("GET", f"/api/projects/{int(project_id)}/").json()
 
     def last_saved(self, project_id: int) -> datetime | None:
-        """When Label Studio last saved a task of the project (None: no tasks), on its database's clock.
+        """When Label Studio last saved a task of the project (None: no tasks), as it stamps ``updated_at``.
 
-        A later ``iter_tasks(updated_after=...)`` compares with that same clock, so no clock of this machine or of a
-        proxy in between (which sets the ``Date`` header) enters. One request; tasks have no index on the time, so it
-        is one pass over the project's rows inside Label Studio, not a transfer of them.
+        A later ``iter_tasks(updated_after=...)`` compares with those same stamps, not with a clock of this machine or
+        of a proxy in between (which sets the ``Date`` header). One request; tasks have no index on the time, so it is
+        one pass over the project's rows inside Label Studio, not a transfer of them.
         """
         for t in self.iter_tasks(project_id, page_size=1, filters={"conjunction": "and", "items": []},
                                  ordering=["-tasks:updated_at"], fields="task_only"):

@@ -460,9 +460,13 @@ class ProjectMirror:
                 or counters.get("task_number") != len(self.store) + len(self.skipped) + len(self.retrying)
             saved: list[dict] = []
             timed = not full and str(self.project_id) in (self.state.get("read_at") or {})  # saved tasks are read
-            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, saved)
-            if full or tasks_moved:
-                done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved if timed else None)
+
+            def read_tasks() -> None:  # before the annotation count is compared: a deleted task's go with it
+                if full or tasks_moved:
+                    done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved if timed else None)
+
+            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, saved,
+                                               read_tasks)
             if queue_project_id is not None:
                 q, q_at = self._counters(client, queue_project_id, newest=False)
                 q["project"] = queue_project_id
@@ -505,27 +509,28 @@ class ProjectMirror:
             return int((ids <= newest).sum()) + sum(1 for t in (*self.skipped, *self.retrying) if t <= newest)
 
     def _read_labels(self, client: LabelStudioClient, queue: bool, source: int, at: datetime | None,
-                     full: bool, moved: bool, saved: list[dict] | None = None) -> str | bool:
-        """Re-read a project's labels where they may have changed; returns ``"changed"``, ``"all"`` or False.
+                     full: bool, moved: bool, saved: list[dict] | None = None,
+                     between: Callable[[], None] | None = None) -> str | bool:
+        """Re-read a project's labels where they may have changed: ``"changed"``, ``"all"`` or False.
 
-        Knowing when Label Studio last saved a task at the previous read (its database's clock), every poll reads
-        the tasks saved since: O(changes), and a correction whose webhook was lost counts at the next poll, not at
-        the next full scan. Without it, every labeled task is read when the counters moved; when a full scan is
-        due, always. A change may save no task (an edit in the database; the Data Manager's bulk deletion stamps
-        its tasks with the server's local time, off where that is not UTC), so the project's annotation count is
-        compared with the mirror's too; a difference two polls running (one alone may be a webhook on its way)
-        reads every labeled task.
+        The tasks saved since the last read, O(changes), so a correction whose webhook was lost counts at the next
+        poll. A change that saves no task shows only in the annotation count, compared after ``between`` (the task
+        step); a difference two polls running reads every labeled task, as does a due full scan or an unknown mark.
         """
         mark = None if full else (self.state.get("read_at") or {}).get(str(source))
         started = _clock()
-        how: str | bool = False
+        n = 0
         if mark is not None:
             back = 0.0 if mark.get("settled") else OVERLAP_SECONDS
             n = self._scan_labels(client, queue, source, datetime.fromisoformat(mark["at"]) - timedelta(seconds=back),
                                   saved)
+        if between is not None:
+            between()
+        how: str | bool = False
+        if mark is not None:
             if n or moved or "differed" in ((self.state.get("counts") or {}).get(str(source)) or {}):
                 how = "changed" if self._counts_agree(client, queue, source) else "all"
-        elif full or moved:
+        elif full or moved or at is not None:  # at is not None: a mirror from before marks, read once to set one
             how = "all"
         if how == "all":
             self._scan_labels(client, queue, source)
@@ -566,6 +571,7 @@ class ProjectMirror:
             return True
 
     def _count_gap(self, client: LabelStudioClient, queue: bool, source: int) -> None:
+        """After a full read: the difference later polls compare with (queue tasks copying no task, say)."""
         gap = self._gap(client, queue, source)
         if gap:
             log.info("project %s: after reading every labeled task, Label Studio counts %+d annotations against "

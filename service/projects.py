@@ -372,7 +372,7 @@ class ProjectManager:
             return
 
     def poll(self) -> None:
-        """Catch what webhooks missed (cheap counters, rescans only of what moved) and retry pending pushes."""
+        """Catch what webhooks missed (the tasks saved since the last poll, counters) and retry pending pushes."""
         for pid, st in list(self.projects.items()):
             if st.config is None:
                 continue

@@ -1,4 +1,4 @@
-"""The project mirror: one ingest, then only changes; reconcile re-reads only what its counters say moved."""
+"""The project mirror: one ingest, then only changes; a poll reads the tasks saved since the last one."""
 
 from __future__ import annotations
 
@@ -129,7 +129,7 @@ def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_pa
     client.tasks.append({"id": 999, "data": dict(client.tasks[0]["data"]), "annotations": []})
     del client.tasks[5]
     assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all", "this client tells no time"
-    assert client.scans == ["labeled", "ids"] and 999 in m.store and 6 not in m.store, \
+    assert client.scans == ["ids", "labeled"] and 999 in m.store and 6 not in m.store, \
         "an add plus a delete leaves the count alone; the newest id moves"
 
 
@@ -624,3 +624,27 @@ def test_a_task_imported_during_the_poll_does_not_read_as_a_deletion(tmp_path, f
     reads = client.whole_reads
     assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "changed" and client.whole_reads == reads
     assert {61, 62} <= set(m.store.ids().tolist())
+
+
+def test_a_mirror_from_before_marks_reads_every_labeled_task_once_then_only_saved_ones(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    del m.state["read_at"]  # mirror.json written before reads were marked
+    client.tick()
+    client.save(1, [choice("9", client.tasks[0]["annotations"][0]["id"])])  # a correction moves no counter
+    client.tick()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "all" and m.labels(CFG)[0][1] == 9
+    client.tick()
+    client.save(2, [choice("8", client.tasks[1]["annotations"][0]["id"])])
+    client.tick()
+    client.read.clear()
+    assert m.reconcile(client, CFG, fetcher, 3600)["labels"] == "changed"
+    assert sorted(client.read) == [1, 2], "2 saved since; 1, the newest save the last read saw, in the overlap"
+
+
+def test_a_labeled_task_deleted_without_its_webhook_leaves_no_count_difference(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    client.tick()
+    del client.tasks[4]  # task 5, labeled: its annotation goes with it
+    client.save(45, [choice("1", 4500)])
+    assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all"
+    assert 5 not in m.store and "differed" not in m.state["counts"].get("1", {}), "the task step ran first"
