@@ -515,18 +515,18 @@ class LabelStudioClient:
             self.import_tasks(queue_project_id, new)
         return len(new)
 
+    def labeled_tasks(self, project_id: int, updated_after: datetime | None = None) -> Iterator[dict]:
+        """Every labeled task with its annotations; with ``updated_after``, those saved since, then the tasks saved
+        since that were left without annotations (an annotation deleted one by one saves its task), bare."""
+        yield from self.iter_tasks(project_id, labeled=True, updated_after=updated_after)
+        if updated_after is not None:
+            yield from self.iter_tasks(project_id, labeled=False, fields="task_only", updated_after=updated_after)
+
     def queue_labels(self, queue_project_id: int, updated_after: datetime | None = None
                      ) -> Iterator[tuple[int, int, list[dict]]]:
-        """``(source_task_id, queue_task_id, annotations)`` for each queue task that has annotations.
-
-        With ``updated_after``, only the queue tasks saved since, and those of them left without annotations too
-        (an annotation deleted one by one saves its task): their source's labels from that queue task are gone.
-        """
-        reads = [self.iter_tasks(queue_project_id, labeled=True, updated_after=updated_after)]
-        if updated_after is not None:
-            reads.append(self.iter_tasks(queue_project_id, labeled=False, fields="task_only",
-                                         updated_after=updated_after))
-        for t in itertools.chain(*reads):
+        """``(source_task_id, queue_task_id, annotations)`` for each queue task that has annotations (with
+        ``updated_after``, see :meth:`labeled_tasks`: a queue task left bare means its labels are gone)."""
+        for t in self.labeled_tasks(queue_project_id, updated_after):
             src = (t.get("meta") or {}).get("source_task")
             if src is not None and (t.get("annotations") or updated_after is not None):
                 yield int(src), int(t["id"]), t.get("annotations") or []

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import itertools
 import json
 import logging
 import threading
@@ -458,15 +457,12 @@ class ProjectMirror:
             labels_moved = any(counters.get(k) != old.get(k) for k in _COUNTERS[1:])
             tasks_moved = any(counters.get(k) != old.get(k) for k in ("task_number", "newest_task_id")) \
                 or counters.get("task_number") != len(self.store) + len(self.skipped) + len(self.retrying)
-            saved: list[dict] = []
-            timed = not full and str(self.project_id) in (self.state.get("read_at") or {})  # saved tasks are read
 
-            def read_tasks() -> None:  # before the annotation count is compared: a deleted task's go with it
+            def read_tasks(saved: list[dict] | None) -> None:  # before the annotation count: a deleted task's go first
                 if full or tasks_moved:
-                    done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved if timed else None)
+                    done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved)
 
-            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, saved,
-                                               read_tasks)
+            done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, read_tasks)
             if queue_project_id is not None:
                 q, q_at = self._counters(client, queue_project_id, newest=False)
                 q["project"] = queue_project_id
@@ -509,23 +505,25 @@ class ProjectMirror:
             return int((ids <= newest).sum()) + sum(1 for t in (*self.skipped, *self.retrying) if t <= newest)
 
     def _read_labels(self, client: LabelStudioClient, queue: bool, source: int, at: datetime | None,
-                     full: bool, moved: bool, saved: list[dict] | None = None,
-                     between: Callable[[], None] | None = None) -> str | bool:
+                     full: bool, moved: bool,
+                     between: Callable[[list[dict] | None], None] | None = None) -> str | bool:
         """Re-read a project's labels where they may have changed: ``"changed"``, ``"all"`` or False.
 
         The tasks saved since the last read, O(changes), so a correction whose webhook was lost counts at the next
         poll. A change that saves no task shows only in the annotation count, compared after ``between`` (the task
-        step); a difference two polls running reads every labeled task, as does a due full scan or an unknown mark.
+        step, given the saved tasks read, or None without that read); a difference two polls running reads every
+        labeled task, as does a due full scan or an unknown mark.
         """
         mark = None if full else (self.state.get("read_at") or {}).get(str(source))
         started = _clock()
-        n = 0
+        n, saved = 0, None
         if mark is not None:
+            saved = []
             back = 0.0 if mark.get("settled") else OVERLAP_SECONDS
             n = self._scan_labels(client, queue, source, datetime.fromisoformat(mark["at"]) - timedelta(seconds=back),
                                   saved)
         if between is not None:
-            between()
+            between(saved)
         how: str | bool = False
         if mark is not None:
             if n or moved or "differed" in ((self.state.get("counts") or {}).get(str(source)) or {}):
@@ -602,32 +600,23 @@ class ProjectMirror:
         Returns the tasks read (all) or the tasks whose annotations it changed (saved since)."""
         source = source or self.project_id
         with self._webhooks_win(queue) as words:
-            reads: list[tuple[int, int, list[dict]]] = []  # (task of this project, task read, its annotations)
             if queue:
                 reads = [(int(src), int(qid), [_slim(a) for a in anns])
                          for src, qid, anns in client.queue_labels(source, updated_after=updated_after)]
             else:
-                tasks = [client.iter_tasks(source, labeled=True, updated_after=updated_after)]
-                if updated_after is not None:  # an annotation deleted one by one saves its task, maybe left bare
-                    tasks.append(client.iter_tasks(source, labeled=False, fields="task_only",
-                                                   updated_after=updated_after))
-                read_tasks = list(itertools.chain(*tasks))
-                if saved is not None and updated_after is not None:
-                    saved.extend(self._unknown(read_tasks))
-                reads = [(int(t["id"]), int(t["id"]), [_slim(a) for a in t.get("annotations") or []])
-                         for t in read_tasks]
+                tasks = list(client.labeled_tasks(source, updated_after))
+                if saved is not None:
+                    saved.extend(tasks)
+                reads = [(int(t["id"]), int(t["id"]), [_slim(a) for a in t.get("annotations") or []]) for t in tasks]
+            read: dict[int, tuple[set[int], list[dict]]] = {}  # task of this project -> (tasks read, annotations)
+            for tid, qid, anns in reads:
+                read.setdefault(tid, (set(), []))[0].add(qid)
+                read[tid][1].extend(anns)
             with self.lock:
                 if updated_after is None:
-                    fresh: dict[int, list[dict]] = {}
-                    for tid, _, anns in reads:
-                        fresh.setdefault(tid, []).extend(anns)
-                    self._set_store(queue, words.over_all(fresh))
+                    self._set_store(queue, words.over_all({tid: anns for tid, (_, anns) in read.items()}))
                     return len(reads)
                 store = self._store(queue)
-                read: dict[int, tuple[set[int], list[dict]]] = {}
-                for tid, qid, anns in reads:
-                    read.setdefault(tid, (set(), []))[0].add(qid)
-                    read[tid][1].extend(anns)
                 changed = 0
                 for tid, (from_tasks, anns) in read.items():
                     if queue:  # a source task's labels may come from several queue tasks: replace the ones read

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from connectors.label_studio import LabelStudioClient
 from service.app import create_app
 from service.projects import ProjectManager
 from service.settings import Settings
@@ -75,6 +76,8 @@ class FakeClient:
 
     def last_saved(self, project_id):
         return None  # no clock: every read of labels is a full one
+
+    labeled_tasks = LabelStudioClient.labeled_tasks  # over this stand-in's iter_tasks
 
     def get_project(self, project_id):
         return {"label_config": CONFIG, "task_number": len(self.tasks),
