@@ -246,11 +246,12 @@ def soak_table(data: dict, points: int = 6) -> str:
     """
     rs = data["rounds"]
     picks = sorted({int(i) for i in np.rint(np.linspace(0, len(rs) - 1, points))})
+    mirror = "mirror_db_bytes" if "mirror_db_bytes" in rs[0] else "mirror_json_bytes"  # runs before mirror.db: a file
     cols = [("version", lambda r: r["version"]), ("labels", lambda r: f"{r['labeled']:,}"),
             ("resident memory", lambda r: f"{r['rss_mb']:.0f} MB"), ("threads", lambda r: str(r["threads"])),
             ("open files", lambda r: str(r["open_fds"])), ("versions on disk", lambda r: str(r["versions_kept"])),
             ("`MODEL_DIR`", lambda r: f"{r['model_dir_bytes'] / 1e6:.1f} MB"),
-            ("`mirror.json`", lambda r: f"{r['mirror_json_bytes'] / 1e3:.0f} kB"),
+            (f"`{mirror[:-6].replace('_', '.')}`", lambda r: f"{r[mirror] / 1e3:.0f} kB"),
             ("Label Studio DB", lambda r: f"{r['ls_db_bytes'] / 1e6:.1f} MB"),
             ("prediction rows", lambda r: str(r["prediction_rows"])), ("this round", lambda r: f"{r['seconds']:.1f} s")]
     lines = ["| " + " | ".join(c for c, _ in cols) + " |", "|---" * len(cols) + "|"]
@@ -283,6 +284,21 @@ def poll_reads_table(data: dict) -> str:
             equal = sum(r["mirror_matches_label_studio"] for r in rs)
             lines.append(f"| {row['tasks']:,} | {row['labeled']:,} | {names[how]} | {med['labeled_tasks_read']:,.0f} | "
                          f"{med['task_pages']:.0f} | {med['poll_s']:.2f} s | {len(rs)} | {equal} of {len(rs)} |")
+    return "\n".join(lines)
+
+
+def mirror_saves_table(data: dict) -> str:
+    """A save of the mirror (benchmarks/mirror_saves.py): mirror.db against the whole-file JSON of before (medians)."""
+    lines = ["| labeled tasks | save | after 12 changes | nothing changed | rows written | load at start-up | "
+             "on disk |", "|---" * 7 + "|"]
+    for row in data["rows"]:
+        med = {k: float(np.median(v)) for k, v in row.items() if isinstance(v, list)}
+        lines.append(f"| {row['labeled']:,} | `mirror.db`, what changed (now) | {med['changed_s']:.3f} s | "
+                     f"{med['unchanged_s']:.3f} s | {med['changed_rows']:.0f} | {med['load_s']:.2f} s | "
+                     f"{row['db_bytes'] / 1e6:.0f} MB |")
+        lines.append(f"| {row['labeled']:,} | `mirror.json`, the whole file (before) | {med['json_changed_s']:.3f} s | "
+                     f"{med['json_unchanged_s']:.3f} s | all | {med['json_load_s']:.2f} s | "
+                     f"{row['json_bytes'] / 1e6:.0f} MB |")
     return "\n".join(lines)
 
 
@@ -325,6 +341,10 @@ def main() -> None:
     if polls:
         print(f"A poll after lost webhooks ({polls['machine']}):\n")
         print(poll_reads_table(polls) + "\n")
+    saves = _load("mirror-saves-cpu.json")
+    if saves:
+        print(f"A save of the mirror ({saves['machine']}):\n")
+        print(mirror_saves_table(saves) + "\n")
     costs = _load("ls-write-costs-60k.json")
     if costs:
         print(f"Label Studio's writes ({costs['machine']}):\n")

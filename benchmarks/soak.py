@@ -115,7 +115,7 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
             row = {"round": r, "version": st["model_version"], "labeled": len(annotations),
                    "seconds": round(time.perf_counter() - t0, 2), **proc_stats(proc.pid),
                    "model_dir_bytes": dir_bytes(model_dir), "versions_kept": len(st["versions"]),
-                   "mirror_json_bytes": (model_dir / f"project-{pid}" / "mirror" / "mirror.json").stat().st_size,
+                   "mirror_db_bytes": (model_dir / f"project-{pid}" / "mirror" / "mirror.db").stat().st_size,
                    "ls_db_bytes": db_bytes(ls), "prediction_rows": sum(client.model_versions(pid).values()),
                    "cv_accuracy": st["versions"][-1].get("cv_accuracy")}
             rounds.append(row)

@@ -12,15 +12,13 @@ saved no task) or on a slow timer. A poll and a version therefore read O(changes
 Studio, not the whole project.
 
 Items live in a :class:`~service.pool_store.PoolStore` (memory-mapped, append-only);
-annotations, the queue project's labels, unreadable tasks and the sync state live in
-``mirror.json``, written atomically.
+annotations, the queue project's labels, unreadable tasks and the sync state live in a
+:class:`~service.mirror_db.MirrorDB` (``mirror.db``), where a save writes only what changed.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import logging
 import threading
 import time
@@ -39,6 +37,7 @@ from connectors.item_codec import ItemCodec, pick_image_format
 from connectors.label_config import LabelConfig
 from connectors.label_studio import LabelStudioClient, parse_time
 from connectors.task_data import DataFetcher, TaskDataError
+from service.mirror_db import MirrorDB, MirrorDBError, Snapshot
 from service.pool_store import PoolStore
 
 log = logging.getLogger("sae_backend.mirror")
@@ -125,7 +124,7 @@ class ProjectMirror:
         self.lock = threading.RLock()
         self.writer = threading.RLock()
         self._saving = threading.Lock()
-        self._saved: bytes | None = None  # digest of what mirror.json holds
+        self.db = MirrorDB(self.dir / "mirror.db", legacy_json=self.dir / "mirror.json")
         self.annotations: dict[int, list[dict]] = {}
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
@@ -141,48 +140,34 @@ class ProjectMirror:
         self._load()
 
     # ---- persistence ------------------------------------------------------------------------------
-    def _path(self) -> Path:
-        return self.dir / "mirror.json"
-
     def _load(self) -> None:
-        p = self._path()
-        if not p.exists():
-            return
         try:
-            d = json.loads(p.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:  # kept aside; a fresh ingest rebuilds it
-            p.replace(p.with_suffix(f".corrupt-{int(time.time())}"))
-            log.error("project %s: %s was unreadable (%s); the project is read from Label Studio again",
-                      self.project_id, p, e)
+            saved = self.db.load()
+        except MirrorDBError as e:  # kept aside; a fresh ingest rebuilds it
+            self.db.set_aside()
+            log.error("project %s: the mirror in %s was unreadable (%s); the project is read from Label Studio again",
+                      self.project_id, self.dir, e)
             shape = self.store.item_shape
             if shape is not None and len(shape) == 3:  # the stored images fix the format new ones must match
                 self.state["fmt"].update(mode="L" if shape[0] == 1 else "RGB", size=int(shape[1]))
             return
-        self.annotations = {int(k): v for k, v in d.get("annotations", {}).items()}
-        self.queue_annotations = {int(k): v for k, v in d.get("queue_annotations", {}).items()}
-        self.skipped = {int(k): v for k, v in d.get("skipped", {}).items()}
-        self.retrying = {int(k): int(v) for k, v in d.get("retrying", {}).items()}
-        self.state.update(d.get("state", {}))
+        if saved is None:
+            return
+        self.annotations, self.queue_annotations = saved.annotations, saved.queue_annotations
+        self.skipped, self.retrying = saved.skipped, saved.retrying
+        self.state.update(saved.state)
 
     def save(self) -> None:
-        """Atomically, one save at a time: webhook, poll and job threads all save.
+        """One save at a time: webhook, poll and job threads all save.
 
-        The dicts are copied under the lock and written out of it (webhooks wait on that lock),
-        and an unchanged mirror is not written again: every poll saves.
+        The dicts are copied under the lock and written out of it (webhooks wait on that lock);
+        only the tasks whose annotation lists were replaced since the last save are written.
         """
         with self._saving:
             with self.lock:  # lists are replaced, never changed in place, so shallow copies are a snapshot
-                snapshot = {"annotations": dict(self.annotations), "queue_annotations": dict(self.queue_annotations),
-                            "skipped": dict(self.skipped), "retrying": dict(self.retrying),
-                            "state": copy.deepcopy(self.state)}
-            body = json.dumps(snapshot)
-            digest = hashlib.blake2b(body.encode(), digest_size=16).digest()
-            if digest == self._saved and self._path().exists():
-                return
-            tmp = self._path().with_suffix(".json.tmp")
-            tmp.write_text(body)
-            tmp.replace(self._path())
-            self._saved = digest
+                snapshot = Snapshot(dict(self.annotations), dict(self.queue_annotations), dict(self.skipped),
+                                    dict(self.retrying), copy.deepcopy(self.state))
+            self.db.save(snapshot)
 
     # ---- what training reads ----------------------------------------------------------------------
     @property

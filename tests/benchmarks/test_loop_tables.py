@@ -70,6 +70,10 @@ def test_the_soak_slope_is_read_on_the_second_half_of_the_rounds() -> None:
     assert [line.split("|")[1].strip() for line in lines[2:5]] == ["sae-v2", "sae-v6", "sae-v11"]
     assert "resident memory +50.0 MB" in lines[-1], "0.5 MB a version after the start-up jump, not the jump"
     assert "Label Studio DB +0.41 MB" in lines[-1]
+    assert "| `mirror.json` |" in lines[0], "a run from before mirror.db measured the JSON file"
+    renamed = [{**{k: v for k, v in r.items() if k != "mirror_json_bytes"}, "mirror_db_bytes": 20_000} for r in rounds]
+    table = loop_tables.soak_table({"rounds": renamed}, points=3).splitlines()
+    assert "| `mirror.db` |" in table[0] and "| 20 kB |" in table[2]
 
 
 def test_the_poll_reads_table_gives_each_way_its_own_medians() -> None:
@@ -79,3 +83,13 @@ def test_the_poll_reads_table_gives_each_way_its_own_medians() -> None:
     table = loop_tables.poll_reads_table({"rows": [{"tasks": 2000, "labeled": 1000, "rounds": rounds}]}).splitlines()
     assert table[2] == "| 2,000 | 1,000 | the tasks saved since the last poll | 21 | 4 | 2.00 s | 2 | 1 of 2 |"
     assert table[3] == "| 2,000 | 1,000 | every labeled task (before) | 1,005 | 41 | 10.00 s | 2 | 2 of 2 |"
+
+
+def test_the_mirror_saves_table_reads_medians_from_the_raw_repeats() -> None:
+    row = {"labeled": 100_000, "db_bytes": 37_000_000, "json_bytes": 32_000_000, "changed_s": [0.03, 0.01, 0.02],
+           "changed_rows": [12, 12, 12], "unchanged_s": [0.5, 0.001, 0.002], "json_changed_s": [0.9, 0.8, 1.0],
+           "json_unchanged_s": [0.7, 0.7, 0.7], "load_s": [1.7, 1.8, 1.9], "json_load_s": [1.2, 1.3, 1.25],
+           "first_save_s": 1.2}
+    lines = loop_tables.mirror_saves_table({"rows": [row]}).splitlines()
+    assert lines[2] == "| 100,000 | `mirror.db`, what changed (now) | 0.020 s | 0.002 s | 12 | 1.80 s | 37 MB |"
+    assert lines[3] == "| 100,000 | `mirror.json`, the whole file (before) | 0.900 s | 0.700 s | all | 1.25 s | 32 MB |"

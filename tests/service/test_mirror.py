@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 
+from connectors.item_codec import ItemCodec
 from connectors.label_config import parse_label_config
 from connectors.task_data import DataFetcher, TaskDataError
 from service import mirror as mirror_module
@@ -67,8 +69,8 @@ def test_an_interrupted_ingest_does_not_fetch_stored_items_again(tmp_path, fetch
     m = ProjectMirror(tmp_path / "mirror", 1)
     m.add_tasks(client.tasks[:30], CFG, fetcher)
     fetched = []
-    real = DataFetcher.load_item
-    monkeypatch.setattr(DataFetcher, "load_item", lambda self, *a: fetched.append(1) or real(self, *a))
+    real = ItemCodec.load
+    monkeypatch.setattr(ItemCodec, "load", lambda self, *a: fetched.append(1) or real(self, *a))
     m.ingest(client, CFG, fetcher)
     assert len(fetched) == 30 and len(m.store) == 60
 
@@ -106,14 +108,46 @@ def test_a_deletion_finds_its_task_after_moves_scans_and_restarts(tmp_path, fetc
 
 def test_a_poll_that_changed_nothing_writes_nothing(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
-    path = tmp_path / "mirror" / "mirror.json"
+    path = tmp_path / "mirror" / "mirror.db"
     m.reconcile(client, CFG, fetcher, 3600)
-    inode = path.stat().st_ino  # every write is a new file renamed into place
+    before = path.stat().st_mtime_ns, path.stat().st_size
     m.reconcile(client, CFG, fetcher, 3600)
-    assert path.stat().st_ino == inode, "nothing moved, nothing written"
+    assert (path.stat().st_mtime_ns, path.stat().st_size) == before, "nothing moved, nothing written"
     m.upsert_annotation(30, choice("4", 777))
     m.save()
-    assert path.stat().st_ino != inode and ProjectMirror(tmp_path / "mirror", 1).labels(CFG)[0][30] == 4
+    assert m.db.rows_written == 1, "one task changed, one row written: a save costs O(changes), not O(labeled)"
+    assert ProjectMirror(tmp_path / "mirror", 1).labels(CFG)[0][30] == 4
+
+
+def test_a_save_writes_only_what_changed_and_a_reload_sees_all_of_it(tmp_path, fetcher) -> None:
+    m, _ = ingested(tmp_path, fetcher)
+    m.remove_annotations([a["id"] for a in m.annotations[1]])
+    m.upsert_queue_annotation(7, choice("1", 5001))
+    m.skipped[59] = "not an image"
+    m.retrying[58] = 2
+    m.state["counters"] = {"task_number": 61}
+    m.save()
+    assert m.db.rows_written == 3, "a task emptied, a queue label, a skip"
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert (again.annotations, again.queue_annotations) == (m.annotations, m.queue_annotations)
+    assert (again.skipped, again.retrying) == ({59: "not an image"}, {58: 2})
+    assert again.state["counters"] == {"task_number": 61} and again.ingested
+    del m.skipped[59]
+    m.save()
+    assert m.db.rows_written == 1 and ProjectMirror(tmp_path / "mirror", 1).skipped == {}
+
+
+def test_a_mirror_json_from_before_is_moved_into_the_database(tmp_path, fetcher) -> None:
+    m, _ = ingested(tmp_path, fetcher)
+    legacy = {"annotations": {str(t): a for t, a in m.annotations.items()},
+              "queue_annotations": {"7": [choice("1", 5001)]}, "skipped": {"59": "not an image"},
+              "retrying": {"58": 1}, "state": m.state}
+    (tmp_path / "mirror" / "mirror.db").unlink()
+    (tmp_path / "mirror" / "mirror.json").write_text(json.dumps(legacy))
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert not (tmp_path / "mirror" / "mirror.json").exists() and (tmp_path / "mirror" / "mirror.db").exists()
+    assert again.labels(CFG)[0] == {**m.labels(CFG)[0], 7: 1} and again.retrying == {58: 1} and again.ingested
+    assert ProjectMirror(tmp_path / "mirror", 1).skipped == {59: "not an image"}, "read from the database now"
 
 
 def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_path, fetcher) -> None:
@@ -151,15 +185,15 @@ def test_unreadable_tasks_are_reported_once_and_not_fetched_again(tmp_path, fetc
 
 
 def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path, fetcher, monkeypatch) -> None:
-    real, failures = DataFetcher.load_item, {"left": 2}
+    real, failures = ItemCodec.load, {"left": 2}
 
-    def flaky(self, value, kind, mode="L", size=None, task_id=None):
+    def flaky(self, fetcher, value, task_id=None):
         if task_id == 11 and failures["left"] > 0:
             failures["left"] -= 1
             raise TaskDataError("GET /data/11.png answered HTTP 503", temporary=True)
-        return real(self, value, kind, mode, size, task_id)
+        return real(self, fetcher, value, task_id)
 
-    monkeypatch.setattr(DataFetcher, "load_item", flaky)
+    monkeypatch.setattr(ItemCodec, "load", flaky)
     m, client = ingested(tmp_path, fetcher)
     assert m.retrying == {11: 1} and m.skipped == {} and 11 not in m.store
     client.scans.clear()
@@ -173,21 +207,21 @@ def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path
 
 def test_a_task_that_keeps_failing_for_a_temporary_reason_is_reported_after_three_tries(tmp_path, fetcher,
                                                                                       monkeypatch) -> None:
-    real = DataFetcher.load_item
+    real = ItemCodec.load
 
-    def down(self, value, kind, mode="L", size=None, task_id=None):
+    def down(self, fetcher, value, task_id=None):
         if task_id == 11:
             raise TaskDataError("timed out after 10 s fetching /data/11.png", temporary=True)
-        return real(self, value, kind, mode, size, task_id)
+        return real(self, fetcher, value, task_id)
 
-    monkeypatch.setattr(DataFetcher, "load_item", down)
+    monkeypatch.setattr(ItemCodec, "load", down)
     m, client = ingested(tmp_path, fetcher)
     m.reconcile(client, CFG, fetcher, 3600)
     assert m.retrying == {11: 2}
     m.reconcile(client, CFG, fetcher, 3600)
     assert m.retrying == {} and m.skipped == {11: "timed out after 10 s fetching /data/11.png (3 tries)"}
     client.tasks = [t for t in client.tasks if t["id"] != 12]
-    monkeypatch.setattr(DataFetcher, "load_item", lambda self, *a, **k: (_ for _ in ()).throw(
+    monkeypatch.setattr(ItemCodec, "load", lambda self, *a, **k: (_ for _ in ()).throw(
         TaskDataError("HTTP 502", temporary=True)))
     m.retrying = {12: 1}
     m.reconcile(client, CFG, fetcher, 3600)
@@ -275,11 +309,11 @@ def test_labels_resolve_only_the_tasks_that_changed_since_the_last_call(tmp_path
 
 def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
-    (tmp_path / "mirror" / "mirror.json").write_text('{"annotations": {"1": [')  # a write cut short
+    (tmp_path / "mirror" / "mirror.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)  # a torn write
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert not again.ingested and again.annotations == {}
     assert again.fmt == {"mode": "L", "size": 8}, "the stored items fix the format new ones are decoded to"
-    assert list((tmp_path / "mirror").glob("mirror.corrupt-*")), "kept aside for a look, not deleted"
+    assert list((tmp_path / "mirror").glob("mirror.db.corrupt-*")), "kept aside for a look, not deleted"
     again.ingest(client, CFG, fetcher)
     assert again.labels(CFG)[0] == m.labels(CFG)[0] and len(again.store) == 60
 
@@ -648,3 +682,12 @@ def test_a_labeled_task_deleted_without_its_webhook_leaves_no_count_difference(t
     client.save(45, [choice("1", 4500)])
     assert m.reconcile(client, CFG, fetcher, 3600)["tasks"] == "all"
     assert 5 not in m.store and "differed" not in m.state["counts"].get("1", {}), "the task step ran first"
+
+
+def test_an_unreadable_mirror_json_from_before_is_set_aside_too(tmp_path, fetcher) -> None:
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "mirror.json").write_text('{"annotations": {"1": [')
+    m = ProjectMirror(tmp_path / "mirror", 1)
+    assert not m.ingested and list((tmp_path / "mirror").glob("mirror.json.corrupt-*"))
+    m.ingest(CountingClient(), CFG, fetcher)
+    assert len(m.labels(CFG)[0]) == 20 and ProjectMirror(tmp_path / "mirror", 1).ingested
