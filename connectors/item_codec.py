@@ -4,40 +4,96 @@ Training (through the mirror) and ``/predict`` both go through it, so an item is
 the same way on either path. Images are stored as uint8 ``(C, H, W)``: a million 28x28
 items are 0.8 GB on disk instead of 3 GB as float32, and the model scales them by 1/255
 batch by batch. Vectors stay float32.
+
+Each kind of task data is one :class:`ItemKind` in :data:`KINDS`: the label-config tags it reads,
+how a task's value becomes an array, and how that array is stored. The label config looks its
+object tag up here, so a new kind is one class in this file.
 """
 
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from connectors.task_data import MAX_PIXELS, DataFetcher, TaskDataError
+from connectors.task_data import MAX_PIXELS, DataFetcher, TaskDataError, decode_image, decode_vector
+
+
+class ItemKind:
+    """A kind of task data: which object tags hold it, how one task's value is read, how it is stored."""
+
+    name: ClassVar[str]
+    tags: ClassVar[frozenset[str]]  # lower-case label-config tag names; the fallback kind has none
+    dtype: ClassVar[np.dtype]
+
+    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
+        """One task's value as a float array; raises ``TaskDataError`` with a reason the team can act on."""
+        raise NotImplementedError
+
+    def to_stored(self, item: np.ndarray) -> np.ndarray:
+        return np.asarray(item, dtype=self.dtype)
+
+
+class ImageKind(ItemKind):
+    """``<Image value="$key">``: a URL, a /data/... path or a data: URI, decoded to ``(C, H, W)`` in [0, 1]."""
+
+    name, tags, dtype = "image", frozenset({"image"}), np.dtype(np.uint8)
+
+    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
+        if not isinstance(value, str) or not value.strip():
+            raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
+                                f"{type(value).__name__}")
+        return decode_image(fetcher.fetch_bytes(value.strip(), task_id), mode, size)
+
+    def to_stored(self, item: np.ndarray) -> np.ndarray:
+        return np.rint(np.clip(item, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+class VectorKind(ItemKind):
+    """Any other object tag with ``value="$key"`` (``<Text>``, ``<HyperText>``...): a list of numbers."""
+
+    name, tags, dtype = "vector", frozenset(), np.dtype(np.float32)
+
+    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
+        return decode_vector(value)
+
+
+KINDS: dict[str, ItemKind] = {k.name: k for k in (ImageKind(), VectorKind())}
+FALLBACK_KIND = "vector"  # what an object tag no kind names holds
+
+
+def kind_of_tag(tag: str) -> str | None:
+    """The kind that reads an object tag (lower case), or None when no kind names it."""
+    return next((k.name for k in KINDS.values() if tag in k.tags), None)
 
 
 @dataclass(frozen=True)
 class ItemCodec:
-    """``kind`` is the label config's (``image`` or ``vector``); ``mode``/``size`` fix every image's form."""
+    """``kind`` is the label config's (a key of :data:`KINDS`); ``mode``/``size`` fix every image's form."""
 
     kind: str
     mode: str = "L"
     size: int | None = None
 
     @property
+    def _kind(self) -> ItemKind:
+        if self.kind not in KINDS:
+            raise TaskDataError(f"unknown data kind {self.kind!r} (expected one of {', '.join(KINDS)})")
+        return KINDS[self.kind]
+
+    @property
     def dtype(self) -> np.dtype:
-        return np.dtype(np.uint8) if self.kind == "image" else np.dtype(np.float32)
+        return self._kind.dtype
 
     def to_stored(self, item: np.ndarray) -> np.ndarray:
         """A decoded float item in the stored form."""
-        if self.kind == "image":
-            return np.rint(np.clip(item, 0.0, 1.0) * 255.0).astype(np.uint8)
-        return np.asarray(item, dtype=np.float32)
+        return self._kind.to_stored(item)
 
     def load(self, fetcher: DataFetcher, value: Any, task_id: int | None = None) -> np.ndarray:
         """Fetch and decode one task's data (raises ``TaskDataError`` with a reason); the id resolves cloud URIs."""
-        return self.to_stored(fetcher.load_item(value, self.kind, self.mode, self.size, task_id))
+        return self.to_stored(self._kind.read(fetcher, value, self.mode, self.size, task_id))
 
 
 def pick_image_format(raws: bytes | list[bytes], size: int | None) -> tuple[str, int]:

@@ -4,13 +4,13 @@ The backend supports exactly one shape of project: a single ``<Choices>`` contro
 attached to one object tag that holds the item to classify. Everything else is refused up front
 with a reason the user can act on, instead of failing later while training.
 
-Which object tags are accepted:
+Which object tags are accepted (the kinds of :mod:`connectors.item_codec` name them):
 
 * ``<Image value="$key">`` gives ``kind="image"``: ``task["data"][key]`` is an image reference.
 * any other object tag with ``value="$key"`` (``<Text>``, ``<HyperText>``, ...) gives
   ``kind="vector"``: ``task["data"][key]`` must hold a list of numbers (or a JSON string of one).
   Media tags whose data cannot be a vector (audio, video, PDF, time series, paragraphs...) are
-  refused rather than silently misread.
+  refused rather than silently misread, unless a kind reads them.
 
 Class names are what Label Studio writes into results: a ``<Choice>``'s ``alias`` when set,
 otherwise its ``value``. Tag names match case-insensitively, as in Label Studio.
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
+
+from connectors.item_codec import FALLBACK_KIND, kind_of_tag
 
 SINGLE_CHOICE_MODES = {"single", "single-radio"}
 MEDIA_TAGS = {"audio", "audioplus", "video", "timeseries", "pdf", "paragraphs", "list", "ranker"}
@@ -121,7 +123,8 @@ def parse_label_config(xml: str) -> LabelConfig:
 def _object_kind(target: ET.Element, to_name: str) -> tuple[str, str]:
     tag = _tag(target)
     shown = f"<{target.tag} name={to_name!r}>"
-    if tag in MEDIA_TAGS:
+    kind = kind_of_tag(tag)
+    if kind is None and tag in MEDIA_TAGS:
         raise LabelConfigError(f"{shown} is not supported: the data must be an image or a list of numbers")
     value = (target.get("value") or "").strip()
     if not value:
@@ -130,7 +133,7 @@ def _object_kind(target: ET.Element, to_name: str) -> tuple[str, str]:
         raise LabelConfigError(f"{shown} has no value=\"$key\" naming the task data field")
     if not value.startswith("$") or len(value) < 2:
         raise LabelConfigError(f"{shown} has value={value!r}; it must name a task data field like \"$image\"")
-    return ("image" if tag == "image" else "vector"), value[1:]
+    return kind or FALLBACK_KIND, value[1:]
 
 
 def _classes(control: ET.Element, from_name: str) -> list[str]:

@@ -611,16 +611,3 @@ class DataFetcher:
                                 temporary=isinstance(e, httpx.TransportError)) from None
         finally:
             _DEADLINE.at = None
-
-    # ---- items ----------------------------------------------------------------------------------
-    def load_item(self, value: Any, kind: str, mode: str = "L", size: int | None = None,
-                  task_id: int | None = None) -> np.ndarray:
-        """One task's data as an array: ``(C, H, W)`` for kind "image", 1-D for kind "vector"."""
-        if kind == "vector":
-            return decode_vector(value)
-        if kind != "image":
-            raise TaskDataError(f"unknown data kind {kind!r} (expected 'image' or 'vector')")
-        if not isinstance(value, str) or not value.strip():
-            raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
-                                f"{type(value).__name__}")
-        return decode_image(self.fetch_bytes(value.strip(), task_id), mode, size)

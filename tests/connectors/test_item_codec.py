@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from connectors.item_codec import ItemCodec, pick_image_format
+from connectors.item_codec import KINDS, ItemCodec, ItemKind, pick_image_format
 from connectors.task_data import DataFetcher, TaskDataError
 
 
@@ -71,3 +71,37 @@ def test_the_format_sample_refuses_an_image_over_the_pixel_limit_before_decoding
         chunk(b"IEND", b"")
     with pytest.raises(TaskDataError, match="pixel limit"):
         pick_image_format(header, None)
+
+
+def test_each_kind_reads_its_own_data_and_an_unknown_kind_is_named() -> None:
+    f = DataFetcher("http://127.0.0.1:1", None)
+    assert ItemCodec("vector").load(f, "[1, 2, 3]").shape == (3,)
+    with pytest.raises(TaskDataError, match="unknown data kind 'audio'"):
+        ItemCodec("audio").load(f, "x")
+    with pytest.raises(TaskDataError, match="image data must be"):
+        ItemCodec("image").load(f, None)
+    with pytest.raises(TaskDataError, match="cloud-storage"):
+        ItemCodec("image").load(f, "s3://bucket/a.png")
+
+
+class _Waveform(ItemKind):
+    """A kind a newcomer might add: numbers read from an <Audio> tag's value."""
+
+    name, tags, dtype = "waveform", frozenset({"audio"}), np.dtype(np.float32)
+
+    def read(self, fetcher, value, mode, size, task_id):
+        return np.asarray(value, dtype=np.float32)
+
+
+def test_a_new_kind_is_one_class_the_label_config_and_the_codec_both_find(monkeypatch) -> None:
+    from connectors.label_config import LabelConfigError, parse_label_config
+
+    xml = ('<View><Audio name="a" value="$wave"/><Choices name="c" toName="a">'
+           '<Choice value="x"/><Choice value="y"/></Choices></View>')
+    with pytest.raises(LabelConfigError, match="not supported"):
+        parse_label_config(xml)
+    monkeypatch.setitem(KINDS, "waveform", _Waveform())
+    config = parse_label_config(xml)
+    assert (config.kind, config.data_key) == ("waveform", "wave")
+    item = ItemCodec(config.kind).load(DataFetcher("http://127.0.0.1:1", None), [0.5, -0.5])
+    assert item.dtype == np.float32 and item.tolist() == [0.5, -0.5]

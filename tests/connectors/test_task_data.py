@@ -389,9 +389,9 @@ def test_http_error_status(ls) -> None:
 def test_recorded_data_uris_decode(connections) -> None:
     f = DataFetcher("http://localhost:18080", LEGACY_KEY)
     for uri in _recorded_data_uris():
-        arr = f.load_item(uri, "image")
+        arr = decode_image(f.fetch_bytes(uri))
         assert arr.shape == (1, 16, 16) and arr.dtype == np.float32
-        assert f.load_item(uri, "image", mode="RGB", size=8).shape == (3, 8, 8)
+        assert decode_image(f.fetch_bytes(uri), mode="RGB", size=8).shape == (3, 8, 8)
     assert connections == []
 
 
@@ -472,17 +472,6 @@ def test_decode_vector_refuses(bad) -> None:
         decode_vector(bad)
 
 
-def test_load_item_kinds(ls) -> None:
-    f = DataFetcher(ls.url, None)
-    assert f.load_item("[1, 2, 3]", "vector").shape == (3,)
-    with pytest.raises(TaskDataError, match="unknown data kind"):
-        f.load_item("x", "audio")
-    with pytest.raises(TaskDataError, match="image data must be"):
-        f.load_item(None, "image")
-    with pytest.raises(TaskDataError, match="cloud-storage"):
-        f.load_item("s3://bucket/a.png", "image")
-
-
 @pytest.mark.parametrize("uri", ["s3://bucket/photos/a b+c.png", "gs://b/x.png", "azure-blob://c/d/e.png"])
 def test_raw_cloud_uris_are_resolved_through_label_studio_with_the_task_id(ls, uri: str) -> None:
     ls.routes["/tasks/7/resolve/"] = _send(_png())
@@ -492,7 +481,7 @@ def test_raw_cloud_uris_are_resolved_through_label_studio_with_the_task_id(ls, u
     fileuri = parse_qs(urlsplit(path).query)["fileuri"][0]
     assert base64.b64decode(fileuri).decode() == uri, "the query carries the URI exactly (+ and / survive)"
     assert ls.auth("/tasks/7/resolve/") == [f"Token {LEGACY_KEY}"]
-    assert f.load_item(uri, "image", task_id=7).shape == (1, 6, 8)
+    assert decode_image(f.fetch_bytes(uri, task_id=7)).shape == (1, 6, 8)
 
 
 @pytest.mark.parametrize(("uri", "storage"), [("s3://b/k.png", "S3"), ("gs://b/k.png", "GCS"),
