@@ -192,7 +192,7 @@ class ProjectMirror:
         with self.lock:
             cache = self._resolved if self._resolved_for == key else {}
             tasks = np.fromiter(set(self.annotations) | set(self.queue_annotations), np.int64)
-            live = tasks[np.isin(tasks, self.store.ids())].tolist()
+            live = tasks[self.store.holds(tasks)].tolist()
             lists = [(tid, self.annotations.get(tid), self.queue_annotations.get(tid)) for tid in live]
         fresh = {}
         for tid, a, q in lists:  # outside the lock: a first call resolves every task, webhooks go on meanwhile

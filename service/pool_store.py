@@ -390,6 +390,10 @@ class PoolStore:
         pos = int(np.searchsorted(keys, task_id))
         return pos < len(keys) and int(keys[pos]) == task_id
 
+    def holds(self, task_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Which of these ids are live, as a mask: O(ids · log pool); ``np.isin`` with :meth:`ids` sorts the pool."""
+        return _lookup(self._state.keys, _as_ids(task_ids))[1]
+
     def ids(self) -> np.ndarray:
         """Live task ids (int64) in insertion order."""
         s = self._state

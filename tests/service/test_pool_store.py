@@ -74,6 +74,8 @@ def test_delete_then_get_raises_key_error(tmp_path) -> None:
     np.testing.assert_array_equal(ids, [4, 0])
     np.testing.assert_array_equal(items, store.get([4, 0]))
     assert store.delete([1]) == 0
+    assert store.holds([4, 3, 0, 99, -7]).tolist() == [True, False, True, False, False]
+    assert PoolStore(tmp_path / "empty").holds([1, 2]).tolist() == [False, False] and store.holds([]).size == 0
 
 
 def test_reopen_restores_ids_items_and_tombstones(tmp_path) -> None:
