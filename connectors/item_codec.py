@@ -25,8 +25,8 @@ class ItemKind:
     """A kind of task data: which object tags hold it, how one task's value is read, how it is stored."""
 
     name: ClassVar[str]
-    tags: ClassVar[frozenset[str]]  # lower-case label-config tag names; the fallback kind has none
-    dtype: ClassVar[np.dtype]
+    tags: ClassVar[frozenset[str]] = frozenset()  # lower-case label-config tag names; the fallback kind has none
+    dtype: ClassVar[np.dtype] = np.dtype(np.float32)
 
     def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
         """One task's value as a float array; raises ``TaskDataError`` with a reason the team can act on."""

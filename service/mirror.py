@@ -598,8 +598,10 @@ class ProjectMirror:
                 read.setdefault(tid, (set(), []))[0].add(qid)
                 read[tid][1].extend(anns)
             with self.lock:
-                if updated_after is None:
-                    self._set_store(queue, words.over_all({tid: anns for tid, (_, anns) in read.items()}))
+                if updated_after is None:  # a task read unchanged keeps its list: no save or label cache redone
+                    before = self._store(queue)
+                    self._set_store(queue, {t: before[t] if t in before and _by_id(before[t]) == _by_id(a) else a
+                                            for t, a in words.over_all({t: a for t, (_, a) in read.items()}).items()})
                     return len(reads)
                 store = self._store(queue)
                 changed = 0

@@ -80,6 +80,8 @@ class MirrorDB:
                 meta = dict(con.execute("SELECT key, body FROM meta").fetchall())
             snap.retrying = {int(k): int(v) for k, v in json.loads(meta.get("retrying", "{}")).items()}
             snap.state = json.loads(meta.get("state", "{}"))
+        except sqlite3.OperationalError:
+            raise  # locked, unreadable directory, disk I/O: a fault to fix, not a mirror to throw away
         except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
             raise MirrorDBError(str(e)) from e
         self._written, self._meta = snap.copy(), meta
@@ -95,7 +97,11 @@ class MirrorDB:
         return moved
 
     def _migrate(self, legacy: Path) -> Snapshot:
-        """A mirror.json of an earlier release: its content becomes the database, then the file goes."""
+        """A mirror.json of an earlier release: its content becomes the database, then the file goes.
+
+        The database is built under another name and renamed into place, so a migration cut short
+        leaves no half-filled ``mirror.db`` that the next start would trust over the JSON.
+        """
         try:
             d = json.loads(legacy.read_text())
             snap = Snapshot({int(k): v for k, v in d.get("annotations", {}).items()},
@@ -105,7 +111,11 @@ class MirrorDB:
                             d.get("state", {}))
         except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
             raise MirrorDBError(f"{legacy.name}: {e}") from e
-        self.save(snap)
+        building = MirrorDB(self.path.with_name(self.path.name + ".migrating"))
+        building.path.unlink(missing_ok=True)
+        building.save(snap)
+        building.path.replace(self.path)
+        self._written, self._meta = building._written, building._meta
         legacy.unlink()
         return snap
 

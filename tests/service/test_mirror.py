@@ -14,6 +14,7 @@ from connectors.label_config import parse_label_config
 from connectors.task_data import DataFetcher, TaskDataError
 from service import mirror as mirror_module
 from service.mirror import ProjectMirror
+from service.mirror_db import MirrorDB
 from tests.service.test_app import CONFIG, FakeClient, choice
 
 CFG = parse_label_config(CONFIG)
@@ -691,3 +692,43 @@ def test_an_unreadable_mirror_json_from_before_is_set_aside_too(tmp_path, fetche
     assert not m.ingested and list((tmp_path / "mirror").glob("mirror.json.corrupt-*"))
     m.ingest(CountingClient(), CFG, fetcher)
     assert len(m.labels(CFG)[0]) == 20 and ProjectMirror(tmp_path / "mirror", 1).ingested
+
+
+def test_a_move_from_mirror_json_cut_short_leaves_the_json_to_read_again(tmp_path, fetcher, monkeypatch) -> None:
+    m, _ = ingested(tmp_path, fetcher)
+    legacy = {"annotations": {str(t): a for t, a in m.annotations.items()}, "state": m.state}
+    (tmp_path / "mirror" / "mirror.db").unlink()
+    (tmp_path / "mirror" / "mirror.json").write_text(json.dumps(legacy))
+    real = MirrorDB.save
+
+    def killed(self, snap):
+        real(self, snap)
+        raise RuntimeError("killed before the rename")
+
+    monkeypatch.setattr(MirrorDB, "save", killed)
+    with pytest.raises(RuntimeError):
+        ProjectMirror(tmp_path / "mirror", 1)
+    assert not (tmp_path / "mirror" / "mirror.db").exists(), "no half-moved database to trust"
+    monkeypatch.setattr(MirrorDB, "save", real)
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert again.ingested and again.labels(CFG)[0] == m.labels(CFG)[0]
+    assert not (tmp_path / "mirror" / "mirror.json").exists()
+
+
+def test_a_full_read_that_finds_nothing_new_rewrites_no_task(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    m.save()
+    assert m.reconcile(client, CFG, fetcher, full_scan_seconds=0)["labels"] == "all"
+    assert m.db.rows_written == 0, "every list read equal to the one held stays the one held"
+    client.tasks[40]["annotations"] = [choice("3", 4000)]
+    m.reconcile(client, CFG, fetcher, full_scan_seconds=0)
+    assert m.db.rows_written == 1 and ProjectMirror(tmp_path / "mirror", 1).labels(CFG)[0][41] == 3
+
+
+def test_a_mirror_database_that_cannot_be_opened_is_an_error_not_a_reason_to_read_everything(tmp_path) -> None:
+    import sqlite3
+
+    (tmp_path / "mirror" / "mirror.db").mkdir(parents=True)  # e.g. a volume mounted wrongly
+    with pytest.raises(sqlite3.OperationalError):
+        ProjectMirror(tmp_path / "mirror", 1)
+    assert not list((tmp_path / "mirror").glob("*.corrupt-*")), "nothing set aside"
