@@ -332,7 +332,8 @@ def main() -> None:
         if gpu:
             print(gpu_composite_table(run, gpu) + "\n")
     for name, title in (("soak-cpu.json", "Soak, 6 new labels a round"),
-                        ("soak-cpu-steady.json", "Soak, as many labels removed as added")):
+                        ("soak-cpu-steady.json", "Soak, as many labels removed as added"),
+                        ("soak-cpu-steady-500.json", "Soak, 500 rounds, as many labels removed as added")):
         soak = _load(name)
         if soak:
             print(f"{title} ({soak['machine']}):\n")
