@@ -25,6 +25,7 @@ class ItemKind:
     """A kind of task data: which object tags hold it, how one task's value is read, how it is stored."""
 
     name: ClassVar[str]
+    what: ClassVar[str] = "data"  # how an error message names it: "an image", "a list of numbers"
     tags: ClassVar[frozenset[str]] = frozenset()  # lower-case label-config tag names; the fallback kind has none
     dtype: ClassVar[np.dtype] = np.dtype(np.float32)
 
@@ -39,7 +40,7 @@ class ItemKind:
 class ImageKind(ItemKind):
     """``<Image value="$key">``: a URL, a /data/... path or a data: URI, decoded to ``(C, H, W)`` in [0, 1]."""
 
-    name, tags, dtype = "image", frozenset({"image"}), np.dtype(np.uint8)
+    name, what, tags, dtype = "image", "an image", frozenset({"image"}), np.dtype(np.uint8)
 
     def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
         if not isinstance(value, str) or not value.strip():
@@ -54,7 +55,7 @@ class ImageKind(ItemKind):
 class VectorKind(ItemKind):
     """Any other object tag with ``value="$key"`` (``<Text>``, ``<HyperText>``...): a list of numbers."""
 
-    name, tags, dtype = "vector", frozenset(), np.dtype(np.float32)
+    name, what, tags, dtype = "vector", "a list of numbers", frozenset(), np.dtype(np.float32)
 
     def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
         return decode_vector(value)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from connectors.item_codec import FALLBACK_KIND, kind_of_tag
+from connectors.item_codec import FALLBACK_KIND, KINDS, kind_of_tag
 
 SINGLE_CHOICE_MODES = {"single", "single-radio"}
 MEDIA_TAGS = {"audio", "audioplus", "video", "timeseries", "pdf", "paragraphs", "list", "ranker"}
@@ -125,7 +125,8 @@ def _object_kind(target: ET.Element, to_name: str) -> tuple[str, str]:
     shown = f"<{target.tag} name={to_name!r}>"
     kind = kind_of_tag(tag)
     if kind is None and tag in MEDIA_TAGS:
-        raise LabelConfigError(f"{shown} is not supported: the data must be an image or a list of numbers")
+        raise LabelConfigError(f"{shown} is not supported: the data must be "
+                               f"{' or '.join(k.what for k in KINDS.values())}")
     value = (target.get("value") or "").strip()
     if not value:
         if target.get("valueList"):

@@ -230,7 +230,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             if c not in classes:
                 raise HTTPException(422, f"unknown class {c!r}; classes: {classes}")
         if st.config.kind != "image":
-            raise HTTPException(422, "morphing draws images; this project is vectors")
+            raise HTTPException(422, f"morphing draws images; this project's data is {st.config.kind}")
         try:
             images = morph(st.served.model, classes.index(source), classes.index(target), steps)
         except ValueError as e:

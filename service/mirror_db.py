@@ -1,16 +1,17 @@
 """The project mirror's annotations and sync state on disk: one SQLite file that a save changes row by row.
 
 The mirror used to rewrite one JSON file whole at every save that changed anything, O(labeled tasks)
-each time: 0.4 s and 32 MB at 100k labeled tasks, 4 s and 325 MB at a million, every poll of a busy
-project. Here a save writes only the tasks whose annotation lists were replaced since the last save
-(the mirror replaces a task's list on every change, never edits it in place), in one transaction, so
-a crash leaves the previous save or this one, never a mix. A ``mirror.json`` from before is read once
-and moved into the database.
+each time: 0.7 s and 32 MB at 100k labeled tasks, 6.4 s and 326 MB at a million, every poll of a busy
+project (benchmarks/mirror_saves.py). Here a save writes only the tasks whose annotation lists were
+replaced since the last save (the mirror replaces a task's list on every change, never edits it in
+place), in one transaction, so a crash leaves the previous save or this one, never a mix. A
+``mirror.json`` from before is read once and moved into the database.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -25,6 +26,14 @@ CREATE TABLE IF NOT EXISTS annotations (queue INTEGER NOT NULL, task INTEGER NOT
 CREATE TABLE IF NOT EXISTS skipped (task INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class MirrorDBError(Exception):
@@ -90,11 +99,14 @@ class MirrorDB:
     def set_aside(self) -> list[Path]:
         """Move an unreadable mirror (and a journal beside it) out of the way, kept for a look; returns where."""
         stamp, moved = int(time.time()), []
-        for p in (self.path, self.path.with_name(self.path.name + "-journal"), self.legacy_json):
+        for p in (self._journal(), self.path, self.legacy_json):  # the journal first: alone, it is inert
             if p is not None and p.exists():
                 moved.append(p.replace(p.with_name(f"{p.name}.corrupt-{stamp}")))
         self._written, self._meta = None, {}
         return moved
+
+    def _journal(self) -> Path:
+        return self.path.with_name(self.path.name + "-journal")
 
     def _migrate(self, legacy: Path) -> Snapshot:
         """A mirror.json of an earlier release: its content becomes the database, then the file goes.
@@ -109,12 +121,16 @@ class MirrorDB:
                             {int(k): v for k, v in d.get("skipped", {}).items()},
                             {int(k): int(v) for k, v in d.get("retrying", {}).items()},
                             d.get("state", {}))
-        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:
+        except (UnicodeDecodeError, ValueError, TypeError, AttributeError) as e:  # an OSError is a fault to fix
             raise MirrorDBError(f"{legacy.name}: {e}") from e
+        orphan = self._journal()
+        if orphan.exists():  # left by a crash, it would be replayed onto the new file and wreck it
+            orphan.replace(orphan.with_name(f"{orphan.name}.orphan-{int(time.time())}"))
         building = MirrorDB(self.path.with_name(self.path.name + ".migrating"))
         building.path.unlink(missing_ok=True)
         building.save(snap)
         building.path.replace(self.path)
+        _fsync_dir(self.path.parent)  # the rename is on disk before the JSON goes
         self._written, self._meta = building._written, building._meta
         legacy.unlink()
         return snap

@@ -116,7 +116,7 @@ def test_a_poll_that_changed_nothing_writes_nothing(tmp_path, fetcher) -> None:
     assert (path.stat().st_mtime_ns, path.stat().st_size) == before, "nothing moved, nothing written"
     m.upsert_annotation(30, choice("4", 777))
     m.save()
-    assert m.db.rows_written == 1, "one task changed, one row written: a save costs O(changes), not O(labeled)"
+    assert m.db.rows_written == 1, "one task changed, one row written, not every annotation"
     assert ProjectMirror(tmp_path / "mirror", 1).labels(CFG)[0][30] == 4
 
 
@@ -732,3 +732,25 @@ def test_a_mirror_database_that_cannot_be_opened_is_an_error_not_a_reason_to_rea
     with pytest.raises(sqlite3.OperationalError):
         ProjectMirror(tmp_path / "mirror", 1)
     assert not list((tmp_path / "mirror").glob("*.corrupt-*")), "nothing set aside"
+
+
+def test_a_journal_left_without_its_database_is_moved_away_before_a_move_from_mirror_json(tmp_path, fetcher) -> None:
+    import shutil
+    import sqlite3
+
+    m, _ = ingested(tmp_path, fetcher)
+    db, journal = tmp_path / "mirror" / "mirror.db", tmp_path / "mirror" / "mirror.db-journal"
+    con = sqlite3.connect(db, isolation_level=None)
+    con.execute("BEGIN")
+    con.execute("DELETE FROM annotations")  # a transaction under way: its journal holds the old pages
+    shutil.copy(journal, tmp_path / "hot-journal")
+    con.execute("ROLLBACK")
+    con.close()
+    (tmp_path / "mirror" / "mirror.json").write_text(json.dumps(
+        {"annotations": {str(t): a for t, a in m.annotations.items()}, "state": m.state}))
+    db.unlink()
+    shutil.copy(tmp_path / "hot-journal", journal)  # as a crash between moving the database and its journal leaves
+    ProjectMirror(tmp_path / "mirror", 1)
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert again.ingested and again.labels(CFG)[0] == m.labels(CFG)[0], "the moved database was not overwritten"
+    assert list((tmp_path / "mirror").glob("mirror.db-journal.orphan-*"))
