@@ -652,6 +652,8 @@ class ProjectManager:
                 st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
+                if report.newer:  # two backends overwrite each other's predictions: a person has to stop one
+                    self.metrics.errors.labels("other_writer").inc()
             st.push_pending = st.served is not None and (
                 st.served.number > report.number or (head_changes is not None and st.head_changes > head_changes))
             st.last_push_error = None

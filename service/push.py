@@ -87,6 +87,7 @@ class PushReport:
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     head_visible_at: float | None = None
+    newer: list[str] = field(default_factory=list)  # sae-vN in Label Studio above this one: another writer
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -94,7 +95,7 @@ class PushReport:
                 "rows_deleted": self.rows_deleted, "marked": len(self.marked), "marks_written": self.marks_written,
                 "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
-                "seconds_until_view": until_view}
+                "seconds_until_view": until_view, "newer_in_label_studio": self.newer}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -181,6 +182,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     own = own_versions(step(client.model_versions, pid))
     older = [v for v, n in own.items() if n < served.number]
     newer = sorted(v for v, n in own.items() if n > served.number)
+    report.newer = newer
     if newer:  # this backend never pushes below its own last version: another one writes this project
         log.warning("project %s: Label Studio holds %s, newer than %s: is another sae-backend (another MODEL_DIR) "
                     "writing this project?", pid, ", ".join(newer), served.name)

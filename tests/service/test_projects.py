@@ -485,9 +485,12 @@ def test_a_fresh_model_dir_numbers_its_first_version_past_what_label_studio_hold
     assert m.runner.wait_idle(120)
     st = app.get("/projects/1/status").json()
     assert st["model_version"] == "sae-v58" and "sae-v57" not in client.rows and client.rows["vendor-model"] == 5
+    assert app.get("/projects/1/status").json()["last_push"]["newer_in_label_studio"] == []
     client.rows["sae-v90"] = 3  # another backend, another MODEL_DIR
     m.request_training(1, "again")
     assert m.runner.wait_idle(120) and "another sae-backend" in caplog.text
+    assert app.get("/projects/1/status").json()["last_push"]["newer_in_label_studio"] == ["sae-v90"]
+    assert 'sae_errors_total{kind="other_writer"} 1.0' in app.get("/metrics").text
 
 
 def test_a_first_version_is_not_saved_under_a_name_label_studio_could_not_be_asked_about(tmp_path) -> None:
