@@ -331,25 +331,17 @@ def main() -> None:
         print(loop_table(run) + "\n")
         if gpu:
             print(gpu_composite_table(run, gpu) + "\n")
-    for name, title in (("soak-cpu.json", "Soak, 6 new labels a round"),
-                        ("soak-cpu-steady.json", "Soak, as many labels removed as added"),
-                        ("soak-cpu-steady-500.json", "Soak, 500 rounds, as many labels removed as added")):
-        soak = _load(name)
-        if soak:
-            print(f"{title} ({soak['machine']}):\n")
-            print(soak_table(soak) + "\n")
-    polls = _load("poll-reads-cpu.json")
-    if polls:
-        print(f"A poll after lost webhooks ({polls['machine']}):\n")
-        print(poll_reads_table(polls) + "\n")
-    saves = _load("mirror-saves-cpu.json")
-    if saves:
-        print(f"A save of the mirror ({saves['machine']}):\n")
-        print(mirror_saves_table(saves) + "\n")
-    costs = _load("ls-write-costs-60k.json")
-    if costs:
-        print(f"Label Studio's writes ({costs['machine']}):\n")
-        print(write_costs_table(costs) + "\n")
+    for name, title, table in (("soak-cpu.json", "Soak, 6 new labels a round", soak_table),
+                               ("soak-cpu-steady.json", "Soak, as many labels removed as added", soak_table),
+                               ("soak-cpu-steady-500.json", "Soak, 500 rounds, as many labels removed as added",
+                                soak_table),
+                               ("poll-reads-cpu.json", "A poll after lost webhooks", poll_reads_table),
+                               ("mirror-saves-cpu.json", "A save of the mirror", mirror_saves_table),
+                               ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table)):
+        data = _load(name)
+        if data:
+            print(f"{title} ({data['machine']}):\n")
+            print(table(data) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

@@ -11,7 +11,6 @@ place), in one transaction, so a crash leaves the previous save or this one, nev
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -20,20 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.pool_store import fsync_dir
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (queue INTEGER NOT NULL, task INTEGER NOT NULL, body TEXT NOT NULL,
                                         PRIMARY KEY (queue, task)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS skipped (task INTEGER PRIMARY KEY, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 """
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class MirrorDBError(Exception):
@@ -130,13 +123,16 @@ class MirrorDB:
         building.path.unlink(missing_ok=True)
         building.save(snap)
         building.path.replace(self.path)
-        _fsync_dir(self.path.parent)  # the rename is on disk before the JSON goes
-        self._written, self._meta = building._written, building._meta
+        fsync_dir(self.path.parent)  # the rename is on disk before the JSON goes
+        self._written, self._meta = snap.copy(), building._meta  # the mirror is handed snap's dicts
         legacy.unlink()
         return snap
 
     def save(self, snap: Snapshot) -> None:
-        """Write what differs from the last save, in one transaction; nothing at all when nothing does."""
+        """Write what differs from the last save, in one transaction; nothing at all when nothing does.
+
+        ``snap`` is kept as the last save, so its dicts must be the caller's own copies, left unchanged after.
+        """
         old = self._written if self.path.exists() else None
         rows: list[tuple[int, int, str]] = []
         gone: list[tuple[int, int]] = []
@@ -166,5 +162,5 @@ class MirrorDB:
             con.executemany("INSERT OR REPLACE INTO skipped VALUES (?, ?)", skips)
             con.executemany("DELETE FROM skipped WHERE task = ?", unskipped)
             con.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta_rows)
-        self._written, self._meta = snap.copy(), {**self._meta, **dict(meta_rows)}
+        self._written, self._meta = snap, {**self._meta, **dict(meta_rows)}
         self.rows_written = len(rows) + len(gone) + len(skips) + len(unskipped)

@@ -89,7 +89,8 @@ def _as_ids(task_ids: Sequence[int] | np.ndarray | int) -> np.ndarray:
     return arr.reshape(-1).astype(np.int64, copy=False)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable; where a file system cannot sync a directory, go on without."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -172,7 +173,7 @@ class PoolStore:
                 else:
                     pending.unlink()
         if committed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             self._path(_COMMIT_MARKER).unlink()
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink()
@@ -257,7 +258,7 @@ class PoolStore:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, self._path("meta.json"))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, task_ids: Sequence[int] | np.ndarray, items: np.ndarray) -> None:
         """Store ``items[i]`` under ``task_ids[i]``; an id that is live already is replaced.
@@ -351,9 +352,9 @@ class PoolStore:
                 os.fsync(fh.fileno())
             _write_file(self._path("ids.bin" + _COMPACT_SUFFIX), [live_ids.astype(_ID_DTYPE)])
             _write_file(self._path("dead.bin" + _COMPACT_SUFFIX), [])
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             _write_file(self._path(_COMMIT_MARKER), [])
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
             self._finish_compaction()
 
             row_ids = _with_capacity(np.empty(0, np.int64), 0, n_live)
