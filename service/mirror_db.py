@@ -1,7 +1,7 @@
 """The project mirror's annotations and sync state on disk: one SQLite file that a save changes row by row.
 
 The mirror used to rewrite one JSON file whole at every save that changed anything, O(labeled tasks)
-each time: 0.7 s and 32 MB at 100k labeled tasks, 6.4 s and 326 MB at a million, every poll of a busy
+each time: 0.75 s and 32 MB at 100k labeled tasks, 5.6 s and 326 MB at a million, every poll of a busy
 project (benchmarks/mirror_saves.py). Here a save writes only the tasks whose annotation lists were
 replaced since the last save (the mirror replaces a task's list on every change, never edits it in
 place), in one transaction, so a crash leaves the previous save or this one, never a mix. A
