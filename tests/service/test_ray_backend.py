@@ -218,7 +218,7 @@ import json, pickle, sys
 from pathlib import Path
 from service.ray_backend import RayTrainingBackend
 job, address, staging = pickle.loads(Path(sys.argv[1]).read_bytes())
-backend = RayTrainingBackend(Path(staging), address, poll_seconds=0.1, device="cpu", connect_seconds=30)
+backend = RayTrainingBackend(Path(staging), address, poll_seconds=0.1, device="cpu")
 result = backend.run(job)
 print(json.dumps({"backend": result.metrics["backend"], "labeled": result.metrics["labeled"],
                   "cv": result.model.svm_.coef_.shape[0]}))
