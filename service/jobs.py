@@ -31,14 +31,17 @@ class JobRunner:
         self._queued: set[int] = set()
         self._pending: dict[int, tuple[str, str]] = {}
         self.completed = 0
+        self.closed = False
         self.idle = threading.Event()
         self.idle.set()
 
     def request(self, project_id: int, reason: str, kind: str = TRAIN) -> str:
-        """Ask for a run; returns ``queued`` or ``coalesced``."""
+        """Ask for a run; returns ``queued``, ``coalesced`` or, once shut down, ``closed``."""
         if kind not in _WEIGHT:
             raise ValueError(f"unknown job kind {kind!r}")
         with self._lock:
+            if self.closed:
+                return "closed"
             if project_id in self._running or project_id in self._queued:
                 old = self._pending.get(project_id)
                 if old is None or _WEIGHT[kind] >= _WEIGHT[old[0]]:
@@ -62,6 +65,8 @@ class JobRunner:
                 self._running.discard(project_id)
                 self.completed += 1
                 follow = self._pending.pop(project_id, None)
+                if self.closed:
+                    follow = None
                 if follow is not None:
                     self._queued.add(project_id)
                 elif not self._running and not self._queued:
@@ -85,6 +90,17 @@ class JobRunner:
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.idle.wait(timeout)
 
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, wait_seconds: float = 0.0) -> bool:
+        """Drop what has not started and wait up to ``wait_seconds`` for what runs; True once nothing runs.
+
+        The caller must not hand the model directory to another process while a job still writes there.
+        """
+        with self._lock:
+            self.closed = True
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._queued.clear()
+            self._pending.clear()
+            if not self._running:
+                self.idle.set()
+        return self.idle.wait(wait_seconds)
 

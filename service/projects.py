@@ -14,7 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -42,6 +43,7 @@ from service.versions import VersionStore, known_projects, own_versions
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
+SHUTDOWN_WAIT_SECONDS = 30.0  # a job still running after this keeps MODEL_DIR locked until the process exits
 SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
 
 
@@ -112,6 +114,8 @@ class ProjectManager:
         self._lock = threading.Lock()
         self.runner = JobRunner(self._job, max_workers=settings.training_concurrency)
         self.sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
+        self._polling = threading.Lock()
+        self._syncing: set[Future] = set()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._restore()
         if start_scheduler:
@@ -157,11 +161,13 @@ class ProjectManager:
             marked = info.get("marked")
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked))
-            for number in reversed(store.numbers()):
+            # a version whose scoring failed or was cut short has no snapshot: the scored one before it serves
+            snapshots = {n: store.dir / f"served-v{n:06d}.npz" for n in store.numbers()}
+            for number in sorted(snapshots, key=lambda n: (snapshots[n].exists(), n), reverse=True):
                 try:
                     model = store.load(number, self.settings.device)
                     name = model.metadata_["model_version"]
-                    path = store.dir / f"served-v{number:06d}.npz"
+                    path = snapshots[number]
                     if path.exists():
                         st.served = load_served(path, number, name, model)
                     else:
@@ -274,7 +280,11 @@ class ProjectManager:
         """TASKS_CREATED: stored and scored on the background thread, so the webhook answers at once."""
         if not self.mirror(self.get(pid)).ingested or not tasks:
             return "ignored"
-        self.sync.submit(self._new_tasks, pid, tasks)
+        if self.runner.closed:
+            return "ignored"
+        future = self.sync.submit(self._new_tasks, pid, tasks)
+        self._syncing.add(future)
+        future.add_done_callback(self._syncing.discard)
         return "scoring"
 
     def request_training(self, pid: int, reason: str) -> str:
@@ -373,7 +383,17 @@ class ProjectManager:
 
     def poll(self) -> None:
         """Catch what webhooks missed (the tasks saved since the last poll, counters) and retry pending pushes."""
+        if not self._polling.acquire(blocking=False):  # held for good once the shutdown has begun
+            return
+        try:
+            self._poll()
+        finally:
+            self._polling.release()
+
+    def _poll(self) -> None:
         for pid, st in list(self.projects.items()):
+            if self.runner.closed:
+                return
             if st.config is None:
                 continue
             busy = st.training or self.runner.is_busy(pid)
@@ -415,12 +435,17 @@ class ProjectManager:
             self.scheduler.add_job(self.cron, CronTrigger.from_crontab(self.settings.retrain_cron), id="cron")
         self.scheduler.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait_seconds: float = SHUTDOWN_WAIT_SECONDS) -> None:
+        """Stop the jobs (a running training stops at its next epoch and resumes at the next start), save the
+        mirrors, and let go of ``MODEL_DIR`` only once nothing of this process writes there any more."""
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        self.runner.shutdown()
-        self.sync.shutdown(wait=False, cancel_futures=True)
         self.backend.close()
+        deadline = time.monotonic() + wait_seconds
+        stopped = self.runner.shutdown(wait_seconds)
+        self.sync.shutdown(wait=False, cancel_futures=True)
+        stopped = not futures_wait(list(self._syncing), max(deadline - time.monotonic(), 0.0)).not_done and stopped
+        stopped = self._polling.acquire(timeout=max(deadline - time.monotonic(), 0.0)) and stopped
         with self._lock:
             states = list(self.projects.values())
         for st in states:  # webhook changes since the last poll (a correction moves no counter)
@@ -429,6 +454,10 @@ class ProjectManager:
                     st.mirror.save()
                 except OSError as e:
                     log.error("project %s: the mirror could not be saved at shutdown: %s", st.id, e)
+        if not stopped:  # the process's exit lets go of the lock; a job still running keeps its clients
+            log.error("jobs still running %.0f s after the shutdown began: MODEL_DIR stays locked until the "
+                      "process exits", wait_seconds)
+            return
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
         for c in clients:

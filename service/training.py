@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -197,8 +198,33 @@ class TrainingBackend:
 
 
 class LocalTrainingBackend(TrainingBackend):
+    """Jobs in the calling thread; :meth:`close` stops a running one at its next epoch."""
+
+    def __init__(self) -> None:
+        self._closing = threading.Event()
+
+    def _check(self, stage: str) -> None:
+        if self._closing.is_set():
+            raise JobCancelledError(f"stopped by the shutdown at {stage}")
+
+    def _watched(self, progress: Progress | None) -> Progress:
+        self._check("the start")
+
+        def report(stage: str, fraction: float) -> None:
+            self._check(stage)
+            if progress:
+                progress(stage, fraction)
+        return report
+
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
-        return train_project(job, progress)
+        return train_project(job, self._watched(progress))
 
     def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
-        return suggest_first(job, k, progress)
+        return suggest_first(job, k, self._watched(progress))
+
+    def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
+        self._check("scoring")
+        return super().score(job, model, progress)
+
+    def close(self) -> None:
+        self._closing.set()

@@ -18,6 +18,7 @@ from tests.service.test_app import CONFIG, BlockingBackend, FakeClient, make
 
 class CountingBackend(LocalTrainingBackend):
     def __init__(self) -> None:
+        super().__init__()
         self.runs = 0
 
     def run(self, job, progress=None):

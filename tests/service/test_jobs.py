@@ -89,3 +89,18 @@ def test_a_pending_training_absorbs_a_pending_push_and_not_the_other_way() -> No
         assert work.kinds == ["push", "train"] and work.calls[1][1] == "follow-up (labels)"
     finally:
         runner.shutdown()
+
+
+def test_a_shutdown_drops_what_waits_and_waits_a_while_for_what_runs() -> None:
+    work = Blocking()
+    runner = JobRunner(work)
+    runner.request(1, "first")
+    assert work.started.wait(5)
+    runner.request(1, "a follow-up")
+    runner.request(2, "another project, waiting for the worker")
+    assert runner.shutdown(wait_seconds=0.2) is False, "the running job still runs"
+    assert runner.request(3, "after the shutdown") == "closed" and not runner.is_busy(3)
+    work.release.set()
+    assert runner.shutdown(wait_seconds=10) is True
+    assert work.calls == [(1, "first")], "neither the follow-up nor the waiting project ran"
+    assert not runner.is_busy(1) and not runner.is_busy(2)

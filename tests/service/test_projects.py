@@ -515,3 +515,61 @@ def test_a_first_version_is_not_saved_under_a_name_label_studio_could_not_be_ask
     client.away = False
     m.request_training(1, "again")
     assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["model_version"] == "sae-v58"
+
+
+def test_a_version_whose_scoring_never_finished_is_not_served_after_a_restart(tmp_path) -> None:
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    store = m.store(1)
+    model = store.load(1, "cpu")
+    m.shutdown()
+    assert store.save(model, {"labeled": 40}) == (2, "sae-v2")  # saved, then the process died while scoring
+    _, app, _ = make(tmp_path, client=client)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v1", "the scored version before it serves"
+    assert app.get("/projects/1/ranking", params={"limit": 3}).json()["ranking"]
+
+
+def test_a_shutdown_stops_a_running_training_and_keeps_the_directory_until_it_has(tmp_path) -> None:
+    from tests.service.test_dir_lock import other_process
+
+    backend = CountingBackend()
+    m, app, client = make(tmp_path, backend=backend, sae_epochs=400)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    deadline = time.monotonic() + 120
+    while not str(m.projects[1].progress.get("stage", "")).startswith("epoch"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    m.shutdown()
+    assert not m.runner.is_running(1), "the training stopped at its next epoch, within the shutdown's wait"
+    assert other_process(tmp_path).returncode == 0, "and only then was the directory let go"
+    assert m.projects[1].last_error is None and m.store(1).numbers() == []
+    assert m.store(1).read_project()["training_started"] == "START_TRAINING"
+    again = CountingBackend()
+    m2, _, _ = make(tmp_path, backend=again, client=client, sae_epochs=3)
+    assert m2.runner.wait_idle(120) and again.runs == 1 and m2.projects[1].version_name == "sae-v1"
+    m2.shutdown()
+
+
+def test_a_job_that_outlasts_the_shutdown_keeps_the_directory_locked(tmp_path) -> None:
+    from tests.service.test_dir_lock import other_process
+
+    release = threading.Event()
+
+    class Stuck(CountingBackend):
+        def run(self, job, progress=None):
+            progress("epoch 1/1", 0.5)
+            release.wait(30)
+            return super().run(job, progress)
+
+    m, app, _ = make(tmp_path, backend=Stuck())
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    deadline = time.monotonic() + 60
+    while not m.runner.is_running(1):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    m.shutdown(wait_seconds=0.5)
+    assert other_process(tmp_path).returncode == 3, "still held: a job of this process still writes there"
+    release.set()
+    assert m.runner.wait_idle(60)

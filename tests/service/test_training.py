@@ -238,3 +238,33 @@ def test_a_changed_encoder_width_trains_a_conv_model_anew(digits: Dataset, digit
     assert train_project(spec).metrics["warm_start"]
     wider = train_project(dataclasses.replace(spec, sae=dataclasses.replace(small, channels=(4, 8, 16))))
     assert wider.metrics["warm_start"] is False and tuple(wider.model.sae_.channels) == (4, 8, 16)
+
+
+def test_closing_the_local_backend_stops_a_running_training_at_its_next_epoch(pool_dir: str,
+                                                                                digits_labels: np.ndarray) -> None:
+    import threading
+
+    from service.training import JobCancelledError, LocalTrainingBackend
+
+    backend, epochs, out = LocalTrainingBackend(), [], {}
+
+    def progress(stage: str, fraction: float) -> None:
+        epochs.append(stage)
+        if len(epochs) == 2:
+            backend.close()
+
+    def train() -> None:
+        try:
+            long = job(pool_dir, digits_labels)
+            out["result"] = backend.run(dataclasses.replace(long, sae=dataclasses.replace(long.sae, epochs=500)),
+                                        progress)
+        except JobCancelledError as e:
+            out["error"] = e
+
+    worker = threading.Thread(target=train)
+    worker.start()
+    worker.join(120)
+    assert not worker.is_alive() and "result" not in out and isinstance(out.get("error"), JobCancelledError)
+    assert len(epochs) == 2, "no epoch after the close reported progress"
+    with pytest.raises(JobCancelledError):  # a job that starts after the close does not start at all
+        backend.run(job(pool_dir, digits_labels))
