@@ -186,6 +186,16 @@ class ProjectManager:
         except LabelConfigError as e:
             st.config, st.config_error = None, str(e)
 
+    def _offer_config(self, st: ProjectState, xml: str) -> None:
+        """A config from ``/setup``: taken if usable; an unusable one leaves a working one serving, with the error."""
+        if st.config is not None:
+            try:
+                parse_label_config(xml)
+            except LabelConfigError as e:
+                st.config_error = str(e)
+                return
+        self._set_config(st, xml)
+
     def _config_seen(self, st: ProjectState, xml: str | None) -> None:
         """A label config edited in Label Studio without a ``/setup`` call: take it, or keep the old and say why."""
         if not xml:
@@ -221,7 +231,7 @@ class ProjectManager:
         st = self.get(pid)
         with st.lock:
             if schema:
-                self._set_config(st, schema)
+                self._offer_config(st, schema)
             if hostname:
                 st.ls_url = hostname.rstrip("/")
             if access_token:

@@ -573,3 +573,19 @@ def test_a_job_that_outlasts_the_shutdown_keeps_the_directory_locked(tmp_path) -
     assert other_process(tmp_path).returncode == 3, "still held: a job of this process still writes there"
     release.set()
     assert m.runner.wait_idle(60)
+
+
+def test_an_unusable_config_from_setup_leaves_the_working_one_serving(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    bad = '<View><Image name="i" value="$image"/></View>'
+    r = app.post("/setup", json={"project": "1.1", "schema": bad})
+    assert r.status_code == 422 and "Choices" in r.json()["detail"]
+    task = client.tasks[0]
+    answer = app.post("/predict", json={"project": "1.1", "tasks": [task]}).json()
+    assert answer["results"] and answer["results"][0]["model_version"] == "sae-v1"
+    assert m.store(1).read_project()["label_config"] == CONFIG
+    assert "Choices" in app.get("/projects/1/status").json()["label_config_error"]
+    _, app2, _ = make(tmp_path, client=client)
+    assert app2.post("/predict", json={"project": "1.1", "tasks": [task]}).json()["results"], "and after a restart"
+    assert app2.post("/setup", json={"project": "1.1", "schema": CONFIG}).status_code == 200
+    assert app2.get("/projects/1/status").json()["label_config_error"] is None
