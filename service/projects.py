@@ -44,6 +44,8 @@ from service.versions import VersionStore, known_projects, own_versions
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
 SHUTDOWN_WAIT_SECONDS = 30.0  # a job still running after this keeps MODEL_DIR locked until the process exits
+RETRY_SECONDS, RETRY_MAX_SECONDS = 60.0, 3600.0  # after failed trainings in a row: 1, 2, 4 ... 60 minutes
+RESUMES_AFTER_CRASHES = 2  # a training that took the process down with it is resumed at start this often in a row
 SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
 
 
@@ -61,6 +63,8 @@ class ProjectState:
     progress: dict = field(default_factory=dict)
     last_error: str | None = None
     last_error_at: float | None = None
+    failures: int = 0  # trainings in a row that failed or ended with the process
+    stopped_by_shutdown: bool = False
     push_state: PushState = field(default_factory=PushState)
     push_pending: bool = False
     head_changes: int = 0  # new tasks that entered the served head: a push started before one is not enough
@@ -121,7 +125,10 @@ class ProjectManager:
         if start_scheduler:
             self.start_scheduler()
         for st in list(self.projects.values()):
-            if st.interrupted is not None:
+            if st.interrupted is not None and st.failures > RESUMES_AFTER_CRASHES:
+                log.error("project %s: %s trainings in a row ended with the process; not resumed at start, the "
+                          "poll tries again after a pause (or START_TRAINING now)", st.id, st.failures)
+            elif st.interrupted is not None:
                 self.request_training(st.id, f"resuming a training the last process did not finish ({st.interrupted})")
             elif st.push_pending and st.served is not None:
                 self.runner.request(st.id, "a push the last process did not finish", PUSH)
@@ -155,6 +162,12 @@ class ProjectManager:
             st.ls_url = info.get("ls_url")
             st.queue_project_id = info.get("queue_project_id")
             st.interrupted = info.get("training_started")
+            st.failures = int(info.get("training_failures") or 0)
+            st.last_error, st.last_error_at = info.get("last_error"), info.get("last_error_at")
+            if st.interrupted and not info.get("training_stopped_by_shutdown"):
+                st.failures += 1
+                st.last_error, st.last_error_at = ("the last training ended with the process (killed, perhaps for "
+                                                   "memory)", time.time())
             st.push_pending = bool(info.get("push_pending"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
@@ -222,6 +235,8 @@ class ProjectManager:
             "id": st.id, "label_config": st.label_config, "ls_url": st.ls_url,
             "queue_project_id": st.queue_project_id,
             "training_started": st.training_reason if st.training else None,
+            "training_stopped_by_shutdown": st.training and st.stopped_by_shutdown,
+            "training_failures": st.failures, "last_error": st.last_error, "last_error_at": st.last_error_at,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
             "marked": None if ps.marked is None else sorted(ps.marked),
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested})
@@ -322,12 +337,21 @@ class ProjectManager:
             return self._debounced(st, f"{reason}: first connection")
         labels, _ = self.mirror(st).labels(st.config)
         n = self.changes(st, labels)
+        if self.backing_off(st):
+            return "backing-off"
         if st.served is None and st.reading_labels is None:
             if len(set(labels.values())) < 2 or len(labels) < max(2, self.settings.retrain_min_new_labels):
                 return "below-threshold"
         elif n < self.settings.retrain_min_new_labels:
             return "below-threshold"
         return self._debounced(st, f"{reason}: {n} label changes")
+
+    def backing_off(self, st: ProjectState) -> bool:
+        """After failed trainings in a row, label changes and the poll wait before trying again (not START_TRAINING)."""
+        if not st.failures or st.last_error_at is None:
+            return False
+        wait = min(RETRY_SECONDS * 2 ** (st.failures - 1), RETRY_MAX_SECONDS)
+        return time.time() < st.last_error_at + wait
 
     def _debounced(self, st: ProjectState, reason: str) -> str:
         now = time.monotonic()
@@ -417,14 +441,14 @@ class ProjectManager:
                 if not m.ingested:
                     if client.labeled_count(pid) >= 2:
                         self.request_training(pid, "poll: first connection")
-                    elif self._wants_cold_start(st) and not st.last_error:
+                    elif self._wants_cold_start(st) and not self.backing_off(st):
                         self.request_training(pid, "poll: cold start")
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
                 m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
                 self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
                 self._score_missing(st)
-                if self._wants_cold_start(st) and (st.suggested or not st.last_error) \
+                if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
                     self.request_training(pid, "poll: cold start")
                     continue
@@ -489,7 +513,7 @@ class ProjectManager:
             if st.push_pending and st.served is not None:
                 self._push(st, self.client(st))
             return
-        st.training, st.training_reason = True, reason
+        st.training, st.training_reason, st.stopped_by_shutdown = True, reason, False
         st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
         with st.lock:
             self._persist(st)
@@ -498,12 +522,16 @@ class ProjectManager:
         cancelled = False
         try:
             self._train(st)
-            st.last_error = None
+            st.last_error, st.failures = None, 0
         except JobCancelledError as e:
             cancelled = True
+            st.stopped_by_shutdown = True
+            with st.lock:  # the record still says "training started", so the next start resumes it
+                self._persist(st)
             log.info("project %s: training stopped by the shutdown, resumes at the next start: %s", pid, e)
         except Exception as e:
             st.last_error, st.last_error_at = f"{type(e).__name__}: {e}", time.time()
+            st.failures += 1
             self.metrics.errors.labels("training").inc()
             log.error("project %s: training failed, %s keeps serving: %s", pid, st.version_name, st.last_error)
         finally:
@@ -511,7 +539,7 @@ class ProjectManager:
             st.progress = {}
             st.interrupted = None
             st.reading_labels = None
-            if not cancelled:  # the record keeps saying "training started", so the next start resumes it
+            if not cancelled:
                 with st.lock:
                     self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)

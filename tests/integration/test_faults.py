@@ -125,6 +125,7 @@ def test_sigkill_mid_training_serves_last_complete_version_and_retrains(label_st
     try:
         first = _status(url, pid)
         assert first["model_version"] == "sae-v1"
+        assert first["training_failures"] == 1 and "ended with the process" in first["last_error"]
         status = wait_for(lambda: (s := _status(url, pid))["model_version"] == "sae-v2" and not s["training"] and s)
         assert status["labeled"] == 30 and status["last_error"] is None
     finally:

@@ -544,9 +544,11 @@ def test_a_shutdown_stops_a_running_training_and_keeps_the_directory_until_it_ha
     assert not m.runner.is_running(1), "the training stopped at its next epoch, within the shutdown's wait"
     assert other_process(tmp_path).returncode == 0, "and only then was the directory let go"
     assert m.projects[1].last_error is None and m.store(1).numbers() == []
-    assert m.store(1).read_project()["training_started"] == "START_TRAINING"
+    record = m.store(1).read_project()
+    assert record["training_started"] == "START_TRAINING" and record["training_stopped_by_shutdown"] is True
     again = CountingBackend()
     m2, _, _ = make(tmp_path, backend=again, client=client, sae_epochs=3)
+    assert m2.projects[1].failures == 0 and m2.projects[1].last_error is None, "a clean stop is no failure"
     assert m2.runner.wait_idle(120) and again.runs == 1 and m2.projects[1].version_name == "sae-v1"
     m2.shutdown()
 
@@ -589,3 +591,46 @@ def test_an_unusable_config_from_setup_leaves_the_working_one_serving(tmp_path) 
     assert app2.post("/predict", json={"project": "1.1", "tasks": [task]}).json()["results"], "and after a restart"
     assert app2.post("/setup", json={"project": "1.1", "schema": CONFIG}).status_code == 200
     assert app2.get("/projects/1/status").json()["label_config_error"] is None
+
+
+def test_trainings_that_keep_failing_are_tried_again_after_longer_and_longer_pauses(tmp_path) -> None:
+    from tests.service.test_app import BlockingBackend
+
+    backend = BlockingBackend()
+    backend.release.set()
+    backend.fail = True
+    m, app, _ = make(tmp_path, backend=backend, retrain_min_new_labels=1)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    assert st.failures == 1 and m.labels_changed(1, "poll") == "backing-off"
+    status = app.get("/projects/1/status").json()
+    assert status["training_failures"] == 1 and status["retrying_after_a_pause"] is True
+    st.last_error_at -= 61  # a minute after one failure: tried again
+    assert m.labels_changed(1, "poll") != "backing-off"
+    assert m.runner.wait_idle(120) and st.failures == 2
+    st.last_error_at -= 61  # two in a row: two minutes
+    assert m.labels_changed(1, "poll") == "backing-off"
+    assert m.request_training(1, "START_TRAINING") == "queued", "a team's explicit request is not held back"
+    assert m.runner.wait_idle(120) and st.failures == 3
+    backend.fail = False
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120) and st.failures == 0 and st.last_error is None and not m.backing_off(st)
+
+
+def test_a_training_that_keeps_taking_the_process_down_is_not_resumed_at_every_start(tmp_path) -> None:
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.shutdown()
+    store = m.store(1)
+    for start in range(1, 5):  # the record a process killed during the training it resumed leaves
+        store.write_project({**store.read_project(), "training_started": "START_TRAINING",
+                             "training_failures": start - 1})
+        again = CountingBackend()
+        m2, app2, _ = make(tmp_path, backend=again, client=client)
+        status = app2.get("/projects/1/status").json()
+        assert "ended with the process" in status["last_error"] and status["training_failures"] == start
+        resumed = again.runs == 1 or m2.runner.is_busy(1)
+        assert resumed == (start <= 2), f"start {start}"
+        m2.runner.wait_idle(120)
+        m2.shutdown()
