@@ -178,6 +178,9 @@ class ClusterMarginSampling(MarginSampling):
         if codes is None:
             raise ValueError(f"{self.name} needs the items' latent codes")
         cand = pool[_smallest(values[pool], int(self.candidates) * k)]
+        finite = np.isfinite(np.asarray(codes, dtype=np.float64)[cand]).all(axis=1)
+        if not finite.all():  # an item whose code is not finite is clustered with none and asked last
+            return np.concatenate([self.select(values, codes, k, cand[finite]), cand[~finite]])[:k]
         if k <= 1 or len(cand) <= k:
             return cand[:k]
         n_groups = min(k, int(self.max_clusters))
@@ -237,7 +240,13 @@ class TypicalitySampling(QueryStrategy):
             return np.zeros(0, np.int64)
         items = self.shortlist(values, k, pool)
         z = np.asarray(codes, dtype=np.float64)[items]
+        finite = np.isfinite(z).all(axis=1)  # an item whose code is not finite has no place among the clusters
+        items, z = items[finite], z[finite]
+        k = min(k, len(items))
+        if k <= 0:
+            return np.zeros(0, np.int64)
         lab = np.zeros((0, z.shape[1])) if labeled is None else np.asarray(labeled, np.float64).reshape(-1, z.shape[1])
+        lab = lab[np.isfinite(lab).all(axis=1)]
         if len(items) < len(pool) and len(lab):  # labeled items sampled at the pool's rate: densities comparable
             keep = round(len(lab) * len(items) / len(pool))
             lab = lab[np.sort(np.random.default_rng(self.random_state).choice(len(lab), keep, replace=False))]
@@ -325,6 +334,13 @@ class Ranking:
     view: np.ndarray
 
 
+def view_scores(strategy: QueryStrategy, values: np.ndarray, n_classes: int) -> np.ndarray:
+    """The strategy's view scores, an item without a finite value (a code that is not finite) last at 1:
+    a NaN score would leave Label Studio's view unordered, and is no valid JSON."""
+    view = strategy.to_score(values, n_classes)
+    return np.where(np.isnan(view), 1.0, view)
+
+
 def _head_first(view: np.ndarray, top: np.ndarray) -> np.ndarray:
     """``view`` with the ``top`` rows moved below every other row, in ``top``'s order."""
     rest = np.ones(len(view), bool)
@@ -376,7 +392,7 @@ def rank_part(strategy: QueryStrategy, scores: np.ndarray, k: int, candidates: n
     if strategy.needs_codes and codes is None:
         raise ValueError(f"{strategy.name} needs the items' latent codes")
     rate = len(rows) / len(pool) if len(pool) else 1.0
-    return PartialRanking(values, strategy.to_score(values, scores.shape[1]), rows,
+    return PartialRanking(values, view_scores(strategy, values, scores.shape[1]), rows,
                           np.asarray(codes)[rows] if strategy.needs_codes else None,
                           _labeled_codes(codes, candidates, rate) if strategy.needs_labeled else None,
                           len(values) - len(pool))

@@ -74,9 +74,12 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         from sklearn.model_selection import StratifiedKFold
 
         counts = np.bincount(y)
-        folds = int(min(5, counts[counts > 0].min()))
-        if folds < 2 or len(y) < 20:
+        keep = counts[y] >= 2  # a class with one label cannot be held out and kept: it sits out, the rest calibrate
+        z, y = z[keep], y[keep]
+        counts = np.bincount(y)
+        if len(y) < 20 or np.count_nonzero(counts) < 2:
             return None
+        folds = int(min(5, counts[counts > 0].min()))
         conf, right = np.zeros(len(y)), np.zeros(len(y))
         for train, test in StratifiedKFold(folds, shuffle=True, random_state=0).split(z, y):
             if len(np.unique(y[train])) < 2:

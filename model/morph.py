@@ -17,11 +17,12 @@ def morph(model: SAEClassifier, source: int, target: int, steps: int = 8,
     """
     if steps < 2:
         raise ValueError("steps must be at least 2")
-    centres = model.class_centres_
+    latent = int(model.sae_.latent_dim)  # an ensemble's codes sit side by side: the first member's decoder draws
+    centres = model.class_centres_[:, :latent]
     for c in (source, target):
         if not 0 <= c < len(centres) or np.isnan(centres[c]).any():
             raise ValueError(f"class {c} has no labeled items, so it has no centre to morph from or to")
     direction = centres[target] - centres[source]
-    origin = centres[source] if start is None else model.transform(start[None])[0]
+    origin = centres[source] if start is None else model.sae_.transform(start[None])[0]  # the item's own code
     t = np.linspace(0.0, 1.0, steps)[:, None]
     return model.sae_.inverse_transform((origin[None] + t * direction[None]).astype(np.float32))

@@ -18,10 +18,10 @@ THRESHOLD = 0.99
 WINDOW = 3
 
 
-def stop_set(ids: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+def stop_set(ids: np.ndarray, size: int) -> np.ndarray:
     """The ``size`` ids with the smallest hash: a later superset keeps most of them (new ids displace a few)."""
     ids = np.asarray(ids, np.int64)
-    key = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)) >> np.uint64(11)
+    key = (ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(11)
     return np.sort(ids[np.argsort(key, kind="stable")[:size]])
 
 

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from model.acquisition import PartialRanking, QueryResult, QueryStrategy, get_strategy, merge_ranking, rank, rank_part
+from model.acquisition import (
+    PartialRanking,
+    QueryResult,
+    QueryStrategy,
+    get_strategy,
+    merge_ranking,
+    rank,
+    rank_part,
+    view_scores,
+)
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, stop_set
 
@@ -103,7 +112,7 @@ class ServedVersion:
         """The head's view scores (snapshots saved before they were kept: recomputed from the values)."""
         if self.head_view is not None:
             return self.head_view
-        return get_strategy(self.strategy).to_score(self.head_values, getattr(self.model, "n_classes_", 2))
+        return view_scores(get_strategy(self.strategy), self.head_values, getattr(self.model, "n_classes_", 2))
 
     @classmethod
     def build(cls, number: int, name: str, model: SAEClassifier, strategy: str, labels: dict[int, int],

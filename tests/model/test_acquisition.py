@@ -380,3 +380,29 @@ def test_typicality_then_margin_switches_on_the_labels_there_are_not_on_the_samp
     assert switched.top.indices.tolist() == margin.top.indices.tolist()
     before = rank(TypicalityThenMargin(until=500, max_items=1000), scores, 10, candidates, codes)
     assert before.top.indices.tolist() != margin.top.indices.tolist()
+
+
+@pytest.mark.parametrize("name", ["margin", "cluster-margin", "typicality", "typicality-margin", "entropy",
+                                  "least-confidence"])
+def test_an_item_without_finite_scores_is_asked_last_and_every_view_score_is_a_number(name: str) -> None:
+    rng = np.random.default_rng(0)
+    codes = rng.normal(size=(60, 3))
+    scores = codes @ rng.normal(size=(3, 4))
+    codes[7], scores[7] = np.nan, np.nan
+    candidates = np.ones(60, bool)
+    candidates[:10] = False  # labeled context for the strategies that read it
+    candidates[7] = True
+    r = rank(get_strategy(name, random_state=0), scores, 5, candidates=candidates, codes=codes)
+    assert np.isfinite(r.view).all() and 7 not in r.top.indices
+    assert r.view[7] == r.view[candidates].max(), "last of the candidates"
+
+
+def test_cluster_margin_clusters_only_finite_codes_when_its_candidates_reach_one_that_is_not() -> None:
+    rng = np.random.default_rng(1)
+    codes = rng.normal(size=(20, 2))
+    scores = codes @ rng.normal(size=(2, 3))
+    codes[3] = np.inf  # its scores stay finite: only the code is broken
+    top = ClusterMarginSampling().select(MarginSampling().uncertainty(scores), codes, 5, np.arange(20))
+    assert len(top) == 5 and len(set(top.tolist())) == 5 and 3 not in top
+    everything = ClusterMarginSampling().select(MarginSampling().uncertainty(scores), codes, 20, np.arange(20))
+    assert everything[-1] == 3 and sorted(everything.tolist()) == list(range(20))

@@ -165,6 +165,16 @@ def test_calibrated_probability_is_honest_where_the_confidence_is_not() -> None:
     assert np.all(np.diff(prob[order]) >= -1e-12), "calibration keeps the order of the confidence"
 
 
+def test_a_class_with_one_label_sits_out_of_the_calibration_instead_of_switching_it_off() -> None:
+    rng = np.random.default_rng(0)
+    z = np.vstack([rng.normal(0, 0.9, (50, 2)), rng.normal((2, 0), 0.9, (50, 2)), [[1.0, 5.0]]])
+    y = np.array([0] * 50 + [1] * 50 + [2])
+    svm = LatentSVM(n_classes=3).fit(z, y)
+    assert svm.calibration_ is not None and svm.calibration_.shape[1] > 0
+    conf = svm.confidence(np.array([[1.0, 0.0]]))
+    assert svm.probability_from_confidence(conf)[0] != conf[0], "the map applies"
+
+
 def test_too_few_labels_leave_the_confidence_uncalibrated() -> None:
     z = np.array([[0.0, 0.0], [0.1, 0.0], [3.0, 3.0], [3.1, 3.0]])
     svm = LatentSVM(n_classes=2).fit(z, np.array([0, 0, 1, 1]))

@@ -51,3 +51,13 @@ def test_class_without_labels_or_out_of_range(digits_model: SAEClassifier, sourc
 def test_steps_below_two(digits_model: SAEClassifier, steps: int) -> None:
     with pytest.raises(ValueError, match="at least 2"):
         morph(digits_model, 0, 1, steps=steps)
+
+
+def test_an_ensemble_morphs_in_its_first_member_s_space(digits: Dataset, digits_labels: np.ndarray) -> None:
+    model = SAEClassifier(class_names=digits.class_names, epochs=2, members=2, device="cpu",
+                          random_state=0).fit(digits.x_train[:300], digits_labels[:300])
+    assert model.class_centres_.shape[1] == 2 * model.sae_.latent_dim
+    images = morph(model, 0, 1, steps=3, start=digits.x_test[0])
+    assert images.shape == (3, 1, 8, 8)
+    np.testing.assert_allclose(images[0], model.sae_.inverse_transform(model.sae_.transform(digits.x_test[:1]))[0],
+                               atol=1e-6)
