@@ -397,12 +397,14 @@ class LabelStudioClient:
 
         Few, large requests: after each call Label Studio 1.23 recounts the counters of every task
         in the project, so 10,000 rows into a 10k-task project take 7.6 s in one call and 38 s in
-        ten. Not idempotent: a repeat adds rows again, so pushes delete first (:meth:`delete_predictions`).
+        ten; so the call may take minutes, and gets them. Not idempotent: a repeat adds rows again, so pushes
+        delete first (:meth:`delete_predictions`).
         """
         created = 0
         for s in range(0, len(predictions), chunk_size):
             part = predictions[s:s + chunk_size]
-            out = self.ls.projects.import_predictions(id=int(project_id), request=part)
+            out = self.ls.projects.import_predictions(id=int(project_id), request=part,
+                                                      request_options={"timeout_in_seconds": max(self.timeout, 300)})
             created += int(getattr(out, "created", None) or len(part))
         return created
 

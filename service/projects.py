@@ -400,11 +400,12 @@ class ProjectManager:
             new = np.concatenate(kept)
             d, z = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
             scored, _ = score(served.model, d, get_strategy(served.strategy), codes=z)
+            labeled = set(m.labels(st.config)[0]) if st.config is not None else set()
             with st.lock:
                 if st.served is not served:
                     continue
                 st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head))
-                head = set(st.served.head_ids[: self.settings.push_head].tolist())
+                head = {t for t, _ in st.served.ranking(self.settings.push_head, labeled)}  # as the push will see it
                 entered = bool(head & set(new.tolist()))
                 if entered:
                     st.push_pending = True

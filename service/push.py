@@ -7,7 +7,8 @@ version writes predictions for its ranking head only (``PUSH_HEAD`` unlabeled ta
 ranking order by ``score``), not for the pool. Steps, each retried with backoff while
 Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s):
 
-1. delete this version's own rows (so a retried push never duplicates), import the head;
+1. delete this version's own rows and import the head, as one retried step (an import that timed out may
+   have landed, so a retry deletes again and never duplicates);
 2. set the project's ``model_version`` and make sure the "Most uncertain first" view exists:
    from here on the view orders the work by this version (``head_visible_at``);
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
@@ -108,14 +109,39 @@ def _stepper(report: PushReport, settings: Settings, prior: PushState):
         except (LabelStudioError, RetryError) as e:
             raise PushError(f"{name_}: {e}", prior.marked) from e
         finally:
-            report.seconds[name_] = round(report.seconds.get(name_, 0.0) + time.perf_counter() - t0, 3)
+            if not getattr(fn, "timed_inside", False):
+                _add_time(report, name_, time.perf_counter() - t0)
     return step
+
+
+def _add_time(report: PushReport, name: str, seconds: float) -> None:
+    report.seconds[name] = round(report.seconds.get(name, 0.0) + seconds, 3)
 
 
 COLD_START_VERSION = "sae-v0"
 
 
 MarksAhead = Callable[[set[int]], None]
+
+
+def _replace_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, rows: list[dict],
+                  report: PushReport) -> None:
+    """The version's own rows deleted, then ``rows`` imported, as one step: an import that timed out may have
+    landed, so each try deletes first and a retry never duplicates."""
+    def timed(fn: Callable, *args) -> int:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args) or 0
+        finally:
+            _add_time(report, fn.__name__, time.perf_counter() - t0)
+
+    def replace() -> tuple[int, int]:
+        return timed(client.delete_predictions, pid, [version]), timed(client.import_predictions, pid, rows) \
+            if rows else 0
+    replace.timed_inside = True
+
+    deleted, report.rows_written = step(replace)
+    report.rows_deleted += deleted
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
@@ -136,8 +162,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
     report.head = [int(t) for t in task_ids]
-    report.rows_deleted += step(client.delete_predictions, pid, [COLD_START_VERSION]) or 0
-    report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
+    _replace_rows(step, client, pid, COLD_START_VERSION, rows, report)
     step(client.set_model_version, pid, COLD_START_VERSION)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
@@ -174,8 +199,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              "result": config.prediction(served.class_names, served.pred[p])}
             for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
-    report.rows_deleted += step(client.delete_predictions, pid, [served.name]) or 0
-    report.rows_written = step(client.import_predictions, pid, rows) if rows else 0
+    _replace_rows(step, client, pid, served.name, rows, report)
     step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on

@@ -19,7 +19,7 @@ from model.persistence import load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
-_OWN_NAME = re.compile(r"^sae-v(\d+)$")
+_OWN_NAME = re.compile(r"sae-v(0|[1-9][0-9]*)")  # exactly what version_name writes, nothing near it
 
 
 def version_name(number: int) -> str:
@@ -29,7 +29,7 @@ def version_name(number: int) -> str:
 
 def own_version_number(name: str) -> int | None:
     """The number of a model version this backend wrote, or None for anybody else's predictions."""
-    m = _OWN_NAME.match(str(name))
+    m = _OWN_NAME.fullmatch(str(name))
     return int(m.group(1)) if m else None
 
 

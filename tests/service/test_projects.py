@@ -634,3 +634,22 @@ def test_a_training_that_keeps_taking_the_process_down_is_not_resumed_at_every_s
         assert resumed == (start <= 2), f"start {start}"
         m2.runner.wait_idle(120)
         m2.shutdown()
+
+
+def test_a_new_task_that_enters_the_head_past_tasks_labeled_since_the_version_is_pushed(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, push_head=5, push_top_k=2, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    head = st.served.head_ids.tolist()
+    for i, tid in enumerate(head[:3]):  # labeled since the version: its push leaves them out
+        webhook(app, "ANNOTATION_CREATED", annotation={**choice("1", 9000 + i), "task": tid})
+    pushes = len(client.pushed)
+    image = next(t for t in client.tasks if t["id"] == head[5])["data"]["image"]
+    client.tasks.append({"id": 6000, "data": {"image": image}, "annotations": []})
+    assert webhook(app, "TASKS_CREATED", tasks=[{"id": 6000, "data": {"image": image}}]) == "scoring"
+    deadline = time.monotonic() + 30
+    while 6000 not in st.served.head_ids.tolist():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert st.served.head_ids.tolist().index(6000) >= 5, "past PUSH_HEAD in the version's own head"
+    assert m.runner.wait_idle(60)
+    assert len(client.pushed) == pushes + 1 and 6000 in client.imported, "but inside it among the unlabeled"

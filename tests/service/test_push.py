@@ -351,3 +351,23 @@ def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
     report = push(client, tmp_path, push_mode="queue", push_top_k=2, push_retries=2)
     assert calls[0] == set() and calls[1] is None, "the cache once, then the queue itself"
     assert client.queued == {11, 12} and report.queued == {11, 12}
+
+
+def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_rows(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+
+    class LandsThenTimesOut(Recorder):
+        timed_out = False
+
+        def import_predictions(self, pid, predictions):
+            n = super().import_predictions(pid, predictions)
+            if not self.timed_out:
+                self.timed_out = True
+                raise LabelStudioError("Label Studio unreachable (ReadTimeout)", retryable=True)
+            return n
+
+    client = LandsThenTimesOut()
+    report = push(client, tmp_path, push_retries=3)
+    assert [c[0] for c in client.calls].count("import_predictions") == 2
+    assert sorted(r["task"] for r in client.rows) == [11, 12], "each task of the head once"
+    assert {"delete_predictions", "import_predictions"} <= set(report.seconds)
