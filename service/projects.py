@@ -440,28 +440,41 @@ class ProjectManager:
                 client = self.client(st)
                 m = self.mirror(st)
                 if not m.ingested:
+                    if self.backing_off(st):
+                        continue
                     if client.labeled_count(pid) >= 2:
                         self.request_training(pid, "poll: first connection")
-                    elif self._wants_cold_start(st) and not self.backing_off(st):
+                    elif self._wants_cold_start(st):
                         self.request_training(pid, "poll: cold start")
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
                 m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
                 self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
+            except Exception as e:
+                self._poll_failed(pid, "poll", e)
+                continue
+            try:  # new tasks left unscored must not keep the poll from the labels
                 self._score_missing(st)
+            except Exception as e:
+                self._poll_failed(pid, "scoring new tasks", e)
+            try:
                 if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
                     self.request_training(pid, "poll: cold start")
                     continue
-            except Exception as e:
-                log.warning("project %s: poll failed: %s", pid, e)
-                self.metrics.errors.labels("poll").inc()
-                continue
-            self.labels_changed(pid, "poll")
+                self.labels_changed(pid, "poll")
+            except Exception as e:  # nor one project the others
+                self._poll_failed(pid, "label check", e)
+
+    def _poll_failed(self, pid: int, what: str, e: Exception) -> None:
+        log.warning("project %s: %s failed: %s", pid, what, e)
+        self.metrics.errors.labels("poll").inc()
 
     def cron(self) -> None:
-        for pid in list(self.projects):
-            self.request_training(pid, "RETRAIN_CRON")
+        """Scheduled retrains of every project that has a label config (the others have nothing to train)."""
+        for pid, st in list(self.projects.items()):
+            if st.config is not None:
+                self.request_training(pid, "RETRAIN_CRON")
 
     def start_scheduler(self) -> None:
         self.scheduler.add_job(self.poll, "interval", seconds=self.settings.poll_interval_seconds, id="poll",

@@ -10,6 +10,8 @@ grow, across restarts too.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import shutil
 import time
@@ -17,6 +19,9 @@ from pathlib import Path
 
 from model.persistence import load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
+from service.pool_store import fsync_dir
+
+log = logging.getLogger("sae_backend.versions")
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 _OWN_NAME = re.compile(r"sae-v(0|[1-9][0-9]*)")  # exactly what version_name writes, nothing near it
@@ -128,13 +133,32 @@ class VersionStore:
         return out
 
     def write_project(self, info: dict) -> None:
+        """Written whole and synced before the rename, so a power cut leaves the old record or the new one."""
         tmp = self.dir / "project.json.tmp"
-        tmp.write_text(json.dumps(info, indent=1))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(info, indent=1))
+            f.flush()
+            os.fsync(f.fileno())
         tmp.replace(self.dir / "project.json")
+        fsync_dir(self.dir)
 
     def read_project(self) -> dict | None:
+        """The project's record, or None. One that cannot be read (a file system that tore the write) is set
+        aside as ``project.json.corrupt-<time>``: the project starts without it (its config comes again with the
+        next request, the next push rewrites every mark) rather than keeping every project from starting."""
         p = self.dir / "project.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            info = json.loads(p.read_text())
+            if not isinstance(info, dict):
+                raise ValueError(f"a {type(info).__name__}, not an object")
+            return info
+        except (ValueError, UnicodeDecodeError) as e:
+            aside = p.with_name(f"project.json.corrupt-{int(time.time())}")
+            p.replace(aside)
+            log.error("%s could not be read (%s); set aside as %s, the project starts without it", p, e, aside.name)
+            return None
 
 
 def known_projects(root: Path) -> list[int]:

@@ -653,3 +653,36 @@ def test_a_new_task_that_enters_the_head_past_tasks_labeled_since_the_version_is
     assert st.served.head_ids.tolist().index(6000) >= 5, "past PUSH_HEAD in the version's own head"
     assert m.runner.wait_idle(60)
     assert len(client.pushed) == pushes + 1 and 6000 in client.imported, "but inside it among the unlabeled"
+
+
+def test_a_failing_part_of_the_poll_stops_neither_the_rest_of_it_nor_other_projects(tmp_path, monkeypatch) -> None:
+    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    other = m.get(2)
+    other.config = m.projects[1].config
+    asked: list[int] = []
+
+    def scoring_fails(st):
+        raise MemoryError("new tasks too large")
+
+    def labels_changed(pid, reason):
+        asked.append(pid)
+        if pid == 1:
+            raise RuntimeError("boom")
+        return "below-threshold"
+
+    monkeypatch.setattr(m, "_score_missing", scoring_fails)
+    monkeypatch.setattr(m, "labels_changed", labels_changed)
+    monkeypatch.setattr(m, "mirror", lambda st: type("Ingested", (), {"ingested": True, "reconcile": lambda *a: None,
+                                                                      "state": {}})())
+    monkeypatch.setattr(m, "_wants_cold_start", lambda st: False)
+    m.poll()
+    assert asked == [1, 2], "the labels are checked although scoring failed, and project 2 after project 1 failed"
+
+
+def test_the_cron_retrains_only_projects_with_a_label_config(tmp_path, monkeypatch) -> None:
+    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.get(7)  # known from a webhook alone
+    asked: list[int] = []
+    monkeypatch.setattr(m, "request_training", lambda pid, reason: asked.append(pid))
+    m.cron()
+    assert asked == [1]

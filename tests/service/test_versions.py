@@ -108,3 +108,26 @@ def test_own_versions_are_this_backend_s_names_with_rows() -> None:
     assert own_versions(counts) == {"sae-v3": 3, "sae-v0": 0}
     near = {"sae-v03": 1, "sae-v3\n": 1, "sae-v\u0663": 1, "sae-v": 1, "xsae-v3": 1, "sae-v-1": 1, "SAE-v3": 1}
     assert own_versions(near) == {}, "only names this backend writes: another's rows are never deleted"
+
+
+@pytest.mark.parametrize("content", [b"", b'{"id": 1, "label_con', b"\xff\xfe", b"[1, 2]"])
+def test_a_project_record_that_cannot_be_read_is_set_aside_not_fatal(tmp_path, content: bytes) -> None:
+    store = VersionStore(tmp_path, 1)
+    (store.dir / "project.json").write_bytes(content)
+    assert store.read_project() is None
+    assert [p.name.startswith("project.json.corrupt-") for p in store.dir.iterdir()] == [True]
+    store.write_project({"id": 1})
+    assert store.read_project() == {"id": 1}
+
+
+def test_the_service_starts_with_one_project_record_torn(tmp_path) -> None:
+    from tests.service.test_app import CONFIG, make
+    from tests.service.test_projects import first_version
+
+    m, _, client, _ = first_version(tmp_path / "a")
+    m.shutdown()
+    (tmp_path / "a" / "project-1" / "project.json").write_text('{"id": 1, "label_con')
+    m2, app, _ = make(tmp_path / "a", client=client)
+    assert app.get("/projects/1/status").json()["model_version"] == "sae-v1", "its versions still serve"
+    assert app.post("/setup", json={"project": "1.1", "schema": CONFIG}).status_code == 200
+    m2.shutdown()
