@@ -27,7 +27,7 @@ from service.settings import Settings
 
 log = logging.getLogger("sae_backend")
 EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_CREATED", "TASKS_DELETED",
-          "START_TRAINING"}
+          "START_TRAINING", "ANNOTATIONS_CREATED", "PROJECT_UPDATED"}
 
 
 class SetupRequest(BaseModel):

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+from apscheduler.jobstores.base import ConflictingIdError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from tenacity import RetryError
@@ -465,6 +466,19 @@ class ProjectManager:
                 self.labels_changed(pid, "poll")
             except Exception as e:  # nor one project the others
                 self._poll_failed(pid, "label check", e)
+
+    def poll_soon(self, reason: str) -> str:
+        """A change a webhook names but does not carry (annotations created in bulk, a project edit): the poll,
+        a few small requests when nothing moved, runs in a moment and reads it; a burst of them asks once."""
+        if self.runner.closed:
+            return "ignored"
+        try:  # one already asked for stays: a steady stream of events must not keep putting it off
+            self.scheduler.add_job(self.poll, "date", run_date=datetime.now().astimezone() + timedelta(seconds=2),
+                                   id="poll-soon", misfire_grace_time=None)
+        except ConflictingIdError:
+            return "polling"
+        log.info("a poll in a moment: %s", reason)
+        return "polling"
 
     def _poll_failed(self, pid: int, what: str, e: Exception) -> None:
         log.warning("project %s: %s failed: %s", pid, what, e)

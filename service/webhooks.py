@@ -43,6 +43,8 @@ def _deleted_ids(body: dict) -> list[int]:
 def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
     """Record one webhook's change; returns what became of it (``debounced``, ``ignored``, ...)."""
     source = queue_source(m, pid, body)
+    if action in ("ANNOTATIONS_CREATED", "PROJECT_UPDATED"):  # bulk labels, a config edit: a poll reads them
+        return m.poll_soon(action) if source is not None or m.get(pid, create=False) is not None else "ignored"
     if source is not None:
         return _queue_event(m, source, action, body)
     if action == "ANNOTATIONS_DELETED":

@@ -686,3 +686,21 @@ def test_the_cron_retrains_only_projects_with_a_label_config(tmp_path, monkeypat
     monkeypatch.setattr(m, "request_training", lambda pid, reason: asked.append(pid))
     m.cron()
     assert asked == [1]
+
+
+def test_annotations_created_in_bulk_are_read_by_a_poll_a_moment_later(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.scheduler.start()
+    fresh = [t for t in client.tasks if not t["annotations"]][:3]
+    for i, task in enumerate(fresh):  # e.g. "create annotations from predictions": no per-annotation webhook
+        task["annotations"] = [choice("4", 7000 + i)]
+    assert [webhook(app, "ANNOTATIONS_CREATED") for _ in range(5)] == ["polling"] * 5
+    assert len([j for j in m.scheduler.get_jobs() if j.id == "poll-soon"]) == 1, "a burst asks once"
+    st = m.projects[1]
+    deadline = time.monotonic() + 30
+    while not all(m.mirror(st).labels(st.config)[0].get(t["id"]) == 4 for t in fresh):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 99}}).json()["status"] == "ignored"
+    assert 99 not in m.projects
+    m.shutdown()
