@@ -32,3 +32,13 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         return float("nan")
     gap = np.abs(np.asarray(r["accuracy"]) - np.asarray(r["confidence"]))
     return float(np.sum(np.where(count > 0, gap, 0.0) * count) / count.sum())
+
+
+def holdout(ids: np.ndarray, fraction: float) -> np.ndarray:
+    """Items whose labels a model keeps out of its training to measure itself on: a ``fraction`` of them,
+    picked by a hash of their ids, so the same items stay out as a project grows and versions warm-start."""
+    ids = np.asarray(ids)
+    if float(fraction) <= 0 or len(ids) == 0:
+        return np.zeros(len(ids), bool)
+    key = (ids.astype(np.int64).astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)) >> np.uint64(11)
+    return key < np.uint64(float(fraction) * 2.0 ** 53)

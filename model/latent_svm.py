@@ -8,6 +8,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
 ABSENT = -1e9
+MIN_CALIBRATION = 20  # items a confidence map is fitted on, at the least
 
 
 class LatentSVM(ClassifierMixin, BaseEstimator):
@@ -30,7 +31,9 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.calibrate = calibrate
 
-    def fit(self, Z: np.ndarray, y: np.ndarray) -> LatentSVM:
+    def fit(self, Z: np.ndarray, y: np.ndarray, calibrate_on: np.ndarray | None = None) -> LatentSVM:
+        """``calibrate_on``: the items the confidence map is fitted on (out of fold), when at least
+        ``MIN_CALIBRATION`` of them; else every item."""
         z = np.asarray(Z, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
         present = np.unique(y)
@@ -59,10 +62,10 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         self.centre_margins_ = np.ones((k, k))
         for row, c in enumerate(present):
             self.centre_margins_[c] = s[row, c] - s[row]
-        self.calibration_ = self._fit_calibration(z, y) if self.calibrate else None
+        self.calibration_ = self._fit_calibration(z, y, calibrate_on) if self.calibrate else None
         return self
 
-    def _fit_calibration(self, z: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    def _fit_calibration(self, z: np.ndarray, y: np.ndarray, on: np.ndarray | None = None) -> np.ndarray | None:
         """Map normalised confidence to the chance of being right, learned out of fold on the labeled codes.
 
         The normalised confidence ranks items well but is no probability (measured: right far
@@ -73,9 +76,10 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         from sklearn.isotonic import IsotonicRegression
         from sklearn.model_selection import StratifiedKFold
 
+        on = np.ones(len(y), bool) if on is None or np.count_nonzero(on) < MIN_CALIBRATION else np.asarray(on, bool)
         counts = np.bincount(y)
         keep = counts[y] >= 2  # a class with one label cannot be held out and kept: it sits out, the rest calibrate
-        z, y = z[keep], y[keep]
+        z, y, on = z[keep], y[keep], on[keep]
         counts = np.bincount(y)
         if len(y) < 20 or np.count_nonzero(counts) < 2:
             return None
@@ -88,7 +92,9 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
             scores = fold.decision_function(z[test])
             conf[test] = fold.confidence_from_scores(scores)
             right[test] = np.argmax(scores, axis=1) == y[test]
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf, right)
+        if not on.any():
+            return None
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf[on], right[on])
         return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
 
     def probability_from_confidence(self, confidence: np.ndarray) -> np.ndarray:

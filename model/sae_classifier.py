@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from model.calibration import holdout
 from model.latent_svm import LatentSVM
 from model.sae import StructuringAutoencoder, set_n_features
 
@@ -44,6 +45,11 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     ensemble, Lakshminarayanan et al. 2017; Beluch et al. 2018 for active learning) and the SVM
     reads their codes side by side, at ``members`` times the training and encoding cost;
     ``sae_`` is the first, which draws the latent picture and morphs.
+    ``calibration_holdout`` is the share of labeled items the autoencoder treats as unlabeled
+    (picked by a hash of their ``ids``, so the same ones stay out of every warm-started version):
+    the SVM still learns from them, and the map from confidence to probability is fitted on them
+    alone, items whose labels the codes were never pulled by (on the labels the structure term
+    did pull, a held-out SVM is still far more often right than on the pool).
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
@@ -51,7 +57,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
                  warm_start: bool = False, random_state: int | None = 0, verbose: bool = False,
                  self_training: float = 0.0, self_training_threshold: float = 0.9,
                  semi_supervised_from: int = 0, test_time_flip: bool = False, members: int = 1,
-                 sae_params: dict | None = None) -> None:
+                 calibration_holdout: float = 0.0, sae_params: dict | None = None) -> None:
         self.class_names = class_names
         self.latent_dim = latent_dim
         self.lam = lam
@@ -66,6 +72,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.semi_supervised_from = semi_supervised_from
         self.test_time_flip = test_time_flip
         self.members = members
+        self.calibration_holdout = calibration_holdout
         self.sae_params = sae_params
 
     def _n_classes(self, y: np.ndarray) -> int:
@@ -73,13 +80,20 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             return len(self.class_names)
         return int(y.max() + 1)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> SAEClassifier:
+    def fit(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None) -> SAEClassifier:
+        """``ids``: each item's stable id (default: its position), which picks the calibration holdout."""
         y = np.asarray(y, dtype=np.int64)
         labeled = y >= 0
         if len(np.unique(y[labeled])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
         if int(self.members) < 1:
             raise ValueError(f"members must be at least 1, got {self.members}")
+        if not 0.0 <= float(self.calibration_holdout) < 1.0:
+            raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
+        held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
+        if len(np.unique(y[labeled & ~held])) < 2:
+            held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls
+        y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
         if clash:
             raise ValueError("sae_params cannot set what the classifier sets: " + "; ".join(
@@ -94,7 +108,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
         warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members)
-        pseudo = self._pseudo_labels(X, y) if warm and semi else None
+        pseudo = self._pseudo_labels(X, y_pulled) if warm and semi else None
         saes = []
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
@@ -103,14 +117,14 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
                 sae = self.saes_[m].set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
             else:
                 sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
-            sae.fit(X, y, pseudo=pseudo)
+            sae.fit(X, y_pulled, pseudo=pseudo)
             if not semi:
                 sae.set_params(consistency=consistency)
             saes.append(sae)
         self.saes_ = saes
         self.sae_ = saes[0]
         z = self.transform(np.asarray(X)[labeled]) if labeled.any() else None
-        self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled])
+        self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled], calibrate_on=held[labeled])
         self.classes_ = np.arange(k)
         self.n_classes_ = k
         set_n_features(self, self.sae_.input_shape_)

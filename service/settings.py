@@ -39,6 +39,7 @@ class SAESettings:
     test_time_flip: bool = False
     mixup: float = 0.0
     ema_decay: float = 0.0
+    calibration_holdout: float = 0.0
 
 
 _SAE_SETTING = {"lam": "sae_lambda"}  # SAESettings fields whose setting is not SAE_<FIELD>
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     sae_test_time_flip: bool = False
     sae_mixup: float = Field(0.0, ge=0)
     sae_ema_decay: float = Field(0.0, ge=0, lt=1)
+    sae_calibration_holdout: float = Field(0.0, ge=0, lt=1)
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     class_distances: FilePath | None = None

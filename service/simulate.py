@@ -30,6 +30,7 @@ from connectors.datasets import Dataset, DatasetError, load_dataset
 from model.acquisition import TypicalitySampling, get_strategy, parse_option, rank, strategy_options
 from model.calibration import expected_calibration_error, reliability
 from model.encoder_classifier import EncoderClassifier
+from model.latent_svm import LatentSVM
 from model.networks import NETWORK_KINDS
 from model.sae import StructuringAutoencoder
 from model.sae_classifier import PASSED_SAE_PARAMS, SAEClassifier
@@ -101,6 +102,8 @@ class SimulationSettings:
                                          "autoencoder, not from scratch")
     init_features_only: bool = _flag(False, "with --init-from-start: the linear maps to and from the code "
                                             "start fresh")
+    calibration_holdout: float = _flag(0.0, "share of labeled items the autoencoder treats as unlabeled, on which "
+                                            "alone the confidence map is fitted (SAE; 0: off)")
     self_training: float = _flag(0.0, "weight of pseudo-labeled items in the structure term (0: off)")
     self_training_threshold: float = _flag(0.9, "confidence a pseudo-label needs")
     consistency: float = _flag(0.0, "weight of code agreement under two random augmentations (shifts, flips, "
@@ -181,6 +184,8 @@ class SimulationSettings:
             raise SimulationError("--self-training must not be negative and its threshold must be in [0, 1]")
         if self.semi_supervised_from < 0:
             raise SimulationError("--semi-supervised-from must not be negative")
+        if not 0 <= self.calibration_holdout < 1:
+            raise SimulationError("--calibration-holdout must be in [0, 1)")
         if not self.lr > 0:
             raise SimulationError(f"--lr must be positive, got {self.lr}")
 
@@ -273,7 +278,7 @@ def _build(model: str, s: SimulationSettings, n_classes: int, pool: int, seed: i
                              self_training=s.self_training,
                              self_training_threshold=s.self_training_threshold,
                              semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip,
-                             members=s.members,
+                             members=s.members, calibration_holdout=s.calibration_holdout,
                              **common)
     steps = _classifier_steps(s.epochs, pool, s.batch_size)
     return EncoderClassifier(n_classes=n_classes, epochs=s.epochs, min_steps=steps, channels=tuple(s.channels),
@@ -409,6 +414,11 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
             prob = model.svm_.probability_from_confidence(conf)
             point["test_ece_calibrated"] = round(expected_calibration_error(prob, pred == y_test), 5)
             point["test_reliability_calibrated"] = reliability(prob, pred == y_test)
+            if s.calibration_holdout > 0:  # the same model's map fitted on every label, as without the holdout
+                lab = y >= 0
+                every = LatentSVM(n_classes=model.n_classes_, C=model.svm_C).fit(model.transform(x[lab]), y[lab])
+                point["test_ece_calibrated_every_label"] = round(expected_calibration_error(
+                    every.probability_from_confidence(conf), pred == y_test), 5)
         if len(val):
             point["val_error"] = round(float(np.mean(model.predict(x_val) != y_val)), 5)
         if probe is not None:

@@ -127,7 +127,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
             progress(f"epoch {epoch}/{total}", epoch / max(total, 1))
 
     semi = dict(self_training=s.self_training, self_training_threshold=s.self_training_threshold,
-                semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip)
+                semi_supervised_from=s.semi_supervised_from, test_time_flip=s.test_time_flip,
+                calibration_holdout=s.calibration_holdout)
     distances = None if job.class_distances is None else np.asarray(job.class_distances, np.float64)
     trains = {k: getattr(s, k) for k in PASSED_SAE_PARAMS if hasattr(s, k)}  # every training's, first or warm
     trains.update(channels=tuple(s.channels), class_distances=distances)
@@ -140,7 +141,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
                               sae_params={"on_epoch": on_epoch, **trains})
-    model.fit(x, y)
+    model.fit(x, y, ids=ids)  # task ids pick the calibration holdout: the same tasks in every version
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:
         model.sae_params = {k: v for k, v in model.sae_params.items() if k != "on_epoch"}

@@ -38,3 +38,16 @@ def test_shapes_must_agree() -> None:
 def test_a_nan_confidence_counts_as_zero() -> None:
     r = reliability(np.array([np.nan, 0.95]), np.array([0, 1]))
     assert r["count"][0] == 1.0 and r["count"][9] == 1.0
+
+
+def test_a_holdout_takes_its_share_by_id_and_keeps_its_members_as_the_ids_grow() -> None:
+    from model.calibration import holdout
+
+    ids = np.arange(100_000)
+    held = holdout(ids, 0.1)
+    assert abs(held.mean() - 0.1) < 0.005
+    grown = holdout(np.concatenate([ids, np.arange(500_000, 520_000)]), 0.1)
+    np.testing.assert_array_equal(grown[:100_000], held)
+    shuffled = np.random.default_rng(0).permutation(ids)
+    np.testing.assert_array_equal(holdout(shuffled, 0.1), held[shuffled]), "by id, not by position"
+    assert not holdout(ids, 0.0).any()

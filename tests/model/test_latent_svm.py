@@ -213,3 +213,23 @@ def test_not_fitted() -> None:
     for call in (LatentSVM().predict, LatentSVM().decision_function, LatentSVM().confidence):
         with pytest.raises(NotFittedError):
             call(np.zeros((1, 2)))
+
+
+def test_the_confidence_map_is_fitted_on_the_items_it_is_told_and_on_all_when_they_are_too_few() -> None:
+    rng = np.random.default_rng(0)
+    z = np.vstack([rng.normal(0, 0.9, (200, 2)), rng.normal((2, 0), 0.9, (200, 2))])
+    y = np.array([0] * 200 + [1] * 200)
+    y_noisy = y.copy()
+    on = np.zeros(400, bool)
+    on[::4] = True
+    y_noisy[on & (rng.random(400) < 0.5)] ^= 1  # the calibration items are right half as often
+    every = LatentSVM(n_classes=2).fit(z, y_noisy)
+    chosen = LatentSVM(n_classes=2).fit(z, y_noisy, calibrate_on=on)
+    q = np.array([[3.0, 0.0]])
+    p_every = every.probability_from_confidence(every.confidence(q))[0]
+    p_chosen = chosen.probability_from_confidence(chosen.confidence(q))[0]
+    assert p_chosen < p_every - 0.1, "the map learned where its items are right only half the time"
+    few = np.zeros(400, bool)
+    few[:5] = True
+    np.testing.assert_array_equal(LatentSVM(n_classes=2).fit(z, y_noisy, calibrate_on=few).calibration_,
+                                  every.calibration_)

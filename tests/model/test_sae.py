@@ -768,3 +768,34 @@ def test_weight_decay_shrinks_the_weights(small) -> None:
 
     # 4 steps at lr 1e-3 each shrink a weight by 5 %, whatever its gradient says
     assert squared_norm(50.0) < 0.8 * squared_norm(0.0)
+
+
+def test_a_calibration_holdout_keeps_its_labels_from_the_codes_and_calibrates_on_them(small, monkeypatch) -> None:
+    from model.calibration import holdout
+    from model.latent_svm import LatentSVM
+
+    x, y = small
+    seen, calibrated_on = {}, {}
+    real_fit, real_svm_fit = StructuringAutoencoder.fit, LatentSVM.fit
+
+    def record(self, X, y, **kw):
+        seen["y"] = np.asarray(y).copy()
+        return real_fit(self, X, y, **kw)
+
+    def record_svm(self, Z, y, calibrate_on=None):
+        if self.calibrate:  # the model's own SVM, not one of its calibration folds
+            calibrated_on["mask"], calibrated_on["y"] = calibrate_on, np.asarray(y).copy()
+        return real_svm_fit(self, Z, y, calibrate_on=calibrate_on)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", record)
+    monkeypatch.setattr(LatentSVM, "fit", record_svm)
+    ids = np.arange(5000, 5000 + len(x))
+    model = SAEClassifier(epochs=1, device="cpu", calibration_holdout=0.4).fit(x, y, ids=ids)
+    held = (y >= 0) & holdout(ids, 0.4)
+    assert 10 <= held.sum() < (y >= 0).sum()
+    assert (seen["y"][held] == -1).all() and (seen["y"][~held] == y[~held]).all(), "held labels never pull"
+    assert len(calibrated_on["y"]) == (y >= 0).sum(), "the SVM learns from every label"
+    np.testing.assert_array_equal(calibrated_on["mask"], held[y >= 0])
+    assert model.get_params()["calibration_holdout"] == 0.4
+    with pytest.raises(ValueError, match="calibration_holdout"):
+        SAEClassifier(epochs=1, device="cpu", calibration_holdout=1.0).fit(x, y)

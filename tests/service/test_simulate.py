@@ -476,3 +476,14 @@ def test_flag_settings_parse_to_their_defaults_and_take_every_kind_of_value() ->
     assert sae_params(s)["channels"] == (8, 16) and sae_params(s)["max_shift"] == 2
     with pytest.raises(SimulationError, match="--typical-param wants KEY=NUMBER"):
         from_flags(parser.parse_args(["--typical-param", "epochs"]))
+
+
+def test_a_calibration_holdout_reports_both_maps_on_the_same_model() -> None:
+    ds = load_digits_dataset()
+    s = SimulationSettings(initial=60, per_round=30, rounds=1, pool_size=400, test_size=100, epochs=2,
+                           calibration_holdout=0.4, device="cpu")
+    curve = run_one(ds, s, "sae", "margin", seed=0, log=lambda _: None)
+    assert all(0 <= p["test_ece_calibrated_every_label"] <= 1 for p in curve)
+    assert any(p["test_ece_calibrated_every_label"] != p["test_ece_calibrated"] for p in curve)
+    with pytest.raises(SimulationError, match="calibration-holdout"):
+        SimulationSettings(calibration_holdout=1.0).validate()

@@ -268,3 +268,26 @@ def test_closing_the_local_backend_stops_a_running_training_at_its_next_epoch(po
     assert len(epochs) == 2, "no epoch after the close reported progress"
     with pytest.raises(JobCancelledError):  # a job that starts after the close does not start at all
         backend.run(job(pool_dir, digits_labels))
+
+
+def test_the_calibration_holdout_is_picked_by_task_id_in_first_and_warm_trainings(pool_dir: str,
+                                                                                 digits_labels: np.ndarray,
+                                                                                 tmp_path, monkeypatch) -> None:
+    from model.calibration import holdout
+    from model.sae import StructuringAutoencoder
+
+    seen, fit = [], StructuringAutoencoder.fit
+
+    def recording_fit(self, x, y=None, pseudo=None):
+        seen.append(np.asarray(y).copy())
+        return fit(self, x, y, pseudo=pseudo)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
+    first = train_project(job(pool_dir, digits_labels, calibration_holdout=0.3))
+    save_model(first.model, tmp_path / "v1")
+    warm = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), calibration_holdout=0.3))
+    ids = np.arange(1000, 1000 + N)
+    held = (digits_labels[:N] >= 0) & holdout(ids, 0.3)
+    assert held.any() and warm.metrics["warm_start"] and warm.model.calibration_holdout == 0.3
+    for y in seen:
+        assert (y[held] == -1).all() and (y[~held] == digits_labels[:N][~held]).all()
