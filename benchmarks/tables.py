@@ -984,6 +984,62 @@ SEASONS_PROTOCOL = "protocol-seasons-10k"
 SEASONS_MORE_SEEDS = "protocol-seasons-10k-seeds3-4"  # seeds 3-4 of the seasons choice and its matched baselines
 
 
+CALIBRATION_HOLDOUT = ("flip-semi500-lam099-warm5-ema95", "flip-semi500-lam099-warm5-ema95-calib10")  # control, lever
+
+
+def _paired_cells(a: Row, b: Row, key_a: str, key_b: str, budgets: Iterable[int]) -> list[str]:
+    """Per budget, ``a[key_a] - b[key_b]`` per shared seed in points, mean ± sd (blank below 3 seeds)."""
+    cells = []
+    for n in budgets:
+        va, vb = a.values(n, key_a), b.values(n, key_b)
+        both = [s for s in sorted(set(va) & set(vb))]
+        cells.append(_pct([va[s] - vb[s] for s in both], signed=True) if len(both) >= MIN_SEEDS else "")
+    return cells
+
+
+def section_calibration_holdout(root: str = VAL20K + "-again") -> str:
+    """The served probability calibrated on a tenth of the labels kept out of the structure term.
+
+    Against the same setting calibrated on every label out of fold (its control, trained on the same
+    machine, as training reproduces per processor): validation and test error say what the held-out
+    labels cost, the expected calibration error on test what the map on them buys; and, on the very
+    same model, the map fitted on every label, which isolates the map from the codes.
+    """
+    here = in_folder(root)
+    control_name, lever_name = CALIBRATION_HOLDOUT
+    control = row("every label pulls the codes and calibrates (the 2k choice)", [here(control_name)], "sae", "margin")
+    lever = row("a tenth of the labels held out of the structure term, the map fitted on them alone",
+                [here(lever_name)], "sae", "margin")
+    if len(lever.runs) < MIN_SEEDS or len(control.runs) < MIN_SEEDS:
+        return (f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{root} bash benchmarks/cpu_protocol.sh "
+                f"{lever_name}`._")
+    every = Row("the same held-out models, their map fitted on every label",
+                tuple({**r, "curve": [{**p, "test_ece_calibrated": p["test_ece_calibrated_every_label"]}
+                                      for p in r["curve"] if "test_ece_calibrated_every_label" in p]}
+                      for r in lever.runs), lever.files)
+    budgets = FM_BUDGETS
+    head = "| paired on seeds " + ",".join(map(str, lever.seeds)) + ", points | " + \
+        " | ".join(f"{n:,}" for n in budgets) + " labels |"
+    lines = [head, "|---" * (len(budgets) + 1) + "|"]
+    for label, a, b, ka, kb in (
+            ("validation error, held out − control", lever, control, "val_error", "val_error"),
+            ("test error, held out − control", lever, control, "test_error", "test_error"),
+            ("calibration error, held out − control", lever, control, "test_ece_calibrated", "test_ece_calibrated"),
+            ("calibration error, the held-out map − the every-label map, same models", lever, lever,
+             "test_ece_calibrated", "test_ece_calibrated_every_label")):
+        lines.append(f"| {label} | " + " | ".join(_paired_cells(a, b, ka, kb, budgets)) + " |")
+    d = _paired_val(lever, control)
+    mean_val = "" if d is None else (f"Over 200-1,000 labels the holdout's mean validation error is "
+                                     f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points from the control's (paired).")
+    return "\n\n".join([
+        f"`{root}` (processor: {_processor(here(lever_name))}):",
+        curve_table("validation error, 20k items", [control, lever], budgets, key="val_error"),
+        curve_table("test error", [control, lever], budgets),
+        curve_table("calibration error of the served probability (ECE, test)", [control, lever, every], budgets,
+                    key="test_ece_calibrated"),
+        "\n".join(lines), mean_val])
+
+
 def section_protocol_seasons() -> str:
     """The seasons split (3 classes of garments) under the same protocol, for the levers run there."""
     where = in_folder(SEASONS_PROTOCOL)
@@ -1399,7 +1455,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "protocol-seasons": section_protocol_seasons, "latent-heads": section_latent_heads,
     "rounds50": section_rounds50, "pilots": section_pilots, "gpu-protocol": section_gpu_protocol,
     "photos": section_photos, "photo-ingest": section_photo_ingest, "ray": section_ray,
-    "ray-capacity": section_ray_capacity,
+    "ray-capacity": section_ray_capacity, "calibration-holdout": section_calibration_holdout,
 }
 DOCUMENTS = (README, ROOT / "deploy" / "README.md")
 

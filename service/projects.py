@@ -173,8 +173,10 @@ class ProjectManager:
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
             marked = info.get("marked")
+            rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
-                                      None if marked is None else frozenset(int(t) for t in marked))
+                                      None if marked is None else frozenset(int(t) for t in marked),
+                                      rows=None if rows is None or st.push_pending else frozenset(int(t) for t in rows))
             # a version whose scoring failed or was cut short has no snapshot: the scored one before it serves
             snapshots = {n: store.dir / f"served-v{n:06d}.npz" for n in store.numbers()}
             for number in sorted(snapshots, key=lambda n: (snapshots[n].exists(), n), reverse=True):
@@ -240,6 +242,7 @@ class ProjectManager:
             "training_failures": st.failures, "last_error": st.last_error, "last_error_at": st.last_error_at,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
             "marked": None if ps.marked is None else sorted(ps.marked),
+            "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
@@ -726,7 +729,7 @@ class ProjectManager:
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
         """Keep what the failed push may have marked; the next poll retries."""
         with st.lock:
-            st.push_state = dataclasses.replace(st.push_state, marked=None if e.marked is None
+            st.push_state = dataclasses.replace(st.push_state, rows=None, marked=None if e.marked is None
                                                 else frozenset(e.marked), queued=None)  # read the queue again
             st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)
@@ -744,7 +747,8 @@ class ProjectManager:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 queued = None if report.queued is None else (report.queue_project_id, report.queued)
-                st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued)
+                st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued,
+                                          report.rows)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
                 if report.newer:  # two backends overwrite each other's predictions: a person has to stop one

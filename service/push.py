@@ -8,7 +8,8 @@ ranking order by ``score``), not for the pool. Steps, each retried with backoff 
 Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s):
 
 1. delete this version's own rows and import the head, as one retried step (an import that timed out may
-   have landed, so a retry deletes again and never duplicates);
+   have landed, so a retry deletes again and never duplicates); a version pushed again because new tasks
+   entered its head only adds rows for head tasks that have none, so its ordering never lapses;
 2. set the project's ``model_version`` and make sure the "Most uncertain first" view exists:
    from here on the view orders the work by this version (``head_visible_at``);
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
@@ -71,6 +72,7 @@ class PushState:
     last_number: int | None = None
     marked: frozenset[int] | None = None
     queued: tuple[int, frozenset[int]] | None = None  # (queue project, source tasks copied there); not persisted
+    rows: frozenset[int] | None = None  # tasks holding a row of version ``last_number`` (None: not known)
 
 
 @dataclass
@@ -81,6 +83,7 @@ class PushReport:
     rows_written: int = 0
     rows_deleted: int = 0
     head: list[int] = field(default_factory=list)
+    rows: frozenset[int] = frozenset()  # tasks holding a row of this version after the push
     marked: set[int] = field(default_factory=set)
     marks_written: int = 0
     queue_project_id: int | None = None
@@ -124,10 +127,19 @@ COLD_START_VERSION = "sae-v0"
 MarksAhead = Callable[[set[int]], None]
 
 
-def _replace_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, rows: list[dict],
-                  report: PushReport) -> None:
-    """The version's own rows deleted, then ``rows`` imported, as one step: an import that timed out may have
-    landed, so each try deletes first and a retry never duplicates."""
+def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, number: int, rows: list[dict],
+                report: PushReport, prior: PushState) -> None:
+    """The version's rows for its head, as one retried step.
+
+    A version pushed again (new tasks entered its head) only adds rows for the head's tasks that
+    have none, deleting nothing, so Label Studio keeps ordering by it throughout. Otherwise, and
+    on any retry (an import that timed out may have landed), the version's own rows are deleted
+    and the head imported, so a retry never duplicates.
+    """
+    have = prior.rows if prior.last_number == number and prior.rows is not None else None
+    tries = iter([have])
+    added: dict[str, frozenset[int] | None] = {}
+
     def timed(fn: Callable, *args) -> int:
         t0 = time.perf_counter()
         try:
@@ -135,13 +147,19 @@ def _replace_rows(step: Callable, client: LabelStudioClient, pid: int, version: 
         finally:
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
-    def replace() -> tuple[int, int]:
+    def write() -> tuple[int, int]:
+        known = next(tries, None)
+        added["to"] = known
+        if known is not None:
+            new = [r for r in rows if r["task"] not in known]
+            return 0, timed(client.import_predictions, pid, new) if new else 0
         return timed(client.delete_predictions, pid, [version]), timed(client.import_predictions, pid, rows) \
             if rows else 0
-    replace.timed_inside = True
+    write.timed_inside = True
 
-    deleted, report.rows_written = step(replace)
+    deleted, report.rows_written = step(write)
     report.rows_deleted += deleted
+    report.rows = frozenset(r["task"] for r in rows) | (added["to"] or frozenset())
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
@@ -162,7 +180,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
     report.head = [int(t) for t in task_ids]
-    _replace_rows(step, client, pid, COLD_START_VERSION, rows, report)
+    _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior)
     step(client.set_model_version, pid, COLD_START_VERSION)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
@@ -199,7 +217,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              "result": config.prediction(served.class_names, served.pred[p])}
             for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
-    _replace_rows(step, client, pid, served.name, rows, report)
+    _write_rows(step, client, pid, served.name, served.number, rows, report, prior)
     step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on

@@ -704,3 +704,19 @@ def test_annotations_created_in_bulk_are_read_by_a_poll_a_moment_later(tmp_path)
     assert app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 99}}).json()["status"] == "ignored"
     assert 99 not in m.projects
     m.shutdown()
+
+
+def test_the_rows_a_push_left_are_known_after_a_restart_unless_a_push_was_pending(tmp_path) -> None:
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000, push_head=5, push_top_k=2)
+    rows = m.projects[1].push_state.rows
+    assert rows is not None and len(rows) == 5 and set(client.imported) == rows
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
+    assert m2.projects[1].push_state.rows == rows
+    m2.shutdown()
+    store = m.store(1)
+    store.write_project({**store.read_project(), "push_pending": True})
+    m3, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
+    assert m3.runner.wait_idle(60)
+    assert client.pushed[-1] == "sae-v1" and m3.projects[1].push_state.rows == rows, "pushed again, all replaced"
+    m3.shutdown()

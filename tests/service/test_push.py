@@ -371,3 +371,38 @@ def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_r
     assert [c[0] for c in client.calls].count("import_predictions") == 2
     assert sorted(r["task"] for r in client.rows) == [11, 12], "each task of the head once"
     assert {"delete_predictions", "import_predictions"} <= set(report.seconds)
+
+
+def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing(tmp_path) -> None:
+    client = Recorder()
+    first = push(client, tmp_path, version=served(3, ((12, 0.05),)), push_head=1)
+    assert first.rows == {12}
+    client.calls.clear()
+    again = push(client, tmp_path, prior=PushState(3, frozenset(first.marked), rows=first.rows),
+                 version=served(3, ((11, 0.01), (12, 0.05))))
+    names = [c[0] for c in client.calls]
+    assert "delete_predictions" not in names[:names.index("set_model_version")], "the view keeps its order"
+    assert ("import_predictions", 4, 1) in client.calls and again.rows_written == 1
+    assert sorted(r["task"] for r in client.rows if r["model_version"] == "sae-v3") == [11, 12]
+    assert again.rows == {11, 12}
+    unknown = push(client, tmp_path, prior=PushState(3, frozenset(again.marked)), version=served(3))
+    assert unknown.rows_deleted == 2 and unknown.rows_written == 2, "rows not known: all replaced"
+
+
+def test_a_retry_of_an_added_row_that_timed_out_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+
+    class LandsThenTimesOut(Recorder):
+        timed_out = False
+
+        def import_predictions(self, pid, predictions):
+            n = super().import_predictions(pid, predictions)
+            if not self.timed_out:
+                self.timed_out = True
+                raise LabelStudioError("Label Studio unreachable (ReadTimeout)", retryable=True)
+            return n
+
+    client = LandsThenTimesOut()
+    client.rows = [{"task": 12, "model_version": "sae-v3"}]
+    report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
+    assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows == {11, 12}
