@@ -651,7 +651,11 @@ class ProjectManager:
         log.info("project %s: %s in service (%s labeled, cv accuracy %s, train %.1f s, score %.1f s)", st.id, name,
                  result.metrics["labeled"], result.metrics["cv_accuracy"], result.metrics["train_seconds"],
                  time.perf_counter() - t_score)
-        self._score_missing(st)
+        try:  # the version serves from here on: what follows fails on its own, not as the training
+            self._score_missing(st)
+        except Exception as e:
+            self.metrics.errors.labels("data").inc()
+            log.error("project %s: tasks new to %s could not be scored: %s", st.id, name, e)
         report("pushing to Label Studio", 1.0)
         self._push(st, client)
 
@@ -714,6 +718,9 @@ class ProjectManager:
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
+            return
+        except Exception as e:  # anything else (a closed client, a bug) fails the push, not the version before it
+            self._push_failed(st, PushError(f"{type(e).__name__}: {e}"), served.name)
             return
         report.marked -= gone
         self._pushed(st, report, changes)

@@ -720,3 +720,22 @@ def test_the_rows_a_push_left_are_known_after_a_restart_unless_a_push_was_pendin
     assert m3.runner.wait_idle(60)
     assert client.pushed[-1] == "sae-v1" and m3.projects[1].push_state.rows == rows, "pushed again, all replaced"
     m3.shutdown()
+
+
+def test_an_unexpected_error_after_the_new_version_serves_fails_the_push_not_the_training(tmp_path) -> None:
+    class ClosedOnPush(FakeClient):
+        closed = False
+
+        def set_model_version(self, project_id, name):
+            if self.closed:
+                raise RuntimeError("Cannot send a request, as the client has been closed.")
+            return super().set_model_version(project_id, name)
+
+    client = ClosedOnPush()
+    m, app, _, _ = first_version(tmp_path, client=client, retrain_min_new_labels=1000)
+    client.closed = True
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v2" and status["last_error"] is None and status["training_failures"] == 0
+    assert "client has been closed" in status["last_push_error"] and status["push_pending"] is True
