@@ -404,7 +404,7 @@ class LabelStudioClient:
         for s in range(0, len(predictions), chunk_size):
             part = predictions[s:s + chunk_size]
             out = self.ls.projects.import_predictions(id=int(project_id), request=part,
-                                                      request_options={"timeout_in_seconds": max(self.timeout, 300)})
+                                                      request_options={"timeout": float(max(self.timeout, 300))})
             created += int(getattr(out, "created", None) or len(part))
         return created
 
