@@ -88,6 +88,19 @@ class Recorder:
         return len(new)
 
 
+class LandsThenTimesOut(Recorder):
+    """Its first import lands, then times out: a retry must not write the rows twice."""
+
+    timed_out = False
+
+    def import_predictions(self, pid, predictions):
+        n = super().import_predictions(pid, predictions)
+        if not self.timed_out:
+            self.timed_out = True
+            raise LabelStudioError("Label Studio unreachable (ReadTimeout)", retryable=True)
+        return n
+
+
 def served(number: int = 3, head: tuple[tuple[int, float], ...] = ((12, 0.05), (11, 0.2))) -> ServedVersion:
     """A scored snapshot with a stand-in model: the push only reads ids, class names, scores and the head."""
     ids = np.array([10, 11, 12])
@@ -356,16 +369,6 @@ def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
 def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
 
-    class LandsThenTimesOut(Recorder):
-        timed_out = False
-
-        def import_predictions(self, pid, predictions):
-            n = super().import_predictions(pid, predictions)
-            if not self.timed_out:
-                self.timed_out = True
-                raise LabelStudioError("Label Studio unreachable (ReadTimeout)", retryable=True)
-            return n
-
     client = LandsThenTimesOut()
     report = push(client, tmp_path, push_retries=3)
     assert [c[0] for c in client.calls].count("import_predictions") == 2
@@ -391,16 +394,6 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
 
 def test_a_retry_of_an_added_row_that_timed_out_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
-
-    class LandsThenTimesOut(Recorder):
-        timed_out = False
-
-        def import_predictions(self, pid, predictions):
-            n = super().import_predictions(pid, predictions)
-            if not self.timed_out:
-                self.timed_out = True
-                raise LabelStudioError("Label Studio unreachable (ReadTimeout)", retryable=True)
-            return n
 
     client = LandsThenTimesOut()
     client.rows = [{"task": 12, "model_version": "sae-v3"}]
