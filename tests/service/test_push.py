@@ -368,7 +368,6 @@ def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
 
 def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
-
     client = LandsThenTimesOut()
     report = push(client, tmp_path, push_retries=3)
     assert [c[0] for c in client.calls].count("import_predictions") == 2
@@ -394,7 +393,6 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
 
 def test_a_retry_of_an_added_row_that_timed_out_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
-
     client = LandsThenTimesOut()
     client.rows = [{"task": 12, "model_version": "sae-v3"}]
     report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
