@@ -108,7 +108,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
         warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members)
-        pseudo = self._pseudo_labels(X, y_pulled) if warm and semi else None
+        pseudo = self._pseudo_labels(X, y) if warm and semi else None  # held items are labeled: never pseudo-labeled
         saes = []
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m

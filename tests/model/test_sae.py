@@ -799,3 +799,24 @@ def test_a_calibration_holdout_keeps_its_labels_from_the_codes_and_calibrates_on
     assert model.get_params()["calibration_holdout"] == 0.4
     with pytest.raises(ValueError, match="calibration_holdout"):
         SAEClassifier(epochs=1, device="cpu", calibration_holdout=1.0).fit(x, y)
+
+
+def test_held_out_labels_are_never_pseudo_labeled_by_the_previous_version(small, monkeypatch) -> None:
+    from model.calibration import holdout
+
+    x, y = small
+    seen = []
+    real_fit = StructuringAutoencoder.fit
+
+    def record(self, X, y, pseudo=None, **kw):
+        seen.append(pseudo)
+        return real_fit(self, X, y, pseudo=pseudo, **kw)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", record)
+    model = SAEClassifier(epochs=1, device="cpu", calibration_holdout=0.4, self_training=1.0,
+                          self_training_threshold=0.0).fit(x, y)
+    model.set_params(warm_start=True).fit(x, y)
+    held = (y >= 0) & holdout(np.arange(len(y)), 0.4)
+    assert seen[0] is None and seen[1] is not None and held.any()
+    assert (seen[1][held] == -1).all(), "the previous version knows their classes: they must not pull"
+    assert (seen[1][y < 0] >= 0).all(), "the unlabeled items are pseudo-labeled (threshold 0)"

@@ -291,3 +291,11 @@ def test_the_calibration_holdout_is_picked_by_task_id_in_first_and_warm_training
     assert held.any() and warm.metrics["warm_start"] and warm.model.calibration_holdout == 0.3
     for y in seen:
         assert (y[held] == -1).all() and (y[~held] == digits_labels[:N][~held]).all()
+
+
+def test_another_calibration_holdout_trains_afresh(pool_dir: str, digits_labels: np.ndarray, tmp_path) -> None:
+    first = train_project(job(pool_dir, digits_labels))
+    save_model(first.model, tmp_path / "v1")
+    assert not train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"),
+                                 calibration_holdout=0.2)).metrics["warm_start"]
+    assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).metrics["warm_start"]
