@@ -1013,6 +1013,9 @@ def section_calibration_holdout(root: str = VAL20K + "-again") -> str:
     if len(lever.runs) < MIN_SEEDS or len(control.runs) < MIN_SEEDS:
         return (f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{root} bash benchmarks/cpu_protocol.sh "
                 f"{lever_name}`._")
+    if _processor(here(lever_name)) != _processor(here(control_name)):  # training reproduces per processor only
+        return (f"_The holdout ran on {_processor(here(lever_name))}, its control on "
+                f"{_processor(here(control_name))}: not comparable; run both on one machine._")
     every = Row("the same held-out models, their map fitted on every label",
                 tuple({**r, "curve": [{**p, "test_ece_calibrated": p["test_ece_calibrated_every_label"]}
                                       for p in r["curve"] if "test_ece_calibrated_every_label" in p]}
@@ -1032,7 +1035,7 @@ def section_calibration_holdout(root: str = VAL20K + "-again") -> str:
     mean_val = "" if d is None else (f"Over 200-1,000 labels the holdout's mean validation error is "
                                      f"{d.mean():+.1f} ± {d.std(ddof=1):.1f} points from the control's (paired).")
     return "\n\n".join([
-        f"`{root}` (processor: {_processor(here(lever_name))}):",
+        f"`{root}` (processor: {_processor(here(lever_name))}, the holdout and its control alike):",
         curve_table("validation error, 20k items", [control, lever], budgets, key="val_error"),
         curve_table("test error", [control, lever], budgets),
         curve_table("calibration error of the served probability (ECE, test)", [control, lever, every], budgets,

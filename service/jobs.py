@@ -55,6 +55,10 @@ class JobRunner:
     def _run(self, project_id: int, kind: str, reason: str) -> None:
         with self._lock:
             self._queued.discard(project_id)
+            if self.closed:  # taken by a worker just before the shutdown: it must not start after it
+                if not self._running and not self._queued:
+                    self.idle.set()
+                return
             self._running.add(project_id)
         try:
             self._work(project_id, kind, reason)

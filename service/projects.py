@@ -121,6 +121,9 @@ class ProjectManager:
         self.sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync")
         self._polling = threading.Lock()
         self._syncing: set[Future] = set()
+        self._sync_lock = threading.Lock()
+        self._poll_again = False
+        self._shut_down = False
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._restore()
         if start_scheduler:
@@ -309,10 +312,11 @@ class ProjectManager:
         """TASKS_CREATED: stored and scored on the background thread, so the webhook answers at once."""
         if not self.mirror(self.get(pid)).ingested or not tasks:
             return "ignored"
-        if self.runner.closed:
-            return "ignored"
-        future = self.sync.submit(self._new_tasks, pid, tasks)
-        self._syncing.add(future)
+        with self._sync_lock:  # the shutdown sees every submitted scoring, or none is submitted
+            if self.runner.closed:
+                return "ignored"
+            future = self.sync.submit(self._new_tasks, pid, tasks)
+            self._syncing.add(future)
         future.add_done_callback(self._syncing.discard)
         return "scoring"
 
@@ -354,7 +358,7 @@ class ProjectManager:
         """After failed trainings in a row, label changes and the poll wait before trying again (not START_TRAINING)."""
         if not st.failures or st.last_error_at is None:
             return False
-        wait = min(RETRY_SECONDS * 2 ** (st.failures - 1), RETRY_MAX_SECONDS)
+        wait = min(RETRY_SECONDS * 2 ** min(st.failures - 1, 16), RETRY_MAX_SECONDS)
         return time.time() < st.last_error_at + wait
 
     def _debounced(self, st: ProjectState, reason: str) -> str:
@@ -422,10 +426,15 @@ class ProjectManager:
 
     def poll(self) -> None:
         """Catch what webhooks missed (the tasks saved since the last poll, counters) and retry pending pushes."""
-        if not self._polling.acquire(blocking=False):  # held for good once the shutdown has begun
+        if not self._polling.acquire(blocking=False):  # a poll runs (it reads again), or the shutdown began
+            self._poll_again = True
             return
         try:
-            self._poll()
+            while True:
+                self._poll_again = False
+                self._poll()
+                if not self._poll_again or self.runner.closed:
+                    break
         finally:
             self._polling.release()
 
@@ -503,13 +512,23 @@ class ProjectManager:
     def shutdown(self, wait_seconds: float = SHUTDOWN_WAIT_SECONDS) -> None:
         """Stop the jobs (a running training stops at its next epoch and resumes at the next start), save the
         mirrors, and let go of ``MODEL_DIR`` only once nothing of this process writes there any more."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        for st in list(self.projects.values()):  # a kill after the grace period is still no crash of the training
+            if st.training:
+                with st.lock:
+                    st.stopped_by_shutdown = True
+                    self._persist(st)
         self.backend.close()
         deadline = time.monotonic() + wait_seconds
         stopped = self.runner.shutdown(wait_seconds)
-        self.sync.shutdown(wait=False, cancel_futures=True)
-        stopped = not futures_wait(list(self._syncing), max(deadline - time.monotonic(), 0.0)).not_done and stopped
+        with self._sync_lock:
+            self.sync.shutdown(wait=False, cancel_futures=True)
+            scoring = list(self._syncing)
+        stopped = not futures_wait(scoring, max(deadline - time.monotonic(), 0.0)).not_done and stopped
         stopped = self._polling.acquire(timeout=max(deadline - time.monotonic(), 0.0)) and stopped
         with self._lock:
             states = list(self.projects.values())

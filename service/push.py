@@ -132,7 +132,9 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     """The version's rows for its head, as one retried step.
 
     A version pushed again (new tasks entered its head) only adds rows for the head's tasks that
-    have none, deleting nothing, so Label Studio keeps ordering by it throughout. Otherwise, and
+    have none, deleting nothing, so Label Studio keeps ordering by it throughout (a task opened
+    meanwhile may hold a row Label Studio stored from ``/predict`` as well: a second row of the
+    same score, gone with the version's rows at the next version's push). Otherwise, and
     on any retry (an import that timed out may have landed), the version's own rows are deleted
     and the head imported, so a retry never duplicates.
     """

@@ -44,7 +44,15 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
     """Record one webhook's change; returns what became of it (``debounced``, ``ignored``, ...)."""
     source = queue_source(m, pid, body)
     if action in ("ANNOTATIONS_CREATED", "PROJECT_UPDATED"):  # bulk labels, a config edit: a poll reads them
-        return m.poll_soon(action) if source is not None or m.get(pid, create=False) is not None else "ignored"
+        st = source or m.get(pid, create=False)
+        if st is None:
+            return "ignored"
+        if action == "PROJECT_UPDATED":  # sent for any edit, this backend's own model version too: configs only
+            project = body.get("project")
+            xml = project.get("label_config") if isinstance(project, dict) else None
+            if not xml or xml == st.label_config:
+                return "ignored"
+        return m.poll_soon(action)
     if source is not None:
         return _queue_event(m, source, action, body)
     if action == "ANNOTATIONS_DELETED":

@@ -104,3 +104,11 @@ def test_a_shutdown_drops_what_waits_and_waits_a_while_for_what_runs() -> None:
     assert runner.shutdown(wait_seconds=10) is True
     assert work.calls == [(1, "first")], "neither the follow-up nor the waiting project ran"
     assert not runner.is_busy(1) and not runner.is_busy(2)
+
+
+def test_a_job_a_worker_took_just_before_the_shutdown_does_not_start() -> None:
+    work = Blocking()
+    runner = JobRunner(work)
+    assert runner.shutdown() is True
+    runner._run(5, "train", "taken before the shutdown, run after it")
+    assert work.calls == [] and runner.wait_idle(1)

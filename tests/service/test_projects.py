@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import time
@@ -302,6 +303,7 @@ def test_a_task_deleted_after_scoring_is_left_out_of_the_next_push(tmp_path) -> 
     client.tasks = [t for t in client.tasks if t["id"] != gone]
     assert webhook(app, "TASKS_DELETED", tasks=[{"id": gone}]) == "removed"
     m.projects[1].push_pending = True
+    m.projects[1].push_state = dataclasses.replace(m.projects[1].push_state, rows=None)  # after a failed push, say
     m.runner.request(1, "test: push again", "push")
     assert m.runner.wait_idle(60)
     status = app.get("/projects/1/status").json()
@@ -573,6 +575,7 @@ def test_a_job_that_outlasts_the_shutdown_keeps_the_directory_locked(tmp_path) -
         time.sleep(0.05)
     m.shutdown(wait_seconds=0.5)
     assert other_process(tmp_path).returncode == 3, "still held: a job of this process still writes there"
+    assert m.store(1).read_project()["training_stopped_by_shutdown"] is True, "a kill from here is no crash"
     release.set()
     assert m.runner.wait_idle(60)
 
@@ -716,9 +719,13 @@ def test_the_rows_a_push_left_are_known_after_a_restart_unless_a_push_was_pendin
     m2.shutdown()
     store = m.store(1)
     store.write_project({**store.read_project(), "push_pending": True})
+    deleted = []
+    real = client.delete_predictions
+    client.delete_predictions = lambda pid, versions=None: deleted.append(versions) or real(pid, versions)
     m3, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
     assert m3.runner.wait_idle(60)
-    assert client.pushed[-1] == "sae-v1" and m3.projects[1].push_state.rows == rows, "pushed again, all replaced"
+    assert client.pushed[-1] == "sae-v1" and m3.projects[1].push_state.rows == rows
+    assert ["sae-v1"] in deleted, "rows not known after a pending push: the version's rows replaced"
     m3.shutdown()
 
 
@@ -739,3 +746,36 @@ def test_an_unexpected_error_after_the_new_version_serves_fails_the_push_not_the
     status = app.get("/projects/1/status").json()
     assert status["model_version"] == "sae-v2" and status["last_error"] is None and status["training_failures"] == 0
     assert "client has been closed" in status["last_push_error"] and status["push_pending"] is True
+
+
+def test_a_project_edit_asks_for_a_poll_only_when_it_changed_the_label_config(tmp_path) -> None:
+    _, app, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+
+    def project_updated(config: str) -> str:
+        body = {"action": "PROJECT_UPDATED", "project": {"id": 1, "label_config": config}}
+        return app.post("/webhook", json=body).json()["status"]
+
+    assert project_updated(CONFIG) == "ignored", "this backend's own model version PATCH, say"
+    assert project_updated(CONFIG.replace("<View>", "<View> ")) == "polling"
+
+
+def test_a_poll_asked_for_while_one_runs_makes_that_one_read_again(tmp_path, monkeypatch) -> None:
+    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    runs = []
+
+    def poll_body():
+        runs.append(1)
+        if len(runs) == 1:
+            m.poll()  # a poll_soon firing meanwhile: the lock is held
+    monkeypatch.setattr(m, "_poll", poll_body)
+    m.poll()
+    assert len(runs) == 2
+
+
+def test_the_training_pause_stays_bounded_however_many_failures(tmp_path) -> None:
+    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    st.failures, st.last_error_at = 5000, time.time()
+    assert m.backing_off(st)
+    st.last_error_at -= 3601
+    assert not m.backing_off(st), "an hour at most"
