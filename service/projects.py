@@ -710,14 +710,15 @@ class ProjectManager:
             with st.lock:
                 self._persist(st)
         m = self.mirror(st)
-        if len(set(m.labels(config)[0].values())) >= 2:
+        labels = m.labels(config)[0]
+        if len(set(labels.values())) >= 2:
             log.info("project %s: labels arrived during the cold start; training instead of suggesting", st.id)
             self.runner.request(st.id, "labels arrived during the cold start")
             return
         self._progress(st)("pushing to Label Studio", 1.0)
-        try:
-            report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store], s, st.push_state,
-                                      self._marking(st))
+        try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
+            report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
+                                      s, st.push_state, self._marking(st))
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return

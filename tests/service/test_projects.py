@@ -779,3 +779,22 @@ def test_the_training_pause_stays_bounded_however_many_failures(tmp_path) -> Non
     assert m.backing_off(st)
     st.last_error_at -= 3601
     assert not m.backing_off(st), "an hour at most"
+
+
+def test_a_cold_start_suggestion_labeled_before_its_push_is_left_out_of_it(tmp_path) -> None:
+    from tests.service.test_app import FakeClient
+
+    client = FakeClient(n=60, labeled=0)
+    client.fail_push = True
+    m, app, client = make(tmp_path, client=client, push_head=5, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    first = m.projects[1].suggested[0]
+    task = next(t for t in client.tasks if t["id"] == first)
+    task["annotations"] = [choice("3", 4000)]
+    webhook(app, "ANNOTATION_CREATED", annotation={**choice("3", 4000), "task": first})
+    client.fail_push = False
+    m.poll()
+    assert m.runner.wait_idle(120)
+    assert client.rows == {"sae-v0": 4} and first not in client.imported
