@@ -193,8 +193,8 @@ def test_without_cold_start_no_labels_is_an_error_and_nothing_is_pushed(tmp_path
     assert "at least two classes" in status["last_error"] and client.pushed == []
 
 
-def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path, monkeypatch) -> None:
-    from service import training
+def cold_start_whose_push_failed(tmp_path):
+    """Five suggestions of a project without labels, made, kept, and not pushed (Label Studio refused)."""
     from tests.service.test_app import FakeClient
 
     client = FakeClient(n=60, labeled=0)
@@ -203,6 +203,13 @@ def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path
     app.post("/setup", json={"project": "1.1", "schema": CONFIG})
     webhook(app, "START_TRAINING")
     assert m.runner.wait_idle(120)
+    return m, app, client
+
+
+def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path, monkeypatch) -> None:
+    from service import training
+
+    _, app, client = cold_start_whose_push_failed(tmp_path)
     status = app.get("/projects/1/status").json()
     assert status["cold_start_suggestions"] == 5 and status["last_push_error"] and client.pushed == []
     calls = []
@@ -782,14 +789,7 @@ def test_the_training_pause_stays_bounded_however_many_failures(tmp_path) -> Non
 
 
 def test_a_cold_start_suggestion_labeled_before_its_push_is_left_out_of_it(tmp_path) -> None:
-    from tests.service.test_app import FakeClient
-
-    client = FakeClient(n=60, labeled=0)
-    client.fail_push = True
-    m, app, client = make(tmp_path, client=client, push_head=5, push_top_k=5)
-    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
-    webhook(app, "START_TRAINING")
-    assert m.runner.wait_idle(120)
+    m, app, client = cold_start_whose_push_failed(tmp_path)
     first = m.projects[1].suggested[0]
     task = next(t for t in client.tasks if t["id"] == first)
     task["annotations"] = [choice("3", 4000)]
