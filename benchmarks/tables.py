@@ -107,6 +107,16 @@ def curve_table(title: str, rows: list[Row], budgets: Iterable[int], key: str = 
     return "\n".join(lines)
 
 
+def _paired_cells(a: Row, b: Row, key_a: str, key_b: str, budgets: Iterable[int]) -> list[str]:
+    """Per budget, ``a[key_a] - b[key_b]`` per shared seed in points, mean ± sd (blank below 3 seeds)."""
+    cells = []
+    for n in budgets:
+        va, vb = a.values(n, key_a), b.values(n, key_b)
+        both = sorted(set(va) & set(vb))
+        cells.append(_pct([va[s] - vb[s] for s in both], signed=True) if len(both) >= MIN_SEEDS else "")
+    return cells
+
+
 def paired_table(title: str, pairs: list[tuple[str, Row, Row]], budgets: Iterable[int]) -> str:
     """Per-seed difference A - B in points (negative: A has the lower error), mean ± sd over shared seeds."""
     budgets = list(budgets)
@@ -117,11 +127,7 @@ def paired_table(title: str, pairs: list[tuple[str, Row, Row]], budgets: Iterabl
         shared = sorted(set(a.seeds) & set(b.seeds))
         if len(shared) < MIN_SEEDS:
             continue
-        cells = []
-        for n in budgets:
-            va, vb = a.values(n), b.values(n)
-            both = [s for s in shared if s in va and s in vb]
-            cells.append(_pct([va[s] - vb[s] for s in both], signed=True) if len(both) >= MIN_SEEDS else "")
+        cells = _paired_cells(a, b, "test_error", "test_error", budgets)
         lines.append(f"| {label} | {','.join(map(str, shared))} | " + " | ".join(cells) + " |")
         kept += 1
     return "\n".join(lines) if kept else ""
@@ -985,16 +991,6 @@ SEASONS_MORE_SEEDS = "protocol-seasons-10k-seeds3-4"  # seeds 3-4 of the seasons
 
 
 CALIBRATION_HOLDOUT = ("flip-semi500-lam099-warm5-ema95", "flip-semi500-lam099-warm5-ema95-calib10")  # control, lever
-
-
-def _paired_cells(a: Row, b: Row, key_a: str, key_b: str, budgets: Iterable[int]) -> list[str]:
-    """Per budget, ``a[key_a] - b[key_b]`` per shared seed in points, mean ± sd (blank below 3 seeds)."""
-    cells = []
-    for n in budgets:
-        va, vb = a.values(n, key_a), b.values(n, key_b)
-        both = [s for s in sorted(set(va) & set(vb))]
-        cells.append(_pct([va[s] - vb[s] for s in both], signed=True) if len(both) >= MIN_SEEDS else "")
-    return cells
 
 
 def section_calibration_holdout(root: str = VAL20K + "-again") -> str:

@@ -81,7 +81,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         keep = counts[y] >= 2  # a class with one label cannot be held out and kept: it sits out, the rest calibrate
         z, y, on = z[keep], y[keep], on[keep]
         counts = np.bincount(y)
-        if len(y) < 20 or np.count_nonzero(counts) < 2:
+        if len(y) < MIN_CALIBRATION or np.count_nonzero(counts) < 2:
             return None
         folds = int(min(5, counts[counts > 0].min()))
         conf, right = np.zeros(len(y)), np.zeros(len(y))

@@ -103,6 +103,17 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` so that a crash or power cut leaves the old content or the new, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
 def _append_bytes(path: Path, expected_size: int, data: np.ndarray, fsync: bool) -> None:
     """Append after cutting anything a failed earlier write left past ``expected_size``."""
     with open(path, "ab") as fh:
@@ -253,12 +264,8 @@ class PoolStore:
         return ids, items
 
     def _write_meta(self, item_shape: tuple[int, ...], dtype: np.dtype) -> None:
-        tmp = self._path("meta.json.tmp")
-        tmp.write_text(json.dumps({"format": _FORMAT, "item_shape": list(item_shape), "dtype": dtype.str}))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._path("meta.json"))
-        fsync_dir(self.directory)
+        write_durably(self._path("meta.json"),
+                      json.dumps({"format": _FORMAT, "item_shape": list(item_shape), "dtype": dtype.str}))
 
     def append(self, task_ids: Sequence[int] | np.ndarray, items: np.ndarray) -> None:
         """Store ``items[i]`` under ``task_ids[i]``; an id that is live already is replaced.

@@ -139,8 +139,7 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     and the head imported, so a retry never duplicates.
     """
     have = prior.rows if prior.last_number == number and prior.rows is not None else None
-    tries = iter([have])
-    added: dict[str, frozenset[int] | None] = {}
+    known_at: list[frozenset[int] | None] = []  # per try, the rows it added to (None: it replaced them all)
 
     def timed(fn: Callable, *args) -> int:
         t0 = time.perf_counter()
@@ -150,8 +149,8 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
     def write() -> tuple[int, int]:
-        known = next(tries, None)
-        added["to"] = known
+        known = None if known_at else have
+        known_at.append(known)
         if known is not None:
             new = [r for r in rows if r["task"] not in known]
             return 0, timed(client.import_predictions, pid, new) if new else 0
@@ -161,7 +160,7 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
 
     deleted, report.rows_written = step(write)
     report.rows_deleted += deleted
-    report.rows = frozenset(r["task"] for r in rows) | (added["to"] or frozenset())
+    report.rows = frozenset(r["task"] for r in rows) | (known_at[-1] or frozenset())
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,

@@ -122,7 +122,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     # codes pulled by labels a new holdout keeps out would still carry them: another holdout trains afresh
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
         and list(prev.class_names or []) == list(job.class_names) and _same_networks(prev, s) \
-        and float(getattr(prev, "calibration_holdout", 0.0)) == float(s.calibration_holdout)
+        and float(prev.calibration_holdout) == float(s.calibration_holdout)
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:

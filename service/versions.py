@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from model.persistence import load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
-from service.pool_store import fsync_dir
+from service.pool_store import write_durably
 
 log = logging.getLogger("sae_backend.versions")
 
@@ -133,14 +132,8 @@ class VersionStore:
         return out
 
     def write_project(self, info: dict) -> None:
-        """Written whole and synced before the rename, so a power cut leaves the old record or the new one."""
-        tmp = self.dir / "project.json.tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(info, indent=1))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.dir / "project.json")
-        fsync_dir(self.dir)
+        """Synced before it replaces the old record, so a power cut leaves the old record or the new one."""
+        write_durably(self.dir / "project.json", json.dumps(info, indent=1))
 
     def read_project(self) -> dict | None:
         """The project's record, or None. One that cannot be read (a file system that tore the write) is set
