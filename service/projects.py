@@ -74,6 +74,7 @@ class ProjectState:
     first_event_at: float | None = None
     interrupted: str | None = None
     training_reason: str | None = None
+    forced_training: bool = False  # a training asked for outright (START_TRAINING, cron, resume) is pending
     reading_labels: dict[int, int] | None = None
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
@@ -320,9 +321,12 @@ class ProjectManager:
         future.add_done_callback(self._syncing.discard)
         return "scoring"
 
-    def request_training(self, pid: int, reason: str) -> str:
+    def request_training(self, pid: int, reason: str, forced: bool = True) -> str:
+        """``forced=False`` (label changes): the training checks again when it starts that enough changed."""
         st = self.get(pid)
         st.first_event_at = None
+        if forced:  # only set here: a label change coalesced with a pending forced request must not undo it
+            st.forced_training = True
         outcome = self.runner.request(pid, reason, TRAIN)
         self.metrics.queue.set(self.runner.queue_length())
         log.info("project %s: training %s (%s)", pid, outcome, reason)
@@ -367,8 +371,9 @@ class ProjectManager:
             st.first_event_at = now
         delay = self.settings.retrain_debounce_seconds
         if delay <= 0 or now - st.first_event_at >= self.settings.retrain_max_delay_seconds:
-            return self.request_training(st.id, reason)
+            return self.request_training(st.id, reason, forced=False)
         self.scheduler.add_job(self.request_training, "date", args=[st.id, f"debounced: {reason}"],
+                               kwargs={"forced": False},
                                run_date=datetime.now().astimezone() + timedelta(seconds=delay),
                                id=f"debounce-{st.id}", replace_existing=True, misfire_grace_time=None)
         return "debounced"
@@ -563,6 +568,13 @@ class ProjectManager:
             if st.push_pending and st.served is not None:
                 self._push(st, self.client(st))
             return
+        forced, st.forced_training = st.forced_training, False
+        if not forced and self._nothing_new(st):
+            log.info("project %s: no training, fewer than %s label changes since %s by now (%s)", pid,
+                     self.settings.retrain_min_new_labels, st.version_name, reason)
+            if st.push_pending and st.served is not None:  # a pending training absorbed the push
+                self._push(st, self.client(st))
+            return
         st.training, st.training_reason, st.stopped_by_shutdown = True, reason, False
         st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
         with st.lock:
@@ -595,6 +607,14 @@ class ProjectManager:
             self.metrics.training.labels(str(pid)).set(0)
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
+
+    def _nothing_new(self, st: ProjectState) -> bool:
+        """A label-driven training whose changes the version in service already has, e.g. a follow-up asked for
+        while the training before it had not yet read the labels, would learn nothing new."""
+        if st.served is None or st.config is None or not self.mirror(st).ingested:
+            return False
+        labels, _ = self.mirror(st).labels(st.config)
+        return count_changes(labels, st.served.labels) < self.settings.retrain_min_new_labels
 
     def _class_distances(self, config: LabelConfig) -> tuple[tuple[float, ...], ...] | None:
         """``CLASS_DISTANCES`` in this project's class order, read at every training so an edit takes effect."""

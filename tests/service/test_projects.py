@@ -798,3 +798,35 @@ def test_a_cold_start_suggestion_labeled_before_its_push_is_left_out_of_it(tmp_p
     m.poll()
     assert m.runner.wait_idle(120)
     assert client.rows == {"sae-v0": 4} and first not in client.imported
+
+
+class GatedBackend(CountingBackend):
+    """Holds each training until let go, so that requests arrive while one runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go, self.started = threading.Event(), threading.Event()
+
+    def run(self, job, progress=None):
+        self.started.set()
+        assert self.go.wait(60)
+        return super().run(job, progress)
+
+
+def test_a_label_driven_training_that_finds_nothing_new_when_it_starts_trains_nothing(tmp_path) -> None:
+    m, _, _, backend = first_version(tmp_path, retrain_min_new_labels=3)
+    m.projects[1].push_pending = True
+    assert m.request_training(1, "follow-up (debounced: ANNOTATION_CREATED: 3 label changes)", forced=False) == "queued"
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    assert backend.runs == 1 and st.version_name == "sae-v1", "sae-v1 already has the changes that asked for it"
+    assert not st.push_pending, "the push a training would have ended with still ran"
+    m.backend = gated = GatedBackend()
+    assert m.request_training(1, "START_TRAINING") == "queued" and gated.started.wait(60)
+    m.request_training(1, "START_TRAINING")
+    assert m.request_training(1, "debounced: poll: 0 label changes", forced=False) == "coalesced"
+    gated.go.set()
+    assert m.runner.wait_idle(120)
+    assert gated.runs == 2 and m.projects[1].version_name == "sae-v3", \
+        "a START_TRAINING stays asked for when a label-driven request takes its place in the queue"
+    m.shutdown()
