@@ -71,9 +71,8 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         task = body.get("task")
         tid = ann.get("task") if not isinstance(task, dict) else task.get("id")
         tid = tid if tid is not None else task
-        if tid is not None and ann.get("id") is not None:  # during an ingest too: it keeps the newer word
-            _id(ann["id"], "annotation.id")
-            mirror.upsert_annotation(_id(tid, "the annotation's task id"), ann)
+        _id(ann.get("id"), "annotation.id")  # Label Studio always names both: a body without them records nothing
+        mirror.upsert_annotation(_id(tid, "the annotation's task id"), ann)  # during an ingest too: newer word wins
         return m.labels_changed(pid, action)
     tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
     for t in tasks:

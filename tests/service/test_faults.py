@@ -13,7 +13,7 @@ from connectors.label_studio import LabelStudioClient
 from service.app import create_app
 from service.training import LocalTrainingBackend
 from tests.integration.conftest import Backend
-from tests.service.test_app import CONFIG, BlockingBackend, FakeClient, make
+from tests.service.test_app import CONFIG, BlockingBackend, FakeClient, choice, make
 
 
 class CountingBackend(LocalTrainingBackend):
@@ -32,7 +32,7 @@ def test_webhook_storm_gives_a_handful_of_trainings(tmp_path):
     m.scheduler.start()
     app.post("/setup", json={"project": "1.1", "schema": CONFIG})
     for i in range(1000):
-        body = {"action": "ANNOTATION_CREATED", "annotation": {"id": i},
+        body = {"action": "ANNOTATION_CREATED", "annotation": {**choice(str(i % 10), 10_000 + i), "task": 1 + i % 40},
                 "project": {"id": 1, "num_tasks_with_annotations": 40 + i // 20}}
         assert app.post("/webhook", json=body).status_code == 200
         if i % 100 == 0:
