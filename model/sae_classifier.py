@@ -108,7 +108,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
         warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members)
-        pseudo = self._pseudo_labels(X, y) if warm and semi else None  # held items are labeled: never pseudo-labeled
+        pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
@@ -130,11 +130,23 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         set_n_features(self, self.sae_.input_shape_)
         return self
 
-    def _pseudo_labels(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-        """The previous fit's class for unlabeled items it is confident of, -1 elsewhere."""
+    def _pseudo_labels(self, X: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray | None:
+        """The previous fit's class for unlabeled items it is confident of, -1 elsewhere.
+
+        With a calibration holdout the guesses come from an SVM on the previous codes of the pulled labels
+        only: the previous SVM learned from the held ones too, and its guesses about their neighbours would
+        carry them into the structure term.
+        """
         if float(self.self_training) <= 0 or not hasattr(self, "svm_"):
             return None
-        pred, conf = self.predict_confidence(X)
+        if held.any():
+            z = self.transform(X)
+            pulled = (y >= 0) & ~held
+            svm = LatentSVM(n_classes=self.svm_.n_classes_, C=self.svm_C, calibrate=False).fit(z[pulled], y[pulled])
+            scores = svm.decision_function(z)
+            pred, conf = np.argmax(scores, axis=1), svm.confidence_from_scores(scores)
+        else:
+            pred, conf = self.predict_confidence(X)
         return np.where((y < 0) & (conf >= float(self.self_training_threshold)), pred, -1)
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -820,3 +820,26 @@ def test_held_out_labels_are_never_pseudo_labeled_by_the_previous_version(small,
     assert seen[0] is None and seen[1] is not None and held.any()
     assert (seen[1][held] == -1).all(), "the previous version knows their classes: they must not pull"
     assert (seen[1][y < 0] >= 0).all(), "the unlabeled items are pseudo-labeled (threshold 0)"
+
+
+def test_pseudo_labels_carry_nothing_of_the_held_out_labels(small, monkeypatch) -> None:
+    """The previous version's SVM learned from the held labels; the guesses that pull must not."""
+    from model.calibration import holdout
+
+    x, y = small
+    seen = []
+    real_fit = StructuringAutoencoder.fit
+
+    def record(self, X, y, pseudo=None, **kw):
+        seen.append(pseudo)
+        return real_fit(self, X, y, pseudo=pseudo, **kw)
+
+    monkeypatch.setattr(StructuringAutoencoder, "fit", record)
+    held = (y >= 0) & holdout(np.arange(len(y)), 0.4)
+    other = np.where(held, (y + 1) % 10, y)
+    for labels in (y, other):  # the same codes (held labels never pull), two different previous SVMs
+        model = SAEClassifier(epochs=1, device="cpu", calibration_holdout=0.4, self_training=1.0,
+                              self_training_threshold=0.0).fit(x, labels)
+        model.set_params(warm_start=True).fit(x, labels)
+    assert held.any() and seen[0] is None and seen[2] is None
+    np.testing.assert_array_equal(seen[1], seen[3])
