@@ -543,14 +543,16 @@ class DataFetcher:
         """The key goes only where Label Studio serves task data: its files and the storage resolver.
 
         Any other path of Label Studio (an export, an admin page) would be requested as the key's
-        owner by whoever can import a task naming it.
+        owner by whoever can import a task naming it. A ``.`` or ``..`` segment (percent-encoded too) is
+        refused: the client drops them before it sends, so ``/data/../api/...`` would reach the API.
         """
         path = urlsplit(url).path
         if self._ls_prefix and path.startswith(self._ls_prefix + "/"):
             path = path[len(self._ls_prefix):]
-        if not (path.startswith(("/data/", "/storage-data/")) or _RESOLVE_PATH.fullmatch(path)):
-            raise TaskDataError(f"refused {self._shown(url)}: Label Studio is read only under /data/... and its "
-                                "storage resolvers (/tasks/<id>/resolve/, /presign/)")
+        dots = any(seg in (".", "..") for seg in unquote(path).replace("\\", "/").split("/"))
+        if dots or not (path.startswith(("/data/", "/storage-data/")) or _RESOLVE_PATH.fullmatch(path)):
+            raise TaskDataError(f"refused {self._shown(url)}: Label Studio is read only under /data/... (no . or .. "
+                                "segments) and its storage resolvers (/tasks/<id>/resolve/, /presign/)")
 
     def _status_message(self, url: str, status: int, to_ls: bool) -> str:
         message = f"GET {self._shown(url)} answered HTTP {status}"

@@ -589,7 +589,10 @@ def test_sixteen_bit_grey_scales_like_before_in_float32() -> None:
 
 
 
-@pytest.mark.parametrize("path", ["/api/projects/1/export?exportType=JSON", "/projects/1/settings", "/tasks/7/"])
+@pytest.mark.parametrize("path", ["/api/projects/1/export?exportType=JSON", "/projects/1/settings", "/tasks/7/",
+                                  "/data/../api/projects/1/export?exportType=JSON", "/data/upload/../../api/users/",
+                                  "/data/%2e%2e/api/users/", "/data/upload/%2E%2E/./x.png",
+                                  "/data/upload/..%5c..%5capi/"])
 def test_the_key_goes_to_label_studio_only_where_it_serves_task_data(ls, path: str) -> None:
     with pytest.raises(TaskDataError, match="only under /data/"):
         DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(path)
