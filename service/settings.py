@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     def _auth_pair(self) -> Settings:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.label_studio_api_key and not self.label_studio_url:
+            raise ValueError("LABEL_STUDIO_API_KEY goes only to the server LABEL_STUDIO_URL names: set it too (without "
+                             "it, the key would go to whatever hostname a /setup call names)")
         return self
 
     def api_key(self) -> str | None:

@@ -57,6 +57,7 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"SAE_LAMBDA": "1.5"}, "SAE_LAMBDA"),
     ({"SAE_MAX_SHIFT": "-1"}, "SAE_MAX_SHIFT"),
     ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
+    ({"LABEL_STUDIO_API_KEY": "a-key"}, "LABEL_STUDIO_URL"),
     ({"QUERY_STRATEGY": "loudest"}, "QUERY_STRATEGY"),
     ({"QUERY_STRATEGY": "typicality-margin:until"}, "QUERY_STRATEGY"),
     ({"QUERY_STRATEGY": "margin:until=3"}, "QUERY_STRATEGY"),
@@ -69,6 +70,7 @@ def test_the_head_must_cover_the_marks() -> None:
 ])
 def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,
                                                             named: str) -> None:
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(Exception) as e:
