@@ -35,7 +35,7 @@ import numpy as np
 from connectors.annotations import resolve_label
 from connectors.item_codec import ItemCodec, pick_image_format
 from connectors.label_config import LabelConfig
-from connectors.label_studio import LabelStudioClient, parse_time
+from connectors.label_studio import LabelStudioClient, LabelStudioError, parse_time
 from connectors.task_data import DataFetcher, TaskDataError
 from service.mirror_db import MirrorDB, MirrorDBError, Snapshot
 from service.pool_store import PoolStore
@@ -430,7 +430,11 @@ class ProjectMirror:
     def reconcile(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
                   full_scan_seconds: float, queue_project_id: int | None = None) -> dict:
         """Catch what webhooks missed. A few small requests when nothing moved; returns what was re-read
-        (labels: ``"changed"`` for the tasks saved since the last read, ``"all"`` for every labeled task)."""
+        (labels: ``"changed"`` for the tasks saved since the last read, ``"all"`` for every labeled task).
+
+        The queue project is read last and fails alone (``queue_error``): the project's own reads stand. A queue
+        project Label Studio no longer has (404) takes its labels with it (``queue_gone``).
+        """
         with self.writer:
             counters, at = self._counters(client, self.project_id)
             full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
@@ -448,14 +452,20 @@ class ProjectMirror:
                     done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved)
 
             done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, read_tasks)
-            if queue_project_id is not None:
-                q, q_at = self._counters(client, queue_project_id, newest=False)
-                q["project"] = queue_project_id
-                before = self.state.get("queue_counters") or {}
-                done["queue"] = self._read_labels(client, True, queue_project_id, q_at,
-                                                  full or before.get("project") != queue_project_id, q != before)
-                self.state["queue_counters"] = q
             self.state["counters"] = counters
+            if queue_project_id is not None:
+                try:
+                    q, q_at = self._counters(client, queue_project_id, newest=False)
+                    q["project"] = queue_project_id
+                    before = self.state.get("queue_counters") or {}
+                    done["queue"] = self._read_labels(client, True, queue_project_id, q_at,
+                                                      full or before.get("project") != queue_project_id, q != before)
+                    self.state["queue_counters"] = q
+                except LabelStudioError as e:
+                    done["queue_error"] = str(e)
+                    done["queue_gone"] = e.status_code == 404
+                    if done["queue_gone"]:
+                        self.forget_queue()
             if full:
                 self.state["full_scan_at"] = time.time()
             self.save()
@@ -629,6 +639,13 @@ class ProjectMirror:
         gone = (set(self.store.ids().tolist()) | set(self.skipped)) - seen
         if gone:
             self.remove_tasks(gone)
+
+    def forget_queue(self) -> None:
+        """The queue project was deleted, and its annotations with it: they no longer count for their sources."""
+        with self.lock:
+            self._set_store(True, {})
+            self._index.pop(True, None)
+            self.state.pop("queue_counters", None)
 
     def scan_queue(self, client: LabelStudioClient, queue_project_id: int) -> None:
         """Labels made in the queue project count for their source tasks."""

@@ -466,7 +466,8 @@ class ProjectManager:
                         self.request_training(pid, "poll: cold start")
                     continue
                 queue = st.queue_project_id if self.settings.push_mode == "queue" else None
-                m.reconcile(client, st.config, self.fetcher(st), self.settings.reconcile_full_scan_seconds, queue)
+                self._queue_read(st, m.reconcile(client, st.config, self.fetcher(st),
+                                                 self.settings.reconcile_full_scan_seconds, queue))
                 self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
             except Exception as e:
                 self._poll_failed(pid, "poll", e)
@@ -483,6 +484,21 @@ class ProjectManager:
                 self.labels_changed(pid, "poll")
             except Exception as e:  # nor one project the others
                 self._poll_failed(pid, "label check", e)
+
+    def _queue_read(self, st: ProjectState, done: dict) -> None:
+        """A queue project that cannot be read fails neither the poll nor a training; a deleted one is made again."""
+        if not done.get("queue_error"):
+            return
+        self.metrics.errors.labels("poll").inc()
+        if not done.get("queue_gone"):
+            log.warning("project %s: its queue project could not be read: %s", st.id, done["queue_error"])
+            return
+        log.warning("project %s: its queue project %s is gone from Label Studio, and its labels with it; the next "
+                    "push makes a new one", st.id, st.queue_project_id)
+        with st.lock:
+            st.queue_project_id = None
+            st.push_pending = st.served is not None
+            self._persist(st)
 
     def poll_soon(self, reason: str) -> str:
         """A change a webhook names but does not carry (annotations created in bulk, a project edit): the poll,
@@ -641,7 +657,7 @@ class ProjectManager:
         else:
             report("reading changes", 0.0)
             queue = st.queue_project_id if self.settings.push_mode == "queue" else None
-            m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue)
+            self._queue_read(st, m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue))
         m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)

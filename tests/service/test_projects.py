@@ -830,3 +830,50 @@ def test_a_label_driven_training_that_finds_nothing_new_when_it_starts_trains_no
     assert gated.runs == 2 and m.projects[1].version_name == "sae-v3", \
         "a START_TRAINING stays asked for when a label-driven request takes its place in the queue"
     m.shutdown()
+
+
+class QueueDeleted(FakeClient):
+    """A queue project that holds one label until a user deletes the whole project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queues, self.deleted = [77, 78], set()
+        self.source = next(t["id"] for t in self.tasks if not t["annotations"])
+
+    def ensure_queue_project(self, pid):
+        return next(q for q in self.queues if q not in self.deleted)
+
+    def queued_sources(self, qid):
+        return set()
+
+    def copy_to_queue(self, qid, tasks, have=None):
+        return len(tasks)
+
+    def get_project(self, project_id):
+        from connectors.label_studio import LabelStudioError
+
+        if project_id in self.deleted:
+            raise LabelStudioError("get_project: Label Studio answered HTTP 404: Not found", False, 404)
+        return super().get_project(project_id)
+
+    def queue_labels(self, queue_project_id, updated_after=None):
+        if queue_project_id == 77:
+            yield self.source, 9001, [{**choice("5", 7001), "task": 9001}]
+
+
+def test_a_deleted_queue_project_takes_its_labels_with_it_and_the_next_push_makes_a_new_one(tmp_path) -> None:
+    m, _, client, _ = first_version(tmp_path, client=QueueDeleted(), push_mode="queue", retrain_min_new_labels=1000)
+    st = m.projects[1]
+    assert st.queue_project_id == 77
+    m.poll()
+    assert m.mirror(st).labels(st.config)[0][client.source] == 5, "a label made in the queue counts"
+    client.deleted.add(77)
+    m.poll()
+    assert st.queue_project_id is None and st.push_pending and st.last_error is None
+    assert client.source not in m.mirror(st).labels(st.config)[0], "the queue's labels went with it"
+    assert m.store(1).read_project()["queue_project_id"] is None
+    m.poll()
+    assert m.runner.wait_idle(60) and st.queue_project_id == 78 and not st.push_pending
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120) and st.version_name == "sae-v2" and st.last_error is None, "trainings go on"
+    m.shutdown()
