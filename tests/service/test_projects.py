@@ -682,7 +682,7 @@ def test_a_failing_part_of_the_poll_stops_neither_the_rest_of_it_nor_other_proje
 
     monkeypatch.setattr(m, "_score_missing", scoring_fails)
     monkeypatch.setattr(m, "labels_changed", labels_changed)
-    monkeypatch.setattr(m, "mirror", lambda st: type("Ingested", (), {"ingested": True, "reconcile": lambda *a: None,
+    monkeypatch.setattr(m, "mirror", lambda st: type("Ingested", (), {"ingested": True, "reconcile": lambda *a: {},
                                                                       "state": {}})())
     monkeypatch.setattr(m, "_wants_cold_start", lambda st: False)
     m.poll()
