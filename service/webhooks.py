@@ -79,9 +79,8 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         _id(t.get("id"), "tasks[].id")
     if action == "TASKS_CREATED":
         return m.tasks_created(pid, tasks)
-    if action == "TASKS_DELETED":
-        if mirror.ingested:
-            mirror.remove_tasks([int(t["id"]) for t in tasks])
+    if action == "TASKS_DELETED":  # during an ingest too: a task read before its deletion must not stay
+        mirror.remove_tasks([int(t["id"]) for t in tasks])
         return "removed"
     return "ignored"
 

@@ -125,13 +125,13 @@ def test_a_save_writes_only_what_changed_and_a_reload_sees_all_of_it(tmp_path, f
     m.remove_annotations([a["id"] for a in m.annotations[1]])
     m.upsert_queue_annotation(7, choice("1", 5001))
     m.skipped[59] = "not an image"
-    m.retrying[58] = 2
+    m.retrying[99] = 2  # a task not stored yet
     m.state["counters"] = {"task_number": 61}
     m.save()
     assert m.db.rows_written == 3, "a task emptied, a queue label, a skip"
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert (again.annotations, again.queue_annotations) == (m.annotations, m.queue_annotations)
-    assert (again.skipped, again.retrying) == ({59: "not an image"}, {58: 2})
+    assert (again.skipped, again.retrying) == ({59: "not an image"}, {99: 2})
     assert again.state["counters"] == {"task_number": 61} and again.ingested
     del m.skipped[59]
     m.save()
@@ -142,12 +142,12 @@ def test_a_mirror_json_from_before_is_moved_into_the_database(tmp_path, fetcher)
     m, _ = ingested(tmp_path, fetcher)
     legacy = {"annotations": {str(t): a for t, a in m.annotations.items()},
               "queue_annotations": {"7": [choice("1", 5001)]}, "skipped": {"59": "not an image"},
-              "retrying": {"58": 1}, "state": m.state}
+              "retrying": {"99": 1}, "state": m.state}
     (tmp_path / "mirror" / "mirror.db").unlink()
     (tmp_path / "mirror" / "mirror.json").write_text(json.dumps(legacy))
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert not (tmp_path / "mirror" / "mirror.json").exists() and (tmp_path / "mirror" / "mirror.db").exists()
-    assert again.labels(CFG)[0] == {**m.labels(CFG)[0], 7: 1} and again.retrying == {58: 1} and again.ingested
+    assert again.labels(CFG)[0] == {**m.labels(CFG)[0], 7: 1} and again.retrying == {99: 1} and again.ingested
     assert ProjectMirror(tmp_path / "mirror", 1).skipped == {59: "not an image"}, "read from the database now"
 
 
@@ -754,3 +754,42 @@ def test_a_journal_left_without_its_database_is_moved_away_before_a_move_from_mi
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert again.ingested and again.labels(CFG)[0] == m.labels(CFG)[0], "the moved database was not overwritten"
     assert list((tmp_path / "mirror").glob("mirror.db-journal.orphan-*"))
+
+
+def test_a_retry_stored_just_before_a_kill_is_not_counted_twice_after_it(tmp_path, fetcher, monkeypatch) -> None:
+    real, failures = ItemCodec.load, {"left": 1}
+
+    def flaky(self, fetcher, value, task_id=None):
+        if task_id == 11 and failures["left"] > 0:
+            failures["left"] -= 1
+            raise TaskDataError("GET /data/11.png answered HTTP 503", temporary=True)
+        return real(self, fetcher, value, task_id)
+
+    monkeypatch.setattr(ItemCodec, "load", flaky)
+    m, client = ingested(tmp_path, fetcher)
+    assert m.retrying == {11: 1}
+    monkeypatch.setattr(ProjectMirror, "save", lambda self: None)  # killed before the mirror's save
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert 11 in m.store
+    monkeypatch.undo()
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert again.retrying == {} and 11 in again.store
+    client.scans.clear()
+    again.reconcile(client, CFG, fetcher, 3600)
+    assert "ids" not in client.scans, "the counts agree: no poll reads every task id"
+
+
+def test_a_task_deleted_while_its_item_is_fetched_is_not_kept(tmp_path, fetcher, monkeypatch) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    real = ItemCodec.load
+
+    def deleted_meanwhile(self, fetcher, value, task_id=None):
+        if task_id == 501:
+            m.remove_tasks([501])  # a TASKS_DELETED webhook while the fetch runs
+        return real(self, fetcher, value, task_id)
+
+    monkeypatch.setattr(ItemCodec, "load", deleted_meanwhile)
+    new = [{"id": 500 + i, "data": client.tasks[i]["data"], "annotations": [{**choice("1", 900 + i), "task": 500 + i}]}
+           for i in range(2)]
+    assert m.add_tasks(new, CFG, fetcher).tolist() == [500]
+    assert 500 in m.store and 501 not in m.store and 501 not in m.annotations

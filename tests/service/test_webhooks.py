@@ -39,3 +39,14 @@ def test_a_queue_is_known_by_its_recorded_id_or_by_the_source_its_tasks_name() -
     assert queue_source(m, 2, {"task": {"meta": {"source_project": 1}}}) is None, "a served project is its own"
     assert queue_source(m, 78, {"task": {"meta": {"source_project": 9}}}) is None, "an unknown source"
     assert queue_source(m, 1, claimed) is None, "a project claiming itself"
+
+
+def test_a_task_deleted_during_the_first_ingest_does_not_stay_in_the_pool(tmp_path) -> None:
+    m, app, client = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    st = m.get(1)
+    mirror = m.mirror(st)
+    mirror.add_tasks(client.tasks[:3], st.config, m.fetcher(st))  # the ingest's first page, stored
+    assert not mirror.ingested and 2 in mirror.store
+    r = app.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 1}, "tasks": [{"id": 2}]})
+    assert r.json()["status"] == "removed" and 2 not in mirror.store and 2 not in mirror.annotations
