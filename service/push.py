@@ -31,6 +31,7 @@ pushed. It returns a :class:`PushReport`; it writes no shared state.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -232,7 +233,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if older:
         report.rows_deleted += step(client.delete_predictions, pid, older) or 0
     top = head[: settings.push_top_k]
-    marks = {tid: {"rank": r + 1, "margin": round(v, 6), "model_version": served.name}
+    marks = {tid: {"rank": r + 1, "margin": round(v, 6) if math.isfinite(v) else None, "model_version": served.name}
              for r, (tid, v) in enumerate(top)}
     previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
     carried = set(prior.marked or ()) & set(exclude or ())  # labeled since: the mark stays, cleared if unlabeled again

@@ -397,3 +397,13 @@ def test_a_retry_of_an_added_row_that_timed_out_replaces_the_version_s_rows(tmp_
     client.rows = [{"task": 12, "model_version": "sae-v3"}]
     report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
     assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows == {11, 12}
+
+
+def test_a_mark_whose_margin_is_not_finite_is_still_valid_json(tmp_path) -> None:
+    import json
+
+    client = Recorder()
+    push(client, tmp_path, version=served(head=((12, float("nan")), (11, 0.2))))
+    marks = next(c for c in client.calls if c[0] == "bulk_mark")[2]
+    assert marks == {12: {"rank": 1, "margin": None, "model_version": "sae-v3"}}
+    json.dumps(marks, allow_nan=False)
