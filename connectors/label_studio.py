@@ -235,6 +235,8 @@ class LabelStudioClient:
             filters = LABELED_FILTER if labeled else UNLABELED_FILTER
         filters = filters or {"conjunction": "and", "items": []}
         if updated_after is not None:
+            if filters.get("conjunction", "and") != "and" and filters.get("items"):
+                raise ValueError("updated_after narrows only filters joined by 'and' (with 'or' it would widen them)")
             filters = {**filters, "items": [*filters.get("items", []), _updated_after(updated_after)]}
         ordering = ordering or ["tasks:id"]
         params: dict[str, Any] = {"project": int(project_id), "page_size": int(page_size), "fields": fields}
@@ -414,18 +416,12 @@ class LabelStudioClient:
         return self._request("GET", f"/api/projects/{int(project_id)}/model-versions/").json()
 
     @_wrap
-    def delete_predictions(self, project_id: int, model_versions: list[str] | None = None) -> int:
-        """Delete every prediction of the project (one Data Manager action), or only these versions.
+    def delete_predictions(self, project_id: int, model_versions: list[str]) -> int:
+        """Delete these versions' predictions, never a project's whole set: the others are the team's.
 
-        Deleting by version uses ``DELETE /api/projects/{id}/model-versions/``, one call per version;
-        LS then clears the project's ``model_version`` if it was one of them. Idempotent; returns the
-        number deleted.
+        ``DELETE /api/projects/{id}/model-versions/``, one call per version; LS then clears the
+        project's ``model_version`` if it was one of them. Idempotent; returns the number deleted.
         """
-        if model_versions is None:
-            r = self._request("POST", "/api/dm/actions", params={"id": "delete_tasks_predictions",
-                                                                 "project": int(project_id)},
-                              json={"selectedItems": {"all": True, "excluded": []}}, timeout=max(self.timeout, 120))
-            return int(r.json().get("processed_items") or 0)
         n = 0
         for v in model_versions:
             r = self._request("DELETE", f"/api/projects/{int(project_id)}/model-versions/",

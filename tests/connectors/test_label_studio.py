@@ -84,3 +84,12 @@ def test_times_go_to_label_studio_in_utc_and_come_back_aware() -> None:
     assert back == two_hours_east and back.tzinfo is not None
     assert parse_time("2026-03-01T10:30:05") == datetime(2026, 3, 1, 10, 30, 5, tzinfo=timezone.utc)
     assert parse_time(None) is None and parse_time("not a time") is None
+
+
+def test_updated_after_is_refused_where_it_would_widen_the_filters(client) -> None:
+    from datetime import datetime, timezone
+
+    either = {"conjunction": "or", "items": [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number",
+                                              "value": 3}]}
+    with pytest.raises(ValueError, match="'and'"):
+        next(client.iter_tasks(1, filters=either, updated_after=datetime.now(timezone.utc)))
