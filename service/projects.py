@@ -9,6 +9,7 @@ project at a time. Request handlers only record changes and answer.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -47,6 +48,7 @@ RANKING_KEEP = 1000
 SHUTDOWN_WAIT_SECONDS = 30.0  # a job still running after this keeps MODEL_DIR locked until the process exits
 RETRY_SECONDS, RETRY_MAX_SECONDS = 60.0, 3600.0  # after failed trainings in a row: 1, 2, 4 ... 60 minutes
 RESUMES_AFTER_CRASHES = 2  # a training that took the process down with it is resumed at start this often in a row
+SLOW_LABEL_CHECK_SECONDS = 0.2  # a label check this slow (O(labeled): a very large project) runs once per burst
 SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
 
 
@@ -80,6 +82,7 @@ class ProjectState:
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
     client_key: tuple | None = None  # the (URL, key) of the client this project last used
     scoring_seconds: float | None = None
+    label_check_seconds: float = 0.0  # how long the last label check took
     suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -338,6 +341,18 @@ class ProjectManager:
             else (st.served.labels if st.served else {})
         return count_changes(labels, base)
 
+    def label_webhook(self, pid: int, reason: str) -> str:
+        """A webhook's label change, recorded already: checked at once, or, where a check takes long (it reads
+        every labeled task), once per burst a second later, so that webhooks answer within Label Studio's 1 s."""
+        st = self.get(pid)
+        if st.label_check_seconds < SLOW_LABEL_CHECK_SECONDS or not self.scheduler.running:
+            return self.labels_changed(pid, reason)
+        with contextlib.suppress(ConflictingIdError):  # one is due: it reads this change too
+            self.scheduler.add_job(self.labels_changed, "date", args=[pid, f"{reason} and what followed"],
+                                   run_date=datetime.now().astimezone() + timedelta(seconds=1),
+                                   id=f"label-check-{pid}", misfire_grace_time=None)
+        return "checking"
+
     def labels_changed(self, pid: int, reason: str) -> str:
         """Debounced trigger: train once enough labels changed since the version in service."""
         st = self.get(pid)
@@ -347,8 +362,10 @@ class ProjectManager:
             if st.served is not None or self.runner.is_busy(pid):
                 return "ingesting"
             return self._debounced(st, f"{reason}: first connection")
+        t0 = time.perf_counter()
         labels, _ = self.mirror(st).labels(st.config)
         n = self.changes(st, labels)
+        st.label_check_seconds = time.perf_counter() - t0
         if self.backing_off(st):
             return "backing-off"
         if st.served is None and st.reading_labels is None:

@@ -61,7 +61,7 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         if st is None:  # nothing of it is mirrored, and a queue no push recorded must not become a project
             return "ignored"
         m.mirror(st).remove_annotations(gone)
-        return m.labels_changed(pid, action)
+        return m.label_webhook(pid, action)
     st = m.get(pid)
     if action == "START_TRAINING":
         return m.request_training(pid, "START_TRAINING")
@@ -73,7 +73,7 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         tid = tid if tid is not None else task
         _id(ann.get("id"), "annotation.id")  # Label Studio always names both: a body without them records nothing
         mirror.upsert_annotation(_id(tid, "the annotation's task id"), ann)  # during an ingest too: newer word wins
-        return m.labels_changed(pid, action)
+        return m.label_webhook(pid, action)
     tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
     for t in tasks:
         _id(t.get("id"), "tasks[].id")
@@ -114,8 +114,8 @@ def _queue_event(m: ProjectManager, source: ProjectState, action: str, body: dic
             return "ignored"
         _id(ann["id"], "annotation.id")
         mirror.upsert_queue_annotation(_id(src, "task.meta.source_task"), ann)
-        return m.labels_changed(source.id, f"queue {action}")
+        return m.label_webhook(source.id, f"queue {action}")
     if action == "ANNOTATIONS_DELETED":
         mirror.remove_queue_annotations(_deleted_ids(body))
-        return m.labels_changed(source.id, f"queue {action}")
+        return m.label_webhook(source.id, f"queue {action}")
     return "ignored"

@@ -877,3 +877,24 @@ def test_a_deleted_queue_project_takes_its_labels_with_it_and_the_next_push_make
     m.request_training(1, "START_TRAINING")
     assert m.runner.wait_idle(120) and st.version_name == "sae-v2" and st.last_error is None, "trainings go on"
     m.shutdown()
+
+
+def test_on_a_project_whose_label_check_is_slow_a_burst_of_label_webhooks_is_checked_once_a_moment_later(
+        tmp_path, monkeypatch) -> None:
+    m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=3)
+    m.scheduler.start()
+    checks = []
+    real = m.labels_changed
+    monkeypatch.setattr(m, "labels_changed", lambda pid, reason: checks.append(reason) or real(pid, reason))
+    m.projects[1].label_check_seconds = 5.0  # as on a project with millions of labeled tasks
+    unlabeled = [t for t in client.tasks if not t["annotations"]][:3]
+    outcomes = [webhook(app, "ANNOTATION_CREATED", annotation={**choice("2", 8000 + i), "task": t["id"]})
+                for i, t in enumerate(unlabeled)]
+    assert outcomes == ["checking"] * 3 and checks == [], "the webhooks answer without reading every label"
+    deadline = time.monotonic() + 60
+    while backend.runs < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(checks) == 1, "one check for the burst, and it counted all three changes"
+    assert m.runner.wait_idle(120) and m.projects[1].version_name == "sae-v2"
+    m.shutdown()
