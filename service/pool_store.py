@@ -186,6 +186,7 @@ class PoolStore:
         if committed:
             fsync_dir(self.directory)
             self._path(_COMMIT_MARKER).unlink()
+            fsync_dir(self.directory)  # a marker back after a power cut would commit a later compaction's partial files
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink()
 
