@@ -403,7 +403,8 @@ class ProjectMirror:
                 break
         if raws:
             mode, size = pick_image_format(raws, self.state["fmt"].get("size"))
-            self.state["fmt"].update(mode=mode, size=size)
+            with self.lock:  # save() copies the state from other threads
+                self.state["fmt"].update(mode=mode, size=size)
 
     # ---- reading Label Studio -----------------------------------------------------------------------
     def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
@@ -426,7 +427,8 @@ class ProjectMirror:
                 gone = set(self.store.ids().tolist()) - set(seen_ids)
             if gone:
                 self.remove_tasks(gone)
-            self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
+            with self.lock:
+                self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
             if at is not None:
                 self._mark(self.project_id, at, None, _clock())
             self.save()
@@ -472,7 +474,8 @@ class ProjectMirror:
                     done["tasks"] = self._read_tasks(client, config, fetcher, counters, saved)
 
             done["labels"] = self._read_labels(client, False, self.project_id, at, full, labels_moved, read_tasks)
-            self.state["counters"] = counters
+            with self.lock:
+                self.state["counters"] = counters
             if queue_project_id is not None:
                 try:
                     q, q_at = self._counters(client, queue_project_id, newest=False)
@@ -480,14 +483,16 @@ class ProjectMirror:
                     before = self.state.get("queue_counters") or {}
                     done["queue"] = self._read_labels(client, True, queue_project_id, q_at,
                                                       full or before.get("project") != queue_project_id, q != before)
-                    self.state["queue_counters"] = q
+                    with self.lock:
+                        self.state["queue_counters"] = q
                 except LabelStudioError as e:
                     done["queue_error"] = str(e)
                     done["queue_gone"] = e.status_code == 404
                     if done["queue_gone"]:
                         self.forget_queue()
             if full:
-                self.state["full_scan_at"] = time.time()
+                with self.lock:
+                    self.state["full_scan_at"] = time.time()
             self.save()
             return done
 
