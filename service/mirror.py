@@ -230,6 +230,14 @@ class ProjectMirror:
         """A queue project's ANNOTATIONS_DELETED; returns the source tasks that lost one."""
         return self._remove(True, annotation_ids)
 
+    def remove_queue_tasks(self, queue_task_ids: Iterable[int]) -> list[int]:
+        """A queue project's TASKS_DELETED: the labels made on those copies; returns the source tasks that lost one.
+        O(queue labels): the queue holds only the top of the ranking."""
+        gone = {int(i) for i in queue_task_ids}
+        with self.lock:
+            ids = [a.get("id") for anns in self.queue_annotations.values() for a in anns if a.get("task") in gone]
+        return self._remove(True, ids)
+
     def _store(self, queue: bool) -> dict[int, list[dict]]:
         """Read under the lock: a scan replaces the whole dict, and a change must land in the new one."""
         return self.queue_annotations if queue else self.annotations

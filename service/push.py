@@ -44,7 +44,7 @@ from service.served import ServedVersion
 from service.settings import Settings
 from service.versions import own_versions
 
-QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED")
 log = logging.getLogger("sae_backend.push")
 VIEW_TITLE = "Most uncertain first"
 UNLABELED_FILTER = {"conjunction": "and", "items": [

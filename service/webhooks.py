@@ -118,4 +118,8 @@ def _queue_event(m: ProjectManager, source: ProjectState, action: str, body: dic
     if action == "ANNOTATIONS_DELETED":
         mirror.remove_queue_annotations(_deleted_ids(body))
         return m.label_webhook(source.id, f"queue {action}")
+    if action == "TASKS_DELETED":  # a queue task's labels go with it
+        mirror.remove_queue_tasks([_id(_object(t, "tasks[]").get("id"), "tasks[].id")
+                                   for t in _list(body.get("tasks"), "tasks")])
+        return m.label_webhook(source.id, f"queue {action}")
     return "ignored"

@@ -376,6 +376,11 @@ def test_a_queue_project_s_webhook_counts_for_the_source_task_at_once(tmp_path) 
     app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77}, "annotations": [{"id": 555}]})
     assert source not in m.mirror(m.projects[1]).labels(m.projects[1].config)[0]
     assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "created, corrected, deleted: net zero"
+    app.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 77}, "annotation": ann,
+                               "task": queue_task})
+    r = app.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 77}, "tasks": [{"id": 9001}]})
+    assert r.status_code == 200 and 77 not in m.projects
+    assert source not in m.mirror(m.projects[1]).labels(m.projects[1].config)[0], "the queue task took its label"
 
 
 def test_a_queue_label_that_arrives_before_the_push_recorded_the_queue_is_counted_by_its_meta(tmp_path) -> None:

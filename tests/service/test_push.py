@@ -293,7 +293,7 @@ def test_with_backend_url_the_queue_project_sends_its_labels_here(tmp_path) -> N
          basic_auth_pass="pw")
     (call,) = [c for c in client.calls if c[0] == "ensure_webhook"]
     assert call[1:4] == (99, "http://sae:9090/webhook", ("ANNOTATION_CREATED", "ANNOTATION_UPDATED",
-                                                        "ANNOTATIONS_DELETED"))
+                                                        "ANNOTATIONS_DELETED", "TASKS_DELETED"))
     assert call[4] == {"Authorization": "Basic YW5uOnB3"}
 
 
