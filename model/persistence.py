@@ -57,6 +57,7 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
         "n_classes": int(model.n_classes_),
         "custom_networks": custom,
         "history": sae.history_,
+        "pulled_held": bool(getattr(model, "pulled_held_", False)),
         "metadata": metadata or {},
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -145,4 +146,5 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     clf.classes_ = np.arange(clf.n_classes_)
     set_n_features(clf, sae.input_shape_)
     clf.metadata_ = settings.get("metadata", {})
+    clf.pulled_held_ = bool(settings.get("pulled_held", False))
     return clf

@@ -91,8 +91,9 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not 0.0 <= float(self.calibration_holdout) < 1.0:
             raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
         held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
-        if len(np.unique(y[labeled & ~held])) < 2:
-            held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls
+        self.pulled_held_ = bool(held.any()) and len(np.unique(y[labeled & ~held])) < 2
+        if self.pulled_held_:
+            held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls; the next fit starts afresh
         y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
         if clash:

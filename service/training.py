@@ -119,10 +119,11 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
     # reordered classes would swap their positions; another latent size or encoder width needs new networks
-    # codes pulled by labels a new holdout keeps out would still carry them: another holdout trains afresh
+    # codes pulled by labels a holdout keeps out would still carry them: another holdout, or a version whose few
+    # labels all pulled (held ones too), trains afresh
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
         and list(prev.class_names or []) == list(job.class_names) and _same_networks(prev, s) \
-        and float(prev.calibration_holdout) == float(s.calibration_holdout)
+        and float(prev.calibration_holdout) == float(s.calibration_holdout) and not prev.pulled_held_
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:

@@ -299,3 +299,24 @@ def test_another_calibration_holdout_trains_afresh(pool_dir: str, digits_labels:
     assert not train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"),
                                  calibration_holdout=0.2)).metrics["warm_start"]
     assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"))).metrics["warm_start"]
+
+
+def test_a_version_whose_few_labels_all_pulled_is_not_warm_started_from(pool_dir: str, digits_labels: np.ndarray,
+                                                                        tmp_path) -> None:
+    from model.calibration import holdout
+
+    ids = np.arange(1000, 1000 + N)
+    y = digits_labels[:N]
+    held = (y >= 0) & holdout(ids, 0.3)
+    one_held = int(np.flatnonzero(held)[0])
+    other = int(np.flatnonzero((y >= 0) & ~held & (y != y[one_held]))[0])
+    few = np.full_like(digits_labels, -1)
+    few[[one_held, other]] = digits_labels[[one_held, other]]  # one class outside the holdout: both pull
+    first = train_project(job(pool_dir, few, calibration_holdout=0.3))
+    assert first.model.pulled_held_
+    save_model(first.model, tmp_path / "v1")
+    second = train_project(job(pool_dir, digits_labels, str(tmp_path / "v1"), calibration_holdout=0.3))
+    assert not second.metrics["warm_start"] and not second.model.pulled_held_, "the held label it pulled is let go"
+    save_model(second.model, tmp_path / "v2")
+    assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v2"), calibration_holdout=0.3)).metrics[
+        "warm_start"]
