@@ -487,3 +487,13 @@ def test_a_calibration_holdout_reports_both_maps_on_the_same_model() -> None:
     assert any(p["test_ece_calibrated_every_label"] != p["test_ece_calibrated"] for p in curve)
     with pytest.raises(SimulationError, match="calibration-holdout"):
         SimulationSettings(calibration_holdout=1.0).validate()
+
+
+def test_the_stop_estimate_compares_only_stop_items_still_unlabeled(monkeypatch) -> None:
+    compared = []
+    real = simulate_module.agreement
+    monkeypatch.setattr(simulate_module, "agreement", lambda a, b: compared.append(len(a)) or real(a, b))
+    s = SimulationSettings(models=["ae"], strategies=["margin"], initial=20, per_round=15, rounds=2, seeds=1,
+                           pool_size=150, test_size=100, epochs=2, device="cpu", stop_set_size=150)
+    run_one(load_digits_dataset(), s, "ae", "margin", seed=0, log=lambda _: None)
+    assert compared == [150 - 35, 150 - 50], "the whole pool is the stop set: its labeled items sit out"
