@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import re
@@ -410,6 +411,8 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         point = {"labeled": n_lab, "test_error": round(err, 5), "train_seconds": round(seconds, 3),
                  "test_ece": round(expected_calibration_error(conf, pred == y_test), 5),
                  "test_reliability": reliability(conf, pred == y_test)}
+        if r == 0:  # which training items the run started from: runs paired by seed should share it
+            point["start"] = hashlib.sha256(np.sort(pool[first]).astype(np.int64).tobytes()).hexdigest()[:16]
         if isinstance(model, SAEClassifier):
             prob = model.svm_.probability_from_confidence(conf)
             point["test_ece_calibrated"] = round(expected_calibration_error(prob, pred == y_test), 5)

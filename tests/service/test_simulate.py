@@ -54,13 +54,14 @@ def test_cli_simulate_writes_curve_and_png(tmp_path, capsys) -> None:
     runs = result["runs"]
     assert [(r["model"], r["strategy"], r["seed"]) for r in runs] == [
         ("sae", "margin", 0), ("sae", "random", 0), ("classifier", "margin", 0), ("classifier", "random", 0)]
+    assert len({r["curve"][0]["start"] for r in runs}) == 1, "every model+strategy of a seed starts alike"
     for r in runs:
         assert set(r) == {"model", "strategy", "seed", "curve"}
         assert [p["labeled"] for p in r["curve"]] == [30, 60]
         first = {"labeled", "test_error", "train_seconds", "test_ece", "test_reliability"}
         if r["model"] == "sae":
             first |= {"test_ece_calibrated", "test_reliability_calibrated"}
-        assert set(r["curve"][0]) == first
+        assert set(r["curve"][0]) == first | {"start"}
         assert set(r["curve"][1]) == first | {"stop_kappa", "stop"}
         assert 0.0 <= r["curve"][0]["test_ece"] <= 1.0
         assert sum(r["curve"][0]["test_reliability"]["count"]) == 200
