@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +53,25 @@ def _label_config(names: list[str]) -> str:
     choices = "".join(f'<Choice value="{n}"/>' for n in names)
     return (f'<View><Image name="image" value="$image"/><Choices name="choice" toName="image" '
             f'choice="single" showInline="true">{choices}</Choices></View>')
+
+
+_ITEM_FILE = re.compile(r"item(\d{6})\.png$")
+
+
+def tasks_of_items(client: LabelStudioClient, project_id: int, n: int) -> list[int]:
+    """The task of each uploaded item, read from its file name (``item000042.png``): the order of the ids an
+    import answers is no promise, and one item taken for another would score both annotators wrongly."""
+    found: dict[int, int] = {}
+    for task in client.iter_tasks(project_id, fields="task_only"):
+        for value in (task.get("data") or {}).values():
+            m = _ITEM_FILE.search(str(value))
+            if m:
+                found[int(m.group(1))] = int(task["id"])
+    missing = [i for i in range(n) if i not in found]
+    if missing:
+        raise RuntimeError(f"project {project_id}: {len(missing)} uploaded items have no task "
+                           f"(first: item {missing[0]})")
+    return [found[i] for i in range(n)]
 
 
 def _pngs(x: np.ndarray, upscale: int) -> list[tuple[str, bytes]]:
@@ -135,9 +155,9 @@ def run_demo(s: DemoSettings, log: Callable[[str], None] = print) -> dict:
     stamp = time.strftime("%H:%M")
     for strategy, title in (("margin", "uncertainty order"), ("random", "random order")):
         pid = client.create_project(f"{s.dataset} {title} {stamp}", config)
-        ids = []
         for c in tqdm(range(0, len(files), 100), desc=f"upload to '{title}'", unit="x100"):
-            ids += client.upload_files(pid, files[c:c + 100])
+            client.upload_files(pid, files[c:c + 100])
+        ids = tasks_of_items(client, pid, len(files))
         ml = client.connect_ml_backend(pid, backend.url)
         projects[strategy] = {"id": pid, "ml": ml, "truth": dict(zip(ids, truth_all.tolist(), strict=True)),
                               "labeled": set(), "curve": [], "version": None}

@@ -37,3 +37,15 @@ def test_serve_refuses_an_unknown_log_level(capsys) -> None:
     with pytest.raises(SystemExit) as e:
         main(["serve", "--log-level", "trace"])
     assert e.value.code == 2 and "--log-level" in capsys.readouterr().err
+
+
+def test_the_demo_knows_each_item_s_task_by_its_file_name_whatever_the_import_order() -> None:
+    from types import SimpleNamespace
+
+    from service.demo import tasks_of_items
+
+    tasks = [{"id": 30 + i, "data": {"image": f"/data/upload/4/ab12cd-item{i:06d}.png"}} for i in (2, 0, 1)]
+    client = SimpleNamespace(iter_tasks=lambda pid, fields: iter(tasks))
+    assert tasks_of_items(client, 4, 3) == [30, 31, 32]
+    with pytest.raises(RuntimeError, match="item 3"):
+        tasks_of_items(client, 4, 4)
