@@ -302,6 +302,33 @@ def mirror_saves_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def epoch_time_table() -> str:
+    """One epoch of SAE training over 60k images (benchmarks/epoch_time.py), one row per run as recorded."""
+    lines = ["| device | conv channels | epoch (median) | epochs timed | peak resident memory |", "|---" * 5 + "|"]
+    for name in ("epoch-time-h200.jsonl", "epoch-time-cpu.jsonl"):
+        path = RESULTS / name
+        for rec in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+            device = rec["device_name"] if rec["device"] == "cuda" else f"{rec['threads']}-core CPU"
+            rss = rec.get("peak_rss_mb")
+            lines.append(f"| {device} | {'/'.join(map(str, rec['channels']))} | {rec['median_epoch_seconds']:.2f} s | "
+                         f"{len(rec['epoch_seconds'])} | {'not measured' if rss is None else f'{rss / 1e3:.2f} GB'} |")
+    return "\n".join(lines)
+
+
+def predict_load_table(data: dict) -> str:
+    """``/predict`` under concurrent clients (benchmarks/predict_load.py)."""
+    lines = ["| phase | tasks per request | clients | p50 | p99 | requests/s | tasks/s |", "|---" * 7 + "|"]
+    names = {"idle": "idle", "training": "during a training"}
+
+    def ms(v: float) -> str:
+        return f"{v:.0f} ms" if v >= 100 else f"{v:.1f} ms"
+
+    for r in data["rows"]:
+        lines.append(f"| {names[r['phase']]} | {r['per_request']} | {r['concurrency']} | {ms(r['p50_ms'])} | "
+                     f"{ms(r['p99_ms'])} | {r['requests_per_s']:.0f} | {r['tasks_per_s']:,.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     loop = _load("loop-latency-v2-cpu.json")
     if loop:
@@ -342,6 +369,12 @@ def main() -> None:
         if data:
             print(f"{title} ({data['machine']}):\n")
             print(table(data) + "\n")
+    print("Epoch time:\n")
+    print(epoch_time_table() + "\n")
+    load = _load("predict-load-cpu.json")
+    if load:
+        print(f"/predict under load ({load['machine']}):\n")
+        print(predict_load_table(load) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

@@ -93,3 +93,26 @@ def test_the_mirror_saves_table_reads_medians_from_the_raw_repeats() -> None:
     lines = loop_tables.mirror_saves_table({"rows": [row]}).splitlines()
     assert lines[2] == "| 100,000 | `mirror.db`, what changed (now) | 0.020 s | 0.002 s | 12 | 1.80 s | 37 MB |"
     assert lines[3] == "| 100,000 | `mirror.json`, the whole file (before) | 0.900 s | 0.700 s | all | 1.25 s | 32 MB |"
+
+
+def _tables(text: str) -> list[str]:
+    """Each markdown table in ``text``, its lines stripped of indentation."""
+    blocks, current = [], []
+    for line in [*text.splitlines(), ""]:
+        if line.strip().startswith("|"):
+            current.append(line.strip())
+        elif current:
+            blocks.append("\n".join(current))
+            current = []
+    return blocks
+
+
+def test_every_readme_table_of_a_kind_this_script_prints_is_one_it_prints(capsys) -> None:
+    """The live-loop, soak and speed tables are pasted by hand: a table edited or left behind fails here."""
+    loop_tables.main()
+    printed = _tables(capsys.readouterr().out)
+    headers = {b.splitlines()[0] for b in printed}
+    pasted = [b for b in _tables((ROOT / "README.md").read_text()) if b.splitlines()[0] in headers]
+    assert len(pasted) >= 15
+    stale = [b.splitlines()[0][:60] + " ..." for b in pasted if b not in printed]
+    assert stale == [], "run python benchmarks/loop_tables.py and paste the tables again"
