@@ -19,6 +19,7 @@ annotations, the queue project's labels, unreadable tasks and the sync state liv
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from service.pool_store import PoolStore
 
 log = logging.getLogger("sae_backend.mirror")
 Progress = Callable[[str, float], None]
+REMEMBER_REMOVED = 100_000  # deleted task ids kept, so a TASKS_CREATED scored after its TASKS_DELETED stores nothing
 _ANNOTATION_FIELDS = ("id", "task", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
 _COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number",
              "ground_truth_number")
@@ -134,6 +136,7 @@ class ProjectMirror:
         self._resolved_for: tuple | None = None
         self._index: dict[bool, dict[int, int]] = {}  # per store (queue or not): annotation id -> task
         self._removed_while_adding: set[int] | None = None  # deleted while add_tasks fetched: not to be stored
+        self._removed: dict[int, None] = {}  # the latest deleted ids (Label Studio never reuses one), oldest first
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
         if image_size:
@@ -308,6 +311,9 @@ class ProjectMirror:
         with self.lock:
             if self._removed_while_adding is not None:
                 self._removed_while_adding.update(ids)
+            self._removed.update(dict.fromkeys(ids))
+            for old in list(itertools.islice(self._removed, max(0, len(self._removed) - REMEMBER_REMOVED))):
+                del self._removed[old]
             for t in ids:
                 self.annotations.pop(t, None)
                 self.queue_annotations.pop(t, None)
@@ -345,6 +351,8 @@ class ProjectMirror:
         with self.lock:
             for task in tasks:
                 tid = int(task["id"])
+                if tid in self._removed:  # deleted before this read of it got here
+                    continue
                 anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
                 if anns:
                     slims = [_slim(a) for a in anns]
@@ -494,7 +502,7 @@ class ProjectMirror:
                     with self.lock:
                         self.state["queue_counters"] = q
                 except LabelStudioError as e:
-                    done["queue_error"] = str(e)
+                    done["queue_error"], done["queue_project"] = str(e), queue_project_id
                     done["queue_gone"] = e.status_code == 404
                     if done["queue_gone"]:
                         self.forget_queue()

@@ -350,7 +350,8 @@ class ProjectManager:
         with contextlib.suppress(ConflictingIdError):  # one is due: it reads this change too
             self.scheduler.add_job(self.labels_changed, "date", args=[pid, f"{reason} and what followed"],
                                    run_date=datetime.now().astimezone() + timedelta(seconds=1),
-                                   id=f"label-check-{pid}", misfire_grace_time=None)
+                                   id=f"label-check-{pid}", misfire_grace_time=None,
+                                   max_instances=4)  # one due while the last still runs must run, not be dropped
         return "checking"
 
     def labels_changed(self, pid: int, reason: str) -> str:
@@ -504,8 +505,8 @@ class ProjectManager:
 
     def _queue_read(self, st: ProjectState, done: dict) -> None:
         """A queue project that cannot be read fails neither the poll nor a training; a deleted one is made again."""
-        if not done.get("queue_error"):
-            return
+        if not done.get("queue_error") or done.get("queue_project") != st.queue_project_id:
+            return  # read fine, or a push made a new queue meanwhile
         self.metrics.errors.labels("poll").inc()
         if not done.get("queue_gone"):
             log.warning("project %s: its queue project could not be read: %s", st.id, done["queue_error"])

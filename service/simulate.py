@@ -427,8 +427,8 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         if probe is not None:
             point["probe"] = probe(model, x, y, x_val, y_val, x_test, y_test)
         stop_pred = model.predict(x[stop_items])
-        if previous is not None:  # as the service: on the stop items still unlabeled, whose flips a label did not make
-            unlabeled = y[stop_items] < 0
+        unlabeled = y[stop_items] < 0  # as the service: the stop items still unlabeled, whose flips no label made
+        if previous is not None and unlabeled.any():
             kappas.append(agreement(previous[unlabeled], stop_pred[unlabeled]))
             point["stop_kappa"] = round(kappas[-1], 5)
             point["stop"] = should_stop(kappas)

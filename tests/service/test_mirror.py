@@ -793,3 +793,10 @@ def test_a_task_deleted_while_its_item_is_fetched_is_not_kept(tmp_path, fetcher,
            for i in range(2)]
     assert m.add_tasks(new, CFG, fetcher).tolist() == [500]
     assert 500 in m.store and 501 not in m.store and 501 not in m.annotations
+
+
+def test_a_task_deleted_before_its_creation_is_read_is_never_stored(tmp_path, fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    late = {"id": 700, "data": client.tasks[0]["data"], "annotations": [{**choice("1", 990), "task": 700}]}
+    m.remove_tasks([700])  # TASKS_DELETED handled while its TASKS_CREATED still waits for the sync thread
+    assert len(m.add_tasks([late], CFG, fetcher)) == 0 and 700 not in m.store and 700 not in m.annotations

@@ -903,3 +903,13 @@ def test_on_a_project_whose_label_check_is_slow_a_burst_of_label_webhooks_is_che
     assert len(checks) == 1, "one check for the burst, and it counted all three changes"
     assert m.runner.wait_idle(120) and m.projects[1].version_name == "sae-v2"
     m.shutdown()
+
+
+def test_a_queue_read_that_failed_leaves_a_queue_a_push_made_meanwhile(tmp_path) -> None:
+    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    st.queue_project_id = 78  # the push that ran beside the poll made and recorded a new queue
+    m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 77})
+    assert st.queue_project_id == 78
+    m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
+    assert st.queue_project_id is None

@@ -498,3 +498,11 @@ def test_the_stop_estimate_compares_only_stop_items_still_unlabeled(monkeypatch)
                            pool_size=150, test_size=100, epochs=2, device="cpu", stop_set_size=150)
     run_one(load_digits_dataset(), s, "ae", "margin", seed=0, log=lambda _: None)
     assert compared == [150 - 35, 150 - 50], "the whole pool is the stop set: its labeled items sit out"
+
+
+def test_a_round_whose_stop_items_are_all_labeled_records_no_stop_estimate() -> None:
+    s = SimulationSettings(models=["ae"], strategies=["margin"], initial=20, per_round=10, rounds=2, seeds=1,
+                           pool_size=40, test_size=50, epochs=1, device="cpu", stop_set_size=40)
+    curve = run_one(load_digits_dataset(), s, "ae", "margin", seed=0, log=lambda _: None)
+    assert [p["labeled"] for p in curve] == [20, 30, 40]
+    assert "stop_kappa" in curve[1] and "stop_kappa" not in curve[2], "no item left to compare: no NaN written"
