@@ -872,6 +872,9 @@ class ProjectManager:
                     "model_version": served.name, "confidence": round(float(conf), 6),
                     "probability": round(float(served.model.svm_.probability_from_confidence(conf)), 6)}
 
+        def failed(why: str) -> dict:  # score 1: Label Studio keeps it, and an unread task must not be asked first
+            return {"result": [], "score": 1.0, "model_version": served.name, "error": why}
+
         todo = []
         for i, p in enumerate(pos):
             if p >= 0:
@@ -880,28 +883,30 @@ class ProjectManager:
                 todo.append(i)
         if todo:
             codec = self.mirror(st).codec(config)
-            fetcher = self.fetcher(st)
             shape = tuple(served.model.sae_.input_shape_)
             items, where = [], []
-            for i in todo:
-                data = tasks[i].get("data") or {}
-                if not isinstance(data, dict):
-                    out[i] = {"result": [], "score": 0.0, "model_version": served.name,
-                              "error": f"task data must be an object, got {type(data).__name__}"}
-                    continue
-                value = data.get(config.data_key)
-                try:
-                    item = codec.load(fetcher, value, int(ids[i]) if ids[i] >= 0 else None)
-                except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
-                    self.metrics.errors.labels("data").inc()
-                    out[i] = {"result": [], "score": 0.0, "model_version": served.name, "error": str(e)}
-                    continue
-                if tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
-                    out[i] = {"result": [], "score": 0.0, "model_version": served.name,
-                              "error": f"item shape {item.shape} does not match the model's {shape}"}
-                    continue
-                items.append(item)
-                where.append(i)
+            try:
+                fetcher = self.fetcher(st)
+            except Exception as e:  # no Label Studio URL or key yet: each task says so, the batch is no 500
+                fetcher, todo = None, []
+                out = [r if r is not None else failed(f"task data cannot be read: {e}") for r in out]
+            with fetcher or contextlib.nullcontext():  # its connections go with the request
+                for i in todo:
+                    data = tasks[i].get("data") or {}
+                    if not isinstance(data, dict):
+                        out[i] = failed(f"task data must be an object, got {type(data).__name__}")
+                        continue
+                    try:
+                        item = codec.load(fetcher, data.get(config.data_key), int(ids[i]) if ids[i] >= 0 else None)
+                    except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
+                        self.metrics.errors.labels("data").inc()
+                        out[i] = failed(str(e))
+                        continue
+                    if tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
+                        out[i] = failed(f"item shape {item.shape} does not match the model's {shape}")
+                        continue
+                    items.append(item)
+                    where.append(i)
             if items:
                 d, z = decision_scores(served.model, np.stack(items))
                 s, _ = score(served.model, d, get_strategy(served.strategy), codes=z)

@@ -144,7 +144,13 @@ def test_predict_answers_odd_tasks_one_by_one_never_a_500(tmp_path):
     assert r.status_code == 200
     first, second = r.json()["results"]
     assert first["result"] == [] and "task data must be an object" in first["error"]
+    assert first["score"] == 1.0, "an unread task is asked for last, never first"
     assert second["model_version"] == "sae-v1" and second["result"], "a known task is answered from the snapshot"
+    m.settings.label_studio_url, m.settings.label_studio_api_key = None, None  # no URL or key from anywhere
+    r = app.post("/predict", json={"project": "1.1", "tasks": [{"id": 999, "data": {"image": "/data/x.png"}},
+                                                               {"id": 1, "data": {}}]})
+    unread, known = r.json()["results"]
+    assert r.status_code == 200 and "no Label Studio URL" in unread["error"] and known["result"]
 
 
 def test_with_basic_auth_the_api_pages_are_not_served(tmp_path):
