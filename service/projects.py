@@ -256,13 +256,16 @@ class ProjectManager:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
         st = self.get(pid)
         with st.lock:
+            before = (st.label_config, st.config_error, st.ls_url, st.access_token)
             if schema:
                 self._offer_config(st, schema)
-            if hostname:
+            if hostname and hostname.rstrip("/") != st.ls_url:
                 st.ls_url = hostname.rstrip("/")
+                st.access_token = None  # a token goes only to the server it came with
             if access_token:
                 st.access_token = access_token
-            self._persist(st)
+            if (st.label_config, st.config_error, st.ls_url, st.access_token) != before:
+                self._persist(st)  # Label Studio calls /setup before every batch: an fsync only when it changed
         if st.config_error:
             log.warning("project %s: label config cannot be served: %s", pid, st.config_error)
         return st

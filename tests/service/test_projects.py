@@ -913,3 +913,26 @@ def test_a_queue_read_that_failed_leaves_a_queue_a_push_made_meanwhile(tmp_path)
     assert st.queue_project_id == 78
     m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
     assert st.queue_project_id is None
+
+
+def test_a_setup_naming_another_host_without_a_token_drops_the_old_token(tmp_path) -> None:
+    m, app, _ = make(tmp_path, label_studio_url=None, label_studio_api_key=None)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://ls:8080", "access_token": "t0k"})
+    assert m.api_key(m.projects[1]) == "t0k"
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://ls:8080/"})
+    assert m.api_key(m.projects[1]) == "t0k", "the same server keeps its token"
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://elsewhere"})
+    with pytest.raises(RuntimeError, match="no Label Studio API key"):
+        m.api_key(m.projects[1])
+
+
+def test_a_setup_that_changes_nothing_writes_nothing(tmp_path, monkeypatch) -> None:
+    m, app, _ = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    writes = []
+    monkeypatch.setattr(m, "_persist", writes.append)
+    for _ in range(3):
+        assert app.post("/setup", json={"project": "1.1", "schema": CONFIG}).status_code == 200
+    assert writes == []
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "access_token": "new"})
+    assert len(writes) == 1
