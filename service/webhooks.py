@@ -62,7 +62,9 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
             return "ignored"
         m.mirror(st).remove_annotations(gone)
         return m.label_webhook(pid, action)
-    st = m.get(pid)
+    st = m.get(pid, create=False)
+    if st is None:  # Label Studio calls /setup before it sends a project's events: a stranger's are not recorded
+        return "ignored"
     if action == "START_TRAINING":
         return m.request_training(pid, "START_TRAINING")
     mirror = m.mirror(st)

@@ -50,3 +50,12 @@ def test_a_task_deleted_during_the_first_ingest_does_not_stay_in_the_pool(tmp_pa
     assert not mirror.ingested and 2 in mirror.store
     r = app.post("/webhook", json={"action": "TASKS_DELETED", "project": {"id": 1}, "tasks": [{"id": 2}]})
     assert r.json()["status"] == "removed" and 2 not in mirror.store and 2 not in mirror.annotations
+
+
+@pytest.mark.parametrize("body", [{"action": "START_TRAINING"}, {"action": "TASKS_DELETED", "tasks": [{"id": 3}]},
+                                  {"action": "ANNOTATION_CREATED", "annotation": {"id": 5, "task": 3}}])
+def test_a_webhook_of_a_project_never_set_up_registers_nothing(tmp_path, body) -> None:
+    m, app, _ = make(tmp_path)
+    r = app.post("/webhook", json={**body, "project": {"id": 97}})
+    assert r.json()["status"] == "ignored" and 97 not in m.projects and not (tmp_path / "project-97").exists()
+    assert m.runner.wait_idle(5) and m.runner.completed == 0
