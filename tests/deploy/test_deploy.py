@@ -185,6 +185,7 @@ def test_the_ray_profile_shares_the_image_and_the_model_dir(compose: dict, backe
         assert svc["image"] == backend["image"], f"{name} must run the backend's Ray and Python"
         assert volume_targets(svc)[model_dir] == volume_targets(backend)[model_dir], name
         assert svc["command"][:2] == ["ray", "start"] and "--block" in svc["command"], name
+        assert svc["healthcheck"] == {"disable": True}, f"{name} would inherit the image's :9090 check"
     head_port = next(a.split("=")[1] for a in ray_nodes["ray-head"]["command"] if a.startswith("--port="))
     assert f"--address=ray-head:{head_port}" in ray_nodes["ray-gpu-worker"]["command"]
     client_port = next(a.split("=")[1] for a in ray_nodes["ray-head"]["command"]
