@@ -1,4 +1,8 @@
-"""Pictures: learning curves and the latent space. Rendered off-screen to PNG bytes."""
+"""Pictures: learning curves and the latent space. Rendered off-screen to PNG bytes.
+
+Each picture is its own ``Figure``, never pyplot's: routes run in a thread pool, and pyplot's global
+registry of figures is not safe across threads.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,14 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 
-def _png(fig: plt.Figure) -> bytes:
+def _png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -25,7 +27,8 @@ def learning_curve_png(runs: Sequence[dict], title: str = "") -> bytes:
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in runs:
         groups[(r["model"], r["strategy"])].append(r)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for (model, strategy), rs in sorted(groups.items()):
         n = min(len(r["curve"]) for r in rs)
         labels = np.array([p["labeled"] for p in rs[0]["curve"][:n]])
@@ -36,7 +39,7 @@ def learning_curve_png(runs: Sequence[dict], title: str = "") -> bytes:
     return _finish(fig, ax, "labeled items", "test error (%)", title)
 
 
-def _finish(fig: plt.Figure, ax: plt.Axes, xlabel: str, ylabel: str, title: str) -> bytes:
+def _finish(fig: Figure, ax: Axes, xlabel: str, ylabel: str, title: str) -> bytes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -52,7 +55,8 @@ def reliability_png(curves: dict[str, list[dict]], title: str = "") -> bytes:
     ``curves`` maps a line label to curve points carrying ``test_reliability`` (count,
     confidence and accuracy per bin); the diagonal is a perfectly honest confidence.
     """
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
     for label, points in curves.items():
         bins = [p["test_reliability"] for p in points]
@@ -121,9 +125,10 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     unl = np.flatnonzero(~lab)
     if len(unl) > max_points:
         unl = rng.choice(unl, max_points, replace=False)
-    fig, ax = plt.subplots(figsize=(6.5, 6))
+    fig = Figure(figsize=(6.5, 6))
+    ax = fig.subplots()
     ax.scatter(xy[unl, 0], xy[unl, 1], s=3, c="#bbbbbb", label="unlabeled", rasterized=True)
-    cmap = plt.get_cmap("tab10" if len(class_names) <= 10 else "tab20")
+    cmap = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
     for k, name in enumerate(class_names):
         sel = np.flatnonzero(labels == k)
         if len(sel):
@@ -141,7 +146,8 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
 def morph_png(images: np.ndarray, title: str = "") -> bytes:
     """A strip of decoded images (N, C, H, W) in [0, 1]."""
     n = len(images)
-    fig, axes = plt.subplots(1, n, figsize=(1.2 * n, 1.5))
+    fig = Figure(figsize=(1.2 * n, 1.5))
+    axes = fig.subplots(1, n)
     for ax, img in zip(np.atleast_1d(axes), images, strict=True):
         ax.imshow(img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0)),
                   cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=1)

@@ -38,3 +38,15 @@ def test_class_names_with_dollar_signs_are_drawn_as_written() -> None:
     names = ["$_$", "$%$", "price $5 (50%)"]  # matplotlib would read $...$ as a formula, and fail on these
     assert latent_png(z, y, names, np.arange(3), title="t", centres=rng.normal(size=(3, 4))).startswith(PNG)
     assert morph_png(rng.random((4, 1, 8, 8)), f"{names[2]} -> {names[0]}").startswith(PNG)
+
+
+def test_pictures_are_drawn_without_pyplot_s_global_figures_so_threads_can_draw_at_once() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from service.plots import learning_curve_png; "
+            "learning_curve_png([{'model': 'sae', 'strategy': 'margin', "
+            "'curve': [{'labeled': 10, 'test_error': 0.5}]}]); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
