@@ -99,15 +99,17 @@ def suggest_on_worker(job: TrainingJob, k: int, stage_dir: str) -> list[int]:
 
 
 @functools.lru_cache(maxsize=2)
-def _saved_model(version_dir: str, device: str) -> SAEClassifier:
-    """A worker loads a version once for all the shards it scores."""
+def _saved_model(version_dir: str, device: str, written_ns: int) -> SAEClassifier:
+    """A worker loads a version once for all the shards it scores; ``written_ns`` tells a directory written again
+    under the same name (a model directory started afresh numbers its versions from 1 again) from the old one."""
     return load_model(version_dir, device)
 
 
 def score_on_worker(job: ScoringJob, start: int, stop: int) -> ShardScores:
     """Ray task: score one shard of the pool with the saved version."""
     job = _on_worker(job)
-    return score_pool(job, start, stop, _saved_model(job.version_dir, job.device))
+    written = (Path(job.version_dir) / "settings.json").stat().st_mtime_ns
+    return score_pool(job, start, stop, _saved_model(job.version_dir, job.device, written))
 
 
 class RayTrainingBackend(TrainingBackend):

@@ -244,3 +244,28 @@ def test_a_worker_trains_on_the_device_ray_gave_it(ray_address) -> None:
     task = ray.remote(num_cpus=1, num_gpus=0)(lambda j: _on_worker(j).device)
     spec = TrainingJob(1, "pool", np.arange(3), {}, CLASSES, SAESettings(), None, "cuda:1")
     assert ray.get(task.remote(spec)) == "cpu", "no GPU from Ray: the CPU, whatever the service's DEVICE"
+
+
+def test_a_worker_scores_with_a_version_written_again_under_the_same_name(pool_dir, digits_labels, tmp_path,
+                                                                         monkeypatch) -> None:
+    """A model directory started afresh numbers its versions from 1 again; a worker's cache must not serve the old."""
+    import shutil
+
+    import service.ray_backend as ray_backend
+    from service.training import train_project
+
+    monkeypatch.setattr(ray_backend, "_on_worker", lambda job: job)
+    version = tmp_path / "v1"
+    ids = np.arange(1000, 1000 + N)
+    scores = []
+    for seed_labels in (digits_labels, np.where(digits_labels >= 0, (digits_labels + 1) % 9, -1)):
+        labels = {int(t): int(c) for t, c in zip(ids, seed_labels[:N], strict=True) if c >= 0}
+        model = train_project(TrainingJob(1, pool_dir, ids, labels, CLASSES, SAESettings(epochs=2, latent_dim=6),
+                                          None, "cpu")).model
+        if version.exists():
+            shutil.rmtree(version)
+            time.sleep(0.01)
+        save_model(model, version)
+        job = ScoringJob(pool_dir, ids, np.zeros(0, np.int64), str(version), "margin", 10, device="cpu")
+        scores.append(ray_backend.score_on_worker(job, 0, N).pred)
+    assert not np.array_equal(scores[0], scores[1]), "the second model scored, not the first one cached"
