@@ -49,6 +49,7 @@ SHUTDOWN_WAIT_SECONDS = 30.0  # a job still running after this keeps MODEL_DIR l
 RETRY_SECONDS, RETRY_MAX_SECONDS = 60.0, 3600.0  # after failed trainings in a row: 1, 2, 4 ... 60 minutes
 RESUMES_AFTER_CRASHES = 2  # a training that took the process down with it is resumed at start this often in a row
 SLOW_LABEL_CHECK_SECONDS = 0.2  # a label check this slow (O(labeled): a very large project) runs once per burst
+PREDICT_FETCHERS, PREDICT_DEADLINE_SECONDS = 8, 60.0  # /predict reads unscored tasks 8 at once, for 60 s at most
 SCORE_CHUNK = 50_000  # new tasks decoded into memory at once when a version scores what it has not seen
 
 
@@ -893,21 +894,30 @@ class ProjectManager:
             except Exception as e:  # no Label Studio URL or key yet: each task says so, the batch is no 500
                 fetcher, todo = None, []
                 out = [r if r is not None else failed(f"task data cannot be read: {e}") for r in out]
-            with fetcher or contextlib.nullcontext():  # its connections go with the request
-                for i in todo:
-                    data = tasks[i].get("data") or {}
-                    if not isinstance(data, dict):
-                        out[i] = failed(f"task data must be an object, got {type(data).__name__}")
-                        continue
-                    try:
-                        item = codec.load(fetcher, data.get(config.data_key), int(ids[i]) if ids[i] >= 0 else None)
-                    except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
-                        self.metrics.errors.labels("data").inc()
-                        out[i] = failed(str(e))
-                        continue
-                    if tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
-                        out[i] = failed(f"item shape {item.shape} does not match the model's {shape}")
-                        continue
+            def read(i: int) -> np.ndarray | str:
+                data = tasks[i].get("data") or {}
+                if not isinstance(data, dict):
+                    return f"task data must be an object, got {type(data).__name__}"
+                try:
+                    return codec.load(fetcher, data.get(config.data_key), int(ids[i]) if ids[i] >= 0 else None)
+                except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
+                    self.metrics.errors.labels("data").inc()
+                    return str(e)
+
+            # read side by side, and answered within Label Studio's 100 s whatever the storage does
+            pool = ThreadPoolExecutor(PREDICT_FETCHERS, "predict")
+            with fetcher or contextlib.nullcontext():
+                reads = {pool.submit(read, i): i for i in todo}
+                done, _ = futures_wait(reads, timeout=PREDICT_DEADLINE_SECONDS)
+                pool.shutdown(wait=False, cancel_futures=True)  # a read past the deadline ends on its own timeout
+            for future, i in reads.items():
+                item = future.result() if future in done else \
+                    f"not read within {PREDICT_DEADLINE_SECONDS:.0f} s (asked again with the next batch)"
+                if isinstance(item, str):
+                    out[i] = failed(item)
+                elif tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
+                    out[i] = failed(f"item shape {item.shape} does not match the model's {shape}")
+                else:
                     items.append(item)
                     where.append(i)
             if items:

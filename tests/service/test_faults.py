@@ -169,3 +169,27 @@ def test_predict_for_an_unknown_project_id_registers_nothing(tmp_path):
     assert app.get("/projects/424242/status").status_code == 404 and 424242 not in m.projects
     app.get("/versions")
     assert not (tmp_path / "project-424242").exists()
+
+
+def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadline(tmp_path, monkeypatch):
+    import service.projects as projects
+    from connectors.item_codec import ItemCodec
+
+    m, app, client = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    real = ItemCodec.load
+
+    def slow(self, fetcher, value, task_id=None):
+        time.sleep(30 if task_id == 900 else 0.4)  # task 900's storage hangs
+        return real(self, fetcher, value, task_id)
+
+    monkeypatch.setattr(ItemCodec, "load", slow)
+    monkeypatch.setattr(projects, "PREDICT_DEADLINE_SECONDS", 2.0)
+    tasks = [{"id": 900 + i, "data": client.tasks[i]["data"]} for i in range(8)]
+    t0 = time.perf_counter()
+    results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
+    assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
+    assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
+    assert all(r["result"] and "error" not in r for r in results[1:])
