@@ -470,8 +470,8 @@ class ProjectMirror:
         """Catch what webhooks missed. A few small requests when nothing moved; returns what was re-read
         (labels: ``"changed"`` for the tasks saved since the last read, ``"all"`` for every labeled task).
 
-        The queue project is read last and fails alone (``queue_error``): the project's own reads stand. A queue
-        project Label Studio no longer has (404) takes its labels with it (``queue_gone``).
+        The queue project is read last and fails alone (``queue_error``, ``queue_project``): the project's own
+        reads stand. ``queue_gone``: Label Studio no longer has it (404).
         """
         with self.writer:
             counters, at = self._counters(client, self.project_id)
@@ -503,9 +503,7 @@ class ProjectMirror:
                         self.state["queue_counters"] = q
                 except LabelStudioError as e:
                     done["queue_error"], done["queue_project"] = str(e), queue_project_id
-                    done["queue_gone"] = e.status_code == 404
-                    if done["queue_gone"]:
-                        self.forget_queue()
+                    done["queue_gone"] = e.status_code == 404  # the caller forgets it, unless a push made a new one
             if full:
                 with self.lock:
                     self.state["full_scan_at"] = time.time()

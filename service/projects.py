@@ -255,17 +255,20 @@ class ProjectManager:
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
+        with self._lock:
+            new = pid not in self.projects
         st = self.get(pid)
         with st.lock:
-            before = (st.label_config, st.config_error, st.ls_url, st.access_token)
+            before = (st.label_config, st.ls_url)
             if schema:
                 self._offer_config(st, schema)
             if hostname and hostname.rstrip("/") != st.ls_url:
                 st.ls_url = hostname.rstrip("/")
-                st.access_token = None  # a token goes only to the server it came with
+                if not self.settings.label_studio_url:  # a token goes only to the server it came with
+                    st.access_token = None
             if access_token:
                 st.access_token = access_token
-            if (st.label_config, st.config_error, st.ls_url, st.access_token) != before:
+            if new or (st.label_config, st.ls_url) != before:
                 self._persist(st)  # Label Studio calls /setup before every batch: an fsync only when it changed
         if st.config_error:
             log.warning("project %s: label config cannot be served: %s", pid, st.config_error)
@@ -517,6 +520,7 @@ class ProjectManager:
             return
         log.warning("project %s: its queue project %s is gone from Label Studio, and its labels with it; the next "
                     "push makes a new one", st.id, st.queue_project_id)
+        self.mirror(st).forget_queue()
         with st.lock:
             st.queue_project_id = None
             st.push_pending = st.served is not None
@@ -906,12 +910,14 @@ class ProjectManager:
 
             # read side by side, and answered within Label Studio's 100 s whatever the storage does
             pool = ThreadPoolExecutor(PREDICT_FETCHERS, "predict")
-            with fetcher or contextlib.nullcontext():
-                reads = {pool.submit(read, i): i for i in todo}
-                done, _ = futures_wait(reads, timeout=PREDICT_DEADLINE_SECONDS)
+            try:
+                with fetcher or contextlib.nullcontext():
+                    reads = {pool.submit(read, i): i for i in todo}
+                    futures_wait(reads, timeout=PREDICT_DEADLINE_SECONDS)
+            finally:
                 pool.shutdown(wait=False, cancel_futures=True)  # a read past the deadline ends on its own timeout
             for future, i in reads.items():
-                item = future.result() if future in done else \
+                item = future.result() if future.done() and not future.cancelled() else \
                     f"not read within {PREDICT_DEADLINE_SECONDS:.0f} s (asked again with the next batch)"
                 if isinstance(item, str):
                     out[i] = failed(item)

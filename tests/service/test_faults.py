@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -181,8 +182,10 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
     assert m.runner.wait_idle(120)
     real = ItemCodec.load
 
+    hung = threading.Event()
+
     def slow(self, fetcher, value, task_id=None):
-        time.sleep(30 if task_id == 900 else 0.4)  # task 900's storage hangs
+        hung.wait(30) if task_id == 900 else time.sleep(0.4)  # task 900's storage hangs until the test ends
         return real(self, fetcher, value, task_id)
 
     monkeypatch.setattr(ItemCodec, "load", slow)
@@ -193,3 +196,4 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
     assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
     assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
     assert all(r["result"] and "error" not in r for r in results[1:])
+    hung.set()

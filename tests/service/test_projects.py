@@ -924,6 +924,10 @@ def test_a_setup_naming_another_host_without_a_token_drops_the_old_token(tmp_pat
     app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://elsewhere"})
     with pytest.raises(RuntimeError, match="no Label Studio API key"):
         m.api_key(m.projects[1])
+    m, app, _ = make(tmp_path / "env", label_studio_api_key=None)  # LABEL_STUDIO_URL set: /setup's host is not used
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://a", "access_token": "t0k"})
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://b"})
+    assert m.api_key(m.projects[1]) == "t0k" and m.ls_url(m.projects[1]) == "http://127.0.0.1:1"
 
 
 def test_a_setup_that_changes_nothing_writes_nothing(tmp_path, monkeypatch) -> None:
@@ -934,5 +938,5 @@ def test_a_setup_that_changes_nothing_writes_nothing(tmp_path, monkeypatch) -> N
     for _ in range(3):
         assert app.post("/setup", json={"project": "1.1", "schema": CONFIG}).status_code == 200
     assert writes == []
-    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "access_token": "new"})
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://ls:8080"})
     assert len(writes) == 1
