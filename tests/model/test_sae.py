@@ -801,18 +801,23 @@ def test_a_calibration_holdout_keeps_its_labels_from_the_codes_and_calibrates_on
         SAEClassifier(epochs=1, device="cpu", calibration_holdout=1.0).fit(x, y)
 
 
-def test_held_out_labels_are_never_pseudo_labeled_by_the_previous_version(small, monkeypatch) -> None:
-    from model.calibration import holdout
-
-    x, y = small
-    seen = []
-    real_fit = StructuringAutoencoder.fit
+def pseudo_labels_seen(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The pseudo-labels each autoencoder fit is given, in order (None: none)."""
+    seen, real_fit = [], StructuringAutoencoder.fit
 
     def record(self, X, y, pseudo=None, **kw):
         seen.append(pseudo)
         return real_fit(self, X, y, pseudo=pseudo, **kw)
 
     monkeypatch.setattr(StructuringAutoencoder, "fit", record)
+    return seen
+
+
+def test_held_out_labels_are_never_pseudo_labeled_by_the_previous_version(small, monkeypatch) -> None:
+    from model.calibration import holdout
+
+    x, y = small
+    seen = pseudo_labels_seen(monkeypatch)
     model = SAEClassifier(epochs=1, device="cpu", calibration_holdout=0.4, self_training=1.0,
                           self_training_threshold=0.0).fit(x, y)
     model.set_params(warm_start=True).fit(x, y)
@@ -827,14 +832,7 @@ def test_pseudo_labels_carry_nothing_of_the_held_out_labels(small, monkeypatch) 
     from model.calibration import holdout
 
     x, y = small
-    seen = []
-    real_fit = StructuringAutoencoder.fit
-
-    def record(self, X, y, pseudo=None, **kw):
-        seen.append(pseudo)
-        return real_fit(self, X, y, pseudo=pseudo, **kw)
-
-    monkeypatch.setattr(StructuringAutoencoder, "fit", record)
+    seen = pseudo_labels_seen(monkeypatch)
     held = (y >= 0) & holdout(np.arange(len(y)), 0.4)
     other = np.where(held, (y + 1) % 10, y)
     for labels in (y, other):  # the same codes (held labels never pull), two different previous SVMs

@@ -185,8 +185,9 @@ def test_unreadable_tasks_are_reported_once_and_not_fetched_again(tmp_path, fetc
     assert len(m.add_tasks([client.tasks[10]], CFG, fetcher)) == 0 and set(m.skipped) == {11}
 
 
-def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path, fetcher, monkeypatch) -> None:
-    real, failures = ItemCodec.load, {"left": 2}
+def task_11_fails(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
+    """Fetching task 11 fails ``times`` times for a temporary reason, then works."""
+    real, failures = ItemCodec.load, {"left": times}
 
     def flaky(self, fetcher, value, task_id=None):
         if task_id == 11 and failures["left"] > 0:
@@ -195,6 +196,10 @@ def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path
         return real(self, fetcher, value, task_id)
 
     monkeypatch.setattr(ItemCodec, "load", flaky)
+
+
+def test_a_temporary_fetch_failure_is_tried_again_at_the_next_reconcile(tmp_path, fetcher, monkeypatch) -> None:
+    task_11_fails(monkeypatch, 2)
     m, client = ingested(tmp_path, fetcher)
     assert m.retrying == {11: 1} and m.skipped == {} and 11 not in m.store
     client.scans.clear()
@@ -757,15 +762,7 @@ def test_a_journal_left_without_its_database_is_moved_away_before_a_move_from_mi
 
 
 def test_a_retry_stored_just_before_a_kill_is_not_counted_twice_after_it(tmp_path, fetcher, monkeypatch) -> None:
-    real, failures = ItemCodec.load, {"left": 1}
-
-    def flaky(self, fetcher, value, task_id=None):
-        if task_id == 11 and failures["left"] > 0:
-            failures["left"] -= 1
-            raise TaskDataError("GET /data/11.png answered HTTP 503", temporary=True)
-        return real(self, fetcher, value, task_id)
-
-    monkeypatch.setattr(ItemCodec, "load", flaky)
+    task_11_fails(monkeypatch, 1)
     m, client = ingested(tmp_path, fetcher)
     assert m.retrying == {11: 1}
     monkeypatch.setattr(ProjectMirror, "save", lambda self: None)  # killed before the mirror's save
