@@ -898,6 +898,7 @@ class ProjectManager:
             except Exception as e:  # no Label Studio URL or key yet: each task says so, the batch is no 500
                 fetcher, todo = None, []
                 out = [r if r is not None else failed(f"task data cannot be read: {e}") for r in out]
+
             def read(i: int) -> np.ndarray | str:
                 data = tasks[i].get("data") or {}
                 if not isinstance(data, dict):
