@@ -351,6 +351,7 @@ class DataFetcher:
         self.max_bytes = int(max_bytes)
         self._access: tuple[str, float] | None = None
         self._token_lock = threading.Lock()
+        self._client_lock = threading.Lock()  # fetches run on several threads: one client, not one each
         self._client: httpx.Client | None = None
 
     # ---- policy ---------------------------------------------------------------------------------
@@ -397,20 +398,22 @@ class DataFetcher:
 
     # ---- http -----------------------------------------------------------------------------------
     def _http(self) -> httpx.Client:
-        if self._client is None:
-            transport = httpx.HTTPTransport(retries=0)
-            pool = getattr(transport, "_pool", None)
-            if pool is not None and hasattr(pool, "_network_backend"):
-                pool._network_backend = _GuardedBackend(self._trusted_connection)
-            else:
-                log.warning("httpx internals changed: task data fetches rely on the pre-connection URL check only")
-            self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                transport = httpx.HTTPTransport(retries=0)
+                pool = getattr(transport, "_pool", None)
+                if pool is not None and hasattr(pool, "_network_backend"):
+                    pool._network_backend = _GuardedBackend(self._trusted_connection)
+                else:
+                    log.warning("httpx internals changed: task data fetches rely on the pre-connection URL check only")
+                self._client = httpx.Client(transport=transport, follow_redirects=False, trust_env=False)
+            return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> DataFetcher:
         return self

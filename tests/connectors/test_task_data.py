@@ -606,3 +606,27 @@ def test_the_key_goes_to_label_studio_only_where_it_serves_task_data(ls, path: s
 def test_label_studio_s_other_storage_resolvers_are_read(ls, path: str) -> None:
     ls.routes[path] = _send(b"object bytes")
     assert DataFetcher(ls.url, LEGACY_KEY).fetch_bytes(path + "?fileuri=czM6Ly9iL2sucG5n") == b"object bytes"
+
+
+def test_fetches_on_several_threads_share_one_client(monkeypatch) -> None:
+    import threading
+
+    import connectors.task_data as task_data
+
+    made, real = [], task_data.httpx.Client
+
+    def slow_client(*a, **k):
+        time.sleep(0.05)  # threads that all saw no client yet would each build one here
+        made.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(task_data.httpx, "Client", slow_client)
+    fetcher = DataFetcher("http://127.0.0.1:1", "key")
+    clients = []
+    threads = [threading.Thread(target=lambda: clients.append(fetcher._http())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len({id(c) for c in clients}) == 1
+    fetcher.close()
