@@ -43,7 +43,7 @@ from service.pool_store import PoolStore
 
 log = logging.getLogger("sae_backend.mirror")
 Progress = Callable[[str, float], None]
-REMEMBER_REMOVED = 100_000  # deleted task ids kept, so a TASKS_CREATED scored after its TASKS_DELETED stores nothing
+REMEMBER_REMOVED = 100_000  # deleted task ids kept: a task deleted before or while add_tasks reads it is not stored
 _ANNOTATION_FIELDS = ("id", "task", "result", "was_cancelled", "ground_truth", "created_at", "updated_at")
 _COUNTERS = ("task_number", "num_tasks_with_annotations", "total_annotations_number", "skipped_annotations_number",
              "ground_truth_number")
@@ -135,7 +135,6 @@ class ProjectMirror:
         self._resolved: dict[int, tuple] = {}  # task -> (its annotation list, its queue list, their label)
         self._resolved_for: tuple | None = None
         self._index: dict[bool, dict[int, int]] = {}  # per store (queue or not): annotation id -> task
-        self._removed_while_adding: set[int] | None = None  # deleted while add_tasks fetched: not to be stored
         self._removed: dict[int, None] = {}  # the latest deleted ids (Label Studio never reuses one), oldest first
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
@@ -309,8 +308,6 @@ class ProjectMirror:
     def remove_tasks(self, task_ids: Iterable[int]) -> int:
         ids = [int(t) for t in task_ids]
         with self.lock:
-            if self._removed_while_adding is not None:
-                self._removed_while_adding.update(ids)
             self._removed.update(dict.fromkeys(ids))
             for old in list(itertools.islice(self._removed, max(0, len(self._removed) - REMEMBER_REMOVED))):
                 del self._removed[old]
@@ -331,74 +328,65 @@ class ProjectMirror:
                   words: _Words | None = None) -> np.ndarray:
         """Store tasks not stored yet, with their annotations (``words``: a webhook's since); returns the ids stored.
 
-        A task deleted while its item is fetched (seconds) is deleted again once stored, not kept in the pool.
+        A task deleted before or while its item is fetched (seconds) is not kept in the pool.
         """
         with self.writer:
+            new = []
             with self.lock:
-                self._removed_while_adding = set()
-            try:
-                ids = self._add_tasks(tasks, config, fetcher, workers, words)
-            finally:
-                with self.lock:
-                    gone, self._removed_while_adding = self._removed_while_adding, None
-                if gone:
-                    self.remove_tasks(gone)
-            return ids[~np.isin(ids, np.fromiter(gone, np.int64, len(gone)))] if gone else ids
+                for task in tasks:
+                    tid = int(task["id"])
+                    if tid in self._removed:  # deleted before this read of it got here
+                        continue
+                    anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
+                    if anns:
+                        slims = [_slim(a) for a in anns]
+                        self.annotations[tid] = words.over(tid, slims) if words else slims
+                    if tid not in self.store and tid not in self.skipped:
+                        new.append(task)
+            if not new:
+                return np.zeros(0, np.int64)
+            self._ensure_format(new, config, fetcher)
+            codec = self.codec(config)
 
-    def _add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int,
-                   words: _Words | None) -> np.ndarray:
-        new = []
-        with self.lock:
-            for task in tasks:
-                tid = int(task["id"])
-                if tid in self._removed:  # deleted before this read of it got here
-                    continue
-                anns = [a for a in task.get("annotations") or [] if isinstance(a, dict)]
-                if anns:
-                    slims = [_slim(a) for a in anns]
-                    self.annotations[tid] = words.over(tid, slims) if words else slims
-                if tid not in self.store and tid not in self.skipped:
-                    new.append(task)
-        if not new:
-            return np.zeros(0, np.int64)
-        self._ensure_format(new, config, fetcher)
-        codec = self.codec(config)
+            def load(task: dict) -> np.ndarray | TaskDataError:
+                value = (task.get("data") or {}).get(config.data_key)
+                if value is None:
+                    return TaskDataError(f"task data has no {config.data_key!r} field")
+                try:
+                    return codec.load(fetcher, value, task.get("id"))
+                except TaskDataError as e:
+                    return e
+                except Exception as e:  # one odd task must not abort the batch, and with it every later ingest
+                    return TaskDataError(f"unreadable ({type(e).__name__}: {str(e)[:200]})")
 
-        def load(task: dict) -> np.ndarray | TaskDataError:
-            value = (task.get("data") or {}).get(config.data_key)
-            if value is None:
-                return TaskDataError(f"task data has no {config.data_key!r} field")
-            try:
-                return codec.load(fetcher, value, task.get("id"))
-            except TaskDataError as e:
-                return e
-            except Exception as e:  # one odd task must not abort the batch, and with it every later ingest
-                return TaskDataError(f"unreadable ({type(e).__name__}: {str(e)[:200]})")
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-            loaded = list(pool.map(load, new))
-        ids, items = [], []
-        shape = self.store.item_shape
-        with self.lock:  # save() may be writing these dicts out from another thread
-            for task, item in zip(new, loaded, strict=True):
-                tid = int(task["id"])
-                if isinstance(item, TaskDataError):
-                    tries = self.retrying.pop(tid, 0) + 1
-                    if item.temporary and tries < TRIES:
-                        self.retrying[tid] = tries
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+                loaded = list(pool.map(load, new))
+            ids, items = [], []
+            shape = self.store.item_shape
+            with self.lock:  # save() may be writing these dicts out from another thread
+                for task, item in zip(new, loaded, strict=True):
+                    tid = int(task["id"])
+                    if isinstance(item, TaskDataError):
+                        tries = self.retrying.pop(tid, 0) + 1
+                        if item.temporary and tries < TRIES:
+                            self.retrying[tid] = tries
+                        else:
+                            self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
+                    elif shape is not None and tuple(item.shape) != tuple(shape):
+                        self.retrying.pop(tid, None)
+                        self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
                     else:
-                        self.skipped[tid] = str(item) + (f" ({tries} tries)" if item.temporary else "")
-                elif shape is not None and tuple(item.shape) != tuple(shape):
-                    self.retrying.pop(tid, None)
-                    self.skipped[tid] = f"item shape {item.shape} differs from the project's {tuple(shape)}"
-                else:
-                    self.retrying.pop(tid, None)
-                    shape = shape or tuple(item.shape)
-                    ids.append(tid)
-                    items.append(item)
-        if ids:
-            self.store.append(np.asarray(ids, np.int64), np.stack(items))
-        return np.asarray(ids, np.int64)
+                        self.retrying.pop(tid, None)
+                        shape = shape or tuple(item.shape)
+                        ids.append(tid)
+                        items.append(item)
+            if ids:
+                self.store.append(np.asarray(ids, np.int64), np.stack(items))
+            with self.lock:  # deleted while its item was fetched: deleted again, now that it is stored or skipped
+                gone = [int(t["id"]) for t in new if int(t["id"]) in self._removed]
+            if gone:
+                self.remove_tasks(gone)
+            return np.asarray([t for t in ids if t not in gone], np.int64)
 
     def _ensure_format(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher) -> None:
         """Images: grey or colour and the side are fixed once per project, from its first readable images."""
