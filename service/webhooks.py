@@ -40,6 +40,14 @@ def _deleted_ids(body: dict) -> list[int]:
             for a in _list(body.get("annotations"), "annotations")]
 
 
+def _tasks(body: dict) -> list[dict]:
+    """TASKS_CREATED / TASKS_DELETED's tasks, each an object with an integer id."""
+    tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
+    for t in tasks:
+        _id(t.get("id"), "tasks[].id")
+    return tasks
+
+
 def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
     """Record one webhook's change; returns what became of it (``debounced``, ``ignored``, ...)."""
     source = queue_source(m, pid, body)
@@ -76,9 +84,7 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         _id(ann.get("id"), "annotation.id")  # Label Studio always names both: a body without them records nothing
         mirror.upsert_annotation(_id(tid, "the annotation's task id"), ann)  # during an ingest too: newer word wins
         return m.label_webhook(pid, action)
-    tasks = [_object(t, "tasks[]") for t in _list(body.get("tasks"), "tasks")]
-    for t in tasks:
-        _id(t.get("id"), "tasks[].id")
+    tasks = _tasks(body)
     if action == "TASKS_CREATED":
         return m.tasks_created(pid, tasks)
     if action == "TASKS_DELETED":  # during an ingest too: a task read before its deletion must not stay
@@ -121,7 +127,6 @@ def _queue_event(m: ProjectManager, source: ProjectState, action: str, body: dic
         mirror.remove_queue_annotations(_deleted_ids(body))
         return m.label_webhook(source.id, f"queue {action}")
     if action == "TASKS_DELETED":  # a queue task's labels go with it
-        mirror.remove_queue_tasks([_id(_object(t, "tasks[]").get("id"), "tasks[].id")
-                                   for t in _list(body.get("tasks"), "tasks")])
+        mirror.remove_queue_tasks([int(t["id"]) for t in _tasks(body)])
         return m.label_webhook(source.id, f"queue {action}")
     return "ignored"
