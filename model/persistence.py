@@ -57,7 +57,7 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
         "n_classes": int(model.n_classes_),
         "custom_networks": custom,
         "history": sae.history_,
-        "pulled_held": bool(getattr(model, "pulled_held_", False)),
+        "pulled_held": bool(model.pulled_held_),
         "metadata": metadata or {},
     }
     directory.parent.mkdir(parents=True, exist_ok=True)

@@ -140,14 +140,12 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         """
         if float(self.self_training) <= 0 or not hasattr(self, "svm_"):
             return None
+        z, svm = self.transform(X), self.svm_
         if held.any():
-            z = self.transform(X)
             pulled = (y >= 0) & ~held
-            svm = LatentSVM(n_classes=self.svm_.n_classes_, C=self.svm_C, calibrate=False).fit(z[pulled], y[pulled])
-            scores = svm.decision_function(z)
-            pred, conf = np.argmax(scores, axis=1), svm.confidence_from_scores(scores)
-        else:
-            pred, conf = self.predict_confidence(X)
+            svm = LatentSVM(n_classes=svm.n_classes_, C=self.svm_C, calibrate=False).fit(z[pulled], y[pulled])
+        scores = svm.decision_function(z)
+        pred, conf = np.argmax(scores, axis=1), svm.confidence_from_scores(scores)
         return np.where((y < 0) & (conf >= float(self.self_training_threshold)), pred, -1)
 
     def transform(self, X: np.ndarray) -> np.ndarray:

@@ -655,8 +655,7 @@ class ProjectManager:
         while the training before it had not yet read the labels, would learn nothing new."""
         if st.served is None or st.config is None or not self.mirror(st).ingested:
             return False
-        labels, _ = self.mirror(st).labels(st.config)
-        return count_changes(labels, st.served.labels) < self.settings.retrain_min_new_labels
+        return self.changes(st, self.mirror(st).labels(st.config)[0]) < self.settings.retrain_min_new_labels
 
     def _class_distances(self, config: LabelConfig) -> tuple[tuple[float, ...], ...] | None:
         """``CLASS_DISTANCES`` in this project's class order, read at every training so an edit takes effect."""
