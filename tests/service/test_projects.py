@@ -666,6 +666,9 @@ def test_a_new_task_that_enters_the_head_past_tasks_labeled_since_the_version_is
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert st.served.head_ids.tolist().index(6000) >= 5, "past PUSH_HEAD in the version's own head"
+    while len(client.pushed) == pushes:  # the push is asked for just after the head changes: not idle yet
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert m.runner.wait_idle(60)
     assert len(client.pushed) == pushes + 1 and 6000 in client.imported, "but inside it among the unlabeled"
 
