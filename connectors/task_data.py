@@ -204,6 +204,11 @@ class _GuardedBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
+def is_inline(value: Any) -> bool:
+    """Read without a request: a ``data:`` URI, or a value that is no reference at all (a vector, nothing)."""
+    return not isinstance(value, str) or value.strip()[:5].lower() == "data:"
+
+
 def _decode_data_uri(ref: str, max_bytes: int) -> bytes:
     head, sep, payload = ref[5:].partition(",")
     if not sep:
@@ -507,7 +512,7 @@ class DataFetcher:
         if not isinstance(ref, str) or not ref.strip():
             raise TaskDataError("task data value is empty or not a string")
         ref = ref.strip()
-        if ref[:5].lower() == "data:":
+        if is_inline(ref):
             return _decode_data_uri(ref, self.max_bytes)
         scheme = urlsplit(ref).scheme.lower() if ":" in ref else ""
         if scheme in CLOUD_SCHEMES and task_id is not None:

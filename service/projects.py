@@ -29,7 +29,7 @@ from tenacity import RetryError
 
 from connectors.label_config import LabelConfig, LabelConfigError, parse_label_config
 from connectors.label_studio import LabelStudioClient, LabelStudioError, retrying
-from connectors.task_data import DataFetcher
+from connectors.task_data import DataFetcher, is_inline
 from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
 from model.targets import load_distance_matrix
@@ -898,6 +898,10 @@ class ProjectManager:
                 fetcher, todo = None, []
                 out = [r if r is not None else failed(f"task data cannot be read: {e}") for r in out]
 
+            def value(i: int) -> object:
+                data = tasks[i].get("data") or {}
+                return data.get(config.data_key) if isinstance(data, dict) else None
+
             def read(i: int) -> np.ndarray | str:
                 data = tasks[i].get("data") or {}
                 if not isinstance(data, dict):
@@ -908,17 +912,21 @@ class ProjectManager:
                     self.metrics.errors.labels("data").inc()
                     return str(e)
 
-            # read side by side, and answered within Label Studio's 100 s whatever the storage does
-            pool = ThreadPoolExecutor(PREDICT_FETCHERS, "predict")
-            try:
-                with fetcher or contextlib.nullcontext():
-                    reads = {pool.submit(read, i): i for i in todo}
-                    futures_wait(reads, timeout=PREDICT_DEADLINE_SECONDS)
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)  # a read past the deadline ends on its own timeout
-            for future, i in reads.items():
-                item = future.result() if future.done() and not future.cancelled() else \
-                    f"not read within {PREDICT_DEADLINE_SECONDS:.0f} s (asked again with the next batch)"
+            remote = {i for i in todo if not is_inline(value(i))}
+            with fetcher or contextlib.nullcontext():
+                got = {i: read(i) for i in todo if i not in remote}  # in this thread: no request, no wait
+                if remote:  # side by side, and answered within Label Studio's 100 s whatever the storage does
+                    pool = ThreadPoolExecutor(PREDICT_FETCHERS, "predict")
+                    try:
+                        reads = {pool.submit(read, i): i for i in remote}
+                        futures_wait(reads, timeout=PREDICT_DEADLINE_SECONDS)
+                    finally:
+                        pool.shutdown(wait=False, cancel_futures=True)  # a late read ends on its own timeout
+                    got.update({i: future.result() if future.done() and not future.cancelled() else
+                                f"not read within {PREDICT_DEADLINE_SECONDS:.0f} s (asked again with the next batch)"
+                                for future, i in reads.items()})
+            for i in todo:
+                item = got[i]
                 if isinstance(item, str):
                     out[i] = failed(item)
                 elif tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:

@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from connectors.label_studio import LabelStudioClient
 from service.app import create_app
@@ -186,14 +187,29 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
 
     def slow(self, fetcher, value, task_id=None):
         hung.wait(30) if task_id == 900 else time.sleep(0.4)  # task 900's storage hangs until the test ends
-        return real(self, fetcher, value, task_id)
+        return real(self, fetcher, client.tasks[task_id - 900]["data"]["image"], task_id)
 
     monkeypatch.setattr(ItemCodec, "load", slow)
     monkeypatch.setattr(projects, "PREDICT_DEADLINE_SECONDS", 2.0)
-    tasks = [{"id": 900 + i, "data": client.tasks[i]["data"]} for i in range(8)]
+    tasks = [{"id": 900 + i, "data": {"image": f"http://127.0.0.1:1/data/upload/1/{i}.png"}} for i in range(8)]
     t0 = time.perf_counter()
     results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
     assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
     assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
     assert all(r["result"] and "error" not in r for r in results[1:])
     hung.set()
+
+
+def test_predict_decodes_inline_task_data_in_the_request_s_own_thread(tmp_path, monkeypatch):
+    """data: URIs need no request: a pool of threads would only contend for the interpreter (measured slower)."""
+    import service.projects as projects
+
+    m, app, client = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    monkeypatch.setattr(projects, "ThreadPoolExecutor", lambda *a, **k: pytest.fail("no pool for inline data"))
+    tasks = [{"id": 900 + i, "data": client.tasks[i]["data"]} for i in range(3)]
+    assert client.tasks[0]["data"]["image"].startswith("data:")
+    results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
+    assert all(r["result"] and "error" not in r for r in results)
