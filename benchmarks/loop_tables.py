@@ -371,10 +371,15 @@ def main() -> None:
             print(table(data) + "\n")
     print("Epoch time:\n")
     print(epoch_time_table() + "\n")
-    load = _load("predict-load-cpu.json")
-    if load:
-        print(f"/predict under load ({load['machine']}):\n")
-        print(predict_load_table(load) + "\n")
+    for name, title in (("predict-load-cpu.json", "/predict under load"),
+                        ("predict-load-cpu-before-inline-reads.json", "/predict under load, this session's machine, "
+                                                                      "before the change of its reads"),
+                        ("predict-load-cpu-inline-reads.json", "/predict under load, inline data read in the request, "
+                                                               "the rest eight at a time")):
+        load = _load(name)
+        if load:
+            print(f"{title} ({load['machine']}):\n")
+            print(predict_load_table(load) + "\n")
     print(version_work_table() + "\n")
     print(budget_table() + "\n")
     print(budget_cpu_table() + "\n")

@@ -55,11 +55,25 @@ class MemoryClient:
     def __init__(self, tasks: list[dict]) -> None:
         self.tasks = tasks
 
-    def iter_tasks(self, project_id, **kw):
-        return iter(self.tasks)
+    def iter_tasks(self, project_id, labeled=None, **kw):
+        return iter([t for t in self.tasks if labeled is None or bool(t["annotations"]) == labeled])
+
+    def labeled_tasks(self, project_id, updated_after=None):
+        return self.iter_tasks(project_id, labeled=True)
 
     def labeled_count(self, project_id):
         return sum(1 for t in self.tasks if t["annotations"])
+
+    def get_project(self, project_id):  # the counters the mirror's ingest and polls read
+        return {"label_config": CONFIG, "task_number": len(self.tasks),
+                "num_tasks_with_annotations": self.labeled_count(project_id),
+                "total_annotations_number": self.labeled_count(project_id), "skipped_annotations_number": 0}
+
+    def newest_task_id(self, project_id):
+        return max(t["id"] for t in self.tasks)
+
+    def last_saved(self, project_id):
+        return None
 
     def delete_predictions(self, *a, **k): return 0
     def import_predictions(self, project_id, predictions, *a): return len(predictions)
