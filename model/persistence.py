@@ -147,4 +147,5 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     set_n_features(clf, sae.input_shape_)
     clf.metadata_ = settings.get("metadata", {})
     clf.pulled_held_ = bool(settings.get("pulled_held", False))
+    clf.holdout_fitted_ = float(clf.calibration_holdout)
     return clf

@@ -49,7 +49,9 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     (picked by a hash of their ``ids``, so the same ones stay out of every warm-started version):
     the SVM still learns from them, and the map from confidence to probability is fitted on them
     alone, items whose labels the codes were never pulled by (on the labels the structure term
-    did pull, a held-out SVM is still far more often right than on the pool).
+    did pull, a held-out SVM is still far more often right than on the pool). A ``warm_start`` fit
+    trains new networks instead when the previous fit's codes were pulled by labels this one holds
+    out (another holdout share, or a previous fit whose few labels all pulled): they would carry them.
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
@@ -91,6 +93,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not 0.0 <= float(self.calibration_holdout) < 1.0:
             raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
         held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
+        codes_kept_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout) \
+            and not getattr(self, "pulled_held_", False)
         self.pulled_held_ = bool(held.any()) and len(np.unique(y[labeled & ~held])) < 2
         if self.pulled_held_:
             held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls; the next fit starts afresh
@@ -108,7 +112,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
-        warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members)
+        warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members) \
+            and (codes_kept_holdout or not held.any())
         pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
@@ -128,6 +133,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled], calibrate_on=held[labeled])
         self.classes_ = np.arange(k)
         self.n_classes_ = k
+        self.holdout_fitted_ = float(self.calibration_holdout)
         set_n_features(self, self.sae_.input_shape_)
         return self
 

@@ -62,6 +62,17 @@ def test_saved_model_holds_no_training_data(digits_model: SAEClassifier, tmp_pat
     assert loaded.predict_confidence(fresh)[1].shape == (4,)
 
 
+def test_a_loaded_model_with_a_calibration_holdout_keeps_training_warm(digits: Dataset, digits_labels,
+                                                                       tmp_path) -> None:
+    x, y = digits.x_train[:300], digits_labels[:300]
+    model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", calibration_holdout=0.3,
+                          sae_params={"network": "mlp"}).fit(x, y)
+    loaded = load_model(save_model(model, tmp_path / "v1"), device="cpu")
+    encoder = loaded.sae_.encoder_
+    loaded.set_params(warm_start=True).fit(x, y)
+    assert loaded.sae_.encoder_ is encoder, "the version's holdout is known after loading: its codes never saw it"
+
+
 def test_loaded_model_can_keep_training(digits_model: SAEClassifier, digits: Dataset, digits_labels, tmp_path) -> None:
     loaded = load_model(save_model(digits_model, tmp_path / "v1"), device="cpu")
     encoder = loaded.sae_.encoder_

@@ -539,6 +539,29 @@ def test_semi_supervised_terms_wait_for_their_label_count(small, digits: Dataset
     assert model.sae_params["consistency"] == 1.0, "the user's setting is never overwritten"
 
 
+def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(small) -> None:
+    from model.calibration import holdout
+
+    x, y = small
+    model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", warm_start=True, sae_params={"network": "mlp"})
+    first = model.fit(x, y).sae_
+    assert model.fit(x, y).sae_ is first, "the same holdout (none) keeps the networks"
+    model.set_params(calibration_holdout=0.3).fit(x, y)
+    assert model.sae_ is not first, "codes every label pulled would carry the labels now held out"
+    kept = model.sae_
+    assert model.fit(x, y).sae_ is kept, "the same holdout again: warm"
+
+    ids = np.arange(len(y))
+    held = (y >= 0) & holdout(ids, 0.3)
+    one_held = int(np.flatnonzero(held)[0])
+    other = int(np.flatnonzero((y >= 0) & ~held & (y != y[one_held]))[0])
+    few = np.full_like(y, -1)
+    few[[one_held, other]] = y[[one_held, other]]
+    assert model.fit(x, few).pulled_held_, "one class outside the holdout: every label pulls"
+    pulled = model.sae_
+    assert model.fit(x, y).sae_ is not pulled and not model.pulled_held_, "the held label it pulled is let go"
+
+
 def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
     x, y = small
     model = SAEClassifier(epochs=1, device="cpu", sae_params={"flip": True}).fit(x, y)
