@@ -165,23 +165,28 @@ class RayTrainingBackend(TrainingBackend):
 
     def _wait(self, refs: list, project_id: int, stage_dir: Path | None, progress: Progress | None,
               what: str) -> list:
-        """Wait for ``refs`` while relaying the worker's progress; Ray's failures become clear errors."""
+        """Wait for ``refs`` while relaying the worker's progress; Ray's failures become clear errors.
+
+        The first task that fails fails the job at once and cancels the others: a pool scored in shards is of
+        no use with one missing, and the others would hold the cluster's workers for nothing.
+        """
         ray = self.ray
         what = f"{what} for project {project_id}" if project_id >= 0 else what
         for ref in refs:
             self._inflight[ref] = project_id
+        pending, results = list(refs), {}
         try:
-            pending = list(refs)
             while pending:
                 if self._closed:
                     raise JobCancelledError(f"{what} was cancelled")
-                _, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
+                ready, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
+                results.update(zip(ready, ray.get(ready), strict=True))
                 if stage_dir is not None:
                     self._relay(stage_dir, project_id, progress)
                 elif progress and len(refs) > 1:
                     done = len(refs) - len(pending)
                     progress(f"{what}: {done}/{len(refs)} shards", done / len(refs))
-            return ray.get(refs)
+            return [results[ref] for ref in refs]
         except ray.exceptions.TaskCancelledError as e:
             raise JobCancelledError(f"{what} was cancelled") from e
         except ray.exceptions.RayTaskError as e:
@@ -190,6 +195,9 @@ class RayTrainingBackend(TrainingBackend):
             raise RuntimeError(f"{what} failed on the Ray cluster after {self.max_retries} retries: "
                                f"{type(e).__name__}: {e}") from e
         finally:
+            for ref in pending:
+                with contextlib.suppress(Exception):  # a task that just finished or was lost cannot be cancelled
+                    ray.cancel(ref)
             for ref in refs:
                 self._inflight.pop(ref, None)
 

@@ -238,6 +238,21 @@ def test_a_driver_on_no_ray_node_trains_through_ray_client(ray_head: RayHead, po
     assert metrics == {"backend": "ray", "labeled": int((digits_labels[:N] >= 0).sum()), "cv": len(CLASSES)}
 
 
+def test_a_failed_shard_fails_the_job_at_once_and_cancels_the_others(ray_address, tmp_path) -> None:
+    def unreadable() -> None:
+        raise ValueError("shard 2 cannot be read")
+
+    def slow() -> int:
+        time.sleep(20)
+        return 1
+
+    refs = [ray.remote(num_cpus=1)(slow).remote(), ray.remote(num_cpus=1)(unreadable).remote()]
+    with pytest.raises(ValueError, match="shard 2 cannot be read"):
+        backend(ray_address, tmp_path)._wait(refs, -1, None, None, "scoring the pool")
+    with pytest.raises(ray.exceptions.TaskCancelledError):
+        ray.get(refs[0], timeout=60)  # had the job waited for it, it would have returned 1
+
+
 def test_a_worker_trains_on_the_device_ray_gave_it(ray_address) -> None:
     from service.ray_backend import _on_worker
 
