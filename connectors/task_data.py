@@ -358,6 +358,7 @@ class DataFetcher:
         self._token_lock = threading.Lock()
         self._client_lock = threading.Lock()  # fetches run on several threads: one client, not one each
         self._client: httpx.Client | None = None
+        self._closed = False
 
     # ---- policy ---------------------------------------------------------------------------------
     def _is_ls(self, scheme: str, host: str, port: int) -> bool:
@@ -404,6 +405,8 @@ class DataFetcher:
     # ---- http -----------------------------------------------------------------------------------
     def _http(self) -> httpx.Client:
         with self._client_lock:
+            if self._closed:  # a read that outlived its request: opening a client now would leave it open
+                raise TaskDataError("not read: the request that asked for it has ended")
             if self._client is None:
                 transport = httpx.HTTPTransport(retries=0)
                 pool = getattr(transport, "_pool", None)
@@ -415,8 +418,9 @@ class DataFetcher:
             return self._client
 
     def close(self) -> None:
+        """Close the client for good: a read still running on another thread fails instead of opening a new one."""
         with self._client_lock:
-            client, self._client = self._client, None
+            client, self._client, self._closed = self._client, None, True
         if client is not None:
             client.close()
 

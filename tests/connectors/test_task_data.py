@@ -630,3 +630,17 @@ def test_fetches_on_several_threads_share_one_client(monkeypatch) -> None:
         t.join()
     assert len(made) == 1 and len({id(c) for c in clients}) == 1
     fetcher.close()
+
+
+def test_a_read_after_close_fails_and_opens_no_client(ls, monkeypatch) -> None:
+    import connectors.task_data as task_data
+
+    ls.routes["/data/upload/1/a.png"] = _send(_png())
+    fetcher = DataFetcher(ls.url, LEGACY_KEY)
+    assert fetcher.fetch_bytes("/data/upload/1/a.png") == _png()
+    fetcher.close()
+    made = []
+    monkeypatch.setattr(task_data.httpx, "Client", lambda *a, **k: made.append(1))
+    with pytest.raises(TaskDataError, match="request that asked for it has ended"):
+        fetcher.fetch_bytes("/data/upload/1/a.png")
+    assert made == [], "a /predict read past its deadline would leave a client open"
