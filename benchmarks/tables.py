@@ -12,6 +12,7 @@ standard deviation over seeds (ddof = 1).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Callable, Iterable
@@ -938,6 +939,8 @@ def _rounds50_reading(x: Rounds50, items: str = "20k") -> list[str]:
 
 
 HEADS = "flip-semi500-lam099-warm5-heads"  # the control's training again, other classifiers read on its codes
+EMA_HEADS = "flip-semi500-lam099-warm5-ema95-heads"  # the targets' setting again, pool heads read too
+HEADS_OF = {HEADS: CHOSEN_2K, EMA_HEADS: "flip-semi500-lam099-warm5-ema95"}  # heads run -> the run it trains again
 
 
 def head_rows(path: str) -> list[Row]:
@@ -957,13 +960,13 @@ def section_latent_heads(roots: Iterable[str] = VAL20K_ROOTS) -> str:
     curve's own validation error, and its training must reproduce the control's test readings.
     """
     blocks = []
-    for root in roots:
+    for root, (heads_run, trained_again) in itertools.product(roots, HEADS_OF.items()):
         here = in_folder(root)
-        if not (RESULTS / here(HEADS)).exists():
+        if not (RESULTS / here(heads_run)).exists():
             continue
-        rows = head_rows(here(HEADS))
-        own = row("own", [here(HEADS)], "sae", "margin")
-        control = complete(_protocol_rows([x for x in LEVERS if x[0] == CHOSEN_2K], here), [])
+        rows = head_rows(here(heads_run))
+        own = row("own", [here(heads_run)], "sae", "margin")
+        control = complete(_protocol_rows([x for x in LEVERS if x[0] == trained_again], here), [])
         ref = next(r for r in rows if r.label == "svm C=1")
         effects = {r.label: d for r in rows if r is not ref and (d := _paired_val(r, ref)) is not None}
         lines = ["| head on the codes (validation, mean over 200-1,000 labels) | vs svm C=1, points (paired) "
@@ -974,8 +977,9 @@ def section_latent_heads(roots: Iterable[str] = VAL20K_ROOTS) -> str:
         checks = f"Checks: svm C=1 equals the curve's own validation error at {equal} of {points} points"
         if control:
             same, total = reproduced(own, control[0])
-            checks += f"; the training's test readings equal the control's (`{root}/{CHOSEN_2K}`) at {same} of {total}"
-        parts = [f"`{root}/{HEADS}` (processor: {_processor(here(HEADS))}):",
+            checks += (f"; the training's test readings equal the control's (`{root}/{trained_again}`) "
+                       f"at {same} of {total}")
+        parts = [f"`{root}/{heads_run}` (processor: {_processor(here(heads_run))}):",
                  curve_table("validation error, 20k items, same codes", rows, FM_BUDGETS, key="val_error"),
                  "\n".join(lines), checks + "."]
         if effects:

@@ -37,7 +37,7 @@ def test_every_head_separates_well_separated_codes_and_reads_val_and_test() -> N
     xv, yv = _blobs(200, 1)
     xt, yt = _blobs(200, 2)
     out = latent_heads.probe_heads(_Codes(), x, y, xv, yv, xt, yt)
-    assert set(out) == set(latent_heads.heads(3))
+    assert set(out) == set(latent_heads.heads(3)) | set(latent_heads.pool_heads(3))
     assert out["svm C=1"]["val_error"] < 0.02 and out["knn 10"]["test_error"] < 0.02
 
 
@@ -66,3 +66,20 @@ def test_heads_see_only_the_labeled_items() -> None:
     out = latent_heads.probe_heads(_Codes(), x, y, *_blobs(100, 1), *_blobs(100, 2))
     assert out["nearest centre"]["test_error"] > 0.9
     assert "val_error" not in latent_heads.probe_heads(_Codes(), x, y, x[:0], y[:0], *_blobs(50, 2))["knn 10"]
+
+
+def test_pool_heads_carry_labels_along_the_pool_s_clusters() -> None:
+    """Two moons with six labels each: the unlabeled pool's shape says what the labeled codes alone cannot."""
+    from sklearn.datasets import make_moons
+
+    class TwoClasses(_Codes):
+        n_classes_ = 2
+
+    x, y_true = make_moons(600, noise=0.05, random_state=0)
+    y = np.full(600, -1)
+    for c in (0, 1):
+        y[np.flatnonzero(y_true == c)[:6]] = c
+    xt, yt = make_moons(300, noise=0.05, random_state=1)
+    out = latent_heads.probe_heads(TwoClasses(), x, y, x[:0], y[:0], xt, yt)
+    assert out["label spreading, 10 neighbours, α 0.9"]["test_error"] < 0.02
+    assert out["svm C=1"]["test_error"] > 0.1, "a line through twelve points cannot follow the moons"

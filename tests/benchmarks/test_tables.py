@@ -404,6 +404,12 @@ def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_
     heads["svm C=1"] = 0.125
     write(tables.HEADS, 0.12, probe=True)
     assert "at 0 of 18 points" in tables.section_latent_heads(["big"]), "a probe that is not the model's own SVM shows"
+    heads["svm C=1"] = 0.12
+    write(tables.EMA_HEADS, 0.12, probe=True)
+    write(tables.HEADS_OF[tables.EMA_HEADS], 0.12, probe=False)
+    ema = tables.section_latent_heads(["big"]).split(f"`big/{tables.EMA_HEADS}`")[1]
+    assert f"the training's test readings equal the control's (`big/{tables.HEADS_OF[tables.EMA_HEADS]}`) at 18 of 18" \
+        in ema, "each heads run is checked against the setting it trains again"
 
 
 def test_the_summary_reads_each_target_with_its_figure() -> None:
