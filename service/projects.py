@@ -256,8 +256,10 @@ class ProjectManager:
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
         with self._lock:
-            new = pid not in self.projects
-        st = self.get(pid)
+            st = self.projects.get(pid)
+            new = st is None
+            if new:
+                st = self.projects[pid] = ProjectState(pid)
         with st.lock:
             before = (st.label_config, st.ls_url)
             if schema:
