@@ -58,6 +58,7 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
         "custom_networks": custom,
         "history": sae.history_,
         "pulled_held": bool(model.pulled_held_),
+        "holdout_fitted": float(getattr(model, "holdout_fitted_", model.calibration_holdout)),
         "metadata": metadata or {},
     }
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -147,5 +148,5 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     set_n_features(clf, sae.input_shape_)
     clf.metadata_ = settings.get("metadata", {})
     clf.pulled_held_ = bool(settings.get("pulled_held", False))
-    clf.holdout_fitted_ = float(clf.calibration_holdout)
+    clf.holdout_fitted_ = float(settings.get("holdout_fitted", clf.calibration_holdout))
     return clf

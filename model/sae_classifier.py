@@ -50,8 +50,9 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     the SVM still learns from them, and the map from confidence to probability is fitted on them
     alone, items whose labels the codes were never pulled by (on the labels the structure term
     did pull, a held-out SVM is still far more often right than on the pool). A ``warm_start`` fit
-    trains new networks instead when the previous fit's codes were pulled by labels this one holds
-    out (another holdout share, or a previous fit whose few labels all pulled): they would carry them.
+    trains new networks instead (``warm_started_`` says which it did) when the previous fit's codes
+    may have been pulled by labels this one holds out: another holdout share, or a previous fit whose
+    few labels all pulled (``pulled_held_``).
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
@@ -95,8 +96,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
         codes_kept_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout) \
             and not getattr(self, "pulled_held_", False)
-        self.pulled_held_ = bool(held.any()) and len(np.unique(y[labeled & ~held])) < 2
-        if self.pulled_held_:
+        pulled_held = bool(held.any()) and len(np.unique(y[labeled & ~held])) < 2  # set when the fit succeeds
+        if pulled_held:
             held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls; the next fit starts afresh
         y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
@@ -114,6 +115,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         pseudo_weight = float(self.self_training) if semi else 0.0
         warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members) \
             and (codes_kept_holdout or not held.any())
+        self.warm_started_ = False  # until this fit's networks are trained
         pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
@@ -134,6 +136,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = np.arange(k)
         self.n_classes_ = k
         self.holdout_fitted_ = float(self.calibration_holdout)
+        self.pulled_held_ = pulled_held
+        self.warm_started_ = warm
         set_n_features(self, self.sae_.input_shape_)
         return self
 

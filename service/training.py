@@ -152,7 +152,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     z_lab = model.transform(x[np.flatnonzero(labeled)])
     metrics = {"labeled": int(labeled.sum()), "unlabeled": int((~labeled).sum()),
                "cv_accuracy": cv_accuracy(z_lab, y[labeled]), "train_seconds": round(seconds, 3),
-               "warm_start": bool(warm)}
+               "warm_start": bool(model.warm_started_)}
     return TrainingResult(model, metrics)
 
 

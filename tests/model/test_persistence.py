@@ -71,6 +71,11 @@ def test_a_loaded_model_with_a_calibration_holdout_keeps_training_warm(digits: D
     encoder = loaded.sae_.encoder_
     loaded.set_params(warm_start=True).fit(x, y)
     assert loaded.sae_.encoder_ is encoder, "the version's holdout is known after loading: its codes never saw it"
+    model.set_params(calibration_holdout=0.1)  # changed after fitting: the saved version still held out 0.3
+    again = load_model(save_model(model, tmp_path / "v2"), device="cpu")
+    encoder = again.sae_.encoder_
+    again.set_params(warm_start=True, calibration_holdout=0.3).fit(x, y)
+    assert again.sae_.encoder_ is encoder, "the holdout it was fitted with is saved, not the setting at saving"
 
 
 def test_loaded_model_can_keep_training(digits_model: SAEClassifier, digits: Dataset, digits_labels, tmp_path) -> None:

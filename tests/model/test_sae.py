@@ -559,7 +559,13 @@ def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(
     few[[one_held, other]] = y[[one_held, other]]
     assert model.fit(x, few).pulled_held_, "one class outside the holdout: every label pulls"
     pulled = model.sae_
+    failing = model.set_params(sae_params={"network": "mlp", "lam": 0.5})
+    with pytest.raises(ValueError, match="instead of 'lam'"):
+        failing.fit(x, y)
+    model.set_params(sae_params={"network": "mlp"})
+    assert model.pulled_held_, "a fit that failed changes nothing the next fit decides by"
     assert model.fit(x, y).sae_ is not pulled and not model.pulled_held_, "the held label it pulled is let go"
+    assert not model.warm_started_ and model.fit(x, y).warm_started_
 
 
 def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
