@@ -451,10 +451,13 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
             picked = unl[rank(strategy, d, s.per_round, codes=z).top.indices]
         y[picked] = y_true[picked]
         if s.warm_start:
-            warm = s.warm_epochs if s.warm_epochs is not None else s.epochs
+            # codes every label pulled (held ones too) are not warm-started from: the next fit trains anew, in full
+            fresh = bool(getattr(model, "pulled_held_", False))
+            warm = s.warm_epochs if s.warm_epochs is not None and not fresh else s.epochs
             model.set_params(warm_start=True, epochs=warm)
             if s.warm_steps is not None and isinstance(model, SAEClassifier):
-                model.set_params(sae_params={**(model.sae_params or {}), "steps_per_epoch": s.warm_steps})
+                steps = None if fresh else s.warm_steps
+                model.set_params(sae_params={**(model.sae_params or {}), "steps_per_epoch": steps})
             if isinstance(model, EncoderClassifier):
                 model.set_params(min_steps=_classifier_steps(warm, len(pool), s.batch_size))
     return curve

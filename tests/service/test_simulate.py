@@ -142,6 +142,31 @@ def test_warm_steps_budget_reaches_every_warm_round(monkeypatch) -> None:
     assert budgets == [None, 3, 3], "the first fit takes full passes, warm rounds the budget"
 
 
+def test_a_fit_after_one_whose_labels_all_pulled_gets_the_first_fit_s_budget(monkeypatch) -> None:
+    """Such a fit trains new networks (the held labels pulled the old ones): a warm round's budget would starve it."""
+    from model.sae_classifier import SAEClassifier
+
+    fits = []
+    fit = SAEClassifier.fit
+
+    def recording_fit(self, x, y, ids=None):
+        before = bool(getattr(self, "pulled_held_", False))
+        out = fit(self, x, y, ids=ids)
+        fits.append((before, self.epochs, (self.sae_params or {}).get("steps_per_epoch"), self.warm_started_))
+        return out
+
+    monkeypatch.setattr(SAEClassifier, "fit", recording_fit)
+    s = SimulationSettings(initial=3, per_round=40, rounds=2, pool_size=300, test_size=50, epochs=3,
+                           warm_epochs=1, warm_steps=2, calibration_holdout=0.8, device="cpu")
+    run_one(load_digits_dataset(), s, "sae", "margin", seed=0, log=lambda _: None)
+    after_pulled = [f for f in fits[1:] if f[0]]
+    after_kept = [f for f in fits[1:] if not f[0]]
+    assert after_pulled and after_kept, fits
+    assert all(f[1:3] == (3, None) for f in after_pulled), "the first fit's budget"
+    assert not all(f[3] for f in after_pulled), "trained anew"
+    assert all(f[1:] == (1, 2, True) for f in after_kept), "warm, on the warm budget"
+
+
 def test_validation_set_is_disjoint_from_pool_and_keeps_the_pool() -> None:
     from service.simulate import _split
 
