@@ -406,7 +406,7 @@ class DataFetcher:
     def _http(self) -> httpx.Client:
         with self._client_lock:
             if self._closed:  # a read that outlived its request: opening a client now would leave it open
-                raise TaskDataError("not read: the request that asked for it has ended")
+                raise TaskDataError("not read: the request that asked for it has ended", temporary=True)
             if self._client is None:
                 transport = httpx.HTTPTransport(retries=0)
                 pool = getattr(transport, "_pool", None)

@@ -1,4 +1,4 @@
-"""Other heads on latent codes: each is fitted on the labeled codes only and read on held-out codes."""
+"""Other heads on latent codes, read on held-out codes: fitted on the labeled codes, pool heads on the pool's too."""
 
 from __future__ import annotations
 
