@@ -246,11 +246,12 @@ def test_a_failed_shard_fails_the_job_at_once_and_cancels_the_others(ray_address
         time.sleep(20)
         return 1
 
-    refs = [ray.remote(num_cpus=1)(slow).remote(), ray.remote(num_cpus=1)(unreadable).remote()]
+    # the failing one first: on a cluster with one CPU free it still runs before the slow one is done
+    refs = [ray.remote(num_cpus=1)(unreadable).remote(), ray.remote(num_cpus=1)(slow).remote()]
     with pytest.raises(ValueError, match="shard 2 cannot be read"):
         backend(ray_address, tmp_path)._wait(refs, -1, None, None, "scoring the pool")
     with pytest.raises(ray.exceptions.TaskCancelledError):
-        ray.get(refs[0], timeout=60)  # had the job waited for it, it would have returned 1
+        ray.get(refs[1], timeout=60)  # had the job waited for it, it would have returned 1
 
 
 def test_a_worker_trains_on_the_device_ray_gave_it(ray_address) -> None:
