@@ -83,7 +83,7 @@ class ProjectState:
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
     client_key: tuple | None = None  # the (URL, key) of the client this project last used
     scoring_seconds: float | None = None
-    label_check_seconds: float = 0.0  # how long the last label check took
+    label_check_seconds: float = 0.0  # how long the last label check took (saved with the project)
     suggested: list[int] | None = None
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
@@ -180,6 +180,7 @@ class ProjectManager:
             st.push_pending = bool(info.get("push_pending"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
+            st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)  # a slow one is deferred at once
             marked = info.get("marked")
             rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
@@ -251,7 +252,8 @@ class ProjectManager:
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
             "marked": None if ps.marked is None else sorted(ps.marked),
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
-            "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested})
+            "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
+            "label_check_seconds": st.label_check_seconds})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""

@@ -908,6 +908,17 @@ def test_on_a_project_whose_label_check_is_slow_a_burst_of_label_webhooks_is_che
     m.shutdown()
 
 
+def test_a_slow_label_check_is_remembered_across_a_restart(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.projects[1].label_check_seconds = 5.0
+    webhook(app, "START_TRAINING")  # a training's start saves the project
+    assert m.runner.wait_idle(120)
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client)
+    assert m2.projects[1].label_check_seconds == 5.0, "the first label webhook after a restart is deferred too"
+    m2.shutdown()
+
+
 def test_a_queue_read_that_failed_leaves_a_queue_a_push_made_meanwhile(tmp_path) -> None:
     m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
     st = m.projects[1]
