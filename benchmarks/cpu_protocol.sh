@@ -170,9 +170,10 @@ ARGS_OF[flip-semi500-lam099-warm5-ema95-r50]="${ARGS_OF[flip-semi500-lam099-warm
 # The served probability calibrated on a tenth of the labels, picked by id and kept out of the structure term (the
 # SVM still learns from them), instead of on every label out of fold: on labels the codes were pulled by a held-out
 # SVM is far more often right than on the pool. What it costs in error and buys in calibration error
-# the targets' setting again, reading other classifiers on its codes every round, pool heads too (latent_heads.py)
-ARGS_OF[flip-semi500-lam099-warm5-ema95-heads]="${ARGS_OF[flip-semi500-lam099-warm5-ema95]} --probe-heads"
 ARGS_OF[flip-semi500-lam099-warm5-ema95-calib10]="${ARGS_OF[flip-semi500-lam099-warm5-ema95]} --calibration-holdout 0.1"
+# the targets' setting again, reading other classifiers on its codes every round, pool heads too (latent_heads.py);
+# read in the tables from VAL_SIZE=20000 ROOT=benchmarks/results/protocol-fm10-10k-val20k[-again] only
+ARGS_OF[flip-semi500-lam099-warm5-ema95-heads]="${ARGS_OF[flip-semi500-lam099-warm5-ema95]} --probe-heads"
 # The classifier baselines from the same typicality start as the SAE (they start at random elsewhere): how much of
 # the SAE's lead is the start, read beside the targets, which keep the plain classifier's random start
 RUNS_OF[baselines-wide-flip-again-typical]="classifier+margin,classifier+random"
