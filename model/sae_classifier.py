@@ -93,12 +93,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"members must be at least 1, got {self.members}")
         if not 0.0 <= float(self.calibration_holdout) < 1.0:
             raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
-        held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
-        codes_kept_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout) \
-            and not getattr(self, "pulled_held_", False)
-        pulled_held = bool(held.any()) and len(np.unique(y[labeled & ~held])) < 2  # set when the fit succeeds
-        if pulled_held:
-            held = np.zeros_like(labeled)  # too few labels to spare any: every one pulls; the next fit starts afresh
+        warm = self.warm_start and self.keeps_networks(y, ids)
+        held, pulled_held = self._held_out(y, ids)  # pulled_held_ is set when the fit succeeds
         y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
         if clash:
@@ -113,9 +109,9 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
-        warm = self.warm_start and hasattr(self, "sae_") and len(self.saes_) == int(self.members) \
-            and (codes_kept_holdout or not held.any())
         self.warm_started_ = False  # until this fit's networks are trained
+        if warm and pulled_held:
+            self.pulled_held_ = True  # every label pulls the networks kept: so they stay marked if the fit fails
         pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
@@ -140,6 +136,24 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.warm_started_ = warm
         set_n_features(self, self.sae_.input_shape_)
         return self
+
+    def _held_out(self, y: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, bool]:
+        """The labeled items kept out of the structure term, and whether too few labels outside it made every one
+        pull instead (fewer than two classes outside: no holdout for this fit, and the next starts afresh)."""
+        labeled = y >= 0
+        held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
+        if held.any() and len(np.unique(y[labeled & ~held])) < 2:
+            return np.zeros_like(labeled), True
+        return held, False
+
+    def keeps_networks(self, y: np.ndarray, ids: np.ndarray | None = None) -> bool:
+        """Would a ``warm_start`` fit on these labels keep the fitted networks? Not where their codes may have been
+        pulled by labels it holds out: another holdout share, or a fit whose few labels all pulled."""
+        if not hasattr(self, "saes_") or len(self.saes_) != int(self.members):
+            return False
+        held, _ = self._held_out(np.asarray(y, dtype=np.int64), ids)
+        same_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout)
+        return not held.any() or (same_holdout and not getattr(self, "pulled_held_", False))
 
     def _pseudo_labels(self, X: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray | None:
         """The previous fit's class for unlabeled items it is confident of, -1 elsewhere.

@@ -452,7 +452,7 @@ def run_one(ds: Dataset, s: SimulationSettings, model_name: str, strategy_name: 
         y[picked] = y_true[picked]
         if s.warm_start:
             # codes every label pulled (held ones too) are not warm-started from: the next fit trains anew, in full
-            fresh = bool(getattr(model, "pulled_held_", False))
+            fresh = isinstance(model, SAEClassifier) and not model.keeps_networks(y)
             warm = s.warm_epochs if s.warm_epochs is not None and not fresh else s.epochs
             model.set_params(warm_start=True, epochs=warm)
             if s.warm_steps is not None and isinstance(model, SAEClassifier):

@@ -123,7 +123,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     # labels all pulled (held ones too), trains afresh
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
         and list(prev.class_names or []) == list(job.class_names) and _same_networks(prev, s) \
-        and float(prev.calibration_holdout) == float(s.calibration_holdout) and not prev.pulled_held_
+        and copy.copy(prev).set_params(calibration_holdout=s.calibration_holdout).keeps_networks(y, ids)
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
         if progress:

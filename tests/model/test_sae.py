@@ -567,6 +567,15 @@ def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(
     assert model.fit(x, y).sae_ is not pulled and not model.pulled_held_, "the held label it pulled is let go"
     assert not model.warm_started_ and model.fit(x, y).warm_started_
 
+    def boom(*_) -> None:
+        raise RuntimeError("stopped mid-training")
+
+    model.set_params(sae_params={"network": "mlp", "on_epoch": boom})
+    with pytest.raises(RuntimeError, match="mid-training"):
+        model.fit(x, few)  # warm, and every label pulls the kept networks until it fails
+    model.set_params(sae_params={"network": "mlp"})
+    assert model.pulled_held_ and not model.keeps_networks(y), "networks a failed fit pulled are not kept"
+
 
 def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
     x, y = small
