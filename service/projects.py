@@ -180,7 +180,8 @@ class ProjectManager:
             st.push_pending = bool(info.get("push_pending"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
-            st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)  # a slow one is deferred at once
+            with contextlib.suppress(TypeError, ValueError):  # a slow one is deferred at once; a bad value: unknown
+                st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)
             marked = info.get("marked")
             rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
