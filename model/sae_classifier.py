@@ -94,7 +94,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not 0.0 <= float(self.calibration_holdout) < 1.0:
             raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
         warm = self.warm_start and self.keeps_networks(y, ids)
-        held, pulled_held = self._held_out(y, ids)  # pulled_held_ is set when the fit succeeds
+        held, pulled_held = self._held_out(y, ids)
         y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
         if clash:
@@ -110,8 +110,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
         self.warm_started_ = False  # until this fit's networks are trained
-        if warm and pulled_held:
-            self.pulled_held_ = True  # every label pulls the networks kept: so they stay marked if the fit fails
+        if warm:
+            self.pulled_held_ = True  # kept networks train in place: marked until the fit succeeds, whatever fails
         pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
@@ -139,7 +139,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
 
     def _held_out(self, y: np.ndarray, ids: np.ndarray | None) -> tuple[np.ndarray, bool]:
         """The labeled items kept out of the structure term, and whether too few labels outside it made every one
-        pull instead (fewer than two classes outside: no holdout for this fit, and the next starts afresh)."""
+        pull instead (fewer than two classes outside: no holdout for this fit, and the next that holds labels out
+        starts afresh)."""
         labeled = y >= 0
         held = labeled & holdout(np.arange(len(y)) if ids is None else np.asarray(ids), self.calibration_holdout)
         if held.any() and len(np.unique(y[labeled & ~held])) < 2:

@@ -119,8 +119,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     prev = load_model(job.previous_dir, job.device) if job.previous_dir else None
     s = job.sae
     # reordered classes would swap their positions; another latent size or encoder width needs new networks
-    # codes pulled by labels a holdout keeps out would still carry them: another holdout, or a version whose few
-    # labels all pulled (held ones too), trains afresh
+    # codes pulled by labels a holdout keeps out would still carry them: where this training holds labels out, another
+    # holdout, or a version whose few labels all pulled (held ones too), trains afresh (the model's own rule)
     warm = prev is not None and tuple(prev.sae_.input_shape_[-x.ndim + 1:]) == tuple(x.shape[1:]) \
         and list(prev.class_names or []) == list(job.class_names) and _same_networks(prev, s) \
         and copy.copy(prev).set_params(calibration_holdout=s.calibration_holdout).keeps_networks(y, ids)

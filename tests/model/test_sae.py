@@ -575,6 +575,12 @@ def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(
         model.fit(x, few)  # warm, and every label pulls the kept networks until it fails
     model.set_params(sae_params={"network": "mlp"})
     assert model.pulled_held_ and not model.keeps_networks(y), "networks a failed fit pulled are not kept"
+    model.fit(x, y)
+    model.set_params(calibration_holdout=0.0, sae_params={"network": "mlp", "on_epoch": boom})
+    with pytest.raises(RuntimeError, match="mid-training"):
+        model.fit(x, y)  # warm (nothing held): every label pulls the kept networks until it fails
+    model.set_params(calibration_holdout=0.3, sae_params={"network": "mlp"})
+    assert not model.keeps_networks(y), "the labels held at 0.3 pulled them: not kept"
 
 
 def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
