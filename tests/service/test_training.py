@@ -320,3 +320,5 @@ def test_a_version_whose_few_labels_all_pulled_is_not_warm_started_from(pool_dir
     save_model(second.model, tmp_path / "v2")
     assert train_project(job(pool_dir, digits_labels, str(tmp_path / "v2"), calibration_holdout=0.3)).metrics[
         "warm_start"]
+    assert train_project(job(pool_dir, few, str(tmp_path / "v1"), calibration_holdout=0.0)).metrics["warm_start"], \
+        "nothing held out now: codes every label pulled carry no held label"
