@@ -93,8 +93,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"members must be at least 1, got {self.members}")
         if not 0.0 <= float(self.calibration_holdout) < 1.0:
             raise ValueError(f"calibration_holdout must be in [0, 1), got {self.calibration_holdout}")
-        warm = self.warm_start and self.keeps_networks(y, ids)
         held, pulled_held = self._held_out(y, ids)
+        warm = self.warm_start and self._keeps(held)
         y_pulled = np.where(held, -1, y)
         clash = sorted(RESERVED_SAE_PARAMS.keys() & (self.sae_params or {}).keys())
         if clash:
@@ -150,9 +150,11 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     def keeps_networks(self, y: np.ndarray, ids: np.ndarray | None = None) -> bool:
         """Would a ``warm_start`` fit on these labels keep the fitted networks? Not where their codes may have been
         pulled by labels it holds out: another holdout share, or a fit whose few labels all pulled."""
+        return self._keeps(self._held_out(np.asarray(y, dtype=np.int64), ids)[0])
+
+    def _keeps(self, held: np.ndarray) -> bool:
         if not hasattr(self, "saes_") or len(self.saes_) != int(self.members):
             return False
-        held, _ = self._held_out(np.asarray(y, dtype=np.int64), ids)
         same_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout)
         return not held.any() or (same_holdout and not getattr(self, "pulled_held_", False))
 
