@@ -147,11 +147,16 @@ class ProjectManager:
         return VersionStore(self.settings.model_dir, pid)
 
     def get(self, pid: int, create: bool = True) -> ProjectState | None:
+        return self._get(pid, create)[0]
+
+    def _get(self, pid: int, create: bool) -> tuple[ProjectState | None, bool]:
+        """The project's state, and whether this call made it."""
         with self._lock:
             st = self.projects.get(pid)
             if st is None and create:
                 st = self.projects[pid] = ProjectState(pid)
-            return st
+                return st, True
+            return st, False
 
     def mirror(self, st: ProjectState) -> ProjectMirror:
         with st.lock:
@@ -258,11 +263,7 @@ class ProjectManager:
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
-        with self._lock:
-            st = self.projects.get(pid)
-            new = st is None
-            if new:
-                st = self.projects[pid] = ProjectState(pid)
+        st, new = self._get(pid, create=True)
         with st.lock:
             before = (st.label_config, st.ls_url)
             if schema:
@@ -912,7 +913,7 @@ class ProjectManager:
                 if not isinstance(data, dict):
                     return f"task data must be an object, got {type(data).__name__}"
                 try:
-                    return codec.load(fetcher, data.get(config.data_key), int(ids[i]) if ids[i] >= 0 else None)
+                    return codec.load(fetcher, value(i), int(ids[i]) if ids[i] >= 0 else None)
                 except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
                     self.metrics.errors.labels("data").inc()
                     return str(e)
