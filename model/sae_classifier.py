@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,6 +22,13 @@ RESERVED_SAE_PARAMS = {"latent_dim": "latent_dim", "lam": "lam", "epochs": "epoc
 # autoencoder hyperparameter needs no list of its own anywhere.
 PASSED_SAE_PARAMS = tuple(k for k in StructuringAutoencoder._get_param_names()
                           if k not in RESERVED_SAE_PARAMS and k not in ("encoder", "decoder", "on_epoch"))
+
+
+def _training_copy(sae: StructuringAutoencoder) -> StructuringAutoencoder:
+    """A copy whose fitted networks train apart from ``sae``'s. A user's own network pair (the templates new networks
+    are copied from) stays shared: a warm start knows it by identity."""
+    templates = {id(net): net for net in (sae.encoder, sae.decoder) if net is not None}
+    return copy.deepcopy(sae, memo=templates)
 
 
 class SAEClassifier(ClassifierMixin, BaseEstimator):
@@ -52,7 +60,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     did pull, a held-out SVM is still far more often right than on the pool). A ``warm_start`` fit
     trains new networks instead (``warm_started_`` says which it did) when the previous fit's codes
     may have been pulled by labels this one holds out: another holdout share, or a previous fit whose
-    few labels all pulled (``pulled_held_``).
+    few labels all pulled (``pulled_held_``). A ``warm_start`` fit trains copies of the fitted networks, so a fit
+    that fails leaves the fitted model whole, as a warm-started estimator that serves between fits should.
     """
 
     def __init__(self, class_names: Sequence[str] | None = None, latent_dim: int = 10,
@@ -109,26 +118,22 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
-        self.warm_started_ = False  # until this fit's networks are trained
-        if warm:
-            self.pulled_held_ = True  # kept networks train in place: marked until the fit succeeds, whatever fails
         pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
             member = {**params, "random_state": seed}
-            if warm:
-                sae = self.saes_[m].set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
+            if warm:  # a copy trains, so a fit that fails leaves the fitted model whole and serving
+                sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
             else:
                 sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
             sae.fit(X, y_pulled, pseudo=pseudo)
             if not semi:
                 sae.set_params(consistency=consistency)
             saes.append(sae)
-        self.saes_ = saes
-        self.sae_ = saes[0]
-        z = self.transform(np.asarray(X)[labeled]) if labeled.any() else None
-        self.svm_ = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled], calibrate_on=held[labeled])
+        z = self._codes_of(saes, np.asarray(X)[labeled]) if labeled.any() else None
+        svm = LatentSVM(n_classes=k, C=self.svm_C).fit(z, y[labeled], calibrate_on=held[labeled])
+        self.saes_, self.sae_, self.svm_ = saes, saes[0], svm
         self.classes_ = np.arange(k)
         self.n_classes_ = k
         self.holdout_fitted_ = float(self.calibration_holdout)
@@ -177,7 +182,10 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "saes_")
-        return np.hstack([self._codes(sae, X) for sae in self.saes_])
+        return self._codes_of(self.saes_, X)
+
+    def _codes_of(self, saes: Sequence[StructuringAutoencoder], X: np.ndarray) -> np.ndarray:
+        return np.hstack([self._codes(sae, X) for sae in saes])
 
     def _codes(self, sae: StructuringAutoencoder, X: np.ndarray) -> np.ndarray:
         z = sae.transform(X)

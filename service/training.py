@@ -135,11 +135,10 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     distances = None if job.class_distances is None else np.asarray(job.class_distances, np.float64)
     trains = {k: getattr(s, k) for k in PASSED_SAE_PARAMS if hasattr(s, k)}  # every training's, first or warm
     trains.update(channels=tuple(s.channels), class_distances=distances)
-    if warm:
-        model = copy.deepcopy(prev)
-        model.set_params(warm_start=True, epochs=s.warm_epochs, lam=s.lam, device=job.device, **semi,
-                         sae_params={**(model.sae_params or {}), **trains, "steps_per_epoch": s.warm_steps})
-        model.sae_.set_params(on_epoch=on_epoch)
+    if warm:  # the fit trains copies of prev's networks
+        model = copy.copy(prev).set_params(
+            warm_start=True, epochs=s.warm_epochs, lam=s.lam, device=job.device, **semi,
+            sae_params={**(prev.sae_params or {}), **trains, "steps_per_epoch": s.warm_steps, "on_epoch": on_epoch})
     else:
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,

@@ -544,12 +544,10 @@ def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(
 
     x, y = small
     model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", warm_start=True, sae_params={"network": "mlp"})
-    first = model.fit(x, y).sae_
-    assert model.fit(x, y).sae_ is first, "the same holdout (none) keeps the networks"
-    model.set_params(calibration_holdout=0.3).fit(x, y)
-    assert model.sae_ is not first, "codes every label pulled would carry the labels now held out"
-    kept = model.sae_
-    assert model.fit(x, y).sae_ is kept, "the same holdout again: warm"
+    assert not model.fit(x, y).warm_started_ and model.fit(x, y).warm_started_, "the same holdout (none): kept"
+    assert not model.set_params(calibration_holdout=0.3).fit(x, y).warm_started_, \
+        "codes every label pulled would carry the labels now held out"
+    assert model.fit(x, y).warm_started_, "the same holdout again: warm"
 
     ids = np.arange(len(y))
     held = (y >= 0) & holdout(ids, 0.3)
@@ -558,29 +556,25 @@ def test_a_warm_fit_keeps_its_networks_only_while_no_held_label_has_pulled_them(
     few = np.full_like(y, -1)
     few[[one_held, other]] = y[[one_held, other]]
     assert model.fit(x, few).pulled_held_, "one class outside the holdout: every label pulls"
-    pulled = model.sae_
     failing = model.set_params(sae_params={"network": "mlp", "lam": 0.5})
     with pytest.raises(ValueError, match="instead of 'lam'"):
         failing.fit(x, y)
     model.set_params(sae_params={"network": "mlp"})
     assert model.pulled_held_, "a fit that failed changes nothing the next fit decides by"
-    assert model.fit(x, y).sae_ is not pulled and not model.pulled_held_, "the held label it pulled is let go"
-    assert not model.warm_started_ and model.fit(x, y).warm_started_
+    assert not model.fit(x, y).warm_started_ and not model.pulled_held_, "the held label it pulled is let go"
+    assert model.fit(x, y).warm_started_
 
     def boom(*_) -> None:
         raise RuntimeError("stopped mid-training")
 
-    model.set_params(sae_params={"network": "mlp", "on_epoch": boom})
-    with pytest.raises(RuntimeError, match="mid-training"):
-        model.fit(x, few)  # warm, and every label pulls the kept networks until it fails
-    model.set_params(sae_params={"network": "mlp"})
-    assert model.pulled_held_ and not model.keeps_networks(y), "networks a failed fit pulled are not kept"
-    model.fit(x, y)
+    codes, sae, svm = model.transform(x), model.sae_, model.svm_
     model.set_params(calibration_holdout=0.0, sae_params={"network": "mlp", "on_epoch": boom})
     with pytest.raises(RuntimeError, match="mid-training"):
-        model.fit(x, y)  # warm (nothing held): every label pulls the kept networks until it fails
+        model.fit(x, y)  # warm (nothing held out): it trains until the first epoch ends
     model.set_params(calibration_holdout=0.3, sae_params={"network": "mlp"})
-    assert not model.keeps_networks(y), "the labels held at 0.3 pulled them: not kept"
+    assert model.sae_ is sae and model.svm_ is svm and model.warm_started_ and not model.pulled_held_
+    np.testing.assert_array_equal(model.transform(x), codes, "a failed warm fit leaves the networks as they were")
+    assert model.keeps_networks(y), "no label it holds out pulled them: kept"
 
 
 def test_test_time_flip_codes_an_image_and_its_mirror_alike(small, digits: Dataset) -> None:
@@ -609,9 +603,9 @@ def test_members_train_autoencoders_from_different_seeds_and_read_their_codes_si
     np.testing.assert_allclose(z[:, :4], one.transform(x[:30]), rtol=1e-5, atol=1e-6)  # the first member is `one`
     assert not np.allclose(z[:, 4:], z[:, :4], atol=1e-3), "the second member starts from another seed"
     assert two.svm_.coef_.shape[1] == 8, "the SVM reads both members' codes"
-    first = [sae.encoder_ for sae in two.saes_]
     two.set_params(warm_start=True).fit(x, y)
-    assert [sae.encoder_ for sae in two.saes_] == first, "a warm fit goes on training each member"
+    assert two.warm_started_ and [len(sae.history_) for sae in two.saes_] == [2, 2], \
+        "a warm fit goes on training each member"
     with pytest.raises(ValueError, match="members must be at least 1"):
         SAEClassifier(epochs=1, device="cpu", members=0).fit(x, y)
 
