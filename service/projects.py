@@ -915,7 +915,6 @@ class ProjectManager:
                 try:
                     return codec.load(fetcher, value(i), int(ids[i]) if ids[i] >= 0 else None)
                 except Exception as e:  # TaskDataError, or anything odd: this task's answer says why, not a 500
-                    self.metrics.errors.labels("data").inc()
                     return str(e)
 
             remote = {i for i in todo if not is_inline(value(i))}
@@ -931,12 +930,12 @@ class ProjectManager:
                     got.update({i: future.result() if future.done() and not future.cancelled() else
                                 f"not read within {PREDICT_DEADLINE_SECONDS:.0f} s (asked again with the next batch)"
                                 for future, i in reads.items()})
-            for i in todo:
+            for i in todo:  # errors{data} counts each answer that says why; a read that ends late, not again
                 item = got[i]
-                if isinstance(item, str):
-                    out[i] = failed(item)
-                elif tuple(item.shape) != shape and tuple(item.shape) != shape[1:]:
-                    out[i] = failed(f"item shape {item.shape} does not match the model's {shape}")
+                if isinstance(item, str) or (tuple(item.shape) != shape and tuple(item.shape) != shape[1:]):
+                    self.metrics.errors.labels("data").inc()
+                    out[i] = failed(item if isinstance(item, str) else
+                                    f"item shape {item.shape} does not match the model's {shape}")
                 else:
                     items.append(item)
                     where.append(i)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from connectors.label_studio import LabelStudioClient
+from connectors.task_data import TaskDataError
 from service.app import create_app
 from service.training import LocalTrainingBackend
 from tests.integration.conftest import Backend
@@ -183,10 +184,14 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
     assert m.runner.wait_idle(120)
     real = ItemCodec.load
 
-    hung = threading.Event()
+    hung, ended = threading.Event(), threading.Event()
 
     def slow(self, fetcher, value, task_id=None):
-        hung.wait(30) if task_id == 900 else time.sleep(0.4)  # task 900's storage hangs until the test ends
+        if task_id == 900:  # its storage hangs until the test lets it fail
+            hung.wait(30)
+            ended.set()
+            raise TaskDataError("the storage gave up")
+        time.sleep(0.4)
         return real(self, fetcher, client.tasks[task_id - 900]["data"]["image"], task_id)
 
     monkeypatch.setattr(ItemCodec, "load", slow)
@@ -197,7 +202,11 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
     assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
     assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
     assert all(r["result"] and "error" not in r for r in results[1:])
+    assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the answer that says why counts"
     hung.set()
+    assert ended.wait(10)
+    time.sleep(0.2)
+    assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the read that failed late not again"
 
 
 def test_predict_decodes_inline_task_data_in_the_request_s_own_thread(tmp_path, monkeypatch):
