@@ -25,10 +25,11 @@ PASSED_SAE_PARAMS = tuple(k for k in StructuringAutoencoder._get_param_names()
 
 
 def _training_copy(sae: StructuringAutoencoder) -> StructuringAutoencoder:
-    """A copy whose fitted networks train apart from ``sae``'s. A user's own network pair (the templates new networks
-    are copied from) stays shared: a warm start knows it by identity."""
-    templates = {id(net): net for net in (sae.encoder, sae.decoder) if net is not None}
-    return copy.deepcopy(sae, memo=templates)
+    """A copy whose fitted networks train apart from ``sae``'s. What the user gave stays shared: the network pair new
+    networks are copied from (a warm start knows it by identity) and the epoch callback (a bound method's object may
+    hold a lock, and its progress belongs to the caller)."""
+    given = {id(obj): obj for obj in (sae.encoder, sae.decoder, sae.on_epoch) if obj is not None}
+    return copy.deepcopy(sae, memo=given)
 
 
 class SAEClassifier(ClassifierMixin, BaseEstimator):

@@ -879,3 +879,23 @@ def test_pseudo_labels_carry_nothing_of_the_held_out_labels(small, monkeypatch) 
         model.set_params(warm_start=True).fit(x, labels)
     assert held.any() and seen[0] is None and seen[2] is None
     np.testing.assert_array_equal(seen[1], seen[3])
+
+
+def test_a_warm_fit_calls_the_user_s_own_epoch_callback(small) -> None:
+    """The callback is the caller's (a bound method whose object holds a lock, say): a warm fit copies the networks,
+    never it."""
+    import threading
+
+    class Progress:
+        def __init__(self) -> None:
+            self.lock, self.epochs = threading.Lock(), 0
+
+        def step(self, epoch, total, record) -> None:
+            with self.lock:
+                self.epochs += 1
+
+    x, y = small
+    progress = Progress()
+    model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", warm_start=True,
+                          sae_params={"network": "mlp", "on_epoch": progress.step}).fit(x, y)
+    assert model.fit(x, y).warm_started_ and progress.epochs == 2
