@@ -901,6 +901,7 @@ class ProjectManager:
             try:
                 fetcher = self.fetcher(st)
             except Exception as e:  # no Label Studio URL or key yet: each task says so, the batch is no 500
+                self.metrics.errors.labels("data").inc(len(todo))
                 fetcher, todo = None, []
                 out = [r if r is not None else failed(f"task data cannot be read: {e}") for r in out]
 

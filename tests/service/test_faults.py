@@ -198,12 +198,14 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
     monkeypatch.setattr(projects, "PREDICT_DEADLINE_SECONDS", 2.0)
     tasks = [{"id": 900 + i, "data": {"image": f"http://127.0.0.1:1/data/upload/1/{i}.png"}} for i in range(8)]
     t0 = time.perf_counter()
-    results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
-    assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
-    assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
-    assert all(r["result"] and "error" not in r for r in results[1:])
-    assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the answer that says why counts"
-    hung.set()
+    try:
+        results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
+        assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
+        assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
+        assert all(r["result"] and "error" not in r for r in results[1:])
+        assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the answer that says why counts"
+    finally:
+        hung.set()
     assert ended.wait(10)
     time.sleep(0.2)
     assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the read that failed late not again"
@@ -222,3 +224,29 @@ def test_predict_decodes_inline_task_data_in_the_request_s_own_thread(tmp_path, 
     assert client.tasks[0]["data"]["image"].startswith("data:")
     results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
     assert all(r["result"] and "error" not in r for r in results)
+
+
+def test_predict_counts_each_task_it_answers_with_an_error(tmp_path, monkeypatch):
+    import numpy as np
+
+    from connectors.item_codec import ItemCodec
+
+    m, app, client = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    real = ItemCodec.load
+    monkeypatch.setattr(ItemCodec, "load", lambda self, fetcher, value, task_id=None: np.zeros((5, 3), np.float32)
+                        if task_id == 900 else real(self, fetcher, value, task_id))  # images are resized: a codec bug
+    tasks = [{"id": 900, "data": client.tasks[1]["data"]}, {"id": 901, "data": client.tasks[0]["data"]}]
+    results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
+    assert "does not match the model" in results[0]["error"] and "error" not in results[1]
+    assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "an item of another shape counts"
+
+    def no_fetcher(st):
+        raise ValueError("no Label Studio URL")
+
+    monkeypatch.setattr(m, "fetcher", no_fetcher)
+    results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
+    assert all("cannot be read" in r["error"] for r in results)
+    assert 'sae_errors_total{kind="data"} 3.0' in app.get("/metrics").text, "each task a missing fetcher leaves unread"
