@@ -434,8 +434,10 @@ class LabelStudioClient:
         return [_dump(v) for v in self.ls.views.list(project=int(project_id))]
 
     @_wrap
-    def ensure_view(self, project_id: int, title: str, filters: dict, ordering: list[str]) -> int:
-        """Create or update this backend's saved Data Manager view; returns its id.
+    def ensure_view(self, project_id: int, title: str, filters: dict, ordering: list[str],
+                    extra: dict | None = None) -> int:
+        """Create or update this backend's saved Data Manager view; returns its id. ``extra`` keys join its data;
+        keys written before and not named again are kept.
 
         The view carries a marker in its data, so only the backend's own view is ever updated or
         deleted: a team's tab with the same title is left alone. Idempotent: a repeat finds the
@@ -445,7 +447,7 @@ class LabelStudioClient:
         and use "Label Tasks As Displayed".
         """
         data = {"type": "list", "target": "tasks", "title": title, "filters": filters, "ordering": list(ordering),
-                VIEW_MARK: True}
+                VIEW_MARK: True, **(extra or {})}
         views = self.list_views(project_id)
         ours = [v for v in views if (v.get("data") or {}).get(VIEW_MARK)]
         if not ours:
@@ -453,11 +455,11 @@ class LabelStudioClient:
                                             for k in ("title", "filters", "ordering"))][:1]
         if not ours:
             return int(self.ls.views.create(project=int(project_id), data=data).id)
-        keep, *extra = sorted(ours, key=lambda v: int(v["id"]))
-        for v in extra:
+        keep, *doubles = sorted(ours, key=lambda v: int(v["id"]))
+        for v in doubles:
             self.ls.views.delete(id=str(v["id"]))
         current = keep.get("data") or {}
-        if any(current.get(k) != data[k] for k in ("title", "filters", "ordering", VIEW_MARK)):
+        if any(current.get(k) != data[k] for k in ("title", "filters", "ordering", VIEW_MARK, *(extra or {}))):
             self.ls.views.update(id=str(keep["id"]), project=int(project_id), data={**current, **data})
         return int(keep["id"])
 

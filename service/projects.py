@@ -42,6 +42,7 @@ from service.served import ServedVersion, decision_scores, load_served, save_ser
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects, own_versions
+from service.writer_claim import install_id
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -116,6 +117,7 @@ class ProjectManager:
                  lock_wait_seconds: float = 60.0) -> None:
         self.settings = settings
         self._dir_lock: Path | None = dir_lock.acquire(settings.model_dir, lock_wait_seconds)
+        self.install = install_id(settings.model_dir)
         self.client_factory = client_factory or (lambda url, key: LabelStudioClient(url, key))
         self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
@@ -785,7 +787,7 @@ class ProjectManager:
         self._progress(st)("pushing to Label Studio", 1.0)
         try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
-                                      s, st.push_state, self._marking(st))
+                                      s, st.push_state, self._marking(st), self.install)
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
@@ -801,7 +803,7 @@ class ProjectManager:
             marked = st.push_state.marked or frozenset()
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
-                                  set(m.labels(config)[0]) | gone, self._marking(st))
+                                  set(m.labels(config)[0]) | gone, self._marking(st), self.install)
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
@@ -837,6 +839,16 @@ class ProjectManager:
         ``head_changes`` is the count the pushed snapshot carried: new tasks that entered the head
         while the push ran leave it pending, although the version number is the same.
         """
+        if report.other_writer is not None:  # nothing was written: the push stays pending, tried at every poll
+            age = time.time() - report.other_writer.at
+            with st.lock:
+                st.last_push_error = (
+                    f"another sae-backend (install {report.other_writer.install}, another MODEL_DIR) writes this "
+                    f"project: it claimed it {age:.0f} s ago; this one (install {self.install}) writes nothing "
+                    f"until that claim is {self.settings.writer_lease_seconds:.0f} s old; stop one of them")
+                self._persist(st)
+            self.metrics.errors.labels("other_writer").inc()
+            return
         with st.lock:
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id

@@ -7,6 +7,8 @@ version writes predictions for its ranking head only (``PUSH_HEAD`` unlabeled ta
 ranking order by ``score``), not for the pool. Steps, each retried with backoff while
 Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s):
 
+0. claim the project for this install (:mod:`service.writer_claim`): while another sae-backend holds it,
+   nothing is written and the push waits for the next poll;
 1. delete this version's own rows and import the head, as one retried step (an import that timed out may
    have landed, so a retry deletes again and never duplicates); a version pushed again because new tasks
    entered its head only adds rows for head tasks that have none, so its ordering never lapses;
@@ -43,6 +45,7 @@ from connectors.label_studio import LabelStudioClient, LabelStudioError, retryin
 from service.served import ServedVersion
 from service.settings import Settings
 from service.versions import own_versions
+from service.writer_claim import Claim, claim_writer
 
 QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED")
 log = logging.getLogger("sae_backend.push")
@@ -93,6 +96,7 @@ class PushReport:
     started_at: float = field(default_factory=time.time)
     head_visible_at: float | None = None
     newer: list[str] = field(default_factory=list)  # sae-vN in Label Studio above this one: another writer
+    other_writer: Claim | None = None  # another install's live claim: this push wrote nothing
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -100,7 +104,8 @@ class PushReport:
                 "rows_deleted": self.rows_deleted, "marked": len(self.marked), "marks_written": self.marks_written,
                 "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
-                "seconds_until_view": until_view, "newer_in_label_studio": self.newer}
+                "seconds_until_view": until_view, "newer_in_label_studio": self.newer,
+                "other_writer": None if self.other_writer is None else self.other_writer.as_dict()}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -116,6 +121,19 @@ def _stepper(report: PushReport, settings: Settings, prior: PushState):
             if not getattr(fn, "timed_inside", False):
                 _add_time(report, name_, time.perf_counter() - t0)
     return step
+
+
+def _yields(step: Callable, client: LabelStudioClient, pid: int, writer: str | None, settings: Settings,
+            report: PushReport) -> bool:
+    """Does another install hold the project (see :mod:`service.writer_claim`)? Then nothing is written."""
+    if writer is None or settings.writer_lease_seconds <= 0:
+        return False
+    report.other_writer = step(claim_writer, client, pid, writer, settings.writer_lease_seconds, time.time(),
+                               (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
+    if report.other_writer is not None:
+        log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
+                    report.other_writer.install, report.model_version)
+    return report.other_writer is not None
 
 
 def _add_time(report: PushReport, name: str, seconds: float) -> None:
@@ -165,7 +183,7 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
-                     prior: PushState, marking: MarksAhead | None = None) -> PushReport:
+                     prior: PushState, marking: MarksAhead | None = None, writer: str | None = None) -> PushReport:
     """The cold start's first push: suggested tasks in order, before any model can predict a class.
 
     Rows carry no result (there is no class to suggest yet) and a score that orders them
@@ -178,6 +196,8 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
         return report
     pid = int(project_id)
     step = _stepper(report, settings, prior)
+    if _yields(step, client, pid, writer, settings, report):
+        return report
     n = max(len(task_ids), 1)
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
@@ -198,11 +218,12 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None,
-                 marking: MarksAhead | None = None) -> PushReport:
+                 marking: MarksAhead | None = None, writer: str | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained.
 
     ``marking`` is told, before any mark is written, every task that may carry one afterwards: a
-    process killed mid-way then still knows which tasks the next push must look at.
+    process killed mid-way then still knows which tasks the next push must look at. ``writer``, this
+    install's id, claims the project first (nothing is written while another install holds it).
     """
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
@@ -212,6 +233,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
         return report
     pid = int(project_id)
     step = _stepper(report, settings, prior)
+    if _yields(step, client, pid, writer, settings, report):
+        return report
 
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])

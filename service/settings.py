@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)
     push_retries: int = Field(6, ge=1)
+    writer_lease_seconds: float = Field(3600.0, ge=0)
     keep_versions: int = Field(10, ge=1)
 
     @field_validator("data_allowed_hosts", mode="before")

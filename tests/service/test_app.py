@@ -57,6 +57,7 @@ class FakeClient:
         self.rows: dict[str, int] = {}
         self.fail_push = False
         self.reads = 0
+        self.view: dict | None = None  # the backend's Data Manager view, where the writer's claim lives
 
     def iter_tasks(self, project_id, labeled=None, fields="all", **kw):
         self.reads += 1
@@ -108,7 +109,12 @@ class FakeClient:
         return len(predictions)
 
     def set_model_version(self, *a): ...
-    def ensure_view(self, *a): return 1
+    def list_views(self, pid): return [self.view] if self.view else []
+
+    def ensure_view(self, pid, title, filters, ordering, extra=None):
+        self.view = {"id": 1, "data": {**(self.view or {"data": {}})["data"], "sae_backend": True, **(extra or {})}}
+        return 1
+
     def bulk_mark(self, *a, **k): return 0
 
 

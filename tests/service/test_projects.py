@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from service.jobs import PUSH
 from tests.service.test_app import CONFIG, FakeClient, choice, make
 from tests.service.test_faults import CountingBackend
 
@@ -954,3 +955,25 @@ def test_a_setup_that_changes_nothing_writes_nothing(tmp_path, monkeypatch) -> N
     assert writes == []
     app.post("/setup", json={"project": "1.1", "schema": CONFIG, "hostname": "http://ls:8080"})
     assert len(writes) == 1
+
+
+def test_a_second_backend_on_a_project_writes_nothing_while_the_first_holds_it(tmp_path) -> None:
+    """Two MODEL_DIRs on one project would delete each other's rows: the one that claimed it first writes."""
+    client = FakeClient()
+    first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
+    second, app2, _ = make(tmp_path / "b", backend=CountingBackend(), client=client)
+    for app, m in ((app1, first), (app2, second)):
+        app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+        m.request_training(1, "first")
+        assert m.runner.wait_idle(120)
+    assert client.pushed == ["sae-v1"] and client.view["data"]["sae_backend_writer"]["install"] == first.install
+    st = app2.get("/projects/1/status").json()
+    assert st["model_version"] == "sae-v2" and st["push_pending"], "it trains and serves, and keeps the push"
+    assert "another sae-backend" in st["last_push_error"] and first.install in st["last_push_error"]
+    assert 'sae_errors_total{kind="other_writer"} 1.0' in app2.get("/metrics").text
+    client.view["data"]["sae_backend_writer"]["at"] -= 3601  # the first stopped an hour ago
+    second.runner.request(1, "the next poll", PUSH)
+    assert second.runner.wait_idle(120) and client.pushed == ["sae-v1", "sae-v2"]
+    st = app2.get("/projects/1/status").json()
+    assert not st["push_pending"] and st["last_push_error"] is None
+    assert client.view["data"]["sae_backend_writer"]["install"] == second.install, "taken over"

@@ -1,0 +1,73 @@
+"""One writer per project: the claim in the backend's view (a real Label Studio in tests/integration)."""
+
+from __future__ import annotations
+
+from service.writer_claim import WRITER_KEY, Claim, claim_writer, install_id
+
+VIEW = ("Most uncertain first", {}, ["tasks:predictions_score"])
+
+
+class Views:
+    """Label Studio's views of one project, as far as the claim reads and writes them."""
+
+    def __init__(self, claim: dict | None = None, racer: dict | None = None) -> None:
+        self.views = [{"id": 3, "data": {"title": "a team's tab"}}]
+        if claim is not None:
+            self.views.append({"id": 7, "data": {"sae_backend": True, WRITER_KEY: claim}})
+        self.racer = racer  # another backend's claim, written just after this one's
+        self.writes = 0
+
+    def list_views(self, pid):
+        return self.views
+
+    def ensure_view(self, pid, title, filters, ordering, extra=None):
+        self.writes += 1
+        ours = [v for v in self.views if v["data"].get("sae_backend")]
+        if not ours:
+            ours = [{"id": 9, "data": {"sae_backend": True, "title": title}}]
+            self.views.append(ours[0])
+        ours[0]["data"].update(extra or {})
+        if self.racer is not None:
+            ours[0]["data"][WRITER_KEY] = self.racer
+        return ours[0]["id"]
+
+
+def test_an_install_keeps_its_id_and_another_model_dir_has_another(tmp_path) -> None:
+    first = install_id(tmp_path / "a")
+    assert first == install_id(tmp_path / "a") and len(first) == 12
+    assert install_id(tmp_path / "b") != first
+
+
+def test_the_first_backend_claims_the_project_in_its_view() -> None:
+    views = Views()
+    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) is None
+    assert Claim.read(views, 1) == Claim("mine", 1000.0) and views.views[0]["data"] == {"title": "a team's tab"}
+
+
+def test_another_install_s_live_claim_is_left_alone_and_nothing_is_written() -> None:
+    views = Views({"install": "theirs", "at": 1000.0})
+    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 3599, VIEW) == Claim("theirs", 1000.0)
+    assert views.writes == 0
+
+
+def test_a_claim_older_than_the_lease_is_taken_over() -> None:
+    views = Views({"install": "theirs", "at": 1000.0})
+    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 3601, VIEW) is None
+    assert Claim.read(views, 1) == Claim("mine", 4601.0)
+
+
+def test_its_own_claim_is_renewed_only_once_half_the_lease_has_passed() -> None:
+    views = Views({"install": "mine", "at": 1000.0})
+    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 1799, VIEW) is None and views.writes == 0
+    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 1801, VIEW) is None and views.writes == 1
+    assert Claim.read(views, 1) == Claim("mine", 2801.0)
+
+
+def test_of_two_claims_at_once_the_one_overwritten_yields() -> None:
+    views = Views(racer={"install": "theirs", "at": 1000.5})
+    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) == Claim("theirs", 1000.5)
+
+
+def test_a_claim_a_person_edited_into_nonsense_counts_as_none() -> None:
+    views = Views({"install": "theirs"})
+    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) is None
