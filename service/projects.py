@@ -42,7 +42,7 @@ from service.served import ServedVersion, decision_scores, load_served, save_ser
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects, own_versions
-from service.writer_claim import install_id
+from service.writer_claim import Claim, Writer, install_id
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -86,6 +86,7 @@ class ProjectState:
     scoring_seconds: float | None = None
     label_check_seconds: float = 0.0  # how long the last label check took (saved with the project)
     suggested: list[int] | None = None
+    yielded_to: Claim | None = None  # another install's claim on the project this one last yielded to (saved)
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -189,6 +190,8 @@ class ProjectManager:
             st.suggested = info.get("suggested")
             with contextlib.suppress(TypeError, ValueError):  # a slow one is deferred at once; a bad value: unknown
                 st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)
+            with contextlib.suppress(TypeError, KeyError, ValueError):
+                st.yielded_to = Claim(str(info["yielded_to"]["install"]), float(info["yielded_to"]["at"]))
             marked = info.get("marked")
             rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
@@ -261,7 +264,8 @@ class ProjectManager:
             "marked": None if ps.marked is None else sorted(ps.marked),
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
-            "label_check_seconds": st.label_check_seconds})
+            "label_check_seconds": st.label_check_seconds,
+            "yielded_to": None if st.yielded_to is None else st.yielded_to.as_dict()})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -512,7 +516,8 @@ class ProjectManager:
             try:
                 if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
-                    self.request_training(pid, "poll: cold start")
+                    if not self._yielding(st):  # another install's suggestions are the work: asked once a lease
+                        self.request_training(pid, "poll: cold start")
                     continue
                 self.labels_changed(pid, "poll")
             except Exception as e:  # nor one project the others
@@ -762,6 +767,11 @@ class ProjectManager:
         if found:
             store.skip_past(max(found))
 
+    def _yielding(self, st: ProjectState) -> bool:
+        """Did this project's last push yield to another install's claim that still holds?"""
+        claim = st.yielded_to
+        return claim is not None and time.time() - claim.at < self.settings.writer_lease_seconds
+
     def _wants_cold_start(self, st: ProjectState) -> bool:
         """No version was ever pushed and cold-start suggestions are on."""
         return self.settings.cold_start == "typicality" and st.served is None and st.push_state.last_number is None
@@ -787,7 +797,7 @@ class ProjectManager:
         self._progress(st)("pushing to Label Studio", 1.0)
         try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
-                                      s, st.push_state, self._marking(st), self.install)
+                                      s, st.push_state, self._marking(st), Writer(self.install, st.yielded_to))
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
@@ -803,7 +813,8 @@ class ProjectManager:
             marked = st.push_state.marked or frozenset()
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
-                                  set(m.labels(config)[0]) | gone, self._marking(st), self.install)
+                                  set(m.labels(config)[0]) | gone, self._marking(st),
+                                  Writer(self.install, st.yielded_to))
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
@@ -842,6 +853,7 @@ class ProjectManager:
         if report.other_writer is not None:  # nothing was written: the push stays pending, tried at every poll
             age = time.time() - report.other_writer.at
             with st.lock:
+                st.yielded_to = report.other_writer
                 st.last_push_error = (
                     f"another sae-backend (install {report.other_writer.install}, another MODEL_DIR) writes this "
                     f"project: it claimed it {age:.0f} s ago; this one (install {self.install}) writes nothing "
@@ -850,6 +862,7 @@ class ProjectManager:
             self.metrics.errors.labels("other_writer").inc()
             return
         with st.lock:
+            st.yielded_to = None
             if not report.stale:
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 queued = None if report.queued is None else (report.queue_project_id, report.queued)

@@ -45,7 +45,7 @@ from connectors.label_studio import LabelStudioClient, LabelStudioError, retryin
 from service.served import ServedVersion
 from service.settings import Settings
 from service.versions import own_versions
-from service.writer_claim import Claim, claim_writer
+from service.writer_claim import Claim, Writer, claim_writer
 
 QUEUE_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TASKS_DELETED")
 log = logging.getLogger("sae_backend.push")
@@ -97,6 +97,7 @@ class PushReport:
     head_visible_at: float | None = None
     newer: list[str] = field(default_factory=list)  # sae-vN in Label Studio above this one: another writer
     other_writer: Claim | None = None  # another install's live claim: this push wrote nothing
+    took_over: bool = False  # from another install: every sae-vN but this one is that install's, and goes
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -105,7 +106,7 @@ class PushReport:
                 "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
                 "seconds_until_view": until_view, "newer_in_label_studio": self.newer,
-                "other_writer": None if self.other_writer is None else self.other_writer.as_dict()}
+                "took_over": self.took_over}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -123,17 +124,20 @@ def _stepper(report: PushReport, settings: Settings, prior: PushState):
     return step
 
 
-def _yields(step: Callable, client: LabelStudioClient, pid: int, writer: str | None, settings: Settings,
-            report: PushReport) -> bool:
-    """Does another install hold the project (see :mod:`service.writer_claim`)? Then nothing is written."""
+def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer | None, settings: Settings,
+           report: PushReport, prior: PushState) -> PushState | None:
+    """Claim the project (see :mod:`service.writer_claim`): the state to push from, or None while another install
+    holds it (nothing is written). After taking over from another install, what it wrote is not known here."""
     if writer is None or settings.writer_lease_seconds <= 0:
-        return False
-    report.other_writer = step(claim_writer, client, pid, writer, settings.writer_lease_seconds, time.time(),
-                               (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
-    if report.other_writer is not None:
+        return prior
+    turn = step(claim_writer, client, pid, writer, settings.writer_lease_seconds, time.time(),
+                (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
+    report.other_writer, report.took_over = turn.other, turn.took_over
+    if turn.other is not None:
         log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
-                    report.other_writer.install, report.model_version)
-    return report.other_writer is not None
+                    turn.other.install, report.model_version)
+        return None
+    return PushState(prior.last_number) if turn.took_over else prior
 
 
 def _add_time(report: PushReport, name: str, seconds: float) -> None:
@@ -183,7 +187,7 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
-                     prior: PushState, marking: MarksAhead | None = None, writer: str | None = None) -> PushReport:
+                     prior: PushState, marking: MarksAhead | None = None, writer: Writer | None = None) -> PushReport:
     """The cold start's first push: suggested tasks in order, before any model can predict a class.
 
     Rows carry no result (there is no class to suggest yet) and a score that orders them
@@ -195,9 +199,10 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
         report.stale = True
         return report
     pid = int(project_id)
-    step = _stepper(report, settings, prior)
-    if _yields(step, client, pid, writer, settings, report):
+    prior = _claim(_stepper(report, settings, prior), client, pid, writer, settings, report, prior)
+    if prior is None:
         return report
+    step = _stepper(report, settings, prior)
     n = max(len(task_ids), 1)
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
@@ -218,12 +223,12 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None,
-                 marking: MarksAhead | None = None, writer: str | None = None) -> PushReport:
+                 marking: MarksAhead | None = None, writer: Writer | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained.
 
     ``marking`` is told, before any mark is written, every task that may carry one afterwards: a
-    process killed mid-way then still knows which tasks the next push must look at. ``writer``, this
-    install's id, claims the project first (nothing is written while another install holds it).
+    process killed mid-way then still knows which tasks the next push must look at. ``writer`` claims
+    the project first (nothing is written while another install holds it).
     """
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
@@ -232,9 +237,10 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
                     prior.last_number)
         return report
     pid = int(project_id)
-    step = _stepper(report, settings, prior)
-    if _yields(step, client, pid, writer, settings, report):
+    prior = _claim(_stepper(report, settings, prior), client, pid, writer, settings, report, prior)
+    if prior is None:
         return report
+    step = _stepper(report, settings, prior)
 
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])
@@ -247,8 +253,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
     own = own_versions(step(client.model_versions, pid))
-    older = [v for v, n in own.items() if n < served.number]
-    newer = sorted(v for v, n in own.items() if n > served.number)
+    older = [v for v, n in own.items() if n < served.number or (report.took_over and n != served.number)]
+    newer = sorted(v for v, n in own.items() if n > served.number and not report.took_over)
     report.newer = newer
     if newer:  # this backend never pushes below its own last version: another one writes this project
         log.warning("project %s: Label Studio holds %s, newer than %s: is another sae-backend (another MODEL_DIR) "

@@ -7,6 +7,11 @@ install wrote last, and when. A push writes only while no other install holds a 
 renews its own once half the lease has passed, and reads a claim it wrote back, so of two backends claiming at
 once the one that wrote first yields (at worst both write one version, and the first to read the other's fresh
 claim stops). A backend stopped for longer than the lease, or whose ``MODEL_DIR`` was lost, is taken over.
+
+Label Studio's Data Manager page saves a tab's data without keys it does not know, so a person who edits the tab
+erases the claim. A backend that has yielded remembers the claim it last saw and keeps yielding to it for the
+lease; the holder writes its claim again at its next push. One that takes over from another install learns that
+it did, since what the other wrote (rows, marks) is not what its own records say.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ def install_id(model_dir: Path | str) -> str:
     """This ``MODEL_DIR``'s name in claims: made once, kept across restarts and upgrades (backed up with it)."""
     path = Path(model_dir) / INSTALL_FILE
     try:
-        return path.read_text().strip()
+        if known := path.read_text().strip():
+            return known
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,15 +62,40 @@ class Claim:
         return {"install": self.install, "at": self.at}
 
 
-def claim_writer(client: LabelStudioClient, project_id: int, install: str, lease_seconds: float, now: float,
-                 view: tuple[str, dict, list[str]]) -> Claim | None:
-    """Claim (or renew) the project for ``install``'s writes: None when it may write, else the other install's
-    live claim, and nothing was written. ``view`` is the view's title, filters and ordering, should it be new."""
+@dataclass(frozen=True)
+class Writer:
+    """Who pushes: this install, and the other install's claim it last yielded to (None: none)."""
+
+    install: str
+    seen: Claim | None = None
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A claim's outcome: ``other`` holds the project (nothing was written), or this install may write, and
+    ``took_over`` says it replaced another install's claim."""
+
+    other: Claim | None = None
+    took_over: bool = False
+
+
+def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
+                 view: tuple[str, dict, list[str]]) -> Turn:
+    """Claim (or renew) the project for ``writer``; ``view`` is the view's title, filters and ordering, should
+    it be new. A claim dated more than a lease ahead (a clock far off, or an edit) counts as none."""
+    def live(c: Claim | None) -> bool:
+        return c is not None and c.install != writer.install and -lease_seconds < now - c.at < lease_seconds
+
     held = Claim.read(client, project_id)
-    if held is not None and held.install != install and now - held.at < lease_seconds:
-        return held
-    if held is not None and held.install == install and now - held.at < lease_seconds / 2:
-        return None
-    client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(install, now).as_dict()})
+    if live(held):
+        return Turn(other=held)
+    if held is None and live(writer.seen):  # erased by an edit of the tab: the claim last seen still holds
+        return Turn(other=writer.seen)
+    if held is not None and held.install == writer.install and 0 <= now - held.at < lease_seconds / 2:
+        return Turn()
+    before = held if held is not None else writer.seen
+    client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
     again = Claim.read(client, project_id)
-    return again if again is not None and again.install != install else None
+    if again is not None and again.install != writer.install:
+        return Turn(other=again)
+    return Turn(took_over=before is not None and before.install != writer.install)

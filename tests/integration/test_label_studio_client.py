@@ -117,14 +117,15 @@ def test_predictions_model_version_and_uncertain_view(ls_client: LabelStudioClie
 
 def test_the_writer_claim_lives_in_the_backend_s_view_and_outlasts_its_updates(ls_client: LabelStudioClient,
                                                                                digits_project: int) -> None:
-    from service.writer_claim import Claim, claim_writer
+    from service.writer_claim import Claim, Turn, Writer, claim_writer
 
     pid, view = digits_project, ("Most uncertain first", UNLABELED_FILTER, SCORE_ORDER)
-    assert claim_writer(ls_client, pid, "first", 3600, 1000.0, view) is None
-    assert claim_writer(ls_client, pid, "second", 3600, 1010.0, view) == Claim("first", 1000.0)
+    assert claim_writer(ls_client, pid, Writer("first"), 3600, 1000.0, view) == Turn()
+    assert claim_writer(ls_client, pid, Writer("second"), 3600, 1010.0, view) == Turn(other=Claim("first", 1000.0))
     ls_client.ensure_view(pid, *view)  # every push's own step: the claim stays
     assert Claim.read(ls_client, pid) == Claim("first", 1000.0)
-    assert claim_writer(ls_client, pid, "second", 3600, 4601.0, view) is None, "an hour without a push: taken over"
+    assert claim_writer(ls_client, pid, Writer("second"), 3600, 4601.0, view) == Turn(took_over=True), \
+        "an hour without a push: taken over"
     assert Claim.read(ls_client, pid) == Claim("second", 4601.0)
     assert sum(bool((v.get("data") or {}).get(VIEW_MARK)) for v in ls_client.list_views(pid)) == 1
 

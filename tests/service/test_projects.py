@@ -971,9 +971,42 @@ def test_a_second_backend_on_a_project_writes_nothing_while_the_first_holds_it(t
     assert st["model_version"] == "sae-v2" and st["push_pending"], "it trains and serves, and keeps the push"
     assert "another sae-backend" in st["last_push_error"] and first.install in st["last_push_error"]
     assert 'sae_errors_total{kind="other_writer"} 1.0' in app2.get("/metrics").text
-    client.view["data"]["sae_backend_writer"]["at"] -= 3601  # the first stopped an hour ago
+    for reason in ("again", "and again"):  # the holder goes on: its numbers pass the waiting one's
+        first.request_training(1, reason)
+        assert first.runner.wait_idle(120)
+    assert set(client.rows) == {"sae-v3"}
+
+    claim = client.view["data"].pop("sae_backend_writer")  # a person edited the tab: Label Studio drops the claim
     second.runner.request(1, "the next poll", PUSH)
-    assert second.runner.wait_idle(120) and client.pushed == ["sae-v1", "sae-v2"]
+    assert second.runner.wait_idle(120) and client.pushed == ["sae-v1", "sae-v2", "sae-v3"], "the claim seen holds"
+    assert "sae_backend_writer" not in client.view["data"]
+    client.view["data"]["sae_backend_writer"] = {**claim, "at": claim["at"] - 3601}  # the first stopped an hour ago
+    second.runner.request(1, "the next poll", PUSH)
+    assert second.runner.wait_idle(120) and client.pushed[-1] == "sae-v2"
     st = app2.get("/projects/1/status").json()
     assert not st["push_pending"] and st["last_push_error"] is None
-    assert client.view["data"]["sae_backend_writer"]["install"] == second.install, "taken over"
+    assert st["last_push"]["took_over"] and st["last_push"]["newer_in_label_studio"] == []
+    assert set(client.rows) == {"sae-v2"}, "the first's rows go, though numbered above"
+    assert client.view["data"]["sae_backend_writer"]["install"] == second.install
+    assert 'sae_errors_total{kind="other_writer"} 2.0' in app2.get("/metrics").text
+
+
+def test_a_cold_start_another_install_holds_is_asked_again_once_a_lease(tmp_path, monkeypatch) -> None:
+    """Its suggestions are the work meanwhile: a training job at every poll would only ask to be refused."""
+    client = FakeClient(n=60, labeled=0)
+    first, app1, _ = make(tmp_path / "a", client=client, push_head=5, push_top_k=5)
+    second, app2, _ = make(tmp_path / "b", client=client, push_head=5, push_top_k=5)
+    for app, m in ((app1, first), (app2, second)):
+        app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+        webhook(app, "START_TRAINING")
+        assert m.runner.wait_idle(120)
+    assert client.pushed == ["sae-v0"] and "another sae-backend" in app2.get("/projects/1/status").json()[
+        "last_push_error"]
+    asked = []
+    monkeypatch.setattr(second, "request_training", lambda pid, reason, **k: asked.append(reason))
+    second.poll()
+    assert second.runner.wait_idle(60) and asked == []
+    monkeypatch.setattr(second.settings, "writer_lease_seconds", 0.5)
+    time.sleep(0.6)
+    second.poll()
+    assert second.runner.wait_idle(60) and asked == ["poll: cold start"]

@@ -57,9 +57,13 @@ class Recorder:
             counts[r["model_version"]] = counts.get(r["model_version"], 0) + 1
         return counts
 
-    def ensure_view(self, pid, title, filters, ordering):
+    def ensure_view(self, pid, title, filters, ordering, extra=None):
         self._call("ensure_view", pid, title)
+        self.view = {**getattr(self, "view", {}), "sae_backend": True, **(extra or {})}
         return 5
+
+    def list_views(self, pid):
+        return [{"id": 5, "data": self.view}] if hasattr(self, "view") else []
 
     def bulk_mark(self, pid, marks, key, previous=None, keep_existing=False):
         self._call("bulk_mark", pid, marks, key, previous, keep_existing)
@@ -407,3 +411,32 @@ def test_a_mark_whose_margin_is_not_finite_is_still_valid_json(tmp_path) -> None
     marks = next(c for c in client.calls if c[0] == "bulk_mark")[2]
     assert marks == {12: {"rank": 1, "margin": None, "model_version": "sae-v3"}}
     json.dumps(marks, allow_nan=False)
+
+
+def test_a_push_that_takes_over_from_another_install_trusts_nothing_it_recorded(tmp_path) -> None:
+    """The other install deleted and wrote rows and marks meanwhile: this one's records of them are stale."""
+    from service.writer_claim import Writer
+
+    client = Recorder()
+    client.view = {"sae_backend": True, "sae_backend_writer": {"install": "theirs", "at": time.time() - 7200}}
+    client.rows = [{"task": t, "model_version": v} for t in (10, 11) for v in ("sae-v3", "sae-v7")]
+    prior = PushState(last_number=3, marked=frozenset({10}), rows=frozenset({11, 12}))
+    report = push_version(client, 4, CFG, served(), _settings(tmp_path), prior, None, writer=Writer("mine"))
+    assert report.took_over and client.view["sae_backend_writer"]["install"] == "mine"
+    assert [c for c in client.calls if c[0] == "delete_predictions"] == [("delete_predictions", 4, ["sae-v3"]),
+                                                                          ("delete_predictions", 4, ["sae-v7"])]
+    assert {r["model_version"] for r in client.rows} == {"sae-v3"} and len(client.rows) == 2, "its head, once"
+    assert next(c for c in client.calls if c[0] == "bulk_mark")[4:] == (None, False), "every mark read again"
+    assert report.newer == []
+
+
+def test_a_push_another_install_holds_writes_nothing(tmp_path) -> None:
+    from service.writer_claim import Claim, Writer
+
+    client = Recorder()
+    client.view = {"sae_backend": True, "sae_backend_writer": {"install": "theirs", "at": time.time() - 60}}
+    report = push_version(client, 4, CFG, served(), _settings(tmp_path), PushState(), None, writer=Writer("mine"))
+    assert report.other_writer == Claim("theirs", client.view["sae_backend_writer"]["at"]) and client.calls == []
+    off = push_version(client, 4, CFG, served(), _settings(tmp_path, writer_lease_seconds=0), PushState(), None,
+                       writer=Writer("mine"))
+    assert off.other_writer is None and off.rows_written == 2, "lease 0: no claim"

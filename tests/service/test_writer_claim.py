@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.writer_claim import WRITER_KEY, Claim, claim_writer, install_id
+from service.writer_claim import WRITER_KEY, Claim, Turn, Writer, claim_writer, install_id
 
 VIEW = ("Most uncertain first", {}, ["tasks:predictions_score"])
 
@@ -40,34 +40,51 @@ def test_an_install_keeps_its_id_and_another_model_dir_has_another(tmp_path) -> 
 
 def test_the_first_backend_claims_the_project_in_its_view() -> None:
     views = Views()
-    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) is None
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn()
     assert Claim.read(views, 1) == Claim("mine", 1000.0) and views.views[0]["data"] == {"title": "a team's tab"}
 
 
 def test_another_install_s_live_claim_is_left_alone_and_nothing_is_written() -> None:
     views = Views({"install": "theirs", "at": 1000.0})
-    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 3599, VIEW) == Claim("theirs", 1000.0)
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 3599, VIEW) == Turn(other=Claim("theirs", 1000.0))
     assert views.writes == 0
 
 
-def test_a_claim_older_than_the_lease_is_taken_over() -> None:
+def test_a_claim_older_than_the_lease_is_taken_over_and_says_so() -> None:
     views = Views({"install": "theirs", "at": 1000.0})
-    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 3601, VIEW) is None
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 3601, VIEW) == Turn(took_over=True)
     assert Claim.read(views, 1) == Claim("mine", 4601.0)
 
 
 def test_its_own_claim_is_renewed_only_once_half_the_lease_has_passed() -> None:
     views = Views({"install": "mine", "at": 1000.0})
-    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 1799, VIEW) is None and views.writes == 0
-    assert claim_writer(views, 1, "mine", 3600, 1000.0 + 1801, VIEW) is None and views.writes == 1
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 1799, VIEW) == Turn() and views.writes == 0
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 1801, VIEW) == Turn() and views.writes == 1
     assert Claim.read(views, 1) == Claim("mine", 2801.0)
 
 
 def test_of_two_claims_at_once_the_one_overwritten_yields() -> None:
     views = Views(racer={"install": "theirs", "at": 1000.5})
-    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) == Claim("theirs", 1000.5)
+    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn(other=Claim("theirs", 1000.5))
 
 
-def test_a_claim_a_person_edited_into_nonsense_counts_as_none() -> None:
-    views = Views({"install": "theirs"})
-    assert claim_writer(views, 1, "mine", 3600, 1000.0, VIEW) is None
+def test_a_claim_a_person_erased_still_holds_for_the_install_that_saw_it() -> None:
+    """The Data Manager page saves a tab's data without the keys it does not know."""
+    seen = Claim("theirs", 1000.0)
+    assert claim_writer(Views(), 1, Writer("mine", seen), 3600, 1000.0 + 60, VIEW) == Turn(other=seen)
+    views = Views()
+    assert claim_writer(views, 1, Writer("mine", seen), 3600, 1000.0 + 3601, VIEW) == Turn(took_over=True)
+    assert claim_writer(Views(), 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn(), "none seen: nobody to take from"
+
+
+def test_a_claim_a_person_edited_into_nonsense_or_dated_far_ahead_counts_as_none() -> None:
+    assert claim_writer(Views({"install": "theirs"}), 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn()
+    assert claim_writer(Views({"install": "theirs", "at": 1000.0 + 3000}), 1, Writer("mine"), 3600, 1000.0,
+                        VIEW).other is not None, "a clock a little ahead still holds"
+    assert claim_writer(Views({"install": "theirs", "at": 9e99}), 1, Writer("mine"), 3600, 1000.0, VIEW) \
+        == Turn(took_over=True)
+
+
+def test_an_empty_install_file_is_made_again(tmp_path) -> None:
+    (tmp_path / "install-id").write_text("\n")
+    assert len(install_id(tmp_path)) == 12
