@@ -37,12 +37,21 @@ from service import dir_lock
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
-from service.push import PushError, PushReport, PushState, push_suggestions, push_version
+from service.push import (
+    ORDERING,
+    UNLABELED_FILTER,
+    VIEW_TITLE,
+    PushError,
+    PushReport,
+    PushState,
+    push_suggestions,
+    push_version,
+)
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects, own_versions
-from service.writer_claim import Claim, Writer, install_id
+from service.writer_claim import Claim, Writer, claim_writer, install_id
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -196,7 +205,8 @@ class ProjectManager:
             rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked),
-                                      rows=None if rows is None or st.push_pending else frozenset(int(t) for t in rows))
+                                      rows=None if rows is None or st.push_pending else frozenset(int(t) for t in rows),
+                                      took_over=bool(info.get("took_over")))
             # a version whose scoring failed or was cut short has no snapshot: the scored one before it serves
             snapshots = {n: store.dir / f"served-v{n:06d}.npz" for n in store.numbers()}
             for number in sorted(snapshots, key=lambda n: (snapshots[n].exists(), n), reverse=True):
@@ -260,7 +270,7 @@ class ProjectManager:
             "training_started": st.training_reason if st.training else None,
             "training_stopped_by_shutdown": st.training and st.stopped_by_shutdown,
             "training_failures": st.failures, "last_error": st.last_error, "last_error_at": st.last_error_at,
-            "push_pending": st.push_pending, "last_pushed_number": ps.last_number,
+            "push_pending": st.push_pending, "last_pushed_number": ps.last_number, "took_over": ps.took_over,
             "marked": None if ps.marked is None else sorted(ps.marked),
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
@@ -513,6 +523,10 @@ class ProjectManager:
                 self._score_missing(st)
             except Exception as e:
                 self._poll_failed(pid, "scoring new tasks", e)
+            try:
+                self._check_claim(st, client)
+            except Exception as e:
+                self._poll_failed(pid, "writer claim", e)
             try:
                 if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
@@ -767,6 +781,34 @@ class ProjectManager:
         if found:
             store.skip_past(max(found))
 
+    def _writer(self, st: ProjectState) -> Writer:
+        """This install as a push claims the project; taking over from another, it forgets what it knew at once."""
+        def taken() -> None:
+            with st.lock:
+                st.push_state = PushState(st.push_state.last_number, took_over=True)
+                self._persist(st)
+        return Writer(self.install, st.yielded_to, taken)
+
+    def _check_claim(self, st: ProjectState, client: LabelStudioClient) -> None:
+        """At every poll: the holder renews its claim (a quiet hour must not hand the project over), and one that
+        yields keeps the claim it yields to up to date (an edit of the tab may erase it)."""
+        lease = self.settings.writer_lease_seconds
+        if lease <= 0 or (st.push_state.last_number is None and st.yielded_to is None):
+            return  # not a writer of this project yet: its first push claims it
+        if self._yielding(st):
+            held = Claim.read(client, st.id)
+            if held is not None and held.install != self.install:
+                with st.lock:
+                    st.yielded_to = held
+                    self._persist(st)
+            return
+        view = (VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+        turn = claim_writer(client, st.id, self._writer(st), lease, time.time(), view)
+        if turn.other is not None:
+            with st.lock:
+                st.yielded_to = turn.other
+                self._persist(st)
+
     def _yielding(self, st: ProjectState) -> bool:
         """Did this project's last push yield to another install's claim that still holds?"""
         claim = st.yielded_to
@@ -797,7 +839,7 @@ class ProjectManager:
         self._progress(st)("pushing to Label Studio", 1.0)
         try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
-                                      s, st.push_state, self._marking(st), Writer(self.install, st.yielded_to))
+                                      s, st.push_state, self._marking(st), self._writer(st))
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
@@ -813,8 +855,7 @@ class ProjectManager:
             marked = st.push_state.marked or frozenset()
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
-                                  set(m.labels(config)[0]) | gone, self._marking(st),
-                                  Writer(self.install, st.yielded_to))
+                                  set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st))
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
@@ -862,8 +903,8 @@ class ProjectManager:
             self.metrics.errors.labels("other_writer").inc()
             return
         with st.lock:
-            st.yielded_to = None
             if not report.stale:
+                st.yielded_to = None
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 queued = None if report.queued is None else (report.queue_project_id, report.queued)
                 st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued,

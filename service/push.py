@@ -77,6 +77,7 @@ class PushState:
     marked: frozenset[int] | None = None
     queued: tuple[int, frozenset[int]] | None = None  # (queue project, source tasks copied there); not persisted
     rows: frozenset[int] | None = None  # tasks holding a row of version ``last_number`` (None: not known)
+    took_over: bool = False  # from another install, and no push completed since: every other sae-vN is its
 
 
 @dataclass
@@ -97,7 +98,7 @@ class PushReport:
     head_visible_at: float | None = None
     newer: list[str] = field(default_factory=list)  # sae-vN in Label Studio above this one: another writer
     other_writer: Claim | None = None  # another install's live claim: this push wrote nothing
-    took_over: bool = False  # from another install: every sae-vN but this one is that install's, and goes
+    took_over: bool = False  # from another install (this push or one cut short): every other sae-vN went
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -130,14 +131,16 @@ def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer |
     holds it (nothing is written). After taking over from another install, what it wrote is not known here."""
     if writer is None or settings.writer_lease_seconds <= 0:
         return prior
-    turn = step(claim_writer, client, pid, writer, settings.writer_lease_seconds, time.time(),
-                (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
-    report.other_writer, report.took_over = turn.other, turn.took_over
+    turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
+                        (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
     if turn.other is not None:
+        report.other_writer = turn.other
         log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
                     turn.other.install, report.model_version)
         return None
-    return PushState(prior.last_number) if turn.took_over else prior
+    if turn.took_over:
+        return PushState(prior.last_number, took_over=True)
+    return prior
 
 
 def _add_time(report: PushReport, name: str, seconds: float) -> None:
@@ -203,6 +206,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     if prior is None:
         return report
     step = _stepper(report, settings, prior)
+    report.took_over = prior.took_over
     n = max(len(task_ids), 1)
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
@@ -210,6 +214,10 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior)
     step(client.set_model_version, pid, COLD_START_VERSION)
     step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    if prior.took_over:
+        others = [v for v in own_versions(step(client.model_versions, pid)) if v != COLD_START_VERSION]
+        if others:
+            report.rows_deleted += step(client.delete_predictions, pid, others) or 0
     marks = {int(t): {"rank": r + 1, "reason": "typical", "model_version": COLD_START_VERSION}
              for r, t in enumerate(task_ids[: settings.push_top_k])}
     if marking is not None and prior.marked is not None:
@@ -241,6 +249,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if prior is None:
         return report
     step = _stepper(report, settings, prior)
+    report.took_over = prior.took_over
 
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])

@@ -1,23 +1,26 @@
-"""One writer per project: a lease this backend holds in its own Label Studio view, renewed by its pushes.
+"""One writer per project: a lease this backend holds in its own Label Studio view, renewed by its pushes and polls.
 
 Two backends with their own ``MODEL_DIR`` on one project would delete each other's predictions (each takes the
 other's ``sae-vN`` rows for its own earlier ones) and overwrite each other's marks. Label Studio has no lock and
 no compare-and-set, so the claim is a lease in the data of the backend's view ("Most uncertain first"): which
-install wrote last, and when. A push writes only while no other install holds a claim younger than the lease; it
-renews its own once half the lease has passed, and reads a claim it wrote back, so of two backends claiming at
-once the one that wrote first yields (at worst both write one version, and the first to read the other's fresh
-claim stops). A backend stopped for longer than the lease, or whose ``MODEL_DIR`` was lost, is taken over.
+install wrote last, and when. A push writes only while no other install holds a claim younger than the lease; the
+holder renews its own once half the lease has passed, and reads a claim it wrote back, so of two backends claiming
+at once the one that wrote first yields (at worst both write one version, and the first to read the other's fresh
+claim stops). A backend that stops polling for longer than the lease, or whose ``MODEL_DIR`` was lost, is taken
+over.
 
 Label Studio's Data Manager page saves a tab's data without keys it does not know, so a person who edits the tab
 erases the claim. A backend that has yielded remembers the claim it last saw and keeps yielding to it for the
-lease; the holder writes its claim again at its next push. One that takes over from another install learns that
-it did, since what the other wrote (rows, marks) is not what its own records say.
+lease; the holder writes its claim again at its next poll. One that takes over from another install is told so
+before it writes its claim (``Writer.taken``), since what the other wrote (rows, marks) is not what its own records
+say.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,10 +67,12 @@ class Claim:
 
 @dataclass(frozen=True)
 class Writer:
-    """Who pushes: this install, and the other install's claim it last yielded to (None: none)."""
+    """Who pushes: this install, the other install's claim it last yielded to (None: none), and what to call the
+    moment it takes over from another install (to record that what it knows of the project is stale)."""
 
     install: str
     seen: Claim | None = None
+    taken: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,13 +85,15 @@ class Turn:
 
 
 def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
-                 view: tuple[str, dict, list[str]]) -> Turn:
+                 view: tuple[str, dict, list[str]], call: Callable = lambda fn, *a, **k: fn(*a, **k)) -> Turn:
     """Claim (or renew) the project for ``writer``; ``view`` is the view's title, filters and ordering, should
-    it be new. A claim dated more than a lease ahead (a clock far off, or an edit) counts as none."""
+    it be new; ``call`` runs each Label Studio request (a push retries them one by one, so a retry after the claim
+    was written still knows whose claim it replaced). A claim dated more than a lease ahead (a clock far off, or an
+    edit) counts as none."""
     def live(c: Claim | None) -> bool:
         return c is not None and c.install != writer.install and -lease_seconds < now - c.at < lease_seconds
 
-    held = Claim.read(client, project_id)
+    held = call(Claim.read, client, project_id)
     if live(held):
         return Turn(other=held)
     if held is None and live(writer.seen):  # erased by an edit of the tab: the claim last seen still holds
@@ -94,8 +101,11 @@ def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lea
     if held is not None and held.install == writer.install and 0 <= now - held.at < lease_seconds / 2:
         return Turn()
     before = held if held is not None else writer.seen
-    client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
-    again = Claim.read(client, project_id)
+    took_over = before is not None and before.install != writer.install
+    if took_over and writer.taken is not None:  # before anything is written: a push cut short still knows
+        writer.taken()
+    call(client.ensure_view, project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
+    again = call(Claim.read, client, project_id)
     if again is not None and again.install != writer.install:
         return Turn(other=again)
-    return Turn(took_over=before is not None and before.install != writer.install)
+    return Turn(took_over=took_over)

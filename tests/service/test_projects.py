@@ -1010,3 +1010,44 @@ def test_a_cold_start_another_install_holds_is_asked_again_once_a_lease(tmp_path
     time.sleep(0.6)
     second.poll()
     assert second.runner.wait_idle(60) and asked == ["poll: cold start"]
+
+
+def test_a_takeover_cut_short_is_finished_by_the_next_push(tmp_path) -> None:
+    """The other install's rows go though numbered above this one's, even when the push that took over failed."""
+    client = FakeClient()
+    client.view = {"id": 1, "data": {"sae_backend": True,
+                                     "sae_backend_writer": {"install": "gone", "at": time.time() - 7200}}}
+    m, app, _ = make(tmp_path, backend=CountingBackend(), client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    client.fail_push = True  # the claim is written, then Label Studio fails the rows
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["last_push_error"]
+    assert client.view["data"]["sae_backend_writer"]["install"] == m.install
+    client.fail_push = False
+    client.rows["sae-v90"] = 3  # the install taken over had gone further
+    m2, app2, _ = make(tmp_path, backend=CountingBackend(), client=client)  # and this one restarted meanwhile
+    m2.runner.request(1, "the next poll", PUSH)
+    assert m2.runner.wait_idle(120)
+    st = app2.get("/projects/1/status").json()
+    assert st["last_push"]["took_over"] and st["last_push"]["newer_in_label_studio"] == []
+    assert set(client.rows) == {"sae-v1"} and not m2.projects[1].push_state.took_over
+
+
+def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_yielded_to(tmp_path) -> None:
+    """A quiet hour must not hand the project over; an edit of the tab must not make a yielder take it early."""
+    client = FakeClient()
+    first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
+    second, app2, _ = make(tmp_path / "b", backend=CountingBackend(), client=client)
+    for app, m in ((app1, first), (app2, second)):
+        app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+        m.request_training(1, "first")
+        assert m.runner.wait_idle(120)
+    claim = client.view["data"]["sae_backend_writer"]
+    claim["at"] -= 2000  # no push for over half the lease
+    first.poll()
+    assert first.runner.wait_idle(60)
+    renewed = client.view["data"]["sae_backend_writer"]
+    assert renewed["install"] == first.install and renewed["at"] > claim["at"] + 1900
+    second.poll()
+    assert second.runner.wait_idle(60) and second.projects[1].yielded_to.at == renewed["at"]
+    assert client.pushed == ["sae-v1"]

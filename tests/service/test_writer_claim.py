@@ -88,3 +88,27 @@ def test_a_claim_a_person_edited_into_nonsense_or_dated_far_ahead_counts_as_none
 def test_an_empty_install_file_is_made_again(tmp_path) -> None:
     (tmp_path / "install-id").write_text("\n")
     assert len(install_id(tmp_path)) == 12
+
+
+def test_a_takeover_is_known_before_the_claim_is_written_and_through_a_retried_read() -> None:
+    """The read-back fails once (Label Studio busy) and is retried: the claim replaced was still another's."""
+
+    class BusyOnce(Views):
+        reads = 0
+
+        def list_views(self, pid):
+            self.reads += 1
+            if self.reads == 2:
+                raise RuntimeError("database is locked")
+            return super().list_views(pid)
+
+    def retried(fn, *a, **k):
+        try:
+            return fn(*a, **k)
+        except RuntimeError:
+            return fn(*a, **k)
+
+    views, events = BusyOnce({"install": "theirs", "at": 1000.0}), []
+    writer = Writer("mine", taken=lambda: events.append(("taken", views.writes)))
+    assert claim_writer(views, 1, writer, 3600, 9000.0, VIEW, call=retried) == Turn(took_over=True)
+    assert events == [("taken", 0)], "told once, before its claim was written"
