@@ -51,7 +51,7 @@ from service.served import ServedVersion, decision_scores, load_served, save_ser
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects, own_versions
-from service.writer_claim import Claim, Writer, claim_writer, install_id
+from service.writer_claim import WRITER_KEY, Claim, Writer, install_id
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -497,6 +497,10 @@ class ProjectManager:
             if st.config is None:
                 continue
             busy = st.training or self.runner.is_busy(pid)
+            try:  # a long training must not let the claim lapse
+                self._check_claim(st)
+            except Exception as e:
+                self._poll_failed(pid, "writer claim", e)
             if st.push_pending and st.served is not None:
                 self.runner.request(pid, "poll: pending push", PUSH)
             if busy:  # a push it just asked for must not stop the poll reading Label Studio: it may fail for good
@@ -523,10 +527,6 @@ class ProjectManager:
                 self._score_missing(st)
             except Exception as e:
                 self._poll_failed(pid, "scoring new tasks", e)
-            try:
-                self._check_claim(st, client)
-            except Exception as e:
-                self._poll_failed(pid, "writer claim", e)
             try:
                 if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
@@ -789,30 +789,30 @@ class ProjectManager:
                 self._persist(st)
         return Writer(self.install, st.yielded_to, taken)
 
-    def _check_claim(self, st: ProjectState, client: LabelStudioClient) -> None:
-        """At every poll: the holder renews its claim (a quiet hour must not hand the project over), and one that
-        yields keeps the claim it yields to up to date (an edit of the tab may erase it)."""
-        lease = self.settings.writer_lease_seconds
+    def _check_claim(self, st: ProjectState) -> None:
+        """At every poll, busy or not: the holder renews its claim (a quiet hour or a long training must not hand the
+        project over) or writes it again where an edit of the tab erased it, and one that yields keeps the claim it
+        yields to up to date. Never a takeover: that is a push's, which knows what to forget."""
+        lease, now = self.settings.writer_lease_seconds, time.time()
         if lease <= 0 or (st.push_state.last_number is None and st.yielded_to is None):
             return  # not a writer of this project yet: its first push claims it
-        if self._yielding(st):
-            held = Claim.read(client, st.id)
-            if held is not None and held.install != self.install:
+        client = self.client(st)
+        held = Claim.read(client, st.id)
+        if held is not None and held.install != self.install:
+            if -lease < now - held.at < lease:
                 with st.lock:
                     st.yielded_to = held
                     self._persist(st)
+            return  # a lapsed one: the next push takes over
+        if self._yielding(st) or (held is not None and 0 <= now - held.at < lease / 2):
             return
-        view = (VIEW_TITLE, UNLABELED_FILTER, ORDERING)
-        turn = claim_writer(client, st.id, self._writer(st), lease, time.time(), view)
-        if turn.other is not None:
-            with st.lock:
-                st.yielded_to = turn.other
-                self._persist(st)
+        client.ensure_view(st.id, VIEW_TITLE, UNLABELED_FILTER, ORDERING,
+                           extra={WRITER_KEY: Claim(self.install, now).as_dict()})
 
     def _yielding(self, st: ProjectState) -> bool:
         """Did this project's last push yield to another install's claim that still holds?"""
-        claim = st.yielded_to
-        return claim is not None and time.time() - claim.at < self.settings.writer_lease_seconds
+        claim, lease = st.yielded_to, self.settings.writer_lease_seconds
+        return claim is not None and -lease < time.time() - claim.at < lease
 
     def _wants_cold_start(self, st: ProjectState) -> bool:
         """No version was ever pushed and cold-start suggestions are on."""
@@ -877,7 +877,8 @@ class ProjectManager:
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
         """Keep what the failed push may have marked; the next poll retries."""
         with st.lock:
-            st.push_state = dataclasses.replace(st.push_state, rows=None, marked=None if e.marked is None
+            unknown = e.marked is None or st.push_state.took_over  # after a takeover every mark is read again
+            st.push_state = dataclasses.replace(st.push_state, rows=None, marked=None if unknown
                                                 else frozenset(e.marked), queued=None)  # read the queue again
             st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)

@@ -129,7 +129,7 @@ def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer |
            report: PushReport, prior: PushState) -> PushState | None:
     """Claim the project (see :mod:`service.writer_claim`): the state to push from, or None while another install
     holds it (nothing is written). After taking over from another install, what it wrote is not known here."""
-    if writer is None or settings.writer_lease_seconds <= 0:
+    if writer is None:
         return prior
     turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
                         (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
@@ -273,7 +273,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     top = head[: settings.push_top_k]
     marks = {tid: {"rank": r + 1, "margin": round(v, 6) if math.isfinite(v) else None, "model_version": served.name}
              for r, (tid, v) in enumerate(top)}
-    previous = None if prior.marked is None else set(prior.marked) - set(exclude or ())
+    previous = None if prior.marked is None or prior.took_over else set(prior.marked) - set(exclude or ())
     carried = set(prior.marked or ()) & set(exclude or ())  # labeled since: the mark stays, cleared if unlabeled again
     may_be_marked = None if previous is None else previous | set(marks) | carried
     if marking is not None and may_be_marked is not None:

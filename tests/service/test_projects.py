@@ -1051,3 +1051,42 @@ def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_yielded_to(tmp
     second.poll()
     assert second.runner.wait_idle(60) and second.projects[1].yielded_to.at == renewed["at"]
     assert client.pushed == ["sae-v1"]
+
+
+def test_the_poll_renews_a_busy_holder_s_claim_and_never_takes_over(tmp_path, monkeypatch) -> None:
+    m, app, client = make(tmp_path, backend=CountingBackend())
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120)
+    client.view["data"]["sae_backend_writer"]["at"] -= 2000
+    monkeypatch.setattr(m.runner, "is_busy", lambda pid: True)  # a long training runs
+    m.poll()
+    assert time.time() - client.view["data"]["sae_backend_writer"]["at"] < 60, "renewed all the same"
+    client.view["data"]["sae_backend_writer"] = {"install": "other", "at": time.time() - 7200}
+    m.poll()
+    assert client.view["data"]["sae_backend_writer"]["install"] == "other", "a lapsed claim: the next push's to take"
+
+
+def test_a_takeover_whose_claim_write_fails_reads_every_mark_again(tmp_path) -> None:
+    from connectors.label_studio import LabelStudioError
+
+    class ClaimFails(FakeClient):
+        fail_claim = False
+
+        def ensure_view(self, pid, title, filters, ordering, extra=None):
+            if self.fail_claim and extra:
+                raise LabelStudioError("HTTP 400: refused", retryable=False)
+            return super().ensure_view(pid, title, filters, ordering, extra)
+
+    client = ClaimFails()
+    m, app, _ = make(tmp_path, backend=CountingBackend(), client=client)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120) and m.projects[1].push_state.marked is not None
+    client.view["data"]["sae_backend_writer"] = {"install": "other", "at": time.time() - 7200}
+    client.fail_claim = True
+    m.projects[1].push_pending = True
+    m.runner.request(1, "the next poll", PUSH)
+    assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["last_push_error"]
+    state = m.projects[1].push_state
+    assert state.took_over and state.marked is None, "the other install's marks are not known: all read again"

@@ -430,13 +430,14 @@ def test_a_push_that_takes_over_from_another_install_trusts_nothing_it_recorded(
     assert report.newer == []
 
 
-def test_a_push_another_install_holds_writes_nothing(tmp_path) -> None:
+def test_a_push_another_install_holds_writes_nothing_unless_the_lease_is_zero(tmp_path) -> None:
     from service.writer_claim import Claim, Writer
 
     client = Recorder()
     client.view = {"sae_backend": True, "sae_backend_writer": {"install": "theirs", "at": time.time() - 60}}
     report = push_version(client, 4, CFG, served(), _settings(tmp_path), PushState(), None, writer=Writer("mine"))
     assert report.other_writer == Claim("theirs", client.view["sae_backend_writer"]["at"]) and client.calls == []
-    off = push_version(client, 4, CFG, served(), _settings(tmp_path, writer_lease_seconds=0), PushState(), None,
-                       writer=Writer("mine"))
-    assert off.other_writer is None and off.rows_written == 2, "lease 0: no claim"
+    forced = push_version(client, 4, CFG, served(), _settings(tmp_path, writer_lease_seconds=0), PushState(), None,
+                          writer=Writer("mine"))
+    assert forced.other_writer is None and forced.took_over and forced.rows_written == 2, "lease 0: taken at once"
+    assert client.view["sae_backend_writer"]["install"] == "mine"
