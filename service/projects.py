@@ -51,7 +51,7 @@ from service.served import ServedVersion, decision_scores, load_served, save_ser
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
 from service.versions import VersionStore, known_projects, own_versions
-from service.writer_claim import WRITER_KEY, Claim, Writer, install_id
+from service.writer_claim import Claim, Writer, install_id, keep_claim
 
 log = logging.getLogger("sae_backend")
 RANKING_KEEP = 1000
@@ -790,24 +790,17 @@ class ProjectManager:
         return Writer(self.install, st.yielded_to, taken)
 
     def _check_claim(self, st: ProjectState) -> None:
-        """At every poll, busy or not: the holder renews its claim (a quiet hour or a long training must not hand the
-        project over) or writes it again where an edit of the tab erased it, and one that yields keeps the claim it
-        yields to up to date. Never a takeover: that is a push's, which knows what to forget."""
-        lease, now = self.settings.writer_lease_seconds, time.time()
+        """At every poll, busy or not (a quiet hour or a long training must not hand the project over): the holder
+        keeps its claim, and one that yields keeps the claim it yields to up to date."""
+        lease = self.settings.writer_lease_seconds
         if lease <= 0 or (st.push_state.last_number is None and st.yielded_to is None):
             return  # not a writer of this project yet: its first push claims it
-        client = self.client(st)
-        held = Claim.read(client, st.id)
-        if held is not None and held.install != self.install:
-            if -lease < now - held.at < lease:
-                with st.lock:
-                    st.yielded_to = held
-                    self._persist(st)
-            return  # a lapsed one: the next push takes over
-        if self._yielding(st) or (held is not None and 0 <= now - held.at < lease / 2):
-            return
-        client.ensure_view(st.id, VIEW_TITLE, UNLABELED_FILTER, ORDERING,
-                           extra={WRITER_KEY: Claim(self.install, now).as_dict()})
+        other = keep_claim(self.client(st), st.id, Writer(self.install, st.yielded_to), lease, time.time(),
+                           (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
+        if other is not None:
+            with st.lock:
+                st.yielded_to = other
+                self._persist(st)
 
     def _yielding(self, st: ProjectState) -> bool:
         """Did this project's last push yield to another install's claim that still holds?"""

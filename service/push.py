@@ -129,17 +129,17 @@ def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer |
            report: PushReport, prior: PushState) -> PushState | None:
     """Claim the project (see :mod:`service.writer_claim`): the state to push from, or None while another install
     holds it (nothing is written). After taking over from another install, what it wrote is not known here."""
-    if writer is None:
-        return prior
-    turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
-                        (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
-    if turn.other is not None:
-        report.other_writer = turn.other
-        log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
-                    turn.other.install, report.model_version)
-        return None
-    if turn.took_over:
-        return PushState(prior.last_number, took_over=True)
+    if writer is not None:
+        turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
+                            (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
+        if turn.other is not None:
+            report.other_writer = turn.other
+            log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
+                        turn.other.install, report.model_version)
+            return None
+        if turn.took_over:
+            prior = PushState(prior.last_number, took_over=True)
+    report.took_over = prior.took_over
     return prior
 
 
@@ -206,7 +206,6 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     if prior is None:
         return report
     step = _stepper(report, settings, prior)
-    report.took_over = prior.took_over
     n = max(len(task_ids), 1)
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
@@ -249,7 +248,6 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if prior is None:
         return report
     step = _stepper(report, settings, prior)
-    report.took_over = prior.took_over
 
     head = served.ranking(settings.push_head, exclude)
     pos = served.lookup([t for t, _ in head])

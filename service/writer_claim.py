@@ -109,3 +109,18 @@ def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lea
     if again is not None and again.install != writer.install:
         return Turn(other=again)
     return Turn(took_over=took_over)
+
+
+def keep_claim(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
+               view: tuple[str, dict, list[str]]) -> Claim | None:
+    """Between pushes (at every poll): renew this install's claim once half the lease has passed, or write it again
+    where an edit of the tab erased it, unless it yields to ``writer.seen``. Returns another install's live claim
+    (nothing written), else None. Never takes over: that is a push's, which knows what to forget."""
+    held = Claim.read(client, project_id)
+    if held is not None and held.install != writer.install:
+        return held if -lease_seconds < now - held.at < lease_seconds else None
+    if writer.seen is not None and writer.seen.install != writer.install:
+        return None  # it yields: the claim erased, or lapsed, is the next push's to take over
+    if held is None or not 0 <= now - held.at < lease_seconds / 2:
+        client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
+    return None

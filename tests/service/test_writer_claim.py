@@ -112,3 +112,21 @@ def test_a_takeover_is_known_before_the_claim_is_written_and_through_a_retried_r
     writer = Writer("mine", taken=lambda: events.append(("taken", views.writes)))
     assert claim_writer(views, 1, writer, 3600, 9000.0, VIEW, call=retried) == Turn(took_over=True)
     assert events == [("taken", 0)], "told once, before its claim was written"
+
+
+def test_between_pushes_the_holder_keeps_its_claim_and_nobody_takes_over() -> None:
+    from service.writer_claim import keep_claim
+
+    views = Views({"install": "mine", "at": 1000.0})
+    assert keep_claim(views, 1, Writer("mine"), 3600, 2799.0, VIEW) is None and views.writes == 0
+    assert keep_claim(views, 1, Writer("mine"), 3600, 2801.0, VIEW) is None and Claim.read(views, 1).at == 2801.0
+    erased = Views()
+    assert keep_claim(erased, 1, Writer("mine"), 3600, 1000.0, VIEW) is None
+    assert Claim.read(erased, 1) == Claim("mine", 1000.0), "an edit of the tab erased it: written again"
+    theirs = Views({"install": "theirs", "at": 1000.0})
+    assert keep_claim(theirs, 1, Writer("mine"), 3600, 1060.0, VIEW) == Claim("theirs", 1000.0)
+    assert keep_claim(theirs, 1, Writer("mine"), 3600, 9000.0, VIEW) is None and theirs.writes == 0, "lapsed: a push's"
+    for at in (1000.0, -9000.0):  # the claim it yields to erased, live or lapsed: left to the next push
+        gone = Views()
+        assert keep_claim(gone, 1, Writer("mine", Claim("theirs", at)), 3600, 1060.0, VIEW) is None
+        assert gone.writes == 0
