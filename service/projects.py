@@ -95,7 +95,7 @@ class ProjectState:
     scoring_seconds: float | None = None
     label_check_seconds: float = 0.0  # how long the last label check took (saved with the project)
     suggested: list[int] | None = None
-    yielded_to: Claim | None = None  # another install's claim on the project this one last yielded to (saved)
+    claim_seen: Claim | None = None  # the writer claim (any install's) this one last read in Label Studio (saved)
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -200,7 +200,7 @@ class ProjectManager:
             with contextlib.suppress(TypeError, ValueError):  # a slow one is deferred at once; a bad value: unknown
                 st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)
             with contextlib.suppress(TypeError, KeyError, ValueError):
-                st.yielded_to = Claim(str(info["yielded_to"]["install"]), float(info["yielded_to"]["at"]))
+                st.claim_seen = Claim(str(info["claim_seen"]["install"]), float(info["claim_seen"]["at"]))
             marked = info.get("marked")
             rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
             st.push_state = PushState(info.get("last_pushed_number"),
@@ -275,7 +275,7 @@ class ProjectManager:
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
             "label_check_seconds": st.label_check_seconds,
-            "yielded_to": None if st.yielded_to is None else st.yielded_to.as_dict()})
+            "claim_seen": None if st.claim_seen is None else st.claim_seen.as_dict()})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -787,25 +787,24 @@ class ProjectManager:
             with st.lock:
                 st.push_state = PushState(st.push_state.last_number, took_over=True)
                 self._persist(st)
-        return Writer(self.install, st.yielded_to, taken)
+        return Writer(self.install, st.claim_seen, taken)
 
     def _check_claim(self, st: ProjectState) -> None:
-        """At every poll, busy or not (a quiet hour or a long training must not hand the project over): the holder
-        keeps its claim, and one that yields keeps the claim it yields to up to date."""
+        """At every poll, busy or not (a quiet hour or a long training must not let the holder's claim lapse), of
+        every install: the claim it last read is kept up to date, and the holder renews its own."""
         lease = self.settings.writer_lease_seconds
-        if lease <= 0 or (st.push_state.last_number is None and st.yielded_to is None):
-            return  # not a writer of this project yet: its first push claims it
-        other = keep_claim(self.client(st), st.id, Writer(self.install, st.yielded_to), lease, time.time(),
-                           (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
-        if other is not None:
+        if lease <= 0:
+            return
+        seen = keep_claim(self.client(st), st.id, Writer(self.install, st.claim_seen), lease, time.time(),
+                          (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
+        if seen != st.claim_seen:
             with st.lock:
-                st.yielded_to = other
+                st.claim_seen = seen
                 self._persist(st)
 
     def _yielding(self, st: ProjectState) -> bool:
-        """Did this project's last push yield to another install's claim that still holds?"""
-        claim, lease = st.yielded_to, self.settings.writer_lease_seconds
-        return claim is not None and -lease < time.time() - claim.at < lease
+        """Does another install's claim, as this one last read it, hold the project?"""
+        return Writer(self.install).live_other(st.claim_seen, self.settings.writer_lease_seconds, time.time())
 
     def _wants_cold_start(self, st: ProjectState) -> bool:
         """No version was ever pushed and cold-start suggestions are on."""
@@ -888,7 +887,7 @@ class ProjectManager:
         if report.other_writer is not None:  # nothing was written: the push stays pending, tried at every poll
             age = time.time() - report.other_writer.at
             with st.lock:
-                st.yielded_to = report.other_writer
+                st.claim_seen = report.other_writer
                 st.last_push_error = (
                     f"another sae-backend (install {report.other_writer.install}, another MODEL_DIR) writes this "
                     f"project: it claimed it {age:.0f} s ago; this one (install {self.install}) writes nothing "
@@ -898,14 +897,14 @@ class ProjectManager:
             return
         with st.lock:
             if not report.stale:
-                st.yielded_to = None
+                st.claim_seen = report.claim or st.claim_seen
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 queued = None if report.queued is None else (report.queue_project_id, report.queued)
                 st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued,
                                           report.rows)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
-                if report.newer:  # two backends overwrite each other's predictions: a person has to stop one
+                if report.newer or report.took_from:  # another backend wrote here: a person has to stop one
                     self.metrics.errors.labels("other_writer").inc()
             st.push_pending = st.served is not None and (
                 st.served.number > report.number or (head_changes is not None and st.head_changes > head_changes))

@@ -98,6 +98,8 @@ class PushReport:
     head_visible_at: float | None = None
     newer: list[str] = field(default_factory=list)  # sae-vN in Label Studio above this one: another writer
     other_writer: Claim | None = None  # another install's live claim: this push wrote nothing
+    claim: Claim | None = None  # the claim Label Studio holds after this push's claim step (None: no claim step)
+    took_from: Claim | None = None  # another install's claim this push replaced
     took_over: bool = False  # from another install (this push or one cut short): every other sae-vN went
 
     def summary(self) -> dict:
@@ -132,11 +134,15 @@ def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer |
     if writer is not None:
         turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
                             (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
+        report.claim, report.took_from = turn.seen, turn.replaced
         if turn.other is not None:
             report.other_writer = turn.other
             log.warning("project %s: another sae-backend (install %s) writes this project; %s is not pushed", pid,
                         turn.other.install, report.model_version)
             return None
+        if turn.replaced is not None:
+            log.warning("project %s: taking the project over from another sae-backend (install %s, its claim %.0f s "
+                        "old)", pid, turn.replaced.install, time.time() - turn.replaced.at)
         if turn.took_over:
             prior = PushState(prior.last_number, took_over=True)
     report.took_over = prior.took_over

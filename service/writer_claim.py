@@ -10,10 +10,10 @@ claim stops). A backend that stops polling for longer than the lease, or whose `
 over.
 
 Label Studio's Data Manager page saves a tab's data without keys it does not know, so a person who edits the tab
-erases the claim. A backend that has yielded remembers the claim it last saw and keeps yielding to it for the
-lease; the holder writes its claim again at its next poll. One that takes over from another install is told so
-before it writes its claim (``Writer.taken``), since what the other wrote (rows, marks) is not what its own records
-say.
+erases the claim. Every install reads the claim at its polls and goes by the one it last read; the holder writes
+its own again at its next poll. A push that takes the project over (from another install, or after a lease without
+holding it) is told so before it writes its claim (``Writer.taken``), since what others wrote (rows, marks) may not
+be what its own records say.
 """
 
 from __future__ import annotations
@@ -67,60 +67,71 @@ class Claim:
 
 @dataclass(frozen=True)
 class Writer:
-    """Who pushes: this install, the other install's claim it last yielded to (None: none), and what to call the
-    moment it takes over from another install (to record that what it knows of the project is stale)."""
+    """Who pushes: this install, the last claim it read in Label Studio (any install's; None: never read one), and
+    what to call the moment it takes the project over (to record that what it knows of the project is stale)."""
 
     install: str
     seen: Claim | None = None
     taken: Callable[[], None] | None = None
 
+    def live_other(self, claim: Claim | None, lease_seconds: float, now: float) -> bool:
+        """Another install's claim within the lease (a claim dated more than a lease ahead counts as none)."""
+        return claim is not None and claim.install != self.install and -lease_seconds < now - claim.at < lease_seconds
+
+    def held_lately(self, claim: Claim | None, lease_seconds: float, now: float) -> bool:
+        """This install's own claim, within the lease: it still held the project then."""
+        return claim is not None and claim.install == self.install and 0 <= now - claim.at < lease_seconds
+
 
 @dataclass(frozen=True)
 class Turn:
     """A claim's outcome: ``other`` holds the project (nothing was written), or this install may write, and
-    ``took_over`` says it replaced another install's claim."""
+    ``took_over`` says it did not hold the project within the lease (``replaced``: the other install's claim it
+    replaced, if one was there), so what it knows of the project may be stale. ``seen``: the claim Label Studio holds
+    now, as far as this install knows."""
 
+    seen: Claim | None
     other: Claim | None = None
     took_over: bool = False
+    replaced: Claim | None = None
 
 
 def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
                  view: tuple[str, dict, list[str]], call: Callable = lambda fn, *a, **k: fn(*a, **k)) -> Turn:
-    """Claim (or renew) the project for ``writer``; ``view`` is the view's title, filters and ordering, should
-    it be new; ``call`` runs each Label Studio request (a push retries them one by one, so a retry after the claim
-    was written still knows whose claim it replaced). A claim dated more than a lease ahead (a clock far off, or an
-    edit) counts as none."""
-    def live(c: Claim | None) -> bool:
-        return c is not None and c.install != writer.install and -lease_seconds < now - c.at < lease_seconds
-
+    """A push's claim (or renewal) of the project for ``writer``; ``view`` is the view's title, filters and ordering,
+    should it be new; ``call`` runs each Label Studio request (a push retries them one by one, so a retry after the
+    claim was written still knows what it replaced)."""
     held = call(Claim.read, client, project_id)
-    if live(held):
-        return Turn(other=held)
-    if held is None and live(writer.seen):  # erased by an edit of the tab: the claim last seen still holds
-        return Turn(other=writer.seen)
-    if held is not None and held.install == writer.install and 0 <= now - held.at < lease_seconds / 2:
-        return Turn()
+    if writer.live_other(held, lease_seconds, now):
+        return Turn(held, other=held)
+    if held is None and writer.live_other(writer.seen, lease_seconds, now):  # erased by an edit of the tab
+        return Turn(writer.seen, other=writer.seen)
+    if writer.held_lately(held, lease_seconds / 2, now):
+        return Turn(held)
     before = held if held is not None else writer.seen
-    took_over = before is not None and before.install != writer.install
+    took_over = not writer.held_lately(before, lease_seconds, now)  # another's, none, or its own from long ago
     if took_over and writer.taken is not None:  # before anything is written: a push cut short still knows
         writer.taken()
-    call(client.ensure_view, project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
+    mine = Claim(writer.install, now)
+    call(client.ensure_view, project_id, *view, extra={WRITER_KEY: mine.as_dict()})
     again = call(Claim.read, client, project_id)
     if again is not None and again.install != writer.install:
-        return Turn(other=again)
-    return Turn(took_over=took_over)
+        return Turn(again, other=again)
+    replaced = before if before is not None and before.install != writer.install else None
+    return Turn(mine, took_over=took_over, replaced=replaced)
 
 
 def keep_claim(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
                view: tuple[str, dict, list[str]]) -> Claim | None:
-    """Between pushes (at every poll): renew this install's claim once half the lease has passed, or write it again
-    where an edit of the tab erased it, unless it yields to ``writer.seen``. Returns another install's live claim
-    (nothing written), else None. Never takes over: that is a push's, which knows what to forget."""
+    """Between pushes (at every poll, of every install): the claim Label Studio holds now, as far as this install
+    knows. The holder renews its claim once half the lease has passed, and writes it again where an edit of the tab
+    erased it, if it held the project within the lease; nobody else writes here: taking over is a push's, which
+    knows what to forget."""
     held = Claim.read(client, project_id)
-    if held is not None and held.install != writer.install:
-        return held if -lease_seconds < now - held.at < lease_seconds else None
-    if writer.seen is not None and writer.seen.install != writer.install:
-        return None  # it yields: the claim erased, or lapsed, is the next push's to take over
-    if held is None or not 0 <= now - held.at < lease_seconds / 2:
-        client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
-    return None
+    if held is None:
+        if not writer.held_lately(writer.seen, lease_seconds, now):
+            return writer.seen  # erased: the claim last read stands (another's, or none yet)
+    elif not writer.held_lately(held, lease_seconds, now) or writer.held_lately(held, lease_seconds / 2, now):
+        return held  # another's; its own from over a lease ago (a push takes it anew); or still fresh
+    client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
+    return Claim.read(client, project_id)  # read back: a push that took the project meanwhile wins

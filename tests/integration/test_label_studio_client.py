@@ -117,15 +117,15 @@ def test_predictions_model_version_and_uncertain_view(ls_client: LabelStudioClie
 
 def test_the_writer_claim_lives_in_the_backend_s_view_and_outlasts_its_updates(ls_client: LabelStudioClient,
                                                                                digits_project: int) -> None:
-    from service.writer_claim import Claim, Turn, Writer, claim_writer
+    from service.writer_claim import Claim, Writer, claim_writer
 
     pid, view = digits_project, ("Most uncertain first", UNLABELED_FILTER, SCORE_ORDER)
-    assert claim_writer(ls_client, pid, Writer("first"), 3600, 1000.0, view) == Turn()
-    assert claim_writer(ls_client, pid, Writer("second"), 3600, 1010.0, view) == Turn(other=Claim("first", 1000.0))
+    assert claim_writer(ls_client, pid, Writer("first"), 3600, 1000.0, view).other is None
+    assert claim_writer(ls_client, pid, Writer("second"), 3600, 1010.0, view).other == Claim("first", 1000.0)
     ls_client.ensure_view(pid, *view)  # every push's own step: the claim stays
     assert Claim.read(ls_client, pid) == Claim("first", 1000.0)
-    assert claim_writer(ls_client, pid, Writer("second"), 3600, 4601.0, view) == Turn(took_over=True), \
-        "an hour without a push: taken over"
+    turn = claim_writer(ls_client, pid, Writer("second"), 3600, 4601.0, view)
+    assert turn.other is None and turn.replaced == Claim("first", 1000.0), "an hour without a renewal: taken over"
     assert Claim.read(ls_client, pid) == Claim("second", 4601.0)
     assert sum(bool((v.get("data") or {}).get(VIEW_MARK)) for v in ls_client.list_views(pid)) == 1
 

@@ -988,7 +988,7 @@ def test_a_second_backend_on_a_project_writes_nothing_while_the_first_holds_it(t
     assert st["last_push"]["took_over"] and st["last_push"]["newer_in_label_studio"] == []
     assert set(client.rows) == {"sae-v2"}, "the first's rows go, though numbered above"
     assert client.view["data"]["sae_backend_writer"]["install"] == second.install
-    assert 'sae_errors_total{kind="other_writer"} 2.0' in app2.get("/metrics").text
+    assert 'sae_errors_total{kind="other_writer"} 3.0' in app2.get("/metrics").text, "two refusals, a takeover"
 
 
 def test_a_cold_start_another_install_holds_is_asked_again_once_a_lease(tmp_path, monkeypatch) -> None:
@@ -1033,7 +1033,7 @@ def test_a_takeover_cut_short_is_finished_by_the_next_push(tmp_path) -> None:
     assert set(client.rows) == {"sae-v1"} and not m2.projects[1].push_state.took_over
 
 
-def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_yielded_to(tmp_path) -> None:
+def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_another_reads(tmp_path) -> None:
     """A quiet hour must not hand the project over; an edit of the tab must not make a yielder take it early."""
     client = FakeClient()
     first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
@@ -1049,7 +1049,7 @@ def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_yielded_to(tmp
     renewed = client.view["data"]["sae_backend_writer"]
     assert renewed["install"] == first.install and renewed["at"] > claim["at"] + 1900
     second.poll()
-    assert second.runner.wait_idle(60) and second.projects[1].yielded_to.at == renewed["at"]
+    assert second.runner.wait_idle(60) and second.projects[1].claim_seen.at == renewed["at"]
     assert client.pushed == ["sae-v1"]
 
 
@@ -1090,3 +1090,21 @@ def test_a_takeover_whose_claim_write_fails_reads_every_mark_again(tmp_path) -> 
     assert m.runner.wait_idle(120) and app.get("/projects/1/status").json()["last_push_error"]
     state = m.projects[1].push_state
     assert state.took_over and state.marked is None, "the other install's marks are not known: all read again"
+
+
+def test_a_fresh_install_learns_the_holder_s_claim_before_its_first_push(tmp_path) -> None:
+    """Should an edit of the tab erase the claim just before that push, the claim it read still holds."""
+    client = FakeClient()
+    first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
+    app1.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    first.request_training(1, "first")
+    assert first.runner.wait_idle(120)
+    second, app2, _ = make(tmp_path / "b", backend=CountingBackend(), client=client)
+    app2.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    second._check_claim(second.projects[1])  # its poll, before any training
+    assert second.projects[1].claim_seen.install == first.install and client.view["data"]["sae_backend_writer"][
+        "install"] == first.install, "read, not written"
+    client.view["data"].pop("sae_backend_writer")
+    second.request_training(1, "first")
+    assert second.runner.wait_idle(120) and client.pushed == ["sae-v1"]
+    assert "another sae-backend" in app2.get("/projects/1/status").json()["last_push_error"]

@@ -38,51 +38,64 @@ def test_an_install_keeps_its_id_and_another_model_dir_has_another(tmp_path) -> 
     assert install_id(tmp_path / "b") != first
 
 
-def test_the_first_backend_claims_the_project_in_its_view() -> None:
+def outcome(turn: Turn) -> tuple:
+    return turn.other, turn.took_over, turn.replaced
+
+
+MINE = Writer("mine")
+
+
+def test_the_first_claim_is_a_takeover_of_what_nobody_held() -> None:
+    """A new install knows nothing of the project yet; one upgraded to claims reads its marks once."""
     views = Views()
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn()
+    turn = claim_writer(views, 1, MINE, 3600, 1000.0, VIEW)
+    assert outcome(turn) == (None, True, None) and turn.seen == Claim("mine", 1000.0)
     assert Claim.read(views, 1) == Claim("mine", 1000.0) and views.views[0]["data"] == {"title": "a team's tab"}
 
 
 def test_another_install_s_live_claim_is_left_alone_and_nothing_is_written() -> None:
     views = Views({"install": "theirs", "at": 1000.0})
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 3599, VIEW) == Turn(other=Claim("theirs", 1000.0))
+    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 3599, VIEW)) == (Claim("theirs", 1000.0), False, None)
     assert views.writes == 0
 
 
-def test_a_claim_older_than_the_lease_is_taken_over_and_says_so() -> None:
+def test_a_claim_older_than_the_lease_is_taken_over_and_says_from_whom() -> None:
     views = Views({"install": "theirs", "at": 1000.0})
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 3601, VIEW) == Turn(took_over=True)
+    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 3601, VIEW)) == (None, True, Claim("theirs", 1000.0))
     assert Claim.read(views, 1) == Claim("mine", 4601.0)
 
 
-def test_its_own_claim_is_renewed_only_once_half_the_lease_has_passed() -> None:
+def test_its_own_claim_is_renewed_once_half_the_lease_has_passed_and_is_no_takeover_within_it() -> None:
     views = Views({"install": "mine", "at": 1000.0})
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 1799, VIEW) == Turn() and views.writes == 0
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0 + 1801, VIEW) == Turn() and views.writes == 1
-    assert Claim.read(views, 1) == Claim("mine", 2801.0)
+    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 1799, VIEW)) == (None, False, None)
+    assert views.writes == 0
+    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 1801, VIEW)) == (None, False, None)
+    assert views.writes == 1 and Claim.read(views, 1) == Claim("mine", 2801.0)
+    away = Views({"install": "mine", "at": 1000.0})
+    assert outcome(claim_writer(away, 1, MINE, 3600, 1000.0 + 3601, VIEW)) == (None, True, None), \
+        "away for a lease: someone may have held it meanwhile"
 
 
 def test_of_two_claims_at_once_the_one_overwritten_yields() -> None:
     views = Views(racer={"install": "theirs", "at": 1000.5})
-    assert claim_writer(views, 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn(other=Claim("theirs", 1000.5))
+    assert claim_writer(views, 1, MINE, 3600, 1000.0, VIEW).other == Claim("theirs", 1000.5)
 
 
-def test_a_claim_a_person_erased_still_holds_for_the_install_that_saw_it() -> None:
+def test_a_claim_a_person_erased_still_holds_as_last_read() -> None:
     """The Data Manager page saves a tab's data without the keys it does not know."""
-    seen = Claim("theirs", 1000.0)
-    assert claim_writer(Views(), 1, Writer("mine", seen), 3600, 1000.0 + 60, VIEW) == Turn(other=seen)
-    views = Views()
-    assert claim_writer(views, 1, Writer("mine", seen), 3600, 1000.0 + 3601, VIEW) == Turn(took_over=True)
-    assert claim_writer(Views(), 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn(), "none seen: nobody to take from"
+    theirs = Claim("theirs", 1000.0)
+    assert claim_writer(Views(), 1, Writer("mine", theirs), 3600, 1000.0 + 60, VIEW).other == theirs
+    assert outcome(claim_writer(Views(), 1, Writer("mine", theirs), 3600, 1000.0 + 3601, VIEW)) == (None, True, theirs)
+    own = Writer("mine", Claim("mine", 1000.0))
+    assert outcome(claim_writer(Views(), 1, own, 3600, 1000.0 + 60, VIEW)) == (None, False, None), "its own: no loss"
 
 
 def test_a_claim_a_person_edited_into_nonsense_or_dated_far_ahead_counts_as_none() -> None:
-    assert claim_writer(Views({"install": "theirs"}), 1, Writer("mine"), 3600, 1000.0, VIEW) == Turn()
-    assert claim_writer(Views({"install": "theirs", "at": 1000.0 + 3000}), 1, Writer("mine"), 3600, 1000.0,
+    assert claim_writer(Views({"install": "theirs"}), 1, MINE, 3600, 1000.0, VIEW).other is None
+    assert claim_writer(Views({"install": "theirs", "at": 1000.0 + 3000}), 1, MINE, 3600, 1000.0,
                         VIEW).other is not None, "a clock a little ahead still holds"
-    assert claim_writer(Views({"install": "theirs", "at": 9e99}), 1, Writer("mine"), 3600, 1000.0, VIEW) \
-        == Turn(took_over=True)
+    assert outcome(claim_writer(Views({"install": "theirs", "at": 9e99}), 1, MINE, 3600, 1000.0, VIEW))[:2] \
+        == (None, True)
 
 
 def test_an_empty_install_file_is_made_again(tmp_path) -> None:
@@ -110,7 +123,7 @@ def test_a_takeover_is_known_before_the_claim_is_written_and_through_a_retried_r
 
     views, events = BusyOnce({"install": "theirs", "at": 1000.0}), []
     writer = Writer("mine", taken=lambda: events.append(("taken", views.writes)))
-    assert claim_writer(views, 1, writer, 3600, 9000.0, VIEW, call=retried) == Turn(took_over=True)
+    assert claim_writer(views, 1, writer, 3600, 9000.0, VIEW, call=retried).took_over
     assert events == [("taken", 0)], "told once, before its claim was written"
 
 
@@ -118,15 +131,17 @@ def test_between_pushes_the_holder_keeps_its_claim_and_nobody_takes_over() -> No
     from service.writer_claim import keep_claim
 
     views = Views({"install": "mine", "at": 1000.0})
-    assert keep_claim(views, 1, Writer("mine"), 3600, 2799.0, VIEW) is None and views.writes == 0
-    assert keep_claim(views, 1, Writer("mine"), 3600, 2801.0, VIEW) is None and Claim.read(views, 1).at == 2801.0
+    assert keep_claim(views, 1, MINE, 3600, 2799.0, VIEW) == Claim("mine", 1000.0) and views.writes == 0
+    assert keep_claim(views, 1, MINE, 3600, 2801.0, VIEW) == Claim("mine", 2801.0) and views.writes == 1
+    away = Views({"install": "mine", "at": 1000.0})
+    assert keep_claim(away, 1, MINE, 3600, 4601.0, VIEW) == Claim("mine", 1000.0) and away.writes == 0, \
+        "away for a lease: a push takes it anew, knowing it may have missed something"
     erased = Views()
-    assert keep_claim(erased, 1, Writer("mine"), 3600, 1000.0, VIEW) is None
-    assert Claim.read(erased, 1) == Claim("mine", 1000.0), "an edit of the tab erased it: written again"
+    assert keep_claim(erased, 1, Writer("mine", Claim("mine", 1000.0)), 3600, 1060.0, VIEW) == Claim("mine", 1060.0)
+    assert erased.writes == 1, "an edit of the tab erased the claim it held: written again"
     theirs = Views({"install": "theirs", "at": 1000.0})
-    assert keep_claim(theirs, 1, Writer("mine"), 3600, 1060.0, VIEW) == Claim("theirs", 1000.0)
-    assert keep_claim(theirs, 1, Writer("mine"), 3600, 9000.0, VIEW) is None and theirs.writes == 0, "lapsed: a push's"
-    for at in (1000.0, -9000.0):  # the claim it yields to erased, live or lapsed: left to the next push
-        gone = Views()
-        assert keep_claim(gone, 1, Writer("mine", Claim("theirs", at)), 3600, 1060.0, VIEW) is None
-        assert gone.writes == 0
+    assert keep_claim(theirs, 1, MINE, 3600, 1060.0, VIEW) == Claim("theirs", 1000.0)
+    assert keep_claim(theirs, 1, MINE, 3600, 9000.0, VIEW) == Claim("theirs", 1000.0) and theirs.writes == 0
+    for seen in (None, Claim("theirs", 1000.0), Claim("theirs", -9000.0), Claim("mine", -9000.0)):
+        gone = Views()  # never read one, or another's, or its own long ago: nothing written
+        assert keep_claim(gone, 1, Writer("mine", seen), 3600, 1060.0, VIEW) == seen and gone.writes == 0
