@@ -128,6 +128,10 @@ class ProjectManager:
         self.settings = settings
         self._dir_lock: Path | None = dir_lock.acquire(settings.model_dir, lock_wait_seconds)
         self.install = install_id(settings.model_dir)
+        if 0 < settings.writer_lease_seconds <= 2 * settings.poll_interval_seconds:
+            log.warning("WRITER_LEASE_SECONDS (%s) is not over twice POLL_INTERVAL_SECONDS (%s): polls renew a claim "
+                        "once half the lease has passed, so a live backend may lose its projects",
+                        settings.writer_lease_seconds, settings.poll_interval_seconds)
         self.client_factory = client_factory or (lambda url, key: LabelStudioClient(url, key))
         self.backend = backend or make_backend(settings)
         self.metrics = Metrics()
@@ -795,12 +799,14 @@ class ProjectManager:
         lease = self.settings.writer_lease_seconds
         if lease <= 0:
             return
-        seen = keep_claim(self.client(st), st.id, Writer(self.install, st.claim_seen), lease, time.time(),
+        before = st.claim_seen
+        seen = keep_claim(self.client(st), st.id, Writer(self.install, before), lease, time.time(),
                           (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
-        if seen != st.claim_seen:
+        if seen != before:
             with st.lock:
-                st.claim_seen = seen
-                self._persist(st)
+                if st.claim_seen == before:  # else a push meanwhile read or wrote a newer one
+                    st.claim_seen = seen
+                    self._persist(st)
 
     def _yielding(self, st: ProjectState) -> bool:
         """Does another install's claim, as this one last read it, hold the project?"""

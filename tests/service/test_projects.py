@@ -1108,3 +1108,10 @@ def test_a_fresh_install_learns_the_holder_s_claim_before_its_first_push(tmp_pat
     second.request_training(1, "first")
     assert second.runner.wait_idle(120) and client.pushed == ["sae-v1"]
     assert "another sae-backend" in app2.get("/projects/1/status").json()["last_push_error"]
+
+
+def test_a_lease_too_short_for_the_polls_to_renew_is_named_at_start(tmp_path, caplog) -> None:
+    make(tmp_path / "a")
+    assert "WRITER_LEASE_SECONDS" not in caplog.text
+    make(tmp_path / "b", poll_interval_seconds=1800)
+    assert "WRITER_LEASE_SECONDS (3600.0) is not over twice POLL_INTERVAL_SECONDS (1800.0)" in caplog.text
