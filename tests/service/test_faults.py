@@ -174,14 +174,20 @@ def test_predict_for_an_unknown_project_id_registers_nothing(tmp_path):
     assert not (tmp_path / "project-424242").exists()
 
 
-def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadline(tmp_path, monkeypatch):
-    import service.projects as projects
-    from connectors.item_codec import ItemCodec
-
+def served(tmp_path):
+    """A project with its first version in service."""
     m, app, client = make(tmp_path)
     app.post("/setup", json={"project": "1.1", "schema": CONFIG})
     app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
     assert m.runner.wait_idle(120)
+    return m, app, client
+
+
+def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadline(tmp_path, monkeypatch):
+    import service.projects as projects
+    from connectors.item_codec import ItemCodec
+
+    _m, app, client = served(tmp_path)
     real = ItemCodec.load
 
     hung, ended = threading.Event(), threading.Event()
@@ -231,10 +237,7 @@ def test_predict_counts_each_task_it_answers_with_an_error(tmp_path, monkeypatch
 
     from connectors.item_codec import ItemCodec
 
-    m, app, client = make(tmp_path)
-    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
-    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-    assert m.runner.wait_idle(120)
+    m, app, client = served(tmp_path)
     real = ItemCodec.load
     monkeypatch.setattr(ItemCodec, "load", lambda self, fetcher, value, task_id=None: np.zeros((5, 3), np.float32)
                         if task_id == 900 else real(self, fetcher, value, task_id))  # images are resized: a codec bug

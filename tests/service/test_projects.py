@@ -957,15 +957,20 @@ def test_a_setup_that_changes_nothing_writes_nothing(tmp_path, monkeypatch) -> N
     assert len(writes) == 1
 
 
-def test_a_second_backend_on_a_project_writes_nothing_while_the_first_holds_it(tmp_path) -> None:
-    """Two MODEL_DIRs on one project would delete each other's rows: the one that claimed it first writes."""
+def two_installs(tmp_path):
+    """Two backends, each its own MODEL_DIR, on one project; the first trained and pushed first."""
     client = FakeClient()
-    first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
-    second, app2, _ = make(tmp_path / "b", backend=CountingBackend(), client=client)
-    for app, m in ((app1, first), (app2, second)):
+    installs = [make(tmp_path / d, backend=CountingBackend(), client=client)[:2] for d in "ab"]
+    for m, app in installs:
         app.post("/setup", json={"project": "1.1", "schema": CONFIG})
         m.request_training(1, "first")
         assert m.runner.wait_idle(120)
+    return client, *installs
+
+
+def test_a_second_backend_on_a_project_writes_nothing_while_the_first_holds_it(tmp_path) -> None:
+    """Two MODEL_DIRs on one project would delete each other's rows: the one that claimed it first writes."""
+    client, (first, _app1), (second, app2) = two_installs(tmp_path)
     assert client.pushed == ["sae-v1"] and client.view["data"]["sae_backend_writer"]["install"] == first.install
     st = app2.get("/projects/1/status").json()
     assert st["model_version"] == "sae-v2" and st["push_pending"], "it trains and serves, and keeps the push"
@@ -1035,13 +1040,7 @@ def test_a_takeover_cut_short_is_finished_by_the_next_push(tmp_path) -> None:
 
 def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_another_reads(tmp_path) -> None:
     """A quiet hour must not hand the project over; an edit of the tab must not make a yielder take it early."""
-    client = FakeClient()
-    first, app1, _ = make(tmp_path / "a", backend=CountingBackend(), client=client)
-    second, app2, _ = make(tmp_path / "b", backend=CountingBackend(), client=client)
-    for app, m in ((app1, first), (app2, second)):
-        app.post("/setup", json={"project": "1.1", "schema": CONFIG})
-        m.request_training(1, "first")
-        assert m.runner.wait_idle(120)
+    client, (first, _app1), (second, _app2) = two_installs(tmp_path)
     claim = client.view["data"]["sae_backend_writer"]
     claim["at"] -= 2000  # no push for over half the lease
     first.poll()
