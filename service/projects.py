@@ -534,7 +534,7 @@ class ProjectManager:
             try:
                 if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
                         and len({*m.labels(st.config)[0].values()}) < 2:
-                    if not self._yielding(st):  # another install's suggestions are the work: asked once a lease
+                    if not self._yielding(st):  # another install's work stands while its claim holds
                         self.request_training(pid, "poll: cold start")
                     continue
                 self.labels_changed(pid, "poll")
