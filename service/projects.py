@@ -37,16 +37,7 @@ from service import dir_lock
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
-from service.push import (
-    ORDERING,
-    UNLABELED_FILTER,
-    VIEW_TITLE,
-    PushError,
-    PushReport,
-    PushState,
-    push_suggestions,
-    push_version,
-)
+from service.push import VIEW, PushError, PushReport, PushState, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
@@ -800,8 +791,7 @@ class ProjectManager:
         if lease <= 0:
             return
         before = st.claim_seen
-        seen = keep_claim(self.client(st), st.id, Writer(self.install, before), lease, time.time(),
-                          (VIEW_TITLE, UNLABELED_FILTER, ORDERING))
+        seen = keep_claim(self.client(st), st.id, Writer(self.install, before), lease, time.time(), VIEW)
         if seen != before:
             with st.lock:
                 if st.claim_seen == before:  # else a push meanwhile read or wrote a newer one

@@ -53,6 +53,7 @@ VIEW_TITLE = "Most uncertain first"
 UNLABELED_FILTER = {"conjunction": "and", "items": [
     {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
 ORDERING = ["tasks:predictions_score"]
+VIEW = (VIEW_TITLE, UNLABELED_FILTER, ORDERING)  # the backend's own view: where annotators work, and the claim lives
 META_KEY = "sae"
 
 
@@ -133,7 +134,7 @@ def _claim(step: Callable, client: LabelStudioClient, pid: int, writer: Writer |
     holds it (nothing is written). After taking over from another install, what it wrote is not known here."""
     if writer is not None:
         turn = claim_writer(client, pid, writer, settings.writer_lease_seconds, time.time(),
-                            (VIEW_TITLE, UNLABELED_FILTER, ORDERING), call=step)
+                            VIEW, call=step)
         report.claim, report.took_from = turn.seen, turn.replaced
         if turn.other is not None:
             report.other_writer = turn.other
@@ -218,7 +219,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     report.head = [int(t) for t in task_ids]
     _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior)
     step(client.set_model_version, pid, COLD_START_VERSION)
-    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    step(client.ensure_view, pid, *VIEW)
     if prior.took_over:
         others = [v for v in own_versions(step(client.model_versions, pid)) if v != COLD_START_VERSION]
         if others:
@@ -263,7 +264,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     report.head = [t for t, _ in head]
     _write_rows(step, client, pid, served.name, served.number, rows, report, prior)
     step(client.set_model_version, pid, served.name)
-    step(client.ensure_view, pid, VIEW_TITLE, UNLABELED_FILTER, ORDERING)
+    step(client.ensure_view, pid, *VIEW)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
     own = own_versions(step(client.model_versions, pid))
     older = [v for v, n in own.items() if n < served.number or (report.took_over and n != served.number)]

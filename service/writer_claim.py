@@ -45,6 +45,11 @@ def install_id(model_dir: Path | str) -> str:
     return path.read_text().strip()
 
 
+def _direct(fn: Callable, *args, **kwargs) -> object:
+    """A Label Studio request run once, as a poll runs it (a push passes its retrying stepper instead)."""
+    return fn(*args, **kwargs)
+
+
 @dataclass(frozen=True)
 class Claim:
     install: str
@@ -97,7 +102,7 @@ class Turn:
 
 
 def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
-                 view: tuple[str, dict, list[str]], call: Callable = lambda fn, *a, **k: fn(*a, **k)) -> Turn:
+                 view: tuple[str, dict, list[str]], call: Callable = _direct) -> Turn:
     """A push's claim (or renewal) of the project for ``writer``; ``view`` is the view's title, filters and ordering,
     should it be new; ``call`` runs each Label Studio request (a push retries them one by one, so a retry after the
     claim was written still knows what it replaced)."""
@@ -112,13 +117,11 @@ def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lea
     took_over = not writer.held_lately(before, lease_seconds, now)  # another's, none, or its own from long ago
     if took_over and writer.taken is not None:  # before anything is written: a push cut short still knows
         writer.taken()
-    mine = Claim(writer.install, now)
-    call(client.ensure_view, project_id, *view, extra={WRITER_KEY: mine.as_dict()})
-    again = call(Claim.read, client, project_id)
-    if again is not None and again.install != writer.install:
-        return Turn(again, other=again)
+    now_held = _write(client, project_id, writer.install, now, view, call)
+    if now_held is not None and now_held.install != writer.install:
+        return Turn(now_held, other=now_held)
     replaced = before if before is not None and before.install != writer.install else None
-    return Turn(mine, took_over=took_over, replaced=replaced)
+    return Turn(Claim(writer.install, now), took_over=took_over, replaced=replaced)
 
 
 def keep_claim(client: LabelStudioClient, project_id: int, writer: Writer, lease_seconds: float, now: float,
@@ -133,5 +136,11 @@ def keep_claim(client: LabelStudioClient, project_id: int, writer: Writer, lease
             return writer.seen  # erased: the claim last read stands (another's, or none yet)
     elif not writer.held_lately(held, lease_seconds, now) or writer.held_lately(held, lease_seconds / 2, now):
         return held  # another's; its own from over a lease ago (a push takes it anew); or still fresh
-    client.ensure_view(project_id, *view, extra={WRITER_KEY: Claim(writer.install, now).as_dict()})
-    return Claim.read(client, project_id)  # read back: a push that took the project meanwhile wins
+    return _write(client, project_id, writer.install, now, view)
+
+
+def _write(client: LabelStudioClient, project_id: int, install: str, now: float, view: tuple[str, dict, list[str]],
+           call: Callable = _direct) -> Claim | None:
+    """Write ``install``'s claim and read back what holds: of two written at once, the later one."""
+    call(client.ensure_view, project_id, *view, extra={WRITER_KEY: Claim(install, now).as_dict()})
+    return call(Claim.read, client, project_id)
