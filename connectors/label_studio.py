@@ -49,6 +49,11 @@ class LabelStudioError(RuntimeError):
         self.status_code = status_code
 
 
+def marked_views(views: list[dict]) -> list[dict]:
+    """This backend's views among a project's, oldest first: ``ensure_view`` keeps the first and deletes the rest."""
+    return sorted((v for v in views if (v.get("data") or {}).get(VIEW_MARK)), key=lambda v: int(v["id"]))
+
+
 def retrying(attempts: int, multiplier: float = 0.5, max_wait: float = 30.0) -> Retrying:
     """The one retry policy for Label Studio calls: transient failures only (``retryable``: connection
     errors, timeouts, 429, 5xx such as SQLite's "database is locked"), exponential backoff, then the
@@ -449,13 +454,13 @@ class LabelStudioClient:
         data = {"type": "list", "target": "tasks", "title": title, "filters": filters, "ordering": list(ordering),
                 VIEW_MARK: True, **(extra or {})}
         views = self.list_views(project_id)
-        ours = [v for v in views if (v.get("data") or {}).get(VIEW_MARK)]
+        ours = marked_views(views)
         if not ours:
             ours = [v for v in views if all((v.get("data") or {}).get(k) == data[k]
                                             for k in ("title", "filters", "ordering"))][:1]
         if not ours:
             return int(self.ls.views.create(project=int(project_id), data=data).id)
-        keep, *doubles = sorted(ours, key=lambda v: int(v["id"]))
+        keep, *doubles = ours
         for v in doubles:
             self.ls.views.delete(id=str(v["id"]))
         current = keep.get("data") or {}

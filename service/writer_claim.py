@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from connectors.label_studio import VIEW_MARK, LabelStudioClient
+from connectors.label_studio import LabelStudioClient, marked_views
 
 WRITER_KEY = "sae_backend_writer"
 INSTALL_FILE = "install-id"
@@ -58,8 +58,7 @@ class Claim:
     @classmethod
     def read(cls, client: LabelStudioClient, project_id: int) -> Claim | None:
         """The claim on this backend's view (the one ``ensure_view`` keeps: the lowest id), if any."""
-        ours = sorted((v for v in client.list_views(project_id) if (v.get("data") or {}).get(VIEW_MARK)),
-                      key=lambda v: int(v["id"]))
+        ours = marked_views(client.list_views(project_id))
         raw = (ours[0].get("data") or {}).get(WRITER_KEY) if ours else None
         try:
             return cls(str(raw["install"]), float(raw["at"]))
