@@ -486,51 +486,59 @@ class ProjectManager:
             self._polling.release()
 
     def _poll(self) -> None:
-        for pid, st in list(self.projects.items()):
+        for st in list(self.projects.values()):
             if self.runner.closed:
                 return
             if st.config is None:
                 continue
-            busy = st.training or self.runner.is_busy(pid)
-            try:  # a long training must not let the claim lapse
-                self._check_claim(st)
-            except Exception as e:
-                self._poll_failed(pid, "writer claim", e)
-            if st.push_pending and st.served is not None:
-                self.runner.request(pid, "poll: pending push", PUSH)
-            if busy:  # a push it just asked for must not stop the poll reading Label Studio: it may fail for good
-                continue
-            try:
-                client = self.client(st)
-                m = self.mirror(st)
-                if not m.ingested:
-                    if self.backing_off(st):
-                        continue
-                    if client.labeled_count(pid) >= 2:
-                        self.request_training(pid, "poll: first connection")
-                    elif self._wants_cold_start(st):
-                        self.request_training(pid, "poll: cold start")
-                    continue
-                queue = st.queue_project_id if self.settings.push_mode == "queue" else None
-                self._queue_read(st, m.reconcile(client, st.config, self.fetcher(st),
-                                                 self.settings.reconcile_full_scan_seconds, queue))
-                self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
-            except Exception as e:
-                self._poll_failed(pid, "poll", e)
-                continue
-            try:  # new tasks left unscored must not keep the poll from the labels
-                self._score_missing(st)
-            except Exception as e:
-                self._poll_failed(pid, "scoring new tasks", e)
-            try:
-                if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
-                        and len({*m.labels(st.config)[0].values()}) < 2:
-                    if not self._yielding(st):  # another install's work stands while its claim holds
-                        self.request_training(pid, "poll: cold start")
-                    continue
-                self.labels_changed(pid, "poll")
-            except Exception as e:  # nor one project the others
-                self._poll_failed(pid, "label check", e)
+            faults: list[str] = []
+            self._poll_project(st, faults)
+            if faults:  # Label Studio away fails every step of a project's poll: it counts once
+                self.metrics.errors.labels("poll").inc()
+
+    def _poll_project(self, st: ProjectState, faults: list[str]) -> None:
+        """Each step fails alone, so one broken step (scoring, the claim) keeps neither the labels nor the push."""
+        pid = st.id
+        busy = st.training or self.runner.is_busy(pid)
+        try:  # a long training must not let the claim lapse
+            self._check_claim(st)
+        except Exception as e:
+            self._poll_failed(pid, faults, "writer claim", e)
+        if st.push_pending and st.served is not None:
+            self.runner.request(pid, "poll: pending push", PUSH)
+        if busy:  # a push it just asked for must not stop the poll reading Label Studio: it may fail for good
+            return
+        try:
+            client = self.client(st)
+            m = self.mirror(st)
+            if not m.ingested:
+                if self.backing_off(st):
+                    return
+                if client.labeled_count(pid) >= 2:
+                    self.request_training(pid, "poll: first connection")
+                elif self._wants_cold_start(st):
+                    self.request_training(pid, "poll: cold start")
+                return
+            queue = st.queue_project_id if self.settings.push_mode == "queue" else None
+            self._queue_read(st, m.reconcile(client, st.config, self.fetcher(st),
+                                             self.settings.reconcile_full_scan_seconds, queue))
+            self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
+        except Exception as e:
+            self._poll_failed(pid, faults, "poll", e)
+            return
+        try:  # new tasks left unscored must not keep the poll from the labels
+            self._score_missing(st)
+        except Exception as e:
+            self._poll_failed(pid, faults, "scoring new tasks", e)
+        try:
+            if self._wants_cold_start(st) and (st.suggested or not self.backing_off(st)) \
+                    and len({*m.labels(st.config)[0].values()}) < 2:
+                if not self._yielding(st):  # another install's work stands while its claim holds
+                    self.request_training(pid, "poll: cold start")
+                return
+            self.labels_changed(pid, "poll")
+        except Exception as e:  # nor one project the others
+            self._poll_failed(pid, faults, "label check", e)
 
     def _queue_read(self, st: ProjectState, done: dict) -> None:
         """A queue project that cannot be read fails neither the poll nor a training; a deleted one is made again."""
@@ -561,9 +569,10 @@ class ProjectManager:
         log.info("a poll in a moment: %s", reason)
         return "polling"
 
-    def _poll_failed(self, pid: int, what: str, e: Exception) -> None:
+    @staticmethod
+    def _poll_failed(pid: int, faults: list[str], what: str, e: Exception) -> None:
         log.warning("project %s: %s failed: %s", pid, what, e)
-        self.metrics.errors.labels("poll").inc()
+        faults.append(what)
 
     def cron(self) -> None:
         """Scheduled retrains of every project that has a label config (the others have nothing to train)."""

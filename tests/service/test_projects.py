@@ -696,6 +696,29 @@ def test_a_failing_part_of_the_poll_stops_neither_the_rest_of_it_nor_other_proje
     monkeypatch.setattr(m, "_wants_cold_start", lambda st: False)
     m.poll()
     assert asked == [1, 2], "the labels are checked although scoring failed, and project 2 after project 1 failed"
+    assert m.metrics.errors.labels("poll")._value.get() == 2, "one per project whose poll failed"
+
+
+def test_label_studio_away_counts_one_poll_error_a_project(tmp_path) -> None:
+    from connectors.label_studio import LabelStudioError
+
+    class Away(FakeClient):
+        away = False
+
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name.startswith("_") or not callable(value) or not object.__getattribute__(self, "away"):
+                return value
+
+            def refused(*a, **kw):
+                raise LabelStudioError("connection refused", retryable=True)
+            return refused
+
+    m, app, client, _ = first_version(tmp_path, client=Away(), retrain_min_new_labels=1000)
+    client.away = True
+    m.poll()
+    m.poll()
+    assert 'sae_errors_total{kind="poll"} 2.0' in app.get("/metrics").text, "the claim and the read fail, once a poll"
 
 
 def test_the_cron_retrains_only_projects_with_a_label_config(tmp_path, monkeypatch) -> None:
