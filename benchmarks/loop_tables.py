@@ -101,13 +101,18 @@ def gpu_composite_table(data: dict, gpu: dict) -> str:
 def write_costs_table(data: dict) -> str:
     """Each Label Studio write of a push (benchmarks/ls_write_costs.py): median over the versions pushed."""
     lines = ["| Label Studio setting | tasks | import the head (rows) | set model version | delete an earlier "
-             "version | `meta` of the marked tasks read again | one `meta` PATCH |", "|---" * 7 + "|"]
+             "version | `meta` of the marked tasks read again | one `meta` PATCH | the claim read (a poll) | "
+             "the claim written and read back |", "|---" * 9 + "|"]
+
+    def ms(r: dict, key: str) -> str:
+        return f"{r[key]:.0f} ms" if key in r else "not measured"
     for r in data["rows"]:
         get = f"{r['meta_reread_ms_median']:.0f} ms ({r['meta_reread_tasks']} tasks)" if "meta_reread_ms_median" in r \
             else "not measured"
         lines.append(f"| {r['setting']} | {r['tasks']:,} | {np.median(r['import_head_s']):.2f} s ({r['head']}) | "
                      f"{np.median(r['set_model_version_s']):.2f} s | {np.median(r['delete_version_s']):.2f} s | "
-                     f"{get} | {r['meta_patch_ms_median']:.0f} ms |")
+                     f"{get} | {r['meta_patch_ms_median']:.0f} ms | {ms(r, 'claim_read_ms_median')} | "
+                     f"{ms(r, 'claim_write_ms_median')} |")
     return "\n".join(lines)
 
 
@@ -364,10 +369,13 @@ def main() -> None:
                                 soak_table),
                                ("poll-reads-cpu.json", "A poll after lost webhooks", poll_reads_table),
                                ("mirror-saves-cpu.json", "A save of the mirror", mirror_saves_table),
-                               ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table)):
+                               ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table),
+                               ("ls-write-costs-60k-claim.json", "Label Studio's writes, with the writer claim",
+                                write_costs_table)):
         data = _load(name)
         if data:
-            print(f"{title} ({data['machine']}):\n")
+            processor = f", {data['processor']}" if data.get("processor") else ""
+            print(f"{title} ({data['machine']}{processor}):\n")
             print(table(data) + "\n")
     print("Epoch time:\n")
     print(epoch_time_table() + "\n")

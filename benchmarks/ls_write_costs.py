@@ -1,7 +1,8 @@
 """What each Label Studio write of a push costs at a project size, with and without an operator's flag.
 
 A version's push is a few Label Studio writes: import the head's predictions, set the project's
-model version, read and PATCH the ``meta`` marks, delete an earlier version's rows. Label Studio 1.23's
+model version, read and PATCH the ``meta`` marks, delete an earlier version's rows; and the writer claim's
+requests (a poll reads the project's views, a claim writes the backend's view and reads it back). Label Studio 1.23's
 prediction import recounts every task of the project after each request, unless its operator
 turns on its feature flag (``IMPORT_RECOUNT_FLAG`` in ``connectors/label_studio_server.py``, off
 in the flags file Label Studio ships), which recounts only the tasks imported into. This
@@ -25,12 +26,14 @@ from machine import timed, write_rows
 
 from connectors.label_studio import REREAD, LabelStudioClient
 from connectors.label_studio_server import IMPORT_RECOUNT_FLAG, LabelStudioServer
+from service.push import VIEW
+from service.writer_claim import Claim, Writer, claim_writer
 
 CONFIG = ('<View><Text name="t" value="$text"/><Choices name="c" toName="t">'
           '<Choice value="a"/><Choice value="b"/></Choices></View>')
 
 
-def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) -> dict:
+def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str], claims: int = 20) -> dict:
     with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls", env=env) as ls:
         client = LabelStudioClient(ls.url, ls.token, timeout=600)
         pid = client.create_project("write costs", CONFIG)
@@ -52,12 +55,17 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str]) ->
                    for i in range(0, len(marked), REREAD)]
         patches = [timed(partial(client.update_task_meta, t, {"sae": {"rank": i + 1}}, merge=False))[1]
                    for i, t in enumerate(marked)]
+        taken = [timed(partial(claim_writer, client, pid, Writer(f"install-{i}"), 0, time.time(), VIEW))[1]
+                 for i in range(claims)]  # lease 0: each claim takes the project, so each writes and reads back
+        reads = [timed(partial(Claim.read, client, pid))[1] for _ in range(claims)]
         return {"tasks": n, "head": head, "env": env, "upload_s": round(upload_s, 1),
                 "import_head_s": [round(x, 3) for x in imports],
                 "set_model_version_s": [round(x, 3) for x in versions],
                 "delete_version_s": [round(x, 3) for x in deletes],
                 "meta_patch_ms_median": round(1000 * statistics.median(patches), 1), "meta_patches": len(patches),
-                "meta_reread_ms_median": round(1000 * statistics.median(rereads), 1), "meta_reread_tasks": REREAD}
+                "meta_reread_ms_median": round(1000 * statistics.median(rereads), 1), "meta_reread_tasks": REREAD,
+                "claim_read_ms_median": round(1000 * statistics.median(reads), 1),
+                "claim_write_ms_median": round(1000 * statistics.median(taken), 1), "claims": claims}
 
 
 def main() -> None:
