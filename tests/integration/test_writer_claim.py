@@ -36,6 +36,17 @@ def test_the_second_backend_writes_nothing_until_it_takes_over(label_studio, ls_
         assert Claim.read(ls_client, pid).install == first.install
         assert second.projects[pid].push_pending and "another sae-backend" in second.projects[pid].last_push_error
 
+        view = next(v for v in ls_client.list_views(pid) if (v.get("data") or {}).get("sae_backend_writer"))
+        edited = {k: v for k, v in view["data"].items() if k != "sae_backend_writer"}  # as the Data Manager saves a tab
+        ls_client.ls.views.update(id=str(view["id"]), project=pid, data=edited)
+        assert Claim.read(ls_client, pid) is None, "Label Studio keeps only the data a tab's save sends"
+        second.poll()
+        assert second.runner.wait_idle(300)
+        assert ls_client.model_versions(pid) == {"sae-v1": 20}, "the claim it read last still holds"
+        assert Claim.read(ls_client, pid) is None and second.projects[pid].push_pending
+        first.poll()
+        assert Claim.read(ls_client, pid).install == first.install, "the holder writes its claim again"
+
         first.shutdown()  # the first stops; a day later its claim has lapsed
         view = next(v for v in ls_client.list_views(pid) if (v.get("data") or {}).get("sae_backend_writer"))
         ls_client.ls.views.update(id=str(view["id"]), project=pid, data={
