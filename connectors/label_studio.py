@@ -532,9 +532,14 @@ class LabelStudioClient:
         """``(source_task_id, queue_task_id, annotations)`` for each queue task that has annotations (with
         ``updated_after``, see :meth:`labeled_tasks`: a queue task left bare means its labels are gone)."""
         for t in self.labeled_tasks(queue_project_id, updated_after):
-            src = (t.get("meta") or {}).get("source_task")
+            meta = t.get("meta")
+            src = meta.get("source_task") if isinstance(meta, dict) else None
+            try:  # a task a person added or edited there, not a copy this backend made: not the source's label
+                src = None if src is None or isinstance(src, bool) else int(src)
+            except (TypeError, ValueError):
+                continue
             if src is not None and (t.get("annotations") or updated_after is not None):
-                yield int(src), int(t["id"]), t.get("annotations") or []
+                yield src, int(t["id"]), t.get("annotations") or []
 
     # -- ML backend, webhooks ---------------------------------------------------------------------
 

@@ -53,6 +53,12 @@ def _slim(annotation: dict) -> dict:
     return {k: annotation.get(k) for k in _ANNOTATION_FIELDS if k in annotation}
 
 
+def _data_value(task: dict, key: str) -> object:
+    """The task's item field; None where it has none, or its ``data`` is not an object (a bad import or webhook)."""
+    data = task.get("data")
+    return data.get(key) if isinstance(data, dict) else None
+
+
 def _newer(a: dict, b: dict) -> bool:
     """Whether copy ``a`` of an annotation was saved after copy ``b``; without both times, no."""
     ta, tb = parse_time(a.get("updated_at")), parse_time(b.get("updated_at"))
@@ -349,7 +355,7 @@ class ProjectMirror:
             codec = self.codec(config)
 
             def load(task: dict) -> np.ndarray | TaskDataError:
-                value = (task.get("data") or {}).get(config.data_key)
+                value = _data_value(task, config.data_key)
                 if value is None:
                     return TaskDataError(f"task data has no {config.data_key!r} field")
                 try:
@@ -394,7 +400,7 @@ class ProjectMirror:
             return
         raws = []
         for task in tasks:
-            value = (task.get("data") or {}).get(config.data_key)
+            value = _data_value(task, config.data_key)
             if value is None:
                 continue
             try:
@@ -547,11 +553,12 @@ class ProjectMirror:
         if between is not None:
             between(saved)
         how: str | bool = False
+        differed = "differed" in ((self.state.get("counts") or {}).get(str(source)) or {})
         if mark is not None:
-            if n or moved or "differed" in ((self.state.get("counts") or {}).get(str(source)) or {}):
+            if n or moved or differed:
                 how = "changed" if self._counts_agree(client, queue, source) else "all"
-        elif full or moved or at is not None:  # at is not None: a mirror from before marks, read once to set one
-            how = "all"
+        elif full or moved or at is not None or differed:  # at is not None: a mirror from before marks, read once
+            how = "all"  # to set one; differed: a count that moved as the last task went (no save to read from)
         if how == "all":
             self._scan_labels(client, queue, source)
             self._count_gap(client, queue, source)

@@ -93,3 +93,14 @@ def test_updated_after_is_refused_where_it_would_widen_the_filters(client) -> No
                                               "value": 3}]}
     with pytest.raises(ValueError, match="'and'"):
         next(client.iter_tasks(1, filters=either, updated_after=datetime.now(timezone.utc)))
+
+
+def test_a_queue_task_whose_source_is_not_a_task_id_is_passed_over(client, monkeypatch) -> None:
+    label = [{"id": 9, "result": []}]
+    tasks = [{"id": 1, "meta": {"source_task": 50}, "annotations": label},
+             {"id": 2, "meta": {"source_task": "task-5"}, "annotations": label},
+             {"id": 3, "meta": {"source_task": [5]}, "annotations": label},
+             {"id": 4, "meta": ["not", "an", "object"], "annotations": label},
+             {"id": 5, "meta": {"source_task": "51"}, "annotations": label}]
+    monkeypatch.setattr(client, "labeled_tasks", lambda pid, updated_after=None: iter(tasks))
+    assert [(s, q) for s, q, _ in client.queue_labels(77)] == [(50, 1), (51, 5)]

@@ -185,6 +185,14 @@ def test_unreadable_tasks_are_reported_once_and_not_fetched_again(tmp_path, fetc
     assert len(m.add_tasks([client.tasks[10]], CFG, fetcher)) == 0 and set(m.skipped) == {11}
 
 
+def test_a_task_whose_data_is_not_an_object_is_skipped_with_its_reason_and_the_batch_stored(tmp_path,
+                                                                                             fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher)
+    new = [{"id": 500, "data": ["not", "an", "object"]}, {"id": 501, "data": client.tasks[0]["data"]}]
+    assert m.add_tasks(new, CFG, fetcher).tolist() == [501]
+    assert "no 'image' field" in m.skipped[500]
+
+
 def task_11_fails(monkeypatch: pytest.MonkeyPatch, times: int) -> None:
     """Fetching task 11 fails ``times`` times for a temporary reason, then works."""
     real, failures = ItemCodec.load, {"left": times}
@@ -539,6 +547,31 @@ def test_a_queue_read_of_saved_tasks_replaces_only_the_labels_of_the_queue_tasks
     assert yielded == [101], "queue task 102 was saved long before the last read's newest save"
     assert sorted((a["id"], a["result"][0]["value"]["choices"][0]) for a in m.queue_annotations[50]) == \
         [(9000, "4"), (9001, "2")]
+
+
+def test_a_queue_project_emptied_while_its_webhooks_were_lost_loses_its_labels_at_the_next_polls(tmp_path,
+                                                                                                fetcher) -> None:
+    m, client = ingested(tmp_path, fetcher, DatedClient())
+    queue = {101: [{**choice("2", 9000), "task": 101}], 102: [{**choice("3", 9001), "task": 102}]}
+
+    def queue_labels(qid, updated_after=None):
+        for q, anns in queue.items():
+            yield 50 if q == 101 else 51, q, copy.deepcopy(anns)
+
+    def last_saved(pid):  # Label Studio's newest save of a project without tasks: none
+        return (client.now if queue else None) if pid == 77 else DatedClient.last_saved(client, pid)
+
+    client.queue_labels, client.last_saved = queue_labels, last_saved
+    client.get_project = lambda pid: {**CountingClient.get_project(client, pid),
+                                      **({"total_annotations_number": sum(map(len, queue.values())),
+                                          "task_number": len(queue)} if pid == 77 else {})}
+    m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)
+    assert set(m.queue_annotations) == {50, 51}
+    queue.clear()  # every queue task deleted: the webhooks lost
+    for _ in range(2):
+        client.tick()
+        m.reconcile(client, CFG, fetcher, 3600, queue_project_id=77)
+    assert m.queue_annotations == {}, "not kept until the full scan a day later"
 
 
 def test_a_webhook_that_arrives_after_a_later_save_was_read_does_not_undo_it(tmp_path, fetcher) -> None:
