@@ -197,11 +197,13 @@ class ProjectManager:
             with contextlib.suppress(TypeError, KeyError, ValueError):
                 st.claim_seen = Claim(str(info["claim_seen"]["install"]), float(info["claim_seen"]["at"]))
             marked = info.get("marked")
-            rows = info.get("pushed_rows")  # unknown after a push that may have been cut short: the next replaces all
+            rows, rows_number = info.get("pushed_rows"), info.get("pushed_rows_number")
+            if rows_number is None and st.push_pending:  # a file of an earlier release: a push may have been cut short
+                rows = None
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked),
-                                      rows=None if rows is None or st.push_pending else frozenset(int(t) for t in rows),
-                                      took_over=bool(info.get("took_over")))
+                                      rows=None if rows is None else frozenset(int(t) for t in rows),
+                                      rows_number=rows_number, took_over=bool(info.get("took_over")))
             # a version whose scoring failed or was cut short has no snapshot: the scored one before it serves
             snapshots = {n: store.dir / f"served-v{n:06d}.npz" for n in store.numbers()}
             for number in sorted(snapshots, key=lambda n: (snapshots[n].exists(), n), reverse=True):
@@ -268,6 +270,7 @@ class ProjectManager:
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number, "took_over": ps.took_over,
             "marked": None if ps.marked is None else sorted(ps.marked),
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
+            "pushed_rows_number": ps.last_number if ps.rows_number is None else ps.rows_number,
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
             "label_check_seconds": st.label_check_seconds,
             "claim_seen": None if st.claim_seen is None else st.claim_seen.as_dict()})
@@ -836,7 +839,7 @@ class ProjectManager:
         self._progress(st)("pushing to Label Studio", 1.0)
         try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
-                                      s, st.push_state, self._marking(st), self._writer(st))
+                                      s, st.push_state, self._marking(st), self._writer(st), self._rows_ahead(st))
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
@@ -852,7 +855,8 @@ class ProjectManager:
             marked = st.push_state.marked or frozenset()
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
-                                  set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st))
+                                  set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st),
+                                  self._rows_ahead(st))
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
@@ -871,11 +875,20 @@ class ProjectManager:
                 self._persist(st)
         return ahead
 
+    def _rows_ahead(self, st: ProjectState) -> Callable[[int, frozenset[int] | None], None]:
+        """Record which tasks hold a version's rows: unknown while a push writes them, then known (project.json)."""
+        def ahead(number: int, rows: frozenset[int] | None) -> None:
+            with st.lock:
+                st.push_state = dataclasses.replace(st.push_state, rows=rows, rows_number=number)
+                self._persist(st)
+        return ahead
+
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
-        """Keep what the failed push may have marked; the next poll retries."""
+        """Keep what the failed push may have marked (its rows were recorded as it wrote them); the next poll
+        retries."""
         with st.lock:
             unknown = e.marked is None or st.push_state.took_over  # after a takeover every mark is read again
-            st.push_state = dataclasses.replace(st.push_state, rows=None, marked=None if unknown
+            st.push_state = dataclasses.replace(st.push_state, marked=None if unknown
                                                 else frozenset(e.marked), queued=None)  # read the queue again
             st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)

@@ -77,7 +77,10 @@ class PushState:
     last_number: int | None = None
     marked: frozenset[int] | None = None
     queued: tuple[int, frozenset[int]] | None = None  # (queue project, source tasks copied there); not persisted
-    rows: frozenset[int] | None = None  # tasks holding a row of version ``last_number`` (None: not known)
+    rows: frozenset[int] | None = None  # tasks holding a row of version ``rows_number`` (None: not known)
+    rows_number: int | None = None  # the version ``rows`` lists (None: ``last_number``); a push that failed after
+    # writing its rows leaves them known, so its retry only adds: deleting the rows of the version Label Studio
+    # shows would clear the project's model version, and the view's order with it, until a push lands
     took_over: bool = False  # from another install, and no push completed since: every other sae-vN is its
 
 
@@ -158,20 +161,24 @@ COLD_START_VERSION = "sae-v0"
 
 
 MarksAhead = Callable[[set[int]], None]
+RowsAhead = Callable[[int, frozenset[int] | None], None]
 
 
 def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, number: int, rows: list[dict],
-                report: PushReport, prior: PushState) -> None:
+                report: PushReport, prior: PushState, rows_ahead: RowsAhead | None = None) -> None:
     """The version's rows for its head, as one retried step.
 
-    A version pushed again (new tasks entered its head) only adds rows for the head's tasks that
-    have none, deleting nothing, so Label Studio keeps ordering by it throughout (a task opened
-    meanwhile may hold a row Label Studio stored from ``/predict`` as well: a second row of the
-    same score, gone with the version's rows at the next version's push). Otherwise, and
-    on any retry (an import that timed out may have landed), the version's own rows are deleted
-    and the head imported, so a retry never duplicates.
+    A version whose rows are known (pushed again because new tasks entered its head, or retried
+    after a failure later in its push) only adds rows for the head's tasks that have none, deleting
+    nothing, so Label Studio keeps ordering by it throughout (a task opened meanwhile may hold a row
+    Label Studio stored from ``/predict`` as well: a second row of the same score, gone with the
+    version's rows at the next version's push). Otherwise, and on any retry of this step (an import
+    that timed out may have landed), the version's own rows are deleted and the head imported, so a
+    retry never duplicates. ``rows_ahead`` is told that the rows are unknown before the write and
+    what they are after it, so a process killed meanwhile knows which way its next push must go.
     """
-    have = prior.rows if prior.last_number == number and prior.rows is not None else None
+    known_number = prior.rows_number if prior.rows_number is not None else prior.last_number
+    have = prior.rows if known_number == number and prior.rows is not None else None
     known_at: list[frozenset[int] | None] = []  # per try, the rows it added to (None: it replaced them all)
 
     def timed(fn: Callable, *args) -> int:
@@ -181,23 +188,47 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         finally:
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
-    def write() -> tuple[int, int]:
-        known = None if known_at else have
+    def put(known: frozenset[int] | None) -> tuple[int, int]:
         known_at.append(known)
         if known is not None:
             new = [r for r in rows if r["task"] not in known]
             return 0, timed(client.import_predictions, pid, new) if new else 0
         return timed(client.delete_predictions, pid, [version]), timed(client.import_predictions, pid, rows) \
             if rows else 0
+
+    def write() -> tuple[int, int]:
+        try:
+            return put(None if known_at else have)
+        except LabelStudioError as e:
+            if e.status_code != 400 or not _drop_deleted(client, pid, rows):
+                raise
+            # Label Studio refuses a request naming a task deleted since the ranking (its webhook not read yet),
+            # after importing the rows of its batches before that one: what landed is not known, so replace
+            return put(None)
     write.timed_inside = True
 
+    if rows_ahead is not None:
+        rows_ahead(number, None)
     deleted, report.rows_written = step(write)
     report.rows_deleted += deleted
     report.rows = frozenset(r["task"] for r in rows) | (known_at[-1] or frozenset())
+    if rows_ahead is not None:
+        rows_ahead(number, report.rows)
+
+
+def _drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> bool:
+    """Drop the rows of tasks Label Studio no longer has (one read of the rows' tasks); whether any went."""
+    there = {int(t["id"]) for t in client.tasks_by_id(pid, [r["task"] for r in rows])}
+    kept = [r for r in rows if r["task"] in there]
+    if len(kept) == len(rows):
+        return False
+    rows[:] = kept
+    return True
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
-                     prior: PushState, marking: MarksAhead | None = None, writer: Writer | None = None) -> PushReport:
+                     prior: PushState, marking: MarksAhead | None = None, writer: Writer | None = None,
+                     rows_ahead: RowsAhead | None = None) -> PushReport:
     """The cold start's first push: suggested tasks in order, before any model can predict a class.
 
     Rows carry no result (there is no class to suggest yet) and a score that orders them
@@ -217,7 +248,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     rows = [{"task": int(t), "model_version": COLD_START_VERSION, "score": round(i / n, 6), "result": []}
             for i, t in enumerate(task_ids)]
     report.head = [int(t) for t in task_ids]
-    _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior)
+    _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior, rows_ahead)
     step(client.set_model_version, pid, COLD_START_VERSION)
     step(client.ensure_view, pid, *VIEW)
     if prior.took_over:
@@ -237,12 +268,14 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None,
-                 marking: MarksAhead | None = None, writer: Writer | None = None) -> PushReport:
+                 marking: MarksAhead | None = None, writer: Writer | None = None,
+                 rows_ahead: RowsAhead | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained.
 
-    ``marking`` is told, before any mark is written, every task that may carry one afterwards: a
-    process killed mid-way then still knows which tasks the next push must look at. ``writer`` claims
-    the project first (nothing is written while another install holds it).
+    ``marking`` is told, before any mark is written, every task that may carry one afterwards, and
+    ``rows_ahead`` which tasks hold the version's rows (see :func:`_write_rows`): a process killed
+    mid-way then still knows what the next push must look at. ``writer`` claims the project first
+    (nothing is written while another install holds it).
     """
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
@@ -262,7 +295,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
              "result": config.prediction(served.class_names, served.pred[p])}
             for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
-    _write_rows(step, client, pid, served.name, served.number, rows, report, prior)
+    _write_rows(step, client, pid, served.name, served.number, rows, report, prior, rows_ahead)
     step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, *VIEW)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on

@@ -115,6 +115,20 @@ def test_predictions_model_version_and_uncertain_view(ls_client: LabelStudioClie
     assert all(t["predictions"] == [] for t in ls_client.iter_tasks(pid))
 
 
+def test_an_import_naming_a_deleted_task_is_refused_whole_with_400(ls_client: LabelStudioClient,
+                                                                   digits_project: int) -> None:
+    """What the push relies on when a head task was deleted before the mirror heard of it."""
+    pid = digits_project
+    ids = import_n(ls_client, pid, 5)
+    ls_client.ls.tasks.delete(id=ids[2])
+    rows = [{"task": t, "model_version": "v1", "score": 0.1 * i, "result": choice("1")} for i, t in enumerate(ids)]
+    with pytest.raises(LabelStudioError) as refused:
+        ls_client.import_predictions(pid, rows)
+    assert refused.value.status_code == 400 and not refused.value.retryable
+    assert ls_client.model_versions(pid) == {}, "by default nothing of the request is imported"
+    assert [t["id"] for t in ls_client.tasks_by_id(pid, ids)] == [t for t in ids if t != ids[2]]
+
+
 def test_the_writer_claim_lives_in_the_backend_s_view_and_outlasts_its_updates(ls_client: LabelStudioClient,
                                                                                digits_project: int) -> None:
     from service.writer_claim import Claim, Writer, claim_writer

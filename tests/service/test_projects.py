@@ -748,24 +748,27 @@ def test_annotations_created_in_bulk_are_read_by_a_poll_a_moment_later(tmp_path)
     m.shutdown()
 
 
-def test_the_rows_a_push_left_are_known_after_a_restart_unless_a_push_was_pending(tmp_path) -> None:
+def test_the_rows_a_push_left_are_known_after_a_restart_unless_one_was_cut_short_writing_them(tmp_path) -> None:
     m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000, push_head=5, push_top_k=2)
     rows = m.projects[1].push_state.rows
     assert rows is not None and len(rows) == 5 and set(client.imported) == rows
     m.shutdown()
-    m2, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
-    assert m2.projects[1].push_state.rows == rows
-    m2.shutdown()
     store = m.store(1)
-    store.write_project({**store.read_project(), "push_pending": True})
     deleted = []
     real = client.delete_predictions
     client.delete_predictions = lambda pid, versions=None: deleted.append(versions) or real(pid, versions)
-    m3, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
-    assert m3.runner.wait_idle(60)
-    assert client.pushed[-1] == "sae-v1" and m3.projects[1].push_state.rows == rows
-    assert ["sae-v1"] in deleted, "rows not known after a pending push: the version's rows replaced"
-    m3.shutdown()
+    saved = store.read_project()
+    for how, project, replaced in (
+            ("pending, its rows recorded", {"push_pending": True}, False),
+            ("cut short while writing them", {"push_pending": True, "pushed_rows": None}, True),
+            ("pending, a file of an earlier release", {"push_pending": True, "pushed_rows_number": None}, True)):
+        store.write_project({**saved, **project})
+        deleted.clear()
+        m2, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
+        assert m2.runner.wait_idle(60), how
+        assert client.pushed[-1] == "sae-v1" and m2.projects[1].push_state.rows == rows, how
+        assert (["sae-v1"] in deleted) == replaced, how
+        m2.shutdown()
 
 
 def test_an_unexpected_error_after_the_new_version_serves_fails_the_push_not_the_training(tmp_path) -> None:
@@ -1137,3 +1140,65 @@ def test_a_lease_too_short_for_the_polls_to_renew_is_named_at_start(tmp_path, ca
     assert "WRITER_LEASE_SECONDS" not in caplog.text
     make(tmp_path / "b", poll_interval_seconds=1800)
     assert "WRITER_LEASE_SECONDS (3600.0) is not over twice POLL_INTERVAL_SECONDS (1800.0)" in caplog.text
+
+
+def test_a_push_that_failed_after_writing_its_rows_keeps_them_through_its_retry_and_a_restart(tmp_path) -> None:
+    from connectors.label_studio import LabelStudioError
+
+    class MarksFail(FakeClient):
+        """Label Studio clears the project's model version with its rows: a retry must not delete the shown one's."""
+
+        fail_marks = 0
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.deleted: list[list[str]] = []
+
+        def delete_predictions(self, project_id, versions=None):
+            self.deleted.append(list(versions))
+            return super().delete_predictions(project_id, versions)
+
+        def bulk_mark(self, *a, **k):
+            if self.fail_marks:
+                self.fail_marks -= 1
+                raise LabelStudioError("database is locked", retryable=False)
+            return 0
+
+    client = MarksFail()
+    m, _, client, _ = first_version(tmp_path, client=client, retrain_min_new_labels=1000)
+    client.fail_marks = 2
+    m.request_training(1, "again")
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    head, first_try = client.rows["sae-v2"], len(client.deleted)  # a new version's first write deletes its none
+    assert st.push_pending and st.push_state.last_number == 1 and head > 0
+    m.poll()  # the retry fails at its marks too
+    assert m.runner.wait_idle(120) and st.push_pending
+    assert st.push_state.rows_number == 2 and len(st.push_state.rows) == head
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client)  # a restart before the retry, which the start asks for
+    assert m2.runner.wait_idle(120) and not m2.projects[1].push_pending
+    assert client.rows["sae-v2"] == head and "sae-v1" not in client.rows
+    retried = client.deleted[first_try:]
+    assert not any("sae-v2" in versions for versions in retried), "the version Label Studio shows kept its rows"
+    m2.shutdown()
+
+
+def test_while_a_push_writes_its_rows_they_are_recorded_as_unknown(tmp_path) -> None:
+    import json
+
+    class Watching(FakeClient):
+        seen: list = []  # noqa: RUF012 - one instance
+
+        def import_predictions(self, project_id, predictions):  # what a process killed here would find on disk
+            self.seen.append(json.loads((tmp_path / "project-1" / "project.json").read_text())["pushed_rows"])
+            return super().import_predictions(project_id, predictions)
+
+    m, _, client, _ = first_version(tmp_path, client=Watching(), retrain_min_new_labels=1000)
+    assert m.store(1).read_project()["pushed_rows"], "known once written"
+    client.seen.clear()
+    m.request_training(1, "again")
+    assert m.runner.wait_idle(120) and m.projects[1].served.name == "sae-v2"
+    assert client.seen == [None], "sae-v1's rows are not sae-v2's: unknown until they are written"
+    assert m.store(1).read_project()["pushed_rows_number"] == 2
+    m.shutdown()

@@ -441,3 +441,28 @@ def test_a_push_another_install_holds_writes_nothing_unless_the_lease_is_zero(tm
                           writer=Writer("mine"))
     assert forced.other_writer is None and forced.took_over and forced.rows_written == 2, "lease 0: taken at once"
     assert client.view["sae_backend_writer"]["install"] == "mine"
+
+
+class DeletedInLabelStudio(Recorder):
+    """Task 11 is gone from Label Studio, which refuses a request naming it after importing its earlier batches."""
+
+    def import_predictions(self, pid, predictions):
+        if any(p["task"] == 11 for p in predictions):
+            self.rows += [p for p in predictions[:1] if p["task"] != 11]  # a batch before the refused one landed
+            raise LabelStudioError("HTTP 400: task ID 11 not found in project", retryable=False, status_code=400)
+        return super().import_predictions(pid, predictions)
+
+    def tasks_by_id(self, pid, ids):
+        return [t for t in super().tasks_by_id(pid, ids) if t["id"] != 11]
+
+
+def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the_version_out(tmp_path) -> None:
+    client = DeletedInLabelStudio()
+    report = push(client, tmp_path)
+    assert sorted(r["task"] for r in client.rows) == [12], "the other rows, once each"
+    assert report.rows == {12} and report.rows_written == 1
+    assert ("set_model_version", 4, "sae-v3") in client.calls
+    refused = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 400: bad score", retryable=False,
+                                                                     status_code=400)]})
+    with pytest.raises(PushError, match="bad score"):
+        push(refused, tmp_path)
