@@ -274,6 +274,13 @@ def soak_table(data: dict, points: int = 6) -> str:
                      f"{per100('threads'):+.1f}, `MODEL_DIR` {per100('model_dir_bytes') / 1e6:+.2f} MB, "
                      f"Label Studio DB {per100('ls_db_bytes') / 1e6:+.2f} MB, a round {per100('seconds'):+.2f} s "
                      f"(median round {np.median([r['seconds'] for r in half]):.1f} s).")
+    if "views" in rs[0]:
+        views = [r["views"] for r in rs]
+        lease = (data.get("settings") or {}).get("lease")
+        lines.append("")
+        lines.append(f"The writer claim (`WRITER_LEASE_SECONDS` {lease:g}): the project's views {min(views)} to "
+                     f"{max(views)} over the rounds; pushes that took the project over "
+                     f"{sum(bool(r['took_over']) for r in rs)} of {len(rs)}.")
     return "\n".join(lines)
 
 

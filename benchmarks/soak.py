@@ -5,7 +5,9 @@ scikit-learn's digits, labels an initial round, then runs ``--rounds`` rounds. E
 the changes a team makes: new labels, a correction, a deleted label, and every few rounds new
 tasks and deleted tasks; polls and full re-reads run on short timers meanwhile. After each
 version is served and pushed it records the backend's resident memory, open files, threads,
-the size of ``MODEL_DIR`` (versions kept, mirror), Label Studio's database and prediction rows.
+the size of ``MODEL_DIR`` (versions kept, mirror), Label Studio's database and prediction rows, the project's
+views (the writer claim updates the backend's own) and whether the push took the project over (a holder whose
+claim lapsed between its polls would read every mark again).
 A leak shows as a slope; ``loop_tables.soak_table`` reads the result.
 
     python benchmarks/soak.py --rounds 150 --json benchmarks/results/soak-cpu.json
@@ -26,11 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from label_studio_sdk.core.api_error import ApiError
 from loop_latency import db_bytes, pngs, serve
 from machine import describe
 
 from connectors.datasets import load_dataset
-from connectors.label_studio import LabelStudioClient
+from connectors.label_studio import LabelStudioClient, LabelStudioError
 from connectors.label_studio_server import LabelStudioServer
 
 
@@ -44,6 +47,19 @@ def proc_stats(pid: int) -> dict:
 
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def retried(fn, *args, **kwargs):
+    """The driver's own writes, retried as the backend retries its own: a SQLite Label Studio answers 500
+    ("database is locked") while another write holds the file, and the soak is about the backend, not the driver."""
+    for attempt in range(6):
+        try:
+            return fn(*args, **kwargs)
+        except (ApiError, LabelStudioError) as e:
+            code = getattr(e, "status_code", None) or 0
+            if attempt == 5 or not (code >= 500 or getattr(e, "retryable", False)):
+                raise
+            time.sleep(0.5 * 2 ** attempt)
 
 
 def wait_settled(url: str, pid: int, labeled: int, after: str | None, timeout: float = 600) -> dict:
@@ -73,7 +89,8 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
                SAE_EPOCHS=str(args.epochs), SAE_WARM_EPOCHS=str(args.warm_epochs),
                RETRAIN_MIN_NEW_LABELS="1", RETRAIN_DEBOUNCE_SECONDS=str(args.debounce),
                POLL_INTERVAL_SECONDS=str(args.poll), RECONCILE_FULL_SCAN_SECONDS=str(args.full_scan),
-               PUSH_TOP_K=str(args.top_k), PUSH_HEAD=str(args.head), KEEP_VERSIONS=str(args.keep), DEVICE="cpu")
+               PUSH_TOP_K=str(args.top_k), PUSH_HEAD=str(args.head), KEEP_VERSIONS=str(args.keep), DEVICE="cpu",
+               WRITER_LEASE_SECONDS=str(args.lease))
     proc, url = serve(env)
     rng = np.random.default_rng(0)
     try:
@@ -84,7 +101,7 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
 
         def label(task: int, cls: int | None = None) -> None:
             c = int(y[by_task[task]]) if cls is None else cls
-            annotations[task] = client.create_annotation(task, [
+            annotations[task] = retried(client.create_annotation, task, [
                 {"from_name": "choice", "to_name": "image", "type": "choices", "value": {"choices": [names[c]]}}])
 
         for _ in range(args.initial):
@@ -96,28 +113,29 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
             for _ in range(args.per_round):
                 label(int(unlabeled.pop()))
             fixed = int(rng.choice(list(annotations)))  # a correction: the annotation is replaced by a new word
-            client.ls.annotations.update(id=annotations[fixed], result=[
+            retried(client.ls.annotations.update, id=annotations[fixed], result=[
                 {"from_name": "choice", "to_name": "image", "type": "choices",
                  "value": {"choices": [names[(int(y[by_task[fixed]]) + 1) % len(names)]]}}])
             gone = int(rng.choice([t for t in annotations if t != fixed]))
-            client.delete_annotation(annotations.pop(gone))
+            retried(client.delete_annotation, annotations.pop(gone))
             unlabeled.insert(0, gone)
             if r % args.task_churn_every == 0:
                 src = [int(unlabeled[i]) for i in range(2)]
                 data = {int(t["id"]): t["data"] for t in client.tasks_by_id(pid, src)}
-                new = client.import_tasks(pid, [{"data": data[t]} for t in src])
+                new = retried(client.import_tasks, pid, [{"data": data[t]} for t in src])
                 for t, s in zip(new, src, strict=True):
                     by_task[int(t)] = by_task[s]
                     unlabeled.insert(0, int(t))
                 for t in (int(unlabeled.pop()), int(unlabeled.pop())):  # two unlabeled tasks deleted
-                    client.ls.tasks.delete(id=t)
+                    retried(client.ls.tasks.delete, id=t)
             st = wait_settled(url, pid, len(annotations), st["model_version"])
             row = {"round": r, "version": st["model_version"], "labeled": len(annotations),
                    "seconds": round(time.perf_counter() - t0, 2), **proc_stats(proc.pid),
                    "model_dir_bytes": dir_bytes(model_dir), "versions_kept": len(st["versions"]),
                    "mirror_db_bytes": (model_dir / f"project-{pid}" / "mirror" / "mirror.db").stat().st_size,
                    "ls_db_bytes": db_bytes(ls), "prediction_rows": sum(client.model_versions(pid).values()),
-                   "cv_accuracy": st["versions"][-1].get("cv_accuracy")}
+                   "cv_accuracy": st["versions"][-1].get("cv_accuracy"), "views": len(client.list_views(pid)),
+                   "took_over": bool((st.get("last_push") or {}).get("took_over"))}
             rounds.append(row)
             print(json.dumps(row), flush=True)
         return {"machine": describe(), "tasks": n, "settings": {k: v for k, v in vars(args).items() if k != "json"},
@@ -142,6 +160,7 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=10)
     p.add_argument("--head", type=int, default=100)
     p.add_argument("--keep", type=int, default=5, help="KEEP_VERSIONS")
+    p.add_argument("--lease", type=float, default=3600, help="WRITER_LEASE_SECONDS (short: the poll renews often)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
     with LabelStudioServer(Path(tempfile.mkdtemp()) / "ls") as ls:

@@ -76,6 +76,11 @@ def test_the_soak_slope_is_read_on_the_second_half_of_the_rounds() -> None:
     renamed = [{**{k: v for k, v in r.items() if k != "mirror_json_bytes"}, "mirror_db_bytes": 20_000} for r in rounds]
     table = loop_tables.soak_table({"rounds": renamed}, points=3).splitlines()
     assert "| `mirror.db` |" in table[0] and "| 20 kB |" in table[2]
+    assert "writer claim" not in "\n".join(table), "a run from before the claim recorded no views"
+    claimed = [{**r, "views": 1 + (i == 7), "took_over": i == 0} for i, r in enumerate(rounds)]
+    last = loop_tables.soak_table({"rounds": claimed, "settings": {"lease": 60.0}}, points=3).splitlines()[-1]
+    assert last == ("The writer claim (`WRITER_LEASE_SECONDS` 60): the project's views 1 to 2 over the rounds; "
+                    "pushes that took the project over 1 of 10.")
 
 
 def test_the_poll_reads_table_gives_each_way_its_own_medians() -> None:
