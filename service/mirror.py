@@ -543,6 +543,8 @@ class ProjectMirror:
         labeled task, as does a due full scan or an unknown mark.
         """
         mark = None if full else (self.state.get("read_at") or {}).get(str(source))
+        if not isinstance(mark, dict):  # none, or one saved in another form: read every labeled task to set one
+            mark = None
         started = _clock()
         n, saved = 0, None
         if mark is not None:

@@ -699,9 +699,14 @@ def test_a_task_imported_during_the_poll_does_not_read_as_a_deletion(tmp_path, f
     assert {61, 62} <= set(m.store.ids().tolist())
 
 
-def test_a_mirror_from_before_marks_reads_every_labeled_task_once_then_only_saved_ones(tmp_path, fetcher) -> None:
+@pytest.mark.parametrize("earlier", ["none", "a bare time"])
+def test_a_mirror_from_before_marks_reads_every_labeled_task_once_then_only_saved_ones(tmp_path, fetcher,
+                                                                                      earlier) -> None:
     m, client = ingested(tmp_path, fetcher, DatedClient())
-    del m.state["read_at"]  # mirror.json written before reads were marked
+    if earlier == "none":  # mirror.json written before reads were marked
+        del m.state["read_at"]
+    else:  # a development build saved the mark as a bare time
+        m.state["read_at"] = {"1": m.state["read_at"]["1"]["at"]}
     client.tick()
     client.save(1, [choice("9", client.tasks[0]["annotations"][0]["id"])])  # a correction moves no counter
     client.tick()
