@@ -10,8 +10,9 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
 0. claim the project for this install (:mod:`service.writer_claim`): while another sae-backend holds it,
    nothing is written and the push waits for the next poll;
 1. delete this version's own rows and import the head, as one retried step (an import that timed out may
-   have landed, so a retry deletes again and never duplicates); a version pushed again because new tasks
-   entered its head only adds rows for head tasks that have none, so its ordering never lapses;
+   have landed, so a retry deletes again and never duplicates); a version whose rows are known (pushed
+   again because new tasks entered its head, or retried after a later step failed) only adds rows for head
+   tasks that have none, so its ordering never lapses (see :func:`_write_rows`);
 2. set the project's ``model_version`` and make sure the "Most uncertain first" view exists:
    from here on the view orders the work by this version (``head_visible_at``);
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
@@ -170,54 +171,62 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
 
     A version whose rows are known (pushed again because new tasks entered its head, or retried
     after a failure later in its push) only adds rows for the head's tasks that have none, deleting
-    nothing, so Label Studio keeps ordering by it throughout (a task opened meanwhile may hold a row
-    Label Studio stored from ``/predict`` as well: a second row of the same score, gone with the
-    version's rows at the next version's push). Otherwise, and on any retry of this step (an import
-    that timed out may have landed), the version's own rows are deleted and the head imported, so a
-    retry never duplicates. ``rows_ahead`` is told that the rows are unknown before the write and
-    what they are after it, so a process killed meanwhile knows which way its next push must go.
+    nothing: deleting the rows of the version Label Studio shows would clear the project's model
+    version, and the view's order with it, until the push sets it again (a task opened meanwhile
+    may hold a row Label Studio stored from ``/predict`` as well: a second row of the same score,
+    gone with the version's rows at the next version's push). An add that failed (a timeout may
+    have landed) is told apart by the version's row count: none landed, add again; all landed,
+    done; otherwise, as for a version whose rows are not known, the version's own rows are deleted
+    and the head imported, so a retry never duplicates. A head task deleted in Label Studio since
+    the ranking (its webhook not read yet) makes Label Studio refuse the import: its row is dropped.
+    ``rows_ahead`` is told that the rows are unknown before the write and what they are after it,
+    so a process killed meanwhile replaces them at its next push.
     """
     known_number = prior.rows_number if prior.rows_number is not None else prior.last_number
-    have = prior.rows if known_number == number and prior.rows is not None else None
-    known_at: list[frozenset[int] | None] = []  # per try, the rows it added to (None: it replaced them all)
+    tries: list[tuple[frozenset[int] | None, list[int]]] = []  # per import: the rows it added to, the tasks it sent
 
-    def timed(fn: Callable, *args) -> int:
+    def timed(fn: Callable, *args) -> object:
         t0 = time.perf_counter()
         try:
-            return fn(*args) or 0
+            return fn(*args)
         finally:
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
     def put(known: frozenset[int] | None) -> tuple[int, int]:
-        known_at.append(known)
-        if known is not None:
-            new = [r for r in rows if r["task"] not in known]
-            return 0, timed(client.import_predictions, pid, new) if new else 0
-        return timed(client.delete_predictions, pid, [version]), timed(client.import_predictions, pid, rows) \
-            if rows else 0
+        sent = [r for r in rows if known is None or r["task"] not in known]
+        tries.append((known, [r["task"] for r in sent]))
+        deleted = 0 if known is not None else timed(client.delete_predictions, pid, [version]) or 0
+        return deleted, (timed(client.import_predictions, pid, sent) or 0) if sent else 0
+
+    def landed() -> frozenset[int] | None:
+        """After a failed add: the tasks holding the version's rows, where its row count tells (None: replace)."""
+        known, sent = tries[-1]
+        if known is None:
+            return None
+        count = (timed(client.model_versions, pid) or {}).get(version, 0)
+        return known if count == len(known) else known | set(sent) if count == len(known) + len(sent) else None
 
     def write() -> tuple[int, int]:
+        known = (prior.rows if known_number == number else None) if not tries else landed()
         try:
-            return put(None if known_at else have)
+            return put(known)
         except LabelStudioError as e:
-            if e.status_code != 400 or not _drop_deleted(client, pid, rows):
+            if e.status_code != 400 or not timed(drop_deleted, client, pid, rows):
                 raise
-            # Label Studio refuses a request naming a task deleted since the ranking (its webhook not read yet),
-            # after importing the rows of its batches before that one: what landed is not known, so replace
-            return put(None)
+            return put(landed())  # Label Studio may have imported the request's batches before the refused one
     write.timed_inside = True
 
     if rows_ahead is not None:
         rows_ahead(number, None)
     deleted, report.rows_written = step(write)
     report.rows_deleted += deleted
-    report.rows = frozenset(r["task"] for r in rows) | (known_at[-1] or frozenset())
+    report.rows = frozenset(r["task"] for r in rows) | (tries[-1][0] or frozenset())
     if rows_ahead is not None:
         rows_ahead(number, report.rows)
 
 
-def _drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> bool:
-    """Drop the rows of tasks Label Studio no longer has (one read of the rows' tasks); whether any went."""
+def drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> bool:
+    """Drop, in place, the rows of tasks Label Studio no longer has (one read of the rows' tasks); whether any went."""
     there = {int(t["id"]) for t in client.tasks_by_id(pid, [r["task"] for r in rows])}
     kept = [r for r in rows if r["task"] in there]
     if len(kept) == len(rows):

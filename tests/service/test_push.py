@@ -395,12 +395,32 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
     assert unknown.rows_deleted == 2 and unknown.rows_written == 2, "rows not known: all replaced"
 
 
-def test_a_retry_of_an_added_row_that_timed_out_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
+def test_an_added_row_that_failed_is_told_apart_by_the_version_s_row_count_and_nothing_is_deleted(
+        tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+    known = PushState(3, frozenset(), rows=frozenset({12}))
+    landed = LandsThenTimesOut()
+    landed.rows = [{"task": 12, "model_version": "sae-v3"}]
+    report = push(landed, tmp_path, prior=known, push_retries=3)
+    assert sorted(r["task"] for r in landed.rows) == [11, 12] and report.rows == {11, 12}
+    assert [c[2] for c in landed.calls if c[0] == "import_predictions"] == [1], "landed: not sent again"
+    locked = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 500: database is locked", retryable=True,
+                                                                    status_code=500)]})
+    locked.rows = [{"task": 12, "model_version": "sae-v3"}]
+    report = push(locked, tmp_path, prior=known, push_retries=3)
+    assert sorted(r["task"] for r in locked.rows) == [11, 12] and report.rows == {11, 12}
+    for client in (landed, locked):
+        deletes = [c for c in client.calls if c[0] == "delete_predictions"]
+        assert all("sae-v3" not in c[2] for c in deletes), "the version Label Studio shows keeps its rows"
+
+
+def test_an_add_whose_landing_the_count_cannot_tell_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
     client = LandsThenTimesOut()
-    client.rows = [{"task": 12, "model_version": "sae-v3"}]
+    client.rows = [{"task": 12, "model_version": "sae-v3"}, {"task": 12, "model_version": "sae-v3"}]  # and /predict's
     report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
     assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows == {11, 12}
+    assert ("delete_predictions", 4, ["sae-v3"]) in client.calls
 
 
 def test_a_mark_whose_margin_is_not_finite_is_still_valid_json(tmp_path) -> None:
@@ -444,11 +464,14 @@ def test_a_push_another_install_holds_writes_nothing_unless_the_lease_is_zero(tm
 
 
 class DeletedInLabelStudio(Recorder):
-    """Task 11 is gone from Label Studio, which refuses a request naming it after importing its earlier batches."""
+    """Task 11 is gone from Label Studio, which refuses a request naming it (with its import flag on, after
+    importing the request's batches before the refused one: ``partly``)."""
+
+    partly = True
 
     def import_predictions(self, pid, predictions):
         if any(p["task"] == 11 for p in predictions):
-            self.rows += [p for p in predictions[:1] if p["task"] != 11]  # a batch before the refused one landed
+            self.rows += [p for p in predictions[:1] if p["task"] != 11] if self.partly else []
             raise LabelStudioError("HTTP 400: task ID 11 not found in project", retryable=False, status_code=400)
         return super().import_predictions(pid, predictions)
 
@@ -462,6 +485,11 @@ def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the
     assert sorted(r["task"] for r in client.rows) == [12], "the other rows, once each"
     assert report.rows == {12} and report.rows_written == 1
     assert ("set_model_version", 4, "sae-v3") in client.calls
+    adding = DeletedInLabelStudio()
+    adding.partly, adding.rows = False, [{"task": 10, "model_version": "sae-v3"}]
+    report = push(adding, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10})))
+    assert sorted(r["task"] for r in adding.rows) == [10, 12] and report.rows == {10, 12}
+    assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in adding.calls), "only added"
     refused = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 400: bad score", retryable=False,
                                                                      status_code=400)]})
     with pytest.raises(PushError, match="bad score"):
