@@ -276,7 +276,7 @@ def soak_table(data: dict, points: int = 6) -> str:
                      f"(median round {np.median([r['seconds'] for r in half]):.1f} s).")
     if "views" in rs[0]:
         views = [r["views"] for r in rs]
-        lease = (data.get("settings") or {}).get("lease")
+        lease = (data.get("settings") or {}).get("lease", 3600)
         lines.append("")
         lines.append(f"The writer claim (`WRITER_LEASE_SECONDS` {lease:g}): the project's views {min(views)} to "
                      f"{max(views)} over the rounds; pushes that took the project over "

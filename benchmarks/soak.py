@@ -55,9 +55,11 @@ def retried(fn, *args, **kwargs):
     for attempt in range(6):
         try:
             return fn(*args, **kwargs)
-        except (ApiError, LabelStudioError) as e:
+        except (ApiError, LabelStudioError) as e:  # a 500 rolled the write back; a timeout may not have: not retried
             code = getattr(e, "status_code", None) or 0
-            if attempt == 5 or not (code >= 500 or getattr(e, "retryable", False)):
+            if attempt and code == 404:  # a delete that landed before its 500
+                return None
+            if attempt == 5 or code < 500:
                 raise
             time.sleep(0.5 * 2 ** attempt)
 

@@ -559,8 +559,10 @@ class ProjectMirror:
         if mark is not None:
             if n or moved or differed:
                 how = "changed" if self._counts_agree(client, queue, source) else "all"
-        elif full or moved or at is not None or differed:  # at is not None: a mirror from before marks, read once
-            how = "all"  # to set one; differed: a count that moved as the last task went (no save to read from)
+        elif full or moved or at is not None or differed:
+            # at: a mirror from before marks, read once to set one; differed: a count that moved as the project's
+            # last task went (no save left to read from)
+            how = "all"
         if how == "all":
             self._scan_labels(client, queue, source)
             self._count_gap(client, queue, source)

@@ -37,7 +37,7 @@ from service import dir_lock
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
-from service.push import VIEW, PushError, PushReport, PushState, push_suggestions, push_version
+from service.push import VIEW, PushError, PushReport, PushState, RowsAhead, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
@@ -843,6 +843,9 @@ class ProjectManager:
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return
+        except Exception as e:  # anything else (a closed client, a bug) fails the push, as a version's does
+            self._push_failed(st, PushError(f"{type(e).__name__}: {e}"), "the cold-start suggestions")
+            return
         self._pushed(st, report)
 
     def _push(self, st: ProjectState, client: LabelStudioClient) -> None:
@@ -875,7 +878,7 @@ class ProjectManager:
                 self._persist(st)
         return ahead
 
-    def _rows_ahead(self, st: ProjectState) -> Callable[[int, frozenset[int] | None], None]:
+    def _rows_ahead(self, st: ProjectState) -> RowsAhead:
         """Record which tasks hold a version's rows: unknown while a push writes them, then known (project.json)."""
         def ahead(number: int, rows: frozenset[int] | None) -> None:
             with st.lock:
