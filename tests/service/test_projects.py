@@ -207,6 +207,22 @@ def cold_start_whose_push_failed(tmp_path):
     return m, app, client
 
 
+def test_a_cold_start_push_that_fails_with_any_error_is_recorded_like_a_version_s(tmp_path) -> None:
+    from tests.service.test_app import FakeClient
+
+    class Closed(FakeClient):
+        def delete_predictions(self, project_id, versions=None):
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+
+    m, app, _ = make(tmp_path, client=Closed(n=60, labeled=0), push_head=5, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["cold_start_suggestions"] == 5 and "client has been closed" in status["last_push_error"]
+    assert status["last_error"] is None and 'sae_errors_total{kind="push"} 1.0' in app.get("/metrics").text
+
+
 def test_cold_start_suggestions_survive_a_restart_and_are_not_retrained(tmp_path, monkeypatch) -> None:
     from service import training
 
