@@ -374,6 +374,8 @@ def main() -> None:
                                ("soak-cpu-steady.json", "Soak, as many labels removed as added", soak_table),
                                ("soak-cpu-steady-500.json", "Soak, 500 rounds, as many labels removed as added",
                                 soak_table),
+                               ("soak-cpu-claim.json", "Soak, 6 new labels a round, the writer claim on a 60 s lease",
+                                soak_table),
                                ("poll-reads-cpu.json", "A poll after lost webhooks", poll_reads_table),
                                ("mirror-saves-cpu.json", "A save of the mirror", mirror_saves_table),
                                ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table),

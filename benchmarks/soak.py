@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from label_studio_sdk.core.api_error import ApiError
 from loop_latency import db_bytes, pngs, serve
-from machine import describe
+from machine import cpu_model, describe
 
 from connectors.datasets import load_dataset
 from connectors.label_studio import LabelStudioClient, LabelStudioError
@@ -140,8 +140,8 @@ def run(ls: LabelStudioServer, args: argparse.Namespace) -> dict:
                    "took_over": bool((st.get("last_push") or {}).get("took_over"))}
             rounds.append(row)
             print(json.dumps(row), flush=True)
-        return {"machine": describe(), "tasks": n, "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                "rounds": rounds}
+        return {"machine": describe(), "processor": cpu_model(), "tasks": n,
+                "settings": {k: v for k, v in vars(args).items() if k != "json"}, "rounds": rounds}
     finally:
         proc.terminate()
         proc.wait(30)
