@@ -175,15 +175,18 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     version, and the view's order with it, until the push sets it again (a task opened meanwhile
     may hold a row Label Studio stored from ``/predict`` as well: a second row of the same score,
     gone with the version's rows at the next version's push). An add that failed (a timeout may
-    have landed) is told apart by the version's row count: none landed, add again; all landed,
-    done; otherwise, as for a version whose rows are not known, the version's own rows are deleted
-    and the head imported, so a retry never duplicates. A head task deleted in Label Studio since
-    the ranking (its webhook not read yet) makes Label Studio refuse the import: its row is dropped.
-    ``rows_ahead`` is told that the rows are unknown before the write and what they are after it,
-    so a process killed meanwhile replaces them at its next push.
+    have landed) is told apart by the version's row count, read just before the add and again
+    after: unchanged, add again; up by every row sent, done; otherwise (or where the rows are not
+    known) the version's own rows are deleted and the head imported, so a retry never duplicates.
+    A head task deleted in Label Studio since the ranking (its webhook not read yet) makes Label
+    Studio refuse the import: its row is dropped and the import tried again. ``rows_ahead`` is told
+    that the rows are unknown before the write and what they are after it, so a process killed
+    meanwhile replaces them at its next push.
     """
     known_number = prior.rows_number if prior.rows_number is not None else prior.last_number
-    tries: list[tuple[frozenset[int] | None, list[int]]] = []  # per import: the rows it added to, the tasks it sent
+    tries: list[tuple[frozenset[int] | None, list[int], int]] = []  # per add: the rows it added to (None: it
+    # replaced them), the tasks it sent, the version's row count before it
+    done = {"deleted": 0, "written": 0, "importing": False}
 
     def timed(fn: Callable, *args) -> object:
         t0 = time.perf_counter()
@@ -192,47 +195,58 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         finally:
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
-    def put(known: frozenset[int] | None) -> tuple[int, int]:
+    def count() -> int:
+        return (timed(client.model_versions, pid) or {}).get(version, 0)
+
+    def put(known: frozenset[int] | None) -> None:
         sent = [r for r in rows if known is None or r["task"] not in known]
-        tries.append((known, [r["task"] for r in sent]))
-        deleted = 0 if known is not None else timed(client.delete_predictions, pid, [version]) or 0
-        return deleted, (timed(client.import_predictions, pid, sent) or 0) if sent else 0
+        if known is None:
+            done["deleted"] += timed(client.delete_predictions, pid, [version]) or 0
+        tries.append((known, [r["task"] for r in sent], count() if known is not None and sent else 0))
+        done["importing"] = bool(sent)
+        if sent:
+            done["written"] = timed(client.import_predictions, pid, sent) or 0
+        done["importing"] = False
 
     def landed() -> frozenset[int] | None:
         """After a failed add: the tasks holding the version's rows, where its row count tells (None: replace)."""
-        known, sent = tries[-1]
-        if known is None:
-            return None
-        count = (timed(client.model_versions, pid) or {}).get(version, 0)
-        return known if count == len(known) else known | set(sent) if count == len(known) + len(sent) else None
+        known, sent, before = tries[-1]
+        if known is None or not sent:
+            return known
+        now = count()
+        if now == before + len(sent):
+            done["written"] = len(sent)
+            return known | set(sent)
+        return known if now == before else None
 
-    def write() -> tuple[int, int]:
+    def write() -> None:
         known = (prior.rows if known_number == number else None) if not tries else landed()
         try:
-            return put(known)
+            put(known)
         except LabelStudioError as e:
-            if e.status_code != 400 or not timed(drop_deleted, client, pid, rows):
+            if e.status_code != 400 or not done["importing"] or not (gone := timed(drop_deleted, client, pid, rows)):
                 raise
-            return put(landed())  # Label Studio may have imported the request's batches before the refused one
+            known = landed()  # Label Studio may have imported the request's batches before the refused one
+            put(None if known is None else known - gone)
     write.timed_inside = True
 
     if rows_ahead is not None:
         rows_ahead(number, None)
-    deleted, report.rows_written = step(write)
-    report.rows_deleted += deleted
+    step(write)
+    report.rows_deleted += done["deleted"]
+    report.rows_written = done["written"]
     report.rows = frozenset(r["task"] for r in rows) | (tries[-1][0] or frozenset())
     if rows_ahead is not None:
         rows_ahead(number, report.rows)
 
 
-def drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> bool:
-    """Drop, in place, the rows of tasks Label Studio no longer has (one read of the rows' tasks); whether any went."""
+def drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> set[int]:
+    """Drop, in place, the rows of tasks Label Studio no longer has (one read of the rows' tasks); returns those."""
     there = {int(t["id"]) for t in client.tasks_by_id(pid, [r["task"] for r in rows])}
-    kept = [r for r in rows if r["task"] in there]
-    if len(kept) == len(rows):
-        return False
-    rows[:] = kept
-    return True
+    gone = {r["task"] for r in rows} - there
+    if gone:
+        rows[:] = [r for r in rows if r["task"] in there]
+    return gone
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,

@@ -414,12 +414,37 @@ def test_an_added_row_that_failed_is_told_apart_by_the_version_s_row_count_and_n
         assert all("sae-v3" not in c[2] for c in deletes), "the version Label Studio shows keeps its rows"
 
 
+def test_the_count_reads_what_a_failed_add_left_whatever_else_the_version_holds(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+    opened = [{"task": 12, "model_version": "sae-v3"}, {"task": 99, "model_version": "sae-v3"}]  # 99: a row Label
+    # Studio stored from /predict when an annotator opened the task
+    deleted = [{"task": 12, "model_version": "sae-v3"}]  # 10 was deleted in Label Studio, its row with it
+    for held, state in ((opened, frozenset({12})), (deleted, frozenset({10, 12}))):
+        locked = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 500: database is locked",
+                                                                        retryable=True, status_code=500)]})
+        landed = LandsThenTimesOut()
+        for client, how in ((locked, "none landed: 11 added again"), (landed, "landed: not again")):
+            client.rows = list(held)
+            report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=state), push_retries=3)
+            assert sorted(r["task"] for r in client.rows) == sorted([11, *(r["task"] for r in held)]), how
+            assert report.rows_written == 1 and 11 in report.rows, how
+            assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in client.calls), how
+
+
+class OpenedMeanwhile(LandsThenTimesOut):
+    """While the add runs, an annotator opens a task: Label Studio stores a row of the version from /predict."""
+
+    def import_predictions(self, pid, predictions):
+        self.rows.append({"task": 99, "model_version": predictions[0]["model_version"]})
+        return super().import_predictions(pid, predictions)
+
+
 def test_an_add_whose_landing_the_count_cannot_tell_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
-    client = LandsThenTimesOut()
-    client.rows = [{"task": 12, "model_version": "sae-v3"}, {"task": 12, "model_version": "sae-v3"}]  # and /predict's
+    client = OpenedMeanwhile()
+    client.rows = [{"task": 12, "model_version": "sae-v3"}]
     report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
-    assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows == {11, 12}
+    assert sorted(r["task"] for r in client.rows if r["task"] != 99) == [11, 12] and report.rows == {11, 12}
     assert ("delete_predictions", 4, ["sae-v3"]) in client.calls
 
 
@@ -490,6 +515,10 @@ def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the
     report = push(adding, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10})))
     assert sorted(r["task"] for r in adding.rows) == [10, 12] and report.rows == {10, 12}
     assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in adding.calls), "only added"
+    partly = DeletedInLabelStudio()  # with Label Studio's import flag: the batch before the refused one landed
+    partly.rows = [{"task": 10, "model_version": "sae-v3"}]
+    report = push(partly, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10})))
+    assert sorted(r["task"] for r in partly.rows) == [12] and report.rows == {12}, "replaced: 12 once"
     refused = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 400: bad score", retryable=False,
                                                                      status_code=400)]})
     with pytest.raises(PushError, match="bad score"):
