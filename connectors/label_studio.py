@@ -372,14 +372,22 @@ class LabelStudioClient:
             return not (meta.get(key) == marks[tid] or (keep_existing and key in meta))
         return key in meta
 
-    def tasks_by_id(self, project_id: int, ids: Iterable[int], chunk: int = 100) -> Iterator[dict]:
-        """These tasks of the project (without annotations), 100 ids a request; missing ids are skipped."""
+    def tasks_by_id(self, project_id: int, ids: Iterable[int], chunk: int = 100,
+                    fields: str = "task_only") -> Iterator[dict]:
+        """These tasks of the project (without annotations unless ``fields="all"``), 100 ids a request; missing ids
+        are skipped."""
         ids = sorted({int(i) for i in ids})
         for s in range(0, len(ids), chunk):
             items = [{"filter": "filter:tasks:id", "operator": "equal", "type": "Number", "value": i}
                      for i in ids[s:s + chunk]]
-            yield from self.iter_tasks(project_id, page_size=chunk, fields="task_only",
+            yield from self.iter_tasks(project_id, page_size=chunk, fields=fields,
                                        filters={"conjunction": "or", "items": items})
+
+    def tasks_holding(self, project_id: int, ids: Iterable[int], model_version: str) -> set[int]:
+        """Of these tasks, those holding a prediction of ``model_version`` (read with their rows, 100 a request)."""
+        return {int(t["id"]) for t in self.tasks_by_id(project_id, ids, fields="all")
+                if any(isinstance(p, dict) and p.get("model_version") == model_version
+                       for p in t.get("predictions") or [])}
 
     # -- annotations ------------------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
 
 0. claim the project for this install (:mod:`service.writer_claim`): while another sae-backend holds it,
    nothing is written and the push waits for the next poll;
-1. delete this version's own rows and import the head, as one retried step (an import that timed out may
-   have landed, so a retry deletes again and never duplicates); a version whose rows are known (pushed
-   again because new tasks entered its head, or retried after a later step failed) only adds rows for head
-   tasks that have none, so its ordering never lapses (see :func:`_write_rows`);
+1. the head's rows, as one retried step: a version's first write deletes its own rows and imports the
+   head; a version whose rows are known (pushed again because new tasks entered its head, or retried after
+   a later step failed) only adds rows for head tasks that have none, and a retry reads which head tasks
+   hold one (an import that timed out may have landed), so rows are never written twice and the ordering
+   of the version Label Studio shows never lapses (see :func:`_write_rows`);
 2. set the project's ``model_version`` and make sure the "Most uncertain first" view exists:
    from here on the view orders the work by this version (``head_visible_at``);
 3. delete the rows of this backend's *earlier* versions (``sae-v<N>`` with a smaller N):
@@ -167,26 +168,27 @@ RowsAhead = Callable[[int, frozenset[int] | None], None]
 
 def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, number: int, rows: list[dict],
                 report: PushReport, prior: PushState, rows_ahead: RowsAhead | None = None) -> None:
-    """The version's rows for its head, as one retried step.
+    """The version's rows for its head, as one retried step, never written twice.
 
-    A version whose rows are known (pushed again because new tasks entered its head, or retried
-    after a failure later in its push) only adds rows for the head's tasks that have none, deleting
-    nothing: deleting the rows of the version Label Studio shows would clear the project's model
-    version, and the view's order with it, until the push sets it again (a task opened meanwhile
-    may hold a row Label Studio stored from ``/predict`` as well: a second row of the same score,
-    gone with the version's rows at the next version's push). An add that failed (a timeout may
-    have landed) is told apart by the version's row count, read just before the add and again
-    after: unchanged, add again; up by every row sent, done; otherwise (or where the rows are not
-    known) the version's own rows are deleted and the head imported, so a retry never duplicates.
-    A head task deleted in Label Studio since the ranking (its webhook not read yet) makes Label
-    Studio refuse the import: its row is dropped and the import tried again. ``rows_ahead`` is told
-    that the rows are unknown before the write and what they are after it, so a process killed
-    meanwhile replaces them at its next push.
+    Deleting the rows of the version Label Studio shows would clear the project's model version,
+    and the view's order with it, until the push sets it again; so only a version's first write
+    deletes (rows left by an earlier try of it, or by ``/predict``) before importing its head. A
+    version whose rows are known (pushed again because new tasks entered its head, or retried
+    after a failure later in its push) adds rows for the head's tasks that have none; after a
+    failed try, or where a push of this version was cut short, the head's tasks are read with
+    their rows first (a timeout may have landed), and only those without one get it. A task an
+    annotator opened may already hold a row Label Studio stored from ``/predict``: it counts as
+    holding one. A head task deleted in Label Studio since the ranking (its webhook not read
+    yet) makes Label Studio refuse the import: its row is dropped and the rest read and added.
+    ``rows_ahead`` is told that the rows are unknown before the write and which head tasks hold
+    one after it, so a process killed meanwhile reads them at its next push.
     """
-    known_number = prior.rows_number if prior.rows_number is not None else prior.last_number
-    tries: list[tuple[frozenset[int] | None, list[int], int]] = []  # per add: the rows it added to (None: it
-    # replaced them), the tasks it sent, the version's row count before it
-    done = {"deleted": 0, "written": 0, "importing": False}
+    if prior.rows is not None and (prior.rows_number if prior.rows_number is not None else prior.last_number) == number:
+        first = "add"
+    else:  # a version's first write replaces; one whose push was cut short reads what it left
+        first = "read" if prior.rows_number == number else "replace"
+    tries: list[str] = []
+    done: dict = {"deleted": 0, "written": 0, "known": frozenset(), "sending": set()}
 
     def timed(fn: Callable, *args) -> object:
         t0 = time.perf_counter()
@@ -195,39 +197,34 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         finally:
             _add_time(report, fn.__name__, time.perf_counter() - t0)
 
-    def count() -> int:
-        return (timed(client.model_versions, pid) or {}).get(version, 0)
-
-    def put(known: frozenset[int] | None) -> None:
-        sent = [r for r in rows if known is None or r["task"] not in known]
-        if known is None:
-            done["deleted"] += timed(client.delete_predictions, pid, [version]) or 0
-        tries.append((known, [r["task"] for r in sent], count() if known is not None and sent else 0))
-        done["importing"] = bool(sent)
+    def add(known: frozenset[int]) -> None:
+        sent = [r for r in rows if r["task"] not in known]
+        done["known"], done["sending"] = known, {r["task"] for r in sent}
         if sent:
-            done["written"] = timed(client.import_predictions, pid, sent) or 0
-        done["importing"] = False
+            done["written"] += timed(client.import_predictions, pid, sent) or 0
+        done["sending"] = set()
 
-    def landed() -> frozenset[int] | None:
-        """After a failed add: the tasks holding the version's rows, where its row count tells (None: replace)."""
-        known, sent, before = tries[-1]
-        if known is None or not sent:
-            return known
-        now = count()
-        if now == before + len(sent):
-            done["written"] = len(sent)
-            return known | set(sent)
-        return known if now == before else None
+    def holding() -> frozenset[int]:
+        """The head's tasks holding a row of the version; those a failed import sent count as written by it."""
+        held = frozenset(timed(client.tasks_holding, pid, [r["task"] for r in rows], version))
+        done["written"] += len(held & done["sending"])
+        done["sending"] = set()
+        return held
 
     def write() -> None:
-        known = (prior.rows if known_number == number else None) if not tries else landed()
+        how = first if not tries else "read"
+        tries.append(how)
+        known = prior.rows if how == "add" else frozenset()
+        if how == "replace":
+            done["deleted"] += timed(client.delete_predictions, pid, [version]) or 0
+        elif how == "read":
+            known = holding()
         try:
-            put(known)
+            add(known)
         except LabelStudioError as e:
-            if e.status_code != 400 or not done["importing"] or not (gone := timed(drop_deleted, client, pid, rows)):
+            if e.status_code != 400 or not (gone := timed(drop_deleted, client, pid, rows)):
                 raise
-            known = landed()  # Label Studio may have imported the request's batches before the refused one
-            put(None if known is None else known - gone)
+            add(known - gone | holding())  # Label Studio may have imported the request's batches before the refused one
     write.timed_inside = True
 
     if rows_ahead is not None:
@@ -235,7 +232,7 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     step(write)
     report.rows_deleted += done["deleted"]
     report.rows_written = done["written"]
-    report.rows = frozenset(r["task"] for r in rows) | (tries[-1][0] or frozenset())
+    report.rows = frozenset(r["task"] for r in rows) | done["known"]
     if rows_ahead is not None:
         rows_ahead(number, report.rows)
 

@@ -58,6 +58,8 @@ class FakeClient:
         self.fail_push = False
         self.reads = 0
         self.view: dict | None = None  # the backend's Data Manager view, where the writer's claim lives
+        self.holding: dict[str, set[int]] = {}  # per model version, the tasks holding a row of it
+        self.holding_reads = 0
 
     def iter_tasks(self, project_id, labeled=None, fields="all", **kw):
         self.reads += 1
@@ -94,6 +96,8 @@ class FakeClient:
 
         if self.fail_push:
             raise LabelStudioError("down", retryable=True)
+        for v in versions:
+            self.holding.pop(v, None)
         return sum(self.rows.pop(v, 0) for v in versions)
 
     def import_predictions(self, project_id, predictions):
@@ -101,12 +105,18 @@ class FakeClient:
 
         known = {t["id"] for t in self.tasks}
         if any(p["task"] not in known for p in predictions):  # as Label Studio: the whole request is refused
-            raise LabelStudioError("HTTP 400: a prediction names a task that is not in the project", retryable=False)
+            raise LabelStudioError("HTTP 400: a prediction names a task that is not in the project", retryable=False,
+                                   status_code=400)
         self.imported = [p["task"] for p in predictions]
         name = predictions[0]["model_version"]
         self.pushed.append(name)
         self.rows[name] = self.rows.get(name, 0) + len(predictions)
+        self.holding.setdefault(name, set()).update(self.imported)
         return len(predictions)
+
+    def tasks_holding(self, project_id, ids, model_version):
+        self.holding_reads += 1
+        return self.holding.get(model_version, set()) & set(ids)
 
     def set_model_version(self, *a): ...
     def list_views(self, pid): return [self.view] if self.view else []

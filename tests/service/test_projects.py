@@ -764,7 +764,8 @@ def test_annotations_created_in_bulk_are_read_by_a_poll_a_moment_later(tmp_path)
     m.shutdown()
 
 
-def test_the_rows_a_push_left_are_known_after_a_restart_unless_one_was_cut_short_writing_them(tmp_path) -> None:
+def test_after_a_restart_a_pending_push_adds_to_the_rows_it_knows_and_reads_those_a_cut_short_one_left(
+        tmp_path) -> None:
     m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000, push_head=5, push_top_k=2)
     rows = m.projects[1].push_state.rows
     assert rows is not None and len(rows) == 5 and set(client.imported) == rows
@@ -774,15 +775,17 @@ def test_the_rows_a_push_left_are_known_after_a_restart_unless_one_was_cut_short
     real = client.delete_predictions
     client.delete_predictions = lambda pid, versions=None: deleted.append(versions) or real(pid, versions)
     saved = store.read_project()
-    for how, project, replaced in (
-            ("pending, its rows recorded", {"push_pending": True}, False),
-            ("cut short while writing them", {"push_pending": True, "pushed_rows": None}, True),
-            ("pending, a file of an earlier release", {"push_pending": True, "pushed_rows_number": None}, True)):
+    for how, project, reads, replaced in (
+            ("pending, its rows recorded", {"push_pending": True}, 0, False),
+            ("cut short while writing them", {"push_pending": True, "pushed_rows": None}, 1, False),
+            ("pending, a file of an earlier release", {"push_pending": True, "pushed_rows_number": None}, 0, True)):
         store.write_project({**saved, **project})
         deleted.clear()
+        before = client.holding_reads
         m2, _, _ = make(tmp_path, client=client, push_head=5, push_top_k=2)
         assert m2.runner.wait_idle(60), how
         assert client.pushed[-1] == "sae-v1" and m2.projects[1].push_state.rows == rows, how
+        assert client.rows["sae-v1"] == 5 and client.holding_reads - before == reads, how
         assert (["sae-v1"] in deleted) == replaced, how
         m2.shutdown()
 

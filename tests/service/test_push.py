@@ -57,6 +57,10 @@ class Recorder:
             counts[r["model_version"]] = counts.get(r["model_version"], 0) + 1
         return counts
 
+    def tasks_holding(self, pid, ids, model_version):
+        self._call("tasks_holding", pid, sorted(ids))
+        return {r["task"] for r in self.rows if r["model_version"] == model_version and r["task"] in set(ids)}
+
     def ensure_view(self, pid, title, filters, ordering, extra=None):
         self._call("ensure_view", pid, title)
         self.view = {**getattr(self, "view", {}), "sae_backend": True, **(extra or {})}
@@ -374,8 +378,9 @@ def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_r
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
     client = LandsThenTimesOut()
     report = push(client, tmp_path, push_retries=3)
-    assert [c[0] for c in client.calls].count("import_predictions") == 2
-    assert sorted(r["task"] for r in client.rows) == [11, 12], "each task of the head once"
+    names = [c[0] for c in client.calls]
+    assert names.count("import_predictions") == 1 and names.count("tasks_holding") == 1, "read, not sent again"
+    assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows_written == 2, "each task of the head once"
     assert {"delete_predictions", "import_predictions"} <= set(report.seconds)
 
 
@@ -414,7 +419,8 @@ def test_an_added_row_that_failed_is_told_apart_by_the_version_s_row_count_and_n
         assert all("sae-v3" not in c[2] for c in deletes), "the version Label Studio shows keeps its rows"
 
 
-def test_the_count_reads_what_a_failed_add_left_whatever_else_the_version_holds(tmp_path, monkeypatch) -> None:
+def test_a_failed_add_reads_which_head_tasks_hold_a_row_whatever_else_the_version_holds(tmp_path,
+                                                                                        monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
     opened = [{"task": 12, "model_version": "sae-v3"}, {"task": 99, "model_version": "sae-v3"}]  # 99: a row Label
     # Studio stored from /predict when an annotator opened the task
@@ -422,12 +428,14 @@ def test_the_count_reads_what_a_failed_add_left_whatever_else_the_version_holds(
     for held, state in ((opened, frozenset({12})), (deleted, frozenset({10, 12}))):
         locked = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 500: database is locked",
                                                                         retryable=True, status_code=500)]})
-        landed = LandsThenTimesOut()
-        for client, how in ((locked, "none landed: 11 added again"), (landed, "landed: not again")):
+        landed, meanwhile = LandsThenTimesOut(), OpenedMeanwhile()
+        for client, how in ((locked, "none landed: 11 added again"), (landed, "landed: not again"),
+                            (meanwhile, "landed while a /predict row was stored: not again")):
             client.rows = list(held)
             report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=state), push_retries=3)
-            assert sorted(r["task"] for r in client.rows) == sorted([11, *(r["task"] for r in held)]), how
-            assert report.rows_written == 1 and 11 in report.rows, how
+            assert sorted(r["task"] for r in client.rows if r["task"] != 98) == \
+                sorted([11, *(r["task"] for r in held)]), how
+            assert report.rows_written == 1 and {11, 12} <= report.rows, how
             assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in client.calls), how
 
 
@@ -435,17 +443,8 @@ class OpenedMeanwhile(LandsThenTimesOut):
     """While the add runs, an annotator opens a task: Label Studio stores a row of the version from /predict."""
 
     def import_predictions(self, pid, predictions):
-        self.rows.append({"task": 99, "model_version": predictions[0]["model_version"]})
+        self.rows.append({"task": 98, "model_version": predictions[0]["model_version"]})
         return super().import_predictions(pid, predictions)
-
-
-def test_an_add_whose_landing_the_count_cannot_tell_replaces_the_version_s_rows(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
-    client = OpenedMeanwhile()
-    client.rows = [{"task": 12, "model_version": "sae-v3"}]
-    report = push(client, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({12})), push_retries=3)
-    assert sorted(r["task"] for r in client.rows if r["task"] != 99) == [11, 12] and report.rows == {11, 12}
-    assert ("delete_predictions", 4, ["sae-v3"]) in client.calls
 
 
 def test_a_mark_whose_margin_is_not_finite_is_still_valid_json(tmp_path) -> None:
@@ -518,7 +517,8 @@ def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the
     partly = DeletedInLabelStudio()  # with Label Studio's import flag: the batch before the refused one landed
     partly.rows = [{"task": 10, "model_version": "sae-v3"}]
     report = push(partly, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10})))
-    assert sorted(r["task"] for r in partly.rows) == [12] and report.rows == {12}, "replaced: 12 once"
+    assert sorted(r["task"] for r in partly.rows) == [10, 12] and report.rows == {10, 12}, "read: 12 once"
+    assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in partly.calls), "nothing replaced"
     refused = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 400: bad score", retryable=False,
                                                                      status_code=400)]})
     with pytest.raises(PushError, match="bad score"):
