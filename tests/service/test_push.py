@@ -400,7 +400,7 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
     assert unknown.rows_deleted == 2 and unknown.rows_written == 2, "rows not known: all replaced"
 
 
-def test_an_added_row_that_failed_is_told_apart_by_the_version_s_row_count_and_nothing_is_deleted(
+def test_an_added_row_that_failed_is_read_back_and_nothing_is_deleted(
         tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
     known = PushState(3, frozenset(), rows=frozenset({12}))
