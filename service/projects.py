@@ -198,8 +198,8 @@ class ProjectManager:
                 st.claim_seen = Claim(str(info["claim_seen"]["install"]), float(info["claim_seen"]["at"]))
             marked = info.get("marked")
             rows, rows_number = info.get("pushed_rows"), info.get("pushed_rows_number")
-            if rows_number is None and st.push_pending:  # a file of an earlier release: a push may have been cut short
-                rows = None
+            if rows_number is None and st.push_pending:  # a file of an earlier release: a push may have been cut short,
+                rows, rows_number = None, info.get("last_pushed_number")  # so a push of that version reads its rows
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked),
                                       rows=None if rows is None else frozenset(int(t) for t in rows),

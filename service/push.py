@@ -168,27 +168,33 @@ RowsAhead = Callable[[int, frozenset[int] | None], None]
 
 def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: str, number: int, rows: list[dict],
                 report: PushReport, prior: PushState, rows_ahead: RowsAhead | None = None) -> None:
-    """The version's rows for its head, as one retried step, never written twice.
+    """The version's rows for its head, as one retried step, never written twice by it.
 
     Deleting the rows of the version Label Studio shows would clear the project's model version,
     and the view's order with it, until the push sets it again; so only a version's first write
-    deletes (rows left by an earlier try of it, or by ``/predict``) before importing its head. A
-    version whose rows are known (pushed again because new tasks entered its head, or retried
-    after a failure later in its push) adds rows for the head's tasks that have none; after a
-    failed try, or where a push of this version was cut short, the head's tasks are read with
-    their rows first (a timeout may have landed), and only those without one get it. A task an
-    annotator opened may already hold a row Label Studio stored from ``/predict``: it counts as
-    holding one. A head task deleted in Label Studio since the ranking (its webhook not read
-    yet) makes Label Studio refuse the import: its row is dropped and the rest read and added.
-    ``rows_ahead`` is told that the rows are unknown before the write and which head tasks hold
-    one after it, so a process killed meanwhile reads them at its next push.
+    (and a takeover's: what another install wrote under this name is not this version) deletes
+    the version's rows before importing its head, and a retry of it deletes again until one
+    delete went through. A version whose rows are known (pushed again because new tasks entered
+    its head, or retried after a failure later in its push) adds rows for the head's tasks that
+    have none (a task opened before it entered the head may hold a row Label Studio stored from
+    ``/predict``, and gets a second of the same score). After a failed try, or where a push of
+    this version was cut short, the head's tasks are read with their rows first (a timeout may
+    have landed; a ``/predict`` row counts), and only those without one get it. A head task
+    deleted in Label Studio since the ranking (its webhook not read yet) makes Label Studio
+    refuse the import: its row is dropped and the rest read and added. ``rows_ahead`` is told
+    that the rows are unknown before the write and which tasks hold one after it, so a process
+    killed meanwhile reads them at its next push.
     """
-    if prior.rows is not None and (prior.rows_number if prior.rows_number is not None else prior.last_number) == number:
+    same = (prior.rows_number if prior.rows_number is not None else prior.last_number) == number
+    if prior.took_over:  # what another install wrote under this name is not this version's
+        first = "replace"
+    elif same and prior.rows is not None:
         first = "add"
     else:  # a version's first write replaces; one whose push was cut short reads what it left
         first = "read" if prior.rows_number == number else "replace"
+    outside = prior.rows - {r["task"] for r in rows} if first == "add" else frozenset()  # rows this push keeps
     tries: list[str] = []
-    done: dict = {"deleted": 0, "written": 0, "known": frozenset(), "sending": set()}
+    done: dict = {"deleted": 0, "written": 0, "known": frozenset(), "sending": set(), "replaced": False}
 
     def timed(fn: Callable, *args) -> object:
         t0 = time.perf_counter()
@@ -212,13 +218,14 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         return held
 
     def write() -> None:
-        how = first if not tries else "read"
+        how = first if not tries or (first == "replace" and not done["replaced"]) else "read"
         tries.append(how)
         known = prior.rows if how == "add" else frozenset()
         if how == "replace":
             done["deleted"] += timed(client.delete_predictions, pid, [version]) or 0
+            done["replaced"] = True
         elif how == "read":
-            known = holding()
+            known = holding() | outside
         try:
             add(known)
         except LabelStudioError as e:

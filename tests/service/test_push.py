@@ -523,3 +523,18 @@ def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the
                                                                      status_code=400)]})
     with pytest.raises(PushError, match="bad score"):
         push(refused, tmp_path)
+
+
+def test_a_retry_keeps_the_rows_of_tasks_that_left_the_head_and_a_takeover_s_delete_is_tried_until_it_went(
+        tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+    locked = Recorder(fail={"import_predictions": [LabelStudioError("HTTP 500: database is locked", retryable=True,
+                                                                    status_code=500)]})
+    locked.rows = [{"task": t, "model_version": "sae-v3"} for t in (10, 12)]  # 10 labeled since: not in the head
+    report = push(locked, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10, 12})), push_retries=3)
+    assert report.rows == {10, 11, 12}, "10 still holds its row: a later push must not add a second"
+    taken = Recorder(fail={"delete_predictions": [LabelStudioError("HTTP 503", retryable=True, status_code=503)]})
+    taken.rows = [{"task": 12, "model_version": "sae-v3", "by": "another install"}]
+    push(taken, tmp_path, prior=PushState(2, took_over=True), push_retries=3)
+    assert [c[0] for c in taken.calls].count("delete_predictions") >= 2
+    assert sorted(r["task"] for r in taken.rows) == [11, 12] and not any("by" in r for r in taken.rows)
