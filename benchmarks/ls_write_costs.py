@@ -2,7 +2,8 @@
 
 A version's push is a few Label Studio writes: import the head's predictions, set the project's
 model version, read and PATCH the ``meta`` marks, delete an earlier version's rows; and the writer claim's
-requests (a poll reads the project's views, a claim writes the backend's view and reads it back). Label Studio 1.23's
+requests (a poll reads the project's views, a claim writes the backend's view and reads it back), and the read a
+retried push makes of its head's tasks with their rows (which hold a row of the version). Label Studio 1.23's
 prediction import recounts every task of the project after each request, unless its operator
 turns on its feature flag (``IMPORT_RECOUNT_FLAG`` in ``connectors/label_studio_server.py``, off
 in the flags file Label Studio ships), which recounts only the tasks imported into. This
@@ -50,6 +51,7 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str], cl
             versions.append(timed(partial(client.set_model_version, pid, name))[1])
             if r:
                 deletes.append(timed(partial(client.delete_predictions, pid, [f"sae-v{r}"]))[1])
+        held = [timed(partial(client.tasks_holding, pid, ids[:head], f"sae-v{repeats}"))[1] for _ in range(3)]
         marked = ids[head: head + marks]
         rereads = [timed(lambda b=marked[i:i + REREAD]: list(client.tasks_by_id(pid, b)))[1]  # marks read meta again
                    for i in range(0, len(marked), REREAD)]
@@ -65,7 +67,8 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str], cl
                 "meta_patch_ms_median": round(1000 * statistics.median(patches), 1), "meta_patches": len(patches),
                 "meta_reread_ms_median": round(1000 * statistics.median(rereads), 1), "meta_reread_tasks": REREAD,
                 "claim_read_ms_median": round(1000 * statistics.median(reads), 1),
-                "claim_write_ms_median": round(1000 * statistics.median(taken), 1), "claims": claims}
+                "claim_write_ms_median": round(1000 * statistics.median(taken), 1), "claims": claims,
+                "head_read_s_median": round(statistics.median(held), 3)}
 
 
 def main() -> None:

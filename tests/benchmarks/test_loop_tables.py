@@ -55,11 +55,12 @@ def test_write_costs_are_medians_over_the_versions_pushed() -> None:
            "set_model_version_s": [0.2, 0.4, 0.3], "delete_version_s": [1.0, 3.0], "meta_patch_ms_median": 111.8}
     line = loop_tables.write_costs_table({"rows": [row]}).splitlines()[2]
     assert line == "| defaults | 60,000 | 2.00 s (500) | 0.30 s | 2.00 s | not measured | 112 ms | not measured | " \
-                   "not measured |"
+                   "not measured | not measured |"
     reread = {"meta_reread_ms_median": 21.4, "meta_reread_tasks": 10, "claim_read_ms_median": 12.6,
-              "claim_write_ms_median": 80.4}
+              "claim_write_ms_median": 80.4, "head_read_s_median": 0.456}
     line = loop_tables.write_costs_table({"rows": [{**row, **reread}]}).splitlines()[2]
-    assert line == "| defaults | 60,000 | 2.00 s (500) | 0.30 s | 2.00 s | 21 ms (10 tasks) | 112 ms | 13 ms | 80 ms |"
+    assert line == "| defaults | 60,000 | 2.00 s (500) | 0.30 s | 2.00 s | 21 ms (10 tasks) | 112 ms | 13 ms | " \
+                   "80 ms | 0.46 s |"
 
 
 def test_the_soak_slope_is_read_on_the_second_half_of_the_rounds() -> None:
