@@ -51,7 +51,7 @@ def measure(n: int, head: int, marks: int, repeats: int, env: dict[str, str], cl
             versions.append(timed(partial(client.set_model_version, pid, name))[1])
             if r:
                 deletes.append(timed(partial(client.delete_predictions, pid, [f"sae-v{r}"]))[1])
-        held = [timed(partial(client.tasks_holding, pid, ids[:head], f"sae-v{repeats}"))[1] for _ in range(3)]
+        held = [timed(partial(client.prediction_versions, pid, ids[:head]))[1] for _ in range(3)]
         marked = ids[head: head + marks]
         rereads = [timed(lambda b=marked[i:i + REREAD]: list(client.tasks_by_id(pid, b)))[1]  # marks read meta again
                    for i in range(0, len(marked), REREAD)]

@@ -383,11 +383,11 @@ class LabelStudioClient:
             yield from self.iter_tasks(project_id, page_size=chunk, fields=fields,
                                        filters={"conjunction": "or", "items": items})
 
-    def tasks_holding(self, project_id: int, ids: Iterable[int], model_version: str) -> set[int]:
-        """Of these tasks, those holding a prediction of ``model_version`` (read with their rows, 100 a request)."""
-        return {int(t["id"]) for t in self.tasks_by_id(project_id, ids, fields="all")
-                if any(isinstance(p, dict) and p.get("model_version") == model_version
-                       for p in t.get("predictions") or [])}
+    def prediction_versions(self, project_id: int, ids: Iterable[int]) -> dict[int, set[str]]:
+        """The model versions of each of these tasks' predictions, for the tasks still in the project (read with
+        their rows, 100 a request): which exist, and which hold a row of a version, in one read."""
+        return {int(t["id"]): {p.get("model_version") for p in t.get("predictions") or [] if isinstance(p, dict)}
+                for t in self.tasks_by_id(project_id, ids, fields="all")}
 
     # -- annotations ------------------------------------------------------------------------------
 

@@ -193,8 +193,8 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     else:  # a version's first write replaces; one whose push was cut short reads what it left
         first = "read" if prior.rows_number == number else "replace"
     outside = prior.rows - {r["task"] for r in rows} if first == "add" else frozenset()  # rows this push keeps
-    tries: list[str] = []
-    done: dict = {"deleted": 0, "written": 0, "known": frozenset(), "sending": set(), "replaced": False}
+    done: dict = {"tried": False, "deleted": 0, "written": 0, "known": frozenset(), "sending": set(),
+                  "replaced": False}
 
     def timed(fn: Callable, *args) -> object:
         t0 = time.perf_counter()
@@ -210,28 +210,36 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
             done["written"] += timed(client.import_predictions, pid, sent) or 0
         done["sending"] = set()
 
-    def holding() -> frozenset[int]:
+    def read() -> dict[int, set[str]]:
+        return timed(client.prediction_versions, pid, [r["task"] for r in rows])
+
+    def holding(found: dict[int, set[str]]) -> frozenset[int]:
         """The head's tasks holding a row of the version; those a failed import sent count as written by it."""
-        held = frozenset(timed(client.tasks_holding, pid, [r["task"] for r in rows], version))
+        held = frozenset(t for t, versions in found.items() if version in versions)
         done["written"] += len(held & done["sending"])
         done["sending"] = set()
         return held
 
     def write() -> None:
-        how = first if not tries or (first == "replace" and not done["replaced"]) else "read"
-        tries.append(how)
+        how = first if not done["tried"] or (first == "replace" and not done["replaced"]) else "read"
+        done["tried"] = True
         known = prior.rows if how == "add" else frozenset()
         if how == "replace":
             done["deleted"] += timed(client.delete_predictions, pid, [version]) or 0
             done["replaced"] = True
         elif how == "read":
-            known = holding() | outside
+            known = holding(read()) | outside
         try:
             add(known)
         except LabelStudioError as e:
-            if e.status_code != 400 or not (gone := timed(drop_deleted, client, pid, rows)):
+            if e.status_code != 400:
                 raise
-            add(known - gone | holding())  # Label Studio may have imported the request's batches before the refused one
+            found = read()  # which head tasks are still there, and which hold a row: Label Studio may have
+            gone = {r["task"] for r in rows} - found.keys()  # imported the batches before the refused one
+            if not gone:
+                raise
+            rows[:] = [r for r in rows if r["task"] in found]
+            add(known - gone | holding(found))
     write.timed_inside = True
 
     if rows_ahead is not None:
@@ -242,15 +250,6 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
     report.rows = frozenset(r["task"] for r in rows) | done["known"]
     if rows_ahead is not None:
         rows_ahead(number, report.rows)
-
-
-def drop_deleted(client: LabelStudioClient, pid: int, rows: list[dict]) -> set[int]:
-    """Drop, in place, the rows of tasks Label Studio no longer has (one read of the rows' tasks); returns those."""
-    there = {int(t["id"]) for t in client.tasks_by_id(pid, [r["task"] for r in rows])}
-    gone = {r["task"] for r in rows} - there
-    if gone:
-        rows[:] = [r for r in rows if r["task"] in there]
-    return gone
 
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,

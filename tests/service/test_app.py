@@ -114,9 +114,10 @@ class FakeClient:
         self.holding.setdefault(name, set()).update(self.imported)
         return len(predictions)
 
-    def tasks_holding(self, project_id, ids, model_version):
+    def prediction_versions(self, project_id, ids):
         self.holding_reads += 1
-        return self.holding.get(model_version, set()) & set(ids)
+        there = {t["id"] for t in self.tasks} & set(ids)
+        return {t: {v for v, held in self.holding.items() if t in held} for t in there}
 
     def set_model_version(self, *a): ...
     def list_views(self, pid): return [self.view] if self.view else []

@@ -57,9 +57,10 @@ class Recorder:
             counts[r["model_version"]] = counts.get(r["model_version"], 0) + 1
         return counts
 
-    def tasks_holding(self, pid, ids, model_version):
-        self._call("tasks_holding", pid, sorted(ids))
-        return {r["task"] for r in self.rows if r["model_version"] == model_version and r["task"] in set(ids)}
+    def prediction_versions(self, pid, ids):
+        self._call("prediction_versions", pid, sorted(ids))
+        there = {t["id"] for t in self.tasks_by_id(pid, ids)}
+        return {t: {r["model_version"] for r in self.rows if r["task"] == t} for t in there}
 
     def ensure_view(self, pid, title, filters, ordering, extra=None):
         self._call("ensure_view", pid, title)
@@ -379,7 +380,7 @@ def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_r
     client = LandsThenTimesOut()
     report = push(client, tmp_path, push_retries=3)
     names = [c[0] for c in client.calls]
-    assert names.count("import_predictions") == 1 and names.count("tasks_holding") == 1, "read, not sent again"
+    assert names.count("import_predictions") == 1 and names.count("prediction_versions") == 1, "read, not sent again"
     assert sorted(r["task"] for r in client.rows) == [11, 12] and report.rows_written == 2, "each task of the head once"
     assert {"delete_predictions", "import_predictions"} <= set(report.seconds)
 
