@@ -870,21 +870,19 @@ class ProjectManager:
         report.marked -= gone
         self._pushed(st, report, changes)
 
+    def _record_push_state(self, st: ProjectState, **changes: object) -> None:
+        """What a push is about to leave in Label Studio, kept in project.json before it writes it."""
+        with st.lock:
+            st.push_state = dataclasses.replace(st.push_state, **changes)
+            self._persist(st)
+
     def _marking(self, st: ProjectState) -> Callable[[set[int]], None]:
         """Record, before a push writes marks, every task that may carry one after it (kept in project.json)."""
-        def ahead(may_be_marked: set[int]) -> None:
-            with st.lock:
-                st.push_state = dataclasses.replace(st.push_state, marked=frozenset(may_be_marked))
-                self._persist(st)
-        return ahead
+        return lambda may_be_marked: self._record_push_state(st, marked=frozenset(may_be_marked))
 
     def _rows_ahead(self, st: ProjectState) -> RowsAhead:
         """Record which tasks hold a version's rows: unknown while a push writes them, then known (project.json)."""
-        def ahead(number: int, rows: frozenset[int] | None) -> None:
-            with st.lock:
-                st.push_state = dataclasses.replace(st.push_state, rows=rows, rows_number=number)
-                self._persist(st)
-        return ahead
+        return lambda number, rows: self._record_push_state(st, rows=rows, rows_number=number)
 
     def _push_failed(self, st: ProjectState, e: PushError, what: str) -> None:
         """Keep what the failed push may have marked (its rows were recorded as it wrote them); the next poll
