@@ -119,6 +119,16 @@ def _updated_after(at: datetime) -> dict:
             "value": utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
 
 
+def _source_task(meta: object) -> int | None:
+    """The source task a queue task copies; None for a task a person added or edited there, not a copy this
+    backend made (its label is not the source's)."""
+    src = meta.get("source_task") if isinstance(meta, dict) else None
+    try:
+        return None if src is None or isinstance(src, bool) else int(src)
+    except (TypeError, ValueError):
+        return None
+
+
 def _dump(obj: Any) -> dict:
     if isinstance(obj, dict):
         return obj
@@ -479,12 +489,20 @@ class LabelStudioClient:
     # -- queue project ----------------------------------------------------------------------------
 
     @_wrap
-    def ensure_queue_project(self, source_project_id: int, title: str | None = None) -> int:
+    def ensure_queue_project(self, source_project_id: int, known: int | None = None, title: str | None = None) -> int:
         """A project with the source's label config for the items to label next; created once.
 
-        Found again by a marker in its description, so renaming it in the UI does not make a new one.
+        ``known`` (the queue the last push used) is kept while Label Studio still has it, so editing its title or
+        description in the UI does not make a new one; else it is found by a marker in its description.
         """
         sid = int(source_project_id)
+        if known is not None:
+            try:
+                self.ls.projects.get(id=int(known))
+                return int(known)
+            except ApiError as e:
+                if e.status_code != 404:
+                    raise
         for p in self.list_projects():
             m = _QUEUE_MARK.search(p.get("description") or "")
             if m and int(m.group(1)) == sid:
@@ -501,32 +519,42 @@ class LabelStudioClient:
             title = base + suffix
         return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
 
-    def queued_sources(self, queue_project_id: int) -> set[int]:
-        """The source tasks the queue holds a copy of: one read of the whole queue."""
-        return {int(m["source_task"]) for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only")
-                if "source_task" in (m := t.get("meta") or {})}
+    def queue_copies(self, queue_project_id: int) -> dict[int, int]:
+        """Each source task the queue holds a copy of, with its copy's id (the first, if a person made two):
+        one read of the whole queue."""
+        copies: dict[int, int] = {}
+        for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only"):
+            source = _source_task(t.get("meta"))
+            if source is not None:
+                copies[source] = min(int(t["id"]), copies.get(source, int(t["id"])))
+        return copies
 
-    def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict], have: set[int] | None = None) -> int:
-        """Copy tasks' data into the queue with ``meta={"source_task": id}``, skipping those already there.
+    def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict],
+                      have: dict[int, int] | None = None) -> dict[int, int]:
+        """Copy tasks' data into the queue with ``meta={"source_task": id}``, skipping those already there;
+        returns every copy the queue holds then, source task to queue task.
 
         Idempotent across rounds: a task copied in an earlier round is never copied again. ``have``
-        (the sources known to be queued, e.g. from the last push) saves reading the whole queue, which
-        grows by up to a top-K every version. Returns the number of new queue tasks.
+        (the copies known from the last push) saves reading the whole queue, which grows by up to
+        a top-K every version.
         """
-        have = self.queued_sources(queue_project_id) if have is None else have
-        new, seen = [], set()
+        have = dict(self.queue_copies(queue_project_id) if have is None else have)
+        new, seen = [], []
         for t in source_tasks:
             tid = int(t["id"])
             if tid in have or tid in seen:
                 continue
-            seen.add(tid)
+            seen.append(tid)
             meta = {"source_task": tid}
             if t.get("project") is not None:
                 meta["source_project"] = int(t["project"])
             new.append({"data": t["data"], "meta": meta})
         if new:
-            self.import_tasks(queue_project_id, new)
-        return len(new)
+            made = self.import_tasks(queue_project_id, new)
+            if len(made) != len(seen):  # an answer without the new ids: read them
+                return self.queue_copies(queue_project_id)
+            have.update(zip(seen, made, strict=True))
+        return have
 
     def labeled_tasks(self, project_id: int, updated_after: datetime | None = None) -> Iterator[dict]:
         """Every labeled task with its annotations; with ``updated_after``, those saved since, then the tasks saved
@@ -540,12 +568,7 @@ class LabelStudioClient:
         """``(source_task_id, queue_task_id, annotations)`` for each queue task that has annotations (with
         ``updated_after``, see :meth:`labeled_tasks`: a queue task left bare means its labels are gone)."""
         for t in self.labeled_tasks(queue_project_id, updated_after):
-            meta = t.get("meta")
-            src = meta.get("source_task") if isinstance(meta, dict) else None
-            try:  # a task a person added or edited there, not a copy this backend made: not the source's label
-                src = None if src is None or isinstance(src, bool) else int(src)
-            except (TypeError, ValueError):
-                continue
+            src = _source_task(t.get("meta"))
             if src is not None and (t.get("annotations") or updated_after is not None):
                 yield src, int(t["id"]), t.get("annotations") or []
 

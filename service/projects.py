@@ -859,7 +859,7 @@ class ProjectManager:
             gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
                                   set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st),
-                                  self._rows_ahead(st))
+                                  self._rows_ahead(st), st.queue_project_id)
         except PushError as e:
             e.marked = None if e.marked is None else set(e.marked) - gone
             self._push_failed(st, e, served.name)
@@ -918,9 +918,8 @@ class ProjectManager:
             if not report.stale:
                 st.claim_seen = report.claim or st.claim_seen
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
-                queued = None if report.queued is None else (report.queue_project_id, report.queued)
-                st.push_state = PushState(report.number, frozenset(report.marked), queued or st.push_state.queued,
-                                          report.rows)
+                st.push_state = PushState(report.number, frozenset(report.marked),
+                                          report.queued or st.push_state.queued, report.rows)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
                 if report.newer or report.took_from:  # another backend wrote here: a person has to stop one

@@ -21,7 +21,8 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
    This comes after the view switched because Label Studio's ordering already ignores
    them, and deleting row by row takes seconds the annotators need not wait for; a push
    cut short here leaves them to the next push, which deletes every earlier version;
-4. the top-K ``meta`` marks, and in ``queue`` mode the queue project. A mark records why a
+4. the top-K ``meta`` marks, and in ``queue`` mode the queue project (copies of the top-K, ordered
+   by their sources' rows: see :func:`_order_queue`). A mark records why a
    task was asked for: the version that put it into the top-K, with its rank and margin then.
    Only tasks entering or leaving the top-K are written (one PATCH each, Label Studio has no
    bulk update of ``meta``): a task that stays keeps its mark, and so does one labeled since.
@@ -37,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from tenacity import RetryError
@@ -73,12 +74,22 @@ class PushError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class QueueState:
+    """The queue project as a push left it, kept in memory only: a restart, or a failed push, reads the queue once."""
+
+    project: int
+    copies: Mapping[int, int]  # source task -> its copy in the queue
+    rows_number: int | None = None  # the version whose rows ``rows`` lists
+    rows: frozenset[int] = frozenset()  # queue tasks holding a row of that version
+
+
+@dataclass(frozen=True)
 class PushState:
     """What the last push left in Label Studio, as far as the next push needs to know."""
 
     last_number: int | None = None
     marked: frozenset[int] | None = None
-    queued: tuple[int, frozenset[int]] | None = None  # (queue project, source tasks copied there); not persisted
+    queued: QueueState | None = None  # the queue project as the last push left it; not persisted
     rows: frozenset[int] | None = None  # tasks holding a row of version ``rows_number`` (None: not known)
     rows_number: int | None = None  # the version ``rows`` lists (None: ``last_number``); a push that failed after
     # writing its rows leaves them known, so its retry only adds: deleting the rows of the version Label Studio
@@ -98,7 +109,7 @@ class PushReport:
     marked: set[int] = field(default_factory=set)
     marks_written: int = 0
     queue_project_id: int | None = None
-    queued: frozenset[int] | None = None
+    queued: QueueState | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     head_visible_at: float | None = None
@@ -252,6 +263,66 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         rows_ahead(number, report.rows)
 
 
+def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, version: str, number: int,
+                 rows: list[dict], copies: Mapping[int, int], known: QueueState | None,
+                 report: PushReport) -> QueueState:
+    """Order the queue project's work by the version, as the source project's view is: its copies of head tasks
+    get the source's row (same score, same suggested label), the queue's ``model_version`` and view follow, and
+    the queue's rows of earlier versions go. O(head) rows; a copy whose source left the head sorts last.
+
+    A row is never written twice: the rows the last push left are known, a version's first push finds none
+    of its own, and otherwise (a retry, a restart, a takeover) the copies are read with their rows first.
+    """
+    wanted = [{**r, "task": copies[r["task"]]} for r in rows if r["task"] in copies]
+    if report.took_over:  # another install's rows under this name are not this version's
+        known = None
+        report.rows_deleted += step(client.delete_predictions, queue_id, [version]) or 0
+    if known is not None and known.rows_number == number:
+        held: frozenset[int] | None = known.rows
+    elif known is not None and known.rows_number is not None and known.rows_number < number:
+        held = frozenset()
+    else:
+        held = None
+    tries = iter([held])
+    lost: set[int] = set()  # copies a person deleted: their sources are copied again at the next push
+
+    def read() -> frozenset[int]:
+        found = client.prediction_versions(queue_id, [r["task"] for r in wanted])
+        lost.update({r["task"] for r in wanted} - found.keys())
+        wanted[:] = [r for r in wanted if r["task"] in found]
+        return frozenset(t for t, versions in found.items() if version in versions)
+
+    def queue_rows() -> frozenset[int]:
+        have = next(tries, None)
+        if have is None:  # an import that timed out may have landed
+            have = read()
+        missing = [r for r in wanted if r["task"] not in have]
+        try:
+            if missing:
+                client.import_predictions(queue_id, missing)
+        except LabelStudioError as e:
+            if e.status_code != 400:
+                raise
+            before = len(lost)  # Label Studio refuses the whole import for one copy deleted: read which are
+            have = read()  # gone, and which hold a row (it may have imported the batches before the refused one)
+            if len(lost) == before:
+                raise
+            missing = [r for r in wanted if r["task"] not in have]
+            if missing:
+                client.import_predictions(queue_id, missing)
+        return have | {r["task"] for r in missing}
+
+    holding = step(queue_rows) if wanted else frozenset()
+    step(client.set_model_version, queue_id, version)
+    step(client.ensure_view, queue_id, *VIEW)
+    own = own_versions(step(client.model_versions, queue_id))
+    older = [v for v, n in own.items() if n < number or (report.took_over and n != number)]
+    if older:
+        report.rows_deleted += step(client.delete_predictions, queue_id, older) or 0
+    kept = {source: copy for source, copy in copies.items() if copy not in lost}
+    return QueueState(queue_id, kept, number, frozenset(holding))
+
+
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
                      prior: PushState, marking: MarksAhead | None = None, writer: Writer | None = None,
                      rows_ahead: RowsAhead | None = None) -> PushReport:
@@ -295,13 +366,14 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
 def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig, served: ServedVersion,
                  settings: Settings, prior: PushState, exclude: set[int] | None = None,
                  marking: MarksAhead | None = None, writer: Writer | None = None,
-                 rows_ahead: RowsAhead | None = None) -> PushReport:
+                 rows_ahead: RowsAhead | None = None, queue_project_id: int | None = None) -> PushReport:
     """Write ``served`` to Label Studio; ``exclude`` = tasks labeled (or deleted) since the version was trained.
 
     ``marking`` is told, before any mark is written, every task that may carry one afterwards, and
     ``rows_ahead`` which tasks hold the version's rows (see :func:`_write_rows`): a process killed
     mid-way then still knows what the next push must look at. ``writer`` claims the project first
-    (nothing is written while another install holds it).
+    (nothing is written while another install holds it). ``queue_project_id`` is the queue the last push
+    used, kept while Label Studio has it.
     """
     report = PushReport(served.name, served.number)
     if prior.last_number is not None and served.number < prior.last_number:
@@ -352,7 +424,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if settings.push_mode == "queue" and top:
         queue_id = None
         try:
-            queue_id = step(client.ensure_queue_project, pid)
+            queue_id = step(client.ensure_queue_project, pid, queue_project_id)
             if settings.backend_url:  # the queue's labels then arrive at once, corrections included
                 try:
                     step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook",
@@ -360,16 +432,17 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
                 except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
                     log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
             data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
-            known = prior.queued[1] if prior.queued is not None and prior.queued[0] == queue_id else None
-            have = set(known) if known is not None else step(client.queued_sources, queue_id)
+            known = prior.queued if prior.queued is not None and prior.queued.project == queue_id else None
+            have = dict(known.copies) if known is not None else step(client.queue_copies, queue_id)
             copies = [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data]
             tries = iter([have])
 
-            def copy_to_queue() -> int:  # a retry reads the queue again: the import may have landed
+            def copy_to_queue() -> dict[int, int]:  # a retry reads the queue again: the import may have landed
                 return client.copy_to_queue(queue_id, copies, next(tries, None))
 
-            step(copy_to_queue)
-            report.queued = frozenset(have | {c["id"] for c in copies})
+            queued = step(copy_to_queue)
+            report.queued = _order_queue(step, client, queue_id, served.name, served.number, rows, queued, known,
+                                         report)
         except PushError as e:
             e.marked, e.queue_project_id = report.marked, queue_id
             raise

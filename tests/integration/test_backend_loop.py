@@ -101,5 +101,14 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
         httpx.post(f"{restarted.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}})
         status = _wait_version(restarted, pid, "sae-v5")
         assert status["labeled"] == 51
+        copies = {t["id"]: t["meta"]["source_task"] for t in ls_client.iter_tasks(queue)}
+        ranking = httpx.get(f"{restarted.url}/projects/{pid}/ranking?limit=1000").json()["ranking"]
+        rank = {r["task"]: i for i, r in enumerate(ranking)}
+        in_head = [q for q, s in copies.items() if s in rank]  # the pool is smaller than the head
+        order = ls_client.ordered_task_ids(queue, UNLABELED_FILTER, ORDERING, len(in_head))
+        assert len(order) == len(in_head) >= TOP_K - 1
+        assert [copies[q] for q in order] == sorted((copies[q] for q in in_head), key=rank.get), \
+            "the queue's work comes in the ranking's order"
+        assert set(ls_client.model_versions(queue)) == {"sae-v5"}, "the queue holds the version in service only"
     finally:
         restarted.stop()

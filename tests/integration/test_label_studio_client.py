@@ -185,11 +185,13 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     q = ls_client.get_project(queue)
     assert q["label_config"] == DIGITS_CONFIG and q["title"].endswith("uncertain queue") and len(q["title"]) <= 50
 
-    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids[:3]]) == 3
-    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids[1:]]) == 2
-    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids]) == 0
+    first = ls_client.copy_to_queue(queue, [tasks[t] for t in ids[:3]])
+    assert sorted(first) == ids[:3]
+    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids[1:]], first) == ls_client.queue_copies(queue)
+    assert ls_client.copy_to_queue(queue, [tasks[t] for t in ids]) == ls_client.queue_copies(queue)
     copies = {t["meta"]["source_task"]: t for t in ls_client.iter_tasks(queue)}
     assert sorted(copies) == ids
+    assert ls_client.queue_copies(queue) == {s: t["id"] for s, t in copies.items()}, "each copy's id, as imported"
     assert all(copies[t]["data"] == tasks[t]["data"] for t in ids)
 
     ls_client.create_annotation(copies[ids[0]]["id"], choice("7"))
@@ -201,6 +203,12 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     ls_client.delete_annotation(labels[ids[0]][1][0]["id"])
     assert list(ls_client.queue_labels(queue, updated_after=at)) == [(ids[0], copies[ids[0]]["id"], [])], \
         "a queue task saved since and left without labels is named, with none"
+
+    ls_client.ls.projects.update(id=queue, title="Next up", description="our own words")
+    assert ls_client.ensure_queue_project(src, known=queue) == queue, "a queue the team edited is kept"
+    ls_client.ls.projects.delete(id=queue)
+    again = ls_client.ensure_queue_project(src, known=queue)
+    assert again != queue and ls_client.ensure_queue_project(src) == again, "a deleted one is made again, once"
 
 
 def test_errors_are_one_type_and_never_leak_the_key(label_studio: LabelStudioServer) -> None:

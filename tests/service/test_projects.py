@@ -418,11 +418,11 @@ def test_a_deletion_from_an_unknown_project_registers_nothing(tmp_path) -> None:
 
 
 class QueueFailsToFill(FakeClient):
-    def ensure_queue_project(self, pid):
+    def ensure_queue_project(self, pid, known=None):
         return 77
 
-    def queued_sources(self, qid):
-        return set()
+    def queue_copies(self, qid):
+        return {}
 
     def copy_to_queue(self, qid, tasks, have=None):
         from connectors.label_studio import LabelStudioError
@@ -894,14 +894,14 @@ class QueueDeleted(FakeClient):
         self.queues, self.deleted = [77, 78], set()
         self.source = next(t["id"] for t in self.tasks if not t["annotations"])
 
-    def ensure_queue_project(self, pid):
+    def ensure_queue_project(self, pid, known=None):
         return next(q for q in self.queues if q not in self.deleted)
 
-    def queued_sources(self, qid):
-        return set()
+    def queue_copies(self, qid):
+        return {}
 
     def copy_to_queue(self, qid, tasks, have=None):
-        return len(tasks)
+        return {}
 
     def get_project(self, project_id):
         from connectors.label_studio import LabelStudioError

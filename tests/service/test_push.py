@@ -6,6 +6,7 @@ against a real Label Studio in ``tests/integration``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from types import SimpleNamespace
 
@@ -24,27 +25,39 @@ CFG = parse_label_config(CONFIG)
 
 
 class Recorder:
+    """Label Studio as the push sees it: the project (4) and its queue project (99), each with its own rows."""
+
+    QUEUE = 99
+
     def __init__(self, fail: dict[str, list[LabelStudioError]] | None = None, versions: dict | None = None) -> None:
         self.calls: list[tuple] = []
         self.fail = fail or {}
         self.versions = versions if versions is not None else {}
         self.rows: list[dict] = []
-        self.queued: set[int] = set()
+        self.queue_rows: list[dict] = []
+        self.queued: dict[int, int] = {}  # source task -> its copy in the queue
+        self.copies_gone: set[int] = set()  # copies a person deleted in the queue
 
     def _call(self, name: str, *args):
         self.calls.append((name, *args))
         if self.fail.get(name):
             raise self.fail[name].pop(0)
 
+    def _rows(self, pid) -> list[dict]:
+        return self.queue_rows if pid == self.QUEUE else self.rows
+
     def delete_predictions(self, pid, versions=None):
         self._call("delete_predictions", pid, versions)
-        before = len(self.rows)
-        self.rows = [r for r in self.rows if r["model_version"] not in versions]
-        return before - len(self.rows)
+        rows = self._rows(pid)
+        n = len(rows)
+        rows[:] = [r for r in rows if r["model_version"] not in versions]
+        return n - len(rows)
 
     def import_predictions(self, pid, predictions):
         self._call("import_predictions", pid, len(predictions))
-        self.rows += predictions
+        if pid == self.QUEUE and any(p["task"] in self.copies_gone for p in predictions):
+            raise LabelStudioError("HTTP 400: a task is not in the project", retryable=False, status_code=400)
+        self._rows(pid).extend(predictions)
         return len(predictions)
 
     def set_model_version(self, pid, name):
@@ -52,19 +65,23 @@ class Recorder:
 
     def model_versions(self, pid):
         self._call("model_versions", pid)
-        counts = dict(self.versions)
-        for r in self.rows:
+        counts = dict(self.versions) if pid != self.QUEUE else {}
+        for r in self._rows(pid):
             counts[r["model_version"]] = counts.get(r["model_version"], 0) + 1
         return counts
 
     def prediction_versions(self, pid, ids):
         self._call("prediction_versions", pid, sorted(ids))
-        there = {t["id"] for t in self.tasks_by_id(pid, ids)}
-        return {t: {r["model_version"] for r in self.rows if r["task"] == t} for t in there}
+        if pid == self.QUEUE:
+            there = set(ids) & set(self.queued.values()) - self.copies_gone
+        else:
+            there = {t["id"] for t in self.tasks_by_id(pid, ids)}
+        return {t: {r["model_version"] for r in self._rows(pid) if r["task"] == t} for t in there}
 
     def ensure_view(self, pid, title, filters, ordering, extra=None):
         self._call("ensure_view", pid, title)
-        self.view = {**getattr(self, "view", {}), "sae_backend": True, **(extra or {})}
+        if pid != self.QUEUE:
+            self.view = {**getattr(self, "view", {}), "sae_backend": True, **(extra or {})}
         return 5
 
     def list_views(self, pid):
@@ -78,23 +95,25 @@ class Recorder:
         self._call("ensure_webhook", pid, url, tuple(actions), headers)
         return 3
 
-    def ensure_queue_project(self, pid):
-        self._call("ensure_queue_project", pid)
-        return 99
+    def ensure_queue_project(self, pid, known=None):
+        self._call("ensure_queue_project", pid, known)
+        return self.QUEUE
 
     def tasks_by_id(self, pid, ids):
         self._call("tasks_by_id", pid, list(ids))
         return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
 
-    def queued_sources(self, qid):
-        self._call("queued_sources", qid)
-        return set(self.queued)
+    def queue_copies(self, qid):
+        self._call("queue_copies", qid)
+        return {s: c for s, c in self.queued.items() if c not in self.copies_gone}
 
     def copy_to_queue(self, qid, tasks, have=None):
         self._call("copy_to_queue", qid, [t["id"] for t in tasks])
-        new = [t["id"] for t in tasks if t["id"] not in (self.queued if have is None else have)]
-        self.queued |= set(new)
-        return len(new)
+        have = dict(self.queue_copies(qid) if have is None else have)
+        for t in tasks:
+            if t["id"] not in have:
+                have[t["id"]] = self.queued[t["id"]] = 1000 + t["id"] + 100 * len(self.copies_gone)
+        return have
 
 
 class LandsThenTimesOut(Recorder):
@@ -124,8 +143,14 @@ def _settings(tmp_path, **kw) -> Settings:
                        "model_dir": tmp_path, "push_top_k": 1, "push_head": 2, **kw})
 
 
-def push(client, tmp_path, prior=None, version=None, exclude=None, **kw):
-    return push_version(client, 4, CFG, version or served(), _settings(tmp_path, **kw), prior or PushState(), exclude)
+def push(client, tmp_path, prior=None, version=None, exclude=None, queue_project_id=None, **kw):
+    return push_version(client, 4, CFG, version or served(), _settings(tmp_path, **kw), prior or PushState(), exclude,
+                        queue_project_id=queue_project_id)
+
+
+def after(report) -> PushState:
+    """The state a completed push leaves for the next (as the project manager keeps it)."""
+    return PushState(report.number, frozenset(report.marked), report.queued, report.rows)
 
 
 def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tmp_path) -> None:
@@ -244,11 +269,59 @@ def test_transient_errors_are_retried_and_permanent_ones_raise(tmp_path, monkeyp
     assert [c[0] for c in client.calls].count("ensure_view") == 1
 
 
-def test_queue_mode_copies_the_top_k(tmp_path) -> None:
+def test_queue_mode_copies_the_top_k_and_orders_the_queue_by_the_version(tmp_path) -> None:
+    """The queue is where annotators work in queue mode: its copies must come in the ranking's order, not by id."""
     client = Recorder()
-    report = push(client, tmp_path, push_mode="queue", push_top_k=2)
-    assert report.queue_project_id == 99
-    assert client.calls[-1] == ("copy_to_queue", 99, [12, 11])
+    report = push(client, tmp_path, push_mode="queue", push_top_k=2, queue_project_id=77)
+    assert report.queue_project_id == 99 and ("ensure_queue_project", 4, 77) in client.calls
+    assert ("copy_to_queue", 99, [12, 11]) in client.calls and report.queued.copies == {12: 1012, 11: 1011}
+    scores = {r["task"]: r["score"] for r in client.rows}
+    assert {r["task"]: r["score"] for r in client.queue_rows} == {1012: scores[12], 1011: scores[11]}
+    assert all(r["model_version"] == "sae-v3" and r["result"] for r in client.queue_rows)
+    assert ("set_model_version", 99, "sae-v3") in client.calls and ("ensure_view", 99, VIEW_TITLE) in client.calls
+
+    client.calls.clear()
+    again = push(client, tmp_path, prior=after(report), version=served(4, ((13, 0.01), (12, 0.05))),
+                 push_mode="queue", push_top_k=2)
+    assert {r["task"] for r in client.queue_rows} == {1013, 1012}, "1011 left the head: it sorts last"
+    assert {r["model_version"] for r in client.queue_rows} == {"sae-v4"}, "the queue's earlier rows went"
+    assert ("prediction_versions", 99, [1012, 1013]) not in client.calls, "a new version holds no rows: no read"
+    assert again.queued.rows == {1012, 1013} and again.queued.rows_number == 4
+
+
+def test_a_queue_row_is_never_written_twice(tmp_path, monkeypatch) -> None:
+    """An import that landed although its answer was lost, a push of the same version again, a restart."""
+    monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
+    client = Recorder()
+    real = client.import_predictions
+
+    def lands_then_times_out(pid, predictions):
+        n = real(pid, predictions)
+        if pid == Recorder.QUEUE and not getattr(client, "timed_out", False):
+            client.timed_out = True
+            raise LabelStudioError("timed out", retryable=True)
+        return n
+
+    client.import_predictions = lands_then_times_out
+    report = push(client, tmp_path, push_mode="queue", push_top_k=2, push_retries=2)
+    assert sorted(r["task"] for r in client.queue_rows) == [1011, 1012], "the retry read and added nothing"
+    for prior in (after(report), PushState(3, frozenset(report.marked), None, report.rows)):  # again; restarted
+        push(client, tmp_path, prior=prior, version=served(3, ((12, 0.05), (11, 0.2), (10, 0.3))),
+             push_mode="queue", push_top_k=3, push_head=3)
+        assert sorted(r["task"] for r in client.queue_rows) == [1010, 1011, 1012], "only the new copy got a row"
+
+
+def test_a_queue_copy_a_person_deleted_is_passed_over_and_copied_again(tmp_path) -> None:
+    """Label Studio refuses a whole import for one task it no longer has: the rest must still be ordered."""
+    client = Recorder()
+    first = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    client.copies_gone.add(first.queued.copies[12])
+    again = push(client, tmp_path, prior=after(first), version=served(4), push_mode="queue", push_top_k=2)
+    assert [r["task"] for r in client.queue_rows if r["model_version"] == "sae-v4"] == [1011]
+    assert 12 not in again.queued.copies, "its copy is gone"
+    push(client, tmp_path, prior=after(again), version=served(5), push_mode="queue", push_top_k=2)
+    assert client.queued[12] != first.queued.copies[12], "copied again while it stays in the top-K"
+    assert {r["task"] for r in client.queue_rows} == {client.queued[12], 1011}
 
 
 def test_cold_start_suggestions_push_rows_without_a_result_in_order() -> None:
@@ -345,15 +418,15 @@ def test_the_queue_is_read_once_then_known_from_the_last_push(tmp_path) -> None:
     """The queue grows by a top-K every version: reading all of it at every push would grow without end."""
     client = Recorder()
     first = push(client, tmp_path, push_mode="queue", push_top_k=2)
-    assert [c[0] for c in client.calls].count("queued_sources") == 1 and first.queued == {11, 12}
+    assert [c[0] for c in client.calls].count("queue_copies") == 1 and set(first.queued.copies) == {11, 12}
     client.calls.clear()
-    prior = PushState(3, frozenset(first.marked), (99, first.queued))
-    again = push(client, tmp_path, prior=prior, version=served(4, ((13, 0.01), (12, 0.05))), push_mode="queue",
-                 push_top_k=2)
-    assert "queued_sources" not in [c[0] for c in client.calls] and again.queued == {11, 12, 13}
-    assert client.queued == {11, 12, 13}, "only 13 was new"
-    other = push(Recorder(), tmp_path, prior=PushState(3, None, (98, first.queued)), push_mode="queue")
-    assert other.queue_project_id == 99 and other.queued == {12}, "another queue project is read afresh"
+    again = push(client, tmp_path, prior=after(first), version=served(4, ((13, 0.01), (12, 0.05))),
+                 push_mode="queue", push_top_k=2)
+    assert "queue_copies" not in [c[0] for c in client.calls] and set(again.queued.copies) == {11, 12, 13}
+    assert set(client.queued) == {11, 12, 13}, "only 13 was new"
+    elsewhere = dataclasses.replace(first.queued, project=98)
+    other = push(Recorder(), tmp_path, prior=PushState(3, None, elsewhere), push_mode="queue")
+    assert other.queue_project_id == 99 and set(other.queued.copies) == {12}, "another queue project is read afresh"
 
 
 def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
@@ -371,8 +444,8 @@ def test_a_retried_queue_copy_reads_the_queue_again(tmp_path) -> None:
 
     client.copy_to_queue = lands_then_times_out
     report = push(client, tmp_path, push_mode="queue", push_top_k=2, push_retries=2)
-    assert calls[0] == set() and calls[1] is None, "the cache once, then the queue itself"
-    assert client.queued == {11, 12} and report.queued == {11, 12}
+    assert calls[0] == {} and calls[1] is None, "the cache once, then the queue itself"
+    assert set(client.queued) == {11, 12} and set(report.queued.copies) == {11, 12}
 
 
 def test_an_import_that_timed_out_after_landing_is_retried_without_duplicating_rows(tmp_path, monkeypatch) -> None:
