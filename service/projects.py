@@ -839,7 +839,8 @@ class ProjectManager:
         self._progress(st)("pushing to Label Studio", 1.0)
         try:  # a suggestion labeled meanwhile (one class so far) is work done: it is neither ranked nor marked
             report = push_suggestions(client, st.id, [t for t in st.suggested if t in m.store and t not in labels],
-                                      s, st.push_state, self._marking(st), self._writer(st), self._rows_ahead(st))
+                                      s, st.push_state, self._marking(st), self._writer(st), self._rows_ahead(st),
+                                      st.queue_project_id)
         except PushError as e:
             self._push_failed(st, e, "the cold-start suggestions")
             return

@@ -263,6 +263,38 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         rows_ahead(number, report.rows)
 
 
+def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[int], rows: list[dict], version: str,
+                number: int, settings: Settings, prior: PushState, report: PushReport,
+                queue_project_id: int | None) -> None:
+    """Queue mode: copy the top-K into the queue project (once each), then order the queue by the version."""
+    if not top:
+        return
+    queue_id = None
+    try:
+        queue_id = step(client.ensure_queue_project, pid, queue_project_id)
+        if settings.backend_url:  # the queue's labels then arrive at once, corrections included
+            try:
+                step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook",
+                     QUEUE_ACTIONS, settings.basic_auth_header())
+            except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
+                log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
+        data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, top)))}
+        known = prior.queued if prior.queued is not None and prior.queued.project == queue_id else None
+        have = dict(known.copies) if known is not None else step(client.queue_copies, queue_id)
+        copies = [{"id": t, "data": data[t]["data"], "project": pid} for t in top if t in data]
+        tries = iter([have])
+
+        def copy_to_queue() -> dict[int, int]:  # a retry reads the queue again: the import may have landed
+            return client.copy_to_queue(queue_id, copies, next(tries, None))
+
+        queued = step(copy_to_queue)
+        report.queued = _order_queue(step, client, queue_id, version, number, rows, queued, known, report)
+    except PushError as e:
+        e.marked, e.queue_project_id = report.marked, queue_id
+        raise
+    report.queue_project_id = queue_id
+
+
 def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, version: str, number: int,
                  rows: list[dict], copies: Mapping[int, int], known: QueueState | None,
                  report: PushReport) -> QueueState:
@@ -325,12 +357,13 @@ def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, versi
 
 def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[int], settings: Settings,
                      prior: PushState, marking: MarksAhead | None = None, writer: Writer | None = None,
-                     rows_ahead: RowsAhead | None = None) -> PushReport:
+                     rows_ahead: RowsAhead | None = None, queue_project_id: int | None = None) -> PushReport:
     """The cold start's first push: suggested tasks in order, before any model can predict a class.
 
     Rows carry no result (there is no class to suggest yet) and a score that orders them
     in the view; the version is ``sae-v0``, so the first trained version's push deletes
-    them like any earlier version of this backend's. Never follows a trained version.
+    them like any earlier version of this backend's. In queue mode the first ``PUSH_TOP_K`` are
+    the queue's first work. Never follows a trained version.
     """
     report = PushReport(COLD_START_VERSION, 0)
     if prior.last_number is not None:
@@ -359,6 +392,9 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     report.marks_written = step(client.bulk_mark, pid, marks, META_KEY,
                                 previous=None if prior.marked is None else set(prior.marked)) or 0
     report.marked = set(marks)
+    if settings.push_mode == "queue":
+        _fill_queue(step, client, pid, list(marks), rows, COLD_START_VERSION, 0, settings, prior, report,
+                    queue_project_id)
     log.info("project %s: pushed %s cold-start suggestions", pid, report.rows_written)
     return report
 
@@ -421,32 +457,9 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
         e.marked = may_be_marked
         raise
     report.marked = set(marks) | carried
-    if settings.push_mode == "queue" and top:
-        queue_id = None
-        try:
-            queue_id = step(client.ensure_queue_project, pid, queue_project_id)
-            if settings.backend_url:  # the queue's labels then arrive at once, corrections included
-                try:
-                    step(client.ensure_webhook, queue_id, settings.backend_url.rstrip("/") + "/webhook",
-                         QUEUE_ACTIONS, settings.basic_auth_header())
-                except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
-                    log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
-            data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, [t for t, _ in top])))}
-            known = prior.queued if prior.queued is not None and prior.queued.project == queue_id else None
-            have = dict(known.copies) if known is not None else step(client.queue_copies, queue_id)
-            copies = [{"id": t, "data": data[t]["data"], "project": pid} for t, _ in top if t in data]
-            tries = iter([have])
-
-            def copy_to_queue() -> dict[int, int]:  # a retry reads the queue again: the import may have landed
-                return client.copy_to_queue(queue_id, copies, next(tries, None))
-
-            queued = step(copy_to_queue)
-            report.queued = _order_queue(step, client, queue_id, served.name, served.number, rows, queued, known,
-                                         report)
-        except PushError as e:
-            e.marked, e.queue_project_id = report.marked, queue_id
-            raise
-        report.queue_project_id = queue_id
+    if settings.push_mode == "queue":
+        _fill_queue(step, client, pid, [t for t, _ in top], rows, served.name, served.number, settings, prior, report,
+                    queue_project_id)
     log.info("project %s: pushed %s (%s rows written, %s deleted, %s marked, %s mark PATCHes)", pid,
              served.name, report.rows_written, report.rows_deleted, len(marks), report.marks_written)
     return report

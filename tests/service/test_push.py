@@ -289,6 +289,18 @@ def test_queue_mode_copies_the_top_k_and_orders_the_queue_by_the_version(tmp_pat
     assert again.queued.rows == {1012, 1013} and again.queued.rows_number == 4
 
 
+def test_in_queue_mode_the_cold_start_suggestions_are_the_queue_s_first_work(tmp_path) -> None:
+    """A team that works in the queue must not wait for the first trained version to see what to label."""
+    client = Recorder()
+    s = _settings(tmp_path, push_mode="queue", push_head=3, push_top_k=2)
+    first = push_suggestions(client, 4, [40, 10, 30], s, PushState())
+    assert first.queued.copies == {40: 1040, 10: 1010} and first.queue_project_id == 99
+    assert [r["task"] for r in sorted(client.queue_rows, key=lambda r: r["score"])] == [1040, 1010]
+    assert ("set_model_version", 99, "sae-v0") in client.calls
+    push(client, tmp_path, prior=after(first), version=served(1), push_mode="queue", push_top_k=2)
+    assert {r["model_version"] for r in client.queue_rows} == {"sae-v1"}, "the first version replaces them"
+
+
 def test_a_queue_row_is_never_written_twice(tmp_path, monkeypatch) -> None:
     """An import that landed although its answer was lost, a push of the same version again, a restart."""
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))
