@@ -492,17 +492,24 @@ class LabelStudioClient:
     def ensure_queue_project(self, source_project_id: int, known: int | None = None, title: str | None = None) -> int:
         """A project with the source's label config for the items to label next; created once.
 
-        ``known`` (the queue the last push used) is kept while Label Studio still has it, so editing its title or
-        description in the UI does not make a new one; else it is found by a marker in its description.
+        ``known`` (the queue the last push used) is kept while Label Studio still has it as this source's queue:
+        with the marker in its description, or, where a person edited the marker away, with no marker and the
+        source's label config (a Label Studio started afresh reuses ids); so editing its title or description
+        does not make a new one. Else it is found by the marker.
         """
         sid = int(source_project_id)
-        if known is not None:
+        if known is not None and int(known) != sid:
             try:
-                self.ls.projects.get(id=int(known))
-                return int(known)
-            except ApiError as e:
+                q = self.get_project(int(known))
+            except LabelStudioError as e:
                 if e.status_code != 404:
                     raise
+            else:
+                m = _QUEUE_MARK.search(q.get("description") or "")
+                if m is not None and int(m.group(1)) == sid:
+                    return int(known)
+                if m is None and q.get("label_config") == self.get_project(sid).get("label_config"):
+                    return int(known)
         for p in self.list_projects():
             m = _QUEUE_MARK.search(p.get("description") or "")
             if m and int(m.group(1)) == sid:

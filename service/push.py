@@ -181,20 +181,18 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
                 report: PushReport, prior: PushState, rows_ahead: RowsAhead | None = None) -> None:
     """The version's rows for its head, as one retried step, never written twice by it.
 
-    Deleting the rows of the version Label Studio shows would clear the project's model version,
-    and the view's order with it, until the push sets it again; so only a version's first write
-    (and a takeover's: what another install wrote under this name is not this version) deletes
-    the version's rows before importing its head, and a retry of it deletes again until one
-    delete went through. A version whose rows are known (pushed again because new tasks entered
-    its head, or retried after a failure later in its push) adds rows for the head's tasks that
-    have none (a task opened before it entered the head may hold a row Label Studio stored from
-    ``/predict``, and gets a second of the same score). After a failed try, or where a push of
-    this version was cut short, the head's tasks are read with their rows first (a timeout may
-    have landed; a ``/predict`` row counts), and only those without one get it. A head task
-    deleted in Label Studio since the ranking (its webhook not read yet) makes Label Studio
-    refuse the import: its row is dropped and the rest read and added. ``rows_ahead`` is told
-    that the rows are unknown before the write and which tasks hold one after it, so a process
-    killed meanwhile reads them at its next push.
+    Deleting the rows of the version Label Studio shows would clear the project's model version, and the view's
+    order with it, until the push sets it again; so only a version's first write (and a takeover's: what another
+    install wrote under this name is not this version) deletes the version's rows before importing its head, and
+    a retry of it deletes again until one delete went through. A version whose rows are known (pushed again
+    because new tasks entered its head, or retried after a failure later in its push) reads the head's tasks it
+    does not know a row of (a task opened before it entered the head may hold one Label Studio stored from
+    ``/predict``; one deleted since is dropped) and adds rows for those that have none. After a failed try, or
+    where a push of this version was cut short, the head's tasks are read with their rows first (a timeout may
+    have landed; a ``/predict`` row counts), and only those without one get it. A head task deleted in Label
+    Studio since the ranking (its webhook not read yet) makes Label Studio refuse the import: its row is dropped
+    and the rest read and added. ``rows_ahead`` is told that the rows are unknown before the write and which
+    tasks hold one after it, so a process killed meanwhile reads them at its next push.
     """
     same = (prior.rows_number if prior.rows_number is not None else prior.last_number) == number
     if prior.took_over:  # what another install wrote under this name is not this version's
@@ -221,8 +219,8 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
             done["written"] += timed(client.import_predictions, pid, sent) or 0
         done["sending"] = set()
 
-    def read() -> dict[int, set[str]]:
-        return timed(client.prediction_versions, pid, [r["task"] for r in rows])
+    def read(tasks: list[int] | None = None) -> dict[int, set[str]]:
+        return timed(client.prediction_versions, pid, [r["task"] for r in rows] if tasks is None else tasks)
 
     def holding(found: dict[int, set[str]]) -> frozenset[int]:
         """The head's tasks holding a row of the version; those a failed import sent count as written by it."""
@@ -240,6 +238,10 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
             done["replaced"] = True
         elif how == "read":
             known = holding(read()) | outside
+        elif fresh := [r["task"] for r in rows if r["task"] not in known]:  # O(new in the head), not O(head)
+            found = read(fresh)
+            rows[:] = [r for r in rows if r["task"] in found or r["task"] in known]
+            known = known | holding(found)
         try:
             add(known)
         except LabelStudioError as e:
@@ -300,51 +302,52 @@ def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, versi
                  report: PushReport) -> QueueState:
     """Order the queue project's work by the version, as the source project's view is: its copies of head tasks
     get the source's row (same score, same suggested label), the queue's ``model_version`` and view follow, and
-    the queue's rows of earlier versions go. O(head) rows; a copy whose source left the head sorts last.
+    the queue's rows of earlier versions go. O(head) rows; a copy whose source left the head sorts last from
+    the next version on (a push of the same version keeps its rows, as the source project's does).
 
-    A row is never written twice: the rows the last push left are known, a version's first push finds none
-    of its own, and otherwise (a retry, a restart, a takeover) the copies are read with their rows first.
+    A row is never written twice: a version's first push (after a completed push of an earlier one, or a
+    takeover's delete) finds none of its own; any other push (again, retried, after a restart) reads the copies
+    it knows no row of before it writes theirs.
     """
     wanted = [{**r, "task": copies[r["task"]]} for r in rows if r["task"] in copies]
     if report.took_over:  # another install's rows under this name are not this version's
-        known = None
         report.rows_deleted += step(client.delete_predictions, queue_id, [version]) or 0
-    if known is not None and known.rows_number == number:
-        held: frozenset[int] | None = known.rows
-    elif known is not None and known.rows_number is not None and known.rows_number < number:
-        held = frozenset()
-    else:
-        held = None
-    tries = iter([held])
+        known = QueueState(queue_id, copies, number - 1)
+    held = set(known.rows) if known is not None and known.rows_number == number else set()
+    blank = known is not None and known.rows_number is not None and known.rows_number < number  # none of its own
     lost: set[int] = set()  # copies a person deleted: their sources are copied again at the next push
 
-    def read() -> frozenset[int]:
-        found = client.prediction_versions(queue_id, [r["task"] for r in wanted])
-        lost.update({r["task"] for r in wanted} - found.keys())
-        wanted[:] = [r for r in wanted if r["task"] in found]
-        return frozenset(t for t, versions in found.items() if version in versions)
+    def read(tasks: list[int]) -> None:
+        """Which of these copies hold a row of the version, and which are gone."""
+        found = client.prediction_versions(queue_id, tasks)
+        lost.update(set(tasks) - found.keys())
+        wanted[:] = [r for r in wanted if r["task"] not in lost]
+        held.update(t for t, versions in found.items() if version in versions)
 
     def queue_rows() -> frozenset[int]:
-        have = next(tries, None)
-        if have is None:  # an import that timed out may have landed
-            have = read()
-        missing = [r for r in wanted if r["task"] not in have]
+        nonlocal blank
+        missing = [r["task"] for r in wanted if r["task"] not in held]
+        if missing and not blank:  # a retry, a restart, a push of the version again: O(copies without a known row)
+            read(missing)
+        blank = False  # an import that timed out may have landed
+        sent = [r for r in wanted if r["task"] not in held]
         try:
-            if missing:
-                client.import_predictions(queue_id, missing)
+            if sent:
+                client.import_predictions(queue_id, sent)
         except LabelStudioError as e:
             if e.status_code != 400:
                 raise
             before = len(lost)  # Label Studio refuses the whole import for one copy deleted: read which are
-            have = read()  # gone, and which hold a row (it may have imported the batches before the refused one)
+            read([r["task"] for r in sent])  # gone, and which hold a row (batches before the refused one landed)
             if len(lost) == before:
                 raise
-            missing = [r for r in wanted if r["task"] not in have]
-            if missing:
-                client.import_predictions(queue_id, missing)
-        return have | {r["task"] for r in missing}
+            sent = [r for r in wanted if r["task"] not in held]
+            if sent:
+                client.import_predictions(queue_id, sent)
+        held.update(r["task"] for r in sent)
+        return frozenset(held - lost)
 
-    holding = step(queue_rows) if wanted else frozenset()
+    holding = step(queue_rows) if wanted else frozenset(held)
     step(client.set_model_version, queue_id, version)
     step(client.ensure_view, queue_id, *VIEW)
     own = own_versions(step(client.model_versions, queue_id))

@@ -204,6 +204,8 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     assert list(ls_client.queue_labels(queue, updated_after=at)) == [(ids[0], copies[ids[0]]["id"], [])], \
         "a queue task saved since and left without labels is named, with none"
 
+    other = ls_client.create_project("not a queue", '<View><Text name="t" value="$text"/></View>')
+    assert ls_client.ensure_queue_project(src, known=other) == queue, "an unrelated project at that id is not taken"
     ls_client.ls.projects.update(id=queue, title="Next up", description="our own words")
     assert ls_client.ensure_queue_project(src, known=queue) == queue, "a queue the team edited is kept"
     ls_client.ls.projects.delete(id=queue)

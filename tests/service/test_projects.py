@@ -419,6 +419,7 @@ def test_a_deletion_from_an_unknown_project_registers_nothing(tmp_path) -> None:
 
 class QueueFailsToFill(FakeClient):
     def ensure_queue_project(self, pid, known=None):
+        self.known = [*getattr(self, "known", []), known]
         return 77
 
     def queue_copies(self, qid):
@@ -434,6 +435,8 @@ def test_a_queue_made_by_a_push_that_then_failed_is_known_as_the_queue(tmp_path)
     m, app, client, _ = first_version(tmp_path, client=QueueFailsToFill(), push_mode="queue",
                                       retrain_min_new_labels=1000)
     assert m.projects[1].last_push_error and m.projects[1].queue_project_id == 77
+    m.poll()
+    assert m.runner.wait_idle(60) and client.known == [None, 77], "the retry asks for the queue it knows first"
     labeled = next(t for t in client.tasks if t["annotations"])
     r = app.post("/webhook", json={"action": "ANNOTATIONS_DELETED", "project": {"id": 77},
                                    "annotations": [{"id": labeled["annotations"][0]["id"]}]})

@@ -285,7 +285,7 @@ def test_queue_mode_copies_the_top_k_and_orders_the_queue_by_the_version(tmp_pat
                  push_mode="queue", push_top_k=2)
     assert {r["task"] for r in client.queue_rows} == {1013, 1012}, "1011 left the head: it sorts last"
     assert {r["model_version"] for r in client.queue_rows} == {"sae-v4"}, "the queue's earlier rows went"
-    assert ("prediction_versions", 99, [1012, 1013]) not in client.calls, "a new version holds no rows: no read"
+    assert not [c for c in client.calls if c[:2] == ("prediction_versions", 99)], "a new version holds no rows"
     assert again.queued.rows == {1012, 1013} and again.queued.rows_number == 4
 
 
@@ -321,6 +321,28 @@ def test_a_queue_row_is_never_written_twice(tmp_path, monkeypatch) -> None:
         push(client, tmp_path, prior=prior, version=served(3, ((12, 0.05), (11, 0.2), (10, 0.3))),
              push_mode="queue", push_top_k=3, push_head=3)
         assert sorted(r["task"] for r in client.queue_rows) == [1010, 1011, 1012], "only the new copy got a row"
+
+
+def test_a_queue_row_outside_the_head_is_not_written_again_when_its_source_comes_back(tmp_path) -> None:
+    """A label removed puts its task back into the same version's head; after a restart its row is not known."""
+    client = Recorder()
+    first = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    restarted = PushState(3, frozenset(first.marked), None, first.rows)
+    labeled = push(client, tmp_path, prior=restarted, exclude={11}, push_mode="queue", push_top_k=2)
+    push(client, tmp_path, prior=after(labeled), push_mode="queue", push_top_k=2)
+    assert sorted(r["task"] for r in client.queue_rows) == [1011, 1012], "one row each"
+
+
+def test_a_queue_taken_over_from_another_install_holds_this_install_s_rows_only(tmp_path) -> None:
+    client = Recorder()
+    client.queued = {12: 1012, 11: 1011}
+    client.queue_rows = [{"task": 1012, "model_version": "sae-v3", "score": 0.9},
+                         {"task": 1011, "model_version": "sae-v9", "score": 0.1}]  # the other install's
+    report = push(client, tmp_path, prior=PushState(3, took_over=True), push_mode="queue", push_top_k=2)
+    scores = {r["task"]: r["score"] for r in client.rows}
+    assert sorted((r["task"], r["model_version"], r["score"]) for r in client.queue_rows) == \
+        [(1011, "sae-v3", scores[11]), (1012, "sae-v3", scores[12])]
+    assert report.queued.rows == {1011, 1012}
 
 
 def test_a_queue_copy_a_person_deleted_is_passed_over_and_copied_again(tmp_path) -> None:
@@ -482,8 +504,16 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
     assert ("import_predictions", 4, 1) in client.calls and again.rows_written == 1
     assert sorted(r["task"] for r in client.rows if r["model_version"] == "sae-v3") == [11, 12]
     assert again.rows == {11, 12}
+    client.rows.append({"task": 10, "model_version": "sae-v3"})  # stored from /predict: opened before it entered
+    client.calls.clear()
+    third = push(client, tmp_path, prior=PushState(3, frozenset(again.marked), rows=again.rows), push_head=3,
+                 version=served(3, ((10, 0.01), (11, 0.02), (12, 0.05))))
+    assert [c for c in client.calls if c[0] == "prediction_versions"] == [("prediction_versions", 4, [10])], \
+        "only the task new in the head is read"
+    assert third.rows_written == 0 and third.rows == {10, 11, 12}, "it holds a row already: no second one"
+    assert sorted(r["task"] for r in client.rows if r["model_version"] == "sae-v3") == [10, 11, 12]
     unknown = push(client, tmp_path, prior=PushState(3, frozenset(again.marked)), version=served(3))
-    assert unknown.rows_deleted == 2 and unknown.rows_written == 2, "rows not known: all replaced"
+    assert unknown.rows_deleted == 3 and unknown.rows_written == 2, "rows not known: all replaced"
 
 
 def test_an_added_row_that_failed_is_read_back_and_nothing_is_deleted(
