@@ -492,10 +492,11 @@ class LabelStudioClient:
     def ensure_queue_project(self, source_project_id: int, known: int | None = None, title: str | None = None) -> int:
         """A project with the source's label config for the items to label next; created once.
 
-        ``known`` (the queue the last push used) is kept while Label Studio still has it as this source's queue:
-        with the marker in its description, or, where a person edited the marker away, with no marker and the
-        source's label config (a Label Studio started afresh reuses ids); so editing its title or description
-        does not make a new one. Else it is found by the marker.
+        ``known`` (the queue the last push used) is kept while Label Studio still has it as this source's queue
+        (a Label Studio started afresh reuses ids): with the marker in its description, or, where a person
+        edited the marker away, with no marker and a first task that is a copy from this source (an empty one:
+        the source's label config); so renaming it or editing its description does not make a new one. Else it
+        is found by the marker.
         """
         sid = int(source_project_id)
         if known is not None and int(known) != sid:
@@ -508,7 +509,7 @@ class LabelStudioClient:
                 m = _QUEUE_MARK.search(q.get("description") or "")
                 if m is not None and int(m.group(1)) == sid:
                     return int(known)
-                if m is None and q.get("label_config") == self.get_project(sid).get("label_config"):
+                if m is None and self._copies_from(int(known), sid):
                     return int(known)
         for p in self.list_projects():
             m = _QUEUE_MARK.search(p.get("description") or "")
@@ -525,6 +526,15 @@ class LabelStudioClient:
                 base = base[:_MAX_TITLE - len(suffix) - 1].rstrip() + "…"
             title = base + suffix
         return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
+
+    def _copies_from(self, project_id: int, source_project_id: int) -> bool:
+        """Whether this project's first task is a copy from the source (when it has none: the source's config)."""
+        first = next(iter(self.iter_tasks(project_id, page_size=1, fields="task_only")), None)
+        if first is None:
+            return self.get_project(project_id).get("label_config") == \
+                self.get_project(source_project_id).get("label_config")
+        meta = first.get("meta")
+        return isinstance(meta, dict) and meta.get("source_project") == source_project_id
 
     def queue_copies(self, queue_project_id: int) -> dict[int, int]:
         """Each source task the queue holds a copy of, with its copy's id (the first, if a person made two):

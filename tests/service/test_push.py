@@ -629,6 +629,7 @@ def test_a_head_task_deleted_in_label_studio_since_the_ranking_does_not_keep_the
     adding.partly, adding.rows = False, [{"task": 10, "model_version": "sae-v3"}]
     report = push(adding, tmp_path, prior=PushState(3, frozenset(), rows=frozenset({10})))
     assert sorted(r["task"] for r in adding.rows) == [10, 12] and report.rows == {10, 12}
+    assert [c[0] for c in adding.calls].count("prediction_versions") == 1, "the read before the add drops 11: no 400"
     assert not any(c[0] == "delete_predictions" and "sae-v3" in c[2] for c in adding.calls), "only added"
     partly = DeletedInLabelStudio()  # with Label Studio's import flag: the batch before the refused one landed
     partly.rows = [{"task": 10, "model_version": "sae-v3"}]
