@@ -117,6 +117,22 @@ def write_costs_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def queue_push_table(data: dict) -> str:
+    """A version pushed in view mode and in queue mode (benchmarks/queue_push.py): the difference is the queue's."""
+    lines = ["| version | push, view mode | push, queue mode | the queue's part | queue rows written or kept | "
+             "queue tasks |", "|---" * 6 + "|"]
+    for row in data["rows"]:
+        for r in row["rounds"]:
+            lines.append(f"| {r['version']} | {r['view_s']:.1f} s | {r['queue_s']:.1f} s | "
+                         f"{r['queue_s'] - r['view_s']:+.1f} s | {r['queue_rows']} | {r['queue_tasks']:,} |")
+        later = [r["queue_s"] - r["view_s"] for r in row["rounds"][1:]]
+        lines.append(f"\n{row['tasks']:,} tasks a project, head {row['head']}, top-K {row['top_k']}, the queue seeded "
+                     f"with {row['queue_seed']:,} copies; the queue's part from the second version on: median "
+                     f"{np.median(later):+.1f} s; the queue's first {row['queue_first']} tasks in the ranking's order: "
+                     f"{'yes' if row['queue_shows_the_ranking'] else 'no'}.")
+    return "\n".join(lines)
+
+
 def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
@@ -381,7 +397,8 @@ def main() -> None:
                                ("mirror-saves-cpu.json", "A save of the mirror", mirror_saves_table),
                                ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table),
                                ("ls-write-costs-60k-claim.json", "Label Studio's writes, with the writer claim",
-                                write_costs_table)):
+                                write_costs_table),
+                               ("queue-push-60k.json", "A push in view mode and in queue mode", queue_push_table)):
         data = _load(name)
         if data:
             processor = f", {data['processor']}" if data.get("processor") else ""

@@ -115,6 +115,16 @@ def _tables(text: str) -> list[str]:
     return blocks
 
 
+def test_the_queue_s_part_is_the_queue_push_less_the_view_push_of_the_same_version() -> None:
+    rounds = [{"version": v, "view_s": view, "queue_s": queue, "queue_rows": 40, "queue_tasks": 5050}
+              for v, view, queue in ((1, 20.0, 25.0), (2, 8.0, 10.5), (3, 9.0, 10.0))]
+    data = {"rows": [{"tasks": 60000, "head": 500, "top_k": 50, "queue_seed": 5000, "rounds": rounds,
+                      "queue_shows_the_ranking": False, "queue_first": 20}]}
+    table = loop_tables.queue_push_table(data)
+    assert table.splitlines()[3] == "| 2 | 8.0 s | 10.5 s | +2.5 s | 40 | 5,050 |"
+    assert "from the second version on: median +1.8 s" in table and "ranking's order: no." in table
+
+
 def test_every_readme_table_of_a_kind_this_script_prints_is_one_it_prints(capsys) -> None:
     """The live-loop, soak and speed tables are pasted by hand: a table edited or left behind fails here."""
     loop_tables.main()
