@@ -4,10 +4,10 @@ Two source projects of the same size on one fresh SQLite Label Studio, text task
 ranking of the whole project whose scores drift a little from version to version (uncertain items stay
 uncertain, so the head and the queue's copies overlap as they do in a live project); it is pushed to
 one project with ``PUSH_MODE=view`` and to the other with ``PUSH_MODE=queue``, whose queue is seeded
-with earlier copies first (a queue weeks old, holding a copy of every head task past the top-K: the most
-rows the queue can take). The difference between the two pushes is what the queue
-costs: copying the new top-K, its rows for the copies in the head, its model version, view and the
-deletion of its earlier rows.
+with earlier copies first (a queue weeks old: copies of the tasks ranked just past the top-K, so nearly
+every head task has one and the queue takes nearly as many rows as it can). The difference between the
+two pushes is what the queue costs: copying the new top-K, its rows for the copies in the head, its model
+version, view and the deletion of its earlier rows.
 
     python benchmarks/queue_push.py --tasks 60000 --queue-seed 5000 --json benchmarks/results/queue-push-60k.json
 """
@@ -31,7 +31,7 @@ from machine import write_rows
 from connectors.label_config import parse_label_config
 from connectors.label_studio import LabelStudioClient
 from connectors.label_studio_server import LabelStudioServer
-from service.push import PushState, push_version
+from service.push import ORDERING, UNLABELED_FILTER, PushState, push_version
 from service.served import ServedVersion
 from service.settings import Settings
 
@@ -70,22 +70,24 @@ def main() -> None:
                                                      chunk=5000), np.int64)
         queue = client.ensure_queue_project(projects["queue"])
         base = rng.random(a.tasks)
-        seeded = np.argsort(base)[a.top_k: a.top_k + a.queue_seed]  # earlier copies: the head past its top-K, and on
+        seeded = np.argsort(base)[a.top_k: a.top_k + a.queue_seed]
         t0 = time.perf_counter()
         client.import_tasks(queue, [{"data": {"text": f"item {i}"}, "meta": {"source_task": int(ids["queue"][i])}}
                                     for i in seeded], chunk=5000)
         seed_s = time.perf_counter() - t0
         states = {"view": PushState(), "queue": PushState()}
+        model_dir = Path(tempfile.mkdtemp())
+        settings = {mode: Settings(label_studio_url=ls.url, label_studio_api_key=ls.token, push_mode=mode,
+                                   push_head=a.head, push_top_k=a.top_k, model_dir=model_dir)
+                    for mode in ("view", "queue")}
         rounds = []
         for number in range(1, a.versions + 1):
             draw = rng.integers(2**32)
             row = {"version": number}
             for mode in ("view", "queue"):
                 served = version(number, ids[mode], base, a.drift, a.head, np.random.default_rng(draw))
-                settings = Settings(label_studio_url=ls.url, label_studio_api_key=ls.token, push_mode=mode,
-                                    push_head=a.head, push_top_k=a.top_k, model_dir=Path(tempfile.mkdtemp()))
                 t0 = time.perf_counter()
-                report = push_version(client, projects[mode], config, served, settings, states[mode])
+                report = push_version(client, projects[mode], config, served, settings[mode], states[mode])
                 row[f"{mode}_s"] = round(time.perf_counter() - t0, 3)
                 states[mode] = PushState(report.number, frozenset(report.marked), report.queued, report.rows)
                 if mode == "queue":
@@ -95,7 +97,7 @@ def main() -> None:
             rounds.append(row)
         copies = client.queue_copies(queue)
         expected = [copies[int(t)] for t in served.head_ids if int(t) in copies][:20]
-        shown = client.ordered_task_ids(queue, {"conjunction": "and", "items": []}, ["tasks:predictions_score"], 20)
+        shown = client.ordered_task_ids(queue, UNLABELED_FILTER, ORDERING, 20)
     write_rows(a.json, [{"tasks": a.tasks, "head": a.head, "top_k": a.top_k, "queue_seed": a.queue_seed,
                          "seed_s": round(seed_s, 1), "drift": a.drift, "rounds": rounds,
                          "queue_shows_the_ranking": shown == expected, "queue_first": len(expected)}])

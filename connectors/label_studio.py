@@ -494,9 +494,8 @@ class LabelStudioClient:
 
         ``known`` (the queue the last push used) is kept while Label Studio still has it as this source's queue
         (a Label Studio started afresh reuses ids): with the marker in its description, or, where a person
-        edited the marker away, with no marker and a first task that is a copy from this source (an empty one:
-        the source's label config); so renaming it or editing its description does not make a new one. Else it
-        is found by the marker.
+        edited the marker away, with no marker and a first task that is a copy from this source; so renaming it
+        or editing its description does not make a new one. Else it is found by the marker.
         """
         sid = int(source_project_id)
         if known is not None and int(known) != sid:
@@ -528,12 +527,9 @@ class LabelStudioClient:
         return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
 
     def _copies_from(self, project_id: int, source_project_id: int) -> bool:
-        """Whether this project's first task is a copy from the source (when it has none: the source's config)."""
+        """Whether this project's first task is a copy from the source: an empty project proves nothing."""
         first = next(iter(self.iter_tasks(project_id, page_size=1, fields="task_only")), None)
-        if first is None:
-            return self.get_project(project_id).get("label_config") == \
-                self.get_project(source_project_id).get("label_config")
-        meta = first.get("meta")
+        meta = None if first is None else first.get("meta")
         return isinstance(meta, dict) and meta.get("source_project") == source_project_id
 
     def queue_copies(self, queue_project_id: int) -> dict[int, int]:
