@@ -126,7 +126,8 @@ def test_cold_start_suggestions_are_the_first_work_then_give_way(label_studio, l
     pid, ids, truth, _ = _project(ls_client, "cold start", 90, seed=4)
     s = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
                  model_dir=tmp_path / "models", retrain_min_new_labels=1, retrain_debounce_seconds=0.5,
-                 sae_epochs=20, sae_warm_epochs=5, push_head=10, push_top_k=5, poll_interval_seconds=3600)
+                 sae_epochs=20, sae_warm_epochs=5, push_head=10, push_top_k=5, poll_interval_seconds=3600,
+                 push_mode="queue")  # the source project's view as in view mode, and the queue besides
     backend = Backend(create_app(s)).start()
     try:
         ml = ls_client.connect_ml_backend(pid, backend.url)
@@ -139,11 +140,16 @@ def test_cold_start_suggestions_are_the_first_work_then_give_way(label_studio, l
         order = ls_client.ordered_task_ids(pid, UNLABELED_FILTER, ORDERING, 10)
         assert order == suggested, "the view shows the suggestions first, in their order"
         assert ls_client.get_task(suggested[0])["meta"]["sae"]["reason"] == "typical"
+        queue = status["queue_project"]
+        copies = ls_client.queue_copies(queue)
+        assert [copies[t] for t in suggested[:5]] == ls_client.ordered_task_ids(queue, UNLABELED_FILTER, ORDERING, 5), \
+            "in queue mode the queue shows the top-K suggestions first, in their order"
         for t in ids[:30]:
             ls_client.create_annotation(t, _choice(truth[t]))
         ls_client.train(ml)
         wait_for(lambda: (st := _status(backend, pid))["model_version"] and st["labeled"] == 30
                  and not st["training"] and not st["push_pending"], timeout=240)
         assert "sae-v0" not in ls_client.model_versions(pid), "the first version replaces the suggestions"
+        assert "sae-v0" not in ls_client.model_versions(queue), "in the queue too"
     finally:
         backend.stop()
