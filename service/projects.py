@@ -556,7 +556,7 @@ class ProjectManager:
         self.mirror(st).forget_queue()
         with st.lock:
             st.queue_project_id = None
-            st.push_pending = st.served is not None
+            st.push_pending = st.served is not None or st.push_state.last_number == 0  # the cold start's, too
             self._persist(st)
 
     def poll_soon(self, reason: str) -> str:
@@ -815,8 +815,11 @@ class ProjectManager:
         return Writer(self.install).live_other(st.claim_seen, self.settings.writer_lease_seconds, time.time())
 
     def _wants_cold_start(self, st: ProjectState) -> bool:
-        """No version was ever pushed and cold-start suggestions are on."""
-        return self.settings.cold_start == "typicality" and st.served is None and st.push_state.last_number is None
+        """Cold-start suggestions are on, no version was trained, and the suggestions are not in Label Studio
+        (never pushed, or pushed and to be pushed again: their queue project was deleted)."""
+        last = st.push_state.last_number
+        return self.settings.cold_start == "typicality" and st.served is None and (
+            last is None or (last == 0 and st.push_pending))
 
     def _cold_start(self, st: ProjectState, client: LabelStudioClient, ids: np.ndarray, config: LabelConfig) -> None:
         """Before two classes are labeled: suggest the first tasks to label (typical items), once."""

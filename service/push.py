@@ -369,7 +369,7 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     the queue's first work. Never follows a trained version.
     """
     report = PushReport(COLD_START_VERSION, 0)
-    if prior.last_number is not None:
+    if prior.last_number not in (None, 0):
         report.stale = True
         return report
     pid = int(project_id)

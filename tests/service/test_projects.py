@@ -936,6 +936,34 @@ def test_a_deleted_queue_project_takes_its_labels_with_it_and_the_next_push_make
     m.shutdown()
 
 
+def test_a_queue_deleted_during_the_cold_start_is_made_again_with_the_suggestions(tmp_path) -> None:
+    """Before any version is trained, the suggestions are the team's only work: a deleted queue must come back."""
+    from tests.service.test_app import FakeClient
+
+    class Cold(QueueDeleted, FakeClient):
+        def __init__(self) -> None:
+            FakeClient.__init__(self, n=120, labeled=0)
+            self.queues, self.deleted, self.source = [77, 78], set(), None
+
+        def queue_labels(self, queue_project_id, updated_after=None):
+            return iter(())
+
+    client = Cold()
+    m, app, client = make(tmp_path, client=client, push_mode="queue", push_head=10, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    assert st.queue_project_id == 77 and client.pushed == ["sae-v0"]
+    client.deleted.add(77)
+    m.poll()
+    assert m.runner.wait_idle(120) and st.queue_project_id == 78 and not st.push_pending and st.served is None
+    assert client.pushed == ["sae-v0"], "the suggestions' rows in the project are known: none written again"
+    m.poll()
+    assert m.runner.wait_idle(60) and st.queue_project_id == 78 and client.pushed == ["sae-v0"], "and only once"
+    m.shutdown()
+
+
 def test_on_a_project_whose_label_check_is_slow_a_burst_of_label_webhooks_is_checked_once_a_moment_later(
         tmp_path, monkeypatch) -> None:
     m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=3)
