@@ -49,7 +49,7 @@ class JobRunner:
                 return "coalesced"
             self._queued.add(project_id)
             self.idle.clear()
-        self._pool.submit(self._run, project_id, kind, reason)
+            self._pool.submit(self._run, project_id, kind, reason)  # under the lock: a shutdown cannot come between
         return "queued"
 
     def _run(self, project_id: int, kind: str, reason: str) -> None:

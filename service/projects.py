@@ -220,6 +220,8 @@ class ProjectManager:
                     continue
                 self._update_metrics(st)
                 log.info("project %s: serving %s restored from disk", pid, name)
+                last = st.push_state.last_number  # a version saved, its push not yet asked for when the process ended
+                st.push_pending = st.push_pending or last is None or st.served.number > last
                 break
 
     def _set_config(self, st: ProjectState, xml: str) -> None:
@@ -434,7 +436,7 @@ class ProjectManager:
             self.mirror(st).save()
         except Exception as e:
             self.metrics.errors.labels("data").inc()
-            log.error("project %s: new tasks could not be scored: %s", pid, e)
+            log.error("project %s: new tasks could not be scored: %s", pid, e, exc_info=True)
 
     def _score_missing(self, st: ProjectState) -> None:
         """Score stored tasks the served version does not know yet, merge them in, push if they enter the head."""
@@ -651,14 +653,14 @@ class ProjectManager:
             if st.push_pending and st.served is not None:  # a pending training absorbed the push
                 self._push(st, self.client(st))
             return
-        st.training, st.training_reason, st.stopped_by_shutdown = True, reason, False
-        st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
-        with st.lock:
-            self._persist(st)
-        self.metrics.training.labels(str(pid)).set(1)
         t0 = time.perf_counter()
         cancelled = False
-        try:
+        try:  # the start's record too: a full disk must fail this training, not leave it "running" for good
+            st.training, st.training_reason, st.stopped_by_shutdown = True, reason, False
+            st.progress = {"stage": "starting", "fraction": 0.0, "reason": reason}
+            with st.lock:
+                self._persist(st)
+            self.metrics.training.labels(str(pid)).set(1)
             self._train(st)
             st.last_error, st.failures = None, 0
         except JobCancelledError as e:
@@ -671,7 +673,8 @@ class ProjectManager:
             st.last_error, st.last_error_at = f"{type(e).__name__}: {e}", time.time()
             st.failures += 1
             self.metrics.errors.labels("training").inc()
-            log.error("project %s: training failed, %s keeps serving: %s", pid, st.version_name, st.last_error)
+            log.error("project %s: training failed, %s keeps serving: %s", pid, st.version_name, st.last_error,
+                      exc_info=True)
         finally:
             st.training = False
             st.progress = {}
@@ -769,7 +772,7 @@ class ProjectManager:
             self._score_missing(st)
         except Exception as e:
             self.metrics.errors.labels("data").inc()
-            log.error("project %s: tasks new to %s could not be scored: %s", st.id, name, e)
+            log.error("project %s: tasks new to %s could not be scored: %s", st.id, name, e, exc_info=True)
         report("pushing to Label Studio", 1.0)
         self._push(st, client)
 

@@ -30,6 +30,41 @@ def first_version(tmp_path, client=None, **kw):
     return m, app, client, backend
 
 
+def test_a_training_whose_start_cannot_be_recorded_fails_and_does_not_stay_running(tmp_path, monkeypatch) -> None:
+    """A full disk at the start's record must not leave the project "training" and every poll returning early."""
+    m, app, _, backend = first_version(tmp_path, retrain_min_new_labels=1000)
+    real, calls = m._persist, []
+
+    def full_disk_once(st):
+        calls.append(st.training)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        real(st)
+
+    monkeypatch.setattr(m, "_persist", full_disk_once)
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["training"] is False and "No space left" in status["last_error"]
+    assert status["model_version"] == "sae-v1" and backend.runs == 1, "the version in service keeps serving"
+    assert not m.runner.is_busy(1), "the poll reads the project again"
+
+
+def test_a_version_saved_before_its_push_was_asked_for_is_pushed_after_a_restart(tmp_path) -> None:
+    """A process that ended between saving a version and recording its push pending must still push it."""
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.shutdown()
+    store = m.store(1)
+    store.write_project({**store.read_project(), "push_pending": False, "last_pushed_number": 0})
+    m2, _, _ = make(tmp_path, client=client)
+    assert m2.projects[1].version_name == "sae-v1" and m2.projects[1].push_pending
+    m2.shutdown()
+    store.write_project({**store.read_project(), "push_pending": False, "last_pushed_number": 1})
+    m3, _, _ = make(tmp_path, client=client)
+    assert not m3.projects[1].push_pending, "a version already pushed is not pushed again"
+    m3.shutdown()
+
+
 def test_a_correction_retrains(tmp_path) -> None:
     m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1)
     task = client.tasks[3]
