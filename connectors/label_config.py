@@ -88,8 +88,8 @@ def parse_label_config(xml: str) -> LabelConfig:
         raise LabelConfigError(f"the labeling config has {len(choices)} <Choices> controls ({names}); "
                                "this backend supports exactly one")
     control = choices[0]
-    from_name = (control.get("name") or "").strip()
-    if not from_name:
+    from_name = control.get("name") or ""  # as written: Label Studio names annotations by the raw attribute
+    if not from_name.strip():
         raise LabelConfigError("the <Choices> control has no name")
     if (control.get("perRegion") or "").strip().lower() == "true":
         raise LabelConfigError(f"<Choices name={from_name!r}> is perRegion: it labels regions, and this backend "
@@ -99,8 +99,8 @@ def parse_label_config(xml: str) -> LabelConfig:
         raise LabelConfigError(f"<Choices name={from_name!r}> uses choice={mode!r}; "
                                "only single choice (choice=\"single\" or \"single-radio\") is supported")
 
-    to_name = (control.get("toName") or "").strip()
-    if not to_name:
+    to_name = control.get("toName") or ""
+    if not to_name.strip():
         raise LabelConfigError(f"<Choices name={from_name!r}> has no toName")
     if "," in to_name:
         raise LabelConfigError(f"<Choices name={from_name!r}> points to several objects ({to_name!r}); "

@@ -88,8 +88,9 @@ class JobRunner:
             return project_id in self._running or project_id in self._queued or project_id in self._pending
 
     def queue_length(self) -> int:
+        """Projects waiting for a run: one with a run queued and a follow-up pending counts once."""
         with self._lock:
-            return len(self._queued) + len(self._pending)
+            return len(self._queued | self._pending.keys())
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         return self.idle.wait(timeout)

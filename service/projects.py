@@ -471,6 +471,7 @@ class ProjectManager:
                     st.push_pending = True
                     st.head_changes += 1
                     self._persist(st)
+            self._update_metrics(st)
             log.info("project %s: %s new tasks scored by %s", st.id, len(new), served.name)
             if entered:
                 self.runner.request(st.id, "new tasks entered the head", PUSH)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -181,9 +183,20 @@ class Settings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        if v not in ("auto", "cpu", "mps") and not v.startswith("cuda"):
-            raise ValueError("DEVICE must be auto, cpu, cuda[:N] or mps")
+        """Only the form: with Ray the GPU may be on another machine than this one."""
+        if v not in ("auto", "cpu", "mps", "cuda") and not re.fullmatch(r"cuda:\d+", v):
+            raise ValueError(f"DEVICE must be auto, cpu, cuda, cuda:N or mps, not {v!r}")
         return v
+
+    @field_validator("label_studio_url", "backend_url")
+    @classmethod
+    def _http_url(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """A URL without its scheme would start, then fail every poll and every read of a task."""
+        if v:
+            u = urlsplit(v.strip())
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError(f"{info.field_name.upper()} must be http(s)://host[:port][/path], not {v!r}")
+        return v or None
 
     @field_validator("retrain_cron")
     @classmethod

@@ -153,3 +153,13 @@ def test_refused_configs_say_why(xml: str, reason: str) -> None:
 def test_configs_that_look_like_one_classification_but_are_not_are_refused(xml: str, named: str) -> None:
     with pytest.raises(LabelConfigError, match=named):
         parse_label_config(xml)
+
+
+def test_names_are_kept_as_written_as_label_studio_keeps_them() -> None:
+    """Label Studio names a result by the raw attribute ("c "): a stripped name would match no annotation."""
+    cfg = parse_label_config('<View><Image name="image " value="$image"/><Choices name="c " toName="image ">'
+                             '<Choice value="a"/><Choice value="b"/></Choices></View>')
+    assert (cfg.from_name, cfg.to_name) == ("c ", "image ")
+    with pytest.raises(LabelConfigError, match="no name"):
+        parse_label_config('<View><Image name="i" value="$image"/><Choices name=" " toName="i">'
+                           '<Choice value="a"/></Choices></View>')

@@ -45,6 +45,19 @@ def test_requests_during_a_run_coalesce_into_one_follow_up() -> None:
         runner.shutdown()
 
 
+def test_a_project_waiting_with_a_follow_up_counts_once_in_the_queue() -> None:
+    work = Blocking()
+    runner = JobRunner(work)
+    try:
+        runner.request(1, "webhook")
+        assert work.started.wait(5)
+        assert runner.request(2, "webhook") == "queued" and runner.request(2, "again") == "coalesced"
+        assert runner.queue_length() == 1, "project 2 waits, once"
+    finally:
+        work.release.set()
+        runner.shutdown()
+
+
 def test_a_failing_job_leaves_the_runner_working() -> None:
     work = Blocking(fail_first=True)
     work.release.set()

@@ -120,6 +120,7 @@ def test_a_new_task_is_ranked_and_answered_within_seconds_without_a_retrain(tmp_
     assert answer["results"][0]["model_version"] == "sae-v1" and answer["results"][0]["score"] == ranked[0]["score"]
     assert client.rows["sae-v1"] == rows_before + 1, "the head, now with the new task, is written again"
     assert app.get("/projects/1/status").json()["mirror"]["stored"] == 121
+    assert m.metrics.unlabeled.labels("1")._value.get() == 121 - 40, "the gauge counts the new task"
 
 
 class HeldClient(FakeClient):

@@ -67,6 +67,9 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"SAE_SEMI_SUPERVISED_FROM": "-1"}, "SAE_SEMI_SUPERVISED_FROM"),
     ({"SAE_CONSISTENCY": "-0.5"}, "SAE_CONSISTENCY"),
     ({"SAE_CONSISTENCY": "1"}, "SAE_CONSISTENCY"),
+    ({"LABEL_STUDIO_URL": "localhost:8080"}, "LABEL_STUDIO_URL"),
+    ({"BACKEND_URL": "sae-backend:9090"}, "BACKEND_URL"),
+    ({"DEVICE": "cuda:abc"}, "DEVICE"),
 ])
 def test_invalid_settings_give_one_line_naming_the_variable(monkeypatch: pytest.MonkeyPatch, env: dict,
                                                             named: str) -> None:
