@@ -183,6 +183,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             "skipped_count": len(mirror.skipped),
             "label_problems": [{"task": t, "problem": p} for t, p in list(problems.items())[:100]],
             "classes": st.config.classes if st.config else None, "queue_project": st.queue_project_id,
+            "gone_from_label_studio_since": st.gone_since,
         }
 
     @app.get("/projects/{pid}/ranking", dependencies=deps)

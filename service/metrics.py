@@ -21,5 +21,5 @@ class Metrics:
                                    registry=r)
         self.pushed = Counter("sae_predictions_pushed", "Predictions written to Label Studio", ["project"], registry=r)
         self.queue = Gauge("sae_training_queue_length", "Trainings waiting to run", registry=r)
-        self.errors = Counter("sae_errors", "Errors by kind (training, push, data, poll, other_writer)", ["kind"],
-                              registry=r)
+        self.errors = Counter("sae_errors", "Errors by kind (training, push, data, poll, other_writer, project_gone)",
+                              ["kind"], registry=r)

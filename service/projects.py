@@ -87,6 +87,7 @@ class ProjectState:
     label_check_seconds: float = 0.0  # how long the last label check took (saved with the project)
     suggested: list[int] | None = None
     claim_seen: Claim | None = None  # the writer claim (any install's) this one last read in Label Studio (saved)
+    gone_since: float | None = None  # Label Studio answered 404 for the project itself (saved)
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -192,6 +193,8 @@ class ProjectManager:
             st.push_pending = bool(info.get("push_pending"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
+            with contextlib.suppress(TypeError, ValueError):
+                st.gone_since = None if info.get("gone_since") is None else float(info["gone_since"])
             with contextlib.suppress(TypeError, ValueError):  # a slow one is deferred at once; a bad value: unknown
                 st.label_check_seconds = float(info.get("label_check_seconds") or 0.0)
             with contextlib.suppress(TypeError, KeyError, ValueError):
@@ -274,7 +277,7 @@ class ProjectManager:
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "pushed_rows_number": ps.last_number if ps.rows_number is None else ps.rows_number,
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
-            "label_check_seconds": st.label_check_seconds,
+            "label_check_seconds": st.label_check_seconds, "gone_since": st.gone_since,
             "claim_seen": None if st.claim_seen is None else st.claim_seen.as_dict()})
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
@@ -290,6 +293,9 @@ class ProjectManager:
                     st.access_token = None
             if access_token:
                 st.access_token = access_token
+            if st.gone_since is not None:  # Label Studio asks: it has the project (again)
+                st.gone_since = None
+                new = True
             if new or (st.label_config, st.ls_url) != before:
                 self._persist(st)  # Label Studio calls /setup before every batch: an fsync only when it changed
         if st.config_error:
@@ -495,12 +501,45 @@ class ProjectManager:
         for st in list(self.projects.values()):
             if self.runner.closed:
                 return
-            if st.config is None:
+            if st.config is None or self._still_gone(st):
                 continue
             faults: list[str] = []
             self._poll_project(st, faults)
-            if faults:  # Label Studio away fails every step of a project's poll: it counts once
+            if faults and not self._gone(st):  # Label Studio away fails every step of a project's poll: it counts once
                 self.metrics.errors.labels("poll").inc()
+
+    def _gone(self, st: ProjectState) -> bool:
+        """After a failed poll: whether Label Studio no longer has the project. Then it is counted once
+        (``errors{project_gone}``) and not polled, trained or pushed until Label Studio has it again."""
+        try:
+            self.client(st).get_project(st.id)
+            return False
+        except LabelStudioError as e:
+            if e.status_code != 404:
+                return False
+        except Exception:
+            return False
+        with st.lock:
+            st.gone_since = time.time()
+            self._persist(st)
+        self.metrics.errors.labels("project_gone").inc()
+        log.warning("project %s: Label Studio no longer has it (404); it is no longer polled, trained or pushed "
+                    "until Label Studio has it again", st.id)
+        return True
+
+    def _still_gone(self, st: ProjectState) -> bool:
+        """A project Label Studio had deleted: one read a poll, so one made again under its id comes back."""
+        if st.gone_since is None:
+            return False
+        try:
+            self.client(st).get_project(st.id)
+        except Exception:
+            return True
+        with st.lock:
+            st.gone_since = None
+            self._persist(st)
+        log.info("project %s: Label Studio has it again", st.id)
+        return False
 
     def _poll_project(self, st: ProjectState, faults: list[str]) -> None:
         """Each step fails alone, so one broken step (scoring, the claim) keeps neither the labels nor the push."""
@@ -583,7 +622,7 @@ class ProjectManager:
     def cron(self) -> None:
         """Scheduled retrains of every project that has a label config (the others have nothing to train)."""
         for pid, st in list(self.projects.items()):
-            if st.config is not None:
+            if st.config is not None and st.gone_since is None:
                 self.request_training(pid, "RETRAIN_CRON")
 
     def start_scheduler(self) -> None:

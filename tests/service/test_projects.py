@@ -65,6 +65,37 @@ def test_a_version_saved_before_its_push_was_asked_for_is_pushed_after_a_restart
     m3.shutdown()
 
 
+def test_a_project_deleted_in_label_studio_is_counted_once_and_left_alone_until_it_is_back(tmp_path) -> None:
+    """A deleted project polled for weeks must not grow errors{poll}, the metric a team alerts on."""
+    from connectors.label_studio import LabelStudioError
+
+    class Deletable(FakeClient):
+        gone = False
+
+        def get_project(self, project_id):
+            if self.gone:
+                raise LabelStudioError("get_project: Label Studio answered HTTP 404: Not found", False, 404)
+            return super().get_project(project_id)
+
+    m, app, client, backend = first_version(tmp_path, client=Deletable(), retrain_min_new_labels=1000)
+    errors = m.metrics.errors
+    client.gone = True
+    for _ in range(3):
+        m.poll()
+        m.cron()
+        assert m.runner.wait_idle(60)
+    assert errors.labels("project_gone")._value.get() == 1 and errors.labels("poll")._value.get() == 0
+    assert app.get("/projects/1/status").json()["gone_from_label_studio_since"] is not None
+    assert backend.runs == 1, "nothing trained for a project Label Studio no longer has"
+    m.shutdown()
+    m2, app2, _ = make(tmp_path, client=client, retrain_min_new_labels=1000)
+    assert m2.projects[1].gone_since is not None, "remembered across a restart"
+    client.gone = False
+    m2.poll()
+    assert m2.projects[1].gone_since is None and app2.get("/projects/1/status").json()["model_version"] == "sae-v1"
+    m2.shutdown()
+
+
 def test_a_correction_retrains(tmp_path) -> None:
     m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1)
     task = client.tasks[3]
