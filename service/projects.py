@@ -501,12 +501,25 @@ class ProjectManager:
         for st in list(self.projects.values()):
             if self.runner.closed:
                 return
-            if st.config is None or self._still_gone(st):
+            if (st.config is None and not self._config_fixed(st)) or self._still_gone(st):
                 continue
             faults: list[str] = []
             self._poll_project(st, faults)
             if faults and not self._gone(st):  # Label Studio away fails every step of a project's poll: it counts once
                 self.metrics.errors.labels("poll").inc()
+
+    def _config_fixed(self, st: ProjectState) -> bool:
+        """A project set up with a config this backend cannot use: one read a poll, so a config fixed in Label
+        Studio is taken without waiting for its next ``/setup``."""
+        if st.label_config is None or st.gone_since is not None:
+            return False
+        try:
+            xml = self.client(st).get_project(st.id).get("label_config")
+        except Exception as e:
+            log.warning("project %s: its label config could not be read again: %s", st.id, e)
+            return False
+        self._config_seen(st, xml)
+        return st.config is not None
 
     def _gone(self, st: ProjectState) -> bool:
         """After a failed poll: whether Label Studio no longer has the project. Then it is counted once

@@ -96,6 +96,17 @@ def test_a_project_deleted_in_label_studio_is_counted_once_and_left_alone_until_
     m2.shutdown()
 
 
+def test_a_label_config_fixed_in_label_studio_is_taken_at_the_next_poll(tmp_path) -> None:
+    """A project first set up with a config this backend cannot use must not wait for a /setup once it is fixed."""
+    m, app, _ = make(tmp_path, client=FakeClient())
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG.replace('choice="single"', 'choice="multiple"')})
+    st = m.projects[1]
+    assert st.config is None and st.config_error
+    m.poll()  # Label Studio holds the fixed one (the fake's project config)
+    assert st.config is not None and st.config_error is None
+    m.shutdown()
+
+
 def test_a_correction_retrains(tmp_path) -> None:
     m, app, client, backend = first_version(tmp_path, retrain_min_new_labels=1)
     task = client.tasks[3]
