@@ -516,7 +516,8 @@ class ProjectManager:
         try:
             xml = self.client(st).get_project(st.id).get("label_config")
         except Exception as e:
-            log.warning("project %s: its label config could not be read again: %s", st.id, e)
+            if not (isinstance(e, LabelStudioError) and e.status_code == 404 and self._gone(st)):
+                log.warning("project %s: its label config could not be read again: %s", st.id, e)
             return False
         self._config_seen(st, xml)
         return st.config is not None
@@ -525,10 +526,16 @@ class ProjectManager:
         """After a failed poll: whether Label Studio no longer has the project. Then it is counted once
         (``errors{project_gone}``) and not polled, trained or pushed until Label Studio has it again."""
         try:
-            self.client(st).get_project(st.id)
+            client = self.client(st)
+            client.get_project(st.id)
             return False
         except LabelStudioError as e:
             if e.status_code != 404:
+                return False
+        except Exception:
+            return False
+        try:  # a 404 from a wrong URL path or a proxy while Label Studio restarts is not the project gone
+            if any(int(p.get("id", -1)) == st.id for p in client.list_projects()):
                 return False
         except Exception:
             return False
@@ -695,6 +702,9 @@ class ProjectManager:
 
     def _job(self, pid: int, kind: str, reason: str) -> None:
         st = self.get(pid)
+        if st.gone_since is not None and self._still_gone(st):  # a resumed training, a pending push, a webhook
+            log.info("project %s: not run (%s): Label Studio no longer has it", pid, reason)
+            return
         if kind == PUSH:
             if st.push_pending and st.served is not None:
                 self._push(st, self.client(st))
@@ -733,12 +743,15 @@ class ProjectManager:
             st.progress = {}
             st.interrupted = None
             st.reading_labels = None
-            if not cancelled:
-                with st.lock:
-                    self._persist(st)
             self.metrics.training.labels(str(pid)).set(0)
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
+            if not cancelled:
+                try:
+                    with st.lock:
+                        self._persist(st)
+                except OSError as e:  # a full disk: the state in memory is right, the next write records it
+                    log.error("project %s: the training's end could not be recorded: %s", pid, e)
 
     def _nothing_new(self, st: ProjectState) -> bool:
         """A label-driven training whose changes the version in service already has, e.g. a follow-up asked for

@@ -196,7 +196,7 @@ class Settings(BaseSettings):
             u = urlsplit(v.strip())
             if u.scheme not in ("http", "https") or not u.hostname:
                 raise ValueError(f"{info.field_name.upper()} must be http(s)://host[:port][/path], not {v!r}")
-        return v or None
+        return (v or "").strip() or None
 
     @field_validator("retrain_cron")
     @classmethod

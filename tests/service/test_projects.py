@@ -71,25 +71,37 @@ def test_a_project_deleted_in_label_studio_is_counted_once_and_left_alone_until_
 
     class Deletable(FakeClient):
         gone = False
+        listed = True  # a 404 while the project list still names it: a wrong path, a proxy, not a deletion
 
         def get_project(self, project_id):
             if self.gone:
                 raise LabelStudioError("get_project: Label Studio answered HTTP 404: Not found", False, 404)
             return super().get_project(project_id)
 
+        def list_projects(self):
+            return [{"id": 1}] if self.listed else []
+
     m, app, client, backend = first_version(tmp_path, client=Deletable(), retrain_min_new_labels=1000)
     errors = m.metrics.errors
     client.gone = True
+    m.poll()
+    assert m.projects[1].gone_since is None and errors.labels("poll")._value.get() == 1, "listed: not gone"
+    client.listed = False
     for _ in range(3):
         m.poll()
         m.cron()
+        webhook(app, "START_TRAINING")
         assert m.runner.wait_idle(60)
-    assert errors.labels("project_gone")._value.get() == 1 and errors.labels("poll")._value.get() == 0
+    assert errors.labels("project_gone")._value.get() == 1 and errors.labels("poll")._value.get() == 1
     assert app.get("/projects/1/status").json()["gone_from_label_studio_since"] is not None
-    assert backend.runs == 1, "nothing trained for a project Label Studio no longer has"
+    assert backend.runs == 1 and errors.labels("training")._value.get() == 0, "nothing trained for it"
+    m.projects[1].push_pending = True  # as a push that failed on the 404 leaves it
+    m._persist(m.projects[1])
     m.shutdown()
     m2, app2, _ = make(tmp_path, client=client, retrain_min_new_labels=1000)
     assert m2.projects[1].gone_since is not None, "remembered across a restart"
+    assert m2.projects[1].push_pending and m2.runner.wait_idle(60)
+    assert m2.metrics.errors.labels("push")._value.get() == 0, "its pending push waits for the project"
     client.gone = False
     m2.poll()
     assert m2.projects[1].gone_since is None and app2.get("/projects/1/status").json()["model_version"] == "sae-v1"
