@@ -67,16 +67,26 @@ class VersionStore:
         to a temporary name, so a crash mid-delete leaves nothing that looks complete.
         """
         numbers = self.numbers()
-        doomed = [n for n in numbers[: max(len(numbers) - keep, 0)] if n != serving]
-        for n in doomed:
+        doomed, pruned = [n for n in numbers[: max(len(numbers) - keep, 0)] if n != serving], []
+        for n in doomed:  # each on its own: one that cannot go must not keep the others, or the snapshots, on disk
             gone = self.dir / f".v{n:06d}.tmp-pruned"
-            self.path(n).replace(gone)
+            try:
+                if gone.exists():  # left by a delete cut short: the rename would fail onto it
+                    shutil.rmtree(gone)
+                self.path(n).replace(gone)
+            except OSError as e:
+                log.warning("%s: version %s could not be deleted: %s", self.dir, n, e)
+                continue
             shutil.rmtree(gone, ignore_errors=True)
+            pruned.append(n)
         for snapshot in self.dir.glob("served-v*.npz"):
             m = re.match(r"^served-v(\d+)\.npz$", snapshot.name)
             if m and int(m.group(1)) != serving:
-                snapshot.unlink(missing_ok=True)
-        return doomed
+                try:
+                    snapshot.unlink(missing_ok=True)
+                except OSError as e:
+                    log.warning("%s: %s could not be deleted: %s", self.dir, snapshot.name, e)
+        return pruned
 
     def numbers(self) -> list[int]:
         out = []

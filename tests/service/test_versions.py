@@ -85,6 +85,26 @@ def test_prune_keeps_the_newest_and_the_served_and_only_the_served_snapshot(digi
     assert store.clean_temporary() == 2, "a snapshot or a delete a crash cut short"
 
 
+def test_a_version_that_cannot_be_pruned_keeps_neither_the_others_nor_the_snapshots(digits_model: SAEClassifier,
+                                                                                  tmp_path, monkeypatch) -> None:
+    store = VersionStore(tmp_path, 1)
+    for _ in range(4):
+        store.save(digits_model, {})
+    (store.dir / "served-v000001.npz").write_bytes(b"x")
+    (store.dir / ".v000002.tmp-pruned").mkdir()  # a delete cut short left it: the rename would fail onto it
+    (store.dir / ".v000002.tmp-pruned" / "f").write_bytes(b"x")
+    real = type(store.path(1)).replace
+
+    def refuse_one(self, target):
+        if self.name.endswith("000001"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, target)
+
+    monkeypatch.setattr(type(store.path(1)), "replace", refuse_one)
+    assert store.prune(1, serving=4) == [2, 3], "1 could not go; 2 and 3 did"
+    assert store.numbers() == [1, 4] and not list(store.dir.glob("served-v*"))
+
+
 def test_history_skips_a_version_pruned_while_it_is_read(digits_model: SAEClassifier, tmp_path,
                                                          monkeypatch) -> None:
     store = VersionStore(tmp_path, 1)
