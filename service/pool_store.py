@@ -20,9 +20,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -103,15 +105,23 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that a crash or power cut leaves the old content or the new, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
+@contextmanager
+def replacing(path: Path, tmp_suffix: str = ".tmp") -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` once written and synced, so that a crash or power cut leaves the old
+    content or the new, never a mix (nor, after a power cut, the new name without its data)."""
+    tmp = path.with_name(path.name + tmp_suffix)
+    with open(tmp, "wb") as fh:
+        yield fh
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (see :func:`replacing`)."""
+    with replacing(path) as fh:
+        fh.write(text.encode())
 
 
 def _append_bytes(path: Path, expected_size: int, data: np.ndarray, fsync: bool) -> None:

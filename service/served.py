@@ -10,7 +10,6 @@ and the paper's normalised confidence; and the ranking head of unlabeled tasks.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from model.acquisition import (
 )
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, stop_set
-from service.pool_store import fsync_dir
+from service.pool_store import replacing
 
 LATENT_KEEP = 20000
 
@@ -212,17 +211,12 @@ def save_served(served: ServedVersion, path: Path) -> None:
     """The scored snapshot beside the version, so a restart serves at once without encoding the pool."""
     keys = np.fromiter(served.labels.keys(), np.int64, len(served.labels))
     vals = np.fromiter(served.labels.values(), np.int64, len(served.labels))
-    tmp = path.with_name(path.name + ".tmp.npz")
-    with open(tmp, "wb") as fh:  # synced before the rename: after a power cut the name must not outlive the data
+    with replacing(path, ".tmp.npz") as fh:
         np.savez(fh, ids=served.ids, pred=served.pred, score=served.score, confidence=served.confidence,
                  head_ids=served.head_ids, head_values=served.head_values, label_ids=keys, label_classes=vals,
                  latent_z=served.latent.get("z", np.zeros((0, 0))), latent_y=served.latent.get("y", np.zeros(0)),
                  latent_ids=served.latent.get("ids", np.zeros(0)), strategy=np.array(served.strategy),
                  head_view=served._head_view())
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-    fsync_dir(path.parent)
 
 
 def load_served(path: Path, number: int, name: str, model: SAEClassifier) -> ServedVersion:
