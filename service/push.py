@@ -310,11 +310,12 @@ def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, versi
     it knows no row of before it writes theirs.
     """
     wanted = [{**r, "task": copies[r["task"]]} for r in rows if r["task"] in copies]
-    if report.took_over:  # another install's rows under this name are not this version's
+    if report.took_over:  # another install's rows under this name are not this version's: none once deleted
         report.rows_deleted += step(client.delete_predictions, queue_id, [version]) or 0
-        known = QueueState(queue_id, copies, number - 1)
+        known, blank = None, True
+    else:  # after a completed push of an earlier version, the queue holds none of this one's
+        blank = known is not None and known.rows_number is not None and known.rows_number < number
     held = set(known.rows) if known is not None and known.rows_number == number else set()
-    blank = known is not None and known.rows_number is not None and known.rows_number < number  # none of its own
     lost: set[int] = set()  # copies a person deleted: their sources are copied again at the next push
 
     def read(tasks: list[int]) -> None:
