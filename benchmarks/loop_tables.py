@@ -133,6 +133,18 @@ def queue_push_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def new_tasks_table(data: dict) -> str:
+    """The backend's own bookkeeping for a batch of new tasks and for a quiet poll (benchmarks/new_tasks.py)."""
+    lines = ["| pool | batch | store the batch | find the new tasks, now / before | merge into the snapshot, "
+             "now / before | a batch in all, now / before | a quiet poll's look, now / before |", "|---" * 7 + "|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['pool']:,} | {r['batch']} | {r['append_ms']:.1f} ms | {r['find_now_ms']:.1f} / "
+                     f"{r['find_before_ms']:.1f} ms | {r['merge_now_ms']:.1f} / {r['merge_before_ms']:.1f} ms | "
+                     f"{r['batch_now_ms']:.1f} / {r['batch_before_ms']:.1f} ms | {r['quiet_now_ms']:.1f} / "
+                     f"{r['quiet_before_ms']:.1f} ms |")
+    return "\n".join(lines)
+
+
 def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
@@ -398,7 +410,9 @@ def main() -> None:
                                ("ls-write-costs-60k.json", "Label Studio's writes", write_costs_table),
                                ("ls-write-costs-60k-claim.json", "Label Studio's writes, with the writer claim",
                                 write_costs_table),
-                               ("queue-push-60k.json", "A push in view mode and in queue mode", queue_push_table)):
+                               ("queue-push-60k.json", "A push in view mode and in queue mode", queue_push_table),
+                               ("new-tasks-cpu.json", "New tasks and a quiet poll, the backend's own work",
+                                new_tasks_table)):
         data = _load(name)
         if data:
             processor = f", {data['processor']}" if data.get("processor") else ""

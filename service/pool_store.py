@@ -16,6 +16,7 @@ writes a store at a time.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,8 @@ _COMPACT_SUFFIX = ".compact"
 _COMMIT_MARKER = "compact.commit"
 _DATA_FILES = ("items.bin", "ids.bin", "dead.bin")
 _GATHER_BYTES = 64 << 20
+_instances = itertools.count()
+Mark = tuple[int, int, int]  # (store object, generation, rows): a position in one store's rows
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,7 @@ class PoolStore:
             self.item_shape = tuple(int(d) for d in info["item_shape"])
             self.dtype = np.dtype(info["dtype"])
         self._dead_entries = 0
+        self._instance = next(_instances)
         self._state = self._recover()
 
     def _path(self, name: str) -> Path:
@@ -417,6 +421,14 @@ class PoolStore:
         """Live task ids (int64) in insertion order."""
         s = self._state
         return s.row_ids[: s.n_rows][s.alive[: s.n_rows]]
+
+    def ids_since(self, mark: Mark | None) -> tuple[np.ndarray, Mark]:
+        """Live ids in the rows appended since ``mark`` (every live id without one, or after a compaction renumbered
+        the rows), and the mark to pass next time: what a pool of millions added is found in O(added)."""
+        s = self._state
+        start = mark[2] if mark is not None and mark[:2] == (self._instance, s.generation) else 0
+        rows = slice(min(start, s.n_rows), s.n_rows)
+        return s.row_ids[rows][s.alive[rows]], (self._instance, s.generation, s.n_rows)
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids, rows) of the live items, in row order: rows index into :meth:`items`."""

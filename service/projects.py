@@ -37,6 +37,7 @@ from service import dir_lock
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
+from service.pool_store import Mark
 from service.push import VIEW, PushError, PushReport, PushState, RowsAhead, push_suggestions, push_version
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
@@ -451,9 +452,10 @@ class ProjectManager:
             if served is None:
                 return
             m = self.mirror(st)
-            ids = m.store.ids()
+            ids, mark = m.store.ids_since(served.rows_mark)
             new = ids[served.lookup(ids) < 0]
             if len(new) == 0:
+                self._covered(st, served, mark)
                 return
             kept, parts = [], []
             for i in range(0, len(new), SCORE_CHUNK):  # items a chunk at a time; a task deleted meanwhile drops out
@@ -462,6 +464,7 @@ class ProjectManager:
                     kept.append(ids_i)
                     parts.append(decision_scores(served.model, items))
             if not kept:
+                self._covered(st, served, mark)
                 return
             new = np.concatenate(kept)
             d, z = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
@@ -470,7 +473,7 @@ class ProjectManager:
             with st.lock:
                 if st.served is not served:
                     continue
-                st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head))
+                st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head), mark)
                 head = {t for t, _ in st.served.ranking(self.settings.push_head, labeled)}  # as the push will see it
                 entered = bool(head & set(new.tolist()))
                 if entered:
@@ -482,6 +485,13 @@ class ProjectManager:
             if entered:
                 self.runner.request(st.id, "new tasks entered the head", PUSH)
             return
+
+    @staticmethod
+    def _covered(st: ProjectState, served: ServedVersion, mark: Mark) -> None:
+        """Nothing new up to ``mark``: the next look at the pool starts there (O(new tasks), not O(pool))."""
+        with st.lock:
+            if st.served is served and served.rows_mark != mark:
+                st.served = dataclasses.replace(served, rows_mark=mark)
 
     def poll(self) -> None:
         """Catch what webhooks missed (the tasks saved since the last poll, counters) and retry pending pushes."""
@@ -790,7 +800,7 @@ class ProjectManager:
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)
         st.reading_labels = labels
-        ids = m.store.ids()
+        ids, mark = m.store.ids_since(None)
         skipped = set(m.skipped)
         if skipped - st.counted_skips:  # each unreadable task once, not again at every version
             self.metrics.errors.labels("data").inc(len(skipped - st.counted_skips))
@@ -815,8 +825,9 @@ class ProjectManager:
         keep = max(RANKING_KEEP, s.push_head)
         scoring = ScoringJob(str(m.store.directory), ids, np.fromiter(labels, np.int64, len(labels)),
                              str(store.path(number)), s.query_strategy, keep, device=s.device)
-        served = ServedVersion.from_shards(number, name, result.model, s.query_strategy, labels,
-                                           self.backend.score(scoring, result.model, report), keep)
+        served = dataclasses.replace(ServedVersion.from_shards(
+            number, name, result.model, s.query_strategy, labels, self.backend.score(scoring, result.model, report),
+            keep), rows_mark=mark)
         save_served(served, store.dir / f"served-v{number:06d}.npz")
         kappa = served.agreement_with(previous, s.stop_set_size) if previous is not None else None
         with st.lock:

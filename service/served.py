@@ -10,6 +10,7 @@ and the paper's normalised confidence; and the ranking head of unlabeled tasks.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +28,45 @@ from model.acquisition import (
 )
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, stop_set
-from service.pool_store import replacing
+from service.pool_store import Mark, replacing
 
 LATENT_KEEP = 20000
+_COLUMNS = ("ids", "pred", "score", "confidence")
+_ROOM_LOCK = threading.Lock()
+
+
+class _Room:
+    """Spare room past the end of a snapshot's per-task columns, shared with the snapshots made from it.
+
+    New tasks come with ever larger ids, so a snapshot that answers for them is the old one with rows
+    appended: the snapshot that ends where the room's used part ends writes them in place, and a pool of
+    millions costs O(new tasks) a batch instead of a copy of every column. Older snapshots view a prefix
+    that is never written again.
+    """
+
+    def __init__(self, columns: dict[str, np.ndarray], used: int) -> None:
+        self.columns = columns
+        self.used = used
+
+
+def _appended(version: ServedVersion, new: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], _Room]:
+    """The version's columns with ``new`` appended, in place where its room allows (one growth in eight copies)."""
+    n, k = len(version.ids), len(new["ids"])
+    with _ROOM_LOCK:
+        room = version._room
+        if room is None or room.used != n or len(room.columns["ids"]) < n + k:
+            capacity = n + k + max((n + k) // 8, 1024)
+            columns = {}
+            for c in _COLUMNS:
+                old = getattr(version, c)
+                buf = np.empty(capacity, dtype=np.result_type(old.dtype, new[c].dtype))
+                buf[:n] = old
+                columns[c] = buf
+            room = _Room(columns, n)
+        for c in _COLUMNS:
+            room.columns[c][n:n + k] = new[c]
+        room.used = n + k
+    return {c: room.columns[c][:n + k] for c in _COLUMNS}, room
 
 
 @dataclass(frozen=True)
@@ -103,6 +140,8 @@ class ServedVersion:
     head_values: np.ndarray
     latent: dict = field(default_factory=dict)
     head_view: np.ndarray | None = None
+    rows_mark: Mark | None = None  # the pool store's rows its scores cover (PoolStore.ids_since)
+    _room: _Room | None = field(default=None, repr=False, compare=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -159,26 +198,37 @@ class ServedVersion:
         pos = np.clip(np.searchsorted(self.ids, t), 0, len(self.ids) - 1)
         return np.where(self.ids[pos] == t, pos, -1)
 
-    def with_items(self, ids: np.ndarray, scored: Scored, keep: int) -> ServedVersion:
+    def with_items(self, ids: np.ndarray, scored: Scored, keep: int,
+                   rows_mark: Mark | None = None) -> ServedVersion:
         """A new snapshot that also answers for these (new, unlabeled) tasks and ranks them into the head.
 
         The head is merged by view score, which orders it exactly as the view does for every strategy.
+        Tasks with ids past every known one (as Label Studio numbers new tasks) are appended without copying
+        the pool's columns; others are merged in, O(pool).
         """
         ids = np.asarray(ids, np.int64)
         fresh = self.lookup(ids) < 0
-        ids, pred, score, conf, value = (ids[fresh], scored.pred[fresh], scored.score[fresh],
-                                         scored.confidence[fresh], scored.value[fresh])
-        all_ids = np.concatenate([self.ids, ids])
-        order = np.argsort(all_ids, kind="stable")
-        head_ids = np.concatenate([self.head_ids, ids])
+        order = np.argsort(ids[fresh], kind="stable")
+        new = {"ids": ids[fresh][order], "pred": scored.pred[fresh][order], "score": scored.score[fresh][order],
+               "confidence": scored.confidence[fresh][order]}
+        value = scored.value[fresh][order]
+        mark = rows_mark if rows_mark is not None else self.rows_mark
+        if len(new["ids"]) == 0:
+            return dataclasses.replace(self, rows_mark=mark)
+        room = None
+        if len(self.ids) == 0 or new["ids"][0] > self.ids[-1]:
+            columns, room = _appended(self, new)
+        else:
+            columns = {c: np.concatenate([getattr(self, c), new[c]]) for c in _COLUMNS}
+            merged = np.argsort(columns["ids"], kind="stable")
+            columns = {c: a[merged] for c, a in columns.items()}
+        head_ids = np.concatenate([self.head_ids, new["ids"]])
         head_values = np.concatenate([self.head_values, value])
-        head_view = np.concatenate([self._head_view(), score])
+        head_view = np.concatenate([self._head_view(), new["score"]])
         top = np.lexsort((head_ids, head_view))[:keep]
         return dataclasses.replace(
-            self, ids=all_ids[order], pred=np.concatenate([self.pred, pred])[order],
-            score=np.concatenate([self.score, score])[order],
-            confidence=np.concatenate([self.confidence, conf])[order],
-            head_ids=head_ids[top], head_values=head_values[top], head_view=head_view[top])
+            self, **columns, head_ids=head_ids[top], head_values=head_values[top], head_view=head_view[top],
+            rows_mark=mark, _room=room)
 
     def agreement_with(self, previous: ServedVersion, size: int) -> float | None:
         """Cohen's kappa of the two versions' classes on a fixed set of tasks unlabeled in this one.

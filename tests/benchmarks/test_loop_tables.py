@@ -125,6 +125,15 @@ def test_the_queue_s_part_is_the_queue_push_less_the_view_push_of_the_same_versi
     assert "from the second version on: median +1.8 s" in table and "ranking's order: no." in table
 
 
+def test_the_new_tasks_table_shows_medians_now_and_before_per_pool() -> None:
+    row = {"pool": 5000000, "batch": 100, "append_ms": 28.35, "find_now_ms": 0.2, "find_before_ms": 359.25,
+           "merge_now_ms": 0.6, "merge_before_ms": 138.25, "batch_now_ms": 29.15, "batch_before_ms": 525.85,
+           "quiet_now_ms": 0.0, "quiet_before_ms": 356.8}
+    cells = loop_tables.new_tasks_table({"rows": [row]}).splitlines()[2].split("|")
+    assert cells[1].strip() == "5,000,000" and cells[4].strip() == "0.2 / 359.2 ms"
+    assert cells[6].strip() == "29.1 / 525.9 ms" and cells[7].strip() == "0.0 / 356.8 ms"
+
+
 def test_every_readme_table_of_a_kind_this_script_prints_is_one_it_prints(capsys) -> None:
     """The live-loop, soak and speed tables are pasted by hand: a table edited or left behind fails here."""
     loop_tables.main()

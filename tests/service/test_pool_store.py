@@ -317,3 +317,29 @@ def test_a_compaction_lets_go_of_the_old_file_once_its_arrays_are_dropped(tmp_pa
     with open("/proc/self/maps") as f:
         held = [line for line in f if str(tmp_path) in line and "(deleted)" in line]
     assert held == [], "the replaced items file would keep its disk space"
+
+
+def test_ids_since_a_mark_are_the_live_ones_appended_after_it(tmp_path) -> None:
+    store = PoolStore(tmp_path, fsync=False)
+    store.append(np.arange(10), _images(10))
+    first, mark = store.ids_since(None)
+    np.testing.assert_array_equal(first, np.arange(10))
+    store.append(np.arange(10, 15), _images(5, seed=1))
+    store.delete([12, 3])
+    since, mark2 = store.ids_since(mark)
+    np.testing.assert_array_equal(since, [10, 11, 13, 14])
+    assert store.ids_since(mark2)[0].size == 0
+    store.append([4], _images(1, seed=2))  # a replaced item is a new row
+    np.testing.assert_array_equal(store.ids_since(mark2)[0], [4])
+
+
+def test_ids_since_a_mark_from_before_a_compaction_or_of_another_store_are_all_of_them(tmp_path) -> None:
+    store = PoolStore(tmp_path / "a", fsync=False)
+    store.append(np.arange(10), _images(10))
+    store.delete([0, 1, 2, 3, 4, 5])
+    _, mark = store.ids_since(None)
+    store.compact(min_dead=0.0)
+    np.testing.assert_array_equal(store.ids_since(mark)[0], [6, 7, 8, 9])
+    other = PoolStore(tmp_path / "b", fsync=False)
+    other.append(np.arange(20, 30), _images(10))
+    assert len(other.ids_since(store.ids_since(None)[1])[0]) == 10

@@ -7,9 +7,11 @@ import itertools
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from service.jobs import PUSH
+from service.served import ServedVersion
 from tests.service.test_app import CONFIG, FakeClient, choice, make
 from tests.service.test_faults import CountingBackend
 
@@ -576,17 +578,33 @@ def test_a_task_deleted_while_new_tasks_are_scored_drops_out(tmp_path, monkeypat
     st = m.projects[1]
     mirror = m.mirror(st)
     mirror.add_tasks([{"id": 500 + i, "data": client.tasks[i]["data"]} for i in range(2)], st.config, m.fetcher(st))
-    real = mirror.store.ids
+    real = mirror.store.ids_since
 
-    def ids_then_a_delete():
-        out = real()
+    def ids_then_a_delete(mark):
+        out = real(mark)
         mirror.remove_tasks([501])  # a TASKS_DELETED webhook between reading the ids and the items
         return out
 
-    monkeypatch.setattr(mirror.store, "ids", ids_then_a_delete)
+    monkeypatch.setattr(mirror.store, "ids_since", ids_then_a_delete)
     m._score_missing(st)
     known = set(st.served.ids.tolist())
     assert 500 in known and 501 not in known
+
+
+def test_new_tasks_are_found_by_reading_only_the_rows_added_since_the_last_look(tmp_path, monkeypatch) -> None:
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    mirror = m.mirror(st)
+    pool = len(mirror.store)
+    asked: list[int] = []
+    real = ServedVersion.lookup
+    monkeypatch.setattr(ServedVersion, "lookup", lambda self, ids: asked.append(len(ids)) or real(self, ids))
+    m._score_missing(st)  # the version's own scoring covered the pool: nothing to compare
+    mirror.add_tasks([{"id": 700 + i, "data": client.tasks[i]["data"]} for i in range(3)], st.config, m.fetcher(st))
+    m._score_missing(st)
+    m._score_missing(st)
+    assert (st.served.lookup(np.array([700, 701, 702])) >= 0).all() and len(st.served.ids) == pool + 3
+    assert max(asked) <= 3 < pool, asked
 
 
 def test_a_new_token_from_setup_replaces_the_old_client_instead_of_keeping_both(tmp_path) -> None:

@@ -93,3 +93,47 @@ def test_decision_scores_keep_the_precision_the_simulator_ranks_in(fitted) -> No
     d, _ = decision_scores(model, x[:20])
     assert d.dtype == np.float64
     np.testing.assert_array_equal(d, model.svm_.decision_function(model.transform(x[:20])))
+
+
+def _scored(model, x: np.ndarray):
+    d, z = decision_scores(model, x)
+    return score(model, d, get_strategy("margin"), codes=z)[0]
+
+
+def _columns(v: ServedVersion) -> list[np.ndarray]:
+    return [v.ids, v.pred, v.score, v.confidence, v.head_ids, v.head_view]
+
+
+def test_new_tasks_past_every_id_append_in_place_and_answer_as_a_merge_would(fitted) -> None:
+    model, x, labels, ids = fitted
+    base = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[:200], x[:200], keep=30)
+    one = base.with_items(ids[250:300][::-1], _scored(model, x[250:300][::-1]), keep=30)
+    two = one.with_items(ids[300:], _scored(model, x[300:]), keep=30)
+    whole = ServedVersion.build(1, "sae-v1", model, "margin", labels, np.concatenate([ids[:200], ids[250:]]),
+                                np.concatenate([x[:200], x[250:]]), keep=30)
+    for a, b in zip(_columns(two), _columns(whole), strict=True):
+        np.testing.assert_allclose(a, b)
+    assert two.ids.base is not None and two.ids.base is one.ids.base, "the second batch went into the same room"
+    assert len(one.ids) == 250 and one.ids[-1] == ids[299], "the version before still answers for its own tasks"
+
+
+def test_a_snapshot_extended_twice_from_the_same_one_keeps_both_apart(fitted) -> None:
+    model, x, labels, ids = fitted
+    base = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[:150], x[:150], keep=30)
+    one = base.with_items(ids[150:200], _scored(model, x[150:200]), keep=30)
+    a = one.with_items(ids[200:250], _scored(model, x[200:250]), keep=30)
+    b = one.with_items(ids[300:350], _scored(model, x[300:350]), keep=30)  # a stale one: must not write over a
+    assert a.ids[-1] == ids[249] and (a.lookup(ids[:250]) >= 0).all() and (a.lookup(ids[300:350]) < 0).all()
+    np.testing.assert_array_equal(a.pred[a.lookup(ids[200:250])], _scored(model, x[200:250]).pred)
+    assert b.ids[-1] == ids[349] and (b.lookup(ids[200:250]) < 0).all() and (b.lookup(ids[300:350]) >= 0).all()
+    c = a.with_items(ids[250:300], _scored(model, x[250:300]), keep=30)
+    assert (c.lookup(ids[:300]) >= 0).all() and a.ids[-1] == ids[249] and len(one.ids) == 200
+
+
+def test_new_tasks_among_known_ids_are_merged_in_order(fitted) -> None:
+    model, x, labels, ids = fitted
+    base = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[100:], x[100:], keep=30)
+    merged = base.with_items(ids[:100], _scored(model, x[:100]), keep=30, rows_mark=(7, 0, 400))
+    assert np.all(np.diff(merged.ids) > 0) and (merged.lookup(ids) >= 0).all()
+    np.testing.assert_array_equal(merged.pred[merged.lookup(ids[:100])], _scored(model, x[:100]).pred)
+    assert merged.rows_mark == (7, 0, 400) and base.rows_mark is None
