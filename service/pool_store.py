@@ -166,6 +166,7 @@ class PoolStore:
         self._lock = threading.Lock()
         self._closed = False
         self._maps: dict[int, np.ndarray] = {}
+        self._rooms: dict[str, np.ndarray] = {}  # the index's sorted ids and rows, with room to append
         self.item_shape: tuple[int, ...] | None = None
         self.dtype: np.dtype | None = None
         if not read_only:
@@ -315,15 +316,30 @@ class PoolStore:
                 alive = alive.copy()
             alive[r0 : r0 + n] = True
             alive[tombs] = False
-            vals = s.vals.copy() if found.any() else s.vals
-            vals[pos[found]] = batch_rows[found]
-            new = ~found
-            keys = np.insert(s.keys, pos[new], batch_keys[new])
-            vals = np.insert(vals, pos[new], batch_rows[new])
+            if not found.any() and (len(s.keys) == 0 or batch_keys[0] > s.keys[-1]):  # as Label Studio numbers tasks
+                keys, vals = self._extended("keys", s.keys, batch_keys), self._extended("vals", s.vals, batch_rows)
+            else:
+                vals = s.vals.copy() if found.any() else s.vals
+                vals[pos[found]] = batch_rows[found]
+                new = ~found
+                keys = np.insert(s.keys, pos[new], batch_keys[new])
+                vals = np.insert(vals, pos[new], batch_rows[new])
             self._state = _State(s.generation, r0 + n, row_ids, alive, keys, vals)
 
             if len(tombs):
                 self._append_dead(tombs)
+
+    def _extended(self, name: str, current: np.ndarray, tail: np.ndarray) -> np.ndarray:
+        """``current`` + ``tail`` written into spare room after it where ``current`` is the newest state's (O(tail));
+        earlier states view a prefix, which is never written again."""
+        n, k = len(current), len(tail)
+        buf = self._rooms.get(name)
+        if buf is None or current.base is not buf or len(buf) < n + k:
+            buf = np.empty(n + k + max((n + k) // 8, 1024), current.dtype)
+            buf[:n] = current
+            self._rooms[name] = buf
+        buf[n:n + k] = tail
+        return buf[:n + k]
 
     def _append_dead(self, rows: np.ndarray) -> None:
         _append_bytes(

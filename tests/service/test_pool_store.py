@@ -343,3 +343,21 @@ def test_ids_since_a_mark_from_before_a_compaction_or_of_another_store_are_all_o
     other = PoolStore(tmp_path / "b", fsync=False)
     other.append(np.arange(20, 30), _images(10))
     assert len(other.ids_since(store.ids_since(None)[1])[0]) == 10
+
+
+def test_ids_past_every_stored_one_extend_the_index_in_place_and_earlier_states_keep_theirs(tmp_path) -> None:
+    store = PoolStore(tmp_path, fsync=False)
+    store.append(np.arange(10), _images(10))
+    store.append(np.arange(10, 20), _images(10, seed=1))
+    before = store._state
+    store.append(np.arange(20, 25), _images(5, seed=2))
+    assert store._state.keys.base is before.keys.base, "appended into the same room, not copied"
+    np.testing.assert_array_equal(before.keys, np.arange(20))
+    store.append([5, 30], _images(2, seed=3))  # an id stored already: the index is rebuilt, as before
+    store.delete([7])
+    store.append([31], _images(1, seed=4))
+    np.testing.assert_array_equal(store._state.keys, [*range(7), *range(8, 25), 30, 31])
+    np.testing.assert_array_equal(store.get([5, 31, 24]), [_images(2, seed=3)[0], _images(1, seed=4)[0],
+                                                           _images(5, seed=2)[4]])
+    reopened = PoolStore(tmp_path, fsync=False)
+    np.testing.assert_array_equal(reopened.ids_since(None)[0], store.ids_since(None)[0])
