@@ -110,12 +110,20 @@ def pick_image_format(raws: bytes | list[bytes], size: int | None) -> tuple[str,
 
     grey, side = True, 0
     for raw in [raws] if isinstance(raws, (bytes, bytearray)) else raws:
-        with Image.open(io.BytesIO(raw)) as img:
-            if img.size[0] * img.size[1] > MAX_PIXELS:  # before any decoding, as decode_image checks
-                raise TaskDataError(f"image of {img.size[0]}x{img.size[1]} pixels exceeds the {MAX_PIXELS}-pixel limit")
-            side = max(side, *img.size)
-            if img.mode not in ("L", "1", "I", "I;16", "F"):
-                img.draft("RGB", (64, 64))
-                arr = np.asarray(img.convert("RGB"), dtype=np.int16)
-                grey = grey and bool(np.abs(arr - arr[..., :1]).max() <= 2)
+        try:
+            with Image.open(io.BytesIO(raw)) as img:
+                if img.size[0] * img.size[1] > MAX_PIXELS:  # before any decoding, as decode_image checks
+                    raise TaskDataError(f"image of {img.size[0]}x{img.size[1]} pixels exceeds the "
+                                        f"{MAX_PIXELS}-pixel limit")
+                side = max(side, *img.size)
+                if img.mode not in ("L", "1", "I", "I;16", "F"):
+                    img.draft("RGB", (64, 64))
+                    arr = np.asarray(img.convert("RGB"), dtype=np.int16)
+                    grey = grey and bool(np.abs(arr - arr[..., :1]).max() <= 2)
+        except TaskDataError:
+            raise
+        except Image.DecompressionBombError:  # Pillow's own guard, raised by open above its limit
+            raise TaskDataError("image has too many pixels (decompression bomb guard)") from None
+        except Exception as e:
+            raise TaskDataError(f"not a readable image ({type(e).__name__}: {str(e)[:200]})") from None
     return ("L" if grey else "RGB"), int(min(max(size or side, 8), 128))

@@ -43,6 +43,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 50_000_000
+EXCHANGE_RETRY_SECONDS = 5.0  # a failed token exchange is not tried again sooner by the other fetching threads
 MAX_REDIRECTS = 3
 ACCESS_TOKEN_TTL_SECONDS = 240.0
 REDIRECT_CODES = {301, 302, 303, 307, 308}
@@ -355,6 +356,7 @@ class DataFetcher:
         self.timeout = float(timeout)
         self.max_bytes = int(max_bytes)
         self._access: tuple[str, float] | None = None
+        self._exchange_failed: tuple[TaskDataError, float] | None = None
         self._token_lock = threading.Lock()
         self._client_lock = threading.Lock()  # fetches run on several threads: one client, not one each
         self._client: httpx.Client | None = None
@@ -458,7 +460,15 @@ class DataFetcher:
             return {"Authorization": f"Token {self._api_key}"}
         with self._token_lock:
             if refresh or self._access is None or self._access[1] <= time.monotonic():
-                self._access = (self._exchange_pat(), time.monotonic() + ACCESS_TOKEN_TTL_SECONDS)
+                failed = self._exchange_failed  # the fetching threads waiting here fail at once, not each in turn
+                if failed is not None and time.monotonic() < failed[1] + EXCHANGE_RETRY_SECONDS:
+                    raise TaskDataError(str(failed[0]), temporary=failed[0].temporary)
+                try:
+                    self._access = (self._exchange_pat(), time.monotonic() + ACCESS_TOKEN_TTL_SECONDS)
+                except TaskDataError as e:
+                    self._exchange_failed = (e, time.monotonic())
+                    raise
+                self._exchange_failed = None
             return {"Authorization": f"Bearer {self._access[0]}"}
 
     def _exchange_pat(self) -> str:
@@ -467,7 +477,10 @@ class DataFetcher:
             r = self._http().post(url, json={"refresh": self._api_key}, timeout=self.timeout)
         except httpx.HTTPError as e:
             raise TaskDataError(f"could not reach {self._shown(url)} to exchange the personal access token "
-                                f"({type(e).__name__})") from None
+                                f"({type(e).__name__})", temporary=isinstance(e, httpx.TransportError)) from None
+        if temporary_status(r.status_code):
+            raise TaskDataError(f"Label Studio could not exchange the personal access token now (HTTP "
+                                f"{r.status_code} from {self._shown(url)})", temporary=True)
         if r.status_code != 200:
             raise TaskDataError(f"Label Studio refused the personal access token (HTTP {r.status_code} from "
                                 f"{self._shown(url)}); it may be revoked or belong to another server")

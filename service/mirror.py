@@ -23,6 +23,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -57,6 +58,12 @@ def _data_value(task: dict, key: str) -> object:
     """The task's item field; None where it has none, or its ``data`` is not an object (a bad import or webhook)."""
     data = task.get("data")
     return data.get(key) if isinstance(data, dict) else None
+
+
+def _most_common_shape(loaded: list) -> tuple[int, ...] | None:
+    """A first batch fixes the project's item shape by its majority, not by whichever task came first."""
+    shapes = Counter(tuple(i.shape) for i in loaded if isinstance(i, np.ndarray))
+    return shapes.most_common(1)[0][0] if shapes else None
 
 
 def _newer(a: dict, b: dict) -> bool:
@@ -136,6 +143,7 @@ class ProjectMirror:
         self.annotations: dict[int, list[dict]] = {}
         self.queue_annotations: dict[int, list[dict]] = {}
         self.skipped: dict[int, str] = {}
+        self._unreadable_retried = False  # set by the first reconcile of this process, which tries them again
         self.retrying: dict[int, int] = {}  # tasks whose fetch failed for a temporary reason: tries so far
         self._words: dict[bool, _Words] = {}  # per scan running (queue or not): what webhooks said meanwhile
         self._resolved: dict[int, tuple] = {}  # task -> (its annotation list, its queue list, their label)
@@ -351,7 +359,7 @@ class ProjectMirror:
                         new.append(task)
             if not new:
                 return np.zeros(0, np.int64)
-            self._ensure_format(new, config, fetcher)
+            unsettled = self._ensure_format(new, config, fetcher)
             codec = self.codec(config)
 
             def load(task: dict) -> np.ndarray | TaskDataError:
@@ -365,10 +373,13 @@ class ProjectMirror:
                 except Exception as e:  # one odd task must not abort the batch, and with it every later ingest
                     return TaskDataError(f"unreadable ({type(e).__name__}: {str(e)[:200]})")
 
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-                loaded = list(pool.map(load, new))
+            if unsettled is not None:
+                loaded: list[np.ndarray | TaskDataError] = [unsettled] * len(new)
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
+                    loaded = list(pool.map(load, new))
             ids, items = [], []
-            shape = self.store.item_shape
+            shape = self.store.item_shape or _most_common_shape(loaded)
             with self.lock:  # save() may be writing these dicts out from another thread
                 for task, item in zip(new, loaded, strict=True):
                     tid = int(task["id"])
@@ -394,11 +405,15 @@ class ProjectMirror:
                 self.remove_tasks(gone)
             return np.asarray([t for t in ids if t not in gone], np.int64)
 
-    def _ensure_format(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher) -> None:
-        """Images: grey or colour and the side are fixed once per project, from its first readable images."""
+    def _ensure_format(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher) -> TaskDataError | None:
+        """Images: grey or colour and the side are fixed once per project, from its first readable images.
+
+        Returns why it could not be fixed when a later try may (no image read, one failed for a temporary reason):
+        decoded without it, the batch would set a wrong shape for good.
+        """
         if config.kind != "image" or "mode" in self.state["fmt"]:
-            return
-        raws = []
+            return None
+        raws, temporary = [], None
         for task in tasks:
             value = _data_value(task, config.data_key)
             if value is None:
@@ -406,7 +421,9 @@ class ProjectMirror:
             try:
                 raw = fetcher.fetch_bytes(value, task.get("id"))
                 pick_image_format(raw, None)
-            except (TaskDataError, OSError, ValueError):
+            except (TaskDataError, OSError, ValueError) as e:
+                if isinstance(e, TaskDataError) and e.temporary:
+                    temporary = e
                 continue
             raws.append(raw)
             if len(raws) >= FORMAT_SAMPLE:
@@ -415,6 +432,10 @@ class ProjectMirror:
             mode, size = pick_image_format(raws, self.state["fmt"].get("size"))
             with self.lock:  # save() copies the state from other threads
                 self.state["fmt"].update(mode=mode, size=size)
+            return None
+        if temporary is None:
+            return None
+        return TaskDataError(f"the project's image format could not be read yet: {temporary}", temporary=True)
 
     # ---- reading Label Studio -----------------------------------------------------------------------
     def ingest(self, client: LabelStudioClient, config: LabelConfig, fetcher: DataFetcher,
@@ -472,6 +493,11 @@ class ProjectMirror:
             full = time.time() - float(self.state.get("full_scan_at") or 0) >= full_scan_seconds
             old = self.state.get("counters") or {}
             done: dict[str, Any] = {"labels": False, "tasks": False, "queue": False, "retried": 0}
+            if full or not self._unreadable_retried:  # a cause fixed since (a storage, a setting, a key) lets them in
+                self._unreadable_retried = True
+                with self.lock:
+                    self.retrying.update(dict.fromkeys(self.skipped, 0))
+                    self.skipped.clear()
             if self.retrying:
                 done["retried"] = len(self.retrying)
                 self._retry(client, config, fetcher)
@@ -620,11 +646,13 @@ class ProjectMirror:
         """Fetch again the tasks a temporary failure kept out: O(those tasks), not a scan of the project."""
         with self.lock:
             waiting = set(self.retrying)
-        tasks = list(client.tasks_by_id(self.project_id, waiting))
+        read: set[int] = set()
+        for part in _chunks(client.tasks_by_id(self.project_id, waiting), 500):  # items decoded a part at a time
+            read |= {int(t["id"]) for t in part}
+            self.add_tasks(part, config, fetcher)
         with self.lock:
-            for tid in waiting - {int(t["id"]) for t in tasks}:  # deleted meanwhile
+            for tid in waiting - read:  # deleted meanwhile
                 self.retrying.pop(tid, None)
-        self.add_tasks(tasks, config, fetcher)
 
     def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
                      updated_after: datetime | None = None, saved: list[dict] | None = None) -> int:

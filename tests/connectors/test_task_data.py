@@ -318,6 +318,23 @@ def test_refused_token_errors_never_contain_the_key(ls) -> None:
     assert LEGACY_KEY not in str(err.value)
 
 
+def test_a_token_exchange_label_studio_cannot_answer_now_is_temporary_and_not_retried_by_every_thread(ls) -> None:
+    ls.routes["/api/token/refresh/"] = _send(b'{"detail": "busy"}', 503)
+    f = DataFetcher(ls.url, PAT)
+    for _ in range(3):
+        with pytest.raises(TaskDataError, match="could not exchange") as err:
+            f.fetch_bytes("/data/upload/1/a.png")
+        assert err.value.temporary and "revoked" not in str(err.value)
+    assert ls.paths("POST") == ["/api/token/refresh/"], "one exchange, the next tries fail at once"
+    with pytest.raises(TaskDataError, match="could not reach") as err:
+        DataFetcher("http://127.0.0.1:1", PAT).fetch_bytes("/data/upload/1/a.png")
+    assert err.value.temporary, "Label Studio restarting: a later try may meet it"
+    ls.routes["/api/token/refresh/"] = _send(b'{"detail": "token invalid"}', 401)
+    with pytest.raises(TaskDataError, match="revoked") as err:
+        DataFetcher(ls.url, PAT).fetch_bytes("/data/upload/1/a.png")
+    assert not err.value.temporary
+
+
 def test_local_files_404_explains_local_storage(ls) -> None:
     with pytest.raises(TaskDataError, match="Local Storage"):
         DataFetcher(ls.url, LEGACY_KEY).fetch_bytes("/data/local-files/?d=files/x.png")

@@ -835,3 +835,83 @@ def test_a_task_deleted_before_its_creation_is_read_is_never_stored(tmp_path, fe
     late = {"id": 700, "data": client.tasks[0]["data"], "annotations": [{**choice("1", 990), "task": 700}]}
     m.remove_tasks([700])  # TASKS_DELETED handled while its TASKS_CREATED still waits for the sync thread
     assert len(m.add_tasks([late], CFG, fetcher)) == 0 and 700 not in m.store and 700 not in m.annotations
+
+
+def test_unreadable_tasks_are_tried_again_after_a_restart_and_at_the_full_scan_not_at_every_poll(
+        tmp_path, fetcher, monkeypatch) -> None:
+    client = CountingClient()
+    good = client.tasks[10]["data"]["image"]
+    client.tasks[10]["data"]["image"] = "data:image/png;base64,bm90IGFuIGltYWdl"
+    tries: list[int] = []
+    real = ItemCodec.load
+    monkeypatch.setattr(ItemCodec, "load", lambda self, f, value, task_id=None: tries.append(task_id) or real(
+        self, f, value, task_id))
+    m, _ = ingested(tmp_path, fetcher, client)
+    assert set(m.skipped) == {11} and tries.count(11) == 1
+    m.reconcile(client, CFG, fetcher, 3600)
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert tries.count(11) == 2 and set(m.skipped) == {11}, "once at the first poll of a process, not at every one"
+    client.tasks[10]["data"]["image"] = good  # the cause fixed (a storage added, a key or a setting changed)
+    m.reconcile(client, CFG, fetcher, 3600)
+    assert 11 not in m.store
+    m.reconcile(client, CFG, fetcher, 0.0)  # the daily full scan
+    assert 11 in m.store and m.skipped == {} and m.retrying == {}
+    client.tasks.append({"id": 600, "data": {"image": "data:image/png;base64,bm90IGFuIGltYWdl"}, "annotations": []})
+    m.add_tasks([client.tasks[-1]], CFG, fetcher)
+    m.save()
+    assert set(m.skipped) == {600}
+    client.tasks[-1]["data"]["image"] = good
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert set(again.skipped) == {600}
+    again.reconcile(client, CFG, fetcher, 3600)
+    assert 600 in again.store and again.skipped == {}, "a restart tries them again"
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: what Pillow's decompression-bomb guard reads."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def test_an_image_past_pillow_s_own_pixel_guard_among_the_first_is_skipped_alone(tmp_path, fetcher) -> None:
+    import base64
+
+    client = CountingClient()
+    bomb = "data:image/png;base64," + base64.b64encode(_png_header(20000, 10000)).decode()
+    tasks = [{"id": 900, "data": {"image": bomb}}, *[{"id": t["id"], "data": t["data"]} for t in client.tasks[:4]]]
+    m = ProjectMirror(tmp_path / "mirror", 1)
+    assert sorted(m.add_tasks(tasks, CFG, fetcher).tolist()) == [1, 2, 3, 4]
+    assert "too many pixels" in m.skipped[900] and m.state["fmt"]["mode"] == "L"
+
+
+def test_a_batch_whose_image_format_could_not_be_read_waits_instead_of_fixing_a_shape(tmp_path, fetcher,
+                                                                                      monkeypatch) -> None:
+    client = CountingClient()
+    tasks = [{"id": t["id"], "data": t["data"]} for t in client.tasks[:4]]
+    real, seen = DataFetcher.fetch_bytes, set()
+
+    def first_try_fails(self, value, task_id=None):
+        if task_id not in seen:  # Label Studio restarting while the format is sampled
+            seen.add(task_id)
+            raise TaskDataError("connection refused", temporary=True)
+        return real(self, value, task_id)
+
+    monkeypatch.setattr(DataFetcher, "fetch_bytes", first_try_fails)
+    m = ProjectMirror(tmp_path / "mirror", 1)
+    assert len(m.add_tasks(tasks, CFG, fetcher)) == 0 and m.store.item_shape is None
+    assert m.retrying == {1: 1, 2: 1, 3: 1, 4: 1} and "mode" not in m.state["fmt"]
+    assert len(m.add_tasks(tasks, CFG, fetcher)) == 4 and m.state["fmt"]["mode"] == "L" and m.retrying == {}
+
+
+def test_a_first_batch_of_vectors_fixes_the_length_most_of_them_have(tmp_path) -> None:
+    cfg = parse_label_config('<View><Text name="t" value="$v"/><Choices name="c" toName="t">'
+                             '<Choice value="a"/><Choice value="b"/></Choices></View>')
+    tasks = [{"id": 1, "data": {"v": [0, 0]}}, *[{"id": i, "data": {"v": list(range(8))}} for i in range(2, 6)]]
+    m = ProjectMirror(tmp_path / "mirror", 1)
+    assert m.add_tasks(tasks, cfg, DataFetcher("http://127.0.0.1:1", "key")).tolist() == [2, 3, 4, 5]
+    assert m.store.item_shape == (8,) and "differs from the project's (8,)" in m.skipped[1]
