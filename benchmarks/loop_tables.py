@@ -135,10 +135,12 @@ def queue_push_table(data: dict) -> str:
 
 def new_tasks_table(data: dict) -> str:
     """The backend's own bookkeeping for a batch of new tasks and for a quiet poll (benchmarks/new_tasks.py)."""
-    lines = ["| pool | batch | store the batch | find the new tasks, now / before | merge into the snapshot, "
-             "now / before | a batch in all, now / before | a quiet poll's look, now / before |", "|---" * 7 + "|"]
+    lines = ["| pool | batch | store the batch, now / before | find the new tasks, now / before | "
+             "merge into the snapshot, now / before | a batch in all, now / before | "
+             "a quiet poll's look, now / before |", "|---" * 7 + "|"]
     for r in data["rows"]:
-        lines.append(f"| {r['pool']:,} | {r['batch']} | {r['append_ms']:.1f} ms | {r['find_now_ms']:.1f} / "
+        lines.append(f"| {r['pool']:,} | {r['batch']} | {r['append_ms']:.1f} / {r['append_before_ms']:.1f} ms | "
+                     f"{r['find_now_ms']:.1f} / "
                      f"{r['find_before_ms']:.1f} ms | {r['merge_now_ms']:.1f} / {r['merge_before_ms']:.1f} ms | "
                      f"{r['batch_now_ms']:.1f} / {r['batch_before_ms']:.1f} ms | {r['quiet_now_ms']:.1f} / "
                      f"{r['quiet_before_ms']:.1f} ms |")

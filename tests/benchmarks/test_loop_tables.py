@@ -126,11 +126,13 @@ def test_the_queue_s_part_is_the_queue_push_less_the_view_push_of_the_same_versi
 
 
 def test_the_new_tasks_table_shows_medians_now_and_before_per_pool() -> None:
-    row = {"pool": 5000000, "batch": 100, "append_ms": 28.35, "find_now_ms": 0.2, "find_before_ms": 359.25,
+    row = {"pool": 5000000, "batch": 100, "append_ms": 0.7, "append_before_ms": 28.35, "find_now_ms": 0.2,
+           "find_before_ms": 359.25,
            "merge_now_ms": 0.6, "merge_before_ms": 138.25, "batch_now_ms": 29.15, "batch_before_ms": 525.85,
            "quiet_now_ms": 0.0, "quiet_before_ms": 356.8}
     cells = loop_tables.new_tasks_table({"rows": [row]}).splitlines()[2].split("|")
-    assert cells[1].strip() == "5,000,000" and cells[4].strip() == "0.2 / 359.2 ms"
+    assert cells[1].strip() == "5,000,000" and cells[3].strip() == "0.7 / 28.4 ms"
+    assert cells[4].strip() == "0.2 / 359.2 ms"
     assert cells[6].strip() == "29.1 / 525.9 ms" and cells[7].strip() == "0.0 / 356.8 ms"
 
 
