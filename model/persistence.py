@@ -65,18 +65,22 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
     try:
         if custom:
-            torch.save({"encoder": sae.encoder_.cpu(), "decoder": sae.decoder_.cpu()}, tmp / "networks.pt")
+            try:
+                torch.save({"encoder": sae.encoder_.cpu(), "decoder": sae.decoder_.cpu()}, tmp / "networks.pt")
+            finally:  # a failed save must not leave the model in service on another device than it says
+                sae.encoder_.to(sae.device_)
+                sae.decoder_.to(sae.device_)
         else:
             torch.save({"encoder": {k: v.cpu() for k, v in sae.encoder_.state_dict().items()},
                         "decoder": {k: v.cpu() for k, v in sae.decoder_.state_dict().items()}},
                        tmp / "networks.pt")
-        sae.encoder_.to(sae.device_)
-        sae.decoder_.to(sae.device_)
+        scaled = getattr(sae, "input_range_", None)
         np.savez(tmp / "svm.npz", coef=svm.coef_, intercept=svm.intercept_, present=svm.present_,
                  centres=svm.centres_, centre_margins=svm.centre_margins_, positions=sae.positions_,
                  targets=sae.targets_, distances=sae.distances_, C=np.array(svm.C),
                  calibration=svm.calibration_ if getattr(svm, "calibration_", None) is not None
-                 else np.zeros((2, 0)))
+                 else np.zeros((2, 0)), input_low=scaled[0] if scaled is not None else np.zeros(0),
+                 input_span=scaled[1] if scaled is not None else np.zeros(0))
         (tmp / "settings.json").write_text(json.dumps(settings, indent=1, default=_jsonable))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -124,6 +128,8 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     sae.history_ = settings.get("history", [])
     arrays = np.load(directory / "svm.npz")
     sae.positions_, sae.targets_, sae.distances_ = arrays["positions"], arrays["targets"], arrays["distances"]
+    sae.input_range_ = ((arrays["input_low"], arrays["input_span"])  # versions saved before it: None, as they trained
+                        if "input_span" in arrays.files and arrays["input_span"].size else None)
     sae.device_ = torch.device("cpu")
     sae.to(device)
     sae.encoder_.eval()

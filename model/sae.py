@@ -74,6 +74,30 @@ def check_finite(x: np.ndarray) -> None:
             raise ValueError(f"X[{s + int(np.argmin(ok))}] holds NaN or inf: items must be finite")
 
 
+def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Low and span that map a float pool reaching outside [0, 1] into it, read slice by slice; None for a pool
+    inside it (pixels), which stays as it is.
+
+    The decoders end in a sigmoid: raw features or embeddings (negative, or above 1) could not be rebuilt, and the
+    reconstruction term would fight the structure term instead of helping it. Vectors are scaled feature by
+    feature; images by one low and span, so that their pixels keep their relations.
+    """
+    if x.dtype == np.uint8 or len(x) == 0:
+        return None
+    axes = 0 if x.ndim == 2 else tuple(range(x.ndim))
+    rows = max(1, FINITE_CHECK_BYTES // max(1, x[:1].nbytes))
+    low = high = None
+    for s in range(0, len(x), rows):
+        part = np.asarray(x[s:s + rows])
+        pl, ph = part.min(axis=axes), part.max(axis=axes)
+        low, high = (pl, ph) if low is None else (np.minimum(low, pl), np.maximum(high, ph))
+    if float(np.min(low)) >= 0.0 and float(np.max(high)) <= 1.0:
+        return None
+    span = np.asarray(high - low, np.float32)
+    span[span <= 0] = 1.0
+    return np.asarray(low, np.float32).reshape(np.shape(low)), span
+
+
 def set_n_features(est: BaseEstimator, item_shape: Sequence[int]) -> None:
     """Set sklearn's ``n_features_in_`` where it means something: items that are flat vectors, not images."""
     if len(item_shape) == 1:
@@ -273,6 +297,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 warm = False
         if not warm:
             self._build(x.shape[1:])
+            self.input_range_ = input_range(x)
         set_n_features(self, x.shape[1:])
         contrast = float(self.contrastive) if x.ndim == 4 else 0.0
         if contrast > 0 and not (warm and hasattr(self, "head_")):
@@ -336,7 +361,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 m = len(idx)  # the pool draw; labeled extras (drawn with replacement) follow it
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
-                clean = _to_float(xt[idx].to(dev, non_blocking=True))
+                clean = self._as_input(xt[idx].to(dev, non_blocking=True))
                 xb = augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout))
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
@@ -428,9 +453,18 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         out = []
         for s in range(0, len(idx), batch):
             sel = torch.as_tensor(idx[s:s + batch], device=xt.device)
-            out.append(self.encoder_(_to_float(xt[sel].to(self.device_))).float().cpu().numpy())
+            out.append(self.encoder_(self._as_input(xt[sel].to(self.device_))).float().cpu().numpy())
         self.encoder_.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
+
+    def _as_input(self, t: torch.Tensor) -> torch.Tensor:
+        """One batch as the networks take it: float32, mapped into [0, 1] where the pool was not (``input_range_``)."""
+        t = _to_float(t)
+        scaled = getattr(self, "input_range_", None)
+        if scaled is None:
+            return t
+        low, span = (torch.as_tensor(a, device=t.device) for a in scaled)
+        return (t - low) / span
 
     def _targets(self, xt: torch.Tensor, y: np.ndarray, labeled: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Class targets for this epoch: only labeled codes enter the Procrustes fit."""
@@ -457,7 +491,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         out = None
         for s in range(0, len(X), batch_size):
             xb = as_pool_array(X[s:s + batch_size])
-            z = self.encoder_(_to_float(_tensor(xb).to(self.device_))).float().cpu().numpy()
+            z = self.encoder_(self._as_input(_tensor(xb).to(self.device_))).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(X), z.shape[1]), np.float32)
             out[s:s + len(z)] = z
@@ -472,7 +506,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         z = np.asarray(Z, dtype=np.float32)
         for s in range(0, len(z), batch_size):
             out.append(self.decoder_(torch.from_numpy(z[s:s + batch_size]).to(self.device_)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.zeros((0, *self.input_shape_), np.float32)
+        items = np.concatenate(out) if out else np.zeros((0, *self.input_shape_), np.float32)
+        scaled = getattr(self, "input_range_", None)
+        return items if scaled is None else items * scaled[1] + scaled[0]
 
     def reconstruction_error(self, X: np.ndarray, batch_size: int = 2048) -> float:
         """Mean squared reconstruction error over ``X``, batch by batch: a pool-sized reconstruction may not fit."""

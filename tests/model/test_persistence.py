@@ -289,3 +289,14 @@ def test_a_loaded_model_warm_starts_only_with_its_architecture(digits_model: SAE
     loaded.set_params(latent_dim=3).fit(x, y)
     assert len(loaded.sae_.history_) == 1, "new networks, trained from the first epoch"
     assert loaded.transform(x[:2]).shape == (2, 3)
+
+
+def test_a_model_of_features_outside_zero_to_one_loads_with_their_scaling(digits: Dataset, digits_labels,
+                                                                         tmp_path) -> None:
+    x = digits.x_train.reshape(len(digits.x_train), -1) * 16.0 - 3.0  # raw features, as a vector project sends
+    model = SAEClassifier(class_names=[str(i) for i in range(10)], epochs=2, device="cpu").fit(x, digits_labels)
+    loaded = load_model(save_model(model, tmp_path / "v1"), device="cpu")
+    np.testing.assert_array_equal(loaded.sae_.input_range_[1], model.sae_.input_range_[1])
+    np.testing.assert_array_equal(loaded.transform(x[:50]), model.transform(x[:50]))
+    np.testing.assert_array_equal(loaded.sae_.inverse_transform(loaded.transform(x[:5])),
+                                  model.sae_.inverse_transform(model.transform(x[:5])))

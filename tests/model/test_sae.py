@@ -899,3 +899,31 @@ def test_a_warm_fit_calls_the_user_s_own_epoch_callback(small) -> None:
     model = SAEClassifier(latent_dim=3, epochs=1, device="cpu", warm_start=True,
                           sae_params={"network": "mlp", "on_epoch": progress.step}).fit(x, y)
     assert model.fit(x, y).warm_started_ and progress.epochs == 2
+
+
+def test_features_outside_zero_to_one_are_scaled_in_so_the_decoder_can_rebuild_them(digits: Dataset) -> None:
+    x01 = digits.x_train[:600].reshape(600, -1)
+    y = random_labels(digits.y_train[:600], 60, 0)
+    centred = x01 * 2.0 - 1.0  # embeddings-like: negative values, the sigmoid decoder cannot reach them unscaled
+    kw = dict(latent_dim=8, epochs=25, random_state=0, device="cpu", n_classes=10)
+    inside = StructuringAutoencoder(**kw).fit(x01, y)
+    assert inside.input_range_ is None, "pixels already in [0, 1] stay as they are"
+    sae = StructuringAutoencoder(**kw).fit(centred, y)
+    assert sae.input_range_ is not None and sae.input_range_[0].shape == (x01.shape[1],)
+    error = sae.reconstruction_error(centred)
+    assert error < 0.5 * centred.var(), "better than the mean by far, in the data's own units"
+    assert error == pytest.approx(4 * inside.reconstruction_error(x01), rel=0.5), "as good as the same data in [0, 1]"
+    rebuilt = sae.inverse_transform(sae.transform(centred[:5]))
+    assert rebuilt.min() < -0.5, "decoded back into the data's range"
+
+
+def test_a_warm_start_keeps_the_scaling_its_networks_learned_on(digits: Dataset) -> None:
+    x = digits.x_train[:300].reshape(300, -1) * 4.0 - 2.0
+    y = random_labels(digits.y_train[:300], 30, 0)
+    sae = StructuringAutoencoder(latent_dim=4, epochs=1, random_state=0, device="cpu", n_classes=10,
+                                 warm_start=True).fit(x, y)
+    first = sae.input_range_
+    sae.fit(x * 3.0, y)
+    assert sae.input_range_ is first
+    sae.set_params(latent_dim=5).fit(x * 3.0, y)  # new networks: a new scaling with them
+    np.testing.assert_allclose(sae.input_range_[0], first[0] * 3.0, rtol=1e-5)
