@@ -153,6 +153,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     clf.classes_ = np.arange(clf.n_classes_)
     set_n_features(clf, sae.input_shape_)
     clf.metadata_ = settings.get("metadata", {})
+    clf.fitted_class_names_ = clf.class_names and [str(c) for c in clf.class_names]
     clf.pulled_held_ = bool(settings.get("pulled_held", False))
     clf.holdout_fitted_ = float(settings.get("holdout_fitted", clf.calibration_holdout))
     return clf

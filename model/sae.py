@@ -298,6 +298,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         if not warm:
             self._build(x.shape[1:])
             self.input_range_ = input_range(x)
+        self.warm_started_ = warm
         set_n_features(self, x.shape[1:])
         contrast = float(self.contrastive) if x.ndim == 4 else 0.0
         if contrast > 0 and not (warm and hasattr(self, "head_")):

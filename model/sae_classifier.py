@@ -119,7 +119,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         if not semi:
             params["consistency"] = 0.0
         pseudo_weight = float(self.self_training) if semi else 0.0
-        pseudo = self._pseudo_labels(X, y, held) if warm and semi else None  # held items are labeled: never guessed
+        pseudo = self._pseudo_labels(X, y, held, k) if warm and semi else None  # held items are labeled: never guessed
         saes = []
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
@@ -139,7 +139,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         self.n_classes_ = k
         self.holdout_fitted_ = float(self.calibration_holdout)
         self.pulled_held_ = pulled_held
-        self.warm_started_ = warm
+        self.warm_started_ = warm and all(sae.warm_started_ for sae in saes)  # a changed network is trained anew
+        self.fitted_class_names_ = None if self.class_names is None else [str(c) for c in self.class_names]
         set_n_features(self, self.sae_.input_shape_)
         return self
 
@@ -164,14 +165,18 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         same_holdout = getattr(self, "holdout_fitted_", None) == float(self.calibration_holdout)
         return not held.any() or (same_holdout and not getattr(self, "pulled_held_", False))
 
-    def _pseudo_labels(self, X: np.ndarray, y: np.ndarray, held: np.ndarray) -> np.ndarray | None:
-        """The previous fit's class for unlabeled items it is confident of, -1 elsewhere.
+    def _pseudo_labels(self, X: np.ndarray, y: np.ndarray, held: np.ndarray, k: int) -> np.ndarray | None:
+        """The previous fit's class for unlabeled items it is confident of, -1 elsewhere (none when the classes
+        changed since: its class indices would name others).
 
         With a calibration holdout the guesses come from an SVM on the previous codes of the pulled labels
         only: the previous SVM learned from the held ones too, and its guesses about their neighbours would
         carry them into the structure term.
         """
         if float(self.self_training) <= 0 or not hasattr(self, "svm_"):
+            return None
+        names = None if self.class_names is None else [str(c) for c in self.class_names]
+        if self.svm_.n_classes_ != k or getattr(self, "fitted_class_names_", names) != names:
             return None
         z, svm = self.transform(X), self.svm_
         if held.any():

@@ -927,3 +927,27 @@ def test_a_warm_start_keeps_the_scaling_its_networks_learned_on(digits: Dataset)
     assert sae.input_range_ is first
     sae.set_params(latent_dim=5).fit(x * 3.0, y)  # new networks: a new scaling with them
     np.testing.assert_allclose(sae.input_range_[0], first[0] * 3.0, rtol=1e-5)
+
+
+def test_a_warm_fit_whose_networks_changed_says_it_trained_anew(small) -> None:
+    x, y = small
+    model = SAEClassifier(latent_dim=4, epochs=1, device="cpu", random_state=0, warm_start=True).fit(x, y)
+    assert model.fit(x, y).warm_started_
+    assert not model.set_params(latent_dim=5).fit(x, y).warm_started_ and len(model.sae_.history_) == 1
+
+
+def test_self_training_after_the_classes_changed_guesses_nothing_from_the_old_indices(small) -> None:
+    x, y = small
+    names = [str(i) for i in range(10)]
+    model = SAEClassifier(class_names=names, latent_dim=4, epochs=1, device="cpu", random_state=0, warm_start=True,
+                          self_training=0.3, self_training_threshold=0.0, semi_supervised_from=0).fit(x, y)
+    guessed = []
+    real = model._pseudo_labels
+    model._pseudo_labels = lambda *a: guessed.append(real(*a)) or guessed[-1]
+    model.fit(x, y)
+    assert guessed[-1] is not None and (guessed[-1] >= 0).any(), "the same classes: guesses"
+    model.set_params(class_names=names[::-1]).fit(x, np.where(y >= 0, 9 - y, -1))
+    assert guessed[-1] is None, "reordered names: the old indices would name other classes"
+    few = np.where(y >= 3, y - 3, -1)
+    model.set_params(class_names=names[3:]).fit(x, few)
+    assert guessed[-1] is None, "fewer classes: no guess (it raised before)"
