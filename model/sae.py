@@ -74,6 +74,10 @@ def check_finite(x: np.ndarray) -> None:
             raise ValueError(f"X[{s + int(np.argmin(ok))}] holds NaN or inf: items must be finite")
 
 
+SPAN_FLOOR = 0.01  # of the widest feature's span: the least span a feature is scaled by
+SCALED_BOUNDS = (-1.0, 2.0)  # scaled values past these (tasks far outside the first pool's range) are clipped
+
+
 def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Low and span that map a float pool reaching outside [0, 1] into it, read slice by slice; None for a pool
     inside it (pixels), which stays as it is.
@@ -94,8 +98,8 @@ def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     if float(np.min(low)) >= 0.0 and float(np.max(high)) <= 1.0:
         return None
     span = np.asarray(high - low, np.float32)
-    span[span <= 0] = 1.0
-    return np.asarray(low, np.float32).reshape(np.shape(low)), span
+    floor = np.float32(SPAN_FLOOR * max(float(span.max()), 1e-6))  # a feature nearly constant at the first fit
+    return np.asarray(low, np.float32).reshape(np.shape(low)), np.maximum(span, floor)  # must not blow up later
 
 
 def set_n_features(est: BaseEstimator, item_shape: Sequence[int]) -> None:
@@ -295,6 +299,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             if changed:
                 log.info("warm start skipped: %s changed, so new networks are trained", ", ".join(changed))
                 warm = False
+            elif getattr(self, "input_range_", None) is None and x.dtype != np.uint8 and input_range(x) is not None:
+                log.info("warm start skipped: the pool now reaches outside [0, 1], so new networks learn it scaled")
+                warm = False
         if not warm:
             self._build(x.shape[1:])
             self.input_range_ = input_range(x)
@@ -465,7 +472,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         if scaled is None:
             return t
         low, span = (torch.as_tensor(a, device=t.device) for a in scaled)
-        return (t - low) / span
+        return ((t - low) / span).clamp_(*SCALED_BOUNDS)
 
     def _targets(self, xt: torch.Tensor, y: np.ndarray, labeled: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Class targets for this epoch: only labeled codes enter the Procrustes fit."""

@@ -460,6 +460,7 @@ class ProjectMirror:
                 self.remove_tasks(gone)
             with self.lock:
                 self.state.update(ingested=True, counters=counters, full_scan_at=time.time())
+                self._unreadable_retried = True  # its unreadable tasks were just read: the first poll leaves them
             if at is not None:
                 self._mark(self.project_id, at, None, _clock())
             self.save()
@@ -650,9 +651,8 @@ class ProjectMirror:
         for part in _chunks(client.tasks_by_id(self.project_id, waiting), 500):  # items decoded a part at a time
             read |= {int(t["id"]) for t in part}
             self.add_tasks(part, config, fetcher)
-        with self.lock:
-            for tid in waiting - read:  # deleted meanwhile
-                self.retrying.pop(tid, None)
+        if waiting - read:  # deleted meanwhile: their annotations go too
+            self.remove_tasks(waiting - read)
 
     def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
                      updated_after: datetime | None = None, saved: list[dict] | None = None) -> int:

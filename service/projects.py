@@ -804,7 +804,7 @@ class ProjectManager:
         skipped = set(m.skipped)
         if skipped - st.counted_skips:  # each unreadable task once, not again at every version
             self.metrics.errors.labels("data").inc(len(skipped - st.counted_skips))
-        st.counted_skips = skipped
+        st.counted_skips = skipped | (st.counted_skips & set(m.retrying))  # nor after each daily try again
         s = self.settings
         if len(set(labels.values())) < 2 and self._wants_cold_start(st):
             self._cold_start(st, client, ids, config)

@@ -951,3 +951,25 @@ def test_self_training_after_the_classes_changed_guesses_nothing_from_the_old_in
     few = np.where(y >= 3, y - 3, -1)
     model.set_params(class_names=names[3:]).fit(x, few)
     assert guessed[-1] is None, "fewer classes: no guess (it raised before)"
+
+
+def test_a_feature_nearly_constant_at_the_first_fit_cannot_blow_up_later_tasks(digits: Dataset) -> None:
+    x = digits.x_train[:300].reshape(300, -1) * 4.0 - 2.0
+    x[:, 5] = 0.0
+    x[0, 5] = 1e-6
+    y = random_labels(digits.y_train[:300], 30, 0)
+    sae = StructuringAutoencoder(latent_dim=4, epochs=2, random_state=0, device="cpu", n_classes=10).fit(x, y)
+    later = x[:20].copy()
+    later[:, 5] = 1.0  # an ordinary value the first pool never had
+    z, z_pool = sae.transform(later), sae.transform(x)
+    assert np.abs(z).max() < 10 * np.abs(z_pool).max()
+
+
+def test_a_warm_start_from_a_model_that_never_scaled_trains_anew_once_the_pool_needs_it(digits: Dataset) -> None:
+    x = digits.x_train[:300].reshape(300, -1)
+    y = random_labels(digits.y_train[:300], 30, 0)
+    sae = StructuringAutoencoder(latent_dim=4, epochs=1, random_state=0, device="cpu", n_classes=10,
+                                 warm_start=True).fit(x, y)
+    assert sae.input_range_ is None and sae.fit(x, y).warm_started_
+    sae.fit(x * 2.0 - 1.0, y)
+    assert not sae.warm_started_ and sae.input_range_ is not None and len(sae.history_) == 1
