@@ -651,8 +651,10 @@ class ProjectMirror:
         for part in _chunks(client.tasks_by_id(self.project_id, waiting), 500):  # items decoded a part at a time
             read |= {int(t["id"]) for t in part}
             self.add_tasks(part, config, fetcher)
-        if waiting - read:  # deleted meanwhile: their annotations go too
-            self.remove_tasks(waiting - read)
+        with self.lock:
+            for tid in waiting - read:  # deleted meanwhile: their annotations go too (not marked deleted, so a task
+                self.retrying.pop(tid, None)  # a read missed is still stored when a later read finds it)
+                self.annotations.pop(tid, None)
 
     def _scan_labels(self, client: LabelStudioClient, queue: bool = False, source: int | None = None,
                      updated_after: datetime | None = None, saved: list[dict] | None = None) -> int:
