@@ -19,7 +19,8 @@ from service.simulate import summary_table
 
 
 def labels_to_reach(runs: list[dict], model: str, strategy: str, error: float) -> int | None:
-    """Fewest labels at which the seed-mean curve of model+strategy is at or below ``error``."""
+    """Fewest labels at which the seed-mean curve of model+strategy is at or below ``error``, read only where every
+    seed has a point (as ``tables.labels_to_reach``: a mean of the seeds that got there would flatter it)."""
     rs = [r for r in runs if r["model"] == model and r["strategy"] == strategy]
     if not rs:
         return None
@@ -28,7 +29,7 @@ def labels_to_reach(runs: list[dict], model: str, strategy: str, error: float) -
         for p in r["curve"]:
             by_n[p["labeled"]].append(p["test_error"])
     for n in sorted(by_n):
-        if np.mean(by_n[n]) <= error:
+        if len(by_n[n]) == len(rs) and np.mean(by_n[n]) <= error:
             return n
     return None
 

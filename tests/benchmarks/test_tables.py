@@ -138,11 +138,11 @@ def test_the_chosen_lever_is_compared_with_baselines_trained_alike() -> None:
 
 
 def test_the_seasons_target_is_a_paired_lead_at_every_budget() -> None:
-    budgets = tables.FM_BUDGETS
+    budgets = tables.ROUNDS
     lead = _runs("sae", {s: [0.10] * len(budgets) for s in range(3)}, budgets)
     behind_at_100 = _runs("classifier+margin", {s: [0.09] + [0.12] * (len(budgets) - 1) for s in range(3)}, budgets)
     text = tables._targets_seasons(lead, behind_at_100, behind_at_100, None)
-    assert "-1.0, +2.0, +2.0, +2.0, +2.0, +2.0 points" in text and "not met at 100)" in text
+    assert "-1.0, " + ", ".join(["+2.0"] * 9) + " points" in text and "not met at 100)" in text
     ahead = _runs("classifier+margin", {s: [0.12] * len(budgets) for s in range(3)}, budgets)
     assert tables._targets_seasons(lead, ahead, ahead, None).endswith("(target: ahead at every budget: met).")
     assert "incomplete" in tables._targets_seasons(lead, _runs("x", {0: [0.1] * len(budgets)}, budgets), ahead, None)
@@ -277,7 +277,7 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
         path.parent.mkdir(parents=True, exist_ok=True)
         runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
             {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed, "val_error": val}
-            for n in tables.FM_BUDGETS]} for m, s, err in pairs for seed in range(3)]
+            for n in tables.ROUNDS]} for m, s, err in pairs for seed in range(3)]
         path.write_text(json.dumps({"settings": {}, "runs": runs}))
 
     chosen = tables.CHOSEN_2K
@@ -290,9 +290,9 @@ def test_a_machine_reads_the_targets_against_its_own_baselines(tmp_path, monkeyp
     write("big", base, [("classifier", "margin", 0.245), ("classifier", "random", 0.285)])
     text = tables.section_protocol_val20k(["big"], "small")
     assert "The standing (2k) setting against classifier baselines trained on this machine" in text
-    assert f"equal to earlier runs of the same baselines: `small/{base}` 36 of 36 (processor: not recorded):" in text
+    assert f"equal to earlier runs of the same baselines: `small/{base}` 60 of 60 (processor: not recorded):" in text
     assert "* Error at 1,000 labels: 13.00 % (target ≤ 13 %: met)." in text
-    assert "classifier+random's 1,000-label error (19.5 %): 500 (target ≤ 250: not met)" in text
+    assert "classifier+random's 1,000-label error (19.5 %): 400 (target ≤ 250: not met)" in text
     assert "(target ≥ 2 at every budget: met)." in text
     assert "The 20k set's chosen" not in text, "levers still to rerun: only the standing choice is read"
     m = tables.machine("big")
@@ -415,11 +415,11 @@ def test_other_heads_are_read_against_the_model_s_own_svm_on_the_same_codes(tmp_
 def test_the_summary_reads_each_target_with_its_figure() -> None:
     def make(label: str, err: float, model: str = "sae", strategy: str = "margin") -> tables.Row:
         return tables.Row(label, tuple({"model": model, "strategy": strategy, "seed": seed, "curve": [
-            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed} for n in tables.FM_BUDGETS]}
+            {"labeled": n, "test_error": err - 0.0001 * n + 0.01 * seed} for n in tables.ROUNDS]}
             for seed in range(3)), ())
 
     cm, cr = make("cm", 0.245, "classifier"), make("cr", 0.285, "classifier", "random")
-    assert tables._target_cells(make("sae", 0.22), cm, cr) == ["13.00 % (met)", "500 (not met)", "+2.50 at 200 (met)"]
+    assert tables._target_cells(make("sae", 0.22), cm, cr) == ["13.00 % (met)", "400 (not met)", "+2.50 at 200 (met)"]
     assert tables._target_cells(make("sae", 0.2301), cm, cr) == [
         "14.01 % (not met)", "500 (not met)", "+1.49 at 200 (not met)"]
     short = tables.Row("sae", tuple({**r, "curve": r["curve"][:3]} for r in make("sae", 0.22).runs), ())
@@ -460,7 +460,8 @@ def test_rounds_of_50_read_the_250_label_target_against_the_machine_s_own_bar(tm
     assert "seeds 0-4" not in text, "seeds 3-4 only once the rounds of 50 have them too"
     assert tables._target_cells_50(tables.rounds50("big")[0]) == [
         "not read (the rounds stop at 500)", "250 (met)",
-        "+1.00 at 200, up to 500 labels only (not met), against classifier+margin in rounds of 50",
+        "+1.00 at 200, up to 500 labels only (not met to 500; not read beyond), against classifier+margin in "
+        "rounds of 50",
     ], "the summary's cells"
     write("more", tables.ROUNDS_50, r50, fifties, range(3, 5))
     write("more", tables.ROUNDS_50_BASELINES, base50, fifties, range(3, 5))
@@ -548,7 +549,7 @@ def test_the_choice_is_also_read_against_baselines_from_its_own_start(tmp_path, 
         path = tmp_path / folder / name / "curve.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         runs = [{"model": m, "strategy": s, "seed": seed, "curve": [
-            {"labeled": n, "test_error": err - 0.0001 * n, "val_error": 0.2} for n in tables.FM_BUDGETS]}
+            {"labeled": n, "test_error": err - 0.0001 * n, "val_error": 0.2} for n in tables.ROUNDS]}
             for m, s, err in pairs for seed in seeds]
         path.write_text(json.dumps({"settings": {}, "runs": runs}))
 
@@ -573,3 +574,15 @@ def test_the_choice_is_also_read_against_baselines_from_its_own_start(tmp_path, 
     write(tables.MORE_SEEDS, typical_start, [("classifier", "margin", 0.24), ("classifier", "random", 0.27)],
           range(3, 5))
     assert [x[0].seeds for x in tables.same_start(best, base)] == [[0, 1, 2], [0, 1, 2, 3, 4]]
+
+
+def test_report_reads_labels_to_reach_where_every_seed_has_a_point_as_the_tables_do() -> None:
+    spec = importlib.util.spec_from_file_location("report", ROOT / "benchmarks" / "report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    runs = [{"model": "sae", "strategy": "margin", "seed": 0, "curve": [{"labeled": 100, "test_error": 0.3},
+                                                                        {"labeled": 200, "test_error": 0.1}]},
+            {"model": "sae", "strategy": "margin", "seed": 1, "curve": [{"labeled": 100, "test_error": 0.3}]}]
+    assert report.labels_to_reach(runs, "sae", "margin", 0.2) is None, "seed 1 has no 200-label point"
+    runs[1]["curve"].append({"labeled": 200, "test_error": 0.2})
+    assert report.labels_to_reach(runs, "sae", "margin", 0.2) == 200
