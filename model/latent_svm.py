@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 ABSENT = -1e9
 MIN_CALIBRATION = 20  # items a confidence map is fitted on, at the least
+MIN_OUTCOMES = 2  # out-of-fold predictions right, and wrong, a map needs at the least
 
 
 class LatentSVM(ClassifierMixin, BaseEstimator):
@@ -71,7 +72,8 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         The normalised confidence ranks items well but is no probability (measured: right far
         more often than it says). Isotonic regression of held-out correctness on held-out
         confidence keeps the order and makes the number honest. Returns ``(2, m)`` knots
-        (confidence, probability), or None with too few labels per class.
+        (confidence, probability), or None with too few labels per class, or too few held-out mistakes (or
+        successes) to learn a map from.
         """
         from sklearn.isotonic import IsotonicRegression
         from sklearn.model_selection import StratifiedKFold
@@ -94,6 +96,9 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
             right[test] = np.argmax(scores, axis=1) == y[test]
         if not on.any():
             return None
+        wrong = np.count_nonzero(right[on] == 0)
+        if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:  # a map of all right (or all wrong)
+            return None  # would say 1.0 (or 0.0) for every item, the least sure included: the confidence stands
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf[on], right[on])
         return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
 

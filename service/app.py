@@ -206,14 +206,16 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         return {"model_version": served.name, "strategy": served.strategy, "ranking": items}
 
     @app.get("/projects/{pid}/latent.png", dependencies=deps)
-    def latent(st: ProjectState = Depends(known)) -> Response:
+    def latent(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> Response:
         from service.plots import latent_png
 
         served = st.served
         if served is None or not served.latent or st.config is None or len(served.latent.get("ids", [])) == 0:
             raise HTTPException(status.HTTP_409_CONFLICT, "no latent codes yet: the project has not been trained")
         ids = served.latent["ids"]
-        marked = np.flatnonzero(np.isin(ids, served.head_ids[: max(settings.push_top_k, 1)]))
+        labeled = set(m.mirror(st).labels(st.config)[0]) if m.mirror(st).ingested else set()
+        pushed = [t for t, _ in served.ranking(settings.push_top_k, labeled)]  # what the push marks, as it marks them
+        marked = np.flatnonzero(np.isin(ids, np.asarray(pushed, np.int64)))
         png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
                          title=f"project {st.id}, {served.name}: codes among class anchors",
                          centres=served.model.class_centres_)
@@ -225,16 +227,17 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         from model.morph import morph
         from service.plots import morph_png
 
-        if st.served is None or st.config is None:
+        served, config = st.served, st.config  # one version throughout: a training may publish the next meanwhile
+        if served is None or config is None:
             raise HTTPException(status.HTTP_409_CONFLICT, "no model yet: the project has not been trained")
-        classes = st.served.class_names  # the model's classes, in its order: the config may have changed since
+        classes = served.class_names  # the model's classes, in its order: the config may have changed since
         for c in (source, target):
             if c not in classes:
                 raise HTTPException(422, f"unknown class {c!r}; classes: {classes}")
-        if st.config.kind != "image":
-            raise HTTPException(422, f"morphing draws images; this project's data is {st.config.kind}")
+        if config.kind != "image":
+            raise HTTPException(422, f"morphing draws images; this project's data is {config.kind}")
         try:
-            images = morph(st.served.model, classes.index(source), classes.index(target), steps)
+            images = morph(served.model, classes.index(source), classes.index(target), steps)
         except ValueError as e:
             raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
         return Response(morph_png(images, f"{source} -> {target}"), media_type="image/png")

@@ -128,11 +128,11 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     fig = Figure(figsize=(6.5, 6))
     ax = fig.subplots()
     ax.scatter(xy[unl, 0], xy[unl, 1], s=3, c="#bbbbbb", label="unlabeled", rasterized=True)
-    cmap = matplotlib.colormaps["tab10" if len(class_names) <= 10 else "tab20"]
+    colours = _class_colours(len(class_names))
     for k, name in enumerate(class_names):
         sel = np.flatnonzero(labels == k)
         if len(sel):
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=cmap(k % cmap.N), label=_plain(str(name)))
+            ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=colours[k], label=_plain(str(name)))
     if marked is not None and len(marked):
         ax.scatter(xy[marked, 0], xy[marked, 1], s=40, facecolors="none", edgecolors="black",
                    linewidths=1.0, label="pushed for labeling")
@@ -158,5 +158,15 @@ def morph_png(images: np.ndarray, title: str = "") -> bytes:
 
 
 def _plain(text: str) -> str:
-    """A team's class name as written: matplotlib reads text between two ``$`` as a formula (and can fail on it)."""
-    return text.replace("$", r"\$")
+    """A team's class name as written: matplotlib reads text between two ``$`` as a formula (and can fail on it),
+    and leaves a label starting with ``_`` out of the legend."""
+    text = text.replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
+
+
+def _class_colours(k: int) -> list:
+    """One colour per class: the qualitative maps up to 20 classes, then evenly spread hues (no two alike)."""
+    if k <= 20:
+        cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
+        return [cmap(i) for i in range(k)]
+    return list(matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, k)))

@@ -102,8 +102,9 @@ class ShardScores:
     """One shard of a pool scored (plain arrays, so it can come back from another process or machine).
 
     Every item's class and confidence, its share of the ranking (values, view scores and a
-    bounded shortlist), and its share of the latent picture: the ``LATENT_KEEP`` ids of
-    the shard with the smallest hash, so the merged sample does not depend on the sharding.
+    bounded shortlist), and its share of the latent picture: the ``LATENT_KEEP`` unlabeled and
+    the ``LATENT_KEEP`` labeled ids of the shard with the smallest hash, so the merged sample
+    does not depend on the sharding, and its shortlist.
     """
 
     ids: np.ndarray
@@ -118,11 +119,22 @@ def score_shard(model: SAEClassifier, ids: np.ndarray, x: np.ndarray, strategy: 
                 labeled: np.ndarray, latent_keep: int = LATENT_KEEP) -> ShardScores:
     """Score one shard of the pool; ``labeled`` (a boolean mask) excludes items from the ranking."""
     ids = np.asarray(ids, np.int64)
+    labeled = np.asarray(labeled, bool)
     d, z = decision_scores(model, x)
-    part = rank_part(strategy, d, keep, ~np.asarray(labeled, bool), z)
-    rows = np.flatnonzero(np.isin(ids, stop_set(ids, latent_keep)))
+    part = rank_part(strategy, d, keep, ~labeled, z)
     return ShardScores(ids, np.argmax(d, axis=1), model.svm_.confidence_from_scores(d.astype(np.float64)), part,
-                       ids[rows], z[rows])
+                       *_picture_rows(ids, z, labeled, part.rows, latent_keep))
+
+
+def _picture_rows(ids: np.ndarray, z: np.ndarray, labeled: np.ndarray, shortlist: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and codes the latent picture draws: a hash sample of the unlabeled, the labeled apart (a sample of
+    the whole pool would hold few of them in a pool of millions, and they carry the colours), and the shortlist,
+    which holds the tasks the picture rings."""
+    picked = np.isin(ids, stop_set(ids[~labeled], size)) | np.isin(ids, stop_set(ids[labeled], size))
+    picked[shortlist] = True
+    rows = np.flatnonzero(picked)
+    return ids[rows], z[rows]
 
 
 @dataclass(frozen=True)
@@ -174,7 +186,10 @@ class ServedVersion:
         confidence = np.concatenate([s.confidence for s in shards])
         latent_ids = np.concatenate([s.latent_ids for s in shards]).astype(np.int64)
         latent_z = np.concatenate([s.latent_z for s in shards])
-        kept = np.isin(latent_ids, stop_set(latent_ids, LATENT_KEEP))
+        lab = np.isin(latent_ids, np.fromiter(labels, np.int64, len(labels)))
+        kept = (np.isin(latent_ids, stop_set(latent_ids[~lab], LATENT_KEEP))
+                | np.isin(latent_ids, stop_set(latent_ids[lab], LATENT_KEEP))
+                | np.isin(latent_ids, ids[head.top.indices]))  # the sample of the shards as one pool's, and the head
         latent_ids, latent_z = latent_ids[kept], latent_z[kept]
         y = np.fromiter((labels.get(int(t), -1) for t in latent_ids), np.int64, len(latent_ids))
         order = np.argsort(ids, kind="stable")

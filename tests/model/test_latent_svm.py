@@ -233,3 +233,13 @@ def test_the_confidence_map_is_fitted_on_the_items_it_is_told_and_on_all_when_th
     few[:5] = True
     np.testing.assert_array_equal(LatentSVM(n_classes=2).fit(z, y_noisy, calibrate_on=few).calibration_,
                                   every.calibration_)
+
+
+def test_no_map_is_learned_from_held_out_predictions_without_mistakes() -> None:
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(-5, 0.1, (13, 2)), rng.normal(5, 0.1, (13, 2))])
+    y = np.repeat([0, 1], 13)
+    svm = LatentSVM(n_classes=3).fit(z, y)  # easy classes, one class not labeled yet: every held-out guess right
+    assert svm.calibration_ is None
+    conf = np.array([0.0003, 0.5, 0.99])
+    np.testing.assert_array_equal(svm.probability_from_confidence(conf), conf)  # the least sure is not made 1.0

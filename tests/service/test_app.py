@@ -284,3 +284,31 @@ def test_morph_names_the_classes_the_model_learned_after_the_config_changed(tmp_
     pixels = [np.asarray(Image.open(io.BytesIO(b))) for b in (r.content, expected)]
     np.testing.assert_array_equal(*pixels)
     assert app.get("/projects/1/latent.png").status_code == 200
+
+
+def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tmp_path, monkeypatch) -> None:
+    import service.plots
+
+    m, app, client = make(tmp_path, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    served = st.served
+    served.latent["ids"] = served.ids.copy()  # every task in the picture, so the rings can be read off
+    served.latent["z"] = np.zeros((len(served.ids), served.latent["z"].shape[1]), np.float32)
+    served.latent["y"] = np.full(len(served.ids), -1)
+    rings = []
+    monkeypatch.setattr(service.plots, "latent_png", lambda z, y, names, marked, **kw: rings.append(
+        set(served.latent["ids"][marked].tolist())) or b"")
+    assert app.get("/projects/1/latent.png").status_code == 200
+    assert rings[-1] == set(served.head_ids[:5].tolist())
+    first = int(served.head_ids[0])
+    task = next(t for t in client.tasks if t["id"] == first)
+    task["annotations"] = [choice("3", 777)]
+    m.mirror(st).upsert_annotation(first, {**choice("3", 777), "task": first})
+    app.get("/projects/1/latent.png")
+    assert first not in rings[-1] and rings[-1] == set(served.head_ids[1:6].tolist()), "as the push marks them"
+    m.settings.push_top_k = 0
+    app.get("/projects/1/latent.png")
+    assert rings[-1] == set(), "nothing is pushed for labeling"

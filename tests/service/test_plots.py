@@ -50,3 +50,16 @@ def test_pictures_are_drawn_without_pyplot_s_global_figures_so_threads_can_draw_
             "print('matplotlib.pyplot' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_class_has_its_legend_entry_and_a_colour_of_its_own() -> None:
+    from matplotlib.figure import Figure
+
+    from service.plots import _class_colours, _plain
+
+    ax = Figure().subplots()
+    for name in ("_other", "a$b$c", "cat"):
+        ax.scatter([0], [0], label=_plain(name))
+    assert len(ax.get_legend_handles_labels()[1]) == 3, "a name starting with _ is not left out"
+    colours = [tuple(np.round(c, 6)) for c in _class_colours(25)]
+    assert len(set(colours)) == 25 and len(set(map(tuple, _class_colours(10)))) == 10

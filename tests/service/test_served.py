@@ -8,7 +8,7 @@ import pytest
 from connectors.datasets import load_digits_dataset
 from model.acquisition import get_strategy
 from model.sae_classifier import SAEClassifier
-from service.served import ServedVersion, decision_scores, load_served, save_served, score
+from service.served import ServedVersion, decision_scores, load_served, save_served, score, score_shard
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +137,22 @@ def test_new_tasks_among_known_ids_are_merged_in_order(fitted) -> None:
     assert np.all(np.diff(merged.ids) > 0) and (merged.lookup(ids) >= 0).all()
     np.testing.assert_array_equal(merged.pred[merged.lookup(ids[:100])], _scored(model, x[:100]).pred)
     assert merged.rows_mark == (7, 0, 400) and base.rows_mark is None
+
+
+def test_the_picture_keeps_the_labeled_and_the_head_however_large_the_pool(fitted, monkeypatch) -> None:
+    import service.served
+
+    model, x, labels, ids = fitted
+    monkeypatch.setattr(service.served, "LATENT_KEEP", 30)  # a pool far larger than the picture's sample
+    labeled = np.isin(ids, list(labels))
+    strategy = get_strategy("margin")
+    whole = ServedVersion.from_shards(1, "sae-v1", model, "margin", labels,
+                                      [score_shard(model, ids, x, strategy, 20, labeled, 30)], 20)
+    shards = [score_shard(model, ids[s], x[s], strategy, 20, labeled[s], 30) for s in (slice(0, 150), slice(150, None))]
+    split = ServedVersion.from_shards(1, "sae-v1", model, "margin", labels, shards, 20)
+    shown = set(whole.latent["ids"].tolist())
+    assert len(shown & set(labels)) == 30, "labeled apart: as many as the sample's size, not 60 in 400 of it"
+    assert set(whole.head_ids.tolist()) <= shown, "the head the picture rings is in it"
+    assert len(shown - set(labels) - set(whole.head_ids.tolist())) <= 30
+    np.testing.assert_array_equal(np.sort(split.latent["ids"]), np.sort(whole.latent["ids"]))
+    assert (whole.latent["y"][np.isin(whole.latent["ids"], list(labels))] >= 0).all()
