@@ -189,7 +189,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.get("/projects/{pid}/ranking", dependencies=deps)
     def ranking(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager),
                 limit: int = Query(20, ge=1, le=1000)) -> dict:
-        """The head in ranking order, without tasks labeled since the version was trained."""
+        """The head in ranking order, without tasks labeled or deleted since the version was trained."""
         served = st.served
         labeled = set(m.mirror(st).labels(st.config)[0]) if st.config is not None and m.mirror(st).ingested else set()
         if served is None:
@@ -197,7 +197,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                 items = [{"task": t, "rank": i + 1} for i, t in enumerate(t for t in st.suggested if t not in labeled)]
                 return {"model_version": COLD_START_VERSION, "strategy": "typicality", "ranking": items[:limit]}
             return {"model_version": None, "ranking": []}
-        head = served.ranking(limit, labeled)
+        head = served.ranking(limit, m.left_out(st, served))
         pos = served.lookup([t for t, _ in head])
         items = [{"task": t, "rank": i + 1, "value": v, "score": float(served.score[p]),
                   "confidence": float(served.confidence[p]),
@@ -213,8 +213,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         if served is None or not served.latent or st.config is None or len(served.latent.get("ids", [])) == 0:
             raise HTTPException(status.HTTP_409_CONFLICT, "no latent codes yet: the project has not been trained")
         ids = served.latent["ids"]
-        labeled = set(m.mirror(st).labels(st.config)[0]) if m.mirror(st).ingested else set()
-        pushed = [t for t, _ in served.ranking(settings.push_top_k, labeled)]  # what the push marks, as it marks them
+        pushed = [t for t, _ in served.ranking(settings.push_top_k, m.left_out(st, served))]  # as the push marks
         marked = np.flatnonzero(np.isin(ids, np.asarray(pushed, np.int64)))
         png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
                          title=f"project {st.id}, {served.name}: codes among class anchors",

@@ -939,8 +939,7 @@ class ProjectManager:
             return
         try:
             m = self.mirror(st)
-            marked = st.push_state.marked or frozenset()
-            gone = {t for t in [*served.head_ids.tolist(), *marked] if t not in m.store}  # deleted since
+            gone = self._gone_since(st, served)
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
                                   set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st),
                                   self._rows_ahead(st), st.queue_project_id)
@@ -953,6 +952,18 @@ class ProjectManager:
             return
         report.marked -= gone
         self._pushed(st, report, changes)
+
+    def _gone_since(self, st: ProjectState, served: ServedVersion) -> set[int]:
+        """Tasks of the version's head, or marked, that were deleted since."""
+        marked = st.push_state.marked or frozenset()
+        store = self.mirror(st).store
+        return {t for t in [*served.head_ids.tolist(), *marked] if t not in store}
+
+    def left_out(self, st: ProjectState, served: ServedVersion) -> set[int]:
+        """What the ranking leaves out now, as the push does: tasks labeled or deleted since the version."""
+        m = self.mirror(st)
+        labeled = set(m.labels(st.config)[0]) if st.config is not None and m.ingested else set()
+        return labeled | self._gone_since(st, served)
 
     def _record_push_state(self, st: ProjectState, **changes: object) -> None:
         """What a push is about to leave in Label Studio, kept in project.json before it writes it."""

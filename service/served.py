@@ -122,8 +122,26 @@ def score_shard(model: SAEClassifier, ids: np.ndarray, x: np.ndarray, strategy: 
     labeled = np.asarray(labeled, bool)
     d, z = decision_scores(model, x)
     part = rank_part(strategy, d, keep, ~labeled, z)
+    shortlist = part.rows if part.codes is None else np.zeros(0, np.int64)
     return ShardScores(ids, np.argmax(d, axis=1), model.svm_.confidence_from_scores(d.astype(np.float64)), part,
-                       *_picture_rows(ids, z, labeled, part.rows, latent_keep))
+                       *_picture_rows(ids, z, labeled, shortlist, latent_keep))
+
+
+def _with_head(ids: np.ndarray, z: np.ndarray, head: np.ndarray,
+               shards: list[ShardScores]) -> tuple[np.ndarray, np.ndarray]:
+    """The picture's sample with the head's codes added (the rings), from the shards' shortlists."""
+    missing = head[~np.isin(head, ids)]
+    if len(missing) == 0:
+        return ids, z
+    found_ids, found_z = [], []
+    for s in shards:
+        rows = s.part.rows if s.part.codes is not None else np.flatnonzero(np.isin(s.latent_ids, missing))
+        cand = s.ids[rows] if s.part.codes is not None else s.latent_ids[rows]
+        codes = s.part.codes if s.part.codes is not None else s.latent_z[rows]
+        sel = np.isin(cand, missing)
+        found_ids.append(cand[sel])
+        found_z.append(np.asarray(codes)[sel])
+    return np.concatenate([ids, *found_ids]).astype(np.int64), np.concatenate([z, *found_z]).astype(z.dtype)
 
 
 def _picture_rows(ids: np.ndarray, z: np.ndarray, labeled: np.ndarray, shortlist: np.ndarray,
@@ -132,7 +150,7 @@ def _picture_rows(ids: np.ndarray, z: np.ndarray, labeled: np.ndarray, shortlist
     the whole pool would hold few of them in a pool of millions, and they carry the colours), and the shortlist,
     which holds the tasks the picture rings."""
     picked = np.isin(ids, stop_set(ids[~labeled], size)) | np.isin(ids, stop_set(ids[labeled], size))
-    picked[shortlist] = True
+    picked[shortlist] = True  # about the head's size: strategies with a wider shortlist send its codes anyway
     rows = np.flatnonzero(picked)
     return ids[rows], z[rows]
 
@@ -188,9 +206,9 @@ class ServedVersion:
         latent_z = np.concatenate([s.latent_z for s in shards])
         lab = np.isin(latent_ids, np.fromiter(labels, np.int64, len(labels)))
         kept = (np.isin(latent_ids, stop_set(latent_ids[~lab], LATENT_KEEP))
-                | np.isin(latent_ids, stop_set(latent_ids[lab], LATENT_KEEP))
-                | np.isin(latent_ids, ids[head.top.indices]))  # the sample of the shards as one pool's, and the head
+                | np.isin(latent_ids, stop_set(latent_ids[lab], LATENT_KEEP)))  # the shards' samples as one pool's
         latent_ids, latent_z = latent_ids[kept], latent_z[kept]
+        latent_ids, latent_z = _with_head(latent_ids, latent_z, ids[head.top.indices], shards)
         y = np.fromiter((labels.get(int(t), -1) for t in latent_ids), np.int64, len(latent_ids))
         order = np.argsort(ids, kind="stable")
         top = head.top.indices

@@ -312,3 +312,26 @@ def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tm
     m.settings.push_top_k = 0
     app.get("/projects/1/latent.png")
     assert rings[-1] == set(), "nothing is pushed for labeling"
+
+
+def test_the_ranking_and_the_rings_leave_out_a_head_task_deleted_since_as_the_push_does(tmp_path, monkeypatch) -> None:
+    import service.plots
+
+    m, app, _ = make(tmp_path, push_top_k=5)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    st = m.projects[1]
+    served = st.served
+    served.latent["ids"] = served.ids.copy()
+    served.latent["z"] = np.zeros((len(served.ids), served.latent["z"].shape[1]), np.float32)
+    served.latent["y"] = np.full(len(served.ids), -1)
+    rings = []
+    monkeypatch.setattr(service.plots, "latent_png", lambda z, y, names, marked, **kw: rings.append(
+        set(served.latent["ids"][marked].tolist())) or b"")
+    deleted = int(served.head_ids[0])
+    m.mirror(st).remove_tasks([deleted])  # its TASKS_DELETED webhook
+    ranking = [r["task"] for r in app.get("/projects/1/ranking", params={"limit": 5}).json()["ranking"]]
+    assert ranking == served.head_ids[1:6].tolist()
+    app.get("/projects/1/latent.png")
+    assert rings[-1] == set(ranking)

@@ -139,20 +139,26 @@ def test_new_tasks_among_known_ids_are_merged_in_order(fitted) -> None:
     assert merged.rows_mark == (7, 0, 400) and base.rows_mark is None
 
 
-def test_the_picture_keeps_the_labeled_and_the_head_however_large_the_pool(fitted, monkeypatch) -> None:
+@pytest.mark.parametrize("name", ["margin", "cluster-margin"])  # the head from the sample, or from the shortlist
+def test_the_picture_keeps_the_labeled_and_the_head_however_large_the_pool(fitted, monkeypatch, name: str) -> None:
     import service.served
 
     model, x, labels, ids = fitted
     monkeypatch.setattr(service.served, "LATENT_KEEP", 30)  # a pool far larger than the picture's sample
     labeled = np.isin(ids, list(labels))
-    strategy = get_strategy("margin")
-    whole = ServedVersion.from_shards(1, "sae-v1", model, "margin", labels,
+    strategy = get_strategy(name)
+    whole = ServedVersion.from_shards(1, "sae-v1", model, name, labels,
                                       [score_shard(model, ids, x, strategy, 20, labeled, 30)], 20)
     shards = [score_shard(model, ids[s], x[s], strategy, 20, labeled[s], 30) for s in (slice(0, 150), slice(150, None))]
-    split = ServedVersion.from_shards(1, "sae-v1", model, "margin", labels, shards, 20)
+    split = ServedVersion.from_shards(1, "sae-v1", model, name, labels, shards, 20)
+    assert sum(len(s.latent_ids) for s in shards) <= 2 * (30 + 30 + 20), "a shard sends its samples, not its shortlist"
     shown = set(whole.latent["ids"].tolist())
     assert len(shown & set(labels)) == 30, "labeled apart: as many as the sample's size, not 60 in 400 of it"
     assert set(whole.head_ids.tolist()) <= shown, "the head the picture rings is in it"
     assert len(shown - set(labels) - set(whole.head_ids.tolist())) <= 30
     np.testing.assert_array_equal(np.sort(split.latent["ids"]), np.sort(whole.latent["ids"]))
+    pos = {int(t): i for i, t in enumerate(ids)}
+    for v in (whole, split):
+        rows = [pos[int(t)] for t in v.latent["ids"]]
+        np.testing.assert_allclose(v.latent["z"], model.transform(x[rows]), rtol=1e-4, atol=1e-5)
     assert (whole.latent["y"][np.isin(whole.latent["ids"], list(labels))] >= 0).all()
