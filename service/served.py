@@ -104,7 +104,8 @@ class ShardScores:
     Every item's class and confidence, its share of the ranking (values, view scores and a
     bounded shortlist), and its share of the latent picture: the ``LATENT_KEEP`` unlabeled and
     the ``LATENT_KEEP`` labeled ids of the shard with the smallest hash, so the merged sample
-    does not depend on the sharding, and its shortlist.
+    does not depend on the sharding, and its shortlist where the ranking part carries no codes
+    of it (the head's codes, for the picture's rings, come from one or the other).
     """
 
     ids: np.ndarray
