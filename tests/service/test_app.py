@@ -286,7 +286,8 @@ def test_morph_names_the_classes_the_model_learned_after_the_config_changed(tmp_
     assert app.get("/projects/1/latent.png").status_code == 200
 
 
-def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tmp_path, monkeypatch) -> None:
+def _rings_read_off(tmp_path, monkeypatch):
+    """A trained project whose picture holds every task, and the list the rings of each drawing go to."""
     import service.plots
 
     m, app, client = make(tmp_path, push_top_k=5)
@@ -295,12 +296,17 @@ def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tm
     assert m.runner.wait_idle(120)
     st = m.projects[1]
     served = st.served
-    served.latent["ids"] = served.ids.copy()  # every task in the picture, so the rings can be read off
+    served.latent["ids"] = served.ids.copy()
     served.latent["z"] = np.zeros((len(served.ids), served.latent["z"].shape[1]), np.float32)
     served.latent["y"] = np.full(len(served.ids), -1)
-    rings = []
+    rings: list[set[int]] = []
     monkeypatch.setattr(service.plots, "latent_png", lambda z, y, names, marked, **kw: rings.append(
         set(served.latent["ids"][marked].tolist())) or b"")
+    return m, app, client, st, served, rings
+
+
+def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tmp_path, monkeypatch) -> None:
+    m, app, client, st, served, rings = _rings_read_off(tmp_path, monkeypatch)
     assert app.get("/projects/1/latent.png").status_code == 200
     assert rings[-1] == set(served.head_ids[:5].tolist())
     first = int(served.head_ids[0])
@@ -315,20 +321,7 @@ def test_the_latent_picture_rings_what_the_push_marks_not_tasks_labeled_since(tm
 
 
 def test_the_ranking_and_the_rings_leave_out_a_head_task_deleted_since_as_the_push_does(tmp_path, monkeypatch) -> None:
-    import service.plots
-
-    m, app, _ = make(tmp_path, push_top_k=5)
-    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
-    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
-    assert m.runner.wait_idle(120)
-    st = m.projects[1]
-    served = st.served
-    served.latent["ids"] = served.ids.copy()
-    served.latent["z"] = np.zeros((len(served.ids), served.latent["z"].shape[1]), np.float32)
-    served.latent["y"] = np.full(len(served.ids), -1)
-    rings = []
-    monkeypatch.setattr(service.plots, "latent_png", lambda z, y, names, marked, **kw: rings.append(
-        set(served.latent["ids"][marked].tolist())) or b"")
+    m, app, _, st, served, rings = _rings_read_off(tmp_path, monkeypatch)
     deleted = int(served.head_ids[0])
     m.mirror(st).remove_tasks([deleted])  # its TASKS_DELETED webhook
     ranking = [r["task"] for r in app.get("/projects/1/ranking", params={"limit": 5}).json()["ranking"]]
