@@ -38,6 +38,7 @@ _COMMIT_MARKER = "compact.commit"
 _DATA_FILES = ("items.bin", "ids.bin", "dead.bin")
 _GATHER_BYTES = 64 << 20
 _instances = itertools.count()
+ROOM_SPARE = 1 / 8  # spare room kept after sorted ids and scores that new tasks are appended to
 Mark = tuple[int, int, int]  # (store object, generation, rows): a position in one store's rows
 
 
@@ -62,11 +63,12 @@ def _empty_state(generation: int = 0) -> _State:
     return _State(generation, 0, np.empty(0, np.int64), np.empty(0, bool), np.empty(0, np.int64), np.empty(0, np.int64))
 
 
-def _with_capacity(buf: np.ndarray, used: int, needed: int) -> np.ndarray:
-    """Amortised growth, so appending in chunks stays linear overall."""
+def with_capacity(buf: np.ndarray, used: int, needed: int, spare: float = 1.0) -> np.ndarray:
+    """``buf`` if it holds ``needed`` items, else a copy of its first ``used`` in one grown by at least a ``spare``
+    share of its length: amortised growth, so appending in chunks stays linear overall."""
     if needed <= len(buf):
         return buf
-    grown = np.empty(max(needed, 2 * len(buf), 1024), dtype=buf.dtype)
+    grown = np.empty(max(needed, int(len(buf) * (1 + spare)), 1024), dtype=buf.dtype)
     grown[:used] = buf[:used]
     return grown
 
@@ -309,9 +311,9 @@ class PoolStore:
             _append_bytes(self._path("items.bin"), r0 * self._row_bytes, items, self._fsync)
             _append_bytes(self._path("ids.bin"), r0 * _ID_DTYPE.itemsize, ids.astype(_ID_DTYPE), self._fsync)
 
-            row_ids = _with_capacity(s.row_ids, r0, r0 + n)
+            row_ids = with_capacity(s.row_ids, r0, r0 + n)
             row_ids[r0 : r0 + n] = ids
-            alive = _with_capacity(s.alive, r0, r0 + n)
+            alive = with_capacity(s.alive, r0, r0 + n)
             if len(tombs):
                 alive = alive.copy()
             alive[r0 : r0 + n] = True
@@ -334,11 +336,9 @@ class PoolStore:
         earlier states view a prefix, which is never written again."""
         n, k = len(current), len(tail)
         buf = self._rooms.get(name)
-        if buf is None or current.base is not buf or len(buf) < n + k:
-            buf = np.empty(n + k + max((n + k) // 8, 1024), current.dtype)
-            buf[:n] = current
-            self._rooms[name] = buf
+        buf = with_capacity(buf if buf is not None and current.base is buf else current, n, n + k, spare=ROOM_SPARE)
         buf[n:n + k] = tail
+        self._rooms[name] = buf
         return buf[:n + k]
 
     def _append_dead(self, rows: np.ndarray) -> None:
@@ -395,9 +395,9 @@ class PoolStore:
             fsync_dir(self.directory)
             self._finish_compaction()
 
-            row_ids = _with_capacity(np.empty(0, np.int64), 0, n_live)
+            row_ids = with_capacity(np.empty(0, np.int64), 0, n_live)
             row_ids[:n_live] = live_ids
-            alive = _with_capacity(np.empty(0, bool), 0, n_live)
+            alive = with_capacity(np.empty(0, bool), 0, n_live)
             alive[:n_live] = True
             vals = np.searchsorted(live_rows, s.vals).astype(np.int64)
             self._dead_entries = 0

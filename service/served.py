@@ -28,7 +28,7 @@ from model.acquisition import (
 )
 from model.sae_classifier import SAEClassifier
 from model.stopping import agreement, stop_set
-from service.pool_store import Mark, replacing
+from service.pool_store import ROOM_SPARE, Mark, replacing, with_capacity
 
 LATENT_KEEP = 20000
 _COLUMNS = ("ids", "pred", "score", "confidence")
@@ -50,20 +50,15 @@ class _Room:
 
 
 def _appended(version: ServedVersion, new: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], _Room]:
-    """The version's columns with ``new`` appended, in place where its room allows (one growth in eight copies)."""
+    """The version's columns with ``new`` appended, in place where its room allows."""
     n, k = len(version.ids), len(new["ids"])
     with _ROOM_LOCK:
         room = version._room
-        if room is None or room.used != n or len(room.columns["ids"]) < n + k:
-            capacity = n + k + max((n + k) // 8, 1024)
-            columns = {}
-            for c in _COLUMNS:
-                old = getattr(version, c)
-                buf = np.empty(capacity, dtype=np.result_type(old.dtype, new[c].dtype))
-                buf[:n] = old
-                columns[c] = buf
-            room = _Room(columns, n)
+        if room is None or room.used != n:
+            room = _Room({c: np.asarray(getattr(version, c), np.result_type(getattr(version, c), new[c]))
+                          for c in _COLUMNS}, n)
         for c in _COLUMNS:
+            room.columns[c] = with_capacity(room.columns[c], n, n + k, spare=ROOM_SPARE)
             room.columns[c][n:n + k] = new[c]
         room.used = n + k
     return {c: room.columns[c][:n + k] for c in _COLUMNS}, room
@@ -136,9 +131,7 @@ def _with_head(ids: np.ndarray, z: np.ndarray, head: np.ndarray,
         return ids, z
     found_ids, found_z = [], []
     for s in shards:
-        rows = s.part.rows if s.part.codes is not None else np.flatnonzero(np.isin(s.latent_ids, missing))
-        cand = s.ids[rows] if s.part.codes is not None else s.latent_ids[rows]
-        codes = s.part.codes if s.part.codes is not None else s.latent_z[rows]
+        cand, codes = (s.ids[s.part.rows], s.part.codes) if s.part.codes is not None else (s.latent_ids, s.latent_z)
         sel = np.isin(cand, missing)
         found_ids.append(cand[sel])
         found_z.append(np.asarray(codes)[sel])
