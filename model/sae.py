@@ -299,7 +299,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             if changed:
                 log.info("warm start skipped: %s changed, so new networks are trained", ", ".join(changed))
                 warm = False
-            elif getattr(self, "input_range_", None) is None and x.dtype != np.uint8 and input_range(x) is not None:
+            elif getattr(self, "input_range_", None) is None and input_range(x) is not None:
                 log.info("warm start skipped: the pool now reaches outside [0, 1], so new networks learn it scaled")
                 warm = False
         if not warm:

@@ -191,9 +191,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                 limit: int = Query(20, ge=1, le=1000)) -> dict:
         """The head in ranking order, without tasks labeled or deleted since the version was trained."""
         served = st.served
-        labeled = set(m.mirror(st).labels(st.config)[0]) if st.config is not None and m.mirror(st).ingested else set()
         if served is None:
             if st.suggested:
+                labeled = m.labeled_now(st)
                 items = [{"task": t, "rank": i + 1} for i, t in enumerate(t for t in st.suggested if t not in labeled)]
                 return {"model_version": COLD_START_VERSION, "strategy": "typicality", "ranking": items[:limit]}
             return {"model_version": None, "ranking": []}

@@ -712,7 +712,7 @@ class ProjectManager:
 
     def _job(self, pid: int, kind: str, reason: str) -> None:
         st = self.get(pid)
-        if st.gone_since is not None and self._still_gone(st):  # a resumed training, a pending push, a webhook
+        if self._still_gone(st):  # a resumed training, a pending push, a webhook
             log.info("project %s: not run (%s): Label Studio no longer has it", pid, reason)
             return
         if kind == PUSH:
@@ -939,7 +939,7 @@ class ProjectManager:
             return
         try:
             m = self.mirror(st)
-            gone = self._gone_since(st, served)
+            gone = self._tasks_deleted_since(st, served)
             report = push_version(client, st.id, config, served, self.settings, st.push_state,
                                   set(m.labels(config)[0]) | gone, self._marking(st), self._writer(st),
                                   self._rows_ahead(st), st.queue_project_id)
@@ -953,17 +953,20 @@ class ProjectManager:
         report.marked -= gone
         self._pushed(st, report, changes)
 
-    def _gone_since(self, st: ProjectState, served: ServedVersion) -> set[int]:
+    def _tasks_deleted_since(self, st: ProjectState, served: ServedVersion) -> set[int]:
         """Tasks of the version's head, or marked, that were deleted since."""
         marked = st.push_state.marked or frozenset()
         store = self.mirror(st).store
         return {t for t in [*served.head_ids.tolist(), *marked] if t not in store}
 
+    def labeled_now(self, st: ProjectState) -> set[int]:
+        """The tasks with a usable label in the mirror (none before its ingest)."""
+        m = self.mirror(st)
+        return set(m.labels(st.config)[0]) if st.config is not None and m.ingested else set()
+
     def left_out(self, st: ProjectState, served: ServedVersion) -> set[int]:
         """What the ranking leaves out now, as the push does: tasks labeled or deleted since the version."""
-        m = self.mirror(st)
-        labeled = set(m.labels(st.config)[0]) if st.config is not None and m.ingested else set()
-        return labeled | self._gone_since(st, served)
+        return self.labeled_now(st) | self._tasks_deleted_since(st, served)
 
     def _record_push_state(self, st: ProjectState, **changes: object) -> None:
         """What a push is about to leave in Label Studio, kept in project.json before it writes it."""
