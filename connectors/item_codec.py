@@ -29,8 +29,9 @@ class ItemKind:
     tags: ClassVar[frozenset[str]] = frozenset()  # lower-case label-config tag names; the fallback kind has none
     dtype: ClassVar[np.dtype] = np.dtype(np.float32)
 
-    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
-        """One task's value as a float array; raises ``TaskDataError`` with a reason the team can act on."""
+    def read(self, fetcher: DataFetcher, value: Any, form: ItemCodec, task_id: int | None) -> np.ndarray:
+        """One task's value as a float array in the project's ``form``; raises ``TaskDataError`` with a reason the
+        team can act on."""
         raise NotImplementedError
 
     def to_stored(self, item: np.ndarray) -> np.ndarray:
@@ -42,11 +43,11 @@ class ImageKind(ItemKind):
 
     name, what, tags, dtype = "image", "an image", frozenset({"image"}), np.dtype(np.uint8)
 
-    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
+    def read(self, fetcher: DataFetcher, value: Any, form: ItemCodec, task_id: int | None) -> np.ndarray:
         if not isinstance(value, str) or not value.strip():
             raise TaskDataError(f"image data must be a URL, a /data/... path or a data: URI, not "
                                 f"{type(value).__name__}")
-        return decode_image(fetcher.fetch_bytes(value.strip(), task_id), mode, size)
+        return decode_image(fetcher.fetch_bytes(value.strip(), task_id), form.mode, form.size, bits=form.bits)
 
     def to_stored(self, item: np.ndarray) -> np.ndarray:
         return np.rint(np.clip(item, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -57,7 +58,7 @@ class VectorKind(ItemKind):
 
     name, what, tags, dtype = "vector", "a list of numbers", frozenset(), np.dtype(np.float32)
 
-    def read(self, fetcher: DataFetcher, value: Any, mode: str, size: int | None, task_id: int | None) -> np.ndarray:
+    def read(self, fetcher: DataFetcher, value: Any, form: ItemCodec, task_id: int | None) -> np.ndarray:
         return decode_vector(value)
 
 
@@ -72,11 +73,13 @@ def kind_of_tag(tag: str) -> str | None:
 
 @dataclass(frozen=True)
 class ItemCodec:
-    """``kind`` is the label config's (a key of :data:`KINDS`); ``mode``/``size`` fix every image's form."""
+    """``kind`` is the label config's (a key of :data:`KINDS`); ``mode``/``size`` fix every image's form, ``bits``
+    the depth greyscale images deeper than 8 bits really use (None: their file's own, 16)."""
 
     kind: str
     mode: str = "L"
     size: int | None = None
+    bits: int | None = None
 
     @property
     def _kind(self) -> ItemKind:
@@ -94,7 +97,7 @@ class ItemCodec:
 
     def load(self, fetcher: DataFetcher, value: Any, task_id: int | None = None) -> np.ndarray:
         """Fetch and decode one task's data (raises ``TaskDataError`` with a reason); the id resolves cloud URIs."""
-        return self.to_stored(self._kind.read(fetcher, value, self.mode, self.size, task_id))
+        return self.to_stored(self._kind.read(fetcher, value, self, task_id))
 
 
 def pick_image_format(raws: bytes | list[bytes], size: int | None) -> tuple[str, int]:

@@ -231,20 +231,29 @@ def _decode_data_uri(ref: str, max_bytes: int) -> bytes:
     return data
 
 
-def _to_8bit(img: Any) -> Any:
-    """Scale 16/32-bit greyscale to 8 bits over its full range; PIL's ``convert`` would clip it."""
+def _to_8bit(img: Any, bits: int | None = None) -> Any:
+    """Scale 16/32-bit greyscale to 8 bits over its full range; PIL's ``convert`` would clip it.
+
+    ``bits`` is the depth the values really use (12 for most microscopes and X-ray detectors, which
+    store 0..4095 in 16-bit files): without it they are read as 16-bit and land in 16 grey levels.
+    Pillow does not read PNG's ``sBIT``, and guessing per image would scale images unlike each other.
+    """
     from PIL import Image
 
-    if img.mode.startswith("I"):
-        arr = np.asarray(img, dtype=np.float32)
-        arr /= np.float32(257.0)
-    elif img.mode == "F":
+    if img.mode.startswith("I"):  # in integers, exactly: the top value of the depth must land on 255
+        top = (1 << (bits or 16)) - 1
+        arr = np.empty(img.size[::-1], np.uint32)  # scaled in place: a large scan stays affordable
+        np.clip(np.asarray(img), 0, top, out=arr, casting="unsafe")
+        arr *= 255
+        arr //= top
+        return Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "F":
         arr = np.array(img, dtype=np.float32)
         if arr.size and np.nanmax(arr) <= 1.0:
             arr *= np.float32(255.0)
     else:
         return img
-    np.nan_to_num(arr, copy=False)  # one float32 copy, scaled in place: a large 16-bit scan stays affordable
+    np.nan_to_num(arr, copy=False)
     np.clip(arr, 0, 255, out=arr)
     return Image.fromarray(arr.astype(np.uint8), "L")
 
@@ -263,8 +272,12 @@ def _storage_of(resolve_url: str) -> str:
     return STORAGE_NAMES.get(scheme, "cloud storage")
 
 
-def decode_image(data: bytes, mode: str = "L", size: int | None = None, reduced: bool = True) -> np.ndarray:
+def decode_image(data: bytes, mode: str = "L", size: int | None = None, reduced: bool = True,
+                 bits: int | None = None) -> np.ndarray:
     """Decode image bytes to float32 ``(C, H, W)`` in [0, 1] (C=1 for "L", 3 for "RGB").
+
+    ``bits`` is the depth of greyscale images stored with more than 8 bits (see :func:`_to_8bit`);
+    values past it are clipped.
 
     With ``size``, a JPEG is decoded at the smallest of 1/1, 1/2, 1/4, 1/8 scale that still
     covers ``size`` (``reduced=False``: full resolution, for comparison in the benchmarks).
@@ -292,7 +305,7 @@ def decode_image(data: bytes, mode: str = "L", size: int | None = None, reduced:
                 opened.draft(None, (size, size))
             opened.load()
             img = ImageOps.exif_transpose(opened) or opened
-            img = _to_8bit(img).convert(mode)
+            img = _to_8bit(img, bits).convert(mode)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)

@@ -131,7 +131,8 @@ TRIES = 3  # fetches of a task that failed for a temporary reason before it coun
 class ProjectMirror:
     """Everything the backend knows about one project's tasks, kept up to date by changes."""
 
-    def __init__(self, directory: Path | str, project_id: int, image_size: int | None = None) -> None:
+    def __init__(self, directory: Path | str, project_id: int, image_size: int | None = None,
+                 image_bit_depth: int | None = None) -> None:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.project_id = int(project_id)
@@ -152,12 +153,28 @@ class ProjectMirror:
         self._removed: dict[int, None] = {}  # the latest deleted ids (Label Studio never reuses one), oldest first
         self.state: dict[str, Any] = {"ingested": False, "fmt": {}, "counters": {}, "queue_counters": {},
                                       "full_scan_at": 0.0}
-        if image_size:
-            self.state["fmt"]["size"] = int(image_size)
-        self._load()
+        self._load(image_bit_depth)
+        self._settle_format({"size": image_size, "bits": image_bit_depth})
+
+    def _settle_format(self, wanted: dict[str, int | None]) -> None:
+        """The settings' image form applies until the project's first images fix it; after that a change would
+        scale new images unlike the stored ones, so it is named in the log and not taken."""
+        fmt = self.state["fmt"]
+        if "mode" not in fmt:
+            fmt.update({k: int(v) for k, v in wanted.items() if v})
+            for k in [k for k, v in wanted.items() if not v]:
+                fmt.pop(k, None)
+            return
+        for key, setting in (("size", "IMAGE_SIZE"), ("bits", "IMAGE_BIT_DEPTH")):
+            if wanted[key] and fmt.get(key) != wanted[key]:
+                log.warning("project %s: %s=%s is not taken: the project's images are stored with %s %s; delete "
+                            "%s to read them all again with it", self.project_id, setting, wanted[key], key,
+                            fmt.get(key) or "unset", self.dir)
 
     # ---- persistence ------------------------------------------------------------------------------
-    def _load(self) -> None:
+    def _load(self, bits: int | None) -> None:
+        """``bits`` (the setting) is taken as the depth of images stored under a mirror that cannot be read:
+        the store keeps their shape, not how they were scaled."""
         try:
             saved = self.db.load()
         except MirrorDBError as e:  # kept aside; a fresh ingest rebuilds it
@@ -166,7 +183,8 @@ class ProjectMirror:
                       self.project_id, self.dir, e)
             shape = self.store.item_shape
             if shape is not None and len(shape) == 3:  # the stored images fix the format new ones must match
-                self.state["fmt"].update(mode="L" if shape[0] == 1 else "RGB", size=int(shape[1]))
+                self.state["fmt"].update(mode="L" if shape[0] == 1 else "RGB", size=int(shape[1]),
+                                         **({"bits": int(bits)} if bits else {}))
             return
         if saved is None:
             return
@@ -198,7 +216,7 @@ class ProjectMirror:
 
     def codec(self, config: LabelConfig) -> ItemCodec:
         fmt = self.fmt
-        return ItemCodec(config.kind, fmt.get("mode", "L"), fmt.get("size"))
+        return ItemCodec(config.kind, fmt.get("mode", "L"), fmt.get("size"), fmt.get("bits"))
 
     def labels(self, config: LabelConfig) -> tuple[dict[int, int], dict[int, str]]:
         """Usable label per live task (class index), and the tasks whose annotations cannot be used, with why.

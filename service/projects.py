@@ -170,7 +170,8 @@ class ProjectManager:
     def mirror(self, st: ProjectState) -> ProjectMirror:
         with st.lock:
             if st.mirror is None:
-                st.mirror = ProjectMirror(self.store(st.id).dir / "mirror", st.id, self.settings.image_size)
+                st.mirror = ProjectMirror(self.store(st.id).dir / "mirror", st.id, self.settings.image_size,
+                                          self.settings.image_bit_depth)
             return st.mirror
 
     def _restore(self) -> None:

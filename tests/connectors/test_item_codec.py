@@ -89,7 +89,7 @@ class _Waveform(ItemKind):
 
     name, tags, dtype = "waveform", frozenset({"audio"}), np.dtype(np.float32)
 
-    def read(self, fetcher, value, mode, size, task_id):
+    def read(self, fetcher, value, form, task_id):
         return np.asarray(value, dtype=np.float32)
 
 

@@ -444,6 +444,21 @@ def test_sixteen_bit_greyscale_is_scaled_not_clipped() -> None:
     assert np.allclose(out[0, 0], [0.0, 0.5, 1.0], atol=0.01)
 
 
+@pytest.mark.parametrize(("bits", "expected"), [(None, [0, 7, 15, 255]), (16, [0, 7, 15, 255]),
+                                                (12, [0, 127, 255, 255])])
+def test_a_bit_depth_spreads_twelve_bit_values_over_the_grey_range(bits, expected) -> None:
+    """Microscopes store 0..4095 in 16-bit files: read as 16-bit, the whole picture is 16 grey levels."""
+    values = np.array([[0, 2048, 4095, 65535]], dtype=np.uint16)  # the last past 12 bits: clipped
+    buf = io.BytesIO()
+    Image.fromarray(values).save(buf, "PNG")
+    out = decode_image(buf.getvalue(), bits=bits)
+    np.testing.assert_array_equal(np.rint(out[0, 0] * 255).astype(int), expected)
+
+
+def test_a_bit_depth_leaves_eight_bit_images_alone() -> None:
+    assert np.array_equal(decode_image(_png(8, 6, "L", 200), bits=12), decode_image(_png(8, 6, "L", 200)))
+
+
 @pytest.mark.parametrize("data", [
     _png(64, 64)[:60],                      # truncated inside the pixel data
     _png(64, 64)[:-20],                     # lost its end

@@ -321,6 +321,43 @@ def test_labels_resolve_only_the_tasks_that_changed_since_the_last_call(tmp_path
     assert 1 not in m.labels(other)[0] and len(calls) == 20, "another config resolves every task again"
 
 
+def _twelve_bit_client(n: int = 12) -> CountingClient:
+    """A microscope's project: 16-bit PNGs whose values stop at 4095."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    client = CountingClient(n, labeled=n // 2)
+    for i, task in enumerate(client.tasks):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((8, 8), 4095 - 300 * i, np.uint16)).save(buf, "PNG")
+        task["data"]["image"] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return client
+
+
+def test_a_bit_depth_set_before_the_first_ingest_spreads_the_images_and_stays_with_the_project(
+        tmp_path, fetcher, caplog) -> None:
+    client = _twelve_bit_client()
+    unset = ProjectMirror(tmp_path / "unset", 1)
+    unset.ingest(client, CFG, fetcher)
+    assert unset.store.get([1])[0].max() == 15, "read as 16-bit: the brightest image is 15 of 255"
+    m = ProjectMirror(tmp_path / "mirror", 1, image_bit_depth=12)
+    m.ingest(client, CFG, fetcher)
+    assert m.fmt["bits"] == 12 and m.store.get([1])[0].max() == 255 and m.store.get([2])[0].max() == 236
+    assert m.codec(CFG).bits == 12, "/predict decodes like the stored items"
+    again = ProjectMirror(tmp_path / "mirror", 1, image_bit_depth=10)
+    assert again.fmt["bits"] == 12, "a changed setting would scale new images unlike the stored ones"
+    assert "IMAGE_BIT_DEPTH=10 is not taken" in caplog.text
+    (tmp_path / "mirror" / "mirror.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)
+    assert ProjectMirror(tmp_path / "mirror", 1, image_bit_depth=12).fmt["bits"] == 12, \
+        "an unreadable mirror: the stored items keep the setting's depth"
+    before = ProjectMirror(tmp_path / "later", 1)
+    before.save()
+    assert ProjectMirror(tmp_path / "later", 1, image_bit_depth=12).fmt.get("bits") == 12, \
+        "set before any image fixed the format: taken"
+
+
 def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_path, fetcher) -> None:
     m, client = ingested(tmp_path, fetcher)
     (tmp_path / "mirror" / "mirror.db").write_bytes(b"SQLite format 3\x00" + b"\x07" * 200)  # a torn write
