@@ -474,7 +474,7 @@ class ProjectManager:
             with st.lock:
                 if st.served is not served:
                     continue
-                st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head), mark)
+                st.served = served.with_items(new, scored, max(RANKING_KEEP, self.settings.push_head), mark, z)
                 head = {t for t, _ in st.served.ranking(self.settings.push_head, labeled)}  # as the push will see it
                 entered = bool(head & set(new.tolist()))
                 if entered:

@@ -226,12 +226,13 @@ class ServedVersion:
         return np.where(self.ids[pos] == t, pos, -1)
 
     def with_items(self, ids: np.ndarray, scored: Scored, keep: int,
-                   rows_mark: Mark | None = None) -> ServedVersion:
+                   rows_mark: Mark | None = None, codes: np.ndarray | None = None) -> ServedVersion:
         """A new snapshot that also answers for these (new, unlabeled) tasks and ranks them into the head.
 
         The head is merged by view score, which orders it exactly as the view does for every strategy.
         Tasks with ids past every known one (as Label Studio numbers new tasks) are appended without copying
-        the pool's columns; others are merged in, O(pool).
+        the pool's columns; others are merged in, O(pool). With their ``codes``, those that enter the head
+        join the latent picture, whose rings are the head's first tasks.
         """
         ids = np.asarray(ids, np.int64)
         fresh = self.lookup(ids) < 0
@@ -253,9 +254,18 @@ class ServedVersion:
         head_values = np.concatenate([self.head_values, value])
         head_view = np.concatenate([self._head_view(), new["score"]])
         top = np.lexsort((head_ids, head_view))[:keep]
+        latent = self.latent
+        if codes is not None and latent.get("z") is not None:
+            entered = top[top >= len(self.head_ids)] - len(self.head_ids)
+            entered = entered[~np.isin(new["ids"][entered], latent["ids"])]
+            if len(entered):
+                z = np.asarray(codes)[fresh][order][entered]
+                latent = {"z": np.concatenate([latent["z"], z.astype(latent["z"].dtype)]),
+                          "y": np.concatenate([latent["y"], np.full(len(entered), -1, latent["y"].dtype)]),
+                          "ids": np.concatenate([latent["ids"], new["ids"][entered]]).astype(np.int64)}
         return dataclasses.replace(
             self, **columns, head_ids=head_ids[top], head_values=head_values[top], head_view=head_view[top],
-            rows_mark=mark, _room=room)
+            latent=latent, rows_mark=mark, _room=room)
 
     def agreement_with(self, previous: ServedVersion, size: int) -> float | None:
         """Cohen's kappa of the two versions' classes on a fixed set of tasks unlabeled in this one.

@@ -48,6 +48,24 @@ def test_cluster_margin_head_differs_from_plain_margin_and_spreads(fitted) -> No
     assert spread_of(spread.head_ids) > spread_of(plain.head_ids)
 
 
+def test_new_tasks_that_enter_the_head_join_the_latent_picture_with_their_codes(fitted) -> None:
+    """The picture rings the head's first tasks: a new task pushed to the team must have a point to ring."""
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[:300], x[:300], keep=30)
+    d, z = decision_scores(model, x[300:][::-1])
+    scored, _ = score(model, d, get_strategy("margin"), codes=z)
+    merged = served.with_items(ids[300:][::-1], scored, keep=30, codes=z)
+    entered = np.setdiff1d(merged.head_ids, served.head_ids)
+    assert len(entered) and np.isin(merged.head_ids, merged.latent["ids"]).all(), "every head task has a point"
+    at = {int(t): i for i, t in enumerate(merged.latent["ids"])}
+    np.testing.assert_allclose(merged.latent["z"][[at[int(t)] for t in entered]],
+                               model.transform(x[(entered - 5) // 2]), atol=1e-5)
+    assert (merged.latent["y"][[at[int(t)] for t in entered]] == -1).all()
+    outside = np.setdiff1d(ids[300:], merged.head_ids)
+    assert not np.isin(outside, merged.latent["ids"]).any(), "only the head's: the grey sample is the version's"
+    assert len(served.with_items(ids[300:][::-1], scored, keep=30).latent["ids"]) == len(served.latent["ids"])
+
+
 def test_new_items_merge_into_the_head_by_view_score(fitted) -> None:
     model, x, labels, ids = fitted
     served = ServedVersion.build(1, "sae-v1", model, "cluster-margin", labels, ids[:300], x[:300], keep=30)
