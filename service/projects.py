@@ -42,7 +42,7 @@ from service.push import VIEW, PushError, PushReport, PushState, RowsAhead, push
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
-from service.versions import VersionStore, known_projects, own_versions
+from service.versions import VersionStore, known_projects, own_versions, unread_version_name
 from service.writer_claim import Claim, Writer, install_id, keep_claim
 
 log = logging.getLogger("sae_backend")
@@ -1061,8 +1061,8 @@ class ProjectManager:
                     "model_version": served.name, "confidence": round(float(conf), 6),
                     "probability": round(float(served.model.svm_.probability_from_confidence(conf)), 6)}
 
-        def failed(why: str) -> dict:  # score 1: Label Studio keeps it, and an unread task must not be asked first
-            return {"result": [], "score": 1.0, "model_version": served.name, "error": why}
+        def failed(why: str) -> dict:  # Label Studio stores it: a name of its own, and never asked first
+            return {"result": [], "score": 1.0, "model_version": unread_version_name(served.number), "error": why}
 
         todo = []
         for i, p in enumerate(pos):

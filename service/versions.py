@@ -23,7 +23,7 @@ from service.pool_store import write_durably
 log = logging.getLogger("sae_backend.versions")
 
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
-_OWN_NAME = re.compile(r"sae-v(0|[1-9][0-9]*)")  # exactly what version_name writes, nothing near it
+_OWN_NAME = re.compile(r"sae-v(0|[1-9][0-9]*)(?:-unread)?")  # exactly what the two below write, nothing near it
 
 
 def version_name(number: int) -> str:
@@ -31,8 +31,20 @@ def version_name(number: int) -> str:
     return f"sae-v{number}"
 
 
+def unread_version_name(number: int) -> str:
+    """The ``model_version`` of a ``/predict`` answer for a task whose data could not be read.
+
+    Label Studio stores every answer as a prediction row; under the version's own name that empty row would
+    count as the task's (the push would not write the real one, the view would sort the task by its placeholder
+    score) and Label Studio would never ask for the task again. Under this name it does neither, and the row
+    goes with the version's other rows when a newer version is pushed.
+    """
+    return f"{version_name(number)}-unread"
+
+
 def own_version_number(name: str) -> int | None:
-    """The number of a model version this backend wrote, or None for anybody else's predictions."""
+    """The number of a model version this backend wrote (its unread answers' too), or None for anybody else's
+    predictions."""
     m = _OWN_NAME.fullmatch(str(name))
     return int(m.group(1)) if m else None
 

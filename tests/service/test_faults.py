@@ -208,6 +208,8 @@ def test_predict_reads_unscored_tasks_side_by_side_and_answers_within_its_deadli
         results = app.post("/predict", json={"project": "1.1", "tasks": tasks}).json()["results"]
         assert time.perf_counter() - t0 < 10, "eight reads of 0.4 s side by side, the hung one given up at 2 s"
         assert "not read within 2 s" in results[0]["error"] and results[0]["score"] == 1.0
+        assert results[0]["model_version"] == f"{results[1]['model_version']}-unread", \
+            "Label Studio stores the answer: under the version's name it would stand for the task's real row"
         assert all(r["result"] and "error" not in r for r in results[1:])
         assert 'sae_errors_total{kind="data"} 1.0' in app.get("/metrics").text, "the answer that says why counts"
     finally:

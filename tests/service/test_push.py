@@ -516,6 +516,23 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
     assert unknown.rows_deleted == 3 and unknown.rows_written == 2, "rows not known: all replaced"
 
 
+def test_an_unread_predict_answer_is_not_the_task_s_row_and_goes_with_the_version(tmp_path) -> None:
+    """/predict could not read task 11 before it entered the head: Label Studio stored the empty answer."""
+    client = Recorder()
+    first = push(client, tmp_path, version=served(3, ((12, 0.05),)), push_head=1)
+    client.rows.append({"task": 11, "model_version": "sae-v3-unread", "score": 1.0, "result": []})
+    again = push(client, tmp_path, prior=PushState(3, frozenset(first.marked), rows=first.rows),
+                 version=served(3, ((11, 0.01), (12, 0.05))))
+    assert again.rows_written == 1 and again.rows == {11, 12}
+    real = [r for r in client.rows if r["task"] == 11 and r["model_version"] == "sae-v3"]
+    assert len(real) == 1 and real[0]["score"] < 1.0 and real[0]["result"], "the version's own row, scored"
+    restarted = push(client, tmp_path, prior=PushState(2, frozenset(), rows=None, rows_number=3),
+                     version=served(3, ((11, 0.01), (12, 0.05))))
+    assert restarted.rows_written == 0, "read back after a restart: the real rows are there, the unread one is not"
+    push(client, tmp_path, prior=PushState(3, frozenset(again.marked), rows=again.rows), version=served(4))
+    assert {r["model_version"] for r in client.rows} == {"sae-v4"}, "this backend's: deleted with its version"
+
+
 def test_an_added_row_that_failed_is_read_back_and_nothing_is_deleted(
         tmp_path, monkeypatch) -> None:
     monkeypatch.setattr("connectors.label_studio.wait_exponential", lambda **kw: (lambda state: 0))

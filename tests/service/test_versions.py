@@ -124,9 +124,10 @@ def test_skip_past_only_moves_the_counter_forward(digits_model: SAEClassifier, t
 
 
 def test_own_versions_are_this_backend_s_names_with_rows() -> None:
-    counts = {"sae-v3": 40, "sae-v0": 10, "sae-v9x": 5, "vendor-model": 7, "sae-v4": 0}
-    assert own_versions(counts) == {"sae-v3": 3, "sae-v0": 0}
-    near = {"sae-v03": 1, "sae-v3\n": 1, "sae-v\u0663": 1, "sae-v": 1, "xsae-v3": 1, "sae-v-1": 1, "SAE-v3": 1}
+    counts = {"sae-v3": 40, "sae-v0": 10, "sae-v9x": 5, "vendor-model": 7, "sae-v4": 0, "sae-v2-unread": 2}
+    assert own_versions(counts) == {"sae-v3": 3, "sae-v0": 0, "sae-v2-unread": 2}
+    near = {"sae-v03": 1, "sae-v3\n": 1, "sae-v\u0663": 1, "sae-v": 1, "xsae-v3": 1, "sae-v-1": 1, "SAE-v3": 1,
+            "sae-v3-unreadx": 1, "sae-v3-Unread": 1, "sae-v3-unread\n": 1}
     assert own_versions(near) == {}, "only names this backend writes: another's rows are never deleted"
 
 
