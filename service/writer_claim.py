@@ -7,7 +7,8 @@ install wrote last, and when. A push writes only while no other install holds a 
 holder renews its own once half the lease has passed, and reads a claim it wrote back, so of two backends claiming
 at once the one that wrote first yields (at worst both write one version, and the first to read the other's fresh
 claim stops). A backend that stops polling for longer than the lease, or whose ``MODEL_DIR`` was lost, is taken
-over.
+over; the claim it finds on its return is still its own if nobody took it meanwhile, and then it goes on as the
+holder (``Writer.left_alone``).
 
 Label Studio's Data Manager page saves a tab's data without keys it does not know, so a person who edits the tab
 erases the claim. Every install reads the claim at its polls and goes by the one it last read; the holder writes
@@ -86,6 +87,13 @@ class Writer:
         """This install's own claim, within the lease: it still held the project then."""
         return claim is not None and claim.install == self.install and 0 <= now - claim.at < lease_seconds
 
+    def left_alone(self, claim: Claim | None) -> bool:
+        """Label Studio holds this install's own claim exactly as it last read it, however old: nobody claimed the
+        project since (every writer claims first), and what this install recorded is as new as that claim. A
+        backend stopped overnight goes on as the holder; one restored from an older backup of ``MODEL_DIR``
+        recorded an older claim, and takes over."""
+        return claim is not None and claim.install == self.install and claim == self.seen
+
 
 @dataclass(frozen=True)
 class Turn:
@@ -113,7 +121,7 @@ def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lea
     if writer.held_lately(held, lease_seconds / 2, now):
         return Turn(held)
     before = held if held is not None else writer.seen
-    took_over = not writer.held_lately(before, lease_seconds, now)  # another's, none, or its own from long ago
+    took_over = not (writer.held_lately(before, lease_seconds, now) or writer.left_alone(held))
     if took_over and writer.taken is not None:  # before anything is written: a push cut short still knows
         writer.taken()
     now_held = _write(client, project_id, writer.install, now, view, call)
@@ -133,8 +141,9 @@ def keep_claim(client: LabelStudioClient, project_id: int, writer: Writer, lease
     if held is None:
         if not writer.held_lately(writer.seen, lease_seconds, now):
             return writer.seen  # erased: the claim last read stands (another's, or none yet)
-    elif not writer.held_lately(held, lease_seconds, now) or writer.held_lately(held, lease_seconds / 2, now):
-        return held  # another's; its own from over a lease ago (a push takes it anew); or still fresh
+    elif not (writer.held_lately(held, lease_seconds, now) or writer.left_alone(held)) \
+            or writer.held_lately(held, lease_seconds / 2, now):
+        return held  # another's; its own from over a lease ago, changed since (a push takes it anew); or still fresh
     return _write(client, project_id, writer.install, now, view)
 
 

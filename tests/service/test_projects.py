@@ -1222,6 +1222,29 @@ def test_a_takeover_cut_short_is_finished_by_the_next_push(tmp_path) -> None:
     assert set(client.rows) == {"sae-v1"} and not m2.projects[1].push_state.took_over
 
 
+def test_a_holder_back_after_a_night_away_goes_on_as_the_holder(tmp_path) -> None:
+    """Its claim lapsed but nobody took it: what it recorded stands, so no mark or row is read and written again."""
+    from service.writer_claim import Claim
+
+    m, app, client = make(tmp_path, backend=CountingBackend())
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "first")
+    assert m.runner.wait_idle(120)
+    night = Claim(m.install, time.time() - 9 * 3600)
+    client.view["data"]["sae_backend_writer"] = night.as_dict()
+    st = m.projects[1]
+    with st.lock:
+        st.claim_seen = night  # as its last poll before the night read and saved it
+        m._persist(st)
+    again, app2, _ = make(tmp_path, backend=CountingBackend(), client=client)  # started again in the morning
+    again.projects[1].push_pending = True
+    again.runner.request(1, "the next poll", PUSH)
+    assert again.runner.wait_idle(120)
+    assert not app2.get("/projects/1/status").json()["last_push"]["took_over"]
+    assert again.projects[1].push_state.marked is not None
+    assert client.view["data"]["sae_backend_writer"]["at"] > night.at + 8 * 3600, "renewed"
+
+
 def test_the_poll_renews_the_holder_s_claim_and_refreshes_the_one_another_reads(tmp_path) -> None:
     """A quiet hour must not hand the project over; an edit of the tab must not make a yielder take it early."""
     client, (first, _app1), (second, _app2) = two_installs(tmp_path)

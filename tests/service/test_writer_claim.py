@@ -76,6 +76,19 @@ def test_its_own_claim_is_renewed_once_half_the_lease_has_passed_and_is_no_takeo
         "away for a lease: someone may have held it meanwhile"
 
 
+def test_its_own_claim_found_as_it_left_it_after_a_night_away_is_no_takeover() -> None:
+    """Stopped overnight: nobody claimed since, so what it recorded (rows, marks) still holds; a takeover would read
+    the whole project and PATCH the mark off every labeled task."""
+    left = Claim("mine", 1000.0)
+    views = Views(left.as_dict())
+    assert outcome(claim_writer(views, 1, Writer("mine", left), 3600, 1000.0 + 9 * 3600, VIEW)) == (None, False, None)
+    assert Claim.read(views, 1) == Claim("mine", 1000.0 + 9 * 3600), "renewed"
+    backup = Views({"install": "mine", "at": 5000.0})  # written after the MODEL_DIR it runs on was backed up
+    assert outcome(claim_writer(backup, 1, Writer("mine", left), 3600, 9e4, VIEW)) == (None, True, None)
+    erased = Views()  # the claim may have been another's after its own: only Label Studio's own copy says
+    assert outcome(claim_writer(erased, 1, Writer("mine", left), 3600, 9e4, VIEW)) == (None, True, None)
+
+
 def test_of_two_claims_at_once_the_one_overwritten_yields() -> None:
     views = Views(racer={"install": "theirs", "at": 1000.5})
     assert claim_writer(views, 1, MINE, 3600, 1000.0, VIEW).other == Claim("theirs", 1000.5)
@@ -142,6 +155,9 @@ def test_between_pushes_the_holder_keeps_its_claim_and_nobody_takes_over() -> No
     theirs = Views({"install": "theirs", "at": 1000.0})
     assert keep_claim(theirs, 1, MINE, 3600, 1060.0, VIEW) == Claim("theirs", 1000.0)
     assert keep_claim(theirs, 1, MINE, 3600, 9000.0, VIEW) == Claim("theirs", 1000.0) and theirs.writes == 0
+    back = Views({"install": "mine", "at": 1000.0})
+    assert keep_claim(back, 1, Writer("mine", Claim("mine", 1000.0)), 3600, 9e4, VIEW) == Claim("mine", 9e4), \
+        "back after a night, its claim as it left it: renewed at the first poll, before another takes it"
     for seen in (None, Claim("theirs", 1000.0), Claim("theirs", -9000.0), Claim("mine", -9000.0)):
         gone = Views()  # never read one, or another's, or its own long ago: nothing written
         assert keep_claim(gone, 1, Writer("mine", seen), 3600, 1060.0, VIEW) == seen and gone.writes == 0
