@@ -159,14 +159,15 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.get("/projects/{pid}/status", dependencies=deps)
     def project_status(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> dict:
         mirror = m.mirror(st)
-        known_labels = st.config is not None and mirror.ingested
-        labels, problems = mirror.labels(st.config) if known_labels else ({}, {})
+        config = st.config
+        known_labels = config is not None and mirror.ingested
+        labels, problems = mirror.labels(config) if known_labels else ({}, {})
         served = st.served
         stored = len(mirror.store)
         return {
             "project": st.id, "model_version": st.version_name, "labeled": len(labels),
             "unlabeled": max(stored - len(labels), 0),
-            "changes_since_version": m.changes(st, labels) if known_labels else 0,
+            "changes_since_version": m.changes(st, labels, config.classes) if known_labels else 0,
             "version_labeled": len(served.labels) if served else None,
             "training": st.training or m.runner.is_busy(st.id), "progress": st.progress,
             "mirror": {"ingested": mirror.ingested, "stored": stored, "unreadable": len(mirror.skipped),

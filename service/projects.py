@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
@@ -81,6 +81,7 @@ class ProjectState:
     training_reason: str | None = None
     forced_training: bool = False  # a training asked for outright (START_TRAINING, cron, resume) is pending
     reading_labels: dict[int, int] | None = None
+    reading_classes: tuple[str, ...] = ()  # the label config's classes reading_labels index
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
     client_key: tuple | None = None  # the (URL, key) of the client this project last used
@@ -109,8 +110,17 @@ def make_backend(settings: Settings) -> TrainingBackend:
     return LocalTrainingBackend()
 
 
-def count_changes(now: dict[int, int], before: dict[int, int]) -> int:
-    """Tasks whose usable label is new, corrected or gone: a correction counts, deletions do not cancel additions."""
+def count_changes(now: dict[int, int], before: dict[int, int], now_classes: Sequence[str] | None = None,
+                  before_classes: Sequence[str] | None = None) -> int:
+    """Tasks whose usable label is new, corrected or gone: a correction counts, deletions do not cancel additions.
+
+    Labels are indices into their own class lists and are compared by class name: a label config edit that adds
+    or reorders classes changes no label (and a correction between two classes that swapped places still counts).
+    """
+    if now_classes is not None and before_classes is not None and list(now_classes) != list(before_classes):
+        where = {c: i for i, c in enumerate(now_classes)}
+        moved = {i: where.get(c, -1 - i) for i, c in enumerate(before_classes)}  # a class gone matches nothing
+        before = {t: moved.get(k, -1 - k) for t, k in before.items()}
     return sum(1 for t in now.keys() | before.keys() if now.get(t) != before.get(t))
 
 
@@ -372,11 +382,15 @@ class ProjectManager:
         log.info("project %s: training %s (%s)", pid, outcome, reason)
         return outcome
 
-    def changes(self, st: ProjectState, labels: dict[int, int]) -> int:
-        """Label changes since the version in service (or since what a running training read)."""
-        base = st.reading_labels if self.runner.is_busy(st.id) and st.reading_labels is not None \
-            else (st.served.labels if st.served else {})
-        return count_changes(labels, base)
+    def changes(self, st: ProjectState, labels: dict[int, int], classes: Sequence[str]) -> int:
+        """Label changes since the version in service (or since what a running training read); ``labels`` are
+        indices into ``classes``, the label config's they were resolved with."""
+        reading, reading_classes = st.reading_labels, st.reading_classes
+        if self.runner.is_busy(st.id) and reading is not None:
+            return count_changes(labels, reading, classes, reading_classes)
+        if st.served is None:
+            return count_changes(labels, {})
+        return count_changes(labels, st.served.labels, classes, st.served.class_names)
 
     def label_webhook(self, pid: int, reason: str) -> str:
         """A webhook's label change, recorded already: checked at once, or, where a check takes long (it reads
@@ -394,15 +408,16 @@ class ProjectManager:
     def labels_changed(self, pid: int, reason: str) -> str:
         """Debounced trigger: train once enough labels changed since the version in service."""
         st = self.get(pid)
-        if st.config is None:
+        config = st.config
+        if config is None:
             return "no-config"
         if not self.mirror(st).ingested:
             if st.served is not None or self.runner.is_busy(pid):
                 return "ingesting"
             return self._debounced(st, f"{reason}: first connection")
         t0 = time.perf_counter()
-        labels, _ = self.mirror(st).labels(st.config)
-        n = self.changes(st, labels)
+        labels, _ = self.mirror(st).labels(config)
+        n = self.changes(st, labels, config.classes)
         st.label_check_seconds = time.perf_counter() - t0
         if self.backing_off(st):
             return "backing-off"
@@ -767,9 +782,11 @@ class ProjectManager:
     def _nothing_new(self, st: ProjectState) -> bool:
         """A label-driven training whose changes the version in service already has, e.g. a follow-up asked for
         while the training before it had not yet read the labels, would learn nothing new."""
-        if st.served is None or st.config is None or not self.mirror(st).ingested:
+        config = st.config
+        if st.served is None or config is None or not self.mirror(st).ingested:
             return False
-        return self.changes(st, self.mirror(st).labels(st.config)[0]) < self.settings.retrain_min_new_labels
+        changed = self.changes(st, self.mirror(st).labels(config)[0], config.classes)
+        return changed < self.settings.retrain_min_new_labels
 
     def _class_distances(self, config: LabelConfig) -> tuple[tuple[float, ...], ...] | None:
         """``CLASS_DISTANCES`` in this project's class order, read at every training so an edit takes effect."""
@@ -800,7 +817,7 @@ class ProjectManager:
         m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)
-        st.reading_labels = labels
+        st.reading_labels, st.reading_classes = labels, tuple(config.classes)
         ids, mark = m.store.ids_since(None)
         skipped = set(m.skipped)
         if skipped - st.counted_skips:  # each unreadable task once, not again at every version

@@ -32,6 +32,26 @@ def first_version(tmp_path, client=None, **kw):
     return m, app, client, backend
 
 
+def test_label_changes_are_counted_by_class_name_across_label_config_edits() -> None:
+    from service.projects import count_changes
+
+    before = {1: 0, 2: 1, 3: 2}  # a, b, c
+    assert count_changes({1: 0, 2: 2, 3: 3}, before, ["a", "x", "b", "c"], ["a", "b", "c"]) == 0, "x added"
+    assert count_changes({1: 1, 2: 1, 3: 2}, before, ["b", "a", "c"], ["a", "b", "c"]) == 1, \
+        "a and b swapped places: task 1 still a (now index 1), task 2 corrected from b to a"
+    assert count_changes({1: 0, 2: 1}, before, ["a", "b"], ["a", "b", "c"]) == 1, "c removed: its label is gone"
+    assert count_changes({1: 0, 2: 1, 3: 1}, before) == 1
+
+
+def test_a_class_added_to_the_label_config_changes_no_label(tmp_path) -> None:
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    edited = CONFIG.replace('<Choice value="5"/>', '<Choice value="x"/><Choice value="5"/>')
+    client.get_project = lambda pid, _g=client.get_project: {**_g(pid), "label_config": edited}
+    app.post("/setup", json={"project": "1.2", "schema": edited})
+    assert m.projects[1].config.classes[5] == "x"
+    assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "no annotation changed"
+
+
 def test_a_training_whose_start_cannot_be_recorded_fails_and_does_not_stay_running(tmp_path, monkeypatch) -> None:
     """A full disk at the start's record must not leave the project "training" and every poll returning early."""
     m, app, _, backend = first_version(tmp_path, retrain_min_new_labels=1000)
