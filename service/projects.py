@@ -560,10 +560,7 @@ class ProjectManager:
                 return False
         except Exception:
             return False
-        try:  # a 404 from a wrong URL path or a proxy while Label Studio restarts is not the project gone
-            if any(int(p.get("id", -1)) == st.id for p in client.list_projects()):
-                return False
-        except Exception:
+        if not self._unlisted(st, st.id):
             return False
         with st.lock:
             st.gone_since = time.time()
@@ -572,6 +569,14 @@ class ProjectManager:
         log.warning("project %s: Label Studio no longer has it (404); it is no longer polled, trained or pushed "
                     "until Label Studio has it again", st.id)
         return True
+
+    def _unlisted(self, st: ProjectState, project_id: int) -> bool:
+        """Label Studio's project list lacks ``project_id``: a 404 from a wrong URL path, or from a proxy while Label
+        Studio restarts, is not a project gone (nor is a list that cannot be read)."""
+        try:
+            return not any(int(p.get("id", -1)) == project_id for p in self.client(st).list_projects())
+        except Exception:
+            return False
 
     def _still_gone(self, st: ProjectState) -> bool:
         """A project Label Studio had deleted: one read a poll, so one made again under its id comes back."""
@@ -636,7 +641,7 @@ class ProjectManager:
         if not done.get("queue_error") or done.get("queue_project") != st.queue_project_id:
             return  # read fine, or a push made a new queue meanwhile
         self.metrics.errors.labels("poll").inc()
-        if not done.get("queue_gone"):
+        if not done.get("queue_gone") or not self._unlisted(st, done["queue_project"]):
             log.warning("project %s: its queue project could not be read: %s", st.id, done["queue_error"])
             return
         log.warning("project %s: its queue project %s is gone from Label Studio, and its labels with it; the next "

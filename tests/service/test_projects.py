@@ -1041,6 +1041,9 @@ class QueueDeleted(FakeClient):
             raise LabelStudioError("get_project: Label Studio answered HTTP 404: Not found", False, 404)
         return super().get_project(project_id)
 
+    def list_projects(self):
+        return [{"id": p} for p in (1, *self.queues) if p not in self.deleted]
+
     def queue_labels(self, queue_project_id, updated_after=None):
         if queue_project_id == 77:
             yield self.source, 9001, [{**choice("5", 7001), "task": 9001}]
@@ -1125,13 +1128,31 @@ def test_a_slow_label_check_is_remembered_across_a_restart(tmp_path) -> None:
 
 
 def test_a_queue_read_that_failed_leaves_a_queue_a_push_made_meanwhile(tmp_path) -> None:
-    m, _, _, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    client.list_projects = lambda: [{"id": 1}]
     st = m.projects[1]
     st.queue_project_id = 78  # the push that ran beside the poll made and recorded a new queue
     m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 77})
     assert st.queue_project_id == 78
     m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
     assert st.queue_project_id is None
+
+
+def test_a_404_from_a_queue_project_label_studio_still_lists_keeps_its_labels(tmp_path) -> None:
+    """A proxy answers 404 while Label Studio restarts: the queue's labels (most of them, in queue mode) stay."""
+    m, _, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    st = m.projects[1]
+    st.queue_project_id = 78
+    m.mirror(st).queue_annotations[5] = [choice("3", 900)]
+    client.list_projects = lambda: [{"id": 1}, {"id": 78}]
+    m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
+    assert st.queue_project_id == 78 and 5 in m.mirror(st).queue_annotations
+    client.list_projects = lambda: (_ for _ in ()).throw(ConnectionError("Label Studio restarting"))
+    m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
+    assert st.queue_project_id == 78, "a list that cannot be read proves nothing"
+    client.list_projects = lambda: [{"id": 1}]
+    m._queue_read(st, {"queue_error": "HTTP 404", "queue_gone": True, "queue_project": 78})
+    assert st.queue_project_id is None and 5 not in m.mirror(st).queue_annotations
 
 
 def test_a_setup_naming_another_host_without_a_token_drops_the_old_token(tmp_path) -> None:
