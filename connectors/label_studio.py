@@ -526,6 +526,17 @@ class LabelStudioClient:
             title = base + suffix
         return self.create_project(title[:_MAX_TITLE], src["label_config"], description)
 
+    @_wrap
+    def match_label_config(self, project_id: int, source_project_id: int) -> bool:
+        """Give a queue project its source's label config where an edit of the source changed it since (a class
+        added there must be choosable in the queue); whether it was changed. Two reads, and a write only when they
+        differ (Label Studio stores the config as sent, so an unchanged one compares equal)."""
+        wanted = self.get_project(int(source_project_id)).get("label_config")
+        if not wanted or self.get_project(int(project_id)).get("label_config") == wanted:
+            return False
+        self.ls.projects.update(id=int(project_id), label_config=wanted)
+        return True
+
     def _copies_from(self, project_id: int, source_project_id: int) -> bool:
         """Whether this project's first task is a copy from the source: an empty project proves nothing."""
         first = next(iter(self.iter_tasks(project_id, page_size=1, fields="task_only")), None)

@@ -118,6 +118,7 @@ class PushReport:
     claim: Claim | None = None  # the claim Label Studio holds after this push's claim step (None: no claim step)
     took_from: Claim | None = None  # another install's claim this push replaced
     took_over: bool = False  # from another install (this push or one cut short): every other sae-vN went
+    queue_config_error: str | None = None  # why the queue project could not take the project's label config
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -126,7 +127,7 @@ class PushReport:
                 "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
                 "seconds_until_view": until_view, "newer_in_label_studio": self.newer,
-                "took_over": self.took_over}
+                "took_over": self.took_over, "queue_config_error": self.queue_config_error}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -280,6 +281,12 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
                      QUEUE_ACTIONS, settings.basic_auth_header())
             except PushError as e:  # e.g. Label Studio refuses a private address: the poll still finds them
                 log.warning("project %s: no webhook on the queue project (%s); its labels are polled", pid, e)
+        try:
+            if step(client.match_label_config, queue_id, pid):
+                log.info("project %s: its queue project %s took the project's edited label config", pid, queue_id)
+        except PushError as e:  # the queue's labels still count; the classes added since are not offered there
+            report.queue_config_error = str(e)
+            log.warning("project %s: the queue project %s keeps its label config: %s", pid, queue_id, e)
         data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, top)))}
         known = prior.queued if prior.queued is not None and prior.queued.project == queue_id else None
         have = dict(known.copies) if known is not None else step(client.queue_copies, queue_id)

@@ -208,9 +208,11 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     assert ls_client.ensure_queue_project(src, known=other) == queue, "an unrelated project at that id is not taken"
     ls_client.ls.projects.update(id=queue, title="Next up", description="our own words")
     assert ls_client.ensure_queue_project(src, known=queue) == queue, "a queue the team edited is kept"
-    ls_client.ls.projects.update(id=src, label_config=DIGITS_CONFIG.replace('<Choice value="9"/>',
-                                                                            '<Choice value="9"/><Choice value="x"/>'))
+    edited = DIGITS_CONFIG.replace('<Choice value="9"/>', '<Choice value="9"/><Choice value="x"/>')
+    ls_client.ls.projects.update(id=src, label_config=edited)
     assert ls_client.ensure_queue_project(src, known=queue) == queue, "and kept when the source's config changes"
+    assert ls_client.match_label_config(queue, src) and ls_client.get_project(queue)["label_config"] == edited
+    assert not ls_client.match_label_config(queue, src), "as Label Studio stored it: not written again"
     ls_client.ls.projects.delete(id=queue)
     again = ls_client.ensure_queue_project(src, known=queue)
     assert again != queue and ls_client.ensure_queue_project(src) == again, "a deleted one is made again, once"

@@ -91,6 +91,9 @@ class FakeClient:
     def model_versions(self, project_id):
         return {v: n for v, n in self.rows.items() if n}
 
+    def match_label_config(self, project_id, source_project_id):
+        return False
+
     def delete_predictions(self, project_id, versions=None):
         from connectors.label_studio import LabelStudioError
 

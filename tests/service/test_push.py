@@ -99,6 +99,10 @@ class Recorder:
         self._call("ensure_queue_project", pid, known)
         return self.QUEUE
 
+    def match_label_config(self, qid, pid):
+        self._call("match_label_config", qid, pid)
+        return False
+
     def tasks_by_id(self, pid, ids):
         self._call("tasks_by_id", pid, list(ids))
         return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
@@ -287,6 +291,22 @@ def test_queue_mode_copies_the_top_k_and_orders_the_queue_by_the_version(tmp_pat
     assert {r["model_version"] for r in client.queue_rows} == {"sae-v4"}, "the queue's earlier rows went"
     assert not [c for c in client.calls if c[:2] == ("prediction_versions", 99)], "a new version holds no rows"
     assert again.queued.rows == {1012, 1013} and again.queued.rows_number == 4
+
+
+def test_the_queue_takes_the_project_s_edited_label_config_and_a_refusal_stops_no_push(tmp_path) -> None:
+    """A class added to the project must be choosable in the queue, where the work is done in queue mode."""
+    client = Recorder()
+    report = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    assert ("match_label_config", 99, 4) in client.calls and report.summary()["queue_config_error"] is None
+
+    def refused(qid, pid):
+        raise LabelStudioError("HTTP 400: Created annotations are incompatible with provided labeling schema",
+                               retryable=False, status_code=400)
+
+    client.match_label_config = refused
+    again = push(client, tmp_path, prior=after(report), version=served(4), push_mode="queue", push_top_k=2)
+    assert "incompatible" in again.summary()["queue_config_error"]
+    assert {r["model_version"] for r in client.queue_rows} == {"sae-v4"}, "the queue is ordered all the same"
 
 
 def test_in_queue_mode_the_cold_start_suggestions_are_the_queue_s_first_work(tmp_path) -> None:
