@@ -615,7 +615,7 @@ class ProjectManager:
                 elif self._wants_cold_start(st):
                     self.request_training(pid, "poll: cold start")
                 return
-            queue = st.queue_project_id if self.settings.push_mode == "queue" else None
+            queue = st.queue_project_id  # in any mode: labels made there count after PUSH_MODE went back to view
             self._queue_read(st, m.reconcile(client, st.config, self.fetcher(st),
                                              self.settings.reconcile_full_scan_seconds, queue))
             self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
@@ -817,7 +817,7 @@ class ProjectManager:
             m.ingest(client, config, fetcher, report)
         else:
             report("reading changes", 0.0)
-            queue = st.queue_project_id if self.settings.push_mode == "queue" else None
+            queue = st.queue_project_id  # in any mode: labels made there count after PUSH_MODE went back to view
             self._queue_read(st, m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue))
         m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)

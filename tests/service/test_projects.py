@@ -1067,6 +1067,28 @@ def test_a_deleted_queue_project_takes_its_labels_with_it_and_the_next_push_make
     m.shutdown()
 
 
+def test_a_queue_left_behind_by_push_mode_view_is_still_read_until_it_is_deleted(tmp_path) -> None:
+    """Its labels are the team's: corrections made there count, and they go when the queue project goes."""
+    m, _, client, _ = first_version(tmp_path, client=QueueDeleted(), push_mode="queue", retrain_min_new_labels=1000)
+    st = m.projects[1]
+    m.poll()
+    assert m.mirror(st).labels(st.config)[0][client.source] == 5
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client, push_mode="view", retrain_min_new_labels=1000)
+    st2 = m2.projects[1]
+    corrected = {**choice("6", 7001), "task": 9001, "updated_at": "2030-01-01T00:00:00Z"}
+    client.queue_labels = lambda qid, updated_after=None: iter([(client.source, 9001, [corrected])])
+    counters = client.get_project  # the queue's counters move with the correction (this stand-in keeps no clock)
+    client.get_project = lambda pid: {**counters(pid), "total_annotations_number": 999} if pid == 77 else counters(pid)
+    m2.poll()
+    assert m2.runner.wait_idle(60) and m2.mirror(st2).labels(st2.config)[0][client.source] == 6, "corrected there"
+    client.deleted.add(77)
+    m2.poll()
+    assert m2.runner.wait_idle(60) and client.source not in m2.mirror(st2).labels(st2.config)[0]
+    assert st2.queue_project_id is None
+    m2.shutdown()
+
+
 def test_a_queue_deleted_during_the_cold_start_is_made_again_with_the_suggestions(tmp_path) -> None:
     """Before any version is trained, the suggestions are the team's only work: a deleted queue must come back."""
     from tests.service.test_app import FakeClient
