@@ -81,6 +81,17 @@ def _chosen_names(annotation: dict, from_name: str) -> list[str]:
     return names
 
 
+def _other_controls(annotation: dict, from_name: str) -> list[str]:
+    """The other choices controls this annotation answered with, in order of appearance."""
+    results = annotation.get("result")
+    names: list[str] = []
+    for item in results if isinstance(results, list) else []:
+        other = item.get("from_name") if isinstance(item, dict) and item.get("type") == "choices" else None
+        if isinstance(other, str) and other != from_name and other not in names:
+            names.append(other)
+    return names
+
+
 def resolve_label(annotations: list[dict], config: LabelConfig) -> ResolvedLabel:
     """Resolve a task's annotations to a class index (see the module docstring for the rules)."""
     index_of = {name: i for i, name in enumerate(config.classes)}
@@ -90,9 +101,13 @@ def resolve_label(annotations: list[dict], config: LabelConfig) -> ResolvedLabel
         if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
             continue
         names = _chosen_names(annotation, config.from_name)
-        if not names:
-            continue
         who = f"annotation {annotation.get('id')}" if annotation.get("id") is not None else "an annotation"
+        if not names:
+            others = _other_controls(annotation, config.from_name)
+            if others:  # a control renamed in the label config since: Label Studio keeps such annotations as made
+                problems.append(f"{who} chose with control {', '.join(map(repr, others))}, not the label config's "
+                                f"{config.from_name!r}; ignored")
+            continue
         if len(names) > 1:
             problems.append(f"{who} chose several classes {names}; ignored")
             continue

@@ -72,7 +72,11 @@ def test_other_controls_and_types_do_not_count(config) -> None:
     wrong_type = _ann("bird", id=3, updated="2026-01-05T00:00:00Z")
     wrong_type["result"][0]["type"] = "labels"
     anns = [_ann("cat", id=1, updated="2026-01-01T00:00:00Z"), other, wrong_type]
-    assert resolve_label(anns, config) == ResolvedLabel(0, None)
+    label = resolve_label(anns, config)
+    assert label.class_index == 0
+    assert label.problem == "annotation 2 chose with control 'other', not the label config's 'choice'; ignored", \
+        "the config has one <Choices>: another name is one renamed since, whose annotations would vanish unsaid"
+    assert resolve_label(anns[:1] + anns[2:], config) == ResolvedLabel(0, None)
 
 
 def test_majority_beats_recency(config) -> None:
