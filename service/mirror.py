@@ -189,8 +189,9 @@ class ProjectMirror:
         if saved is None:
             return
         self.annotations, self.queue_annotations = saved.annotations, saved.queue_annotations
-        # a task stored just before a kill, whose retry the last save still recorded, is counted once
-        self.skipped, self.retrying = saved.skipped, {t: n for t, n in saved.retrying.items() if t not in self.store}
+        # a task stored just before a kill, whose skip or retry the last save still recorded, is counted once
+        self.skipped = {t: why for t, why in saved.skipped.items() if t not in self.store}
+        self.retrying = {t: n for t, n in saved.retrying.items() if t not in self.store}
         self.state.update(saved.state)
 
     def save(self) -> None:
@@ -373,7 +374,10 @@ class ProjectMirror:
                     if anns:
                         slims = [_slim(a) for a in anns]
                         self.annotations[tid] = words.over(tid, slims) if words else slims
-                    if tid not in self.store and tid not in self.skipped:
+                    if tid in self.store:  # stored already: whatever else recorded it, it counts once
+                        self.retrying.pop(tid, None)
+                        self.skipped.pop(tid, None)
+                    elif tid not in self.skipped:
                         new.append(task)
             if not new:
                 return np.zeros(0, np.int64)

@@ -115,11 +115,15 @@ def replacing(path: Path, tmp_suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file that replaces ``path`` once written and synced, so that a crash or power cut leaves the old
     content or the new, never a mix (nor, after a power cut, the new name without its data)."""
     tmp = path.with_name(path.name + tmp_suffix)
-    with open(tmp, "wb") as fh:
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not stay full of a half-written copy until the next start
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
@@ -383,14 +387,20 @@ class PoolStore:
             live_ids = s.row_ids[live_rows]
             source = self._map(s)
             step = max(1, _GATHER_BYTES // max(1, self._row_bytes))
-            with open(self._path("items.bin" + _COMPACT_SUFFIX), "wb") as fh:
-                for start in range(0, n_live, step):
-                    fh.write(memoryview(np.ascontiguousarray(source[live_rows[start : start + step]])).cast("B"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            _write_file(self._path("ids.bin" + _COMPACT_SUFFIX), [live_ids.astype(_ID_DTYPE)])
-            _write_file(self._path("dead.bin" + _COMPACT_SUFFIX), [])
-            fsync_dir(self.directory)
+            copies = [self._path(name + _COMPACT_SUFFIX) for name in ("items.bin", "ids.bin", "dead.bin")]
+            try:
+                with open(copies[0], "wb") as fh:
+                    for start in range(0, n_live, step):
+                        fh.write(memoryview(np.ascontiguousarray(source[live_rows[start : start + step]])).cast("B"))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                _write_file(copies[1], [live_ids.astype(_ID_DTYPE)])
+                _write_file(copies[2], [])
+                fsync_dir(self.directory)
+            except BaseException:  # before the commit marker: the copy is dropped, not left filling the disk
+                for copy in copies:
+                    copy.unlink(missing_ok=True)
+                raise
             _write_file(self._path(_COMMIT_MARKER), [])
             fsync_dir(self.directory)
             self._finish_compaction()

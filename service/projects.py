@@ -848,10 +848,14 @@ class ProjectManager:
         keep = max(RANKING_KEEP, s.push_head)
         scoring = ScoringJob(str(m.store.directory), ids, np.fromiter(labels, np.int64, len(labels)),
                              str(store.path(number)), s.query_strategy, keep, device=s.device)
-        served = dataclasses.replace(ServedVersion.from_shards(
-            number, name, result.model, s.query_strategy, labels, self.backend.score(scoring, result.model, report),
-            keep), rows_mark=mark)
-        save_served(served, store.dir / f"served-v{number:06d}.npz")
+        try:
+            served = dataclasses.replace(ServedVersion.from_shards(
+                number, name, result.model, s.query_strategy, labels,
+                self.backend.score(scoring, result.model, report), keep), rows_mark=mark)
+            save_served(served, store.dir / f"served-v{number:06d}.npz")
+        except BaseException:  # never served: a scoring that fails at every try must not fill the disk with versions
+            store.discard(number)
+            raise
         kappa = served.agreement_with(previous, s.stop_set_size) if previous is not None else None
         with st.lock:
             st.scoring_seconds = round(time.perf_counter() - t_score, 3)

@@ -79,18 +79,8 @@ class VersionStore:
         to a temporary name, so a crash mid-delete leaves nothing that looks complete.
         """
         numbers = self.numbers()
-        doomed, pruned = [n for n in numbers[: max(len(numbers) - keep, 0)] if n != serving], []
-        for n in doomed:  # each on its own: one that cannot go must not keep the others, or the snapshots, on disk
-            gone = self.dir / f".v{n:06d}.tmp-pruned"
-            try:
-                if gone.exists():  # left by a delete cut short: the rename would fail onto it
-                    shutil.rmtree(gone)
-                self.path(n).replace(gone)
-            except OSError as e:
-                log.warning("%s: version %s could not be deleted: %s", self.dir, n, e)
-                continue
-            shutil.rmtree(gone, ignore_errors=True)
-            pruned.append(n)
+        doomed = [n for n in numbers[: max(len(numbers) - keep, 0)] if n != serving]
+        pruned = [n for n in doomed if self.discard(n)]  # each on its own: one that cannot go keeps no other
         for snapshot in self.dir.glob("served-v*.npz"):
             m = re.match(r"^served-v(\d+)\.npz$", snapshot.name)
             if m and int(m.group(1)) != serving:
@@ -99,6 +89,20 @@ class VersionStore:
                 except OSError as e:
                     log.warning("%s: %s could not be deleted: %s", self.dir, snapshot.name, e)
         return pruned
+
+    def discard(self, number: int) -> bool:
+        """Delete one version (renamed first, so a crash mid-delete leaves nothing that looks complete); whether it
+        went. Also for a version whose scoring failed: never served, of no use, it must not pile up."""
+        gone = self.dir / f".v{number:06d}.tmp-pruned"
+        try:
+            if gone.exists():  # left by a delete cut short: the rename would fail onto it
+                shutil.rmtree(gone)
+            self.path(number).replace(gone)
+        except OSError as e:
+            log.warning("%s: version %s could not be deleted: %s", self.dir, number, e)
+            return False
+        shutil.rmtree(gone, ignore_errors=True)
+        return True
 
     def numbers(self) -> list[int]:
         out = []

@@ -124,16 +124,16 @@ def test_a_save_writes_only_what_changed_and_a_reload_sees_all_of_it(tmp_path, f
     m, _ = ingested(tmp_path, fetcher)
     m.remove_annotations([a["id"] for a in m.annotations[1]])
     m.upsert_queue_annotation(7, choice("1", 5001))
-    m.skipped[59] = "not an image"
-    m.retrying[99] = 2  # a task not stored yet
+    m.skipped[159] = "not an image"  # tasks not stored
+    m.retrying[99] = 2
     m.state["counters"] = {"task_number": 61}
     m.save()
     assert m.db.rows_written == 3, "a task emptied, a queue label, a skip"
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert (again.annotations, again.queue_annotations) == (m.annotations, m.queue_annotations)
-    assert (again.skipped, again.retrying) == ({59: "not an image"}, {99: 2})
+    assert (again.skipped, again.retrying) == ({159: "not an image"}, {99: 2})
     assert again.state["counters"] == {"task_number": 61} and again.ingested
-    del m.skipped[59]
+    del m.skipped[159]
     m.save()
     assert m.db.rows_written == 1 and ProjectMirror(tmp_path / "mirror", 1).skipped == {}
 
@@ -141,14 +141,14 @@ def test_a_save_writes_only_what_changed_and_a_reload_sees_all_of_it(tmp_path, f
 def test_a_mirror_json_from_before_is_moved_into_the_database(tmp_path, fetcher) -> None:
     m, _ = ingested(tmp_path, fetcher)
     legacy = {"annotations": {str(t): a for t, a in m.annotations.items()},
-              "queue_annotations": {"7": [choice("1", 5001)]}, "skipped": {"59": "not an image"},
+              "queue_annotations": {"7": [choice("1", 5001)]}, "skipped": {"159": "not an image"},
               "retrying": {"99": 1}, "state": m.state}
     (tmp_path / "mirror" / "mirror.db").unlink()
     (tmp_path / "mirror" / "mirror.json").write_text(json.dumps(legacy))
     again = ProjectMirror(tmp_path / "mirror", 1)
     assert not (tmp_path / "mirror" / "mirror.json").exists() and (tmp_path / "mirror" / "mirror.db").exists()
     assert again.labels(CFG)[0] == {**m.labels(CFG)[0], 7: 1} and again.retrying == {99: 1} and again.ingested
-    assert ProjectMirror(tmp_path / "mirror", 1).skipped == {59: "not an image"}, "read from the database now"
+    assert ProjectMirror(tmp_path / "mirror", 1).skipped == {159: "not an image"}, "read from the database now"
 
 
 def test_reconcile_reads_no_tasks_when_nothing_moved_and_rereads_what_did(tmp_path, fetcher) -> None:
@@ -849,6 +849,31 @@ def test_a_retry_stored_just_before_a_kill_is_not_counted_twice_after_it(tmp_pat
     client.scans.clear()
     again.reconcile(client, CFG, fetcher, 3600)
     assert "ids" not in client.scans, "the counts agree: no poll reads every task id"
+
+
+def test_an_unreadable_task_stored_just_before_a_kill_is_not_counted_twice_after_it(tmp_path, fetcher,
+                                                                                    monkeypatch) -> None:
+    """The daily retry stored it, the save did not happen: it must not stay both stored and unreadable."""
+    client = CountingClient()
+    good = client.tasks[10]["data"]["image"]
+    client.tasks[10]["data"]["image"] = "data:image/png;base64,bm90IGFuIGltYWdl"
+    m, _ = ingested(tmp_path, fetcher, client)
+    assert set(m.skipped) == {11}
+    client.tasks[10]["data"]["image"] = good  # the cause fixed
+    monkeypatch.setattr(ProjectMirror, "save", lambda self: None)  # killed before the reconcile's save
+    m.reconcile(client, CFG, fetcher, 0.0)
+    assert 11 in m.store and m.skipped == {}
+    monkeypatch.undo()
+    again = ProjectMirror(tmp_path / "mirror", 1)
+    assert again.skipped == {} and again.retrying == {} and 11 in again.store
+    again.reconcile(client, CFG, fetcher, 3600)
+    client.scans.clear()
+    again.reconcile(client, CFG, fetcher, 3600)
+    assert "ids" not in client.scans, "the counts agree: no poll reads every task id"
+    again.skipped[11] = "a record from an older release"
+    again.retrying[11] = 1
+    again.add_tasks([client.tasks[10]], CFG, fetcher)
+    assert again.skipped == {} and again.retrying == {}, "read again while stored: it counts once"
 
 
 def test_a_task_deleted_while_its_item_is_fetched_is_not_kept(tmp_path, fetcher, monkeypatch) -> None:

@@ -200,6 +200,41 @@ def test_compact_with_no_threshold_drops_even_one_dead_row(tmp_path) -> None:
     np.testing.assert_array_equal(store.live()[1], np.arange(9))
 
 
+def test_a_compaction_that_runs_out_of_disk_drops_its_copy_and_keeps_the_pool(tmp_path, monkeypatch) -> None:
+    """Left behind, the partial copy would keep the disk full (every save failing) until the next start."""
+    import errno
+
+    import service.pool_store as pool_store
+
+    store = PoolStore(tmp_path)
+    store.append(np.arange(100), _images(100))
+    store.delete(np.arange(0, 100, 2))
+    real = pool_store._write_file
+
+    def full(path, chunks, fsync=True):
+        real(path, chunks, fsync)
+        if path.name.startswith("ids.bin"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pool_store, "_write_file", full)
+    with pytest.raises(OSError, match="No space"):
+        store.compact(min_dead=0.0)
+    monkeypatch.undo()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(pool_store._COMPACT_SUFFIX)]
+    np.testing.assert_array_equal(store.live()[1], np.arange(1, 100, 2))
+    assert np.array_equal(PoolStore(tmp_path).get([51]), _images(100)[[51]]), "the pool is as it was"
+
+
+def test_a_file_replaced_durably_leaves_no_temporary_copy_when_its_write_fails(tmp_path) -> None:
+    from service.pool_store import replacing
+
+    (tmp_path / "served.npz").write_bytes(b"old")
+    with pytest.raises(OSError), replacing(tmp_path / "served.npz", ".tmp.npz") as fh:
+        fh.write(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["served.npz"] and (tmp_path / "served.npz").read_bytes() == b"old"
+
+
 def test_interrupted_compaction_rolls_back_or_forward(tmp_path) -> None:
     x = _images(10)
     store = PoolStore(tmp_path)

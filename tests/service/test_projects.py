@@ -52,6 +52,31 @@ def test_a_class_added_to_the_label_config_changes_no_label(tmp_path) -> None:
     assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "no annotation changed"
 
 
+def test_a_version_whose_scoring_fails_is_not_kept(tmp_path) -> None:
+    """Scoring that fails at every try (the whole pool out of GPU memory, a full disk) must not pile up versions."""
+    class ScoringFails(CountingBackend):
+        fail = False
+
+        def score(self, job, model, progress=None):
+            if self.fail:
+                raise MemoryError("out of memory while scoring the pool")
+            return super().score(job, model, progress)
+
+    m, app, _, backend = first_version(tmp_path, keep_versions=2)
+    backend.__class__ = ScoringFails
+    backend.fail = True
+    for _ in range(3):
+        m.request_training(1, "START_TRAINING")
+        assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert status["model_version"] == "sae-v1" and "out of memory" in status["last_error"]
+    assert m.store(1).numbers() == [1], "the version in service, and no version that never served"
+    backend.fail = False
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120) and m.projects[1].version_name == "sae-v5", "numbers only grow"
+    m.shutdown()
+
+
 def test_a_training_whose_start_cannot_be_recorded_fails_and_does_not_stay_running(tmp_path, monkeypatch) -> None:
     """A full disk at the start's record must not leave the project "training" and every poll returning early."""
     m, app, _, backend = first_version(tmp_path, retrain_min_new_labels=1000)
