@@ -101,6 +101,10 @@ class ProjectState:
 ClientFactory = Callable[[str, str], LabelStudioClient]
 
 
+class NotEnoughLabelsError(Exception):
+    """A training asked for (the cron, "Start training") before the labels allow one: the team's to change."""
+
+
 def make_backend(settings: Settings) -> TrainingBackend:
     """The backend ``TRAINING_BACKEND`` names; Ray is imported only when it is chosen."""
     if settings.training_backend == "ray":
@@ -757,6 +761,9 @@ class ProjectManager:
             self.metrics.training.labels(str(pid)).set(1)
             self._train(st)
             st.last_error, st.failures = None, 0
+        except NotEnoughLabelsError as e:  # the labels, not a fault: no failure, backoff or alert; status says so
+            st.last_error, st.last_error_at = str(e), time.time()
+            log.info("project %s: no training (%s): %s", pid, reason, e)
         except JobCancelledError as e:
             cancelled = True
             st.stopped_by_shutdown = True
@@ -829,9 +836,12 @@ class ProjectManager:
             self.metrics.errors.labels("data").inc(len(skipped - st.counted_skips))
         st.counted_skips = skipped | (st.counted_skips & set(m.retrying))  # nor after each daily try again
         s = self.settings
-        if len(set(labels.values())) < 2 and self._wants_cold_start(st):
-            self._cold_start(st, client, ids, config)
-            return
+        if len(set(labels.values())) < 2:
+            if self._wants_cold_start(st):
+                self._cold_start(st, client, ids, config)
+                return
+            raise NotEnoughLabelsError(f"a version needs labels of at least two classes; {len(labels)} tasks are "
+                                       f"labeled, with {len(set(labels.values()))} class")
         store = self.store(st.id)
         previous = st.served
         job = TrainingJob(st.id, str(m.store.directory), ids, labels, list(config.classes),

@@ -52,6 +52,26 @@ def test_a_class_added_to_the_label_config_changes_no_label(tmp_path) -> None:
     assert app.get("/projects/1/status").json()["changes_since_version"] == 0, "no annotation changed"
 
 
+def test_the_cron_before_two_classes_are_labeled_is_no_failure_and_delays_no_first_version(tmp_path) -> None:
+    """Nights of RETRAIN_CRON while the team labels the cold start's suggestions: no alert, no backoff."""
+    client = FakeClient(n=60, labeled=0)
+    m, app, client = make(tmp_path, client=client, push_head=5, push_top_k=5, retrain_min_new_labels=2)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "START_TRAINING")
+    assert m.runner.wait_idle(120) and client.rows == {"sae-v0": 5}, "the cold start's suggestions"
+    st = m.projects[1]
+    m.mirror(st).upsert_annotation(1, choice("3", 1001))
+    for _ in range(3):
+        m.cron()
+        assert m.runner.wait_idle(120)
+    status = app.get("/projects/1/status").json()
+    assert st.failures == 0 and m.metrics.errors.labels("training")._value.get() == 0
+    assert "at least two classes; 1 tasks are labeled" in status["last_error"], "what it waits for, in status"
+    m.mirror(st).upsert_annotation(2, choice("5", 1002))
+    assert m.labels_changed(1, "ANNOTATION_CREATED") != "backing-off"
+    m.shutdown()
+
+
 def test_a_version_whose_scoring_fails_is_not_kept(tmp_path) -> None:
     """Scoring that fails at every try (the whole pool out of GPU memory, a full disk) must not pile up versions."""
     class ScoringFails(CountingBackend):
