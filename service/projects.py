@@ -873,6 +873,7 @@ class ProjectManager:
                 st.stop_kappas = [*st.stop_kappas, (number, round(kappa, 5))][-20:]
             st.served = served
             st.push_pending = True
+            st.training = False  # done: a stop during the push that follows resumes the push, not the training
             self._persist(st)
         try:
             store.prune(s.keep_versions, number)

@@ -72,6 +72,39 @@ def test_the_cron_before_two_classes_are_labeled_is_no_failure_and_delays_no_fir
     m.shutdown()
 
 
+def test_a_kill_while_a_trained_version_pushes_does_not_train_it_again(tmp_path) -> None:
+    """The version is saved, scored, serving and recorded: the next start pushes it, and trains nothing."""
+    import shutil
+
+    pushing, release = threading.Event(), threading.Event()
+
+    class SlowImport(FakeClient):  # Label Studio slow (or down, push retried with backoff) during the stop
+        def import_predictions(self, project_id, predictions):
+            pushing.set()
+            release.wait(30)
+            return super().import_predictions(project_id, predictions)
+
+    client = SlowImport()
+    m, app, _ = make(tmp_path / "a", client=client, backend=CountingBackend(), sae_epochs=3,
+                     retrain_min_new_labels=1000)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.request_training(1, "START_TRAINING")
+    assert pushing.wait(120), "the version is trained, saved, scored and serving; its push runs"
+    assert m.projects[1].version_name == "sae-v1"
+    m.shutdown(wait_seconds=0.2)  # SIGTERM: the push outlives the grace period ...
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns(".sae-backend.lock"))  # ... SIGKILL
+    release.set()
+    m.runner.wait_idle(60)
+    again = CountingBackend()
+    m2, _, _ = make(tmp_path / "b", client=FakeClient(), backend=again, sae_epochs=3, retrain_min_new_labels=1000)
+    assert m2.projects[1].version_name == "sae-v1" and m2.projects[1].push_pending
+    time.sleep(0.2)
+    assert m2.runner.wait_idle(120)
+    versions = m2.store(1).numbers()
+    m2.shutdown()
+    assert again.runs == 0, f"the labels sae-v1 already has were trained again: versions now {versions}"
+
+
 def test_a_version_whose_scoring_fails_is_not_kept(tmp_path) -> None:
     """Scoring that fails at every try (the whole pool out of GPU memory, a full disk) must not pile up versions."""
     class ScoringFails(CountingBackend):
