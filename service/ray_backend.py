@@ -48,6 +48,8 @@ from service.training import (
 
 log = logging.getLogger("sae_backend.ray")
 PROGRESS_FILE = "progress.json"
+INFEASIBLE_SECONDS = 300.0  # a task the cluster lacks the resources for fails after this (a node may come back)
+RESOURCE_CHECK_SECONDS = 10.0
 
 
 def _write_progress(stage_dir: Path, info: dict) -> None:
@@ -123,6 +125,7 @@ class RayTrainingBackend(TrainingBackend):
         except ImportError as e:
             raise RuntimeError("TRAINING_BACKEND=ray needs Ray: pip install 'sae-backend[ray]'") from e
         self.ray = ray
+        self.address, self.connect_seconds = address, connect_seconds
         if not ray.is_initialized():
             self._connect(address, connect_seconds)
         self.staging_dir = Path(staging_dir)
@@ -132,10 +135,9 @@ class RayTrainingBackend(TrainingBackend):
         self.max_retries = max_retries
         self.poll_seconds = poll_seconds
         self.device = device
-        opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries, "retry_exceptions": False}
-        self._train = ray.remote(train_on_worker).options(**opts)
-        self._suggest = ray.remote(suggest_on_worker).options(**opts)
-        self._score = ray.remote(score_on_worker).options(**opts)
+        self.needs = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+        self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries, "retry_exceptions": False}
+        self._remotes()
         self._inflight: dict = {}
         self._closed = False
         self.workers: dict[int, dict] = {}
@@ -157,6 +159,29 @@ class RayTrainingBackend(TrainingBackend):
                 log.info("waiting for the Ray cluster at %s: %s", address, e)
                 time.sleep(2)
 
+    def _remotes(self) -> None:
+        self._train = self.ray.remote(train_on_worker).options(**self._opts)
+        self._suggest = self.ray.remote(suggest_on_worker).options(**self._opts)
+        self._score = self.ray.remote(score_on_worker).options(**self._opts)
+
+    def _joined(self) -> None:
+        """Join the cluster again where the session ended: a head restarted (an upgrade, a crash) ends a Ray Client
+        session for good, and every job would fail until the service restarted."""
+        if not self.ray.is_initialized():
+            log.warning("the Ray session ended (the head restarted?); joining the cluster again")
+            self._connect(self.address, self.connect_seconds)
+            self._remotes()
+
+    def _lacking(self) -> str | None:
+        """The resources one task asks for that the whole cluster has less of, or None (no answer: None)."""
+        try:
+            have = self.ray.cluster_resources()
+        except Exception:
+            return None
+        short = [f"{k} {v:g} (the cluster has {float(have.get(k, 0.0)):g})" for k, v in self.needs.items()
+                 if v > float(have.get(k, 0.0))]
+        return ", ".join(short) or None
+
     @classmethod
     def from_settings(cls, settings: Settings) -> RayTrainingBackend:
         return cls(Path(settings.model_dir) / "ray-staging", settings.ray_address, settings.ray_num_cpus,
@@ -175,10 +200,20 @@ class RayTrainingBackend(TrainingBackend):
         for ref in refs:
             self._inflight[ref] = project_id
         pending, results = list(refs), {}
+        lacking_since: float | None = None
+        checked: float | None = None
         try:
             while pending:
                 if self._closed:
                     raise JobCancelledError(f"{what} was cancelled")
+                now = time.monotonic()
+                if checked is None or now - checked >= RESOURCE_CHECK_SECONDS:  # else no node takes it, for good
+                    checked, lacking = now, self._lacking()
+                    lacking_since = None if lacking is None else (lacking_since or checked)
+                    if lacking_since is not None and checked - lacking_since >= INFEASIBLE_SECONDS:
+                        raise RuntimeError(f"{what} cannot run on the Ray cluster: a task asks for {lacking} "
+                                           "(RAY_NUM_CPUS, RAY_NUM_GPUS); its nodes lack them since "
+                                           f"{checked - lacking_since:.0f} s")
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
                 results.update(zip(ready, ray.get(ready), strict=True))
                 if stage_dir is not None:
@@ -222,6 +257,7 @@ class RayTrainingBackend(TrainingBackend):
             self.workers.pop(project_id, None)
 
     def run(self, job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
+        self._joined()
         with self._staged(job.project_id) as stage:
             (path, metrics), = self._wait([self._train.remote(job, str(stage))], job.project_id, stage, progress,
                                           "the training")
@@ -230,6 +266,7 @@ class RayTrainingBackend(TrainingBackend):
         return TrainingResult(model, {**metrics, "backend": "ray", "attempts": attempts})
 
     def suggest(self, job: TrainingJob, k: int, progress: Progress | None = None) -> np.ndarray:
+        self._joined()
         with self._staged(job.project_id) as stage:
             (picks,) = self._wait([self._suggest.remote(job, k, str(stage))], job.project_id, stage, progress,
                                   "the cold start")
@@ -240,6 +277,7 @@ class RayTrainingBackend(TrainingBackend):
         shards = job.shards(self.shard_size)
         if len(shards) == 1:
             return super().score(job, model, progress)
+        self._joined()
         ref = self.ray.put(job)
         return self._wait([self._score.remote(ref, a, b) for a, b in shards], -1, None, progress,
                           "scoring the pool")

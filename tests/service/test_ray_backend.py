@@ -157,6 +157,33 @@ def test_without_retries_a_killed_worker_fails_the_training_with_a_clear_error(r
     assert "failed on the Ray cluster after 0 retries" in str(out["error"])
 
 
+def test_a_task_no_node_can_take_fails_the_job_instead_of_waiting_for_good(ray_address, pool_dir, digits_labels,
+                                                                            tmp_path, monkeypatch) -> None:
+    """A GPU node gone (or RAY_NUM_GPUS past any node): the task stays pending; the project would stay busy."""
+    import service.ray_backend as ray_backend
+
+    monkeypatch.setattr(ray_backend, "INFEASIBLE_SECONDS", 1.0)
+    monkeypatch.setattr(ray_backend, "RESOURCE_CHECK_SECONDS", 0.2)
+    gpu = backend(ray_address, tmp_path, num_gpus=1)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"cannot run on the Ray cluster: a task asks for GPU 1 \(the cluster has 0"):
+        gpu.run(job(pool_dir, digits_labels))
+    assert time.monotonic() - t0 < 30 and not gpu._inflight
+
+
+def test_a_session_that_ended_is_joined_again_before_the_next_job(ray_address, pool_dir, digits_labels,
+                                                                   tmp_path, monkeypatch) -> None:
+    """A head restart ends a Ray Client session for good (is_initialized() turns False): each job would fail."""
+    b = backend(ray_address, tmp_path)
+    joins, before = [], b._train
+    monkeypatch.setattr(b.ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(b, "_connect", lambda address, seconds: joins.append(address))
+    b._joined()
+    assert joins == [ray_address] and b._train is not before, "the task handles of the old session are made again"
+    monkeypatch.undo()
+    assert b.run(job(pool_dir, digits_labels, epochs=1)).metrics["backend"] == "ray", "the handles made again work"
+
+
 def _webhook(app, action: str) -> None:
     app.post("/webhook", json={"action": action, "project": {"id": 1}})
 
