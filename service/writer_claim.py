@@ -3,8 +3,9 @@
 Two backends with their own ``MODEL_DIR`` on one project would delete each other's predictions (each takes the
 other's ``sae-vN`` rows for its own earlier ones) and overwrite each other's marks. Label Studio has no lock and
 no compare-and-set, so the claim is a lease in the data of the backend's view ("Most uncertain first"): which
-install wrote last, and when. A push writes only while no other install holds a claim younger than the lease; the
-holder renews its own once half the lease has passed, and reads a claim it wrote back, so of two backends claiming
+install wrote last, and when. A push writes only while no other install holds a claim younger than the lease; every
+push writes its claim, the holder's polls renew it once half the lease has passed, and an install reads a claim it
+wrote back, so of two backends claiming
 at once the one that wrote first yields (at worst both write one version, and the first to read the other's fresh
 claim stops). A backend that stops polling for longer than the lease, or whose ``MODEL_DIR`` was lost, is taken
 over; the claim it finds on its return is still its own if nobody took it meanwhile, and then it goes on as the
@@ -112,14 +113,16 @@ def claim_writer(client: LabelStudioClient, project_id: int, writer: Writer, lea
                  view: tuple[str, dict, list[str]], call: Callable = _direct) -> Turn:
     """A push's claim (or renewal) of the project for ``writer``; ``view`` is the view's title, filters and ordering,
     should it be new; ``call`` runs each Label Studio request (a push retries them one by one, so a retry after the
-    claim was written still knows what it replaced)."""
+    claim was written still knows what it replaced).
+
+    Every push writes its claim, fresh or not: what an install records after a push is then exactly as new as the
+    claim Label Studio holds, which is what ``Writer.left_alone`` relies on (a backup of ``MODEL_DIR`` taken before a
+    later push finds a newer claim of its own on restore, and takes over)."""
     held = call(Claim.read, client, project_id)
     if writer.live_other(held, lease_seconds, now):
         return Turn(held, other=held)
     if held is None and writer.live_other(writer.seen, lease_seconds, now):  # erased by an edit of the tab
         return Turn(writer.seen, other=writer.seen)
-    if writer.held_lately(held, lease_seconds / 2, now):
-        return Turn(held)
     before = held if held is not None else writer.seen
     took_over = not (writer.held_lately(before, lease_seconds, now) or writer.left_alone(held))
     if took_over and writer.taken is not None:  # before anything is written: a push cut short still knows

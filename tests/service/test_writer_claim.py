@@ -65,12 +65,13 @@ def test_a_claim_older_than_the_lease_is_taken_over_and_says_from_whom() -> None
     assert Claim.read(views, 1) == Claim("mine", 4601.0)
 
 
-def test_its_own_claim_is_renewed_once_half_the_lease_has_passed_and_is_no_takeover_within_it() -> None:
+def test_every_push_writes_its_own_claim_and_is_no_takeover_within_the_lease() -> None:
+    """Written at every push, the claim is as new as what the install recorded (see the backup test below)."""
     views = Views({"install": "mine", "at": 1000.0})
-    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 1799, VIEW)) == (None, False, None)
-    assert views.writes == 0
+    assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 60, VIEW)) == (None, False, None)
+    assert views.writes == 1 and Claim.read(views, 1) == Claim("mine", 1060.0)
     assert outcome(claim_writer(views, 1, MINE, 3600, 1000.0 + 1801, VIEW)) == (None, False, None)
-    assert views.writes == 1 and Claim.read(views, 1) == Claim("mine", 2801.0)
+    assert views.writes == 2 and Claim.read(views, 1) == Claim("mine", 2801.0)
     away = Views({"install": "mine", "at": 1000.0})
     assert outcome(claim_writer(away, 1, MINE, 3600, 1000.0 + 3601, VIEW)) == (None, True, None), \
         "away for a lease: someone may have held it meanwhile"
@@ -83,8 +84,10 @@ def test_its_own_claim_found_as_it_left_it_after_a_night_away_is_no_takeover() -
     views = Views(left.as_dict())
     assert outcome(claim_writer(views, 1, Writer("mine", left), 3600, 1000.0 + 9 * 3600, VIEW)) == (None, False, None)
     assert Claim.read(views, 1) == Claim("mine", 1000.0 + 9 * 3600), "renewed"
-    backup = Views({"install": "mine", "at": 5000.0})  # written after the MODEL_DIR it runs on was backed up
-    assert outcome(claim_writer(backup, 1, Writer("mine", left), 3600, 9e4, VIEW)) == (None, True, None)
+    backup = Views({"install": "mine", "at": 1000.0})  # a backup of MODEL_DIR taken then records this claim;
+    claim_writer(backup, 1, Writer("mine", left), 3600, 1000.0 + 600, VIEW)  # a push ten minutes later writes its own
+    assert outcome(claim_writer(backup, 1, Writer("mine", left), 3600, 9e4, VIEW)) == (None, True, None), \
+        "restored the next day, the backup's records are older than the claim: a takeover"
     erased = Views()  # the claim may have been another's after its own: only Label Studio's own copy says
     assert outcome(claim_writer(erased, 1, Writer("mine", left), 3600, 9e4, VIEW)) == (None, True, None)
 
