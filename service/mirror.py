@@ -166,7 +166,7 @@ class ProjectMirror:
                 fmt.pop(k, None)
             return
         for key, setting in (("size", "IMAGE_SIZE"), ("bits", "IMAGE_BIT_DEPTH")):
-            if wanted[key] and fmt.get(key) != wanted[key]:
+            if wanted[key] and fmt.get(key, 16 if key == "bits" else None) != wanted[key]:  # bits unset: read as 16
                 log.warning("project %s: %s=%s is not taken: the project's images are stored with %s %s; delete "
                             "%s to read them all again with it", self.project_id, setting, wanted[key], key,
                             fmt.get(key) or "unset", self.dir)
@@ -454,6 +454,7 @@ class ProjectMirror:
             mode, size = pick_image_format(raws, self.state["fmt"].get("size"))
             with self.lock:  # save() copies the state from other threads
                 self.state["fmt"].update(mode=mode, size=size)
+            self.save()  # before any item is stored in it: a restart mid-ingest must find the form fixed
             return None
         if temporary is None:
             return None

@@ -356,6 +356,20 @@ def test_a_bit_depth_set_before_the_first_ingest_spreads_the_images_and_stays_wi
     before.save()
     assert ProjectMirror(tmp_path / "later", 1, image_bit_depth=12).fmt.get("bits") == 12, \
         "set before any image fixed the format: taken"
+    caplog.clear()
+    assert ProjectMirror(tmp_path / "unset", 1, image_bit_depth=16).fmt.get("bits") is None and not caplog.text, \
+        "16 is what unset reads as: nothing to name"
+
+
+def test_the_image_form_is_saved_the_moment_it_is_fixed(tmp_path, fetcher) -> None:
+    """Killed during the first ingest and restarted with another setting: the stored items' form still holds."""
+    client = _twelve_bit_client()
+    m = ProjectMirror(tmp_path / "mirror", 1)
+    m.add_tasks(client.tasks[:6], CFG, fetcher)  # the first chunk stored, then killed before the ingest's save
+    again = ProjectMirror(tmp_path / "mirror", 1, image_bit_depth=12)
+    assert again.fmt == {"mode": "L", "size": 8}, "stored at 16 bits: a later setting is not taken"
+    again.ingest(client, CFG, fetcher)
+    assert again.store.get([7])[0].max() == 2295 // 257, "task 7 read like task 1, at 16 bits"
 
 
 def test_an_unreadable_mirror_file_is_set_aside_and_the_project_read_again(tmp_path, fetcher) -> None:
