@@ -80,8 +80,8 @@ class ProjectState:
     interrupted: str | None = None
     training_reason: str | None = None
     forced_training: bool = False  # a training asked for outright (START_TRAINING, cron, resume) is pending
-    reading_labels: dict[int, int] | None = None
-    reading_classes: tuple[str, ...] = ()  # the label config's classes reading_labels index
+    reading: tuple[dict[int, int], tuple[str, ...]] | None = None  # what a running training read: labels, and the
+    # label config's classes they index (one value: a status between two writes must not pair one with the other)
     stop_kappas: list[tuple[int, float]] = field(default_factory=list)
     counted_skips: set[int] = field(default_factory=set)  # unreadable tasks already in sae_errors_total
     client_key: tuple | None = None  # the (URL, key) of the client this project last used
@@ -389,9 +389,9 @@ class ProjectManager:
     def changes(self, st: ProjectState, labels: dict[int, int], classes: Sequence[str]) -> int:
         """Label changes since the version in service (or since what a running training read); ``labels`` are
         indices into ``classes``, the label config's they were resolved with."""
-        reading, reading_classes = st.reading_labels, st.reading_classes
+        reading = st.reading
         if self.runner.is_busy(st.id) and reading is not None:
-            return count_changes(labels, reading, classes, reading_classes)
+            return count_changes(labels, reading[0], classes, reading[1])
         if st.served is None:
             return count_changes(labels, {})
         return count_changes(labels, st.served.labels, classes, st.served.class_names)
@@ -425,7 +425,7 @@ class ProjectManager:
         st.label_check_seconds = time.perf_counter() - t0
         if self.backing_off(st):
             return "backing-off"
-        if st.served is None and st.reading_labels is None:
+        if st.served is None and st.reading is None:
             if len(set(labels.values())) < 2 or len(labels) < max(2, self.settings.retrain_min_new_labels):
                 return "below-threshold"
         elif n < self.settings.retrain_min_new_labels:
@@ -653,7 +653,8 @@ class ProjectManager:
         self.mirror(st).forget_queue()
         with st.lock:
             st.queue_project_id = None
-            st.push_pending = st.served is not None or st.push_state.last_number == 0  # the cold start's, too
+            if self.settings.push_mode == "queue":  # a queue left behind by PUSH_MODE=view is not made again
+                st.push_pending = st.served is not None or st.push_state.last_number == 0  # the cold start's, too
             self._persist(st)
 
     def poll_soon(self, reason: str) -> str:
@@ -762,7 +763,7 @@ class ProjectManager:
             self._train(st)
             st.last_error, st.failures = None, 0
         except NotEnoughLabelsError as e:  # the labels, not a fault: no failure, backoff or alert; status says so
-            st.last_error, st.last_error_at = str(e), time.time()
+            st.last_error, st.last_error_at, st.failures = str(e), time.time(), 0
             log.info("project %s: no training (%s): %s", pid, reason, e)
         except JobCancelledError as e:
             cancelled = True
@@ -780,7 +781,7 @@ class ProjectManager:
             st.training = False
             st.progress = {}
             st.interrupted = None
-            st.reading_labels = None
+            st.reading = None
             self.metrics.training.labels(str(pid)).set(0)
             self.metrics.training_seconds.labels(str(pid)).observe(time.perf_counter() - t0)
             self.metrics.queue.set(self.runner.queue_length())
@@ -829,7 +830,7 @@ class ProjectManager:
         m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)
-        st.reading_labels, st.reading_classes = labels, tuple(config.classes)
+        st.reading = labels, tuple(config.classes)
         ids, mark = m.store.ids_since(None)
         skipped = set(m.skipped)
         if skipped - st.counted_skips:  # each unreadable task once, not again at every version

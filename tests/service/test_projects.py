@@ -67,6 +67,9 @@ def test_the_cron_before_two_classes_are_labeled_is_no_failure_and_delays_no_fir
     status = app.get("/projects/1/status").json()
     assert st.failures == 0 and m.metrics.errors.labels("training")._value.get() == 0
     assert "at least two classes; 1 tasks are labeled" in status["last_error"], "what it waits for, in status"
+    st.failures = 3  # real failures before: the latest try failed nothing, so it extends no backoff
+    m.cron()
+    assert m.runner.wait_idle(120) and st.failures == 0
     m.mirror(st).upsert_annotation(2, choice("5", 1002))
     assert m.labels_changed(1, "ANNOTATION_CREATED") != "backing-off"
     m.shutdown()
@@ -1163,7 +1166,7 @@ def test_a_queue_left_behind_by_push_mode_view_is_still_read_until_it_is_deleted
     client.deleted.add(77)
     m2.poll()
     assert m2.runner.wait_idle(60) and client.source not in m2.mirror(st2).labels(st2.config)[0]
-    assert st2.queue_project_id is None
+    assert st2.queue_project_id is None and not st2.push_pending, "in view mode no queue is made again"
     m2.shutdown()
 
 
