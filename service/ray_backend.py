@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -48,7 +49,6 @@ from service.training import (
 
 log = logging.getLogger("sae_backend.ray")
 PROGRESS_FILE = "progress.json"
-INFEASIBLE_SECONDS = 300.0  # a task the cluster lacks the resources for fails after this (a node may come back)
 RESOURCE_CHECK_SECONDS = 10.0
 
 
@@ -119,7 +119,8 @@ class RayTrainingBackend(TrainingBackend):
 
     def __init__(self, staging_dir: Path, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_retries: int = 2, shard_size: int = 100_000, poll_seconds: float = 0.5,
-                 device: str = "auto", connect_seconds: float = 120.0) -> None:
+                 device: str = "auto", connect_seconds: float = 120.0,
+                 wait_for_resources_seconds: float = 600.0) -> None:
         try:
             import ray
         except ImportError as e:
@@ -136,6 +137,8 @@ class RayTrainingBackend(TrainingBackend):
         self.poll_seconds = poll_seconds
         self.device = device
         self.needs = {"CPU": float(num_cpus), "GPU": float(num_gpus)}
+        self.wait_for_resources_seconds = wait_for_resources_seconds  # a node may come back, or be started
+        self._joining = threading.Lock()
         self._opts = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries, "retry_exceptions": False}
         self._remotes()
         self._inflight: dict = {}
@@ -167,26 +170,29 @@ class RayTrainingBackend(TrainingBackend):
     def _joined(self) -> None:
         """Join the cluster again where the session ended: a head restarted (an upgrade, a crash) ends a Ray Client
         session for good, and every job would fail until the service restarted."""
-        if not self.ray.is_initialized():
-            log.warning("the Ray session ended (the head restarted?); joining the cluster again")
-            self._connect(self.address, self.connect_seconds)
-            self._remotes()
+        with self._joining:  # trainings of several projects at once: one joins, the others find it joined
+            if not self.ray.is_initialized():
+                log.warning("the Ray session ended (the head restarted?); joining the cluster again")
+                self._connect(self.address, self.connect_seconds)
+                self._remotes()
 
     def _lacking(self) -> str | None:
-        """The resources one task asks for that the whole cluster has less of, or None (no answer: None)."""
+        """What one task asks for that no live node of the cluster has, or None (also where the cluster cannot say)."""
         try:
-            have = self.ray.cluster_resources()
+            nodes = [n.get("Resources") or {} for n in self.ray.nodes() if n.get("Alive")]
         except Exception:
             return None
-        short = [f"{k} {v:g} (the cluster has {float(have.get(k, 0.0)):g})" for k, v in self.needs.items()
-                 if v > float(have.get(k, 0.0))]
-        return ", ".join(short) or None
+        if any(all(float(r.get(k, 0.0)) >= v for k, v in self.needs.items()) for r in nodes):
+            return None
+        most = {k: max((float(r.get(k, 0.0)) for r in nodes), default=0.0) for k in self.needs}
+        return ", ".join(f"{k} {v:g}" for k, v in self.needs.items() if v > 0) + \
+            f" on one node (the most any live node has: {', '.join(f'{k} {most[k]:g}' for k in self.needs)})"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RayTrainingBackend:
         return cls(Path(settings.model_dir) / "ray-staging", settings.ray_address, settings.ray_num_cpus,
                    settings.ray_num_gpus, settings.ray_max_retries, settings.ray_score_shard_size,
-                   device=settings.device)
+                   device=settings.device, wait_for_resources_seconds=settings.ray_wait_for_resources_seconds)
 
     def _wait(self, refs: list, project_id: int, stage_dir: Path | None, progress: Progress | None,
               what: str) -> list:
@@ -210,10 +216,10 @@ class RayTrainingBackend(TrainingBackend):
                 if checked is None or now - checked >= RESOURCE_CHECK_SECONDS:  # else no node takes it, for good
                     checked, lacking = now, self._lacking()
                     lacking_since = None if lacking is None else (lacking_since or checked)
-                    if lacking_since is not None and checked - lacking_since >= INFEASIBLE_SECONDS:
+                    if lacking_since is not None and checked - lacking_since >= self.wait_for_resources_seconds:
                         raise RuntimeError(f"{what} cannot run on the Ray cluster: a task asks for {lacking} "
-                                           "(RAY_NUM_CPUS, RAY_NUM_GPUS); its nodes lack them since "
-                                           f"{checked - lacking_since:.0f} s")
+                                           "(RAY_NUM_CPUS, RAY_NUM_GPUS); no node has had them for "
+                                           f"{checked - lacking_since:.0f} s (RAY_WAIT_FOR_RESOURCES_SECONDS)")
                 ready, pending = ray.wait(pending, num_returns=len(pending), timeout=self.poll_seconds)
                 results.update(zip(ready, ray.get(ready), strict=True))
                 if stage_dir is not None:

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
     ray_num_gpus: float = Field(0.0, ge=0)
     ray_max_retries: int = Field(2, ge=0)
     ray_score_shard_size: int = Field(100_000, ge=1)
+    ray_wait_for_resources_seconds: float = Field(600.0, gt=0)
 
     sae_epochs: int = Field(30, ge=1)
     sae_warm_epochs: int = Field(10, ge=1)

@@ -162,11 +162,11 @@ def test_a_task_no_node_can_take_fails_the_job_instead_of_waiting_for_good(ray_a
     """A GPU node gone (or RAY_NUM_GPUS past any node): the task stays pending; the project would stay busy."""
     import service.ray_backend as ray_backend
 
-    monkeypatch.setattr(ray_backend, "INFEASIBLE_SECONDS", 1.0)
     monkeypatch.setattr(ray_backend, "RESOURCE_CHECK_SECONDS", 0.2)
-    gpu = backend(ray_address, tmp_path, num_gpus=1)
+    gpu = backend(ray_address, tmp_path, num_gpus=1, wait_for_resources_seconds=1.0)
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError, match=r"cannot run on the Ray cluster: a task asks for GPU 1 \(the cluster has 0"):
+    with pytest.raises(RuntimeError, match=r"a task asks for CPU 1, GPU 1 on one node \(the most any live node has: "
+                                           r"CPU 2, GPU 0\)"):
         gpu.run(job(pool_dir, digits_labels))
     assert time.monotonic() - t0 < 30 and not gpu._inflight
 
