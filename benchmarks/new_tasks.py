@@ -32,8 +32,9 @@ from machine import timed, write_rows
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from model.stopping import stop_set
 from service.pool_store import PoolStore
-from service.served import Scored, ServedVersion
+from service.served import LATENT_KEEP, Scored, ServedVersion
 
 HEAD = 2000
 
@@ -72,8 +73,11 @@ def _snapshot(store: PoolStore, rng: np.random.Generator) -> ServedVersion:
     n = len(ids)
     s = _scored(rng, n)
     head = np.argsort(s.score)[:HEAD]
+    pictured = np.union1d(stop_set(ids, 2 * LATENT_KEEP), ids[head])  # the latent picture's rows, as a version's
+    latent = {"z": rng.random((len(pictured), 10), dtype=np.float32), "y": np.full(len(pictured), -1),
+              "ids": pictured}
     return ServedVersion(1, "sae-v1", None, "margin", {}, np.sort(ids), s.pred, s.score, s.confidence, ids[head],
-                         s.value[head], {}, s.score[head], rows_mark=mark)
+                         s.value[head], latent, s.score[head], rows_mark=mark)
 
 
 def measure(pool: int, batch: int, batches: int, seed: int) -> dict:
@@ -108,7 +112,8 @@ def measure(pool: int, batch: int, batches: int, seed: int) -> dict:
         times["find_before"].append(t)
         assert found_now.tolist() == found_before.tolist() == ids.tolist()
         scored = _scored(rng, batch)
-        now, t = timed(partial(now.with_items, found_now, scored, HEAD, mark))
+        codes = rng.random((batch, 10), dtype=np.float32)  # the service passes the batch's codes (the picture's)
+        now, t = timed(partial(now.with_items, found_now, scored, HEAD, mark, codes))
         times["merge_now"].append(t)
         before, t = timed(partial(_with_items_before, before, found_before, scored, HEAD))
         times["merge_before"].append(t)

@@ -255,8 +255,8 @@ class ServedVersion:
         head_view = np.concatenate([self._head_view(), new["score"]])
         top = np.lexsort((head_ids, head_view))[:keep]
         latent = self.latent
-        if codes is not None and latent.get("z") is not None:
-            entered = top[top >= len(self.head_ids)] - len(self.head_ids)
+        entered = top[top >= len(self.head_ids)] - len(self.head_ids)  # new tasks in the head: most batches, none
+        if codes is not None and len(entered) and latent.get("z") is not None:
             entered = entered[~np.isin(new["ids"][entered], latent["ids"])]
             if len(entered):
                 z = np.asarray(codes)[fresh][order][entered]
