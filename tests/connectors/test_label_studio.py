@@ -104,3 +104,57 @@ def test_a_queue_task_whose_source_is_not_a_task_id_is_passed_over(client, monke
              {"id": 5, "meta": {"source_task": "51"}, "annotations": label}]
     monkeypatch.setattr(client, "labeled_tasks", lambda pid, updated_after=None: iter(tasks))
     assert [(s, q) for s, q, _ in client.queue_labels(77)] == [(50, 1), (51, 5)]
+
+
+def _answering(handler) -> LabelStudioClient:
+    """The client over a stand-in Label Studio that answers every request with ``handler``."""
+    import httpx
+
+    client = LabelStudioClient("http://ls.test", "secret-key-0123456789")
+    client._http._transport = httpx.MockTransport(handler)
+    return client
+
+
+def test_tasks_by_id_fits_a_reverse_proxy_s_request_line_and_keeps_only_those_tasks() -> None:
+    """nginx refuses request lines over 8 KB (414): 100 ids as filter items took about 14 KB."""
+    import httpx
+
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(len(str(request.url)))
+        query = json.loads(request.url.params["query"])
+        picked = query["selectedItems"]
+        after = [f["value"] for f in query["filters"]["items"] if f["operator"] == "greater"]
+        ids = [i for i in picked["included"] if not after or i > after[0]] if picked["all"] is False else []
+        return httpx.Response(200, json={"tasks": [{"id": i} for i in ids], "total": len(ids)})
+
+    client = _answering(handler)
+    ids = list(range(1_000_000, 1_000_150))
+    assert [t["id"] for t in client.tasks_by_id(1, ids[::-1])] == ids
+    assert len(seen) == 2 and max(seen) < 8192, seen
+    assert list(client.iter_tasks(1, ids=[])) == [] and len(seen) == 2, "an empty selection is all tasks to it"
+
+
+def test_rows_label_studio_dropped_from_an_import_are_not_counted_as_written() -> None:
+    """Label Studio 1.23 skips predictions it finds invalid (a class renamed since) and says how many it kept."""
+    import httpx
+
+    client = _answering(lambda request: httpx.Response(201, json={"created": 0}))
+    rows = [{"task": 1, "model_version": "sae-v3", "score": 0.4, "result": []}]
+    assert client.import_predictions(1, rows) == 0
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"ok"', b"null"])
+def test_an_answer_of_another_shape_is_a_label_studio_error(body: bytes) -> None:
+    """A wrong LABEL_STUDIO_URL or a proxy's page: one error type, as every caller expects."""
+    import httpx
+
+    from connectors.label_studio import LabelStudioError
+
+    client = _answering(lambda request: httpx.Response(200, content=body,
+                                                       headers={"content-type": "application/json"}))
+    for call in (lambda: client.labeled_count(1), lambda: client.create_project("abc", "<View/>"),
+                 lambda: client.delete_predictions(1, ["sae-v1"])):
+        with pytest.raises(LabelStudioError, match=r"unexpected answer|Label Studio"):
+            call()
