@@ -390,7 +390,8 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
             for i, t in enumerate(task_ids)]
     report.head = [int(t) for t in task_ids]
     _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior, rows_ahead)
-    step(client.set_model_version, pid, COLD_START_VERSION)
+    if rows:  # see push_version
+        step(client.set_model_version, pid, COLD_START_VERSION)
     step(client.ensure_view, pid, *VIEW)
     if prior.took_over:
         others = [v for v in own_versions(step(client.model_versions, pid)) if v != COLD_START_VERSION]
@@ -441,7 +442,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
             for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
     _write_rows(step, client, pid, served.name, served.number, rows, report, prior, rows_ahead)
-    step(client.set_model_version, pid, served.name)
+    if rows:  # Label Studio refuses (400) a model version no prediction of the project carries: none, all labeled
+        step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, *VIEW)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
     own = own_versions(step(client.model_versions, pid))

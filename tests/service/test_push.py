@@ -536,6 +536,22 @@ def test_a_version_pushed_again_adds_rows_for_new_head_tasks_and_deletes_nothing
     assert unknown.rows_deleted == 3 and unknown.rows_written == 2, "rows not known: all replaced"
 
 
+def test_a_version_with_nothing_left_to_label_pushes_without_naming_a_version_label_studio_refuses(tmp_path) -> None:
+    """Every task labeled while it trained: Label Studio answers 400 to a model version no prediction carries."""
+    class Strict(Recorder):
+        def set_model_version(self, pid, name):
+            if not any(r["model_version"] == name for r in self._rows(pid)):
+                raise LabelStudioError("HTTP 400: Model version doesn't exist either as live model or as static "
+                                       "predictions", retryable=False, status_code=400)
+            super().set_model_version(pid, name)
+
+    client = Strict()
+    first = push(client, tmp_path, version=served(3))
+    done = push(client, tmp_path, prior=after(first), version=served(4), exclude={11, 12})
+    assert done.head == [] and not any(r["model_version"] == "sae-v3" for r in client.rows), "the older rows went"
+    assert ("set_model_version", 4, "sae-v4") not in client.calls
+
+
 def test_an_unread_predict_answer_is_not_the_task_s_row_and_goes_with_the_version(tmp_path) -> None:
     """/predict could not read task 11 before it entered the head: Label Studio stored the empty answer."""
     client = Recorder()
