@@ -625,6 +625,19 @@ class LabelStudioClient:
         return [_dump(w) for w in self.ls.webhooks.list(project=str(int(project_id)))]
 
     @_wrap
+    def authorize_webhook(self, project_id: int, url: str, headers: dict[str, str]) -> bool:
+        """Give the project's webhook to ``url`` these headers where it lacks them; whether it was changed (False also
+        when there is none). Label Studio makes a connected model's webhook itself, without the basic-auth header
+        it sends on its other calls to the model, so a backend behind basic auth refused every one of them."""
+        for w in self.list_webhooks(project_id):
+            if (w.get("url") or "").rstrip("/") == url.rstrip("/"):
+                if (w.get("headers") or {}) == headers:
+                    return False
+                self.ls.webhooks.update(int(w["id"]), headers=headers)
+                return True
+        return False
+
+    @_wrap
     def ensure_webhook(self, project_id: int, url: str, actions: Sequence[str],
                        headers: dict[str, str] | None = None) -> int:
         """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL),

@@ -266,6 +266,20 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         rows_ahead(number, report.rows)
 
 
+def _authorize_webhook(step: Callable, client: LabelStudioClient, pid: int, settings: Settings) -> None:
+    """Behind basic auth, the webhook Label Studio made for the connected model gets the header (with BACKEND_URL,
+    which names it); a failure stops no push: the polls still read every change."""
+    header = settings.basic_auth_header()
+    if not header or not settings.backend_url:
+        return
+    try:
+        if step(client.authorize_webhook, pid, settings.backend_url.rstrip("/") + "/webhook", header):
+            log.info("project %s: its webhook to this backend now carries the basic-auth header", pid)
+    except PushError as e:
+        log.warning("project %s: its webhook to this backend is refused without basic auth, and could not be given "
+                    "it (%s); changes arrive with the polls", pid, e)
+
+
 def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[int], rows: list[dict], version: str,
                 number: int, settings: Settings, prior: PushState, report: PushReport,
                 queue_project_id: int | None) -> None:
@@ -445,6 +459,7 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
     if rows:  # Label Studio refuses (400) a model version no prediction of the project carries: none, all labeled
         step(client.set_model_version, pid, served.name)
     step(client.ensure_view, pid, *VIEW)
+    _authorize_webhook(step, client, pid, settings)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on
     own = own_versions(step(client.model_versions, pid))
     older = [v for v, n in own.items() if n < served.number or (report.took_over and n != served.number)]

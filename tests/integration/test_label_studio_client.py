@@ -282,6 +282,14 @@ def test_a_webhook_is_registered_once_with_its_payload(ls_client: LabelStudioCli
     assert ls_client.ensure_webhook(digits_project, url, actions, {"Authorization": "Basic bmV3"}) == first
     (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["url"] == url]
     assert hook["headers"] == {"Authorization": "Basic bmV3"}, "a changed password reaches the webhook"
+    model_hook = "http://127.0.0.1:9/model/webhook"  # as Label Studio makes it for a connected model: no headers
+    made = ls_client.ls.webhooks.create(project=digits_project, url=model_hook, send_payload=True,
+                                        send_for_all_actions=True)
+    assert ls_client.authorize_webhook(digits_project, model_hook, auth)
+    (hook,) = [w for w in ls_client.list_webhooks(digits_project) if w["id"] == made.id]
+    assert hook["headers"] == auth and hook["send_for_all_actions"] is True, "only the header changes"
+    assert not ls_client.authorize_webhook(digits_project, model_hook, auth), "and only once"
+    assert not ls_client.authorize_webhook(digits_project, "http://127.0.0.1:9/other/webhook", auth)
 
 
 def test_updated_after_keeps_the_tasks_saved_since_the_last_save_seen(ls_client: LabelStudioClient,

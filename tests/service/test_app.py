@@ -94,6 +94,9 @@ class FakeClient:
     def match_label_config(self, project_id, source_project_id):
         return False
 
+    def authorize_webhook(self, project_id, url, headers):
+        return False
+
     def delete_predictions(self, project_id, versions=None):
         from connectors.label_studio import LabelStudioError
 

@@ -99,6 +99,10 @@ class Recorder:
         self._call("ensure_queue_project", pid, known)
         return self.QUEUE
 
+    def authorize_webhook(self, pid, url, headers):
+        self._call("authorize_webhook", pid, url, headers)
+        return True
+
     def match_label_config(self, qid, pid):
         self._call("match_label_config", qid, pid)
         return False
@@ -431,6 +435,24 @@ def test_with_backend_url_the_queue_project_sends_its_labels_here(tmp_path) -> N
     assert call[1:4] == (99, "http://sae:9090/webhook", ("ANNOTATION_CREATED", "ANNOTATION_UPDATED",
                                                         "ANNOTATIONS_DELETED", "TASKS_DELETED"))
     assert call[4] == {"Authorization": "Basic YW5uOnB3"}
+
+
+def test_behind_basic_auth_the_webhook_label_studio_made_for_the_model_gets_the_header(tmp_path) -> None:
+    """Label Studio makes it without headers: every webhook was refused (401) until the next poll read the change."""
+    client = Recorder()
+    push(client, tmp_path, backend_url="http://sae:9090/")
+    push(client, tmp_path, basic_auth_user="ann", basic_auth_pass="pw")
+    assert not [c for c in client.calls if c[0] == "authorize_webhook"], "no auth, or no URL to name the webhook by"
+    push(client, tmp_path, backend_url="http://sae:9090/", basic_auth_user="ann", basic_auth_pass="pw")
+    assert ("authorize_webhook", 4, "http://sae:9090/webhook", {"Authorization": "Basic YW5uOnB3"}) in client.calls
+
+    def refused(pid, url, headers):
+        raise LabelStudioError("HTTP 403: not allowed", retryable=False, status_code=403)
+
+    client.authorize_webhook = refused
+    report = push(client, tmp_path, version=served(4), backend_url="http://sae:9090/", basic_auth_user="ann",
+                  basic_auth_pass="pw")
+    assert report.rows_written and ("set_model_version", 4, "sae-v4") in client.calls, "the push goes on"
 
 
 def test_a_queue_webhook_label_studio_refuses_does_not_stop_the_push(tmp_path) -> None:
