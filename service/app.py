@@ -12,13 +12,14 @@ import secrets
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from prometheus_client import generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from service import webhooks
 from service.projects import ProjectManager, ProjectState
@@ -32,7 +33,7 @@ EVENTS = {"ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "TA
 
 class SetupRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
-    project: str | int = Field(description='"<id>.<timestamp>" as Label Studio sends it, or the id')
+    project: StrictStr | StrictInt = Field(description='"<id>.<timestamp>" as Label Studio sends it, or the id')
     schema_: str | None = Field(None, alias="schema")
     hostname: str | None = None
     access_token: str | None = None
@@ -42,7 +43,7 @@ class SetupRequest(BaseModel):
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     tasks: list[dict[str, Any]]
-    project: str | int | None = None
+    project: StrictStr | StrictInt | None = None  # strict: a bool is no id
     label_config: str | None = None
     params: dict | None = None
 
@@ -53,16 +54,22 @@ class WebhookRequest(BaseModel):
     project: dict | int | str | None = None
 
 
+PREDICT_THREADS = 16  # of AnyIO's 40: the rest stay free for webhooks, /status and the rest
+
+
 def project_id(value: str | int | dict | None) -> int:
-    """Label Studio sends ``"12.1795710227"`` in ``/setup`` and ``/predict``, a dict in webhooks."""
+    """Label Studio sends ``"12.1795710227"`` in ``/setup`` and ``/predict``, a dict in webhooks; anything else (a
+    bool, a float, a sign, digits past 64 bits) is refused as webhooks refuse it, before a project is registered."""
     if isinstance(value, dict):
         value = value.get("id")
     if value is None:
         raise HTTPException(422, "missing project id")
-    try:
-        return int(str(value).split(".", 1)[0])
-    except ValueError:
-        raise HTTPException(422, f"bad project id {value!r}") from None
+    head = value.split(".", 1)[0] if isinstance(value, str) else None
+    if head is not None and head.isascii() and head.isdigit():
+        value = int(head)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+        raise HTTPException(422, f"bad project id {value!r}"[:200])
+    return value
 
 
 def create_app(settings: Settings | None = None, manager: ProjectManager | None = None) -> FastAPI:
@@ -82,7 +89,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         holder["m"] = manager
     basic = HTTPBasic(auto_error=False)
 
-    def auth(creds: HTTPBasicCredentials | None = Depends(basic)) -> None:
+    async def auth(creds: HTTPBasicCredentials | None = Depends(basic)) -> None:  # in the event loop: no thread
         if not settings.basic_auth_user:
             return
         ok = creds is not None and secrets.compare_digest(creds.username.encode(), settings.basic_auth_user.encode()) \
@@ -109,19 +116,32 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
 
     @app.get("/health", dependencies=deps)
     @app.get("/", dependencies=deps)
-    def health() -> dict:
+    async def health() -> dict:  # no thread: /predicts waiting on storage hold the pool's, and Label Studio waits 1 s
         return {"status": "UP", "model_class": "StructuringAutoencoder"}
 
     @app.post("/setup", dependencies=deps)
     def setup(body: SetupRequest, m: ProjectManager = Depends(get_manager)) -> dict:
-        st = m.setup(project_id(body.project), body.schema_, body.hostname, body.access_token)
+        pid = project_id(body.project)
+        source = next((s.id for s in list(m.projects.values()) if s.queue_project_id == pid), None)
+        if source is not None:  # trained and pushed as a project, it would write over the source's rows there
+            raise HTTPException(422, f"project {pid} is the queue this backend fills for project {source}: connect "
+                                     f"the model to project {source}; labels made in the queue count there")
+        st = m.setup(pid, body.schema_, body.hostname, body.access_token)
         if st.config_error:
             raise HTTPException(422,
                                 f"this label config cannot be served: {st.config_error}")
         return {"model_version": st.version_name or "untrained"}
 
+    predict_threads: dict[str, anyio.CapacityLimiter] = {}
+
     @app.post("/predict", dependencies=deps)
-    def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
+    async def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
+        """In threads of its own: a /predict may wait a minute on a storage, and many at once must not hold every
+        thread the webhooks (answered within Label Studio's 1 s) and /status run in."""
+        limiter = predict_threads.setdefault("limiter", anyio.CapacityLimiter(PREDICT_THREADS))
+        return await anyio.to_thread.run_sync(_predict, body, m, limiter=limiter)
+
+    def _predict(body: PredictRequest, m: ProjectManager) -> dict:
         pid = project_id(body.project) if body.project is not None else None
         if pid is None:
             raise HTTPException(422, "missing project")

@@ -213,6 +213,10 @@ class Settings(BaseSettings):
     def _auth_pair(self) -> Settings:
         if bool(self.basic_auth_user) != bool(self.basic_auth_pass):
             raise ValueError("set both BASIC_AUTH_USER and BASIC_AUTH_PASS, or neither")
+        if self.basic_auth_pass is not None and not (
+                f"{self.basic_auth_user}{self.basic_auth_pass.get_secret_value()}".isascii()):
+            raise ValueError("BASIC_AUTH_USER and BASIC_AUTH_PASS must be ASCII: Label Studio sends them in latin-1 "
+                             "and the backend reads ASCII, so no request could log in")
         if self.label_studio_api_key and not self.label_studio_url:
             raise ValueError("LABEL_STUDIO_API_KEY goes only to the server LABEL_STUDIO_URL names: set it too (without "
                              "it, the key would go to whatever hostname a /setup call names)")

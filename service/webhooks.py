@@ -89,7 +89,7 @@ def handle(m: ProjectManager, pid: int, action: str, body: dict) -> str:
         return m.tasks_created(pid, tasks)
     if action == "TASKS_DELETED":  # during an ingest too: a task read before its deletion must not stay
         mirror.remove_tasks([int(t["id"]) for t in tasks])
-        return "removed"
+        return m.label_webhook(pid, action)  # labeled tasks deleted are label changes, as ANNOTATIONS_DELETED
     return "ignored"
 
 

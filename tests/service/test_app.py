@@ -169,6 +169,60 @@ def test_health_and_setup_with_recorded_payload(tmp_path):
     assert m.projects[1].config.classes == ["cat", "dog", "bird"]
 
 
+@pytest.mark.parametrize("project", [True, "-3.1", "99999999999999999999999.1", "1_000.2", 1.9, "١.2"])
+def test_setup_refuses_a_project_id_a_webhook_would_refuse(tmp_path, project):
+    m, app, _ = make(tmp_path)
+    assert app.post("/setup", json={"project": project, "schema": CONFIG}).status_code == 422
+    assert not m.projects and not list(tmp_path.glob("project-*")), "nothing registered, nothing written"
+
+
+def test_a_setup_of_the_queue_project_is_refused_with_the_project_to_connect(tmp_path):
+    """Trained and pushed as a project of its own, the queue would have its source's rows written over."""
+    m, app, _ = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    m.get(1).queue_project_id = 77
+    r = app.post("/setup", json={"project": "77.1", "schema": CONFIG})
+    assert r.status_code == 422 and "connect the model to project 1" in r.json()["detail"] and 77 not in m.projects
+
+
+def test_health_answers_at_once_while_many_predicts_wait_on_a_hanging_storage(tmp_path, monkeypatch):
+    """Label Studio marks a backend whose /health takes over 1 s disconnected; webhooks have the same 1 s."""
+    import time
+
+    import service.projects as projects
+    from connectors.item_codec import ItemCodec
+    from connectors.task_data import TaskDataError
+
+    m, app, _ = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    release = threading.Event()
+    monkeypatch.setattr(projects, "PREDICT_DEADLINE_SECONDS", 4.0)
+
+    def hang(self, fetcher, value, task_id=None):
+        release.wait(30)
+        raise TaskDataError("the storage gave up")
+
+    monkeypatch.setattr(ItemCodec, "load", hang)
+    with app:  # one event loop for every request, as under uvicorn
+        asks = [threading.Thread(target=app.post, args=("/predict",), kwargs={"json": {"project": "1.1", "tasks": [
+            {"id": 5000 + i, "data": {"image": "https://storage.example/x.png"}}]}}) for i in range(40)]
+        for t in asks:
+            t.start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        assert app.get("/health").status_code == 200
+        health = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}}).status_code == 200
+        hook = time.monotonic() - t0
+        release.set()
+        for t in asks:
+            t.join(30)
+    assert health < 1.0 and hook < 1.0, (health, hook)
+
+
 def test_setup_without_choices_gives_reason(tmp_path):
     _, app, _ = make(tmp_path)
     r = app.post("/setup", json={"project": "3.1", "schema": '<View><Image name="i" value="$i"/></View>'})

@@ -108,6 +108,16 @@ def test_a_kill_while_a_trained_version_pushes_does_not_train_it_again(tmp_path)
     assert again.runs == 0, f"the labels sae-v1 already has were trained again: versions now {versions}"
 
 
+def test_labeled_tasks_deleted_count_as_label_changes_at_once(tmp_path) -> None:
+    """As ANNOTATIONS_DELETED does: a TASKS_DELETED of labeled tasks asks for a training, not the next poll."""
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=10, retrain_debounce_seconds=0)
+    labeled = [t["id"] for t in client.tasks if t["annotations"]][:10]
+    client.tasks = [t for t in client.tasks if t["id"] not in labeled]
+    assert webhook(app, "TASKS_DELETED", tasks=[{"id": t} for t in labeled]) not in ("below-threshold", "ignored")
+    assert m.runner.wait_idle(120) and m.projects[1].version_name == "sae-v2"
+    m.shutdown()
+
+
 def test_a_version_whose_scoring_fails_is_not_kept(tmp_path) -> None:
     """Scoring that fails at every try (the whole pool out of GPU memory, a full disk) must not pile up versions."""
     class ScoringFails(CountingBackend):
@@ -438,7 +448,7 @@ def test_a_training_compacts_the_mirror_once_most_tasks_are_deleted(tmp_path) ->
     assert ids_file.stat().st_size == 120 * 8
     gone = [{"id": t["id"]} for t in client.tasks[50:]]
     client.tasks = client.tasks[:50]
-    assert webhook(app, "TASKS_DELETED", tasks=gone) == "removed"
+    assert webhook(app, "TASKS_DELETED", tasks=gone) == "below-threshold", "unlabeled tasks: no label changed"
     assert ids_file.stat().st_size == 120 * 8, "deletions only tombstone"
     webhook(app, "START_TRAINING")
     assert m.runner.wait_idle(120)
@@ -518,7 +528,7 @@ def test_a_task_deleted_after_scoring_is_left_out_of_the_next_push(tmp_path) -> 
     head = m.projects[1].served.head_ids.tolist()
     gone = next(t for t in head if t not in m.projects[1].served.labels)
     client.tasks = [t for t in client.tasks if t["id"] != gone]
-    assert webhook(app, "TASKS_DELETED", tasks=[{"id": gone}]) == "removed"
+    assert webhook(app, "TASKS_DELETED", tasks=[{"id": gone}]) == "below-threshold"
     m.projects[1].push_pending = True
     m.projects[1].push_state = dataclasses.replace(m.projects[1].push_state, rows=None)  # after a failed push, say
     m.runner.request(1, "test: push again", "push")

@@ -57,6 +57,7 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"SAE_LAMBDA": "1.5"}, "SAE_LAMBDA"),
     ({"SAE_MAX_SHIFT": "-1"}, "SAE_MAX_SHIFT"),
     ({"BASIC_AUTH_USER": "ann"}, "BASIC_AUTH_PASS"),
+    ({"BASIC_AUTH_USER": "ann", "BASIC_AUTH_PASS": "pässword"}, "BASIC_AUTH_PASS"),
     ({"LABEL_STUDIO_API_KEY": "a-key"}, "LABEL_STUDIO_URL"),
     ({"QUERY_STRATEGY": "loudest"}, "QUERY_STRATEGY"),
     ({"QUERY_STRATEGY": "typicality-margin:until"}, "QUERY_STRATEGY"),
