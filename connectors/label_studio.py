@@ -633,7 +633,8 @@ class LabelStudioClient:
             if (w.get("url") or "").rstrip("/") == url.rstrip("/"):
                 if (w.get("headers") or {}) == headers:
                     return False
-                self.ls.webhooks.update(int(w["id"]), headers=headers)
+                # its actions too: a partial update without them empties a webhook's list of actions
+                self.ls.webhooks.update(int(w["id"]), headers=headers, actions=list(w.get("actions") or []))
                 return True
         return False
 

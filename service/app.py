@@ -122,10 +122,10 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.post("/setup", dependencies=deps)
     def setup(body: SetupRequest, m: ProjectManager = Depends(get_manager)) -> dict:
         pid = project_id(body.project)
-        source = next((s.id for s in list(m.projects.values()) if s.queue_project_id == pid), None)
+        source = webhooks.queue_source(m, pid, {})
         if source is not None:  # trained and pushed as a project, it would write over the source's rows there
-            raise HTTPException(422, f"project {pid} is the queue this backend fills for project {source}: connect "
-                                     f"the model to project {source}; labels made in the queue count there")
+            raise HTTPException(422, f"project {pid} is the queue this backend fills for project {source.id}: "
+                                     f"connect the model to project {source.id}; labels made in the queue count there")
         st = m.setup(pid, body.schema_, body.hostname, body.access_token)
         if st.config_error:
             raise HTTPException(422,
@@ -145,6 +145,8 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         pid = project_id(body.project) if body.project is not None else None
         if pid is None:
             raise HTTPException(422, "missing project")
+        if webhooks.queue_source(m, pid, {}) is not None:  # the queue's copies are predicted in their source
+            return {"results": [], "model_version": None}
         st = m.get(pid, create=bool(body.label_config))  # an id alone does not register a project
         if st is None:
             return {"results": [], "model_version": None}

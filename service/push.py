@@ -266,6 +266,19 @@ def _write_rows(step: Callable, client: LabelStudioClient, pid: int, version: st
         rows_ahead(number, report.rows)
 
 
+def _show_version(step: Callable, client: LabelStudioClient, pid: int, version: str) -> None:
+    """Order the project's view by ``version``. Label Studio refuses (400) a version no prediction of the project
+    carries: it drops rows it finds invalid from an import without a word (a class the config lost since), so that
+    is no failure of the push, which goes on (marks, older rows) and says so in the log."""
+    try:
+        step(client.set_model_version, pid, version)
+    except PushError as e:
+        if getattr(e.__cause__, "status_code", None) != 400:
+            raise
+        log.warning("project %s: Label Studio keeps no row of %s, so its view cannot be ordered by it: %s", pid,
+                    version, e)
+
+
 def _authorize_webhook(step: Callable, client: LabelStudioClient, pid: int, settings: Settings) -> None:
     """Behind basic auth, the webhook Label Studio made for the connected model gets the header (with BACKEND_URL,
     which names it); a failure stops no push: the polls still read every change."""
@@ -370,7 +383,8 @@ def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, versi
         return frozenset(held - lost)
 
     holding = step(queue_rows) if wanted else frozenset(held)
-    step(client.set_model_version, queue_id, version)
+    if holding:  # see _show_version
+        _show_version(step, client, queue_id, version)
     step(client.ensure_view, queue_id, *VIEW)
     own = own_versions(step(client.model_versions, queue_id))
     older = [v for v, n in own.items() if n < number or (report.took_over and n != number)]
@@ -405,7 +419,8 @@ def push_suggestions(client: LabelStudioClient, project_id: int, task_ids: list[
     report.head = [int(t) for t in task_ids]
     _write_rows(step, client, pid, COLD_START_VERSION, 0, rows, report, prior, rows_ahead)
     if rows:  # see push_version
-        step(client.set_model_version, pid, COLD_START_VERSION)
+        _show_version(step, client, pid, COLD_START_VERSION)
+    _authorize_webhook(step, client, pid, settings)
     step(client.ensure_view, pid, *VIEW)
     if prior.took_over:
         others = [v for v in own_versions(step(client.model_versions, pid)) if v != COLD_START_VERSION]
@@ -456,8 +471,8 @@ def push_version(client: LabelStudioClient, project_id: int, config: LabelConfig
             for (t, _), p in zip(head, pos, strict=True)]
     report.head = [t for t, _ in head]
     _write_rows(step, client, pid, served.name, served.number, rows, report, prior, rows_ahead)
-    if rows:  # Label Studio refuses (400) a model version no prediction of the project carries: none, all labeled
-        step(client.set_model_version, pid, served.name)
+    if rows:  # none: every task labeled while it trained
+        _show_version(step, client, pid, served.name)
     step(client.ensure_view, pid, *VIEW)
     _authorize_webhook(step, client, pid, settings)
     report.head_visible_at = time.time()  # the view orders the work by this version from here on

@@ -183,6 +183,8 @@ def test_a_setup_of_the_queue_project_is_refused_with_the_project_to_connect(tmp
     m.get(1).queue_project_id = 77
     r = app.post("/setup", json={"project": "77.1", "schema": CONFIG})
     assert r.status_code == 422 and "connect the model to project 1" in r.json()["detail"] and 77 not in m.projects
+    r = app.post("/predict", json={"project": "77.1", "label_config": CONFIG, "tasks": [{"id": 5, "data": {}}]})
+    assert r.json()["results"] == [] and 77 not in m.projects, "nor by a /predict (interactive mode) without /setup"
 
 
 def test_health_answers_at_once_while_many_predicts_wait_on_a_hanging_storage(tmp_path, monkeypatch):

@@ -573,6 +573,15 @@ def test_a_version_with_nothing_left_to_label_pushes_without_naming_a_version_la
     assert done.head == [] and not any(r["model_version"] == "sae-v3" for r in client.rows), "the older rows went"
     assert ("set_model_version", 4, "sae-v4") not in client.calls
 
+    class Dropping(Strict):  # Label Studio drops rows it finds invalid (a class the config lost) and answers 201
+        def import_predictions(self, pid, predictions):
+            self._call("import_predictions", pid, len(predictions))
+            return 0
+
+    client = Dropping()
+    report = push(client, tmp_path, version=served(5))
+    assert report.rows_written == 0 and ("bulk_mark", 4) == client.calls[-1][:2], "the push went on to the marks"
+
 
 def test_an_unread_predict_answer_is_not_the_task_s_row_and_goes_with_the_version(tmp_path) -> None:
     """/predict could not read task 11 before it entered the head: Label Studio stored the empty answer."""
