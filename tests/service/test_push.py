@@ -580,7 +580,7 @@ def test_a_version_with_nothing_left_to_label_pushes_without_naming_a_version_la
 
     client = Dropping()
     report = push(client, tmp_path, version=served(5))
-    assert report.rows_written == 0 and ("bulk_mark", 4) == client.calls[-1][:2], "the push went on to the marks"
+    assert report.rows_written == 0 and client.calls[-1][:2] == ("bulk_mark", 4), "the push went on to the marks"
 
 
 def test_an_unread_predict_answer_is_not_the_task_s_row_and_goes_with_the_version(tmp_path) -> None:
