@@ -62,34 +62,20 @@ def _recency(annotation: dict) -> tuple[float, float, float]:
             _number(annotation.get("id")))
 
 
-def _chosen_names(annotation: dict, from_name: str) -> list[str]:
-    """Distinct class names this annotation chose with our control, in order of appearance."""
+def _choices(annotation: dict) -> dict[str, list[str]]:
+    """Per choices control this annotation answered with (in order of appearance), the distinct class names chosen."""
     results = annotation.get("result")
-    if not isinstance(results, list):
-        return []
-    names: list[str] = []
-    for item in results:
-        if not isinstance(item, dict) or item.get("from_name") != from_name or item.get("type") != "choices":
+    out: dict[str, list[str]] = {}
+    for item in results if isinstance(results, list) else []:
+        if not isinstance(item, dict) or item.get("type") != "choices" or not isinstance(item.get("from_name"), str):
             continue
+        names = out.setdefault(item["from_name"], [])
         value = item.get("value")
         chosen = value.get("choices") if isinstance(value, dict) else None
-        if not isinstance(chosen, list):
-            continue
-        for name in chosen:
+        for name in chosen if isinstance(chosen, list) else []:
             if isinstance(name, str) and name not in names:
                 names.append(name)
-    return names
-
-
-def _other_controls(annotation: dict, from_name: str) -> list[str]:
-    """The other choices controls this annotation answered with, in order of appearance."""
-    results = annotation.get("result")
-    names: list[str] = []
-    for item in results if isinstance(results, list) else []:
-        other = item.get("from_name") if isinstance(item, dict) and item.get("type") == "choices" else None
-        if isinstance(other, str) and other != from_name and other not in names:
-            names.append(other)
-    return names
+    return out
 
 
 def resolve_label(annotations: list[dict], config: LabelConfig) -> ResolvedLabel:
@@ -100,10 +86,11 @@ def resolve_label(annotations: list[dict], config: LabelConfig) -> ResolvedLabel
     for annotation in annotations if isinstance(annotations, list) else []:
         if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
             continue
-        names = _chosen_names(annotation, config.from_name)
+        answered = _choices(annotation)
+        names = answered.get(config.from_name, [])
         who = f"annotation {annotation.get('id')}" if annotation.get("id") is not None else "an annotation"
         if not names:
-            others = _other_controls(annotation, config.from_name)
+            others = [control for control in answered if control != config.from_name]
             if others:  # a control renamed in the label config since: Label Studio keeps such annotations as made
                 problems.append(f"{who} chose with control {', '.join(map(repr, others))}, not the label config's "
                                 f"{config.from_name!r}; ignored")
