@@ -629,25 +629,28 @@ class LabelStudioClient:
         """Give the project's webhook to ``url`` these headers where it lacks them; whether it was changed (False also
         when there is none). Label Studio makes a connected model's webhook itself, without the basic-auth header
         it sends on its other calls to the model, so a backend behind basic auth refused every one of them."""
-        for w in self.list_webhooks(project_id):
-            if (w.get("url") or "").rstrip("/") == url.rstrip("/"):
-                if (w.get("headers") or {}) == headers:
-                    return False
-                # its actions too: a partial update without them empties a webhook's list of actions
-                self.ls.webhooks.update(int(w["id"]), headers=headers, actions=list(w.get("actions") or []))
-                return True
-        return False
+        w = self._webhook_to(project_id, url)
+        if w is None or (w.get("headers") or {}) == headers:
+            return False
+        # its actions too: a partial update without them empties a webhook's list of actions
+        self.ls.webhooks.update(int(w["id"]), headers=headers, actions=list(w.get("actions") or []))
+        return True
+
+    def _webhook_to(self, project_id: int, url: str) -> dict | None:
+        """The project's webhook to ``url`` (a trailing slash aside), if any."""
+        return next((w for w in self.list_webhooks(project_id)
+                     if (w.get("url") or "").rstrip("/") == url.rstrip("/")), None)
 
     @_wrap
     def ensure_webhook(self, project_id: int, url: str, actions: Sequence[str],
                        headers: dict[str, str] | None = None) -> int:
         """A webhook of the project to ``url`` for these actions, with the payload; created once (found by URL),
         brought up to date when its actions or headers (a changed password) differ."""
-        for w in self.list_webhooks(project_id):
-            if (w.get("url") or "").rstrip("/") == url.rstrip("/"):
-                if sorted(w.get("actions") or []) != sorted(actions) or (w.get("headers") or {}) != (headers or {}):
-                    self.ls.webhooks.update(int(w["id"]), actions=list(actions), headers=headers or {})
-                return int(w["id"])
+        w = self._webhook_to(project_id, url)
+        if w is not None:
+            if sorted(w.get("actions") or []) != sorted(actions) or (w.get("headers") or {}) != (headers or {}):
+                self.ls.webhooks.update(int(w["id"]), actions=list(actions), headers=headers or {})
+            return int(w["id"])
         return int(self.ls.webhooks.create(project=int(project_id), url=url, actions=list(actions),
                                            send_payload=True, send_for_all_actions=False, is_active=True,
                                            headers=headers or {}).id)
