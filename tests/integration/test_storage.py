@@ -82,7 +82,7 @@ def test_s3_photos_mirror_train_push_and_predict_raw_uris(label_studio, ls_clien
     s = Settings(label_studio_url=label_studio.url, label_studio_api_key=label_studio.token,
                  model_dir=tmp_path / "models", data_allowed_hosts=[f"127.0.0.1:{s3_server.port}"],
                  retrain_debounce_seconds=0.5, sae_epochs=30, push_head=10, push_top_k=5,
-                 poll_interval_seconds=3600, image_size=32)
+                 poll_interval_seconds=3600, image_size=32, push_mode="queue")
     backend = Backend(create_app(s)).start()
     try:
         ml = ls_client.connect_ml_backend(pid, backend.url)
@@ -91,6 +91,17 @@ def test_s3_photos_mirror_train_push_and_predict_raw_uris(label_studio, ls_clien
                           and not st["training"] and not st["push_pending"] and st, timeout=300)
         assert status["mirror"]["stored"] == 36 and status["skipped_count"] == 0
         assert ls_client.model_versions(pid).get(status["model_version"]) == 10, "the head was pushed"
+
+        queue = status["queue_project"]
+        copies = ls_client.queue_copies(queue)
+        assert len(copies) == 5
+        for source, copy in copies.items():  # the queue's annotators see the photo, now and after any expiry
+            image = ls_client.get_task(copy)["data"]["image"]
+            assert "X-Amz-" not in image, "a presigned URL in the copy would expire"
+            shown = httpx.get(label_studio.url + image, headers={"Authorization": f"Token {label_studio.token}"},
+                              follow_redirects=True, timeout=30)
+            assert shown.status_code == 200 and shown.content == s3.get_object(
+                Bucket="photos", Key=key_of(tasks[source]))["Body"].read()
 
         # a second project on the same bucket: its tasks were never mirrored by the backend
         other, other_storage = _s3_project(ls_client, s3_server, "s3 photos, unseen", "photos", "set/")
