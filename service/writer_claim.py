@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connectors.label_studio import LabelStudioClient, marked_views
+from service.pool_store import replacing
 
 WRITER_KEY = "sae_backend_writer"
 INSTALL_FILE = "install-id"
@@ -41,9 +42,8 @@ def install_id(model_dir: Path | str) -> str:
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{INSTALL_FILE}.{os.getpid()}")
-    tmp.write_text(uuid.uuid4().hex[:12])
-    tmp.replace(path)
+    with replacing(path, f".{os.getpid()}.tmp") as fh:  # lost in a power cut, a new name would take over its own
+        fh.write(uuid.uuid4().hex[:12].encode())
     return path.read_text().strip()
 
 

@@ -38,6 +38,19 @@ def test_an_install_keeps_its_id_and_another_model_dir_has_another(tmp_path) -> 
     assert install_id(tmp_path / "b") != first
 
 
+def test_a_new_install_id_is_on_disk_before_it_is_used(tmp_path, monkeypatch) -> None:
+    """A power cut must not lose a name already written into a claim: the backend would take over its own."""
+    import os
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real(fd)))
+    made = install_id(tmp_path)
+    assert any(p.endswith(".tmp") for p in synced), "the id's content is synced before its rename"
+    assert str(tmp_path) in synced, "and the rename itself"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["install-id"] and made
+
+
 def outcome(turn: Turn) -> tuple:
     return turn.other, turn.took_over, turn.replaced
 
