@@ -251,11 +251,16 @@ class PoolStore:
         if items_size != n * row_bytes and not self.read_only:
             log.warning("%s: truncating %d bytes of an unfinished append", items_path, items_size - n * row_bytes)
             os.truncate(items_path, n * row_bytes)
+        valid = (dead >= 0) & (dead < n)
+        if not valid.all() and not self.read_only:  # else the next append's rows, numbered as the cut ones, die
+            log.warning("%s: dropping %d tombstones of rows that are not there", self.directory, int((~valid).sum()))
+            with replacing(self._path("dead.bin")) as fh:
+                fh.write(dead[valid].astype(_ID_DTYPE).tobytes())
+        dead = dead[valid]
         self._dead_entries = len(dead)
         alive = np.zeros(n, dtype=bool)
         keys, last = _last_rows(ids)
         alive[last] = True
-        dead = dead[(dead >= 0) & (dead < n)]
         alive[dead] = False
         keep = alive[last]
         return _State(0, n, ids, alive, keys[keep], last[keep].astype(np.int64, copy=False))
@@ -333,7 +338,10 @@ class PoolStore:
             self._state = _State(s.generation, r0 + n, row_ids, alive, keys, vals)
 
             if len(tombs):
-                self._append_dead(tombs)
+                try:
+                    self._append_dead(tombs)
+                except OSError as e:  # committed already: a reopen finds these rows superseded by their ids alone
+                    log.warning("%s: %d tombstones of replaced rows not written (%s)", self.directory, len(tombs), e)
 
     def _extended(self, name: str, current: np.ndarray, tail: np.ndarray) -> np.ndarray:
         """``current`` + ``tail`` written into spare room after it where ``current`` is the newest state's (O(tail));

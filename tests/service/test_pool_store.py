@@ -131,6 +131,44 @@ def test_crash_between_ids_and_tombstone_keeps_the_newer_row(tmp_path) -> None:
     np.testing.assert_array_equal(store.get([1]), x[2:3])
 
 
+def test_tombstones_of_rows_a_crash_cut_do_not_kill_the_rows_appended_in_their_place(tmp_path) -> None:
+    """After a power cut the rows' tail can be lost while dead.bin kept tombstones of them (no fsync orders the
+    files): those row numbers are given to the next append, which must stay alive across the next open."""
+    x = _images(6)
+    store = PoolStore(tmp_path)
+    store.append([1, 2, 3, 4], x[:4])
+    store.append([4], x[4:5])  # row 3 tombstoned, row 4 holds task 4
+    store.close()
+    os.truncate(tmp_path / "items.bin", 3 * 28 * 28)  # the cut lost rows 3 and 4 but not the tombstone of row 3
+    store = PoolStore(tmp_path)
+    np.testing.assert_array_equal(store.ids(), [1, 2, 3])
+    store.append([5], x[5:6])  # takes row 3 again
+    store.close()
+    store = PoolStore(tmp_path)
+    np.testing.assert_array_equal(store.ids(), [1, 2, 3, 5])
+    np.testing.assert_array_equal(store.get([5]), x[5:6])
+
+
+def test_an_append_whose_tombstones_cannot_be_written_still_counts_as_done(tmp_path, monkeypatch) -> None:
+    """The rows are committed once ids.bin is written; a full disk at dead.bin must not tell the caller they
+    are not, or it would redo (or undo) what is stored."""
+    x = _images(4)
+    store = PoolStore(tmp_path)
+    store.append([1, 2], x[:2])
+
+    def full(self, rows):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(PoolStore, "_append_dead", full)
+    store.append([1, 3], x[2:4])
+    np.testing.assert_array_equal(store.get([1, 2, 3]), x[[2, 1, 3]])
+    monkeypatch.undo()
+    store.close()
+    reopened = PoolStore(tmp_path)
+    assert len(reopened) == 3
+    np.testing.assert_array_equal(reopened.get([1, 2, 3]), x[[2, 1, 3]])
+
+
 @pytest.mark.parametrize(
     "items",
     [
