@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     class_distances: FilePath | None = None
-    image_size: int | None = Field(None, ge=4, le=512)
+    image_size: int | None = Field(None, ge=8, le=128)
     image_bit_depth: int | None = Field(None, ge=9, le=16)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)

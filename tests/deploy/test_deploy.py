@@ -151,6 +151,20 @@ def test_backend_talks_to_label_studio_over_the_compose_network(backend: dict, l
     assert backend["depends_on"] == {"label-studio": {"condition": "service_healthy"}}
 
 
+def test_label_studio_may_call_the_backend_and_make_its_webhook_inside_the_compose_network(
+        backend: dict, label_studio: dict) -> None:
+    """Label Studio 1.23 refuses a model on a private address, and silently makes no webhook to one or to a host
+    name without a dot; then every change waits for a poll."""
+    ls_env = env_map(label_studio["environment"])
+    assert ls_env["ML_BLOCK_LOCAL_IP"] == "false" and ls_env["SSRF_PROTECTION_ENABLED"] == "false"
+    aliases = backend["networks"]["default"]["aliases"]
+    connect = urlsplit(compose_default(env_map(backend["environment"])["BACKEND_URL"]))
+    assert connect.hostname in aliases and "." in connect.hostname and connect.port == 9090
+    documented = f"http://{connect.hostname}:9090"
+    assert documented in COMPOSE.read_text().split("services:")[0], "the compose file's header names that URL"
+    assert documented in (DEPLOY / "README.md").read_text() and documented in (ROOT / "README.md").read_text()
+
+
 def test_model_dir_is_the_volume_declared_by_the_dockerfile(backend: dict) -> None:
     env = env_map(backend["environment"])
     model_dir = env["MODEL_DIR"]

@@ -63,6 +63,7 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"QUERY_STRATEGY": "typicality-margin:until"}, "QUERY_STRATEGY"),
     ({"QUERY_STRATEGY": "margin:until=3"}, "QUERY_STRATEGY"),
     ({"SAE_CHANNELS": "16,0"}, "SAE_CHANNELS"),
+    ({"IMAGE_SIZE": "256"}, "IMAGE_SIZE"),  # the codec caps the side at 128: a larger one would be taken as 128
     ({"SAE_WARM_STEPS": "0"}, "SAE_WARM_STEPS"),
     ({"SAE_SELF_TRAINING_THRESHOLD": "1.5"}, "SAE_SELF_TRAINING_THRESHOLD"),
     ({"SAE_SEMI_SUPERVISED_FROM": "-1"}, "SAE_SEMI_SUPERVISED_FROM"),
