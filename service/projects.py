@@ -162,6 +162,8 @@ class ProjectManager:
                           "poll tries again after a pause (or START_TRAINING now)", st.id, st.failures)
             elif st.interrupted is not None:
                 self.request_training(st.id, f"resuming a training the last process did not finish ({st.interrupted})")
+            elif st.forced_training:
+                self.request_training(st.id, "a training asked for before the last process stopped")
             elif st.push_pending and st.served is not None:
                 self.runner.request(st.id, "a push the last process did not finish", PUSH)
 
@@ -207,6 +209,7 @@ class ProjectManager:
                 st.last_error, st.last_error_at = ("the last training ended with the process (killed, perhaps for "
                                                    "memory)", time.time())
             st.push_pending = bool(info.get("push_pending"))
+            st.forced_training = bool(info.get("training_asked"))
             st.stop_kappas = [(int(n), float(k)) for n, k in info.get("stop_kappas", [])]
             st.suggested = info.get("suggested")
             with contextlib.suppress(TypeError, ValueError):
@@ -287,6 +290,7 @@ class ProjectManager:
             "queue_project_id": st.queue_project_id,
             "training_started": st.training_reason if st.training else None,
             "training_stopped_by_shutdown": st.training and st.stopped_by_shutdown,
+            "training_asked": st.forced_training,
             "training_failures": st.failures, "last_error": st.last_error, "last_error_at": st.last_error_at,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number, "took_over": ps.took_over,
             "marked": None if ps.marked is None else sorted(ps.marked),
@@ -697,9 +701,9 @@ class ProjectManager:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for st in list(self.projects.values()):  # a kill after the grace period is still no crash of the training
-            if st.training:
+            if st.training or st.forced_training:  # one asked for and not yet started runs at the next start
                 with st.lock:
-                    st.stopped_by_shutdown = True
+                    st.stopped_by_shutdown = st.training
                     self._persist(st)
         self.backend.close()
         deadline = time.monotonic() + wait_seconds

@@ -806,6 +806,22 @@ def test_a_shutdown_stops_a_running_training_and_keeps_the_directory_until_it_ha
     m2.shutdown()
 
 
+def test_a_training_asked_for_and_not_yet_started_at_a_shutdown_runs_at_the_next_start(tmp_path) -> None:
+    """START_TRAINING queued behind other jobs when the service stops: the team pressed the button, so it runs
+    although too few labels changed for a training of its own accord."""
+    m, app, client, _ = first_version(tmp_path, retrain_min_new_labels=1000)
+    m.runner.request = lambda *a, **k: "queued"  # waiting behind another project's job
+    webhook(app, "START_TRAINING")
+    m.shutdown()
+    again = CountingBackend()
+    m2, _, _ = make(tmp_path, backend=again, client=client, retrain_min_new_labels=1000)
+    assert m2.runner.wait_idle(120) and again.runs == 1 and m2.projects[1].version_name == "sae-v2"
+    m2.shutdown()
+    m3, _, _ = make(tmp_path, backend=again, client=client, retrain_min_new_labels=1000)
+    assert m3.runner.wait_idle(120) and again.runs == 1, "asked for once, run once"
+    m3.shutdown()
+
+
 def test_a_job_that_outlasts_the_shutdown_keeps_the_directory_locked(tmp_path) -> None:
     from tests.service.test_dir_lock import other_process
 
