@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
-from model.sae import as_float_array, set_n_features
+from model.sae import as_float_array, check_finite, set_n_features
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
@@ -67,6 +67,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         if len(np.unique(y[lab])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
         x = as_float_array(np.asarray(X)[lab])
+        check_finite(x)  # one NaN item would turn every weight into NaN and every prediction into class 0
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))

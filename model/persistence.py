@@ -66,7 +66,8 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
     try:
         if custom:
             try:
-                torch.save({"encoder": sae.encoder_.cpu(), "decoder": sae.decoder_.cpu()}, tmp / "networks.pt")
+                torch.save({"encoder": sae.encoder_.cpu(), "decoder": sae.decoder_.cpu(),
+                            "encoder_untrained": sae.encoder, "decoder_untrained": sae.decoder}, tmp / "networks.pt")
             finally:  # a failed save must not leave the model in service on another device than it says
                 sae.encoder_.to(sae.device_)
                 sae.decoder_.to(sae.device_)
@@ -103,19 +104,31 @@ def read_settings(directory: str | Path) -> dict:
     return json.loads((Path(directory) / "settings.json").read_text())
 
 
-def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
-    """Rebuild a saved model; its predictions equal those of the model that was saved."""
+def load_model(directory: str | Path, device: str = "auto", trust_pickles: bool = False) -> SAEClassifier:
+    """Rebuild a saved model; its predictions equal those of the model that was saved.
+
+    A model with the user's own networks holds them pickled, and unpickling runs code: only the caller, never the
+    directory's own files, may allow it (``trust_pickles``).
+    """
     directory = Path(directory)
     settings = read_settings(directory)
     if settings.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: unsupported model format {settings.get('format_version')}")
+    custom = bool(settings["custom_networks"])
+    if custom and not trust_pickles:
+        raise ValueError(f"{directory} holds pickled networks of its own, and loading them runs their code: "
+                         "load_model(..., trust_pickles=True) only where the directory comes from you")
     sp = settings["sae"]
-    nets = torch.load(directory / "networks.pt", map_location="cpu", weights_only=not settings["custom_networks"])
+    nets = torch.load(directory / "networks.pt", map_location="cpu", weights_only=not custom)
     sae = StructuringAutoencoder(**{k: _sae_param(k, v) for k, v in sp.items()}, device=device)
-    if settings["custom_networks"]:
+    if custom:
         sae.encoder_, sae.decoder_ = nets["encoder"], nets["decoder"]
-        # keep them marked as the user's own pair, so saving this model again pickles them too
-        sae.set_params(encoder=copy.deepcopy(sae.encoder_), decoder=copy.deepcopy(sae.decoder_))
+        # the user's untrained pair, which a fit from scratch copies (a file of an earlier release kept only the
+        # trained one); saving this model again pickles them too
+        untrained = (nets.get("encoder_untrained"), nets.get("decoder_untrained"))
+        if untrained[0] is None or untrained[1] is None:
+            untrained = copy.deepcopy(sae.encoder_), copy.deepcopy(sae.decoder_)
+        sae.set_params(encoder=untrained[0], decoder=untrained[1])
     else:
         sae.encoder_, sae.decoder_ = build_networks(settings["input_shape"], sp["latent_dim"], sp["network"],
                                                     sp["channels"], sp["hidden"])
@@ -144,7 +157,7 @@ def load_model(directory: str | Path, device: str = "auto") -> SAEClassifier:
     params = dict(settings["classifier"])
     params["device"] = device
     sae_params = {k: sae.get_params()[k] for k in PASSED_SAE_PARAMS}
-    if settings["custom_networks"]:  # else a clone, or a member of a refit, would train the built-in networks
+    if custom:  # else a clone, or a member of a refit, would train the built-in networks
         sae_params.update(encoder=sae.encoder, decoder=sae.decoder)
     clf = SAEClassifier(class_names=settings["class_names"], **params, sae_params=sae_params)
     clf.sae_, clf.svm_ = sae, svm

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
@@ -52,7 +53,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
     encoding cost.
     ``members > 1`` trains that many autoencoders from different seeds on the same data (a deep
     ensemble, Lakshminarayanan et al. 2017; Beluch et al. 2018 for active learning) and the SVM
-    reads their codes side by side, at ``members`` times the training and encoding cost;
+    reads their codes side by side, at ``members`` times the training and encoding cost (with the
+    user's own networks, each member after the first resets their layers under its own seed);
     ``sae_`` is the first, which draws the latent picture and morphs.
     ``calibration_holdout`` is the share of labeled items the autoencoder treats as unlabeled
     (picked by a hash of their ``ids``, so the same ones stay out of every warm-started version):
@@ -127,6 +129,9 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             if warm:  # a copy trains, so a fit that fails leaves the fitted model whole and serving
                 sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
             else:
+                if m and member.get("encoder") is not None:  # a copy of one pair would start every member alike
+                    member.update(encoder=_reinitialised(member["encoder"], seed), decoder=_reinitialised(
+                        member["decoder"], None if seed is None else seed + 1))
                 sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
             sae.fit(X, y_pulled, pseudo=pseudo)
             if not semi:
@@ -226,3 +231,19 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         """Mean latent code of each class's labeled items (NaN for classes without labels)."""
         check_is_fitted(self, "svm_")
         return self.svm_.centres_
+
+
+def _reinitialised(module: torch.nn.Module, seed: int | None) -> torch.nn.Module:
+    """A copy of a user's network with fresh weights from ``seed``, by each layer's own ``reset_parameters``.
+
+    The weights come from a stream of their own: a fit seeds torch with ``seed`` itself, and a pair built after
+    such a fit would otherwise be drawn exactly alike.
+    """
+    copied = copy.deepcopy(module)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+        for layer in copied.modules():
+            if callable(getattr(layer, "reset_parameters", None)):
+                layer.reset_parameters()
+    return copied

@@ -70,6 +70,14 @@ def test_needs_two_labeled_classes(digits: Dataset) -> None:
         EncoderClassifier(device="cpu").fit(digits.x_train, y)
 
 
+def test_a_labeled_item_holding_nan_is_refused_by_name(digits: Dataset, digits_labels: np.ndarray) -> None:
+    x = digits.x_train.astype(np.float32)
+    first = int(np.flatnonzero(digits_labels >= 0)[3])
+    x[first, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        EncoderClassifier(epochs=1, device="cpu").fit(x, digits_labels)
+
+
 def test_test_time_flip_makes_an_image_and_its_mirror_score_alike(digits: Dataset, digits_labels: np.ndarray) -> None:
     clf = EncoderClassifier(n_classes=10, min_steps=20, device="cpu").fit(digits.x_train, digits_labels)
     x, mirror = digits.x_test[:50], digits.x_test[:50, ..., ::-1]

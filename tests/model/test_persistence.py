@@ -201,14 +201,16 @@ def test_round_trip_with_user_networks(digits: Dataset, digits_labels, tmp_path)
     model.fit(digits.x_train, digits_labels)
     path = save_model(model, tmp_path / "custom")
     assert read_settings(path)["custom_networks"]
-    loaded = load_model(path, device="cpu")
+    with pytest.raises(ValueError, match="trust_pickles"):
+        load_model(path, device="cpu")  # unpickling runs code: the caller, not the directory, allows it
+    loaded = load_model(path, device="cpu", trust_pickles=True)
     assert isinstance(loaded.sae_.encoder_, FlatEncoder)
     np.testing.assert_array_equal(loaded.decision_function(digits.x_test), model.decision_function(digits.x_test))
     # a loaded model with its own networks, trained on and saved again, still loads
     loaded.set_params(warm_start=True, epochs=1).fit(digits.x_train, digits_labels)
     again = save_model(loaded, tmp_path / "custom-2")
     assert read_settings(again)["custom_networks"]
-    reloaded = load_model(again, device="cpu")
+    reloaded = load_model(again, device="cpu", trust_pickles=True)
     assert isinstance(reloaded.sae_.encoder_, FlatEncoder)
     np.testing.assert_array_equal(reloaded.decision_function(digits.x_test), loaded.decision_function(digits.x_test))
 
@@ -272,8 +274,12 @@ def test_a_clone_of_a_loaded_model_trains_the_user_s_networks(digits: Dataset, d
     x, y = digits.x_train[:150], digits_labels[:150]
     model = SAEClassifier(latent_dim=4, epochs=1, device="cpu",
                           sae_params={"encoder": FlatEncoder(), "decoder": FlatDecoder()}).fit(x, y)
-    loaded = load_model(save_model(model, tmp_path / "custom"), device="cpu")
+    loaded = load_model(save_model(model, tmp_path / "custom"), device="cpu", trust_pickles=True)
     assert isinstance(clone(loaded).fit(x, y).sae_.encoder_, FlatEncoder)
+    untouched = clone(model).set_params(epochs=0).fit(x, y)
+    again = clone(loaded).set_params(epochs=0).fit(x, y)
+    np.testing.assert_array_equal(again.transform(x), untouched.transform(x),
+                                  "a fit from scratch starts from the user's untrained networks, not the saved ones")
     loaded.set_params(warm_start=True, epochs=1).fit(x, y)
     assert isinstance(loaded.sae_.encoder_, FlatEncoder) and len(loaded.sae_.history_) == 2, \
         "and a warm retrain trains them on"

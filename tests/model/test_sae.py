@@ -610,6 +610,20 @@ def test_members_train_autoencoders_from_different_seeds_and_read_their_codes_si
         SAEClassifier(epochs=1, device="cpu", members=0).fit(x, y)
 
 
+def test_members_on_the_user_s_own_networks_start_from_different_weights(small) -> None:
+    x, y = small
+    enc, dec = build_networks((1, 8, 8), 4, "mlp")
+    two = SAEClassifier(latent_dim=4, epochs=0, device="cpu", random_state=3, members=2,
+                        sae_params={"encoder": enc, "decoder": dec}).fit(x, y)
+    z = two.transform(x[:30])
+    np.testing.assert_allclose(z[:, :4], enc(torch.as_tensor(x[:30] / 255.0 if x.dtype == np.uint8 else x[:30],
+                                                             dtype=torch.float32)).detach().numpy(), atol=1e-5)
+    assert not np.allclose(z[:, 4:], z[:, :4], atol=1e-3), "the second member is no copy of the first"
+    again = SAEClassifier(latent_dim=4, epochs=0, device="cpu", random_state=3, members=2,
+                          sae_params={"encoder": enc, "decoder": dec}).fit(x, y)
+    np.testing.assert_array_equal(again.transform(x[:30]), z, "and its weights follow from its seed")
+
+
 def test_resolve_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device(torch.device("cpu")) == torch.device("cpu")
