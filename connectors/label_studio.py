@@ -146,7 +146,9 @@ class LabelStudioClient:
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout)
         try:
-            self.ls = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0,
+            # the closing slash keeps a subpath (https://host/label-studio/) in the SDK's token refresh, which
+            # joins its path the way a browser resolves a link; its other calls strip it
+            self.ls = LabelStudio(base_url=self.url + "/", api_key=api_key, timeout=timeout, max_retries=0,
                                   httpx_client=self._http)
         except ApiError as e:
             raise LabelStudioError(self._scrub(f"api key refused: {_detail(e.body)}"), False, e.status_code) from None

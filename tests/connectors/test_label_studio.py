@@ -158,3 +158,26 @@ def test_an_answer_of_another_shape_is_a_label_studio_error(body: bytes) -> None
                  lambda: client.delete_predictions(1, ["sae-v1"])):
         with pytest.raises(LabelStudioError, match=r"unexpected answer|Label Studio"):
             call()
+
+
+def test_a_personal_access_token_is_refreshed_under_label_studio_s_own_path(monkeypatch) -> None:
+    """Behind a proxy at a subpath (https://host/label-studio), the refresh must not go to the host's root."""
+    import time
+
+    import httpx
+    import jwt
+
+    refresh = jwt.encode({"token_type": "refresh", "exp": int(time.time()) + 3600, "jti": "r"}, "k" * 32, "HS256")
+    access = jwt.encode({"token_type": "access", "exp": int(time.time()) + 300, "jti": "a"}, "k" * 32, "HS256")
+    asked = []
+
+    def answer(self, method, url, **kwargs):
+        asked.append(str(self._merge_url(url)))
+        body = {"access": access} if "token/refresh" in str(url) else {"id": 1}
+        return httpx.Response(200, json=body, request=httpx.Request(method, self._merge_url(url)))
+
+    monkeypatch.setattr(httpx.Client, "request", answer)
+    with LabelStudioClient("http://ls.example/label-studio", refresh) as c:
+        assert c.get_project(1) == {"id": 1}
+    assert asked == ["http://ls.example/label-studio/api/token/refresh/",
+                     "http://ls.example/label-studio/api/projects/1/"]
