@@ -411,7 +411,12 @@ class PoolStore:
                 raise
             _write_file(self._path(_COMMIT_MARKER), [])
             fsync_dir(self.directory)
-            self._finish_compaction()
+            try:
+                self._finish_compaction()
+            except BaseException:  # files half swapped: the old index would write over them; a reopen rolls forward
+                self._closed = True
+                self._maps = {}
+                raise
 
             row_ids = with_capacity(np.empty(0, np.int64), 0, n_live)
             row_ids[:n_live] = live_ids
@@ -428,6 +433,10 @@ class PoolStore:
         with self._lock:
             self._closed = True
             self._maps = {}
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def __enter__(self) -> PoolStore:
         return self

@@ -238,6 +238,34 @@ def test_compact_with_no_threshold_drops_even_one_dead_row(tmp_path) -> None:
     np.testing.assert_array_equal(store.live()[1], np.arange(9))
 
 
+def test_a_compaction_that_fails_after_its_commit_stops_the_store_until_a_reopen_rolls_it_forward(
+        tmp_path, monkeypatch) -> None:
+    """Half the files swapped: writing on with the old index would put rows at the old offsets of new files."""
+    x = _images(100)
+    store = PoolStore(tmp_path)
+    store.append(np.arange(100), x)
+    store.delete(np.arange(0, 100, 2))
+    real, swaps = os.replace, []
+
+    def second_fails(a, b):
+        swaps.append(a)
+        if len(swaps) == 2:
+            raise OSError(5, "Input/output error")
+        real(a, b)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError, match="Input/output"):
+        store.compact(min_dead=0.0)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="closed"):
+        store.append([200], x[:1])
+    reopened = PoolStore(tmp_path)
+    np.testing.assert_array_equal(reopened.ids(), np.arange(1, 100, 2))
+    np.testing.assert_array_equal(reopened.get(np.arange(1, 100, 2)), x[1::2])
+    reopened.append([200], x[:1])
+    np.testing.assert_array_equal(PoolStore(tmp_path).get([200, 99]), x[[0, 99]])
+
+
 def test_a_compaction_that_runs_out_of_disk_drops_its_copy_and_keeps_the_pool(tmp_path, monkeypatch) -> None:
     """Left behind, the partial copy would keep the disk full (every save failing) until the next start."""
     import errno
