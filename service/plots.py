@@ -76,6 +76,11 @@ def reliability_png(curves: dict[str, list[dict]], title: str = "") -> bytes:
 def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarray:
     """PCA to 2-D (fitted on ``basis_from`` when given): linear, so the class structure stays readable."""
     ref = z if basis_from is None or len(basis_from) < 2 else basis_from
+    ref = ref[np.isfinite(ref).all(1)]  # a NaN code is left undrawn, not a failed SVD
+    if len(ref) < 2:
+        xy = np.zeros((len(z), 2))
+        xy[~np.isfinite(z).all(1)] = np.nan
+        return xy
     mean = ref.mean(0)
     _, _, vt = np.linalg.svd(ref - mean, full_matrices=False)
     basis = vt[:2].T if vt.shape[0] >= 2 else np.eye(z.shape[1], 2)
@@ -99,11 +104,17 @@ def _anchored_2d(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
     angles = np.empty(k)
     angles[order] = np.linspace(0, 2 * np.pi, k, endpoint=False)
     anchors = np.stack([np.cos(angles), np.sin(angles)], 1)
-    dist2 = ((z[:, None, :] - centres[None]) ** 2).sum(-1)
-    logits = -dist2 / (2 * sigma ** 2)
-    w = np.exp(logits - logits.max(1, keepdims=True))
-    w /= w.sum(1, keepdims=True)
-    return w @ anchors
+    out = np.empty((len(z), 2))
+    c2 = (centres ** 2).sum(1)
+    step = max(1, (8 << 20) // (8 * k))  # a few MB at a time, whatever the classes and the code size
+    for s in range(0, len(z), step):
+        part = np.asarray(z[s:s + step], np.float64)
+        dist2 = (part ** 2).sum(1)[:, None] - 2 * part @ centres.T + c2[None]
+        logits = -dist2 / (2 * sigma ** 2)
+        w = np.exp(logits - logits.max(1, keepdims=True))
+        w /= w.sum(1, keepdims=True)
+        out[s:s + step] = w @ anchors
+    return out
 
 
 def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
@@ -123,8 +134,10 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
         xy = _project_2d(z, z[lab] if lab.sum() >= 3 else None)
     rng = np.random.default_rng(seed)
     unl = np.flatnonzero(~lab)
-    if len(unl) > max_points:
-        unl = rng.choice(unl, max_points, replace=False)
+    if len(unl) > max_points:  # the marked items stay: each ring keeps its point
+        kept = np.isin(unl, marked) if marked is not None else np.zeros(len(unl), bool)
+        rest = unl[~kept]
+        unl = np.sort(np.concatenate([unl[kept], rng.choice(rest, min(len(rest), max_points), replace=False)]))
     fig = Figure(figsize=(6.5, 6))
     ax = fig.subplots()
     ax.scatter(xy[unl, 0], xy[unl, 1], s=3, c="#bbbbbb", label="unlabeled", rasterized=True)

@@ -63,3 +63,69 @@ def test_every_class_has_its_legend_entry_and_a_colour_of_its_own() -> None:
     assert len(ax.get_legend_handles_labels()[1]) == 3, "a name starting with _ is not left out"
     colours = [tuple(np.round(c, 6)) for c in _class_colours(25)]
     assert len(set(colours)) == 25 and len(set(map(tuple, _class_colours(10)))) == 10
+
+
+def test_a_nan_code_is_left_undrawn_in_either_projection() -> None:
+    """Two labeled classes draw a PCA of the codes, three or more draw anchors: neither fails on a NaN code."""
+    from service.plots import latent_png
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(50, 4))
+    z[7] = np.nan
+    labels = np.full(50, -1)
+    labels[:2] = [0, 1]
+    centres = np.stack([z[0], z[1], np.full(4, np.nan)])
+    assert latent_png(z, labels, ["a", "b", "c"], centres=centres).startswith(PNG)
+    labels[:6] = [0, 1, 2, 0, 1, 2]
+    assert latent_png(z, labels, ["a", "b", "c"], centres=z[:3]).startswith(PNG)
+
+
+def test_anchored_positions_are_computed_in_slices_as_they_were_whole() -> None:
+    """Many classes and long codes must not make a points x classes x code-size table per request."""
+    from service import plots
+
+    rng = np.random.default_rng(1)
+    z, centres = rng.normal(size=(3000, 4)), rng.normal(size=(400, 4))
+    sliced = plots._anchored_2d(z, centres)
+    k = len(centres)
+    d2c = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+    sigma = max(float(np.median(d2c[np.triu_indices(k, 1)])) / 3.0, 1e-6)
+    logits = -((z[:, None, :] - centres[None]) ** 2).sum(-1) / (2 * sigma ** 2)
+    w = np.exp(logits - logits.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    j = np.eye(k) - 1.0 / k
+    vals, vecs = np.linalg.eigh(-0.5 * j @ d2c ** 2 @ j)
+    plane = vecs[:, -2:] * np.sqrt(np.clip(vals[-2:], 0, None))
+    angles = np.empty(k)
+    angles[np.argsort(np.arctan2(plane[:, 1], plane[:, 0]))] = np.linspace(0, 2 * np.pi, k, endpoint=False)
+    np.testing.assert_allclose(sliced, w @ np.stack([np.cos(angles), np.sin(angles)], 1), atol=1e-9)
+    assert (8 << 20) // (8 * k) < len(z), "more than one slice was taken"
+
+
+def test_a_thinned_picture_keeps_every_marked_point() -> None:
+    import unittest.mock
+
+    from matplotlib.figure import Figure
+
+    from service import plots
+
+    drawn = {}
+    real = Figure.subplots
+
+    def spy(self, *a, **k):
+        ax = real(self, *a, **k)
+        scatter = ax.scatter
+
+        def record(x, y, **kw):
+            drawn[kw.get("label")] = {tuple(p) for p in np.column_stack([x, y])}
+            return scatter(x, y, **kw)
+
+        ax.scatter = record
+        return ax
+
+    z = np.random.default_rng(2).normal(size=(300, 2))
+    marked = np.arange(0, 300, 30)
+    with unittest.mock.patch.object(Figure, "subplots", spy):
+        plots.latent_png(z, np.full(300, -1), ["a", "b"], marked=marked, max_points=50)
+    assert len(drawn["unlabeled"]) == 50 + len(marked)
+    assert drawn["pushed for labeling"] <= drawn["unlabeled"], "each ring is drawn around its point"
