@@ -152,8 +152,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
             return {"results": [], "model_version": None}
         if st.config is None and body.label_config:
             m.setup(pid, body.label_config, None, None)
-        results = m.predict_tasks(st, body.tasks)
-        return {"results": results, "model_version": st.version_name}
+        served = st.served  # one snapshot names the answer and scores it, though a new version lands meanwhile
+        results = m.predict_tasks(st, body.tasks, served)
+        return {"results": results, "model_version": served.name if served is not None else None}
 
     @app.get("/versions", dependencies=deps)
     def versions(m: ProjectManager = Depends(get_manager)) -> dict:
@@ -216,8 +217,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         served = st.served
         if served is None:
             if st.suggested:
-                labeled = m.labeled_now(st)
-                items = [{"task": t, "rank": i + 1} for i, t in enumerate(t for t in st.suggested if t not in labeled)]
+                labeled, store = m.labeled_now(st), m.mirror(st).store
+                items = [{"task": t, "rank": i + 1}
+                         for i, t in enumerate(t for t in st.suggested if t not in labeled and t in store)]
                 return {"model_version": COLD_START_VERSION, "strategy": "typicality", "ranking": items[:limit]}
             return {"model_version": None, "ranking": []}
         head = served.ranking(limit, m.left_out(st, served))

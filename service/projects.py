@@ -462,7 +462,8 @@ class ProjectManager:
         try:
             client = self.client(st)
             config = self._config(st, client)
-            self.mirror(st).add_tasks(tasks, config, self.fetcher(st))
+            with self.fetcher(st) as fetcher:  # its connections and TLS context go now, not at a later GC pass
+                self.mirror(st).add_tasks(tasks, config, fetcher)
             self._score_missing(st)
             self.mirror(st).save()
         except Exception as e:
@@ -624,8 +625,9 @@ class ProjectManager:
                     self.request_training(pid, "poll: cold start")
                 return
             queue = st.queue_project_id  # in any mode: labels made there count after PUSH_MODE went back to view
-            self._queue_read(st, m.reconcile(client, st.config, self.fetcher(st),
-                                             self.settings.reconcile_full_scan_seconds, queue))
+            with self.fetcher(st) as fetcher:
+                self._queue_read(st, m.reconcile(client, st.config, fetcher,
+                                                 self.settings.reconcile_full_scan_seconds, queue))
             self._config_seen(st, (m.state.get("counters") or {}).get("label_config"))
         except Exception as e:
             self._poll_failed(pid, faults, "poll", e)
@@ -686,8 +688,10 @@ class ProjectManager:
                 self.request_training(pid, "RETRAIN_CRON")
 
     def start_scheduler(self) -> None:
+        """The poll runs at once too: it reads what changed while the service was down, and opens every
+        project's mirror before a webhook would have to (seconds at a hundred thousand labels)."""
         self.scheduler.add_job(self.poll, "interval", seconds=self.settings.poll_interval_seconds, id="poll",
-                               max_instances=1, coalesce=True)
+                               max_instances=1, coalesce=True, next_run_time=datetime.now().astimezone())
         if self.settings.retrain_cron:
             self.scheduler.add_job(self.cron, CronTrigger.from_crontab(self.settings.retrain_cron), id="cron")
         self.scheduler.start()
@@ -822,15 +826,16 @@ class ProjectManager:
         distances = self._class_distances(config)
         report = self._progress(st)
         m = self.mirror(st)
-        fetcher = self.fetcher(st)
         t_read = time.perf_counter()
-        if not m.ingested:
-            report("ingesting tasks", 0.0)
-            m.ingest(client, config, fetcher, report)
-        else:
-            report("reading changes", 0.0)
-            queue = st.queue_project_id  # in any mode: labels made there count after PUSH_MODE went back to view
-            self._queue_read(st, m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds, queue))
+        with self.fetcher(st) as fetcher:
+            if not m.ingested:
+                report("ingesting tasks", 0.0)
+                m.ingest(client, config, fetcher, report)
+            else:
+                report("reading changes", 0.0)
+                queue = st.queue_project_id  # in any mode: labels made there count after PUSH_MODE went back to view
+                self._queue_read(st, m.reconcile(client, config, fetcher, self.settings.reconcile_full_scan_seconds,
+                                                 queue))
         m.compact()
         read_seconds = round(time.perf_counter() - t_read, 3)
         labels, _ = m.labels(config)
@@ -1088,9 +1093,10 @@ class ProjectManager:
         self.metrics.versions.labels(p).set(len(self.store(st.id).numbers()))
 
     # ---- serving -------------------------------------------------------------------------------
-    def predict_tasks(self, st: ProjectState, tasks: list[dict]) -> list[dict]:
-        """One result per task, in order: from the served snapshot, or decoded and scored now."""
-        served, config = st.served, st.config
+    def predict_tasks(self, st: ProjectState, tasks: list[dict], served: ServedVersion | None = None) -> list[dict]:
+        """One result per task, in order: from the served snapshot (``served``, the caller's, else the project's
+        now), or decoded and scored now."""
+        served, config = served or st.served, st.config
         if served is None or config is None:
             return []
         ids = np.array([t.get("id") if isinstance(t.get("id"), int) and not isinstance(t.get("id"), bool)

@@ -368,6 +368,11 @@ def test_cold_start_suggests_typical_tasks_then_the_first_version_replaces_them(
     assert ranking["model_version"] == "sae-v0" and len(ranking["ranking"]) == 10
     suggested = [r["task"] for r in ranking["ranking"]]
     assert len(set(suggested)) == 10
+    webhook(app, "TASKS_DELETED", tasks=[{"id": suggested[0]}])
+    assert [r["task"] for r in app.get("/projects/1/ranking").json()["ranking"]] == suggested[1:], \
+        "a suggestion deleted since is no longer offered"
+    client.tasks = [t for t in client.tasks if t["id"] != suggested[0]]
+    suggested = suggested[1:]
     # the suggestions cover the data: typical items of 10 clusters span several digit classes
     from sklearn.datasets import load_digits
 
@@ -820,6 +825,62 @@ def test_a_training_asked_for_and_not_yet_started_at_a_shutdown_runs_at_the_next
     m3, _, _ = make(tmp_path, backend=again, client=client, retrain_min_new_labels=1000)
     assert m3.runner.wait_idle(120) and again.runs == 1, "asked for once, run once"
     m3.shutdown()
+
+
+def test_the_first_poll_runs_at_start_and_opens_the_mirror_before_any_webhook(tmp_path) -> None:
+    """Changes made while the service was down are read at once, and the first webhook after a restart does not
+    pay for opening the mirror (seconds at a hundred thousand labels, against Label Studio's 1 s)."""
+    from service.projects import ProjectManager
+    from service.settings import Settings
+
+    m, _, client, _ = first_version(tmp_path)
+    m.shutdown()
+    polls = []
+    s = Settings(label_studio_url="http://127.0.0.1:1", label_studio_api_key="secret-key-123", model_dir=tmp_path,
+                 poll_interval_seconds=3600)
+    m2 = ProjectManager(s, client_factory=lambda url, key: client, backend=CountingBackend(), start_scheduler=False)
+    real = m2.poll
+    m2.poll = lambda: (polls.append(time.monotonic()), real())
+    m2.start_scheduler()
+    try:
+        deadline = time.monotonic() + 30
+        while m2.projects[1].mirror is None or not polls:
+            assert time.monotonic() < deadline, "no poll at start: the first one would come an hour later"
+            time.sleep(0.05)
+    finally:
+        m2.shutdown()
+
+
+def test_every_task_data_fetcher_a_webhook_a_poll_or_a_training_opens_is_closed(tmp_path) -> None:
+    """Each holds an HTTP client in a reference cycle: left open, weeks of webhooks pile up connections and TLS
+    contexts until a full garbage collection."""
+    m, app, _, _ = first_version(tmp_path)
+    made = []
+    real = m.fetcher
+    m.fetcher = lambda st: made.append(real(st)) or made[-1]
+    m._new_tasks(1, [])
+    m.poll()
+    webhook(app, "START_TRAINING")
+    assert m.runner.wait_idle(120) and m.projects[1].version_name == "sae-v2"
+    assert len(made) >= 3 and all(f._closed for f in made)
+    m.shutdown()
+
+
+def test_a_predict_answer_names_the_version_that_scored_it_though_a_new_one_lands_meanwhile(tmp_path) -> None:
+    m, app, _, _ = first_version(tmp_path)
+    st = m.projects[1]
+    real = m.predict_tasks
+
+    def while_a_version_lands(state, tasks, served=None):
+        out = real(state, tasks, served)
+        state.served = dataclasses.replace(state.served, name="sae-v2", number=2)
+        return out
+
+    m.predict_tasks = while_a_version_lands
+    body = app.post("/predict", json={"project": "1.1", "tasks": [{"id": 1, "data": {}}]}).json()
+    assert st.version_name == "sae-v2"
+    assert body["model_version"] == body["results"][0]["model_version"] == "sae-v1"
+    m.shutdown()
 
 
 def test_a_job_that_outlasts_the_shutdown_keeps_the_directory_locked(tmp_path) -> None:
