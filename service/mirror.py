@@ -18,7 +18,6 @@ annotations, the queue project's labels, unreadable tasks and the sync state liv
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
 import logging
@@ -356,15 +355,7 @@ class ProjectMirror:
         """Drop deleted tasks' rows before a training: the live rows are then one contiguous memory map, which
         training and scoring read from disk as they go; with gaps they would gather the whole pool into memory."""
         with self.writer:
-            if self.store.closed:  # an earlier compaction failed after its commit and could not reopen at once
-                self.store = PoolStore(self.dir / "pool")
-            try:
-                self.store.compact(min_dead=0.0)
-            except BaseException:
-                if self.store.closed:  # failed after its commit: reopening finishes the swap
-                    with contextlib.suppress(OSError):
-                        self.store = PoolStore(self.dir / "pool")
-                raise
+            self.store.compact(min_dead=0.0)
 
     def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8,
                   words: _Words | None = None) -> np.ndarray:

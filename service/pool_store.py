@@ -23,7 +23,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -171,6 +171,7 @@ class PoolStore:
         self._fsync = fsync
         self._lock = threading.Lock()
         self._closed = False
+        self._unfinished = False  # a compaction failed past its commit: the next access under the lock finishes it
         self._maps: dict[int, np.ndarray] = {}
         self._rooms: dict[str, np.ndarray] = {}  # the index's sorted ids and rows, with room to append
         self.item_shape: tuple[int, ...] | None = None
@@ -273,6 +274,17 @@ class PoolStore:
         self._check_open()
         if self.read_only:
             raise ValueError(f"PoolStore at {self.directory} is open read-only")
+        self._finish_unfinished()
+
+    def _finish_unfinished(self) -> None:
+        """Under the lock: finish the swap of a compaction that failed past its commit and read the index again,
+        as a reopen would (raises again while the disk still fails)."""
+        if not self._unfinished:
+            return
+        self._finish_compaction()
+        self._maps, self._rooms = {}, {}
+        self._state = replace(self._recover(), generation=self._state.generation + 1)
+        self._unfinished = False
 
     def _validate(self, task_ids: Sequence[int] | np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ids = _as_ids(task_ids)
@@ -413,9 +425,8 @@ class PoolStore:
             fsync_dir(self.directory)
             try:
                 self._finish_compaction()
-            except BaseException:  # files half swapped: the old index would write over them; a reopen rolls forward
-                self._closed = True
-                self._maps = {}
+            except BaseException:  # files half swapped: the old index must neither write nor read them
+                self._unfinished, self._maps = True, {}
                 raise
 
             row_ids = with_capacity(np.empty(0, np.int64), 0, n_live)
@@ -433,10 +444,6 @@ class PoolStore:
         with self._lock:
             self._closed = True
             self._maps = {}
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def __enter__(self) -> PoolStore:
         return self
@@ -493,6 +500,8 @@ class PoolStore:
     def _snapshot(self) -> tuple[_State, np.ndarray]:
         """The state and its mapping, taken together: a compaction cannot come between them."""
         with self._lock:
+            if not self.read_only:
+                self._finish_unfinished()
             s = self._state
             return s, self._map(s)
 

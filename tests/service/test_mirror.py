@@ -1012,7 +1012,6 @@ def test_a_compaction_that_fails_after_its_commit_leaves_the_mirror_a_usable_sto
     with pytest.raises(OSError, match="Input/output"):
         m.compact()
     monkeypatch.undo()
-    assert not m.store.closed, "reopened at once, which finished the swap"
     np.testing.assert_array_equal(m.store.get(np.arange(1, 20, 2)), items[1::2])
     m.store.append([50], items[:1])
     np.testing.assert_array_equal(m.store.get([50]), items[:1])
