@@ -67,7 +67,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         if len(np.unique(y[lab])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
         x = as_float_array(np.asarray(X)[lab])
-        check_finite(x)  # one NaN item would turn every weight into NaN and every prediction into class 0
+        check_finite(x, lab)  # one NaN item would turn every weight into NaN and every prediction into class 0
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))

@@ -59,8 +59,9 @@ HISTORY_LIMIT = 500
 FINITE_CHECK_BYTES = 64 << 20
 
 
-def check_finite(x: np.ndarray) -> None:
-    """Raise ValueError naming the first item holding NaN or inf, slice by slice (never a pool-sized copy).
+def check_finite(x: np.ndarray, positions: np.ndarray | None = None) -> None:
+    """Raise ValueError naming the first item holding NaN or inf, slice by slice (never a pool-sized copy);
+    ``positions``: where ``x``'s items sit in the caller's ``X``, when ``x`` is a selection of it.
 
     One such item turns the weights into NaN, or the class targets' SVD into a LinAlgError.
     """
@@ -71,7 +72,9 @@ def check_finite(x: np.ndarray) -> None:
         part = x[s:s + rows]
         ok = np.isfinite(part).reshape(len(part), -1).all(axis=1)
         if not ok.all():
-            raise ValueError(f"X[{s + int(np.argmin(ok))}] holds NaN or inf: items must be finite")
+            bad = s + int(np.argmin(ok))
+            where = bad if positions is None else int(positions[bad])
+            raise ValueError(f"X[{where}] holds NaN or inf: items must be finite")
 
 
 SPAN_FLOOR = 0.01  # of the widest feature's span: the least span a feature is scaled by

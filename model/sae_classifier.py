@@ -127,6 +127,8 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
             member = {**params, "random_state": seed}
             if warm:  # a copy trains, so a fit that fails leaves the fitted model whole and serving
+                if m and member.get("encoder") is not None:  # its own pair, reset at its first fit, trains on
+                    member = {k: v for k, v in member.items() if k not in ("encoder", "decoder")}
                 sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
             else:
                 if m and member.get("encoder") is not None:  # a copy of one pair would start every member alike
@@ -240,7 +242,7 @@ def _reinitialised(module: torch.nn.Module, seed: int | None) -> torch.nn.Module
     such a fit would otherwise be drawn exactly alike.
     """
     copied = copy.deepcopy(module)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):  # unseeded: each draw moves the stream on
         if seed is not None:
             torch.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
         for layer in copied.modules():

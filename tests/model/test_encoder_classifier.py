@@ -74,7 +74,7 @@ def test_a_labeled_item_holding_nan_is_refused_by_name(digits: Dataset, digits_l
     x = digits.x_train.astype(np.float32)
     first = int(np.flatnonzero(digits_labels >= 0)[3])
     x[first, 0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN or inf"):
+    with pytest.raises(ValueError, match=rf"X\[{first}\] holds NaN or inf"):
         EncoderClassifier(epochs=1, device="cpu").fit(x, digits_labels)
 
 

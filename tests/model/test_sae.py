@@ -622,6 +622,13 @@ def test_members_on_the_user_s_own_networks_start_from_different_weights(small) 
     again = SAEClassifier(latent_dim=4, epochs=0, device="cpu", random_state=3, members=2,
                           sae_params={"encoder": enc, "decoder": dec}).fit(x, y)
     np.testing.assert_array_equal(again.transform(x[:30]), z, "and its weights follow from its seed")
+    two.set_params(warm_start=True, epochs=1).fit(x, y)
+    assert [len(sae.history_) for sae in two.saes_] == [1, 1] and two.warm_started_, \
+        "a warm fit trains each member's own pair on"
+    np.testing.assert_allclose(two.saes_[1].transform(x[:30]), z[:, 4:], atol=0.5)
+    unseeded = SAEClassifier(latent_dim=4, epochs=0, device="cpu", members=3,
+                             sae_params={"encoder": enc, "decoder": dec}).fit(x, y).transform(x[:30])
+    assert not np.allclose(unseeded[:, 4:8], unseeded[:, 8:], atol=1e-3), "without a seed too"
 
 
 def test_resolve_device() -> None:
