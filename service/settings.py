@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -98,7 +99,7 @@ class Settings(BaseSettings):
     sae_warm_steps: int | None = Field(None, ge=1)
     sae_channels: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [32, 64, 128])
     class_distances: FilePath | None = None
-    image_size: int | None = Field(None, ge=8, le=128)
+    image_size: int | None = Field(None, ge=4, le=512)
     image_bit_depth: int | None = Field(None, ge=9, le=16)
     fetch_timeout_seconds: float = Field(10.0, gt=0)
     fetch_max_bytes: int = Field(20_000_000, gt=0)
@@ -125,6 +126,17 @@ class Settings(BaseSettings):
     def _channels(cls, v: list[int]) -> list[int]:
         if not v or any(c < 1 for c in v):
             raise ValueError("SAE_CHANNELS must be comma-separated positive integers, e.g. 16,32,64")
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_side(cls, v: int | None) -> int | None:
+        """Sides from 8 to 128 are used; the range once documented (4-512) still starts, at the nearest side."""
+        if v is not None and not 8 <= v <= 128:
+            side = min(max(v, 8), 128)
+            logging.getLogger("sae_backend").warning("IMAGE_SIZE=%s is outside 8-128: images become %s pixels square",
+                                                     v, side)
+            return side
         return v
 
     @field_validator("model_dir")

@@ -63,7 +63,7 @@ def test_the_head_must_cover_the_marks() -> None:
     ({"QUERY_STRATEGY": "typicality-margin:until"}, "QUERY_STRATEGY"),
     ({"QUERY_STRATEGY": "margin:until=3"}, "QUERY_STRATEGY"),
     ({"SAE_CHANNELS": "16,0"}, "SAE_CHANNELS"),
-    ({"IMAGE_SIZE": "256"}, "IMAGE_SIZE"),  # the codec caps the side at 128: a larger one would be taken as 128
+    ({"IMAGE_SIZE": "600"}, "IMAGE_SIZE"),
     ({"SAE_WARM_STEPS": "0"}, "SAE_WARM_STEPS"),
     ({"SAE_SELF_TRAINING_THRESHOLD": "1.5"}, "SAE_SELF_TRAINING_THRESHOLD"),
     ({"SAE_SEMI_SUPERVISED_FROM": "-1"}, "SAE_SEMI_SUPERVISED_FROM"),
@@ -120,3 +120,12 @@ def test_model_dir_is_made_absolute_so_remote_jobs_resolve_it_alike(monkeypatch:
 def test_query_strategy_takes_a_strategy_with_its_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("QUERY_STRATEGY", "typicality-margin:until=500")
     assert Settings().query_strategy == "typicality-margin:until=500"
+
+
+@pytest.mark.parametrize(("value", "side"), [("4", 8), ("256", 128), ("28", 28)])
+def test_an_image_side_outside_8_to_128_is_taken_at_the_nearest_and_said(monkeypatch: pytest.MonkeyPatch, caplog,
+                                                                          value: str, side: int) -> None:
+    """4-512 was once documented: such a deployment still starts, and its log says which side it gets."""
+    monkeypatch.setenv("IMAGE_SIZE", value)
+    assert Settings().image_size == side
+    assert (f"IMAGE_SIZE={value} is outside 8-128" in caplog.text) == (value != "28")
