@@ -75,8 +75,8 @@ def reliability_png(curves: dict[str, list[dict]], title: str = "") -> bytes:
 
 def _project_2d(z: np.ndarray, basis_from: np.ndarray | None = None) -> np.ndarray:
     """PCA to 2-D (fitted on ``basis_from`` when given): linear, so the class structure stays readable."""
-    ref = z if basis_from is None or len(basis_from) < 2 else basis_from
-    ref = ref[np.isfinite(ref).all(1)]  # a NaN code is left undrawn, not a failed SVD
+    finite = None if basis_from is None else basis_from[np.isfinite(basis_from).all(1)]
+    ref = finite if finite is not None and len(finite) >= 2 else z[np.isfinite(z).all(1)]  # a NaN code: undrawn
     if len(ref) < 2:
         xy = np.zeros((len(z), 2))
         xy[~np.isfinite(z).all(1)] = np.nan
@@ -106,7 +106,7 @@ def _anchored_2d(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
     anchors = np.stack([np.cos(angles), np.sin(angles)], 1)
     out = np.empty((len(z), 2))
     c2 = (centres ** 2).sum(1)
-    step = max(1, (8 << 20) // (8 * k))  # a few MB at a time, whatever the classes and the code size
+    step = max(1, (8 << 20) // (8 * (k + z.shape[1])))  # a few MB at a time, whatever the classes and the code size
     for s in range(0, len(z), step):
         part = np.asarray(z[s:s + step], np.float64)
         dist2 = (part ** 2).sum(1)[:, None] - 2 * part @ centres.T + c2[None]

@@ -1093,10 +1093,10 @@ class ProjectManager:
         self.metrics.versions.labels(p).set(len(self.store(st.id).numbers()))
 
     # ---- serving -------------------------------------------------------------------------------
-    def predict_tasks(self, st: ProjectState, tasks: list[dict], served: ServedVersion | None = None) -> list[dict]:
-        """One result per task, in order: from the served snapshot (``served``, the caller's, else the project's
-        now), or decoded and scored now."""
-        served, config = served or st.served, st.config
+    def predict_tasks(self, st: ProjectState, tasks: list[dict], served: ServedVersion | None) -> list[dict]:
+        """One result per task, in order: from ``served`` (the snapshot the caller read and names the answer by, as
+        a new version may land meanwhile), or decoded and scored now."""
+        config = st.config
         if served is None or config is None:
             return []
         ids = np.array([t.get("id") if isinstance(t.get("id"), int) and not isinstance(t.get("id"), bool)

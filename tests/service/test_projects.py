@@ -871,7 +871,7 @@ def test_a_predict_answer_names_the_version_that_scored_it_though_a_new_one_land
     st = m.projects[1]
     real = m.predict_tasks
 
-    def while_a_version_lands(state, tasks, served=None):
+    def while_a_version_lands(state, tasks, served):
         out = real(state, tasks, served)
         state.served = dataclasses.replace(state.served, name="sae-v2", number=2)
         return out
