@@ -345,8 +345,9 @@ class ProjectMirror:
             for old in list(itertools.islice(self._removed, max(0, len(self._removed) - REMEMBER_REMOVED))):
                 del self._removed[old]
             for t in ids:
-                self.annotations.pop(t, None)
-                self.queue_annotations.pop(t, None)
+                for queue, store in ((False, self.annotations), (True, self.queue_annotations)):
+                    for a in store.pop(t, None) or ():  # their index entries go too: weeks of deletions add up
+                        self._index.get(queue, {}).pop(a.get("id"), None)
                 self.skipped.pop(t, None)
                 self.retrying.pop(t, None)
         return self.store.delete(ids)

@@ -1015,3 +1015,13 @@ def test_a_compaction_that_fails_after_its_commit_leaves_the_mirror_a_usable_sto
     np.testing.assert_array_equal(m.store.get(np.arange(1, 20, 2)), items[1::2])
     m.store.append([50], items[:1])
     np.testing.assert_array_equal(m.store.get([50]), items[:1])
+
+
+def test_a_deleted_task_takes_its_annotations_out_of_the_annotation_index(tmp_path) -> None:
+    """The index is rebuilt only when it misses: weeks of deleted labeled tasks must not pile up in it."""
+    m = ProjectMirror(tmp_path, 1)
+    m.upsert_annotation(5, choice("3", 501))
+    m.upsert_annotation(6, choice("4", 601))
+    m.remove_tasks([5])
+    assert set(m._index[False]) == {601}
+    assert m.remove_annotations([601]) == [6] and not m.annotations
