@@ -241,7 +241,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         pushed = [t for t, _ in served.ranking(settings.push_top_k, m.left_out(st, served))]  # as the push marks
         marked = np.flatnonzero(np.isin(ids, np.asarray(pushed, np.int64)))
         png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
-                         title=f"project {st.id}, {served.name}: codes among class anchors",
+                         title=f"project {st.id}, {served.name}",
                          centres=served.model.class_centres_)
         return Response(png, media_type="image/png")
 

@@ -129,9 +129,9 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     lab = labels >= 0
     valid = None if centres is None else ~np.isnan(centres).any(1)
     if valid is not None and valid.sum() >= 3:
-        xy = _anchored_2d(z, centres[valid])
+        xy, how = _anchored_2d(z, centres[valid]), "codes among class anchors"
     else:
-        xy = _project_2d(z, z[lab] if lab.sum() >= 3 else None)
+        xy, how = _project_2d(z, z[lab] if lab.sum() >= 3 else None), "a linear projection (PCA) of the codes"
     rng = np.random.default_rng(seed)
     unl = np.flatnonzero(~lab)
     if len(unl) > max_points:  # the marked items stay: each ring keeps its point
@@ -152,7 +152,7 @@ def latent_png(z: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
     ax.legend(fontsize=7, markerscale=1.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title or "latent space")
+    ax.set_title(f"{title}: {how}" if title else how)
     return _png(fig)
 
 

@@ -133,3 +133,20 @@ def test_a_thinned_picture_keeps_every_marked_point() -> None:
         plots.latent_png(z, np.full(300, -1), ["a", "b"], marked=marked, max_points=50)
     assert len(drawn["unlabeled"]) == 50 + len(marked)
     assert drawn["pushed for labeling"] <= drawn["unlabeled"], "each ring is drawn around its point"
+
+
+def test_the_title_says_how_the_codes_were_laid_out() -> None:
+    import unittest.mock
+
+    from matplotlib.axes import Axes
+
+    from service.plots import latent_png
+
+    z = np.random.default_rng(3).normal(size=(40, 3))
+    labels = np.where(np.arange(40) < 6, np.arange(40) % 3, -1)
+    titles = []
+    real = Axes.set_title
+    with unittest.mock.patch.object(Axes, "set_title", lambda self, t, *a, **k: (titles.append(t), real(self, t))):
+        latent_png(z, labels, ["a", "b", "c"], title="v1", centres=z[:3])
+        latent_png(z, labels, ["a", "b", "c"], title="v1", centres=np.vstack([z[:2], np.full(3, np.nan)]))
+    assert titles == ["v1: codes among class anchors", "v1: a linear projection (PCA) of the codes"]
