@@ -993,30 +993,6 @@ def test_a_first_batch_of_vectors_fixes_the_length_most_of_them_have(tmp_path) -
     assert m.store.item_shape == (8,) and "differs from the project's (8,)" in m.skipped[1]
 
 
-def test_a_compaction_that_fails_after_its_commit_leaves_the_mirror_a_usable_store(tmp_path, monkeypatch) -> None:
-    import os
-
-    m = ProjectMirror(tmp_path, 1)
-    items = np.arange(20 * 64, dtype=np.float32).reshape(20, 64)
-    m.store.append(np.arange(20), items)
-    m.store.delete(np.arange(0, 20, 2))
-    real, swaps = os.replace, []
-
-    def second_fails(a, b):
-        swaps.append(a)
-        if len(swaps) == 2:
-            raise OSError(5, "Input/output error")
-        real(a, b)
-
-    monkeypatch.setattr(os, "replace", second_fails)
-    with pytest.raises(OSError, match="Input/output"):
-        m.compact()
-    monkeypatch.undo()
-    np.testing.assert_array_equal(m.store.get(np.arange(1, 20, 2)), items[1::2])
-    m.store.append([50], items[:1])
-    np.testing.assert_array_equal(m.store.get([50]), items[:1])
-
-
 def test_a_deleted_task_takes_its_annotations_out_of_the_annotation_index(tmp_path) -> None:
     """The index is rebuilt only when it misses: weeks of deleted labeled tasks must not pile up in it."""
     m = ProjectMirror(tmp_path, 1)
