@@ -7,6 +7,9 @@
 #   bash benchmarks/cpu_protocol.sh                  # every variant below, in order
 #   bash benchmarks/cpu_protocol.sh shift2 cluster   # some of them
 #   SPLIT=seasons bash benchmarks/cpu_protocol.sh shift2 typical baselines-shift2   # the seasons split
+#   SPLIT=seasons ROOT=benchmarks/results/protocol-seasons-10k-same-start bash benchmarks/cpu_protocol.sh \
+#     baselines-wide-flip-again-typical flip-semi500-lam099-warm5-ema95
+#     # the seasons choice and its baselines from its own typicality start, on one processor
 #   VAL_SIZE=20000 ROOT=benchmarks/results/protocol-fm10-10k-val20k bash benchmarks/cpu_protocol.sh flip-semi500-lam099-warm5
 #     # the same training, read on a 20k validation set (test readings reproduce the 2k runs')
 #     # training reproduces on one processor only: on another machine use ROOT=...-val20k-again and
