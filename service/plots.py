@@ -178,8 +178,12 @@ def _plain(text: str) -> str:
 
 
 def _class_colours(k: int) -> list:
-    """One colour per class: the qualitative maps up to 20 classes, then evenly spread hues (no two alike)."""
+    """One colour per class: the qualitative maps up to 20 classes, then evenly spread hues (no two alike).
+
+    Their greys are swapped for colours of ``tab20b``: the unlabeled codes are the grey ones.
+    """
     if k <= 20:
         cmap = matplotlib.colormaps["tab10" if k <= 10 else "tab20"]
-        return [cmap(i) for i in range(k)]
+        spare = iter(matplotlib.colormaps["tab20b"](i) for i in range(0, 20, 4))
+        return [c if np.ptp(c[:3]) > 0.05 else next(spare) for c in (cmap(i) for i in range(k))]
     return list(matplotlib.colormaps["turbo"](np.linspace(0.0, 1.0, k)))

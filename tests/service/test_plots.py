@@ -63,6 +63,9 @@ def test_every_class_has_its_legend_entry_and_a_colour_of_its_own() -> None:
     assert len(ax.get_legend_handles_labels()[1]) == 3, "a name starting with _ is not left out"
     colours = [tuple(np.round(c, 6)) for c in _class_colours(25)]
     assert len(set(colours)) == 25 and len(set(map(tuple, _class_colours(10)))) == 10
+    for k in (8, 10, 20):  # none of them grey like the unlabeled codes
+        assert len(set(map(tuple, _class_colours(k)))) == k
+        assert all(np.ptp(np.asarray(c)[:3]) > 0.05 for c in _class_colours(k))
 
 
 def test_a_nan_code_is_left_undrawn_in_either_projection() -> None:
