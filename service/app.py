@@ -55,6 +55,7 @@ class WebhookRequest(BaseModel):
 
 
 PREDICT_THREADS = 16  # of AnyIO's 40: the rest stay free for webhooks, /status and the rest
+PICTURE_THREADS = 2  # a picture is CPU for most of a second: a dashboard's burst waits its turn, the rest do not
 
 
 def project_id(value: str | int | dict | None) -> int:
@@ -132,13 +133,13 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                                 f"this label config cannot be served: {st.config_error}")
         return {"model_version": st.version_name or "untrained"}
 
-    predict_threads: dict[str, anyio.CapacityLimiter] = {}
+    limiters: dict[str, anyio.CapacityLimiter] = {}  # made in the running event loop, once
 
     @app.post("/predict", dependencies=deps)
     async def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
         """In threads of its own: a /predict may wait a minute on a storage, and many at once must not hold every
         thread the webhooks (answered within Label Studio's 1 s) and /status run in."""
-        limiter = predict_threads.setdefault("limiter", anyio.CapacityLimiter(PREDICT_THREADS))
+        limiter = limiters.setdefault("predict", anyio.CapacityLimiter(PREDICT_THREADS))
         return await anyio.to_thread.run_sync(_predict, body, m, limiter=limiter)
 
     def _predict(body: PredictRequest, m: ProjectManager) -> dict:
@@ -230,8 +231,14 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                  for i, ((t, v), p) in enumerate(zip(head, pos, strict=True))]
         return {"model_version": served.name, "strategy": served.strategy, "ranking": items}
 
+    def pictures() -> anyio.CapacityLimiter:
+        return limiters.setdefault("pictures", anyio.CapacityLimiter(PICTURE_THREADS))
+
     @app.get("/projects/{pid}/latent.png", dependencies=deps)
-    def latent(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> Response:
+    async def latent(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> Response:
+        return await anyio.to_thread.run_sync(_latent, st, m, limiter=pictures())
+
+    def _latent(st: ProjectState, m: ProjectManager) -> Response:
         from service.plots import latent_png
 
         served = st.served
@@ -246,8 +253,11 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         return Response(png, media_type="image/png")
 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)
-    def morph_png_route(st: ProjectState = Depends(known), source: str = Query(..., alias="from"),
-                        target: str = Query(..., alias="to"), steps: int = Query(8, ge=2, le=32)) -> Response:
+    async def morph_png_route(st: ProjectState = Depends(known), source: str = Query(..., alias="from"),
+                              target: str = Query(..., alias="to"), steps: int = Query(8, ge=2, le=32)) -> Response:
+        return await anyio.to_thread.run_sync(_morph, st, source, target, steps, limiter=pictures())
+
+    def _morph(st: ProjectState, source: str, target: str, steps: int) -> Response:
         from model.morph import morph
         from service.plots import morph_png
 

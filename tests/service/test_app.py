@@ -225,6 +225,41 @@ def test_health_answers_at_once_while_many_predicts_wait_on_a_hanging_storage(tm
     assert health < 1.0 and hook < 1.0, (health, hook)
 
 
+def test_pictures_are_drawn_two_at_a_time_and_the_rest_answer_meanwhile(tmp_path, monkeypatch):
+    """A dashboard asking for many pictures at once must not hold the threads webhooks and /status run in."""
+    import time
+
+    import service.plots as plots
+
+    m, app, _ = make(tmp_path)
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    app.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 1}})
+    assert m.runner.wait_idle(120)
+    running, most, lock = [0], [0], threading.Lock()
+
+    def slow(*a, **k):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.5)
+        with lock:
+            running[0] -= 1
+        return b"png"
+
+    monkeypatch.setattr(plots, "latent_png", slow)
+    with app:
+        asks = [threading.Thread(target=app.get, args=("/projects/1/latent.png",)) for _ in range(40)]
+        for t in asks:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert app.get("/projects/1/status").status_code == 200
+        status_seconds = time.monotonic() - t0
+        for t in asks:
+            t.join(60)
+    assert most[0] == 2 and status_seconds < 1.0, (most[0], status_seconds)
+
+
 def test_setup_without_choices_gives_reason(tmp_path):
     _, app, _ = make(tmp_path)
     r = app.post("/setup", json={"project": "3.1", "schema": '<View><Image name="i" value="$i"/></View>'})
