@@ -259,10 +259,15 @@ class ServedVersion:
         if codes is not None and len(entered) and latent.get("z") is not None:
             entered = entered[~np.isin(new["ids"][entered], latent["ids"])]
             if len(entered):
+                # those that entered before and have left the head go, or weeks of new tasks without a training
+                # would pile up in the picture
+                joined = latent.get("joined", np.zeros(len(latent["ids"]), bool))
+                kept = ~joined | np.isin(latent["ids"], head_ids[top])
                 z = np.asarray(codes)[fresh][order][entered]
-                latent = {"z": np.concatenate([latent["z"], z.astype(latent["z"].dtype)]),
-                          "y": np.concatenate([latent["y"], np.full(len(entered), -1, latent["y"].dtype)]),
-                          "ids": np.concatenate([latent["ids"], new["ids"][entered]]).astype(np.int64)}
+                latent = {"z": np.concatenate([latent["z"][kept], z.astype(latent["z"].dtype)]),
+                          "y": np.concatenate([latent["y"][kept], np.full(len(entered), -1, latent["y"].dtype)]),
+                          "ids": np.concatenate([latent["ids"][kept], new["ids"][entered]]).astype(np.int64),
+                          "joined": np.concatenate([joined[kept], np.ones(len(entered), bool)])}
         return dataclasses.replace(
             self, **columns, head_ids=head_ids[top], head_values=head_values[top], head_view=head_view[top],
             latent=latent, rows_mark=mark, _room=room)

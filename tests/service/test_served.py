@@ -66,6 +66,21 @@ def test_new_tasks_that_enter_the_head_join_the_latent_picture_with_their_codes(
     assert len(served.with_items(ids[300:][::-1], scored, keep=30).latent["ids"]) == len(served.latent["ids"])
 
 
+def test_tasks_that_joined_the_picture_leave_it_with_the_head_so_it_never_grows_past_sample_and_head(fitted) -> None:
+    """Weeks of new tasks and no training: each batch's head entrants join, and those pushed out go again."""
+    model, x, labels, ids = fitted
+    served = ServedVersion.build(1, "sae-v1", model, "margin", labels, ids[:200], x[:200], keep=10)
+    sample = len(served.latent["ids"])
+    for start in range(200, len(x), 20):
+        d, z = decision_scores(model, x[start:start + 20])
+        scored, _ = score(model, d, get_strategy("margin"), codes=z)
+        served = served.with_items(ids[start:start + 20], scored, keep=10, codes=z)
+        assert np.isin(served.head_ids, served.latent["ids"]).all(), "every head task keeps its point"
+        assert len(served.latent["ids"]) <= sample + 10
+    assert served.latent["joined"].sum() <= 10 and not np.isin(served.latent["ids"][~served.latent["joined"]],
+                                                                 ids[200:]).any(), "the version's sample stays whole"
+
+
 def test_new_items_merge_into_the_head_by_view_score(fitted) -> None:
     model, x, labels, ids = fitted
     served = ServedVersion.build(1, "sae-v1", model, "cluster-margin", labels, ids[:300], x[:300], keep=30)
