@@ -59,6 +59,11 @@ HISTORY_LIMIT = 500
 FINITE_CHECK_BYTES = 64 << 20
 
 
+def _finite_weights(*nets: torch.nn.Module) -> bool:
+    """A diverged step leaves NaN in the weights, which would serve every item the first class at confidence 0."""
+    return all(bool(torch.isfinite(p).all()) for net in nets for p in net.parameters())
+
+
 def check_finite(x: np.ndarray, positions: np.ndarray | None = None) -> None:
     """Raise ValueError naming the first item holding NaN or inf, slice by slice (never a pool-sized copy);
     ``positions``: where ``x``'s items sit in the caller's ``X``, when ``x`` is a selection of it.
@@ -414,6 +419,9 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                     averaged.update_parameters(pair)
                 sums += torch.stack([rec.detach(), struct.detach()])
             means = (sums / steps).tolist()
+            if not all(math.isfinite(v) for v in means) or not _finite_weights(self.encoder_, self.decoder_):
+                raise FloatingPointError(f"the training diverged in epoch {epoch + 1}: its loss or weights are no "
+                                         "longer finite (a smaller learning rate, lr, avoids it)")
             record = {"reconstruction": means[0], "structure": means[1]}
             record["seconds"] = time.perf_counter() - t0
             self.history_.append(record)

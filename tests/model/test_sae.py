@@ -994,3 +994,12 @@ def test_a_warm_start_from_a_model_that_never_scaled_trains_anew_once_the_pool_n
     assert sae.input_range_ is None and sae.fit(x, y).warm_started_
     sae.fit(x * 2.0 - 1.0, y)
     assert not sae.warm_started_ and sae.input_range_ is not None and len(sae.history_) == 1
+
+
+def test_a_training_that_diverges_fails_instead_of_keeping_nan_weights(small) -> None:
+    """NaN weights would give every item the first class at confidence 0; the fit fails and a service keeps serving
+    the version before it."""
+    x, y = small
+    sae = StructuringAutoencoder(latent_dim=4, epochs=3, lr=1e30, device="cpu", random_state=0)
+    with pytest.raises(FloatingPointError, match="diverged in epoch"):
+        sae.fit(x, y)
