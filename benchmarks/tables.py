@@ -1083,7 +1083,8 @@ def seasons_same_start(name: str, root: str = SEASONS_SAME_START) -> str:
     if not readings:
         if not variant:
             return ""
-        done = [n for n in (variant, name) if (RESULTS / here(n)).exists()]
+        done = [n for n in (variant, name) if (RESULTS / here(n)).exists()
+                and complete(_protocol_rows([x for x in (*LEVERS, *BASELINES) if x[0] == n], here), [])]
         ran = "".join(f" `{root}/{n}` ran on {_processor(here(n))}, and needs its other half from the same processor."
                       for n in done)
         return (f"_Not run yet, the chosen setting against its baselines from the same start: `SPLIT=seasons "

@@ -421,9 +421,9 @@ class PoolStore:
                 for copy in copies:
                     copy.unlink(missing_ok=True)
                 raise
-            _write_file(self._path(_COMMIT_MARKER), [])
-            fsync_dir(self.directory)
-            try:
+            try:  # from the marker on (its file may exist though its sync failed), the disk may hold the new files
+                _write_file(self._path(_COMMIT_MARKER), [])
+                fsync_dir(self.directory)
                 self._finish_compaction()
             except BaseException:  # files half swapped: the old index must neither write nor read them
                 self._unfinished, self._maps = True, {}

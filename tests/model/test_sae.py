@@ -626,6 +626,9 @@ def test_members_on_the_user_s_own_networks_start_from_different_weights(small) 
     assert [len(sae.history_) for sae in two.saes_] == [1, 1] and two.warm_started_, \
         "a warm fit trains each member's own pair on"
     np.testing.assert_allclose(two.saes_[1].transform(x[:30]), z[:, 4:], atol=0.5)
+    enc2, dec2 = build_networks((1, 8, 8), 6, "mlp")  # a new pair: every member starts it, none goes on warm
+    two.set_params(latent_dim=6, sae_params={"encoder": enc2, "decoder": dec2}).fit(x, y)
+    assert two.transform(x[:3]).shape == (3, 12) and [len(sae.history_) for sae in two.saes_] == [1, 1]
     unseeded = SAEClassifier(latent_dim=4, epochs=0, device="cpu", members=3,
                              sae_params={"encoder": enc, "decoder": dec}).fit(x, y).transform(x[:30])
     assert not np.allclose(unseeded[:, 4:8], unseeded[:, 8:], atol=1e-3), "without a seed too"

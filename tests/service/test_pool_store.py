@@ -271,6 +271,30 @@ def test_a_compaction_that_fails_after_its_commit_is_finished_before_the_store_i
     np.testing.assert_array_equal(PoolStore(tmp_path).get([200, 300, 99]), x[[0, 0, 99]])
 
 
+def test_a_commit_marker_whose_sync_fails_still_counts_as_the_commit(tmp_path, monkeypatch) -> None:
+    """The marker's file exists: a restart would roll the copies forward, so the store must too before it writes."""
+    import service.pool_store as pool_store
+
+    x = _images(40)
+    store = PoolStore(tmp_path)
+    store.append(np.arange(40), x)
+    store.delete(np.arange(0, 40, 2))
+    real = pool_store._write_file
+
+    def marker_sync_fails(path, chunks, fsync=True):
+        real(path, chunks, fsync=False)
+        if path.name == pool_store._COMMIT_MARKER:
+            raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(pool_store, "_write_file", marker_sync_fails)
+    with pytest.raises(OSError, match="Input/output"):
+        store.compact(min_dead=0.0)
+    monkeypatch.undo()
+    store.append([100], x[:1])
+    store.close()
+    np.testing.assert_array_equal(PoolStore(tmp_path).ids(), [*range(1, 40, 2), 100])
+
+
 def test_a_compaction_that_runs_out_of_disk_drops_its_copy_and_keeps_the_pool(tmp_path, monkeypatch) -> None:
     """Left behind, the partial copy would keep the disk full (every save failing) until the next start."""
     import errno
