@@ -126,19 +126,16 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
         for m in range(int(self.members)):
             seed = None if self.random_state is None else int(self.random_state) + 1000 * m
             member = {**params, "random_state": seed}
-            if warm:  # a copy trains, so a fit that fails leaves the fitted model whole and serving
-                if m and member.get("encoder") is not None:
-                    first = self.saes_[0]
-                    if member["encoder"] is first.encoder and member["decoder"] is first.decoder:
-                        member = {k: v for k, v in member.items() if k not in ("encoder", "decoder")}  # its own
-                    else:  # the user's pair changed: this member starts a new one too, from its own weights
-                        member.update(encoder=_reinitialised(member["encoder"], seed), decoder=_reinitialised(
-                            member["decoder"], None if seed is None else seed + 1))
-                sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
-            else:
-                if m and member.get("encoder") is not None:  # a copy of one pair would start every member alike
+            if m and member.get("encoder") is not None:  # the user's own networks, in a member after the first
+                first = self.saes_[0] if warm else None
+                if first is not None and member["encoder"] is first.encoder and member["decoder"] is first.decoder:
+                    member = {k: v for k, v in member.items() if k not in ("encoder", "decoder")}  # its own trains on
+                else:  # a new pair (a first fit, or the user's changed): a copy of it would start every member alike
                     member.update(encoder=_reinitialised(member["encoder"], seed), decoder=_reinitialised(
                         member["decoder"], None if seed is None else seed + 1))
+            if warm:  # a copy trains, so a fit that fails leaves the fitted model whole and serving
+                sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
+            else:
                 sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
             sae.fit(X, y_pulled, pseudo=pseudo)
             if not semi:
