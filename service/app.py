@@ -133,14 +133,19 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                                 f"this label config cannot be served: {st.config_error}")
         return {"model_version": st.version_name or "untrained"}
 
-    limiters: dict[str, anyio.CapacityLimiter] = {}  # made in the running event loop, once
+    limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    def limiter(name: str, threads: int) -> anyio.CapacityLimiter:
+        """A route's own share of threads, made once, in the running event loop."""
+        if name not in limiters:
+            limiters[name] = anyio.CapacityLimiter(threads)
+        return limiters[name]
 
     @app.post("/predict", dependencies=deps)
     async def predict(body: PredictRequest, m: ProjectManager = Depends(get_manager)) -> dict:
         """In threads of its own: a /predict may wait a minute on a storage, and many at once must not hold every
         thread the webhooks (answered within Label Studio's 1 s) and /status run in."""
-        limiter = limiters.setdefault("predict", anyio.CapacityLimiter(PREDICT_THREADS))
-        return await anyio.to_thread.run_sync(_predict, body, m, limiter=limiter)
+        return await anyio.to_thread.run_sync(_predict, body, m, limiter=limiter("predict", PREDICT_THREADS))
 
     def _predict(body: PredictRequest, m: ProjectManager) -> dict:
         pid = project_id(body.project) if body.project is not None else None
@@ -231,12 +236,9 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                  for i, ((t, v), p) in enumerate(zip(head, pos, strict=True))]
         return {"model_version": served.name, "strategy": served.strategy, "ranking": items}
 
-    def pictures() -> anyio.CapacityLimiter:
-        return limiters.setdefault("pictures", anyio.CapacityLimiter(PICTURE_THREADS))
-
     @app.get("/projects/{pid}/latent.png", dependencies=deps)
     async def latent(st: ProjectState = Depends(known), m: ProjectManager = Depends(get_manager)) -> Response:
-        return await anyio.to_thread.run_sync(_latent, st, m, limiter=pictures())
+        return await anyio.to_thread.run_sync(_latent, st, m, limiter=limiter("pictures", PICTURE_THREADS))
 
     def _latent(st: ProjectState, m: ProjectManager) -> Response:
         from service.plots import latent_png
@@ -255,7 +257,8 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)
     async def morph_png_route(st: ProjectState = Depends(known), source: str = Query(..., alias="from"),
                               target: str = Query(..., alias="to"), steps: int = Query(8, ge=2, le=32)) -> Response:
-        return await anyio.to_thread.run_sync(_morph, st, source, target, steps, limiter=pictures())
+        return await anyio.to_thread.run_sync(_morph, st, source, target, steps,
+                                              limiter=limiter("pictures", PICTURE_THREADS))
 
     def _morph(st: ProjectState, source: str, target: str, steps: int) -> Response:
         from model.morph import morph
