@@ -187,9 +187,30 @@ def test_a_setup_of_the_queue_project_is_refused_with_the_project_to_connect(tmp
     assert r.json()["results"] == [] and 77 not in m.projects, "nor by a /predict (interactive mode) without /setup"
 
 
+def seconds_while(app, asks: list, settle: float, calls: list, release: threading.Event | None = None) -> list[float]:
+    """Start ``asks`` on threads, in one event loop for every request as under uvicorn; after ``settle`` seconds, time
+    each of ``calls`` (each answers 200) while they hang; then ``release`` them and wait for them to end."""
+    import time
+
+    seconds = []
+    with app:
+        threads = [threading.Thread(target=ask) for ask in asks]
+        for t in threads:
+            t.start()
+        time.sleep(settle)
+        for call in calls:
+            t0 = time.monotonic()
+            assert call() == 200
+            seconds.append(time.monotonic() - t0)
+        if release is not None:
+            release.set()
+        for t in threads:
+            t.join(60)
+    return seconds
+
+
 def test_health_answers_at_once_while_many_predicts_wait_on_a_hanging_storage(tmp_path, monkeypatch):
     """Label Studio marks a backend whose /health takes over 1 s disconnected; webhooks have the same 1 s."""
-    import time
 
     import service.projects as projects
     from connectors.item_codec import ItemCodec
@@ -207,21 +228,11 @@ def test_health_answers_at_once_while_many_predicts_wait_on_a_hanging_storage(tm
         raise TaskDataError("the storage gave up")
 
     monkeypatch.setattr(ItemCodec, "load", hang)
-    with app:  # one event loop for every request, as under uvicorn
-        asks = [threading.Thread(target=app.post, args=("/predict",), kwargs={"json": {"project": "1.1", "tasks": [
-            {"id": 5000 + i, "data": {"image": "https://storage.example/x.png"}}]}}) for i in range(40)]
-        for t in asks:
-            t.start()
-        time.sleep(1.0)
-        t0 = time.monotonic()
-        assert app.get("/health").status_code == 200
-        health = time.monotonic() - t0
-        t0 = time.monotonic()
-        assert app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}}).status_code == 200
-        hook = time.monotonic() - t0
-        release.set()
-        for t in asks:
-            t.join(30)
+    asks = [lambda i=i: app.post("/predict", json={"project": "1.1", "tasks": [
+        {"id": 5000 + i, "data": {"image": "https://storage.example/x.png"}}]}) for i in range(40)]
+    health, hook = seconds_while(app, asks, 1.0, [
+        lambda: app.get("/health").status_code,
+        lambda: app.post("/webhook", json={"action": "PROJECT_UPDATED", "project": {"id": 1}}).status_code], release)
     assert health < 1.0 and hook < 1.0, (health, hook)
 
 
@@ -247,16 +258,8 @@ def test_pictures_are_drawn_two_at_a_time_and_the_rest_answer_meanwhile(tmp_path
         return b"png"
 
     monkeypatch.setattr(plots, "latent_png", slow)
-    with app:
-        asks = [threading.Thread(target=app.get, args=("/projects/1/latent.png",)) for _ in range(40)]
-        for t in asks:
-            t.start()
-        time.sleep(0.3)
-        t0 = time.monotonic()
-        assert app.get("/projects/1/status").status_code == 200
-        status_seconds = time.monotonic() - t0
-        for t in asks:
-            t.join(60)
+    asks = [lambda: app.get("/projects/1/latent.png")] * 40
+    (status_seconds,) = seconds_while(app, asks, 0.3, [lambda: app.get("/projects/1/status").status_code])
     assert most[0] == 2 and status_seconds < 1.0, (most[0], status_seconds)
 
 
