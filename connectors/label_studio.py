@@ -33,6 +33,10 @@ LABELED_FILTER = {"conjunction": "and", "items": [
     {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0}]}
 UNLABELED_FILTER = {"conjunction": "and", "items": [
     {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0}]}
+UNTOUCHED_FILTER = {"conjunction": "and", "items": [  # no annotation, no skip, no draft: no one's work is on it
+    {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+    {"filter": "filter:tasks:cancelled_annotations", "operator": "equal", "type": "Number", "value": 0},
+    {"filter": "filter:tasks:draft_exists", "operator": "equal", "type": "Boolean", "value": False}]}
 _QUEUE_MARK = re.compile(r"\[sae-backend queue of project (\d+)\]")
 _MAX_FILES_PER_REQUEST = 100  # Django's DATA_UPLOAD_MAX_NUMBER_FILES; more is a 500
 MAX_PAGE = 500
@@ -567,8 +571,7 @@ class LabelStudioClient:
         returns every copy the queue holds then, source task to queue task.
 
         Idempotent across rounds: a task copied in an earlier round is never copied again. ``have``
-        (the copies known from the last push) saves reading the whole queue, which grows by up to
-        a top-K every version.
+        (the copies known from the last push) saves reading the whole queue.
         """
         have = dict(self.queue_copies(queue_project_id) if have is None else have)
         new, seen = [], []
@@ -587,6 +590,23 @@ class LabelStudioClient:
                 return self.queue_copies(queue_project_id)
             have.update(zip(seen, made, strict=True))
         return have
+
+    @_wrap
+    def delete_untouched_tasks(self, project_id: int, task_ids: Iterable[int], chunk: int = 100) -> int:
+        """Delete those of these tasks no one has worked on (no annotation, skip or draft, by anyone); how many went.
+
+        Label Studio checks and deletes in one request (its Data Manager ``delete_tasks`` action with
+        :data:`UNTOUCHED_FILTER`), so a label saved a moment before is never deleted with its task. For the
+        queue's copies only: this backend never deletes a task it did not write. ~4 ms a task on SQLite.
+        """
+        ids = sorted({int(i) for i in task_ids})
+        n = 0
+        for s in range(0, len(ids), chunk):
+            r = self._request("POST", "/api/dm/actions", params={"id": "delete_tasks", "project": int(project_id)},
+                              json={"selectedItems": {"all": False, "included": ids[s:s + chunk]},
+                                    "filters": UNTOUCHED_FILTER}, timeout=max(self.timeout, 120))
+            n += int(r.json().get("processed_items") or 0)
+        return n
 
     def labeled_tasks(self, project_id: int, updated_after: datetime | None = None) -> Iterator[dict]:
         """Every labeled task with its annotations; with ``updated_after``, those saved since, then the tasks saved

@@ -22,7 +22,8 @@ Label Studio is unreachable or busy (SQLite answers concurrent writes with 500s)
    them, and deleting row by row takes seconds the annotators need not wait for; a push
    cut short here leaves them to the next push, which deletes every earlier version;
 4. the top-K ``meta`` marks, and in ``queue`` mode the queue project (copies of the top-K, ordered
-   by their sources' rows: see :func:`_order_queue`). A mark records why a
+   by their sources' rows: see :func:`_order_queue`; copies whose sources left the top-K a version ago go, where no one
+   worked on them: see :func:`_retire_copies`). A mark records why a
    task was asked for: the version that put it into the top-K, with its rank and margin then.
    Only tasks entering or leaving the top-K are written (one PATCH each, Label Studio has no
    bulk update of ``meta``): a task that stays keeps its mark, and so does one labeled since.
@@ -39,7 +40,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tenacity import RetryError
 
@@ -81,6 +82,7 @@ class QueueState:
     copies: Mapping[int, int]  # source task -> its copy in the queue
     rows_number: int | None = None  # the version whose rows ``rows`` lists
     rows: frozenset[int] = frozenset()  # queue tasks holding a row of that version
+    worked: frozenset[int] = frozenset()  # copies left out of the top-K that someone worked on: never retired
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class PushReport:
     took_from: Claim | None = None  # another install's claim this push replaced
     took_over: bool = False  # from another install (this push or one cut short): every other sae-vN went
     queue_config_error: str | None = None  # why the queue project could not take the project's label config
+    copies_retired: int = 0  # queue copies deleted: their sources left the top-K, and no one worked on them
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -127,7 +130,8 @@ class PushReport:
                 "seconds": self.seconds,
                 "total_seconds": round(sum(self.seconds.values()), 3), "head_visible_at": self.head_visible_at,
                 "seconds_until_view": until_view, "newer_in_label_studio": self.newer,
-                "took_over": self.took_over, "queue_config_error": self.queue_config_error}
+                "took_over": self.took_over, "queue_config_error": self.queue_config_error,
+                "copies_retired": self.copies_retired}
 
 
 def _stepper(report: PushReport, settings: Settings, prior: PushState):
@@ -172,6 +176,7 @@ def _add_time(report: PushReport, name: str, seconds: float) -> None:
 
 
 COLD_START_VERSION = "sae-v0"
+RETIRE_PER_TOP_K = 10  # queue copies retired a push, per PUSH_TOP_K
 
 
 MarksAhead = Callable[[set[int]], None]
@@ -324,11 +329,40 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
             return client.copy_to_queue(queue_id, copies, next(tries, None))
 
         queued = step(copy_to_queue)
-        report.queued = _order_queue(step, client, queue_id, version, number, rows, queued, known, report)
+        worked = known.worked if known is not None else frozenset()
+        if prior.marked is not None and not report.took_over:
+            queued, worked = _retire_copies(step, client, queue_id, queued, set(top) | set(prior.marked), worked,
+                                            RETIRE_PER_TOP_K * settings.push_top_k, report)
+        report.queued = replace(_order_queue(step, client, queue_id, version, number, rows, queued, known, report),
+                                worked=worked)
     except PushError as e:
         e.marked, e.queue_project_id = report.marked, queue_id
         raise
     report.queue_project_id = queue_id
+
+
+def _retire_copies(step: Callable, client: LabelStudioClient, queue_id: int, copies: Mapping[int, int],
+                   keep: set[int], worked: frozenset[int], limit: int, report: PushReport
+                   ) -> tuple[dict[int, int], frozenset[int]]:
+    """Delete the queue's copies whose sources are in neither this push's top-K nor the last one's (left the
+    ranking, labeled or deleted in the project), unless someone worked on them: the copies and the ``worked`` set
+    after it.
+
+    The queue then holds about two top-Ks of work plus the team's, not a top-K for every version; and no annotator
+    labels again a task already labeled in the project. A copy lives through one version after it leaves, so one
+    a person has open as a version lands is not pulled away. Label Studio checks for annotations, skips and drafts
+    in the request that deletes (see :meth:`LabelStudioClient.delete_untouched_tasks`); the copies it keeps are
+    read and never asked for again. At most ``limit`` a push: copies an older backend left go over a few versions.
+    """
+    stale = [c for s, c in copies.items() if s not in keep and c not in worked][:limit]
+    if not stale:
+        return dict(copies), worked
+    gone = step(client.delete_untouched_tasks, queue_id, stale) or 0
+    left = set() if gone >= len(stale) else {int(t["id"])
+                                             for t in step(lambda: list(client.tasks_by_id(queue_id, stale)))}
+    report.copies_retired = len(stale) - len(left)
+    removed = set(stale) - left
+    return {s: c for s, c in copies.items() if c not in removed}, worked | left
 
 
 def _order_queue(step: Callable, client: LabelStudioClient, queue_id: int, version: str, number: int,

@@ -101,7 +101,10 @@ def test_rounds_push_restart_and_queue(label_studio, ls_client: LabelStudioClien
         httpx.post(f"{restarted.url}/webhook", json={"action": "START_TRAINING", "project": {"id": pid}})
         status = _wait_version(restarted, pid, "sae-v5")
         assert status["labeled"] == 51
+        labeled_copy = copies[0]["id"]
         copies = {t["id"]: t["meta"]["source_task"] for t in ls_client.iter_tasks(queue)}
+        assert labeled_copy in copies, "a copy someone labeled is never retired"
+        assert len(copies) <= 2 * TOP_K + 1, "the queue holds the last two top-Ks and the labeled copy"
         ranking = httpx.get(f"{restarted.url}/projects/{pid}/ranking?limit=1000").json()["ranking"]
         rank = {r["task"]: i for i, r in enumerate(ranking)}
         in_head = [q for q, s in copies.items() if s in rank]  # the pool is smaller than the head

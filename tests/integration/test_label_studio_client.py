@@ -218,6 +218,23 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     assert again != queue and ls_client.ensure_queue_project(src) == again, "a deleted one is made again, once"
 
 
+def test_delete_untouched_tasks_keeps_every_task_someone_worked_on(ls_client: LabelStudioClient,
+                                                                    digits_project: int) -> None:
+    ids = import_n(ls_client, digits_project, 6)
+    labeled, skipped, drafted, *untouched = ids
+    ls_client.create_annotation(labeled, choice("7"))
+    ls_client.ls.annotations.create(id=skipped, result=[], was_cancelled=True)
+    ls_client._request("POST", f"/api/tasks/{drafted}/drafts", json={"result": choice("1"), "lead_time": 1.0})
+    another = ls_client.create_project("another", DIGITS_CONFIG)
+    other = import_n(ls_client, another, 1)
+
+    assert ls_client.delete_untouched_tasks(digits_project, [*ids, *other], chunk=2) == 3
+    left = [t["id"] for t in ls_client.iter_tasks(digits_project, fields="task_only")]
+    assert left == [labeled, skipped, drafted], "a label, a skip and a draft each keep their task"
+    assert [t["id"] for t in ls_client.iter_tasks(another)] == other, "another project's task is not the action's"
+    assert ls_client.delete_untouched_tasks(digits_project, untouched) == 0, "deleted once"
+
+
 def test_errors_are_one_type_and_never_leak_the_key(label_studio: LabelStudioServer) -> None:
     secret = "do-not-leak-0123456789abcdef0123456789"
 

@@ -37,6 +37,7 @@ class Recorder:
         self.queue_rows: list[dict] = []
         self.queued: dict[int, int] = {}  # source task -> its copy in the queue
         self.copies_gone: set[int] = set()  # copies a person deleted in the queue
+        self.worked_on: set[int] = set()  # copies with an annotation, a skip or a draft
 
     def _call(self, name: str, *args):
         self.calls.append((name, *args))
@@ -109,7 +110,17 @@ class Recorder:
 
     def tasks_by_id(self, pid, ids):
         self._call("tasks_by_id", pid, list(ids))
+        if pid == self.QUEUE:
+            return [{"id": t} for t in ids if t in set(self.queued.values()) - self.copies_gone]
         return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
+
+    def delete_untouched_tasks(self, qid, ids):
+        self._call("delete_untouched_tasks", qid, sorted(ids))
+        gone = {s: c for s, c in self.queued.items() if c in set(ids) - self.worked_on - self.copies_gone}
+        for s in gone:
+            del self.queued[s]
+        self.queue_rows = [r for r in self.queue_rows if r["task"] not in gone.values()]
+        return len(gone)
 
     def queue_copies(self, qid):
         self._call("queue_copies", qid)
@@ -382,6 +393,33 @@ def test_a_queue_copy_a_person_deleted_is_passed_over_and_copied_again(tmp_path)
     assert {r["task"] for r in client.queue_rows} == {client.queued[12], 1011}
 
 
+def test_queue_copies_go_a_version_after_their_sources_leave_the_top_k_unless_someone_worked_on_them(
+        tmp_path) -> None:
+    """Else the queue gains a top-K every version for weeks, and offers tasks already labeled in the project."""
+    client = Recorder()
+    state = PushState()
+    retired = []
+    for number, top in enumerate([(12, 11), (13, 12), (14, 13), (15, 14), (16, 15)], start=3):
+        if number == 5:
+            client.worked_on.add(client.queued[12])  # a draft on 12's copy
+        report = push(client, tmp_path, prior=state, version=served(number, ((top[0], 0.01), (top[1], 0.05))),
+                      push_mode="queue", push_top_k=2)
+        state, retired = after(report), [*retired, report.copies_retired]
+        assert report.summary()["copies_retired"] == report.copies_retired
+    assert retired == [0, 0, 1, 0, 1], "11 at v5 (in v3's and v4's top), 12 stays (worked on), 13 at v7"
+    assert set(client.queued) == {12, 14, 15, 16} == set(state.queued.copies)
+    asked = [c[2] for c in client.calls if c[0] == "delete_untouched_tasks"]
+    assert asked == [[1011], [1012], [1013]], "a copy someone worked on is asked for once"
+    assert state.queued.worked == {1012}
+
+    client = Recorder()
+    client.queued = {s: 1000 + s for s in range(20, 40)}  # left by a backend that never retired copies
+    report = push(client, tmp_path, prior=PushState(2, frozenset({20})), push_mode="queue", push_top_k=1)
+    assert report.copies_retired == 10 and len(client.queued) == 11, "ten a push (PUSH_TOP_K 1): the rest later"
+    report = push(client, tmp_path, prior=PushState(2, None), push_mode="queue", push_top_k=1)
+    assert report.copies_retired == 0, "the last push's top-K unknown (a first push, a takeover): none go"
+
+
 def test_cold_start_suggestions_push_rows_without_a_result_in_order() -> None:
     from service.push import COLD_START_VERSION, push_suggestions
 
@@ -491,7 +529,7 @@ def test_the_tasks_a_push_may_mark_are_known_before_it_writes_any(tmp_path) -> N
 
 
 def test_the_queue_is_read_once_then_known_from_the_last_push(tmp_path) -> None:
-    """The queue grows by a top-K every version: reading all of it at every push would grow without end."""
+    """Reading the whole queue at every push costs O(queue) requests where O(top-K) copies changed."""
     client = Recorder()
     first = push(client, tmp_path, push_mode="queue", push_top_k=2)
     assert [c[0] for c in client.calls].count("queue_copies") == 1 and set(first.queued.copies) == {11, 12}
