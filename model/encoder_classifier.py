@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
-from model.sae import as_float_array, check_finite, set_n_features
+from model.sae import as_pool_array, check_finite, input_range, scaled_items, set_n_features
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
@@ -66,20 +66,24 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         lab = np.flatnonzero(y >= 0)
         if len(np.unique(y[lab])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
-        x = as_float_array(np.asarray(X)[lab])
-        check_finite(x, lab)  # one NaN item would turn every weight into NaN and every prediction into class 0
+        raw = as_pool_array(np.asarray(X)[lab])
+        check_finite(raw, lab)  # one NaN item would turn every weight into NaN and every prediction into class 0
+        scaled = input_range(raw)  # raw features, as the SAE scales them: a wide feature would swamp the rest
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))
         rng = np.random.default_rng(self.random_state)
         dev = resolve_device(self.device)
         # a warm start needs the same network: another class count or input shape would not fit the old one
-        arch = (x.shape[1:], int(self.latent_dim), self.network, tuple(self.channels), tuple(self.hidden), k)
-        if not (self.warm_start and hasattr(self, "net_") and getattr(self, "arch_", None) == arch):
-            enc, _ = build_networks(x.shape[1:], int(self.latent_dim), self.network,
+        arch = (raw.shape[1:], int(self.latent_dim), self.network, tuple(self.channels), tuple(self.hidden), k)
+        if not (self.warm_start and hasattr(self, "net_") and getattr(self, "arch_", None) == arch
+                and (scaled is None or getattr(self, "input_range_", None) is not None)):
+            enc, _ = build_networks(raw.shape[1:], int(self.latent_dim), self.network,
                                     self.channels, self.hidden)
             self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))
             self.arch_ = arch
+            self.input_range_ = scaled
+        x = scaled_items(raw, self.input_range_)
         self.device_ = dev
         self.net_.to(dev).train()
         set_n_features(self, x.shape[1:])
@@ -117,9 +121,9 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
 
     @torch.no_grad()
     def _run(self, net: nn.Module, X: np.ndarray, width: int, batch_size: int) -> np.ndarray:
-        out = []
+        out, scaled = [], getattr(self, "input_range_", None)  # None: a model pickled before it scaled
         for s in range(0, len(X), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(as_float_array(X[s:s + batch_size]))).to(self.device_)
+            xb = torch.from_numpy(np.ascontiguousarray(scaled_items(X[s:s + batch_size], scaled))).to(self.device_)
             out.append(net(xb).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 

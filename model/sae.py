@@ -32,24 +32,43 @@ EpochCallback = Callable[[int, int, dict], None]
 LR_SCHEDULES = ("constant", "cosine")
 
 
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """Refuse images that look channel-last, ``(N, H, W, C)`` with C of 1, 3 or 4: read as ``(N, C, H, W)`` they
+    would train without an error, on nonsense. ``(N, H, W)`` gets its channel axis."""
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        raise ValueError(f"images must be (N, C, H, W); {tuple(x.shape)} looks like (N, H, W, C): pass "
+                         "X.transpose(0, 3, 1, 2)")
+    return x[:, None] if x.ndim == 3 else x
+
+
 def as_float_array(x: np.ndarray) -> np.ndarray:
     """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels are scaled by 1/255."""
-    x = np.asarray(x)
+    x = channels_first(np.asarray(x))
     if x.dtype == np.uint8:
-        x = x.astype(np.float32) / np.float32(255)
-    elif x.dtype != np.float32:
-        x = x.astype(np.float32)
-    if x.ndim == 3:
-        x = x[:, None]
-    return x
+        return x.astype(np.float32) / np.float32(255)
+    return x if x.dtype == np.float32 else x.astype(np.float32)
+
+
+KEPT_DTYPES = (np.uint8, np.float16, np.float32, np.float64)  # a pool of these is used where it lies, batch by batch
 
 
 def as_pool_array(x: np.ndarray) -> np.ndarray:
-    """The pool as the model keeps it: uint8 stays uint8 (a view, even of a memmap), the rest is float32."""
-    x = np.asarray(x)
-    if x.dtype != np.uint8:
-        return as_float_array(x)
-    return x[:, None] if x.ndim == 3 else x
+    """The pool as the model keeps it: uint8 and float pools as they are (a view, even of a memmap), each batch made
+    float32 where it is taken; integer images within 0..255 as uint8 pixels (what they hold, scaled as uint8 images
+    are, at a quarter of float32's size); anything else as float32 (vectors are scaled by their range, see
+    :func:`input_range`)."""
+    x = channels_first(np.asarray(x))
+    if x.dtype in KEPT_DTYPES:
+        return x
+    if x.ndim == 4 and np.issubdtype(x.dtype, np.integer) and _within_bytes(x):
+        return x.astype(np.uint8)
+    return x.astype(np.float32)
+
+
+def _within_bytes(x: np.ndarray) -> bool:
+    rows = max(1, FINITE_CHECK_BYTES // max(1, x[:1].nbytes))
+    return all(int(x[s:s + rows].min(initial=0)) >= 0 and int(x[s:s + rows].max(initial=0)) <= 255
+               for s in range(0, len(x), rows))
 
 
 # Epoch records a model keeps across warm starts: a service retraining for weeks saves them in every version.
@@ -110,6 +129,16 @@ def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(low, np.float32).reshape(np.shape(low)), np.maximum(span, floor)  # must not blow up later
 
 
+def scaled_items(x: np.ndarray, scaled: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Items as float32 networks take them: by :func:`as_float_array` where ``scaled`` (an :func:`input_range`) is
+    None, else by their values mapped with it, whatever their dtype."""
+    if scaled is None:
+        return as_float_array(x)
+    low, span = scaled
+    x = channels_first(np.asarray(x)).astype(np.float32)
+    return np.clip((x - low) / span, *SCALED_BOUNDS).astype(np.float32)
+
+
 def set_n_features(est: BaseEstimator, item_shape: Sequence[int]) -> None:
     """Set sklearn's ``n_features_in_`` where it means something: items that are flat vectors, not images."""
     if len(item_shape) == 1:
@@ -127,7 +156,7 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
 
 def _to_float(t: torch.Tensor) -> torch.Tensor:
     """One batch as float32: uint8 pixels become pixel/255 (the same values as a float32 pool holds)."""
-    return t.float().div_(255.0) if t.dtype == torch.uint8 else t
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
 
 
 class StructuringAutoencoder(TransformerMixin, BaseEstimator):
@@ -477,11 +506,13 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
 
     def _as_input(self, t: torch.Tensor) -> torch.Tensor:
-        """One batch as the networks take it: float32, mapped into [0, 1] where the pool was not (``input_range_``)."""
-        t = _to_float(t)
+        """One batch as the networks take it: float32, mapped into [0, 1] where the pool was not (``input_range_``).
+
+        A model that learned a scaled pool takes every batch by its values, uint8 too, as that pool was taken."""
         scaled = getattr(self, "input_range_", None)
         if scaled is None:
-            return t
+            return _to_float(t)
+        t = t.float()
         low, span = (torch.as_tensor(a, device=t.device) for a in scaled)
         return ((t - low) / span).clamp_(*SCALED_BOUNDS)
 

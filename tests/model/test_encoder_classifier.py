@@ -124,8 +124,8 @@ def test_warm_start_after_more_classes_or_another_input_shape_rebuilds(digits: D
 def test_only_labeled_items_are_converted_to_float(digits: Dataset, monkeypatch) -> None:
     x = np.round(digits.x_train[:150] * 255).astype(np.uint8)
     y = np.where(digits.y_train[:150] < 2, digits.y_train[:150], -1)
-    seen, to_float = [], module.as_float_array
-    monkeypatch.setattr(module, "as_float_array", lambda a: seen.append(len(a)) or to_float(a))
+    seen, to_float = [], module.scaled_items
+    monkeypatch.setattr(module, "scaled_items", lambda a, scaled: seen.append(len(a)) or to_float(a, scaled))
     EncoderClassifier(min_steps=2, device="cpu", network="mlp").fit(x, y)
     assert seen == [int((y >= 0).sum())]
 
@@ -135,3 +135,18 @@ def test_not_fitted() -> None:
     for call in (clf.predict, clf.predict_proba, clf.decision_function, clf.transform):
         with pytest.raises(NotFittedError):
             call(np.zeros((1, 64), np.float32))
+
+
+def test_raw_features_are_scaled_as_the_sae_scales_them(digits: Dataset) -> None:
+    """A baseline fed raw features learns the same whatever their units, as the SAE does."""
+    x = digits.x_train[:300].reshape(300, -1)
+    y = np.where(np.arange(300) < 120, digits.y_train[:300], -1)
+    params = dict(min_steps=60, device="cpu", network="mlp", random_state=0)
+    assert EncoderClassifier(**params).fit(x, y).input_range_ is None, "pixels in [0, 1] stay as they are"
+    wide = EncoderClassifier(**params).fit(x * 1000.0 - 300.0, y)
+    narrow = EncoderClassifier(**params).fit(x * 2.0 + 5.0, y)
+    assert wide.input_range_ is not None
+    np.testing.assert_allclose(wide.decision_function(x * 1000.0 - 300.0), narrow.decision_function(x * 2.0 + 5.0),
+                               rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="looks like"):
+        EncoderClassifier(**params).fit(np.repeat(digits.x_train[:300], 3, axis=1).transpose(0, 2, 3, 1), y)

@@ -1006,3 +1006,51 @@ def test_a_training_that_diverges_fails_instead_of_keeping_nan_weights(small) ->
     sae = StructuringAutoencoder(latent_dim=4, epochs=3, lr=1e30, device="cpu", random_state=0)
     with pytest.raises(FloatingPointError, match="diverged in epoch"):
         sae.fit(x, y)
+
+
+def test_channel_last_images_are_refused_not_trained_on(small_uint8) -> None:
+    """(N, H, W, 3) read as (N, C, H, W) would train without an error, on nonsense."""
+    u, y = small_uint8
+    rgb = np.repeat(u, 3, axis=1)
+    last = rgb.transpose(0, 2, 3, 1)
+    with pytest.raises(ValueError, match=r"transpose\(0, 3, 1, 2\)"):
+        StructuringAutoencoder(epochs=1, device="cpu").fit(last, y)
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10).fit(rgb, y)
+    with pytest.raises(ValueError, match="looks like"):
+        sae.transform(last)
+    assert sae.input_shape_ == (3, 8, 8)
+
+
+def test_a_float64_memmap_pool_stays_where_it_lies_and_gives_the_float32_codes(small, tmp_path, monkeypatch) -> None:
+    x, y = small
+    mm = np.lib.format.open_memmap(tmp_path / "pool.npy", mode="w+", dtype=np.float64, shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    pool = np.load(tmp_path / "pool.npy", mmap_mode="r")
+    staged, stage = [], StructuringAutoencoder._stage
+    monkeypatch.setattr(StructuringAutoencoder, "_stage",
+                        staticmethod(lambda a, dev: staged.append(stage(a, dev)) or staged[-1]))
+    params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=0)
+    sae = StructuringAutoencoder(**params).fit(pool, y)
+    assert [t.dtype for t in staged] == [torch.float64] and np.shares_memory(staged[0].numpy(), pool), \
+        "a million-item float64 pool is not copied whole into float32"
+    monkeypatch.undo()
+    np.testing.assert_allclose(sae.transform(pool), StructuringAutoencoder(**params).fit(x, y).transform(x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_integer_images_are_taken_as_uint8_pixels_are_and_vectors_by_their_range(small_uint8) -> None:
+    u, y = small_uint8
+    params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=0)
+    as_uint8 = StructuringAutoencoder(**params).fit(u, y)
+    as_int64 = StructuringAutoencoder(**params).fit(u.astype(np.int64), y)
+    assert as_int64.input_range_ is None
+    np.testing.assert_array_equal(as_int64.transform(u.astype(np.int64)), as_uint8.transform(u))
+
+    deep = u.astype(np.int64) * 16  # 12-bit images: scaled by their range
+    sae = StructuringAutoencoder(**params).fit(deep, y)
+    assert sae.input_range_ is not None
+    low = deep // 16  # a batch that happens to lie within 0..255 is still taken by its values
+    np.testing.assert_allclose(sae.transform(low), sae.transform(low.astype(np.float32)), rtol=1e-6)
+    counts = (u.reshape(len(u), -1) // 32).astype(np.int64)  # small counts per feature, not pixels
+    assert StructuringAutoencoder(**params).fit(counts, y).input_range_ is not None
