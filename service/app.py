@@ -7,8 +7,11 @@ record state and answer at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
+import threading
+from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -56,6 +59,32 @@ class WebhookRequest(BaseModel):
 
 PREDICT_THREADS = 16  # of AnyIO's 40: the rest stay free for webhooks, /status and the rest
 PICTURE_THREADS = 2  # a picture is CPU for most of a second: a dashboard's burst waits its turn, the rest do not
+PICTURES_KEPT = 32  # drawn pictures kept for a repeat request
+
+
+class PictureCache:
+    """Pictures drawn for a version, kept while that exact snapshot serves: a dashboard refreshing every few seconds
+    costs one drawing a version (or a change of what it shows), not most of a second of CPU each time."""
+
+    def __init__(self, size: int = PICTURES_KEPT) -> None:
+        self.size = size
+        self._kept: OrderedDict[tuple, tuple[object, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, served: object) -> bytes | None:
+        with self._lock:
+            hit = self._kept.get(key)
+            if hit is None or hit[0] is not served:
+                return None
+            self._kept.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: tuple, served: object, png: bytes) -> None:
+        with self._lock:
+            self._kept[key] = (served, png)
+            self._kept.move_to_end(key)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
 
 
 def project_id(value: str | int | dict | None) -> int:
@@ -134,6 +163,7 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         return {"model_version": st.version_name or "untrained"}
 
     limiters: dict[str, anyio.CapacityLimiter] = {}
+    pictures = PictureCache()
 
     def limiter(name: str, threads: int) -> anyio.CapacityLimiter:
         """A route's own share of threads, made once, in the running event loop."""
@@ -249,9 +279,13 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         ids = served.latent["ids"]
         pushed = [t for t, _ in served.ranking(settings.push_top_k, m.left_out(st, served))]  # as the push marks
         marked = np.flatnonzero(np.isin(ids, np.asarray(pushed, np.int64)))
-        png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
-                         title=f"project {st.id}, {served.name}",
-                         centres=served.model.class_centres_)
+        key = ("latent", st.id, hashlib.sha256(marked.tobytes()).hexdigest())
+        png = pictures.get(key, served)
+        if png is None:
+            png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
+                             title=f"project {st.id}, {served.name}",
+                             centres=served.model.class_centres_)
+            pictures.put(key, served, png)
         return Response(png, media_type="image/png")
 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)
@@ -273,10 +307,15 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
                 raise HTTPException(422, f"unknown class {c!r}; classes: {classes}")
         if config.kind != "image":
             raise HTTPException(422, f"morphing draws images; this project's data is {config.kind}")
-        try:
-            images = morph(served.model, classes.index(source), classes.index(target), steps)
-        except ValueError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
-        return Response(morph_png(images, f"{source} -> {target}"), media_type="image/png")
+        key = ("morph", st.id, source, target, steps)
+        png = pictures.get(key, served)
+        if png is None:
+            try:
+                images = morph(served.model, classes.index(source), classes.index(target), steps)
+            except ValueError as e:
+                raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+            png = morph_png(images, f"{source} -> {target}")
+            pictures.put(key, served, png)
+        return Response(png, media_type="image/png")
 
     return app

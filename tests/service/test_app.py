@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import threading
@@ -428,3 +429,26 @@ def test_the_ranking_and_the_rings_leave_out_a_head_task_deleted_since_as_the_pu
     assert ranking == served.head_ids[1:6].tolist()
     app.get("/projects/1/latent.png")
     assert rings[-1] == set(ranking)
+
+
+def test_a_picture_is_drawn_once_while_its_version_and_rings_stay(tmp_path, monkeypatch) -> None:
+    """A dashboard refreshing every few seconds must not cost most of a second of CPU each time."""
+    import model.morph
+
+    m, app, _, st, served, rings = _rings_read_off(tmp_path, monkeypatch)
+    for _ in range(3):
+        assert app.get("/projects/1/latent.png").status_code == 200
+    assert len(rings) == 1
+    first = int(served.head_ids[0])
+    m.mirror(st).upsert_annotation(first, {**choice("3", 777), "task": first})
+    app.get("/projects/1/latent.png")
+    assert len(rings) == 2, "a task labeled since leaves the rings: drawn again"
+    st.served = dataclasses.replace(served)
+    app.get("/projects/1/latent.png")
+    assert len(rings) == 3, "another snapshot (a new version, new tasks joined): drawn again"
+
+    morphs, real = [], model.morph.morph
+    monkeypatch.setattr(model.morph, "morph", lambda *a: morphs.append(a[1:]) or real(*a))
+    for params in ({"from": "1", "to": "2"}, {"from": "1", "to": "2"}, {"from": "1", "to": "2", "steps": 4}):
+        assert app.get("/projects/1/morph.png", params=params).status_code == 200
+    assert morphs == [(1, 2, 8), (1, 2, 4)]
