@@ -40,7 +40,7 @@ from connectors.label_config import LabelConfig
 from connectors.label_studio import LabelStudioClient, LabelStudioError, parse_time
 from connectors.task_data import DataFetcher, TaskDataError
 from service.mirror_db import MirrorDB, MirrorDBError, Snapshot
-from service.pool_store import PoolStore
+from service.pool_store import COMPACT_DEAD_SHARE, PoolStore
 
 log = logging.getLogger("sae_backend.mirror")
 Progress = Callable[[str, float], None]
@@ -353,10 +353,11 @@ class ProjectMirror:
         return self.store.delete(ids)
 
     def compact(self) -> None:
-        """Drop deleted tasks' rows before a training: the live rows are then one contiguous memory map, which
-        training and scoring read from disk as they go; with gaps they would gather the whole pool into memory."""
+        """Drop deleted tasks' rows before a training once they pass ``COMPACT_DEAD_SHARE`` of the pool: below it a
+        training reads through them (:func:`service.training.pool_stretch`) and scoring gathers a shard at a time,
+        and rewriting a pool of millions for a few deleted tasks would cost more than it saves."""
         with self.writer:
-            self.store.compact(min_dead=0.0)
+            self.store.compact(min_dead=COMPACT_DEAD_SHARE)
 
     def add_tasks(self, tasks: list[dict], config: LabelConfig, fetcher: DataFetcher, workers: int = 8,
                   words: _Words | None = None) -> np.ndarray:

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 _FORMAT = 1
 _ID_DTYPE = np.dtype("<i8")
+COMPACT_DEAD_SHARE = 0.1  # deleted tasks' share of the rows past which a training first compacts the pool: each
+# compaction rewrites every live row, so it comes once per tenth of the pool deleted, not after every deletion
 _COMPACT_SUFFIX = ".compact"
 _COMMIT_MARKER = "compact.commit"
 _DATA_FILES = ("items.bin", "ids.bin", "dead.bin")

@@ -29,6 +29,8 @@ from service.served import ShardScores, score_shard
 from service.settings import SAESettings
 
 log = logging.getLogger("sae_backend.training")
+READ_THROUGH_DEAD_SHARE = 0.25  # of a training's stretch of rows: deleted tasks' rows read through, not gathered around
+SCORE_SHARD = 1 << 16  # tasks a local scoring shard reads at a time: a pool with gaps gathers one shard, not all
 Progress = Callable[[str, float], None]
 
 
@@ -86,8 +88,30 @@ def live_items(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.ndar
     """The job's tasks still stored, and their items: a task deleted since the job was made is left out."""
     store = PoolStore(pool_dir, read_only=True)
     ids = np.asarray(task_ids, np.int64)
-    ids = ids[np.isin(ids, store.ids())]
+    ids = ids[store.holds(ids)]
     return ids, pool_items(store, ids)
+
+
+def pool_stretch(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, items, live)`` for a training over the job's tasks still stored, read from the memory map as it lies.
+
+    A pool is compacted only once its deleted tasks' rows pass :data:`~service.pool_store.COMPACT_DEAD_SHARE`, so
+    the tasks' rows may have gaps; gathering them would copy the whole pool into memory. Where the gaps are at most
+    :data:`READ_THROUGH_DEAD_SHARE` of the stretch from the first task's row to the last, the stretch is read as it
+    lies and a gap row is an item of no task (id -1, ``live`` False): it counts as an unlabeled item in the
+    reconstruction, and is never labeled, suggested or scored. Otherwise the items are gathered.
+    """
+    store = PoolStore(pool_dir, read_only=True)
+    ids = np.asarray(task_ids, np.int64)
+    ids = ids[store.holds(ids)]
+    rows = store.rows(ids)
+    if len(rows) and bool(np.all(np.diff(rows) > 0)):
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo - len(rows) <= READ_THROUGH_DEAD_SHARE * (hi - lo):
+            stretch = np.full(hi - lo, -1, np.int64)
+            stretch[rows - lo] = ids
+            return stretch, store.items()[lo:hi], stretch >= 0
+    return ids, store.items(rows), np.ones(len(ids), bool)
 
 
 def cv_accuracy(z: np.ndarray, y: np.ndarray, folds: int = 5) -> float | None:
@@ -110,9 +134,9 @@ def _same_networks(prev: SAEClassifier, s: SAESettings) -> bool:
 
 def train_project(job: TrainingJob, progress: Progress | None = None) -> TrainingResult:
     """Fit the SAE + SVM on the pool, warm-starting from the previous version when shapes agree."""
-    ids, x = live_items(job.pool_dir, job.task_ids)
+    ids, x, live = pool_stretch(job.pool_dir, job.task_ids)
     y = np.fromiter((job.labels.get(int(t), -1) for t in ids), np.int64, len(ids))
-    labeled = y >= 0
+    labeled = (y >= 0) & live
     if len(np.unique(y[labeled])) < 2:
         raise ValueError(f"need labels of at least two classes to train; have {int(labeled.sum())} labeled tasks")
     t0 = time.perf_counter()
@@ -149,7 +173,7 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         model.sae_params = {k: v for k, v in model.sae_params.items() if k != "on_epoch"}
     seconds = time.perf_counter() - t0
     z_lab = model.transform(x[np.flatnonzero(labeled)])
-    metrics = {"labeled": int(labeled.sum()), "unlabeled": int((~labeled).sum()),
+    metrics = {"labeled": int(labeled.sum()), "unlabeled": int((~labeled & live).sum()),
                "cv_accuracy": cv_accuracy(z_lab, y[labeled]), "train_seconds": round(seconds, 3),
                "warm_start": bool(model.warm_started_)}
     return TrainingResult(model, metrics)
@@ -170,7 +194,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
     the autoencoder (λ = 0: reconstruction only) is trained on the whole pool and the
     most typical item of each of ``k`` latent clusters is suggested, largest cluster first.
     """
-    ids, x = live_items(job.pool_dir, job.task_ids)
+    ids, x, live = pool_stretch(job.pool_dir, job.task_ids)
     s = job.sae
 
     def on_epoch(epoch: int, total: int, record: dict) -> None:
@@ -180,7 +204,8 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
                                 max_shift=s.max_shift, flip=s.flip, steps_per_epoch=s.warm_steps,
                                 device=job.device, on_epoch=on_epoch).fit(x)
-    return ids[TypicalitySampling().first(ae.transform(x), k)]
+    tasks = np.flatnonzero(live)
+    return ids[tasks][TypicalitySampling().first(ae.transform(x)[tasks], k)]
 
 
 class TrainingBackend:
@@ -193,8 +218,8 @@ class TrainingBackend:
         raise NotImplementedError
 
     def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
-        """The pool's scores in shards, in pool order (here: one shard, with the model already in memory)."""
-        return [score_pool(job, 0, len(job.task_ids), model)]
+        """The pool's scores in shards, in pool order (here with the model already in memory)."""
+        return [score_pool(job, a, b, model) for a, b in job.shards(SCORE_SHARD)]
 
     def close(self) -> None:
         """Stop what is running elsewhere (the service is shutting down)."""

@@ -12,11 +12,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import service.training
 from connectors.datasets import Dataset
 from model.persistence import save_model
 from service.pool_store import PoolStore
 from service.settings import SAESettings
-from service.training import ScoringJob, TrainingJob, pool_items, score_pool, suggest_first, train_project
+from service.training import (
+    LocalTrainingBackend,
+    ScoringJob,
+    TrainingJob,
+    pool_items,
+    pool_stretch,
+    score_pool,
+    suggest_first,
+    train_project,
+)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 CLASSES = [str(i) for i in range(10)]
@@ -193,6 +203,41 @@ def test_pool_items_maps_the_store_without_copying_when_it_can(pool_dir: str) ->
     assert isinstance(pool_items(store, ids), np.memmap)
     some = ids[[5, 2, 9]]
     np.testing.assert_array_equal(pool_items(store, some), store.get(some))
+
+
+def test_a_training_reads_through_the_rows_of_deleted_tasks_instead_of_gathering_the_pool(pool_dir: str) -> None:
+    """The pool is compacted only once a tenth of it was deleted: a gathered copy of millions of items would not fit."""
+    store = PoolStore(pool_dir, fsync=False)
+    ids = store.ids()
+    gone = ids[10:40:3]
+    store.delete(gone)
+    stretch, x, live = pool_stretch(pool_dir, ids)
+    assert isinstance(x, np.memmap) and len(x) == N, "the memory map as it lies"
+    assert set(stretch[~live].tolist()) == {-1} and (~live).sum() == len(gone)
+    np.testing.assert_array_equal(stretch[live], np.setdiff1d(ids, gone))
+    store.delete(ids[50:150])  # past a quarter of the stretch: gathered
+    stretch, x, live = pool_stretch(pool_dir, ids)
+    assert live.all() and len(x) == len(stretch) == N - len(gone) - 100 and not isinstance(x, np.memmap)
+    np.testing.assert_array_equal(x, store.get(stretch))
+
+
+def test_tasks_deleted_but_not_compacted_are_never_suggested_or_scored(pool_dir: str, digits_labels: np.ndarray,
+                                                                       tmp_path, monkeypatch) -> None:
+    spec = job(pool_dir, digits_labels)
+    store = PoolStore(pool_dir, fsync=False)
+    gone = spec.task_ids[::5]  # a fifth, read through
+    store.delete(gone)
+    store.close()
+    suggested = suggest_first(dataclasses.replace(spec, labels={}), 80)
+    assert len(suggested) == 80 and not set(suggested.tolist()) & set(gone.tolist())
+    result = train_project(spec)
+    assert result.metrics["labeled"] + result.metrics["unlabeled"] == N - len(gone)
+    save_model(result.model, tmp_path / "v1")
+    monkeypatch.setattr(service.training, "SCORE_SHARD", 64)
+    scoring = ScoringJob(pool_dir, spec.task_ids, np.zeros(0, np.int64), str(tmp_path / "v1"), "margin", 10)
+    shards = LocalTrainingBackend().score(scoring, result.model)
+    assert len(shards) == 5, "scored a shard at a time: a pool with gaps gathers one shard, not all of it"
+    np.testing.assert_array_equal(np.concatenate([sh.ids for sh in shards]), np.setdiff1d(spec.task_ids, gone))
 
 
 def test_the_single_machine_path_never_imports_ray() -> None:
