@@ -147,6 +147,17 @@ def new_tasks_table(data: dict) -> str:
     return "\n".join(lines)
 
 
+def pool_gaps_table(data: dict) -> str:
+    """A training's read of a pool some of whose tasks were deleted: now, gathered, before (benchmarks/pool_gaps.py)."""
+    lines = ["| pool | deleted | read through the gaps (now) | the live rows gathered | compacted first (before) |",
+             "|---" * 5 + "|"]
+    for r in data["rows"]:
+        lines.append(f"| {r['pool']:,} ({r['pool_mb']:,.0f} MB) | {100 * r['deleted_share']:g} % | "
+                     f"{r['stretch_s']:.1f} s, {r['stretch_peak_mb']:,.0f} MB | "
+                     f"{r['gather_s']:.1f} s, {r['gather_peak_mb']:,.0f} MB | {r['compact_s']:.1f} s + the read |")
+    return "\n".join(lines)
+
+
 def ingest_table(data: dict) -> str:
     lines = ["| tasks | upload to Label Studio | first version (ingest + first training + push) | of which ingest | "
              "first training |", "|---|---|---|---|---|"]
@@ -414,7 +425,8 @@ def main() -> None:
                                 write_costs_table),
                                ("queue-push-60k.json", "A push in view mode and in queue mode", queue_push_table),
                                ("new-tasks-cpu.json", "New tasks and a quiet poll, the backend's own work",
-                                new_tasks_table)):
+                                new_tasks_table),
+                               ("pool-gaps-cpu.json", "A training's read of a pool after deletions", pool_gaps_table)):
         data = _load(name)
         if data:
             processor = f", {data['processor']}" if data.get("processor") else ""

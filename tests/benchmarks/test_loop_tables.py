@@ -136,6 +136,15 @@ def test_the_new_tasks_table_shows_medians_now_and_before_per_pool() -> None:
     assert cells[6].strip() == "29.1 / 525.9 ms" and cells[7].strip() == "0.0 / 356.8 ms"
 
 
+def test_the_pool_gaps_table_sets_the_read_through_against_gathering_and_compacting() -> None:
+    row = {"pool": 1000000, "pool_mb": 747.7, "deleted_share": 0.0001, "stretch_s": 1.26, "stretch_peak_mb": 1.04,
+           "gather_s": 2.51, "gather_peak_mb": 747.6, "compact_s": 6.04}
+    cells = loop_tables.pool_gaps_table({"rows": [row]}).splitlines()[2].split("|")
+    assert cells[1].strip() == "1,000,000 (748 MB)" and cells[2].strip() == "0.01 %"
+    assert cells[3].strip() == "1.3 s, 1 MB" and cells[4].strip() == "2.5 s, 748 MB"
+    assert cells[5].strip() == "6.0 s + the read"
+
+
 def test_every_readme_table_of_a_kind_this_script_prints_is_one_it_prints(capsys) -> None:
     """The live-loop, soak and speed tables are pasted by hand: a table edited or left behind fails here."""
     loop_tables.main()
