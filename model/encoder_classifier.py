@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
-from model.sae import as_pool_array, check_finite, input_range, scaled_items, set_n_features
+from model.sae import as_pool_array, check_finite, pool_range, scaled_items, set_n_features
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
@@ -68,7 +68,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("training needs labeled items of at least two classes")
         raw = as_pool_array(np.asarray(X)[lab])
         check_finite(raw, lab)  # one NaN item would turn every weight into NaN and every prediction into class 0
-        scaled = input_range(raw)  # raw features, as the SAE scales them: a wide feature would swamp the rest
+        scaled = pool_range(X)  # raw features by the whole pool's range, as the SAE: a wide one would swamp the rest
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))
@@ -83,7 +83,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
             self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))
             self.arch_ = arch
             self.input_range_ = scaled
-        x = scaled_items(raw, self.input_range_)
+        x = scaled_items(raw, getattr(self, "input_range_", None))  # None: a model pickled before it scaled
         self.device_ = dev
         self.net_.to(dev).train()
         set_n_features(self, x.shape[1:])

@@ -42,8 +42,9 @@ def channels_first(x: np.ndarray) -> np.ndarray:
 
 
 def as_float_array(x: np.ndarray) -> np.ndarray:
-    """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels are scaled by 1/255."""
-    x = channels_first(np.asarray(x))
+    """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels (and integer images within 0..255,
+    as :func:`as_pool_array` takes them) are scaled by 1/255."""
+    x = as_pool_array(x)
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255)
     return x if x.dtype == np.float32 else x.astype(np.float32)
@@ -63,6 +64,14 @@ def as_pool_array(x: np.ndarray) -> np.ndarray:
     if x.ndim == 4 and np.issubdtype(x.dtype, np.integer) and _within_bytes(x):
         return x.astype(np.uint8)
     return x.astype(np.float32)
+
+
+def pool_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`input_range` of a pool as :func:`as_pool_array` takes it, without converting the pool."""
+    x = channels_first(np.asarray(x))
+    if x.dtype == np.uint8 or (x.ndim == 4 and np.issubdtype(x.dtype, np.integer) and _within_bytes(x)):
+        return None
+    return input_range(x)
 
 
 def _within_bytes(x: np.ndarray) -> bool:
@@ -120,7 +129,8 @@ def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     low = high = None
     for s in range(0, len(x), rows):
         part = np.asarray(x[s:s + rows])
-        pl, ph = part.min(axis=axes), part.max(axis=axes)
+        pl, ph = part.min(axis=axes).astype(np.float64), part.max(axis=axes).astype(np.float64)  # float16's max
+        # is 65504: a span past it would be inf
         low, high = (pl, ph) if low is None else (np.minimum(low, pl), np.maximum(high, ph))
     if float(np.min(low)) >= 0.0 and float(np.max(high)) <= 1.0:
         return None
@@ -152,6 +162,11 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A batch onto ``dev``; float64 becomes float32 first (MPS has no float64, and it halves the bytes moved)."""
+    return (t.float() if t.dtype == torch.float64 else t).to(dev, non_blocking=True)
 
 
 def _to_float(t: torch.Tensor) -> torch.Tensor:
@@ -310,16 +325,28 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.input_shape_ = tuple(input_shape)
         self.arch_ = self._architecture(input_shape)
 
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None,
-            pseudo: np.ndarray | None = None) -> StructuringAutoencoder:
-        """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled); ``pseudo`` optional pseudo-labels."""
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None, pseudo: np.ndarray | None = None,
+            mask: np.ndarray | None = None) -> StructuringAutoencoder:
+        """Train on all of ``X``; ``y`` marks labeled items (``-1`` = unlabeled); ``pseudo`` optional pseudo-labels.
+
+        ``mask`` (boolean, one per item) leaves the items it marks False out of the training: never drawn, labeled or
+        pseudo-labeled. A memory map with the rows of deleted items among the others is then trained on as it lies.
+        """
         self.check_params()
         x = as_pool_array(X)
         n = len(x)
         y = np.full(n, -1, dtype=np.int64) if y is None else np.asarray(y, dtype=np.int64)
         if len(y) != n:
             raise ValueError(f"X has {n} items but y has {len(y)}")
-        if n == 0:
+        rows = None
+        if mask is not None:
+            mask = np.asarray(mask, bool)
+            if mask.shape != (n,):
+                raise ValueError(f"mask must hold one flag per item ({n}), got shape {mask.shape}")
+            y = np.where(mask, y, -1)
+            rows = None if mask.all() else torch.as_tensor(np.flatnonzero(mask))
+        drawn = n if rows is None else len(rows)
+        if drawn == 0:
             raise ValueError("cannot fit on an empty pool")
         check_finite(x)
         k = int(self.n_classes) if self.n_classes is not None else int(max(y.max() + 1, 1))
@@ -365,7 +392,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             pseudo = np.asarray(pseudo, dtype=np.int64)
             if len(pseudo) != n or pseudo.max(initial=-1) >= k:
                 raise ValueError(f"pseudo must hold {n} entries, -1 or a class in 0..{k - 1}")
-            pt = torch.as_tensor(np.where(y >= 0, -1, pseudo), device=xt.device)
+            pt = torch.as_tensor(np.where((y >= 0) | (False if mask is None else ~mask), -1, pseudo), device=xt.device)
         pair = nn.ModuleList([self.encoder_, self.decoder_])
         params = list(pair.parameters())
         if contrast > 0:
@@ -380,7 +407,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                     if self.amp and dev.type == "cuda" else nullcontext())
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        steps = math.ceil(n / int(self.batch_size))
+        steps = math.ceil(drawn / int(self.batch_size))
         if self.steps_per_epoch is not None:
             steps = min(steps, int(self.steps_per_epoch))
         schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(self.epochs) * steps, 1))
@@ -396,7 +423,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             targets = None
             if use_struct:
                 targets = torch.as_tensor(self._targets(xt, y, labeled, counts), dtype=torch.float32, device=dev)
-            perm = torch.randperm(n, generator=gen)[:steps * int(self.batch_size)].to(xt.device)
+            perm = torch.randperm(drawn, generator=gen)[:steps * int(self.batch_size)]
+            perm = (perm if rows is None else rows[perm]).to(xt.device)
             extras = None
             if use_struct and self.labeled_per_batch:
                 extras = torch.as_tensor(rng.choice(labeled, (steps, int(self.labeled_per_batch)))).to(xt.device)
@@ -406,7 +434,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
                 m = len(idx)  # the pool draw; labeled extras (drawn with replacement) follow it
                 if extras is not None:
                     idx = torch.cat([idx, extras[s]])
-                clean = self._as_input(xt[idx].to(dev, non_blocking=True))
+                clean = self._as_input(_to_device(xt[idx], dev))
                 xb = augment(clean, int(self.max_shift), bool(self.flip), gen, int(self.cutout))
                 yb = yt[idx].to(dev, non_blocking=True)
                 with autocast:
@@ -501,7 +529,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         out = []
         for s in range(0, len(idx), batch):
             sel = torch.as_tensor(idx[s:s + batch], device=xt.device)
-            out.append(self.encoder_(self._as_input(xt[sel].to(self.device_))).float().cpu().numpy())
+            out.append(self.encoder_(self._as_input(_to_device(xt[sel], self.device_))).float().cpu().numpy())
         self.encoder_.train(was_training)
         return np.concatenate(out) if out else np.zeros((0, int(self.latent_dim)), np.float32)
 
@@ -541,7 +569,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         out = None
         for s in range(0, len(X), batch_size):
             xb = as_pool_array(X[s:s + batch_size])
-            z = self.encoder_(self._as_input(_tensor(xb).to(self.device_))).float().cpu().numpy()
+            z = self.encoder_(self._as_input(_to_device(_tensor(xb), self.device_))).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(X), z.shape[1]), np.float32)
             out[s:s + len(z)] = z
@@ -565,9 +593,11 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self._check_fitted()
         x = np.asarray(X)
         total = 0.0
+        scaled = getattr(self, "input_range_", None) is not None
         for s in range(0, len(x), batch_size):
-            xb = as_float_array(x[s:s + batch_size])
-            total += float(np.sum((self.inverse_transform(self.transform(xb)) - xb) ** 2, dtype=np.float64))
+            part = x[s:s + batch_size]  # in the units inverse_transform gives back: a scaled pool's are its values
+            xb = channels_first(np.asarray(part)).astype(np.float32) if scaled else as_float_array(part)
+            total += float(np.sum((self.inverse_transform(self.transform(part)) - xb) ** 2, dtype=np.float64))
         return total / x.size if x.size else float("nan")
 
     def to(self, device: str | torch.device) -> StructuringAutoencoder:

@@ -95,9 +95,13 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
             return len(self.class_names)
         return int(y.max() + 1)
 
-    def fit(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None) -> SAEClassifier:
-        """``ids``: each item's stable id (default: its position), which picks the calibration holdout."""
+    def fit(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None,
+            mask: np.ndarray | None = None) -> SAEClassifier:
+        """``ids``: each item's stable id (default: its position), which picks the calibration holdout; ``mask``: the
+        items to train on (see :meth:`StructuringAutoencoder.fit`), the rest of ``X`` is read past."""
         y = np.asarray(y, dtype=np.int64)
+        if mask is not None:
+            y = np.where(np.asarray(mask, bool), y, -1)
         labeled = y >= 0
         if len(np.unique(y[labeled])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
@@ -137,7 +141,7 @@ class SAEClassifier(ClassifierMixin, BaseEstimator):
                 sae = _training_copy(self.saes_[m]).set_params(warm_start=True, pseudo_weight=pseudo_weight, **member)
             else:
                 sae = StructuringAutoencoder(pseudo_weight=pseudo_weight, **member)
-            sae.fit(X, y_pulled, pseudo=pseudo)
+            sae.fit(X, y_pulled, pseudo=pseudo, mask=mask)
             if not semi:
                 sae.set_params(consistency=consistency)
             saes.append(sae)

@@ -148,5 +148,16 @@ def test_raw_features_are_scaled_as_the_sae_scales_them(digits: Dataset) -> None
     assert wide.input_range_ is not None
     np.testing.assert_allclose(wide.decision_function(x * 1000.0 - 300.0), narrow.decision_function(x * 2.0 + 5.0),
                                rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(wide.input_range_[0], x.min(axis=0) * 1000.0 - 300.0, rtol=1e-5, atol=1e-3,
+                               err_msg="the whole pool's range, unlabeled items too, not the first labels'")
     with pytest.raises(ValueError, match="looks like"):
         EncoderClassifier(**params).fit(np.repeat(digits.x_train[:300], 3, axis=1).transpose(0, 2, 3, 1), y)
+
+
+def test_integer_images_are_predicted_in_the_units_they_were_trained_in(digits: Dataset) -> None:
+    pixels = np.round(digits.x_train[:300] * 255).astype(np.uint8)
+    y = np.where(np.arange(300) < 120, digits.y_train[:300], -1)
+    params = dict(min_steps=30, device="cpu", network="mlp", random_state=0)
+    as_int = EncoderClassifier(**params).fit(pixels.astype(np.int64), y)
+    as_uint8 = EncoderClassifier(**params).fit(pixels, y)
+    np.testing.assert_array_equal(as_int.decision_function(pixels.astype(np.int64)), as_uint8.decision_function(pixels))

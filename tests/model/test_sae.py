@@ -522,9 +522,9 @@ def test_semi_supervised_terms_wait_for_their_label_count(small, digits: Dataset
     seen = []
     fit = StructuringAutoencoder.fit
 
-    def recording_fit(self, X, y=None, pseudo=None):
+    def recording_fit(self, X, y=None, pseudo=None, **kw):
         seen.append((self.consistency, self.pseudo_weight, None if pseudo is None else int((pseudo >= 0).sum())))
-        return fit(self, X, y, pseudo=pseudo)
+        return fit(self, X, y, pseudo=pseudo, **kw)
 
     monkeypatch.setattr(StructuringAutoencoder, "fit", recording_fit)
     model = SAEClassifier(epochs=1, device="cpu", warm_start=True, self_training=0.5, self_training_threshold=0.0,
@@ -1054,3 +1054,42 @@ def test_integer_images_are_taken_as_uint8_pixels_are_and_vectors_by_their_range
     np.testing.assert_allclose(sae.transform(low), sae.transform(low.astype(np.float32)), rtol=1e-6)
     counts = (u.reshape(len(u), -1) // 32).astype(np.int64)  # small counts per feature, not pixels
     assert StructuringAutoencoder(**params).fit(counts, y).input_range_ is not None
+    deep_float = deep.astype(np.float32)
+    assert sae.reconstruction_error(deep) == pytest.approx(sae.reconstruction_error(deep_float), rel=1e-5), \
+        "measured in the units the model gives back, whatever the batch's dtype"
+    assert sae.reconstruction_error(low) == pytest.approx(sae.reconstruction_error(low.astype(np.float32)), rel=1e-5)
+    assert as_int64.reconstruction_error(u.astype(np.int64)) == pytest.approx(as_uint8.reconstruction_error(u))
+
+
+def test_a_float16_pool_wider_than_its_largest_number_is_still_scaled() -> None:
+    from model.sae import input_range
+
+    x = np.array([[-40000.0, 1.0], [40000.0, 3.0]], np.float16)
+    _, span = input_range(x)
+    assert np.isfinite(span).all() and span[0] == pytest.approx(80000.0) and span[1] > 0
+
+
+def test_a_mask_trains_exactly_as_the_items_it_keeps_would_alone(small) -> None:
+    """A memory map with deleted items' rows among the rest is trained on as it lies, as if those rows were gone."""
+    x, y = small
+    keep = np.ones(len(x), bool)
+    keep[::7] = False
+    params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=3, max_shift=1)
+    masked = StructuringAutoencoder(**params).fit(x, y, mask=keep)
+    alone = StructuringAutoencoder(**params).fit(x[keep], y[keep])
+    np.testing.assert_array_equal(masked.transform(x[keep]), alone.transform(x[keep]))
+    every = StructuringAutoencoder(**params).fit(x, y, mask=np.ones(len(x), bool))
+    np.testing.assert_array_equal(every.transform(x), StructuringAutoencoder(**params).fit(x, y).transform(x))
+    with pytest.raises(ValueError, match="one flag per item"):
+        StructuringAutoencoder(**params).fit(x, y, mask=keep[1:])
+
+
+def test_the_classifier_passes_its_mask_to_every_member(small) -> None:
+    x, y = small
+    keep = np.arange(len(x)) % 5 != 0
+    y = np.where(keep, y, np.where(y >= 0, y, 1))  # labels on masked items must not count either
+    params = dict(latent_dim=6, epochs=2, members=2, random_state=0, device="cpu")
+    masked = SAEClassifier(**params).fit(x, y, mask=keep)
+    alone = SAEClassifier(**params).fit(x[keep], y[keep])
+    np.testing.assert_array_equal(masked.predict(x[keep]), alone.predict(x[keep]))
+    np.testing.assert_allclose(masked.transform(x[keep]), alone.transform(x[keep]), rtol=1e-6)

@@ -250,8 +250,8 @@ def record_fits(monkeypatch, what: Callable[[StructuringAutoencoder, np.ndarray 
     seen = []
     fit = StructuringAutoencoder.fit
 
-    def recording_fit(self, x, y=None, pseudo=None):
-        out = fit(self, x, y, pseudo=pseudo)
+    def recording_fit(self, x, y=None, pseudo=None, **kw):
+        out = fit(self, x, y, pseudo=pseudo, **kw)
         seen.append(what(self, pseudo))
         return out
 
