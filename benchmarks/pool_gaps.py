@@ -6,8 +6,9 @@ Deleted tasks leave dead rows in the pool's memory map. Before, every training c
 (:func:`service.training.pool_stretch`). The third way, gathering the live rows, copies the pool into memory. On a
 pool of ``--pool`` 28x28 uint8 items, for each share of deleted tasks, this times:
 
-* ``stretch``: the training's read now (``pool_stretch``, then one pass over every item, as an epoch reads);
-* ``gather``: the live rows gathered into memory, then the same pass;
+* ``stretch``: the training's read now (``pool_stretch``, then one epoch's reads: every live row once, in random
+  batches of 256, the deleted rows stepped over as the fit's ``mask`` does);
+* ``gather``: the live rows gathered into memory (``live_items``), then the same epoch;
 * ``compact``: what each training did before it read (a compaction of the whole pool, synced to disk).
 
 Memory is the peak of numpy's allocations (``tracemalloc``): pages of the memory map are the page cache's.
@@ -32,17 +33,18 @@ from machine import timed, write_rows
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.pool_store import COMPACT_DEAD_SHARE, PoolStore
-from service.training import pool_stretch
+from service.training import live_items, pool_stretch
 
 SHAPE = (1, 28, 28)
 CHUNK = 100_000
 
 
-def _pass(x: np.ndarray, batch: int = 4096) -> int:
-    """One read of every item, a batch at a time, as an epoch reads the pool."""
+def _epoch(x: np.ndarray, rows: np.ndarray, seed: int, batch: int = 256) -> int:
+    """One read of every row in ``rows``, in random batches, as an epoch of the fit draws them."""
+    order = rows[np.random.default_rng(seed).permutation(len(rows))]
     total = 0
-    for s in range(0, len(x), batch):
-        total += int(np.asarray(x[s:s + batch]).sum(dtype=np.int64))
+    for s in range(0, len(order), batch):
+        total += int(x[np.sort(order[s:s + batch])].sum(dtype=np.int64))
     return total
 
 
@@ -70,14 +72,15 @@ def measure(pool: int, share: float, seed: int) -> dict:
         def stretch() -> int:
             _, x, live = pool_stretch(str(where), live_ids)
             assert isinstance(x, np.memmap) and int(live.sum()) == len(live_ids)
-            return _pass(x)
+            return _epoch(x, np.flatnonzero(live), seed)
 
         def gather() -> int:
-            return _pass(store.get(live_ids))
+            _, x = live_items(str(where), live_ids)
+            return _epoch(x, np.arange(len(x)), seed)
 
         (seen, t_stretch, mb_stretch) = _peak_mb(stretch)
         (gathered, t_gather, mb_gather) = _peak_mb(gather)
-        assert seen >= gathered, "the stretch reads the dead rows too"
+        assert seen == gathered, "the same items, read where they lie"
         _, t_compact = timed(lambda: store.compact(min_dead=0.0))
         assert len(store.items()) == len(live_ids)
         store.close()

@@ -84,9 +84,10 @@ def pool_items(store: PoolStore, task_ids: np.ndarray) -> np.ndarray:
     return store.items(rows)
 
 
-def live_items(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The job's tasks still stored, and their items: a task deleted since the job was made is left out."""
-    store = PoolStore(pool_dir, read_only=True)
+def live_items(pool_dir: str, task_ids: np.ndarray, store: PoolStore | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The job's tasks still stored, and their items: a task deleted since the job was made is left out. ``store``:
+    the pool already open (opening reads its whole index), else it is opened here."""
+    store = store if store is not None else PoolStore(pool_dir, read_only=True)
     ids = np.asarray(task_ids, np.int64)
     ids = ids[store.holds(ids)]
     return ids, pool_items(store, ids)
@@ -98,8 +99,8 @@ def pool_stretch(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.nd
     A pool is compacted only once its deleted tasks' rows pass :data:`~service.pool_store.COMPACT_DEAD_SHARE`, so
     the tasks' rows may have gaps; gathering them would copy the whole pool into memory. Where the gaps are at most
     :data:`READ_THROUGH_DEAD_SHARE` of the stretch from the first task's row to the last, the stretch is read as it
-    lies and a gap row is an item of no task (id -1, ``live`` False): it counts as an unlabeled item in the
-    reconstruction, and is never labeled, suggested or scored. Otherwise the items are gathered.
+    lies and a gap row is an item of no task (id -1, ``live`` False), which the fit reads past (its ``mask``): never
+    trained on, labeled, suggested or scored. Otherwise the items are gathered.
     """
     store = PoolStore(pool_dir, read_only=True)
     ids = np.asarray(task_ids, np.int64)
@@ -167,7 +168,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
                               sae_params={"on_epoch": on_epoch, **trains})
-    model.fit(x, y, ids=ids)  # task ids pick the calibration holdout: the same tasks in every version
+    model.fit(x, y, ids=ids, mask=None if live.all() else live)  # task ids pick the calibration holdout: the same
+    # tasks in every version; rows of deleted tasks are read past, never trained on
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:
         model.sae_params = {k: v for k, v in model.sae_params.items() if k != "on_epoch"}
@@ -179,10 +181,12 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
     return TrainingResult(model, metrics)
 
 
-def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | None = None) -> ShardScores:
-    """Score tasks ``start:stop`` of the job (loading the saved version when no model is given)."""
+def score_pool(job: ScoringJob, start: int, stop: int, model: SAEClassifier | None = None,
+               store: PoolStore | None = None) -> ShardScores:
+    """Score tasks ``start:stop`` of the job (loading the saved version when no model is given; ``store``: the pool
+    already open, for a caller scoring many shards)."""
     model = model if model is not None else load_model(job.version_dir, job.device)
-    ids, x = live_items(job.pool_dir, job.task_ids[start:stop])
+    ids, x = live_items(job.pool_dir, job.task_ids[start:stop], store)
     strategy = get_strategy(job.strategy, job.seed + start)  # a seed of its own: shards draw different numbers
     return score_shard(model, ids, x, strategy, job.keep, np.isin(ids, job.labeled_ids))
 
@@ -203,7 +207,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
 
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
                                 max_shift=s.max_shift, flip=s.flip, steps_per_epoch=s.warm_steps,
-                                device=job.device, on_epoch=on_epoch).fit(x)
+                                device=job.device, on_epoch=on_epoch).fit(x, mask=None if live.all() else live)
     tasks = np.flatnonzero(live)
     return ids[tasks][TypicalitySampling().first(ae.transform(x)[tasks], k)]
 
@@ -218,8 +222,9 @@ class TrainingBackend:
         raise NotImplementedError
 
     def score(self, job: ScoringJob, model: SAEClassifier, progress: Progress | None = None) -> list[ShardScores]:
-        """The pool's scores in shards, in pool order (here with the model already in memory)."""
-        return [score_pool(job, a, b, model) for a, b in job.shards(SCORE_SHARD)]
+        """The pool's scores in shards, in pool order (here with the model already in memory, the pool opened once)."""
+        with PoolStore(job.pool_dir, read_only=True) as store:
+            return [score_pool(job, a, b, model, store) for a, b in job.shards(SCORE_SHARD)]
 
     def close(self) -> None:
         """Stop what is running elsewhere (the service is shutting down)."""
