@@ -63,25 +63,33 @@ PICTURES_KEPT = 32  # drawn pictures kept for a repeat request
 
 
 class PictureCache:
-    """Pictures drawn for a version, kept while that exact snapshot serves: a dashboard refreshing every few seconds
-    costs one drawing a version (or a change of what it shows), not most of a second of CPU each time."""
+    """Pictures drawn, kept while what they were drawn from serves: a dashboard refreshing every few seconds costs one
+    drawing a version (or a change of what it shows), not most of a second of CPU each time.
+
+    ``key`` is ``(kind, project, ...)``; ``basis`` the objects a picture is drawn from (the version's model, its
+    latent sample), matched by identity: a snapshot replaced for new tasks or rows keeps them, a new version does
+    not. A picture of a new basis drops the project's pictures of any other, so no old model stays alive here.
+    """
 
     def __init__(self, size: int = PICTURES_KEPT) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple, tuple[object, bytes]] = OrderedDict()
+        self._kept: OrderedDict[tuple, tuple[tuple, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple, served: object) -> bytes | None:
+    def get(self, key: tuple, basis: tuple) -> bytes | None:
         with self._lock:
             hit = self._kept.get(key)
-            if hit is None or hit[0] is not served:
+            if hit is None or len(hit[0]) != len(basis) or any(a is not b for a, b in zip(hit[0], basis, strict=True)):
                 return None
             self._kept.move_to_end(key)
             return hit[1]
 
-    def put(self, key: tuple, served: object, png: bytes) -> None:
+    def put(self, key: tuple, basis: tuple, png: bytes) -> None:
         with self._lock:
-            self._kept[key] = (served, png)
+            model = basis[0]
+            for other in [k for k, (b, _) in self._kept.items() if k[1] == key[1] and b[0] is not model]:
+                del self._kept[other]
+            self._kept[key] = (basis, png)
             self._kept.move_to_end(key)
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)
@@ -280,12 +288,13 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         pushed = [t for t, _ in served.ranking(settings.push_top_k, m.left_out(st, served))]  # as the push marks
         marked = np.flatnonzero(np.isin(ids, np.asarray(pushed, np.int64)))
         key = ("latent", st.id, hashlib.sha256(marked.tobytes()).hexdigest())
-        png = pictures.get(key, served)
+        basis = (served.model, served.latent)  # the title and class names are the model's version's
+        png = pictures.get(key, basis)
         if png is None:
             png = latent_png(served.latent["z"], served.latent["y"], served.class_names, marked,
                              title=f"project {st.id}, {served.name}",
                              centres=served.model.class_centres_)
-            pictures.put(key, served, png)
+            pictures.put(key, basis, png)
         return Response(png, media_type="image/png")
 
     @app.get("/projects/{pid}/morph.png", dependencies=deps)
@@ -308,14 +317,14 @@ def create_app(settings: Settings | None = None, manager: ProjectManager | None 
         if config.kind != "image":
             raise HTTPException(422, f"morphing draws images; this project's data is {config.kind}")
         key = ("morph", st.id, source, target, steps)
-        png = pictures.get(key, served)
+        png = pictures.get(key, (served.model,))
         if png is None:
             try:
                 images = morph(served.model, classes.index(source), classes.index(target), steps)
             except ValueError as e:
                 raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
             png = morph_png(images, f"{source} -> {target}")
-            pictures.put(key, served, png)
+            pictures.put(key, (served.model,), png)
         return Response(png, media_type="image/png")
 
     return app

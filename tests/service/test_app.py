@@ -443,12 +443,29 @@ def test_a_picture_is_drawn_once_while_its_version_and_rings_stay(tmp_path, monk
     m.mirror(st).upsert_annotation(first, {**choice("3", 777), "task": first})
     app.get("/projects/1/latent.png")
     assert len(rings) == 2, "a task labeled since leaves the rings: drawn again"
-    st.served = dataclasses.replace(served)
+    st.served = dataclasses.replace(served, rows_mark=None)
     app.get("/projects/1/latent.png")
-    assert len(rings) == 3, "another snapshot (a new version, new tasks joined): drawn again"
+    assert len(rings) == 2, "a snapshot replaced for new tasks that did not join the picture: the same picture"
+    st.served = served = dataclasses.replace(served, latent=dict(served.latent))
+    app.get("/projects/1/latent.png")
+    assert len(rings) == 3, "new tasks joined the picture: drawn again"
 
     morphs, real = [], model.morph.morph
     monkeypatch.setattr(model.morph, "morph", lambda *a: morphs.append(a[1:]) or real(*a))
     for params in ({"from": "1", "to": "2"}, {"from": "1", "to": "2"}, {"from": "1", "to": "2", "steps": 4}):
         assert app.get("/projects/1/morph.png", params=params).status_code == 200
     assert morphs == [(1, 2, 8), (1, 2, 4)]
+
+
+def test_a_new_version_s_picture_lets_the_old_version_go() -> None:
+    from service.app import PictureCache
+
+    cache, old, new = PictureCache(size=8), object(), object()
+    cache.put(("morph", 1, "a", "b", 8), (old,), b"old")
+    cache.put(("morph", 2, "a", "b", 8), (old,), b"other project")
+    assert cache.get(("morph", 1, "a", "b", 8), (old,)) == b"old"
+    cache.put(("latent", 1, "h"), (new, {}), b"new")
+    assert cache.get(("morph", 1, "a", "b", 8), (old,)) is None and len(cache._kept) == 2, \
+        "the project's pictures of the old model went with their references to it"
+    assert cache.get(("morph", 2, "a", "b", 8), (old,)) == b"other project"
+    assert cache.get(("latent", 1, "h"), (new, {})) is None, "a basis is matched by identity, not by value"
