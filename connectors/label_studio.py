@@ -558,12 +558,20 @@ class LabelStudioClient:
     def queue_copies(self, queue_project_id: int) -> dict[int, int]:
         """Each source task the queue holds a copy of, with its copy's id (the first, if a person made two):
         one read of the whole queue."""
+        return self.read_queue(queue_project_id)[0]
+
+    def read_queue(self, queue_project_id: int) -> tuple[dict[int, int], frozenset[int]]:
+        """:meth:`queue_copies`, and the queue's copies someone annotated or skipped (no one's work is deleted with
+        them), from the same read."""
         copies: dict[int, int] = {}
+        worked: set[int] = set()
         for t in self.iter_tasks(queue_project_id, page_size=250, fields="task_only"):
             source = _source_task(t.get("meta"))
             if source is not None:
                 copies[source] = min(int(t["id"]), copies.get(source, int(t["id"])))
-        return copies
+                if int(t.get("total_annotations") or 0) or int(t.get("cancelled_annotations") or 0):
+                    worked.add(int(t["id"]))
+        return copies, frozenset(worked)
 
     def copy_to_queue(self, queue_project_id: int, source_tasks: list[dict],
                       have: dict[int, int] | None = None) -> dict[int, int]:
@@ -595,9 +603,9 @@ class LabelStudioClient:
     def delete_untouched_tasks(self, project_id: int, task_ids: Iterable[int], chunk: int = 100) -> int:
         """Delete those of these tasks no one has worked on (no annotation, skip or draft, by anyone); how many went.
 
-        Label Studio checks and deletes in one request (its Data Manager ``delete_tasks`` action with
-        :data:`UNTOUCHED_FILTER`), so a label saved a moment before is never deleted with its task. For the
-        queue's copies only: this backend never deletes a task it did not write. ~4 ms a task on SQLite.
+        Label Studio selects them by :data:`UNTOUCHED_FILTER` in the request that deletes them (its Data Manager
+        ``delete_tasks`` action), so only work saved in the few milliseconds between its select and its delete could
+        go with a task. For the queue's copies only. ~4 ms a task on SQLite.
         """
         ids = sorted({int(i) for i in task_ids})
         n = 0

@@ -38,7 +38,16 @@ from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
 from service.pool_store import Mark
-from service.push import VIEW, PushError, PushReport, PushState, RowsAhead, push_suggestions, push_version
+from service.push import (
+    VIEW,
+    PushError,
+    PushReport,
+    PushState,
+    QueueTops,
+    RowsAhead,
+    push_suggestions,
+    push_version,
+)
 from service.served import ServedVersion, decision_scores, load_served, save_served, score
 from service.settings import Settings
 from service.training import JobCancelledError, LocalTrainingBackend, ScoringJob, TrainingBackend, TrainingJob
@@ -90,6 +99,8 @@ class ProjectState:
     suggested: list[int] | None = None
     claim_seen: Claim | None = None  # the writer claim (any install's) this one last read in Label Studio (saved)
     gone_since: float | None = None  # Label Studio answered 404 for the project itself (saved)
+    marked_written: frozenset[int] | None = field(default=None, repr=False)  # the marked set its file holds
+    marked_record: dict | None = field(default=None, repr=False)  # and what project.json keeps in its place
     mirror: ProjectMirror | None = field(default=None, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -126,6 +137,17 @@ def count_changes(now: dict[int, int], before: dict[int, int], now_classes: Sequ
         moved = {i: where.get(c, -1 - i) for i, c in enumerate(before_classes)}  # a class gone matches nothing
         before = {t: moved.get(k, -1 - k) for t, k in before.items()}
     return sum(1 for t in now.keys() | before.keys() if now.get(t) != before.get(t))
+
+
+def _queue_tops(saved: object) -> QueueTops | None:
+    """The queue's tops as ``project.json`` keeps them; None (no copy retired until two versions are pushed) where
+    they are missing or unreadable."""
+    try:
+        previous = saved["previous"]
+        return QueueTops(int(saved["number"]), frozenset(int(t) for t in saved["recent"]),
+                         None if previous is None else frozenset(int(t) for t in previous))
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 class ProjectManager:
@@ -219,13 +241,18 @@ class ProjectManager:
             with contextlib.suppress(TypeError, KeyError, ValueError):
                 st.claim_seen = Claim(str(info["claim_seen"]["install"]), float(info["claim_seen"]["at"]))
             marked = info.get("marked")
+            if isinstance(marked, dict):  # a list: a file of an earlier release
+                marked = store.read_marked()
             rows, rows_number = info.get("pushed_rows"), info.get("pushed_rows_number")
             if rows_number is None and st.push_pending:  # a file of an earlier release: a push may have been cut short,
                 rows, rows_number = None, info.get("last_pushed_number")  # so a push of that version reads its rows
             st.push_state = PushState(info.get("last_pushed_number"),
                                       None if marked is None else frozenset(int(t) for t in marked),
                                       rows=None if rows is None else frozenset(int(t) for t in rows),
-                                      rows_number=rows_number, took_over=bool(info.get("took_over")))
+                                      rows_number=rows_number, took_over=bool(info.get("took_over")),
+                                      queue_tops=_queue_tops(info.get("queue_tops")))
+            if isinstance(info.get("marked"), dict) and st.push_state.marked is not None:
+                st.marked_written, st.marked_record = st.push_state.marked, info["marked"]
             # a version whose scoring failed or was cut short has no snapshot: the scored one before it serves
             snapshots = {n: store.dir / f"served-v{n:06d}.npz" for n in store.numbers()}
             for number in sorted(snapshots, key=lambda n: (snapshots[n].exists(), n), reverse=True):
@@ -293,12 +320,24 @@ class ProjectManager:
             "training_asked": st.forced_training,
             "training_failures": st.failures, "last_error": st.last_error, "last_error_at": st.last_error_at,
             "push_pending": st.push_pending, "last_pushed_number": ps.last_number, "took_over": ps.took_over,
-            "marked": None if ps.marked is None else sorted(ps.marked),
+            "marked": self._marked_record(st),
             "pushed_rows": None if ps.rows is None else sorted(ps.rows),
             "pushed_rows_number": ps.last_number if ps.rows_number is None else ps.rows_number,
+            "queue_tops": None if ps.queue_tops is None else {
+                "number": ps.queue_tops.number, "recent": sorted(ps.queue_tops.recent),
+                "previous": None if ps.queue_tops.previous is None else sorted(ps.queue_tops.previous)},
             "stop_kappas": st.stop_kappas[-20:], "suggested": st.suggested,
             "label_check_seconds": st.label_check_seconds, "gone_since": st.gone_since,
             "claim_seen": None if st.claim_seen is None else st.claim_seen.as_dict()})
+
+    def _marked_record(self, st: ProjectState) -> dict | None:
+        """The marked set's place in ``project.json``: its file, written again only when the set changed."""
+        marked = st.push_state.marked
+        if marked is None:
+            return None
+        if st.marked_written is not marked:
+            st.marked_record, st.marked_written = self.store(st.id).write_marked(marked), marked
+        return st.marked_record
 
     def setup(self, pid: int, schema: str | None, hostname: str | None, access_token: str | None) -> ProjectState:
         """Register a project from Label Studio's ``/setup`` call; no network calls here."""
@@ -1065,7 +1104,8 @@ class ProjectManager:
                 st.claim_seen = report.claim or st.claim_seen
                 st.queue_project_id = report.queue_project_id or st.queue_project_id
                 st.push_state = PushState(report.number, frozenset(report.marked),
-                                          report.queued or st.push_state.queued, report.rows)
+                                          report.queued or st.push_state.queued, report.rows,
+                                          queue_tops=report.queue_tops or st.push_state.queue_tops)
                 st.last_push = report.summary()
                 self.metrics.pushed.labels(str(st.id)).inc(report.rows_written)
                 if report.newer or report.took_from:  # another backend wrote here: a person has to stop one

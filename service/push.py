@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from tenacity import RetryError
@@ -86,6 +86,24 @@ class QueueState:
 
 
 @dataclass(frozen=True)
+class QueueTops:
+    """The source tasks whose queue copies stay: every top-K pushed for version ``number``, and the last top-K of the
+    version pushed before it (None: not known, after a takeover or the first queue push of this install)."""
+
+    number: int
+    recent: frozenset[int]
+    previous: frozenset[int] | None = None
+
+
+def tops_after(prior: QueueTops | None, number: int, top: Iterable[int]) -> QueueTops:
+    """The tops once version ``number`` has been pushed with ``top`` (``prior``: before it, None if not known)."""
+    top = frozenset(int(t) for t in top)
+    if prior is not None and prior.number == number:
+        return QueueTops(number, prior.recent | top, prior.previous)
+    return QueueTops(number, top, None if prior is None else prior.recent)
+
+
+@dataclass(frozen=True)
 class PushState:
     """What the last push left in Label Studio, as far as the next push needs to know."""
 
@@ -97,6 +115,7 @@ class PushState:
     # writing its rows leaves them known, so its retry only adds: deleting the rows of the version Label Studio
     # shows would clear the project's model version, and the view's order with it, until a push lands
     took_over: bool = False  # from another install, and no push completed since: every other sae-vN is its
+    queue_tops: QueueTops | None = None  # the top-Ks the queue's copies stay for (queue mode; saved)
 
 
 @dataclass
@@ -122,6 +141,7 @@ class PushReport:
     took_over: bool = False  # from another install (this push or one cut short): every other sae-vN went
     queue_config_error: str | None = None  # why the queue project could not take the project's label config
     copies_retired: int = 0  # queue copies deleted: their sources left the top-K, and no one worked on them
+    queue_tops: QueueTops | None = None  # what the push's queue copies stay for, once it completed
 
     def summary(self) -> dict:
         until_view = None if self.head_visible_at is None else round(self.head_visible_at - self.started_at, 3)
@@ -321,7 +341,10 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
             log.warning("project %s: the queue project %s keeps its label config: %s", pid, queue_id, e)
         data = {int(t["id"]): t for t in step(lambda: list(client.tasks_by_id(pid, top)))}
         known = prior.queued if prior.queued is not None and prior.queued.project == queue_id else None
-        have = dict(known.copies) if known is not None else step(client.queue_copies, queue_id)
+        if known is not None:
+            have, worked = dict(known.copies), known.worked
+        else:
+            have, worked = step(client.read_queue, queue_id)
         copies = [{"id": t, "data": data[t]["data"], "project": pid} for t in top if t in data]
         tries = iter([have])
 
@@ -329,38 +352,39 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
             return client.copy_to_queue(queue_id, copies, next(tries, None))
 
         queued = step(copy_to_queue)
-        worked = known.worked if known is not None else frozenset()
-        if prior.marked is not None and not report.took_over:
-            queued, worked = _retire_copies(step, client, queue_id, queued, set(top) | set(prior.marked), worked,
+        tops = tops_after(None if report.took_over else prior.queue_tops, number, top)
+        if tops.previous is not None and any(t in queued for t in top):  # the queue keeps a task: deleting its
+            queued, worked = _retire_copies(step, client, queue_id, queued,  # last one deletes its tabs, the team's too
+                                            tops.recent | tops.previous, worked,
                                             RETIRE_PER_TOP_K * settings.push_top_k, report)
         report.queued = replace(_order_queue(step, client, queue_id, version, number, rows, queued, known, report),
                                 worked=worked)
     except PushError as e:
         e.marked, e.queue_project_id = report.marked, queue_id
         raise
-    report.queue_project_id = queue_id
+    report.queue_project_id, report.queue_tops = queue_id, tops
 
 
 def _retire_copies(step: Callable, client: LabelStudioClient, queue_id: int, copies: Mapping[int, int],
                    keep: set[int], worked: frozenset[int], limit: int, report: PushReport
                    ) -> tuple[dict[int, int], frozenset[int]]:
-    """Delete the queue's copies whose sources are in neither this push's top-K nor the last one's (left the
-    ranking, labeled or deleted in the project), unless someone worked on them: the copies and the ``worked`` set
-    after it.
+    """Delete the queue's copies of sources outside ``keep`` (the :class:`QueueTops`: every top-K of this version and
+    the last of the one before), unless someone worked on them: the copies and the ``worked`` set after it.
 
-    The queue then holds about two top-Ks of work plus the team's, not a top-K for every version; and no annotator
-    labels again a task already labeled in the project. A copy lives through one version after it leaves, so one
-    a person has open as a version lands is not pulled away. Label Studio checks for annotations, skips and drafts
-    in the request that deletes (see :meth:`LabelStudioClient.delete_untouched_tasks`); the copies it keeps are
-    read and never asked for again. At most ``limit`` a push: copies an older backend left go over a few versions.
+    The queue then holds about two top-Ks of work plus the team's, not a top-K for every version; and a task labeled
+    in the project leaves the queue within two versions, so no annotator labels it again. A copy stays through the
+    version after it leaves the top-K, so one a person has open as a version lands is not pulled away. Label Studio
+    checks for annotations, skips and drafts as it deletes (see :meth:`LabelStudioClient.delete_untouched_tasks`);
+    the copies it keeps are read and not asked for again (those the queue's read saw annotated never are). At most
+    ``limit`` a push, newest first: copies an older backend left go over a few versions.
     """
-    stale = [c for s, c in copies.items() if s not in keep and c not in worked][:limit]
+    stale = sorted((c for s, c in copies.items() if s not in keep and c not in worked), reverse=True)[:limit]
     if not stale:
         return dict(copies), worked
     gone = step(client.delete_untouched_tasks, queue_id, stale) or 0
     left = set() if gone >= len(stale) else {int(t["id"])
                                              for t in step(lambda: list(client.tasks_by_id(queue_id, stale)))}
-    report.copies_retired = len(stale) - len(left)
+    report.copies_retired = int(gone)
     removed = set(stale) - left
     return {s: c for s, c in copies.items() if c not in removed}, worked | left
 

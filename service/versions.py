@@ -16,12 +16,15 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from model.persistence import load_model, read_settings, save_model
 from model.sae_classifier import SAEClassifier
-from service.pool_store import write_durably
+from service.pool_store import replacing, write_durably
 
 log = logging.getLogger("sae_backend.versions")
 
+MARKED_FILE = "marked.bin"  # int64 task ids, little-endian
 _VERSION_DIR = re.compile(r"^v(\d{6,})$")
 _OWN_NAME = re.compile(r"sae-v(0|[1-9][0-9]*)(?:-unread)?")  # exactly what the two below write, nothing near it
 
@@ -156,6 +159,25 @@ class VersionStore:
             out.append({k: meta.get(k) for k in ("model_version", "labeled", "cv_accuracy", "train_seconds",
                                                  "read_seconds", "created_at")})
         return out
+
+    def write_marked(self, marked: frozenset[int]) -> dict:
+        """The set of tasks that may carry a mark, beside ``project.json`` rather than in it: it keeps every labeled
+        task that was asked for, O(labels), and is written when it changes, not at every record of the project.
+        Returns what ``project.json`` keeps in its place."""
+        with replacing(self.dir / MARKED_FILE) as fh:
+            fh.write(np.asarray(sorted(marked), dtype="<i8").tobytes())
+        return {"file": MARKED_FILE, "count": len(marked)}
+
+    def read_marked(self) -> frozenset[int] | None:
+        """The set :meth:`write_marked` wrote; None (unknown: the next push rewrites every mark) where it is gone or
+        torn."""
+        try:
+            data = (self.dir / MARKED_FILE).read_bytes()
+        except OSError:
+            return None
+        if len(data) % 8:
+            return None
+        return frozenset(np.frombuffer(data, dtype="<i8").tolist())
 
     def write_project(self, info: dict) -> None:
         """Synced before it replaces the old record, so a power cut leaves the old record or the new one."""

@@ -198,6 +198,9 @@ def test_queue_project_copies_once_and_reports_labels(ls_client: LabelStudioClie
     ls_client.create_annotation(copies[ids[3]]["id"], choice("3"))
     labels = {src: (qid, anns) for src, qid, anns in ls_client.queue_labels(queue)}
     assert sorted(labels) == [ids[0], ids[3]]
+    worked = {copies[ids[0]]["id"], copies[ids[3]]["id"]}
+    assert ls_client.read_queue(queue) == (ls_client.queue_copies(queue), worked), \
+        "the queue's read names the copies someone labeled"
     assert labels[ids[3]][0] == copies[ids[3]]["id"] and labels[ids[3]][1][0]["result"] == choice("3")
     at = ls_client.last_saved(queue)
     ls_client.delete_annotation(labels[ids[0]][1][0]["id"])

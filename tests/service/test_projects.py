@@ -1614,3 +1614,47 @@ def test_while_a_push_writes_its_rows_they_are_recorded_as_unknown(tmp_path) -> 
     assert client.seen == [None], "sae-v1's rows are not sae-v2's: unknown until they are written"
     assert m.store(1).read_project()["pushed_rows_number"] == 2
     m.shutdown()
+
+
+def test_the_marked_set_lives_beside_the_project_record_and_the_queue_tops_in_it(tmp_path, monkeypatch) -> None:
+    """It keeps every labeled task that was asked for: O(labels) rewritten at every record of the project (a batch of
+    new tasks entering the head, a training's start) would grow with the project."""
+    import json
+
+    from service.push import PushState, QueueTops
+    from service.versions import VersionStore
+
+    m, app, client = make(tmp_path, client=FakeClient())
+    app.post("/setup", json={"project": "1.1", "schema": CONFIG})
+    writes = []
+    real = VersionStore.write_marked
+    monkeypatch.setattr(VersionStore, "write_marked", lambda self, marked: writes.append(len(marked)) or
+                        real(self, marked))
+    st = m.projects[1]
+    marked = frozenset(range(1000, 1500))
+    tops = QueueTops(3, frozenset({1000, 1001}), frozenset({999}))
+    with st.lock:
+        st.push_state = PushState(3, marked, queue_tops=tops)
+        m._persist(st)
+        st.push_pending = True
+        m._persist(st)
+    record = json.loads((tmp_path / "project-1" / "project.json").read_text())
+    assert record["marked"] == {"file": "marked.bin", "count": 500} and writes == [500], "once, not per record"
+    m.shutdown()
+    m2, _, _ = make(tmp_path, client=client)
+    assert m2.projects[1].push_state.marked == marked
+    assert m2.projects[1].push_state.queue_tops == tops, "the queue's copies stay for the same top-Ks after a restart"
+    with m2.projects[1].lock:
+        m2._persist(m2.projects[1])
+    assert writes == [500], "read back, not written again"
+    m2.shutdown()
+
+    (tmp_path / "project-1" / "marked.bin").write_bytes(b"torn")
+    m3, _, _ = make(tmp_path, client=client)
+    assert m3.projects[1].push_state.marked is None, "unknown: the next push reads and rewrites every mark"
+    m3.shutdown()
+    record["marked"] = [7, 8]  # as an earlier release wrote it
+    (tmp_path / "project-1" / "project.json").write_text(json.dumps(record))
+    m4, _, _ = make(tmp_path, client=client)
+    assert m4.projects[1].push_state.marked == {7, 8}
+    m4.shutdown()

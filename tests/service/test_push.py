@@ -15,7 +15,7 @@ import pytest
 
 from connectors.label_config import parse_label_config
 from connectors.label_studio import LabelStudioError
-from service.push import META_KEY, VIEW_TITLE, PushError, PushState, push_suggestions, push_version
+from service.push import META_KEY, VIEW_TITLE, PushError, PushState, QueueTops, push_suggestions, push_version
 from service.served import ServedVersion
 from service.settings import Settings
 
@@ -37,7 +37,9 @@ class Recorder:
         self.queue_rows: list[dict] = []
         self.queued: dict[int, int] = {}  # source task -> its copy in the queue
         self.copies_gone: set[int] = set()  # copies a person deleted in the queue
-        self.worked_on: set[int] = set()  # copies with an annotation, a skip or a draft
+        self.worked_on: set[int] = set()  # copies with a draft (seen by the delete's filter only)
+        self.annotated: set[int] = set()  # copies with an annotation or a skip (seen by a read of the queue too)
+        self.sources: set[int] | None = None  # the project's tasks (None: any asked for)
 
     def _call(self, name: str, *args):
         self.calls.append((name, *args))
@@ -112,11 +114,13 @@ class Recorder:
         self._call("tasks_by_id", pid, list(ids))
         if pid == self.QUEUE:
             return [{"id": t} for t in ids if t in set(self.queued.values()) - self.copies_gone]
-        return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids]
+        return [{"id": t, "data": {"image": f"/data/upload/4/{t}.png"}} for t in ids
+                if self.sources is None or t in self.sources]
 
     def delete_untouched_tasks(self, qid, ids):
         self._call("delete_untouched_tasks", qid, sorted(ids))
-        gone = {s: c for s, c in self.queued.items() if c in set(ids) - self.worked_on - self.copies_gone}
+        gone = {s: c for s, c in self.queued.items()
+                if c in set(ids) - self.worked_on - self.annotated - self.copies_gone}
         for s in gone:
             del self.queued[s]
         self.queue_rows = [r for r in self.queue_rows if r["task"] not in gone.values()]
@@ -125,6 +129,10 @@ class Recorder:
     def queue_copies(self, qid):
         self._call("queue_copies", qid)
         return {s: c for s, c in self.queued.items() if c not in self.copies_gone}
+
+    def read_queue(self, qid):
+        copies = self.queue_copies(qid)
+        return copies, frozenset(set(copies.values()) & self.annotated)
 
     def copy_to_queue(self, qid, tasks, have=None):
         self._call("copy_to_queue", qid, [t["id"] for t in tasks])
@@ -169,7 +177,8 @@ def push(client, tmp_path, prior=None, version=None, exclude=None, queue_project
 
 def after(report) -> PushState:
     """The state a completed push leaves for the next (as the project manager keeps it)."""
-    return PushState(report.number, frozenset(report.marked), report.queued, report.rows)
+    return PushState(report.number, frozenset(report.marked), report.queued, report.rows,
+                     queue_tops=report.queue_tops)
 
 
 def test_a_version_writes_its_head_only_and_deletes_only_its_own_earlier_rows(tmp_path) -> None:
@@ -414,10 +423,71 @@ def test_queue_copies_go_a_version_after_their_sources_leave_the_top_k_unless_so
 
     client = Recorder()
     client.queued = {s: 1000 + s for s in range(20, 40)}  # left by a backend that never retired copies
-    report = push(client, tmp_path, prior=PushState(2, frozenset({20})), push_mode="queue", push_top_k=1)
+    tops = QueueTops(2, frozenset({20}), frozenset())
+    report = push(client, tmp_path, prior=PushState(2, frozenset({20}), queue_tops=tops), push_mode="queue",
+                  push_top_k=1)
     assert report.copies_retired == 10 and len(client.queued) == 11, "ten a push (PUSH_TOP_K 1): the rest later"
-    report = push(client, tmp_path, prior=PushState(2, None), push_mode="queue", push_top_k=1)
-    assert report.copies_retired == 0, "the last push's top-K unknown (a first push, a takeover): none go"
+    assert set(client.queued) == {12, *range(20, 30)}, "the newest first"
+    report = push(client, tmp_path, prior=PushState(3, frozenset({12})), push_mode="queue", push_top_k=1,
+                  version=served(4))
+    assert report.copies_retired == 0, "the last version's top-K unknown (an earlier release, a takeover): none go"
+    report = push(client, tmp_path, prior=after(report), version=served(5), push_mode="queue", push_top_k=1)
+    assert report.copies_retired == 10, "known again after one version"
+
+
+def test_a_task_labeled_in_the_project_leaves_the_queue_within_two_versions(tmp_path) -> None:
+    """An annotator working the queue must not label again what a colleague labeled in the project; the mark the
+    labeled task keeps (its provenance) must not keep its copy."""
+    client = Recorder()
+    first = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    labeled = {12}
+    v4 = push(client, tmp_path, prior=after(first), version=served(4, ((13, 0.01), (11, 0.05))), exclude=labeled,
+              push_mode="queue", push_top_k=2)
+    assert 12 in client.queued and 12 in v4.marked, "stays through the version after it left; its mark stays"
+    v5 = push(client, tmp_path, prior=after(v4), version=served(5, ((14, 0.01), (13, 0.05))), exclude=labeled,
+              push_mode="queue", push_top_k=2)
+    assert 12 not in client.queued and 12 not in v5.queued.copies and 12 in v5.marked
+
+
+def test_queue_copies_stay_through_every_push_of_a_version_and_a_failed_one(tmp_path) -> None:
+    client = Recorder()
+    v3 = push(client, tmp_path, push_mode="queue", push_top_k=2)
+    v4 = push(client, tmp_path, prior=after(v3), version=served(4, ((13, 0.01), (14, 0.05))), push_mode="queue",
+              push_top_k=2)
+    again = push(client, tmp_path, prior=after(v4), version=served(4, ((15, 0.01), (16, 0.05))), push_mode="queue",
+                 push_top_k=2)
+    assert again.copies_retired == 0 and {11, 12, 13, 14, 15, 16} <= set(client.queued), \
+        "new tasks entered version 4's top: version 3's copies still stay through version 4"
+    client.fail["ensure_view"] = [LabelStudioError("HTTP 400: bad", retryable=False)]
+    with pytest.raises(PushError):
+        push(client, tmp_path, prior=after(again), version=served(5, ((17, 0.01), (18, 0.05))), push_mode="queue",
+             push_top_k=2)
+    retried = push(client, tmp_path, prior=after(again), version=served(5, ((17, 0.01), (18, 0.05))),
+                   push_mode="queue", push_top_k=2)
+    assert {13, 14, 15, 16} <= set(client.queued) and not {11, 12} & set(client.queued), \
+        "the failed push changed nothing: version 4's copies stay through 5, version 3's go"
+    assert retried.queue_tops == QueueTops(5, frozenset({17, 18}), frozenset({13, 14, 15, 16}))
+
+
+def test_a_restart_reads_which_copies_were_labeled_and_never_asks_to_delete_them(tmp_path) -> None:
+    client = Recorder()
+    client.queued = {s: 1000 + s for s in range(20, 30)}
+    client.annotated = {1020, 1021, 1022}
+    restarted = PushState(2, frozenset({20}), None, queue_tops=QueueTops(2, frozenset({20}), frozenset()))
+    report = push(client, tmp_path, prior=restarted, push_mode="queue", push_top_k=1)
+    asked = {t for c in client.calls if c[0] == "delete_untouched_tasks" for t in c[2]}
+    assert asked == {1023, 1024, 1025, 1026, 1027, 1028, 1029} and report.copies_retired == 7
+    assert report.queued.worked == {1020, 1021, 1022}
+
+
+def test_no_copy_goes_while_the_queue_holds_none_of_the_top_k(tmp_path) -> None:
+    """Label Studio deletes a project's tabs, the team's too, with its last task."""
+    client = Recorder()
+    client.queued = {20: 1020}
+    client.sources = set()  # every top task deleted in the project before its webhook was read
+    push(client, tmp_path, prior=PushState(2, frozenset({20}), queue_tops=QueueTops(2, frozenset(), frozenset())),
+         push_mode="queue", push_top_k=1)
+    assert "delete_untouched_tasks" not in [c[0] for c in client.calls] and client.queued == {20: 1020}
 
 
 def test_cold_start_suggestions_push_rows_without_a_result_in_order() -> None:
