@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from model.augment import augment, augments, blend_pairs
 from model.device import resolve_device
 from model.networks import build_networks
-from model.sae import as_pool_array, check_finite, pool_range, scaled_items, set_n_features
+from model.sae import as_pool_array, as_trained, check_finite, input_range, scaled_items, set_n_features
 
 
 class EncoderClassifier(ClassifierMixin, BaseEstimator):
@@ -61,14 +61,16 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> EncoderClassifier:
-        """Train on the items with ``y >= 0``; unlabeled items are ignored (and never converted to float)."""
+        """Train on the items with ``y >= 0``; unlabeled items are only read for the pool's range and finiteness
+        (never converted to float)."""
         y = np.asarray(y, dtype=np.int64)
         lab = np.flatnonzero(y >= 0)
         if len(np.unique(y[lab])) < 2:
             raise ValueError("training needs labeled items of at least two classes")
-        raw = as_pool_array(np.asarray(X)[lab])
-        check_finite(raw, lab)  # one NaN item would turn every weight into NaN and every prediction into class 0
-        scaled = pool_range(X)  # raw features by the whole pool's range, as the SAE: a wide one would swamp the rest
+        pool = as_pool_array(X)
+        check_finite(pool)  # one NaN item would turn the range, every weight and every prediction into NaN
+        raw = pool[lab]
+        scaled = input_range(pool)  # raw features by the whole pool's range, as the SAE: a wide one swamps the rest
         k = int(self.n_classes) if self.n_classes is not None else int(y.max() + 1)
         if self.random_state is not None:
             torch.manual_seed(int(self.random_state))
@@ -82,7 +84,7 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
                                     self.channels, self.hidden)
             self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))
             self.arch_ = arch
-            self.input_range_ = scaled
+            self.input_range_, self.pixels_ = scaled, raw.dtype == np.uint8
         x = scaled_items(raw, getattr(self, "input_range_", None))  # None: a model pickled before it scaled
         self.device_ = dev
         self.net_.to(dev).train()
@@ -122,8 +124,10 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
     @torch.no_grad()
     def _run(self, net: nn.Module, X: np.ndarray, width: int, batch_size: int) -> np.ndarray:
         out, scaled = [], getattr(self, "input_range_", None)  # None: a model pickled before it scaled
+        pixels = getattr(self, "pixels_", False)
         for s in range(0, len(X), batch_size):
-            xb = torch.from_numpy(np.ascontiguousarray(scaled_items(X[s:s + batch_size], scaled))).to(self.device_)
+            part = as_trained(X[s:s + batch_size], pixels)
+            xb = torch.from_numpy(np.ascontiguousarray(scaled_items(part, scaled))).to(self.device_)
             out.append(net(xb).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, width), np.float32)
 

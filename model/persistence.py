@@ -54,6 +54,7 @@ def save_model(model: SAEClassifier, directory: str | Path, metadata: dict | Non
                        if k not in ("sae_params", "class_names")},
         "sae": {k: _jsonable(getattr(sae, k)) for k in _SAE_KEYS},
         "input_shape": list(sae.input_shape_),
+        "pixels": bool(sae.learned_pixels()),
         "n_classes": int(model.n_classes_),
         "custom_networks": custom,
         "history": sae.history_,
@@ -135,6 +136,8 @@ def load_model(directory: str | Path, device: str = "auto", trust_pickles: bool 
         sae.encoder_.load_state_dict(nets["encoder"])
         sae.decoder_.load_state_dict(nets["decoder"])
     sae.input_shape_ = tuple(settings["input_shape"])
+    if "pixels" in settings:  # versions saved before it: as learned_pixels() infers
+        sae.pixels_ = bool(settings["pixels"])
     sae.arch_ = sae._architecture(sae.input_shape_)  # what a warm retrain compares the settings with
     set_n_features(sae, sae.input_shape_)
     sae.n_classes_ = settings["n_classes"]

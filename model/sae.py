@@ -42,36 +42,32 @@ def channels_first(x: np.ndarray) -> np.ndarray:
 
 
 def as_float_array(x: np.ndarray) -> np.ndarray:
-    """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels (and integer images within 0..255,
-    as :func:`as_pool_array` takes them) are scaled by 1/255."""
-    x = as_pool_array(x)
+    """Items as float32, adding a channel axis to (N, H, W) images; uint8 pixels are scaled by 1/255."""
+    x = channels_first(np.asarray(x))
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255)
     return x if x.dtype == np.float32 else x.astype(np.float32)
 
 
-KEPT_DTYPES = (np.uint8, np.float16, np.float32, np.float64)  # a pool of these is used where it lies, batch by batch
-
-
 def as_pool_array(x: np.ndarray) -> np.ndarray:
-    """The pool as the model keeps it: uint8 and float pools as they are (a view, even of a memmap), each batch made
-    float32 where it is taken; integer images within 0..255 as uint8 pixels (what they hold, scaled as uint8 images
-    are, at a quarter of float32's size); anything else as float32 (vectors are scaled by their range, see
-    :func:`input_range`)."""
+    """The pool as the model keeps it: as it lies (a view, even of a memmap) where it holds numbers, each batch made
+    float32 where it is taken; a boolean pool as float32. uint8 means pixels (/255); every other dtype is taken by its
+    values, scaled into [0, 1] by the pool's range where it reaches outside (:func:`input_range`)."""
     x = channels_first(np.asarray(x))
-    if x.dtype in KEPT_DTYPES:
+    if x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer):
         return x
-    if x.ndim == 4 and np.issubdtype(x.dtype, np.integer) and _within_bytes(x):
-        return x.astype(np.uint8)
     return x.astype(np.float32)
 
 
-def pool_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """:func:`input_range` of a pool as :func:`as_pool_array` takes it, without converting the pool."""
-    x = channels_first(np.asarray(x))
-    if x.dtype == np.uint8 or (x.ndim == 4 and np.issubdtype(x.dtype, np.integer) and _within_bytes(x)):
-        return None
-    return input_range(x)
+def as_trained(x: np.ndarray, pixels: bool) -> np.ndarray:
+    """A batch in the form the model's pool had: for a model that learned uint8 pixels (``pixels``), integer items
+    are those pixels (0..255, else ValueError), not values 255 times theirs."""
+    x = as_pool_array(x)
+    if pixels and x.dtype != np.uint8 and np.issubdtype(x.dtype, np.integer):
+        if not _within_bytes(x):
+            raise ValueError("this model learned uint8 pixels: integer items must lie in 0..255")
+        return x.astype(np.uint8)
+    return x
 
 
 def _within_bytes(x: np.ndarray) -> bool:
@@ -98,7 +94,7 @@ def check_finite(x: np.ndarray, positions: np.ndarray | None = None) -> None:
 
     One such item turns the weights into NaN, or the class targets' SVD into a LinAlgError.
     """
-    if x.dtype == np.uint8:
+    if x.dtype == np.uint8 or np.issubdtype(x.dtype, np.integer):
         return
     rows = max(1, FINITE_CHECK_BYTES // max(1, x[:1].nbytes))
     for s in range(0, len(x), rows):
@@ -114,9 +110,10 @@ SPAN_FLOOR = 0.01  # of the widest feature's span: the least span a feature is s
 SCALED_BOUNDS = (-1.0, 2.0)  # scaled values past these (tasks far outside the first pool's range) are clipped
 
 
-def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Low and span that map a float pool reaching outside [0, 1] into it, read slice by slice; None for a pool
-    inside it (pixels), which stays as it is.
+def input_range(x: np.ndarray, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Low and span that map a pool of values reaching outside [0, 1] into it, read slice by slice; None for a pool
+    inside it (pixels), which stays as it is. ``mask``: the items it is read from (a fit's, see
+    :meth:`StructuringAutoencoder.fit`).
 
     The decoders end in a sigmoid: raw features or embeddings (negative, or above 1) could not be rebuilt, and the
     reconstruction term would fight the structure term instead of helping it. Vectors are scaled feature by
@@ -128,11 +125,13 @@ def input_range(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     rows = max(1, FINITE_CHECK_BYTES // max(1, x[:1].nbytes))
     low = high = None
     for s in range(0, len(x), rows):
-        part = np.asarray(x[s:s + rows])
+        part = np.asarray(x[s:s + rows]) if mask is None else np.asarray(x[s:s + rows][mask[s:s + rows]])
+        if len(part) == 0:
+            continue
         pl, ph = part.min(axis=axes).astype(np.float64), part.max(axis=axes).astype(np.float64)  # float16's max
         # is 65504: a span past it would be inf
         low, high = (pl, ph) if low is None else (np.minimum(low, pl), np.maximum(high, ph))
-    if float(np.min(low)) >= 0.0 and float(np.max(high)) <= 1.0:
+    if low is None or (float(np.min(low)) >= 0.0 and float(np.max(high)) <= 1.0):
         return None
     span = np.asarray(high - low, np.float32)
     floor = np.float32(SPAN_FLOOR * max(float(span.max()), 1e-6))  # a feature nearly constant at the first fit
@@ -363,12 +362,13 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             if changed:
                 log.info("warm start skipped: %s changed, so new networks are trained", ", ".join(changed))
                 warm = False
-            elif getattr(self, "input_range_", None) is None and input_range(x) is not None:
+            elif getattr(self, "input_range_", None) is None and input_range(x, mask) is not None:
                 log.info("warm start skipped: the pool now reaches outside [0, 1], so new networks learn it scaled")
                 warm = False
         if not warm:
             self._build(x.shape[1:])
-            self.input_range_ = input_range(x)
+            self.input_range_ = input_range(x, mask)
+            self.pixels_ = x.dtype == np.uint8
         self.warm_started_ = warm
         set_n_features(self, x.shape[1:])
         contrast = float(self.contrastive) if x.ndim == 4 else 0.0
@@ -553,6 +553,13 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         means /= np.maximum(counts, 1.0)[:, None]
         return procrustes_targets(self.positions_, means, counts)
 
+    def learned_pixels(self) -> bool:
+        """Whether the pool this model learned was uint8 pixels: its integer batches are then pixels too. A model
+        saved before it was recorded: an image model that scaled no range."""
+        if hasattr(self, "pixels_"):
+            return bool(self.pixels_)
+        return len(getattr(self, "input_shape_", ())) == 3 and getattr(self, "input_range_", None) is None
+
     def _check_fitted(self) -> None:
         check_is_fitted(self, "encoder_")
 
@@ -568,7 +575,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         self.encoder_.eval()
         out = None
         for s in range(0, len(X), batch_size):
-            xb = as_pool_array(X[s:s + batch_size])
+            xb = as_trained(X[s:s + batch_size], self.learned_pixels())
             z = self.encoder_(self._as_input(_to_device(_tensor(xb), self.device_))).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(X), z.shape[1]), np.float32)
@@ -595,8 +602,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         total = 0.0
         scaled = getattr(self, "input_range_", None) is not None
         for s in range(0, len(x), batch_size):
-            part = x[s:s + batch_size]  # in the units inverse_transform gives back: a scaled pool's are its values
-            xb = channels_first(np.asarray(part)).astype(np.float32) if scaled else as_float_array(part)
+            part = as_trained(x[s:s + batch_size], self.learned_pixels())  # in the units inverse_transform gives
+            xb = part.astype(np.float32) if scaled else as_float_array(part)  # back: a scaled pool's are its values
             total += float(np.sum((self.inverse_transform(self.transform(part)) - xb) ** 2, dtype=np.float64))
         return total / x.size if x.size else float("nan")
 

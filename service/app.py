@@ -11,6 +11,7 @@ import hashlib
 import logging
 import secrets
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,30 +67,32 @@ class PictureCache:
     """Pictures drawn, kept while what they were drawn from serves: a dashboard refreshing every few seconds costs one
     drawing a version (or a change of what it shows), not most of a second of CPU each time.
 
-    ``key`` is ``(kind, project, ...)``; ``basis`` the objects a picture is drawn from (the version's model, its
-    latent sample), matched by identity: a snapshot replaced for new tasks or rows keeps them, a new version does
-    not. A picture of a new basis drops the project's pictures of any other, so no old model stays alive here.
+    ``key`` is ``(kind, project, ...)``; ``basis`` the objects a picture is drawn from (the version's model, then
+    its latent sample), matched by identity: a snapshot replaced for new tasks or rows keeps them, a new version does
+    not. The model is held by a weak reference, so no version stays alive here; a picture of a new model drops the
+    project's pictures of the others.
     """
 
     def __init__(self, size: int = PICTURES_KEPT) -> None:
         self.size = size
-        self._kept: OrderedDict[tuple, tuple[tuple, bytes]] = OrderedDict()
+        self._kept: OrderedDict[tuple, tuple[weakref.ref, tuple, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: tuple, basis: tuple) -> bytes | None:
         with self._lock:
             hit = self._kept.get(key)
-            if hit is None or len(hit[0]) != len(basis) or any(a is not b for a, b in zip(hit[0], basis, strict=True)):
+            if hit is None or hit[0]() is not basis[0] or len(hit[1]) != len(basis) - 1 or any(
+                    a is not b for a, b in zip(hit[1], basis[1:], strict=True)):
                 return None
             self._kept.move_to_end(key)
-            return hit[1]
+            return hit[2]
 
     def put(self, key: tuple, basis: tuple, png: bytes) -> None:
         with self._lock:
             model = basis[0]
-            for other in [k for k, (b, _) in self._kept.items() if k[1] == key[1] and b[0] is not model]:
+            for other in [k for k, (ref, _, _) in self._kept.items() if k[1] == key[1] and ref() is not model]:
                 del self._kept[other]
-            self._kept[key] = (basis, png)
+            self._kept[key] = (weakref.ref(model), basis[1:], png)
             self._kept.move_to_end(key)
             while len(self._kept) > self.size:
                 self._kept.popitem(last=False)

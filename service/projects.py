@@ -242,7 +242,7 @@ class ProjectManager:
                 st.claim_seen = Claim(str(info["claim_seen"]["install"]), float(info["claim_seen"]["at"]))
             marked = info.get("marked")
             if isinstance(marked, dict):  # a list: a file of an earlier release
-                marked = store.read_marked()
+                marked = store.read_marked(marked)
             rows, rows_number = info.get("pushed_rows"), info.get("pushed_rows_number")
             if rows_number is None and st.push_pending:  # a file of an earlier release: a push may have been cut short,
                 rows, rows_number = None, info.get("last_pushed_number")  # so a push of that version reads its rows
@@ -1075,7 +1075,8 @@ class ProjectManager:
         with st.lock:
             unknown = e.marked is None or st.push_state.took_over  # after a takeover every mark is read again
             st.push_state = dataclasses.replace(st.push_state, marked=None if unknown
-                                                else frozenset(e.marked), queued=None)  # read the queue again
+                                                else frozenset(e.marked), queued=None,  # read the queue again
+                                                queue_tops=e.queue_tops or st.push_state.queue_tops)
             st.queue_project_id = e.queue_project_id or st.queue_project_id
             st.last_push_error = str(e)
             self._persist(st)

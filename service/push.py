@@ -65,13 +65,15 @@ class PushError(RuntimeError):
     """The push did not complete; it is retried later and nothing is lost.
 
     ``marked`` is the set of tasks that may carry a mark now (None = unknown); ``queue_project_id``
-    the queue project the push found or made before it failed, so its webhooks are known as the queue's.
+    the queue project the push found or made before it failed, so its webhooks are known as the queue's;
+    ``queue_tops`` the tops its copies stay for, where it got as far as the queue (its copies may be there).
     """
 
     def __init__(self, message: str, marked: set[int] | None = None, queue_project_id: int | None = None) -> None:
         super().__init__(message)
         self.marked = marked
         self.queue_project_id = queue_project_id
+        self.queue_tops: QueueTops | None = None  # the top-Ks the queue's copies stay for, once it may hold this one
 
 
 @dataclass(frozen=True)
@@ -325,6 +327,7 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
     if not top:
         return
     queue_id = None
+    tops = tops_after(None if report.took_over else prior.queue_tops, number, top)
     try:
         queue_id = step(client.ensure_queue_project, pid, queue_project_id)
         if settings.backend_url:  # the queue's labels then arrive at once, corrections included
@@ -352,7 +355,6 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
             return client.copy_to_queue(queue_id, copies, next(tries, None))
 
         queued = step(copy_to_queue)
-        tops = tops_after(None if report.took_over else prior.queue_tops, number, top)
         if tops.previous is not None and any(t in queued for t in top):  # the queue keeps a task: deleting its
             queued, worked = _retire_copies(step, client, queue_id, queued,  # last one deletes its tabs, the team's too
                                             tops.recent | tops.previous, worked,
@@ -360,7 +362,7 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
         report.queued = replace(_order_queue(step, client, queue_id, version, number, rows, queued, known, report),
                                 worked=worked)
     except PushError as e:
-        e.marked, e.queue_project_id = report.marked, queue_id
+        e.marked, e.queue_project_id, e.queue_tops = report.marked, queue_id, tops
         raise
     report.queue_project_id, report.queue_tops = queue_id, tops
 

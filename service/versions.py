@@ -168,14 +168,15 @@ class VersionStore:
             fh.write(np.asarray(sorted(marked), dtype="<i8").tobytes())
         return {"file": MARKED_FILE, "count": len(marked)}
 
-    def read_marked(self) -> frozenset[int] | None:
-        """The set :meth:`write_marked` wrote; None (unknown: the next push rewrites every mark) where it is gone or
-        torn."""
+    def read_marked(self, record: dict) -> frozenset[int] | None:
+        """The set :meth:`write_marked` wrote, where it holds as many tasks as ``record`` (its place in
+        ``project.json``) says; else None (unknown: the next push reads and rewrites every mark): the file is gone,
+        cut short, or newer than the record (a crash between the two writes)."""
         try:
             data = (self.dir / MARKED_FILE).read_bytes()
         except OSError:
             return None
-        if len(data) % 8:
+        if len(data) % 8 or len(data) // 8 != record.get("count"):
             return None
         return frozenset(np.frombuffer(data, dtype="<i8").tolist())
 

@@ -158,6 +158,17 @@ def test_integer_images_are_predicted_in_the_units_they_were_trained_in(digits: 
     pixels = np.round(digits.x_train[:300] * 255).astype(np.uint8)
     y = np.where(np.arange(300) < 120, digits.y_train[:300], -1)
     params = dict(min_steps=30, device="cpu", network="mlp", random_state=0)
-    as_int = EncoderClassifier(**params).fit(pixels.astype(np.int64), y)
     as_uint8 = EncoderClassifier(**params).fit(pixels, y)
-    np.testing.assert_array_equal(as_int.decision_function(pixels.astype(np.int64)), as_uint8.decision_function(pixels))
+    np.testing.assert_array_equal(as_uint8.decision_function(pixels.astype(np.int64)),
+                                  as_uint8.decision_function(pixels))
+    as_int = EncoderClassifier(**params).fit(pixels.astype(np.int64), y)
+    np.testing.assert_allclose(as_int.decision_function(pixels.astype(np.int64)), as_uint8.decision_function(pixels),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_a_non_finite_unlabeled_item_is_refused_not_spread_into_the_range(digits: Dataset) -> None:
+    x = digits.x_train[:300].reshape(300, -1) * 20.0
+    x[250, 3] = np.nan
+    y = np.where(np.arange(300) < 120, digits.y_train[:300], -1)
+    with pytest.raises(ValueError, match=r"X\[250\]"):
+        EncoderClassifier(min_steps=2, device="cpu", network="mlp").fit(x, y)

@@ -1039,26 +1039,36 @@ def test_a_float64_memmap_pool_stays_where_it_lies_and_gives_the_float32_codes(s
                                rtol=1e-5, atol=1e-5)
 
 
-def test_integer_images_are_taken_as_uint8_pixels_are_and_vectors_by_their_range(small_uint8) -> None:
+def test_integer_items_are_values_and_a_pixel_model_takes_integer_batches_as_its_pixels(small_uint8, tmp_path) -> None:
+    """The same numbers mean the same whatever their dtype: int64 pixels 0..255 scale by their range as uint8 ones
+    by 255; binary 0/1 images are not shrunk to 1/255; and a model that learned uint8 pixels reads an int64 batch as
+    those pixels, never 255 times brighter."""
+    from model.persistence import load_model, save_model
+
     u, y = small_uint8
+    assert u.min() == 0 and u.max() == 255
     params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=0)
     as_uint8 = StructuringAutoencoder(**params).fit(u, y)
     as_int64 = StructuringAutoencoder(**params).fit(u.astype(np.int64), y)
-    assert as_int64.input_range_ is None
-    np.testing.assert_array_equal(as_int64.transform(u.astype(np.int64)), as_uint8.transform(u))
+    assert as_uint8.learned_pixels() and not as_int64.learned_pixels() and as_int64.input_range_ is not None
+    np.testing.assert_allclose(as_int64.transform(u.astype(np.int64)), as_uint8.transform(u), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(as_uint8.transform(u.astype(np.int64)), as_uint8.transform(u))
+    with pytest.raises(ValueError, match=r"0\.\.255"):
+        as_uint8.transform(u.astype(np.int64) + 1)
+    assert as_int64.reconstruction_error(u.astype(np.int64)) == pytest.approx(
+        as_uint8.reconstruction_error(u) * 255**2, rel=1e-3), "in the units of the pool it learned: its values"
+    assert as_uint8.reconstruction_error(u.astype(np.int64)) == pytest.approx(as_uint8.reconstruction_error(u))
 
-    deep = u.astype(np.int64) * 16  # 12-bit images: scaled by their range
-    sae = StructuringAutoencoder(**params).fit(deep, y)
-    assert sae.input_range_ is not None
-    low = deep // 16  # a batch that happens to lie within 0..255 is still taken by its values
-    np.testing.assert_allclose(sae.transform(low), sae.transform(low.astype(np.float32)), rtol=1e-6)
-    counts = (u.reshape(len(u), -1) // 32).astype(np.int64)  # small counts per feature, not pixels
-    assert StructuringAutoencoder(**params).fit(counts, y).input_range_ is not None
-    deep_float = deep.astype(np.float32)
-    assert sae.reconstruction_error(deep) == pytest.approx(sae.reconstruction_error(deep_float), rel=1e-5), \
-        "measured in the units the model gives back, whatever the batch's dtype"
-    assert sae.reconstruction_error(low) == pytest.approx(sae.reconstruction_error(low.astype(np.float32)), rel=1e-5)
-    assert as_int64.reconstruction_error(u.astype(np.int64)) == pytest.approx(as_uint8.reconstruction_error(u))
+    binary = (u > 127).astype(np.int64)
+    sae = StructuringAutoencoder(**params).fit(binary, y)
+    assert sae.input_range_ is None and not sae.learned_pixels(), "0/1 values, not pixels of 1/255"
+    np.testing.assert_array_equal(sae.transform(binary), sae.transform(binary.astype(np.float32)))
+
+    clf = SAEClassifier(latent_dim=6, epochs=1, random_state=0, device="cpu").fit(u, y)
+    save_model(clf, tmp_path / "v")
+    again = load_model(tmp_path / "v", "cpu")
+    assert again.sae_.learned_pixels()
+    np.testing.assert_array_equal(again.transform(u.astype(np.int64)), clf.transform(u))
 
 
 def test_a_float16_pool_wider_than_its_largest_number_is_still_scaled() -> None:
@@ -1075,8 +1085,11 @@ def test_a_mask_trains_exactly_as_the_items_it_keeps_would_alone(small) -> None:
     keep = np.ones(len(x), bool)
     keep[::7] = False
     params = dict(epochs=2, device="cpu", n_classes=10, batch_size=64, random_state=3, max_shift=1)
-    masked = StructuringAutoencoder(**params).fit(x, y, mask=keep)
+    broken = x.copy()
+    broken[~keep] = 1e6  # a deleted task's row holding what made it be deleted: it must not set the scaling either
+    masked = StructuringAutoencoder(**params).fit(broken, y, mask=keep)
     alone = StructuringAutoencoder(**params).fit(x[keep], y[keep])
+    assert masked.input_range_ is None
     np.testing.assert_array_equal(masked.transform(x[keep]), alone.transform(x[keep]))
     every = StructuringAutoencoder(**params).fit(x, y, mask=np.ones(len(x), bool))
     np.testing.assert_array_equal(every.transform(x), StructuringAutoencoder(**params).fit(x, y).transform(x))

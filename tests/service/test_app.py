@@ -458,14 +458,25 @@ def test_a_picture_is_drawn_once_while_its_version_and_rings_stay(tmp_path, monk
 
 
 def test_a_new_version_s_picture_lets_the_old_version_go() -> None:
+    import gc
+    import weakref
+
     from service.app import PictureCache
 
-    cache, old, new = PictureCache(size=8), object(), object()
+    class Model:
+        pass
+
+    cache, old, new = PictureCache(size=8), Model(), Model()
     cache.put(("morph", 1, "a", "b", 8), (old,), b"old")
     cache.put(("morph", 2, "a", "b", 8), (old,), b"other project")
     assert cache.get(("morph", 1, "a", "b", 8), (old,)) == b"old"
     cache.put(("latent", 1, "h"), (new, {}), b"new")
     assert cache.get(("morph", 1, "a", "b", 8), (old,)) is None and len(cache._kept) == 2, \
-        "the project's pictures of the old model went with their references to it"
+        "a picture of the next model drops the project's pictures of the last"
     assert cache.get(("morph", 2, "a", "b", 8), (old,)) == b"other project"
     assert cache.get(("latent", 1, "h"), (new, {})) is None, "a basis is matched by identity, not by value"
+    gone = weakref.ref(old)
+    del old
+    gc.collect()
+    assert gone() is None, "a version no longer served is not kept alive by its pictures"
+    assert cache.get(("morph", 2, "a", "b", 8), (Model(),)) is None

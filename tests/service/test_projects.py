@@ -630,8 +630,8 @@ class QueueFailsToFill(FakeClient):
         self.known = [*getattr(self, "known", []), known]
         return 77
 
-    def queue_copies(self, qid):
-        return {}
+    def read_queue(self, qid):
+        return {}, frozenset()
 
     def copy_to_queue(self, qid, tasks, have=None):
         from connectors.label_studio import LabelStudioError
@@ -1196,8 +1196,8 @@ class QueueDeleted(FakeClient):
     def ensure_queue_project(self, pid, known=None):
         return next(q for q in self.queues if q not in self.deleted)
 
-    def queue_copies(self, qid):
-        return {}
+    def read_queue(self, qid):
+        return {}, frozenset()
 
     def copy_to_queue(self, qid, tasks, have=None):
         return {}
@@ -1649,10 +1649,12 @@ def test_the_marked_set_lives_beside_the_project_record_and_the_queue_tops_in_it
     assert writes == [500], "read back, not written again"
     m2.shutdown()
 
-    (tmp_path / "project-1" / "marked.bin").write_bytes(b"torn")
-    m3, _, _ = make(tmp_path, client=client)
-    assert m3.projects[1].push_state.marked is None, "unknown: the next push reads and rewrites every mark"
-    m3.shutdown()
+    whole = (tmp_path / "project-1" / "marked.bin").read_bytes()
+    for damaged in (b"torn", whole[:-8]):  # cut mid-number; cut to fewer tasks than the record says
+        (tmp_path / "project-1" / "marked.bin").write_bytes(damaged)
+        m3, _, _ = make(tmp_path, client=client)
+        assert m3.projects[1].push_state.marked is None, "unknown: the next push reads and rewrites every mark"
+        m3.shutdown()
     record["marked"] = [7, 8]  # as an earlier release wrote it
     (tmp_path / "project-1" / "project.json").write_text(json.dumps(record))
     m4, _, _ = make(tmp_path, client=client)

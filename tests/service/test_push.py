@@ -468,6 +468,23 @@ def test_queue_copies_stay_through_every_push_of_a_version_and_a_failed_one(tmp_
         "the failed push changed nothing: version 4's copies stay through 5, version 3's go"
     assert retried.queue_tops == QueueTops(5, frozenset({17, 18}), frozenset({13, 14, 15, 16}))
 
+    real_view = client.ensure_view
+
+    def queue_view_fails(pid, *args):
+        if pid == Recorder.QUEUE:
+            raise LabelStudioError("HTTP 500: database is locked", retryable=False)
+        return real_view(pid, *args)
+
+    client.ensure_view = queue_view_fails  # version 6 copies its top-K, then fails ordering the queue
+    with pytest.raises(PushError) as failed:
+        push(client, tmp_path, prior=after(retried), version=served(6, ((19, 0.01), (20, 0.05))), push_mode="queue",
+             push_top_k=2)
+    assert {19, 20} <= set(client.queued) and failed.value.queue_tops.number == 6
+    client.ensure_view = real_view
+    kept = dataclasses.replace(after(retried), queue_tops=failed.value.queue_tops)  # as the project manager keeps it
+    push(client, tmp_path, prior=kept, version=served(7, ((21, 0.01), (22, 0.05))), push_mode="queue", push_top_k=2)
+    assert {19, 20} <= set(client.queued), "version 6's copies were in the queue: they stay through version 7"
+
 
 def test_a_restart_reads_which_copies_were_labeled_and_never_asks_to_delete_them(tmp_path) -> None:
     client = Recorder()
