@@ -79,7 +79,8 @@ class EncoderClassifier(ClassifierMixin, BaseEstimator):
         # a warm start needs the same network: another class count or input shape would not fit the old one
         arch = (raw.shape[1:], int(self.latent_dim), self.network, tuple(self.channels), tuple(self.hidden), k)
         if not (self.warm_start and hasattr(self, "net_") and getattr(self, "arch_", None) == arch
-                and (scaled is None or getattr(self, "input_range_", None) is not None)):
+                and (scaled is None or getattr(self, "input_range_", None) is not None)
+                and getattr(self, "pixels_", False) == (raw.dtype == np.uint8)):
             enc, _ = build_networks(raw.shape[1:], int(self.latent_dim), self.network,
                                     self.channels, self.hidden)
             self.net_ = nn.Sequential(enc, nn.Linear(int(self.latent_dim), k))

@@ -163,9 +163,13 @@ def _tensor(x: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(x))
 
 
+# made float32 on the host before they move: MPS has no float64, and CUDA's kernels barely know wide unsigned ints
+HOST_DTYPES = (torch.float64, torch.uint16, torch.uint32, torch.uint64)
+
+
 def _to_device(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
-    """A batch onto ``dev``; float64 becomes float32 first (MPS has no float64, and it halves the bytes moved)."""
-    return (t.float() if t.dtype == torch.float64 else t).to(dev, non_blocking=True)
+    """A batch onto ``dev``, as float32 first where its dtype is one of :data:`HOST_DTYPES`."""
+    return (t.float() if t.dtype in HOST_DTYPES else t).to(dev, non_blocking=True)
 
 
 def _to_float(t: torch.Tensor) -> torch.Tensor:
@@ -365,9 +369,14 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
             elif getattr(self, "input_range_", None) is None and input_range(x, mask) is not None:
                 log.info("warm start skipped: the pool now reaches outside [0, 1], so new networks learn it scaled")
                 warm = False
+            elif hasattr(self, "pixels_") and (x.dtype == np.uint8) != self.pixels_:
+                log.info("warm start skipped: the pool is now %s, so new networks learn it",
+                         "uint8 pixels" if x.dtype == np.uint8 else "values, no longer uint8 pixels")
+                warm = False
         if not warm:
             self._build(x.shape[1:])
             self.input_range_ = input_range(x, mask)
+        if not warm or not hasattr(self, "pixels_"):  # a model saved before it was recorded learns it here
             self.pixels_ = x.dtype == np.uint8
         self.warm_started_ = warm
         set_n_features(self, x.shape[1:])
@@ -516,7 +525,7 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
         a gather (``xt[idx]``) that makes a new, pageable tensor anyway.
         """
         t = _tensor(x)
-        if dev.type == "cuda":
+        if dev.type == "cuda" and t.dtype not in HOST_DTYPES:
             free, _ = torch.cuda.mem_get_info(dev)
             if t.nbytes < 0.5 * free:
                 return t.to(dev)
@@ -555,10 +564,8 @@ class StructuringAutoencoder(TransformerMixin, BaseEstimator):
 
     def learned_pixels(self) -> bool:
         """Whether the pool this model learned was uint8 pixels: its integer batches are then pixels too. A model
-        saved before it was recorded: an image model that scaled no range."""
-        if hasattr(self, "pixels_"):
-            return bool(self.pixels_)
-        return len(getattr(self, "input_shape_", ())) == 3 and getattr(self, "input_range_", None) is None
+        saved before it was recorded takes them by their values, as it did."""
+        return bool(getattr(self, "pixels_", False))
 
     def _check_fitted(self) -> None:
         check_is_fitted(self, "encoder_")

@@ -326,7 +326,7 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
     """Queue mode: copy the top-K into the queue project (once each), then order the queue by the version."""
     if not top:
         return
-    queue_id = None
+    queue_id, copying = None, False
     tops = tops_after(None if report.took_over else prior.queue_tops, number, top)
     try:
         queue_id = step(client.ensure_queue_project, pid, queue_project_id)
@@ -354,6 +354,7 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
         def copy_to_queue() -> dict[int, int]:  # a retry reads the queue again: the import may have landed
             return client.copy_to_queue(queue_id, copies, next(tries, None))
 
+        copying = True  # from here the queue may hold this top-K's copies: they stay even if the push fails
         queued = step(copy_to_queue)
         if tops.previous is not None and any(t in queued for t in top):  # the queue keeps a task: deleting its
             queued, worked = _retire_copies(step, client, queue_id, queued,  # last one deletes its tabs, the team's too
@@ -362,7 +363,7 @@ def _fill_queue(step: Callable, client: LabelStudioClient, pid: int, top: list[i
         report.queued = replace(_order_queue(step, client, queue_id, version, number, rows, queued, known, report),
                                 worked=worked)
     except PushError as e:
-        e.marked, e.queue_project_id, e.queue_tops = report.marked, queue_id, tops
+        e.marked, e.queue_project_id, e.queue_tops = report.marked, queue_id, tops if copying else None
         raise
     report.queue_project_id, report.queue_tops = queue_id, tops
 

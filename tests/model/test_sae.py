@@ -1106,3 +1106,24 @@ def test_the_classifier_passes_its_mask_to_every_member(small) -> None:
     alone = SAEClassifier(**params).fit(x[keep], y[keep])
     np.testing.assert_array_equal(masked.predict(x[keep]), alone.predict(x[keep]))
     np.testing.assert_allclose(masked.transform(x[keep]), alone.transform(x[keep]), rtol=1e-6)
+
+
+def test_a_warm_start_onto_a_pool_of_another_form_trains_anew(small_uint8) -> None:
+    """Pixels and values read differently: networks warm from one would serve the other inconsistently."""
+    u, y = small_uint8
+    sae = StructuringAutoencoder(epochs=1, device="cpu", n_classes=10, random_state=0, warm_start=True).fit(u, y)
+    assert sae.fit(u, y).warm_started_ and sae.learned_pixels()
+    sae.fit((u > 127).astype(np.int64), y)
+    assert not sae.warm_started_ and not sae.learned_pixels()
+    del sae.pixels_  # as a model saved before the form was recorded
+    assert sae.fit((u > 127).astype(np.int64), y).warm_started_, "an older model warm-starts as it did"
+    assert not sae.learned_pixels()
+
+
+def test_a_16_bit_pool_trains_where_it_lies_as_its_values(small_uint8) -> None:
+    u, y = small_uint8
+    params = dict(epochs=1, device="cpu", n_classes=10, batch_size=64, random_state=0)
+    deep = u.astype(np.uint16) * 16
+    sae = StructuringAutoencoder(**params).fit(deep, y)
+    np.testing.assert_allclose(sae.transform(deep), StructuringAutoencoder(**params).fit(
+        deep.astype(np.float32), y).transform(deep.astype(np.float32)), rtol=1e-5, atol=1e-6)

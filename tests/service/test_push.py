@@ -481,6 +481,11 @@ def test_queue_copies_stay_through_every_push_of_a_version_and_a_failed_one(tmp_
              push_top_k=2)
     assert {19, 20} <= set(client.queued) and failed.value.queue_tops.number == 6
     client.ensure_view = real_view
+    client.fail["ensure_queue_project"] = [LabelStudioError("HTTP 500: busy", retryable=False)]
+    with pytest.raises(PushError) as early:
+        push(client, tmp_path, prior=after(retried), version=served(6, ((19, 0.01), (20, 0.05))), push_mode="queue",
+             push_top_k=2)
+    assert early.value.queue_tops is None, "failed before copying: its top-K holds no copy to keep"
     kept = dataclasses.replace(after(retried), queue_tops=failed.value.queue_tops)  # as the project manager keeps it
     push(client, tmp_path, prior=kept, version=served(7, ((21, 0.01), (22, 0.05))), push_mode="queue", push_top_k=2)
     assert {19, 20} <= set(client.queued), "version 6's copies were in the queue: they stay through version 7"
