@@ -87,10 +87,15 @@ def pool_items(store: PoolStore, task_ids: np.ndarray) -> np.ndarray:
 def live_items(pool_dir: str, task_ids: np.ndarray, store: PoolStore | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The job's tasks still stored, and their items: a task deleted since the job was made is left out. ``store``:
     the pool already open (opening reads its whole index), else it is opened here."""
+    store, ids = _stored(pool_dir, task_ids, store)
+    return ids, pool_items(store, ids)
+
+
+def _stored(pool_dir: str, task_ids: np.ndarray, store: PoolStore | None = None) -> tuple[PoolStore, np.ndarray]:
+    """The pool (opened here unless given) and those of the job's tasks it still holds."""
     store = store if store is not None else PoolStore(pool_dir, read_only=True)
     ids = np.asarray(task_ids, np.int64)
-    ids = ids[store.holds(ids)]
-    return ids, pool_items(store, ids)
+    return store, ids[store.holds(ids)]
 
 
 def pool_stretch(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,9 +107,7 @@ def pool_stretch(pool_dir: str, task_ids: np.ndarray) -> tuple[np.ndarray, np.nd
     lies and a gap row is an item of no task (id -1, ``live`` False), which the fit reads past (its ``mask``): never
     trained on, labeled, suggested or scored. Otherwise the items are gathered.
     """
-    store = PoolStore(pool_dir, read_only=True)
-    ids = np.asarray(task_ids, np.int64)
-    ids = ids[store.holds(ids)]
+    store, ids = _stored(pool_dir, task_ids)
     rows = store.rows(ids)
     if len(rows) and bool(np.all(np.diff(rows) > 0)):
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -168,8 +171,8 @@ def train_project(job: TrainingJob, progress: Progress | None = None) -> Trainin
         model = SAEClassifier(class_names=list(job.class_names), latent_dim=s.latent_dim, lam=s.lam,
                               epochs=s.epochs, device=job.device, **semi,
                               sae_params={"on_epoch": on_epoch, **trains})
-    model.fit(x, y, ids=ids, mask=None if live.all() else live)  # task ids pick the calibration holdout: the same
-    # tasks in every version; rows of deleted tasks are read past, never trained on
+    model.fit(x, y, ids=ids, mask=live)  # task ids pick the calibration holdout: the same tasks in every version;
+    # rows of deleted tasks are read past, never trained on
     model.sae_.set_params(on_epoch=None)
     if model.sae_params:
         model.sae_params = {k: v for k, v in model.sae_params.items() if k != "on_epoch"}
@@ -207,7 +210,7 @@ def suggest_first(job: TrainingJob, k: int, progress: Progress | None = None) ->
 
     ae = StructuringAutoencoder(latent_dim=s.latent_dim, lam=0.0, epochs=s.epochs, channels=tuple(s.channels),
                                 max_shift=s.max_shift, flip=s.flip, steps_per_epoch=s.warm_steps,
-                                device=job.device, on_epoch=on_epoch).fit(x, mask=None if live.all() else live)
+                                device=job.device, on_epoch=on_epoch).fit(x, mask=live)
     tasks = np.flatnonzero(live)
     return ids[tasks][TypicalitySampling().first(ae.transform(x)[tasks], k)]
 
