@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from calibration_maps import probe_calibration
 from latent_heads import probe_heads
 from machine import where
 
@@ -41,6 +42,8 @@ def main() -> None:
     add_flags(p)
     p.add_argument("--probe-heads", action="store_true",
                    help="also read other classifiers on the latent codes every round (latent_heads.py)")
+    p.add_argument("--probe-calibration", action="store_true",
+                   help="also read other maps from confidence to probability every round (calibration_maps.py)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -61,8 +64,9 @@ def main() -> None:
     for seed in (int(v) for v in a.seeds.split(",")):
         for pair in a.runs.split(","):
             model, strategy = pair.split("+")
-            curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True),
-                            probe=probe_heads if a.probe_heads and model != "classifier" else None)
+            probe = None if model == "classifier" else probe_heads if a.probe_heads else (
+                probe_calibration if a.probe_calibration else None)
+            curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True), probe=probe)
             runs.append({"model": model, "strategy": strategy, "seed": seed, "curve": curve, "tag": a.tag})
             (out / "curve.json").write_text(json.dumps(result, indent=1))
 

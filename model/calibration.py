@@ -42,3 +42,57 @@ def holdout(ids: np.ndarray, fraction: float) -> np.ndarray:
         return np.zeros(len(ids), bool)
     key = (ids.astype(np.int64).astype(np.uint64) * np.uint64(0xD1B54A32D192ED03)) >> np.uint64(11)
     return key < np.uint64(float(fraction) * 2.0 ** 53)
+
+
+GRID = np.linspace(0.0, 1.0, 101)  # where a smooth map is evaluated into knots, so every map is saved alike
+BETA_EPS = 1e-3  # the confidence is clipped at 0 and 1 (a tie, a centre or beyond): the beta map's logs need room
+
+
+def isotonic_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Knots ``(2, m)`` of the non-decreasing step map that fits ``right`` best (Zadrozny & Elkan 2002): no shape
+    assumed, so on a few dozen items its top step is often exactly 1.0."""
+    from sklearn.isotonic import IsotonicRegression
+
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(confidence, right)
+    return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
+
+
+def logistic_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Knots of ``σ(a·c + b)`` (Platt 1999) on :data:`GRID`: two numbers, so a few dozen items fit it, and it
+    never says 0 or 1. A fit that falls with the confidence is taken as the flat rate of being right."""
+    from sklearn.linear_model import LogisticRegression
+
+    fit = LogisticRegression().fit(np.asarray(confidence, np.float64)[:, None], right)
+    p = fit.predict_proba(GRID[:, None])[:, 1] if fit.coef_[0, 0] > 0 else np.full(len(GRID), np.mean(right))
+    return np.vstack([GRID, p])
+
+
+def _beta_features(c: np.ndarray) -> np.ndarray:
+    c = np.clip(np.asarray(c, np.float64), BETA_EPS, 1.0 - BETA_EPS)
+    return np.column_stack([np.log(c), -np.log1p(-c)])
+
+
+def beta_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """Knots of the beta map ``σ(a·ln c − b·ln(1 − c) + m)`` (Kull et al. 2017) on :data:`GRID`: three numbers,
+    bends at both ends where the logistic map cannot. A negative ``a`` or ``b`` would make it fall somewhere, so
+    that feature is dropped and the rest refitted, as the paper does."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, g = _beta_features(confidence), _beta_features(GRID)
+    keep = [0, 1]
+    while keep:
+        fit = LogisticRegression().fit(x[:, keep], right)
+        if (fit.coef_[0] > 0).all():
+            return np.vstack([GRID, fit.predict_proba(g[:, keep])[:, 1]])
+        keep = [k for k, a in zip(keep, fit.coef_[0], strict=True) if a > 0]
+    return np.vstack([GRID, np.full(len(GRID), np.mean(right))])
+
+
+MAPS = {"isotonic": isotonic_map, "logistic": logistic_map, "beta": beta_map}
+
+
+def brier_score(probability: np.ndarray, correct: np.ndarray) -> float:
+    """Mean squared gap between the stated chance and what happened: proper, so unlike the ECE a map that says
+    the overall rate for every item does not score well by it."""
+    p = np.asarray(probability, np.float64)
+    return float(np.mean((p - np.asarray(correct, np.float64)) ** 2)) if len(p) else float("nan")

@@ -7,6 +7,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
+from model.calibration import MAPS
+
 ABSENT = -1e9
 MIN_CALIBRATION = 20  # items a confidence map is fitted on, at the least
 MIN_OUTCOMES = 2  # out-of-fold predictions right, and wrong, a map needs at the least
@@ -26,15 +28,18 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, n_classes: int | None = None, C: float = 1.0, max_iter: int = 5000,
-                 calibrate: bool = True) -> None:
+                 calibrate: bool = True, calibration: str = "isotonic") -> None:
         self.n_classes = n_classes
         self.C = C
         self.max_iter = max_iter
         self.calibrate = calibrate
+        self.calibration = calibration
 
     def fit(self, Z: np.ndarray, y: np.ndarray, calibrate_on: np.ndarray | None = None) -> LatentSVM:
         """``calibrate_on``: the items the confidence map is fitted on (out of fold), when at least
         ``MIN_CALIBRATION`` of them; else every item."""
+        if self.calibration not in MAPS:
+            raise ValueError(f"calibration must be one of {', '.join(MAPS)}, got {self.calibration!r}")
         z = np.asarray(Z, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
         present = np.unique(y)
@@ -70,18 +75,31 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         """Map normalised confidence to the chance of being right, learned out of fold on the labeled codes.
 
         The normalised confidence ranks items well but is no probability (measured: right far
-        more often than it says). Isotonic regression of held-out correctness on held-out
-        confidence keeps the order and makes the number honest. Returns ``(2, m)`` knots
-        (confidence, probability), or None with too few labels per class, or too few held-out mistakes (or
-        successes) to learn a map from.
+        more often than it says). A monotone map (``calibration``, one of :data:`MAPS`) of held-out
+        correctness on held-out confidence keeps the order and makes the number honest. Returns ``(2, m)``
+        knots (confidence, probability), or None with too few labels per class, or too few held-out mistakes
+        (or successes) to learn a map from.
         """
-        from sklearn.isotonic import IsotonicRegression
+        on = np.ones(len(y), bool) if on is None or np.count_nonzero(on) < MIN_CALIBRATION else np.asarray(on, bool)
+        oof = self.out_of_fold(z, y)
+        if oof is None:
+            return None
+        conf, right, kept = oof
+        on = on[kept]
+        if not on.any():
+            return None
+        wrong = np.count_nonzero(right[on] == 0)
+        if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:  # a map of all right (or all wrong)
+            return None  # would say 1.0 (or 0.0) for every item, the least sure included: the confidence stands
+        return MAPS[self.calibration](conf[on], right[on])
+
+    def out_of_fold(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Each labeled code's confidence and whether it was right, from SVMs that did not see it (stratified
+        5 folds), and which items those are: a class with one label sits out. None where too few labels."""
         from sklearn.model_selection import StratifiedKFold
 
-        on = np.ones(len(y), bool) if on is None or np.count_nonzero(on) < MIN_CALIBRATION else np.asarray(on, bool)
-        counts = np.bincount(y)
-        keep = counts[y] >= 2  # a class with one label cannot be held out and kept: it sits out, the rest calibrate
-        z, y, on = z[keep], y[keep], on[keep]
+        kept = np.bincount(y)[y] >= 2  # a class with one label cannot be held out and kept: it sits out
+        z, y = z[kept], y[kept]
         counts = np.bincount(y)
         if len(y) < MIN_CALIBRATION or np.count_nonzero(counts) < 2:
             return None
@@ -94,13 +112,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
             scores = fold.decision_function(z[test])
             conf[test] = fold.confidence_from_scores(scores)
             right[test] = np.argmax(scores, axis=1) == y[test]
-        if not on.any():
-            return None
-        wrong = np.count_nonzero(right[on] == 0)
-        if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:  # a map of all right (or all wrong)
-            return None  # would say 1.0 (or 0.0) for every item, the least sure included: the confidence stands
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(conf[on], right[on])
-        return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
+        return conf, right, kept
 
     def probability_from_confidence(self, confidence: np.ndarray) -> np.ndarray:
         """The calibrated chance that the predicted class is right (the confidence itself when uncalibrated)."""
