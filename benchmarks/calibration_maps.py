@@ -42,7 +42,7 @@ def probe_calibration(model, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_
             pred, c = model.predict_confidence(xs)
             outcome[name] = (c, pred == ys)
     out: dict = {"none": {s: _readings(c, ok) for s, (c, ok) in outcome.items()},
-                 "n_held": int(np.count_nonzero(held)), "n_labels": int(len(conf))}
+                 "n_held": int(np.count_nonzero(held)), "n_labels": len(conf)}
     for fitted_on, on in (("held", held), ("every label", np.ones(len(conf), bool))):
         wrong = np.count_nonzero(right[on] == 0)
         if wrong < 2 or np.count_nonzero(on) - wrong < 2:

@@ -1,11 +1,11 @@
-"""Reliability bins and ECE on hand-made confidences."""
+"""Reliability bins, ECE and Brier score on hand-made confidences, and the maps that make a confidence honest."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from model.calibration import expected_calibration_error, reliability
+from model.calibration import MAPS, beta_map, brier_score, expected_calibration_error, reliability
 
 
 def test_a_calibrated_confidence_has_ece_near_zero() -> None:
@@ -51,3 +51,63 @@ def test_a_holdout_takes_its_share_by_id_and_keeps_its_members_as_the_ids_grow()
     shuffled = np.random.default_rng(0).permutation(ids)
     np.testing.assert_array_equal(holdout(shuffled, 0.1), held[shuffled]), "by id, not by position"
     assert not holdout(ids, 0.0).any()
+
+
+def _outcomes(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences whose chance of being right is ``0.4 + 0.55 c``: honest maps must come near that line."""
+    rng = np.random.default_rng(seed)
+    c = rng.uniform(0, 1, n)
+    return c, (rng.uniform(0, 1, n) < 0.4 + 0.55 * c).astype(float)
+
+
+@pytest.mark.parametrize("name", sorted(MAPS))
+def test_every_map_is_monotone_and_comes_near_the_true_chance(name: str) -> None:
+    c, right = _outcomes(4000, 0)
+    knots = MAPS[name](c, right)
+    grid = np.linspace(0, 1, 201)
+    p = np.interp(grid, knots[0], knots[1])
+    assert np.all(np.diff(p) >= -1e-12)
+    assert np.max(np.abs(p - (0.4 + 0.55 * grid))[20:-20]) < 0.08
+    assert expected_calibration_error(np.interp(c, knots[0], knots[1]), right) < 0.03
+
+
+def test_on_a_few_dozen_items_isotonic_says_certain_and_the_smooth_maps_do_not() -> None:
+    """The served map's failure the smooth maps are for: 30 items, their surest all right."""
+    c, right = _outcomes(30, 4)
+    right[c > 0.8] = 1.0
+    top = {name: float(np.interp(0.99, *MAPS[name](c, right))) for name in MAPS}
+    assert top["isotonic"] == 1.0
+    assert 0.5 < top["logistic"] < 1.0 and 0.5 < top["beta"] < 1.0
+
+
+@pytest.mark.parametrize("name", ["logistic", "beta"])
+def test_a_fit_that_falls_with_the_confidence_says_the_flat_rate(name: str) -> None:
+    c, right = _outcomes(500, 1)
+    right = 1.0 - right  # right less often the surer it says it is
+    p = MAPS[name](c, right)[1]
+    np.testing.assert_allclose(p, right.mean())
+
+
+def test_the_beta_map_drops_the_end_that_would_make_it_fall() -> None:
+    """Right less often at the very top: the full fit's ``-ln(1 - c)`` weight is negative and would make the map
+    fall towards 1, so the map is the ``ln c`` side alone, and rises."""
+    from sklearn.linear_model import LogisticRegression
+
+    from model.calibration import GRID, _beta_features
+
+    rng = np.random.default_rng(2)
+    c = rng.uniform(0, 1, 3000)
+    right = (rng.uniform(0, 1, 3000) < np.where(c < 0.9, 0.3 + 0.6 * c, 0.5)).astype(float)
+    assert LogisticRegression().fit(_beta_features(c), right).coef_[0, 1] < 0
+    p = beta_map(c, right)[1]
+    alone = LogisticRegression().fit(_beta_features(c)[:, :1], right).predict_proba(_beta_features(GRID)[:, :1])[:, 1]
+    np.testing.assert_allclose(p, alone)
+    assert np.all(np.diff(p) > 0)
+
+
+def test_the_brier_score_rewards_a_sharp_honest_map_over_the_flat_rate() -> None:
+    c, right = _outcomes(5000, 3)
+    flat = np.full(len(c), right.mean())
+    assert expected_calibration_error(flat, right) < 0.01, "the ECE cannot tell the flat rate from a useful map"
+    assert brier_score(0.4 + 0.55 * c, right) < brier_score(flat, right) - 0.01
+    assert brier_score(np.ones(3), np.ones(3)) == 0.0 and np.isnan(brier_score(np.zeros(0), np.zeros(0)))

@@ -243,3 +243,41 @@ def test_no_map_is_learned_from_held_out_predictions_without_mistakes() -> None:
     assert svm.calibration_ is None
     conf = np.array([0.0003, 0.5, 0.99])
     np.testing.assert_array_equal(svm.probability_from_confidence(conf), conf)  # the least sure is not made 1.0
+
+
+def _overlapping(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return np.vstack([rng.normal(0, 0.9, (n, 2)), rng.normal((2, 0), 0.9, (n, 2))]), np.repeat([0, 1], n)
+
+
+@pytest.mark.parametrize("name", ["isotonic", "logistic", "beta"])
+def test_the_map_named_by_calibration_is_the_one_fitted_on_the_out_of_fold_readings(name: str) -> None:
+    from model.calibration import MAPS
+
+    z, y = _overlapping()
+    svm = LatentSVM(n_classes=2, calibration=name).fit(z, y)
+    conf, right, kept = svm.out_of_fold(z, y)
+    assert kept.all() and conf.shape == right.shape == (400,) and 0.05 < 1 - right.mean() < 0.4
+    np.testing.assert_array_equal(svm.calibration_, MAPS[name](conf, right))
+
+
+def test_the_smooth_maps_never_say_certain_where_the_classes_overlap() -> None:
+    z, y = _overlapping(15, seed=5)
+    probabilities = {name: LatentSVM(n_classes=2, calibration=name).fit(z, y).probability_from_confidence(
+        np.array([1.0]))[0] for name in ("isotonic", "logistic", "beta")}
+    assert probabilities["isotonic"] == 1.0, "30 labels: the step map's top step says certain"
+    assert probabilities["logistic"] < 0.95 and probabilities["beta"] < 1.0
+
+
+def test_out_of_fold_leaves_out_a_class_with_one_label_and_reads_none_below_the_minimum() -> None:
+    z, y = _overlapping(30)
+    z, y = np.vstack([z, [[1.0, 5.0]]]), np.append(y, 2)
+    conf, _, kept = LatentSVM(n_classes=3).fit(z, y).out_of_fold(z, y)
+    assert not kept[-1] and kept[:-1].all() and len(conf) == 60
+    assert LatentSVM(n_classes=3).fit(z, y).out_of_fold(z[:8], np.array([0, 0, 0, 0, 1, 1, 1, 1])) is None
+
+
+def test_an_unknown_calibration_is_refused() -> None:
+    z, y = _overlapping(10)
+    with pytest.raises(ValueError, match="isotonic, logistic, beta"):
+        LatentSVM(calibration="platt").fit(z, y)
