@@ -1,60 +1,88 @@
-"""Which map from the SVM's confidence to a probability is honest, read on the very model a learning curve trains.
+"""Which map from the SVM's confidence to a probability is honest, read on the very models a learning curve trains.
 
 The served ``probability`` is an isotonic map fitted out of fold on the labeled codes (on the calibration holdout
 alone where there is one). On a few dozen held items its top step is often exactly 1.0, and most of the pool sits
-there. Each round this fits every map of ``model.calibration.MAPS`` on the same out-of-fold readings, on the held
-items and on every label, and reads each on the validation and the test split: expected calibration error and
-Brier score (proper: a map that says the overall rate to every item cannot win by it). The raw confidence is the
-reference. ``label_efficiency.py --probe-calibration`` stores the readings under each point's ``probe``; the
-``check`` is the largest gap between the model's own map and this probe's isotonic map on the held items (0 where
-the probe reads what the model serves).
+there. After every fit this probe keeps the raw readings any map is fitted on and read by: each labeled item's
+out-of-fold confidence and whether it was right, which of them the model calibrates on, and the served confidence
+(float16: a step of at most 0.0005) and correctness of every validation and test item
+(``calibration-readings-s<seed>.npz`` beside ``curve.json``, arrays named ``<labels>/<what>``). ``map_readings``
+fits every map of ``model.calibration.MAPS`` on them and reads expected calibration error and Brier score (proper:
+a map that says the overall rate to every item cannot win by it), so a map added later is read on the same models
+without training them again. The point's ``probe`` holds the ``check``: the largest gap between the model's own
+map and the isotonic map fitted here (0 where the readings are what the model calibrates on).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from model.calibration import MAPS, brier_score, expected_calibration_error, holdout
-from model.latent_svm import MIN_CALIBRATION
+from model.calibration import MAPS, brier_score, expected_calibration_error
+from model.latent_svm import MIN_CALIBRATION, MIN_OUTCOMES
+
+FITTED_ON = ("held", "every label")
 
 
-def _readings(prob: np.ndarray, right: np.ndarray) -> dict[str, float]:
-    return {"ece": round(expected_calibration_error(prob, right), 5), "brier": round(brier_score(prob, right), 5)}
+class CalibrationReadings:
+    """A ``run_one`` probe for one seed's curve: keeps its rounds' readings in one ``.npz``, rewritten each round."""
+
+    def __init__(self, out: Path | str, seed: int) -> None:
+        self.path = Path(out) / f"calibration-readings-s{seed}.npz"
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, model, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+                 x_test: np.ndarray, y_test: np.ndarray) -> dict:
+        labeled = np.flatnonzero(y >= 0)
+        oof = model.svm_.out_of_fold(model.transform(x[labeled]), y[labeled])
+        if oof is None:
+            return {}
+        conf, right, kept = oof
+        held = model._held_out(y, None)[0][labeled]  # the items the model calibrated on, by its own rule
+        if np.count_nonzero(held) < MIN_CALIBRATION:
+            held = np.ones(len(labeled), bool)
+        n = len(labeled)
+        self.arrays |= {f"{n}/oof_confidence": conf.astype(np.float32), f"{n}/oof_right": right.astype(bool),
+                        f"{n}/oof_held": held[kept]}
+        for split, xs, ys in (("val", x_val, y_val), ("test", x_test, y_test)):
+            if len(xs):
+                pred, c = model.predict_confidence(xs)
+                self.arrays |= {f"{n}/{split}_confidence": c.astype(np.float16), f"{n}/{split}_right": pred == ys}
+        np.savez_compressed(self.path, **self.arrays)
+        served, mine = model.svm_.calibration_, fitted_map(conf, right, held[kept], "isotonic")
+        grid = np.linspace(0, 1, 1001)
+        gap = None if served is None or mine is None else float(np.max(np.abs(
+            np.interp(grid, served[0], served[1]) - np.interp(grid, mine[0], mine[1]))))
+        return {"check": None if gap is None else round(gap, 6), "n_held": int(held[kept].sum()), "n_labels": n}
 
 
-def probe_calibration(model, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                      x_test: np.ndarray, y_test: np.ndarray) -> dict:
-    """``{fitted on: {map: {split: {ece, brier}}}}``, the raw confidence under ``none``, and the ``check``."""
-    labeled = np.flatnonzero(y >= 0)
-    svm = model.svm_
-    oof = svm.out_of_fold(model.transform(x[labeled]), y[labeled])
-    if oof is None:
-        return {}
-    conf, right, kept = oof
-    held = holdout(labeled, model.calibration_holdout)
-    if np.count_nonzero(held) < MIN_CALIBRATION:  # as the model: too few held, every label calibrates
-        held = np.ones(len(labeled), bool)
-    held = held[kept]
-    splits = {"val": (x_val, y_val), "test": (x_test, y_test)}
-    outcome = {}
-    for name, (xs, ys) in splits.items():
-        if len(xs):
-            pred, c = model.predict_confidence(xs)
-            outcome[name] = (c, pred == ys)
-    out: dict = {"none": {s: _readings(c, ok) for s, (c, ok) in outcome.items()},
-                 "n_held": int(np.count_nonzero(held)), "n_labels": len(conf)}
-    for fitted_on, on in (("held", held), ("every label", np.ones(len(conf), bool))):
-        wrong = np.count_nonzero(right[on] == 0)
-        if wrong < 2 or np.count_nonzero(on) - wrong < 2:
-            continue
-        out[fitted_on] = {}
-        for name, fit in MAPS.items():
-            knots = fit(conf[on], right[on])
-            out[fitted_on][name] = {s: _readings(np.interp(c, knots[0], knots[1]), ok)
-                                    for s, (c, ok) in outcome.items()}
-            if fitted_on == "held" and name == "isotonic":
-                served = svm.calibration_
-                grid = np.linspace(0, 1, 1001)
-                out["check"] = (None if served is None else round(float(np.max(np.abs(
-                    np.interp(grid, served[0], served[1]) - np.interp(grid, knots[0], knots[1])))), 6))
+def fitted_map(conf: np.ndarray, right: np.ndarray, on: np.ndarray, name: str) -> np.ndarray | None:
+    """Knots of map ``name`` fitted on the readings ``on``, or None where the model would fit none (too few
+    mistakes, or successes, among them)."""
+    wrong = np.count_nonzero(right[on] == 0)
+    if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:
+        return None
+    return MAPS[name](np.asarray(conf[on], np.float64), np.asarray(right[on], np.float64))
+
+
+def map_readings(path: Path | str) -> dict[int, dict]:
+    """Per label count: ``{"none" | fitted on: {map: {split: {"ece", "brier"}}}}`` from one readings file, the raw
+    confidence under ``none``; a map the model would not fit is left out."""
+    data = np.load(path)
+    out: dict[int, dict] = {}
+    for n in sorted({int(k.split("/")[0]) for k in data.files}):
+        a = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(f"{n}/")}
+        splits = [s for s in ("val", "test") if f"{s}_confidence" in a]
+        read = {s: (a[f"{s}_confidence"].astype(np.float64), a[f"{s}_right"]) for s in splits}
+        point: dict = {"none": {s: _scores(c, ok) for s, (c, ok) in read.items()}}
+        conf, right = a["oof_confidence"].astype(np.float64), a["oof_right"].astype(np.float64)
+        for on, mask in zip(FITTED_ON, (a["oof_held"], np.ones(len(conf), bool)), strict=True):
+            maps = {name: knots for name in MAPS if (knots := fitted_map(conf, right, mask, name)) is not None}
+            point[on] = {name: {s: _scores(np.interp(c, k[0], k[1]), ok) for s, (c, ok) in read.items()}
+                         for name, k in maps.items()}
+        out[n] = point
     return out
+
+
+def _scores(prob: np.ndarray, right: np.ndarray) -> dict[str, float]:
+    return {"ece": round(expected_calibration_error(prob, right), 5), "brier": round(brier_score(prob, right), 5)}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from calibration_maps import probe_calibration
+from calibration_maps import CalibrationReadings
 from latent_heads import probe_heads
 from machine import where
 
@@ -40,10 +40,12 @@ def main() -> None:
     p.add_argument("--warm-epochs", type=int, default=5)
     p.add_argument("--cold-start", action="store_true", help="train from scratch every round")
     add_flags(p)
-    p.add_argument("--probe-heads", action="store_true",
-                   help="also read other classifiers on the latent codes every round (latent_heads.py)")
-    p.add_argument("--probe-calibration", action="store_true",
-                   help="also read other maps from confidence to probability every round (calibration_maps.py)")
+    probes = p.add_mutually_exclusive_group()
+    probes.add_argument("--probe-heads", action="store_true",
+                        help="also read other classifiers on the latent codes every round (latent_heads.py)")
+    probes.add_argument("--probe-calibration", action="store_true",
+                        help="also keep every round's readings that maps from confidence to probability are fitted "
+                             "on and read by (calibration_maps.py)")
     p.add_argument("--tag", default="")
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -65,7 +67,7 @@ def main() -> None:
         for pair in a.runs.split(","):
             model, strategy = pair.split("+")
             probe = None if model == "classifier" else probe_heads if a.probe_heads else (
-                probe_calibration if a.probe_calibration else None)
+                CalibrationReadings(out, seed) if a.probe_calibration else None)
             curve = run_one(ds, s, model, strategy, seed, log=lambda m: print(m, flush=True), probe=probe)
             runs.append({"model": model, "strategy": strategy, "seed": seed, "curve": curve, "tag": a.tag})
             (out / "curve.json").write_text(json.dumps(result, indent=1))

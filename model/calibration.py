@@ -57,12 +57,24 @@ def isotonic_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
     return np.vstack([iso.X_thresholds_, iso.y_thresholds_])
 
 
+def _platt_fit(x: np.ndarray, right: np.ndarray):
+    """A logistic regression of ``right`` on ``x`` without a penalty, on Platt's targets: ``(N₊ + 1) / (N₊ + 2)`` for
+    a success and ``1 / (N₋ + 2)`` for a mistake, so a few dozen items that happen to separate give a steep map, not
+    a step to 0 and 1 (each item enters as a success and a mistake weighted by its target)."""
+    from sklearn.linear_model import LogisticRegression
+
+    right = np.asarray(right, np.float64)
+    n_pos = float(np.count_nonzero(right))
+    target = np.where(right > 0, (n_pos + 1) / (n_pos + 2), 1 / (len(right) - n_pos + 2))
+    xx = np.vstack([x, x])
+    yy = np.concatenate([np.ones(len(x)), np.zeros(len(x))])
+    return LogisticRegression(C=1e10, max_iter=1000).fit(xx, yy, sample_weight=np.concatenate([target, 1 - target]))
+
+
 def logistic_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Knots of ``σ(a·c + b)`` (Platt 1999) on :data:`GRID`: two numbers, so a few dozen items fit it, and it
     never says 0 or 1. A fit that falls with the confidence is taken as the flat rate of being right."""
-    from sklearn.linear_model import LogisticRegression
-
-    fit = LogisticRegression().fit(np.asarray(confidence, np.float64)[:, None], right)
+    fit = _platt_fit(np.asarray(confidence, np.float64)[:, None], right)
     p = fit.predict_proba(GRID[:, None])[:, 1] if fit.coef_[0, 0] > 0 else np.full(len(GRID), np.mean(right))
     return np.vstack([GRID, p])
 
@@ -73,18 +85,18 @@ def _beta_features(c: np.ndarray) -> np.ndarray:
 
 
 def beta_map(confidence: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Knots of the beta map ``σ(a·ln c − b·ln(1 − c) + m)`` (Kull et al. 2017) on :data:`GRID`: three numbers,
-    bends at both ends where the logistic map cannot. A negative ``a`` or ``b`` would make it fall somewhere, so
-    that feature is dropped and the rest refitted, as the paper does."""
-    from sklearn.linear_model import LogisticRegression
-
+    """Knots of the beta map ``σ(a·ln c − b·ln(1 − c) + m)`` (Kull et al. 2017) on :data:`GRID`, fitted as
+    :func:`logistic_map` is: three numbers, it bends at both ends where the logistic map cannot. A negative ``a``
+    (else ``b``) would make it fall somewhere, so that feature is dropped and the other refitted, as the paper does;
+    the flat rate where that one falls too."""
     x, g = _beta_features(confidence), _beta_features(GRID)
     keep = [0, 1]
     while keep:
-        fit = LogisticRegression().fit(x[:, keep], right)
-        if (fit.coef_[0] > 0).all():
+        fit = _platt_fit(x[:, keep], right)
+        coef = fit.coef_[0]
+        if (coef > 0).all():
             return np.vstack([GRID, fit.predict_proba(g[:, keep])[:, 1]])
-        keep = [k for k, a in zip(keep, fit.coef_[0], strict=True) if a > 0]
+        keep = [k for i, k in enumerate(keep) if i != int(np.argmax(coef <= 0))] if len(keep) > 1 else []
     return np.vstack([GRID, np.full(len(GRID), np.mean(right))])
 
 

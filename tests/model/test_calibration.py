@@ -91,17 +91,23 @@ def test_a_fit_that_falls_with_the_confidence_says_the_flat_rate(name: str) -> N
 def test_the_beta_map_drops_the_end_that_would_make_it_fall() -> None:
     """Right less often at the very top: the full fit's ``-ln(1 - c)`` weight is negative and would make the map
     fall towards 1, so the map is the ``ln c`` side alone, and rises."""
-    from sklearn.linear_model import LogisticRegression
-
-    from model.calibration import GRID, _beta_features
+    from model.calibration import GRID, _beta_features, _platt_fit
 
     rng = np.random.default_rng(2)
     c = rng.uniform(0, 1, 3000)
     right = (rng.uniform(0, 1, 3000) < np.where(c < 0.9, 0.3 + 0.6 * c, 0.5)).astype(float)
-    assert LogisticRegression().fit(_beta_features(c), right).coef_[0, 1] < 0
+    assert _platt_fit(_beta_features(c), right).coef_[0, 1] < 0
     p = beta_map(c, right)[1]
-    alone = LogisticRegression().fit(_beta_features(c)[:, :1], right).predict_proba(_beta_features(GRID)[:, :1])[:, 1]
+    alone = _platt_fit(_beta_features(c)[:, :1], right).predict_proba(_beta_features(GRID)[:, :1])[:, 1]
     np.testing.assert_allclose(p, alone)
+    assert np.all(np.diff(p) > 0)
+
+
+def test_platt_s_targets_keep_a_separable_few_from_a_step_to_0_and_1() -> None:
+    """Ten items, every one above 0.5 right and every one below wrong: an unpenalised fit on 0/1 would be a step."""
+    c = np.linspace(0.05, 0.95, 10)
+    p = MAPS["logistic"](c, (c > 0.5).astype(float))[1]
+    assert 0.02 < p[0] < 0.2 and 0.8 < p[-1] < 0.98
     assert np.all(np.diff(p) > 0)
 
 
