@@ -1067,24 +1067,29 @@ CALIBRATION_MAPS = "flip-semi500-lam099-warm5-ema95-calib10-maps"  # the holdout
 FITTED_ON = {"held": "fitted on the held tenth", "every label": "fitted on every label"}
 
 
-def map_rows(path: str) -> list[Row]:
-    """One row per map and the items it was fitted on that ``calibration_maps.py`` read, and the raw confidence:
-    points carry ``val_ece``, ``val_brier``, ``test_ece`` and ``test_brier``."""
-    data = json.loads((RESULTS / path).read_text())
-    first = next((p["probe"] for r in data["runs"][:1] for p in r["curve"] if p.get("probe", {}).get("held")), {})
+def map_rows(folder: str) -> list[Row]:
+    """One row per map and the items it was fitted on, and the raw confidence, from the readings each seed's curve
+    kept (``calibration_maps.py``): points carry ``val_ece``, ``val_brier``, ``test_ece`` and ``test_brier``."""
+    sys.path[:0] = [d for d in (str(ROOT), str(ROOT / "benchmarks")) if d not in sys.path]  # the serving code fits
+    from calibration_maps import FITTED_ON as ON
+    from calibration_maps import map_readings
+
+    from model.calibration import MAPS
+
     kinds = [("raw confidence, no map", ("none",))]
-    kinds += [(f"{name}, {FITTED_ON[on]}", (on, name)) for on in FITTED_ON for name in first.get(on, {})]
+    kinds += [(f"{name}, {FITTED_ON[on]}", (on, name)) for on in ON for name in MAPS]
+    runs = {int(f.stem.rsplit("-s", 1)[1]): map_readings(f)
+            for f in sorted((RESULTS / folder).glob("calibration-readings-s*.npz"))}
 
-    def point(p: dict, keys: tuple[str, ...]) -> dict | None:
-        d = p.get("probe", {})
+    def point(n: int, p: dict, keys: tuple[str, ...]) -> dict | None:
         for k in keys:
-            d = d.get(k, {})
-        return {"labeled": p["labeled"], **{f"{split}_{m}": v for split, ms in d.items() for m, v in ms.items()}} \
-            if d else None
+            p = p.get(k, {})
+        return {"labeled": n, **{f"{split}_{m}": v for split, ms in p.items() for m, v in ms.items()}} if p else None
 
-    return [Row(label, tuple({"model": r["model"], "strategy": r["strategy"], "seed": r["seed"],
-                              "curve": [q for p in r["curve"] if (q := point(p, keys)) is not None]}
-                             for r in data["runs"]), (path,)) for label, keys in kinds]
+    files = tuple(sorted(f"{folder}/{f.name}" for f in (RESULTS / folder).glob("calibration-readings-s*.npz")))
+    return [Row(label, tuple({"model": "sae", "strategy": "margin", "seed": seed,
+                              "curve": [q for n, p in points.items() if (q := point(n, p, keys)) is not None]}
+                             for seed, points in runs.items()), files) for label, keys in kinds]
 
 
 def chosen_map(rows: list[Row], on: str) -> tuple[Row, dict[str, tuple[np.ndarray, np.ndarray]]]:
@@ -1114,7 +1119,7 @@ def section_calibration_maps(root: str = VAL20K + "-again") -> str:
     if not (RESULTS / here(CALIBRATION_MAPS)).exists():
         return (f"_Not run yet: `VAL_SIZE=20000 ROOT=benchmarks/results/{root} bash benchmarks/cpu_protocol.sh "
                 f"{CALIBRATION_MAPS}`._")
-    rows = map_rows(here(CALIBRATION_MAPS))
+    rows = map_rows(f"{root}/{CALIBRATION_MAPS}")
     own = row("own", [here(CALIBRATION_MAPS)], "sae", "margin")
     parts = [f"`{root}/{CALIBRATION_MAPS}` (processor: {_processor(here(CALIBRATION_MAPS))}):",
              curve_table("calibration error (ECE), validation, 20k items", rows, FM_BUDGETS, key="val_ece"),
@@ -1131,7 +1136,12 @@ def section_calibration_maps(root: str = VAL20K + "-again") -> str:
               "isotonic map's): " + "; ".join(chosen) + ".",
               curve_table("calibration error (ECE), test", rows, FM_BUDGETS, key="test_ece"),
               curve_table("Brier score × 100, test", rows, FM_BUDGETS, key="test_brier", unit="")]
-    checks = [p["probe"].get("check") for r in own.runs for p in r["curve"] if "check" in p.get("probe", {})]
+    held = {n: [p["probe"]["n_held"] for r in own.runs for p in r["curve"]
+                if p["labeled"] == n and "n_held" in p.get("probe", {})] for n in FM_BUDGETS}
+    parts.append("Items the maps of the held tenth were fitted on, per seed: " + "; ".join(
+        f"{n:,} labels: {', '.join(map(str, v))}" for n, v in held.items() if v) +
+        " (below 20 held, the model and these rows fit on every label).")
+    checks = [p["probe"]["check"] for r in own.runs for p in r["curve"] if p.get("probe", {}).get("check") is not None]
     text = (f"Checks: the probe's isotonic map on the held tenth equals the model's own at "
             f"{sum(c == 0 for c in checks)} of {len(checks)} points where the model had one")
     lever = CALIBRATION_HOLDOUT[1]

@@ -589,26 +589,37 @@ def test_report_reads_labels_to_reach_where_every_seed_has_a_point_as_the_tables
 
 
 def test_maps_are_chosen_on_validation_by_ece_among_those_no_worse_by_brier(tmp_path, monkeypatch) -> None:
+    import types
+
     monkeypatch.setattr(tables, "RESULTS", tmp_path)
     assert "Not run yet" in tables.section_calibration_maps("big")
     # (val ECE, val Brier) per map: logistic has the lowest ECE but a worse Brier, so beta is chosen on the held items
     held = {"isotonic": (0.09, 0.12), "logistic": (0.03, 0.13), "beta": (0.05, 0.11)}
     every = {"isotonic": (0.08, 0.12), "logistic": (0.09, 0.11), "beta": (0.10, 0.12)}
 
-    def write(name: str, probe: bool, test: float = 0.13) -> None:
-        def maps(table: dict, seed: int) -> dict:
-            return {m: {s: {"ece": e + 0.001 * seed, "brier": b} for s in ("val", "test")}
-                    for m, (e, b) in table.items()}
+    def maps(table: dict, seed: int) -> dict:
+        return {m: {s: {"ece": e + 0.001 * seed, "brier": b} for s in ("val", "test")} for m, (e, b) in table.items()}
 
+    def map_readings(path: Path) -> dict:
+        seed = int(path.stem.rsplit("-s", 1)[1])
+        return {n: {"none": {s: {"ece": 0.2, "brier": 0.2} for s in ("val", "test")}, "held": maps(held, seed),
+                    "every label": maps(every, 0)} for n in tables.FM_BUDGETS}
+
+    monkeypatch.setitem(sys.modules, "calibration_maps", types.SimpleNamespace(
+        FITTED_ON=("held", "every label"), map_readings=map_readings))
+
+    def write(name: str, probe: bool, test: float = 0.13) -> None:
         path = tmp_path / "big" / name / "curve.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         runs = [{"model": "sae", "strategy": "margin", "seed": seed, "curve": [
             {"labeled": n, "test_error": test + 0.01 * seed, "val_error": 0.12,
-             **({"probe": {"none": {s: {"ece": 0.2, "brier": 0.2} for s in ("val", "test")},
-                           "held": maps(held, seed), "every label": maps(every, 0), "check": 0.0}} if probe else {})}
+             **({"probe": {"check": 0.0 if n > 100 else None, "n_held": n // 10 + seed}} if probe else {})}
             for n in tables.FM_BUDGETS]} for seed in range(3)]
         path.write_text(json.dumps({"settings": {}, "where": {"processor": "cpu X", "cpu_kernels": kernels},
                                     "runs": runs}))
+        if probe:
+            for seed in range(3):
+                (path.parent / f"calibration-readings-s{seed}.npz").write_bytes(b"")
 
     kernels = "AVX2"
     write(tables.CALIBRATION_MAPS, probe=True)
@@ -617,7 +628,9 @@ def test_maps_are_chosen_on_validation_by_ece_among_those_no_worse_by_brier(tmp_
     assert "| beta, fitted on the held tenth | -4.0 ± 0.0 | -1.00 ± 0.00 | yes |" in text
     assert "fitted on the held tenth: **beta**; fitted on every label: **isotonic**." in text
     assert "| raw confidence, no map | 20.0 ± 0.0 % |" in text and "| raw confidence, no map | 20.0 ± 0.0 |" in text
-    assert "at 18 of 18 points where the model had one." in text
+    assert "at 15 of 15 points where the model had one." in text
+    assert "per seed: 100 labels: 10, 11, 12; 200 labels: 20, 21, 22;" in text
+    assert "`big/flip-semi500-lam099-warm5-ema95-calib10-maps/calibration-readings-s0.npz`" in text
     write(tables.CALIBRATION_HOLDOUT[1], probe=False)
     assert "the training's test readings equal the holdout run's" in tables.section_calibration_maps("big")
     assert "at 18 of 18." in tables.section_calibration_maps("big")
