@@ -34,6 +34,7 @@ from model.acquisition import get_strategy
 from model.stopping import WINDOW, should_stop
 from model.targets import load_distance_matrix
 from service import dir_lock
+from service.clock_watch import ClockWatch
 from service.jobs import PUSH, TRAIN, JobRunner
 from service.metrics import Metrics
 from service.mirror import ProjectMirror
@@ -175,6 +176,7 @@ class ProjectManager:
         self._poll_again = False
         self._shut_down = False
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.clock_watch = ClockWatch(self.scheduler)
         self._restore()
         if start_scheduler:
             self.start_scheduler()
@@ -734,6 +736,7 @@ class ProjectManager:
         if self.settings.retrain_cron:
             self.scheduler.add_job(self.cron, CronTrigger.from_crontab(self.settings.retrain_cron), id="cron")
         self.scheduler.start()
+        self.clock_watch.start()
 
     def shutdown(self, wait_seconds: float = SHUTDOWN_WAIT_SECONDS) -> None:
         """Stop the jobs (a running training stops at its next epoch and resumes at the next start), save the
@@ -741,6 +744,7 @@ class ProjectManager:
         if self._shut_down:
             return
         self._shut_down = True
+        self.clock_watch.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         for st in list(self.projects.values()):  # a kill after the grace period is still no crash of the training

@@ -847,8 +847,11 @@ def test_the_first_poll_runs_at_start_and_opens_the_mirror_before_any_webhook(tm
         while m2.projects[1].mirror is None or not polls:
             assert time.monotonic() < deadline, "no poll at start: the first one would come an hour later"
             time.sleep(0.05)
+        assert m2.clock_watch._thread.is_alive(), "a clock set back moves the hourly poll back with it"
     finally:
         m2.shutdown()
+    m2.clock_watch._thread.join(1)
+    assert not m2.clock_watch._thread.is_alive()
 
 
 def test_every_task_data_fetcher_a_webhook_a_poll_or_a_training_opens_is_closed(tmp_path) -> None:
