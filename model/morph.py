@@ -23,6 +23,7 @@ def morph(model: SAEClassifier, source: int, target: int, steps: int = 8,
         if not 0 <= c < len(centres) or np.isnan(centres[c]).any():
             raise ValueError(f"class {c} has no labeled items, so it has no centre to morph from or to")
     direction = centres[target] - centres[source]
-    origin = centres[source] if start is None else model.sae_.transform(start[None])[0]  # the item's own code
+    # the item's own code as the centres were taken: flip-averaged under test_time_flip, the first member's
+    origin = centres[source] if start is None else model.transform(start[None])[0, :latent]
     t = np.linspace(0.0, 1.0, steps)[:, None]
     return model.sae_.inverse_transform((origin[None] + t * direction[None]).astype(np.float32))

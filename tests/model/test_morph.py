@@ -61,3 +61,14 @@ def test_an_ensemble_morphs_in_its_first_member_s_space(digits: Dataset, digits_
     assert images.shape == (3, 1, 8, 8)
     np.testing.assert_allclose(images[0], model.sae_.inverse_transform(model.sae_.transform(digits.x_test[:1]))[0],
                                atol=1e-6)
+
+
+def test_an_item_is_coded_as_the_centres_were_under_test_time_flips(digits: Dataset, digits_labels: np.ndarray) -> None:
+    """Flip-averaged centres with an unaveraged start would add the centre vector to a code from another space."""
+    model = SAEClassifier(class_names=digits.class_names, epochs=2, test_time_flip=True, device="cpu",
+                          random_state=0).fit(digits.x_train[:300], digits_labels[:300])
+    item = digits.x_test[:1]
+    flipped = model.transform(item)
+    assert not np.allclose(flipped, model.sae_.transform(item), atol=1e-3), "the mirror image codes otherwise"
+    images = morph(model, 0, 1, steps=3, start=item[0])
+    np.testing.assert_allclose(images[0], model.sae_.inverse_transform(flipped)[0], atol=1e-6)
