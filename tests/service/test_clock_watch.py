@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from service.clock_watch import ClockWatch
 
 class _Clocks:
     def __init__(self) -> None:
-        self.wall, self.mono = 1_000_000.0, 50.0
+        self.wall, self.mono = time.time(), 50.0
 
     def tick(self, seconds: float, wall_shift: float = 0.0) -> None:
         self.mono += seconds
@@ -35,7 +36,7 @@ def _noop() -> None:
 def test_a_clock_set_back_moves_interval_and_one_off_jobs_back_and_leaves_cron_alone(scheduler) -> None:
     now = datetime.now(UTC)
     poll = scheduler.add_job(_noop, "interval", seconds=60, id="poll", next_run_time=now + timedelta(seconds=60))
-    once = scheduler.add_job(_noop, "date", run_date=now + timedelta(seconds=5), id="debounce")
+    once = scheduler.add_job(_noop, "date", run_date=now + timedelta(seconds=45), id="debounce")
     cron = scheduler.add_job(_noop, CronTrigger.from_crontab("0 3 * * *", timezone="UTC"), id="cron")
     before = {j.id: j.next_run_time for j in (poll, once, cron)}
     clocks = _Clocks()
@@ -49,6 +50,17 @@ def test_a_clock_set_back_moves_interval_and_one_off_jobs_back_and_leaves_cron_a
     clocks.tick(30)
     assert watch.check() == 0.0, "measured from the last look: the same jump is not counted twice"
     assert scheduler.get_job("poll").next_run_time == after["poll"]
+
+
+def test_a_job_that_fell_due_before_the_look_moves_to_now_not_into_the_past(scheduler) -> None:
+    """Moved into the past, the poll would be dropped as missed (a second's grace) and come an interval late."""
+    clocks = _Clocks()
+    watch = ClockWatch(scheduler, wall=lambda: clocks.wall, monotonic=lambda: clocks.mono)
+    due = datetime.fromtimestamp(clocks.wall, UTC) + timedelta(seconds=2)
+    scheduler.add_job(_noop, "interval", seconds=60, id="poll", next_run_time=due)
+    clocks.tick(3, wall_shift=-600)  # the look comes 3 s after the poll was due
+    assert watch.check() == pytest.approx(600)
+    assert scheduler.get_job("poll").next_run_time == datetime.fromtimestamp(clocks.wall, UTC)
 
 
 def test_time_passing_a_small_correction_or_a_clock_set_forward_move_nothing(scheduler) -> None:
