@@ -9,7 +9,7 @@ out-of-fold confidence and whether it was right, which of them the model calibra
 fits every map of ``model.calibration.MAPS`` on them and reads expected calibration error and Brier score (proper:
 a map that says the overall rate to every item cannot win by it), so a map added later is read on the same models
 without training them again. The point's ``probe`` holds the ``check``: the largest gap between the model's own
-map and the isotonic map fitted here (0 where the readings are what the model calibrates on).
+map and the same kind of map fitted here (0 where the readings are what the model calibrates on).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class CalibrationReadings:
                 pred, c = model.predict_confidence(xs)
                 self.arrays |= {f"{n}/{split}_confidence": c.astype(np.float16), f"{n}/{split}_right": pred == ys}
         np.savez_compressed(self.path, **self.arrays)
-        served, mine = model.svm_.calibration_, fitted_map(conf, right, held[kept], "isotonic")
+        served = model.svm_.calibration_
+        mine = fitted_map(conf, right, held[kept], getattr(model.svm_, "calibration", "isotonic"))
         grid = np.linspace(0, 1, 1001)
         gap = None if served is None or mine is None else float(np.max(np.abs(
             np.interp(grid, served[0], served[1]) - np.interp(grid, mine[0], mine[1]))))

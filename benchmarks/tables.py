@@ -1142,7 +1142,7 @@ def section_calibration_maps(root: str = VAL20K + "-again") -> str:
         f"{n:,} labels: {', '.join(map(str, v))}" for n, v in held.items() if v) +
         " (below 20 held, the model and these rows fit on every label).")
     checks = [p["probe"]["check"] for r in own.runs for p in r["curve"] if p.get("probe", {}).get("check") is not None]
-    text = (f"Checks: the probe's isotonic map on the held tenth equals the model's own at "
+    text = (f"Checks: the probe's map of the model's own kind on the held tenth equals the model's own at "
             f"{sum(c == 0 for c in checks)} of {len(checks)} points where the model had one")
     lever = CALIBRATION_HOLDOUT[1]
     if (RESULTS / here(lever)).exists():

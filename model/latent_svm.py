@@ -7,7 +7,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.svm import LinearSVC
 from sklearn.utils.validation import check_is_fitted
 
-from model.calibration import MAPS
+from model.calibration import MAPS, SERVED_MAP
 
 ABSENT = -1e9
 MIN_CALIBRATION = 20  # items a confidence map is fitted on, at the least
@@ -28,7 +28,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, n_classes: int | None = None, C: float = 1.0, max_iter: int = 5000,
-                 calibrate: bool = True, calibration: str = "isotonic") -> None:
+                 calibrate: bool = True, calibration: str = SERVED_MAP) -> None:
         self.n_classes = n_classes
         self.C = C
         self.max_iter = max_iter
@@ -75,10 +75,10 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         """Map normalised confidence to the chance of being right, learned out of fold on the labeled codes.
 
         The normalised confidence ranks items well but is no probability (measured: right far
-        more often than it says). A monotone map (``calibration``, one of :data:`MAPS`) of held-out
-        correctness on held-out confidence keeps the order and makes the number honest. Returns ``(2, m)``
-        knots (confidence, probability), or None with too few labels per class, or too few held-out mistakes
-        (or successes) to learn a map from.
+        more often than it says). A monotone map (``calibration``, one of :data:`MAPS`) of held-out correctness on
+        held-out confidence keeps the order and makes the number honest. Returns ``(2, m)`` knots (confidence,
+        probability), or None with too few labels per class, or too few held-out mistakes (or successes) to learn a
+        map from.
         """
         on = np.ones(len(y), bool) if on is None or np.count_nonzero(on) < MIN_CALIBRATION else np.asarray(on, bool)
         oof = self.out_of_fold(z, y)

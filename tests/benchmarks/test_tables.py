@@ -628,7 +628,7 @@ def test_maps_are_chosen_on_validation_by_ece_among_those_no_worse_by_brier(tmp_
     assert "| beta, fitted on the held tenth | -4.0 ± 0.0 | -1.00 ± 0.00 | yes |" in text
     assert "fitted on the held tenth: **beta**; fitted on every label: **isotonic**." in text
     assert "| raw confidence, no map | 20.0 ± 0.0 % |" in text and "| raw confidence, no map | 20.0 ± 0.0 |" in text
-    assert "at 15 of 15 points where the model had one." in text
+    assert "of the model's own kind on the held tenth equals the model's own at 15 of 15 points where" in text
     assert "per seed: 100 labels: 10, 11, 12; 200 labels: 20, 21, 22;" in text
     assert "`big/flip-semi500-lam099-warm5-ema95-calib10-maps/calibration-readings-s0.npz`" in text
     write(tables.CALIBRATION_HOLDOUT[1], probe=False)

@@ -281,3 +281,19 @@ def test_an_unknown_calibration_is_refused() -> None:
     z, y = _overlapping(10)
     with pytest.raises(ValueError, match="isotonic, logistic, beta"):
         LatentSVM(calibration="platt").fit(z, y)
+
+
+def test_the_served_map_is_the_logistic_one_on_the_held_items_and_on_every_label() -> None:
+    """The map chosen on validation (README: "Which map turns the confidence into a probability")."""
+    from model.calibration import MAPS
+
+    z, y = _overlapping()
+    on = np.zeros(400, bool)
+    on[::4] = True
+    every = LatentSVM(n_classes=2).fit(z, y)
+    conf, right, _ = every.out_of_fold(z, y)
+    np.testing.assert_array_equal(every.calibration_, MAPS["logistic"](conf, right))
+    held = LatentSVM(n_classes=2).fit(z, y, calibrate_on=on)
+    np.testing.assert_array_equal(held.calibration_, MAPS["logistic"](conf[on], right[on]))
+    few = on & (np.arange(400) < 40)  # 10 held: too few, every label calibrates
+    np.testing.assert_array_equal(LatentSVM(n_classes=2).fit(z, y, calibrate_on=few).calibration_, every.calibration_)
