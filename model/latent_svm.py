@@ -94,8 +94,9 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         return MAPS[self.calibration](conf[on], right[on])
 
     def out_of_fold(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Each labeled code's confidence and whether it was right, from SVMs that did not see it (stratified
-        5 folds), and which items those are: a class with one label sits out. None where too few labels."""
+        """Each labeled code's confidence and whether it was right, from SVMs that did not see it (stratified, up
+        to 5 folds: as many as the smallest class has labels), and which items those are: a class with one label sits
+        out. None where too few labels. Needs the fitted SVM's class count."""
         from sklearn.model_selection import StratifiedKFold
 
         kept = np.bincount(y)[y] >= 2  # a class with one label cannot be held out and kept: it sits out
