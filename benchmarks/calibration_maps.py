@@ -1,6 +1,6 @@
 """Which map from the SVM's confidence to a probability is honest, read on the very models a learning curve trains.
 
-The served ``probability`` is an isotonic map fitted out of fold on the labeled codes (on the calibration holdout
+The served ``probability`` was an isotonic map fitted out of fold on the labeled codes (on the calibration holdout
 alone where there is one). On a few dozen held items its top step is often exactly 1.0, and most of the pool sits
 there. After every fit this probe keeps the raw readings any map is fitted on and read by: each labeled item's
 out-of-fold confidence and whether it was right, which of them the model calibrates on, and the served confidence
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from model.calibration import MAPS, brier_score, expected_calibration_error
-from model.latent_svm import MIN_CALIBRATION, MIN_OUTCOMES
+from model.latent_svm import MIN_CALIBRATION, fit_map
 
 FITTED_ON = ("held", "every label")
 
@@ -50,20 +50,11 @@ class CalibrationReadings:
                 self.arrays |= {f"{n}/{split}_confidence": c.astype(np.float16), f"{n}/{split}_right": pred == ys}
         np.savez_compressed(self.path, **self.arrays)
         served = model.svm_.calibration_
-        mine = fitted_map(conf, right, held[kept], getattr(model.svm_, "calibration", "isotonic"))
+        mine = fit_map(conf, right, held[kept], getattr(model.svm_, "calibration", "isotonic"))
         grid = np.linspace(0, 1, 1001)
         gap = None if served is None or mine is None else float(np.max(np.abs(
             np.interp(grid, served[0], served[1]) - np.interp(grid, mine[0], mine[1]))))
         return {"check": None if gap is None else round(gap, 6), "n_held": int(held[kept].sum()), "n_labels": n}
-
-
-def fitted_map(conf: np.ndarray, right: np.ndarray, on: np.ndarray, name: str) -> np.ndarray | None:
-    """Knots of map ``name`` fitted on the readings ``on``, or None where the model would fit none (too few
-    mistakes, or successes, among them)."""
-    wrong = np.count_nonzero(right[on] == 0)
-    if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:
-        return None
-    return MAPS[name](np.asarray(conf[on], np.float64), np.asarray(right[on], np.float64))
 
 
 def map_readings(path: Path | str) -> dict[int, dict]:
@@ -78,7 +69,7 @@ def map_readings(path: Path | str) -> dict[int, dict]:
         point: dict = {"none": {s: _scores(c, ok) for s, (c, ok) in read.items()}}
         conf, right = a["oof_confidence"].astype(np.float64), a["oof_right"].astype(np.float64)
         for on, mask in zip(FITTED_ON, (a["oof_held"], np.ones(len(conf), bool)), strict=True):
-            maps = {name: knots for name in MAPS if (knots := fitted_map(conf, right, mask, name)) is not None}
+            maps = {name: knots for name in MAPS if (knots := fit_map(conf, right, mask, name)) is not None}
             point[on] = {name: {s: _scores(np.interp(c, k[0], k[1]), ok) for s, (c, ok) in read.items()}
                          for name, k in maps.items()}
         out[n] = point

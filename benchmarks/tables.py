@@ -695,14 +695,9 @@ def _more_seeds_20k(m: Machine) -> list[str]:
 SAME_BASELINES = {"baselines-wide-flip-again": ("baselines-wide-flip", "baselines-wide-flip-again")}  # same settings
 
 
-def _processor(path: str) -> str:
-    """The processor a curve.json recorded (older runs recorded none)."""
-    return (json.loads((RESULTS / path).read_text()).get("where") or {}).get("processor", "not recorded")
-
-
-def _kernels(path: str) -> str:
-    """The CPU kernels torch used for a curve.json (AVX2, AVX512; older runs recorded none)."""
-    return (json.loads((RESULTS / path).read_text()).get("where") or {}).get("cpu_kernels", "not recorded")
+def _processor(path: str, key: str = "processor") -> str:
+    """The processor a curve.json recorded, or another entry of its ``where`` (older runs recorded none)."""
+    return (json.loads((RESULTS / path).read_text()).get("where") or {}).get(key, "not recorded")
 
 
 def _same_baselines(variant: str, pair: tuple[Row, Row], first: str) -> str:
@@ -1078,15 +1073,15 @@ def map_rows(folder: str) -> list[Row]:
 
     kinds = [("raw confidence, no map", ("none",))]
     kinds += [(f"{name}, {FITTED_ON[on]}", (on, name)) for on in ON for name in MAPS]
-    runs = {int(f.stem.rsplit("-s", 1)[1]): map_readings(f)
-            for f in sorted((RESULTS / folder).glob("calibration-readings-s*.npz"))}
+    found = sorted((RESULTS / folder).glob("calibration-readings-s*.npz"))
+    runs = {int(f.stem.rsplit("-s", 1)[1]): map_readings(f) for f in found}
 
     def point(n: int, p: dict, keys: tuple[str, ...]) -> dict | None:
         for k in keys:
             p = p.get(k, {})
         return {"labeled": n, **{f"{split}_{m}": v for split, ms in p.items() for m, v in ms.items()}} if p else None
 
-    files = tuple(sorted(f"{folder}/{f.name}" for f in (RESULTS / folder).glob("calibration-readings-s*.npz")))
+    files = tuple(f"{folder}/{f.name}" for f in found)
     return [Row(label, tuple({"model": "sae", "strategy": "margin", "seed": seed,
                               "curve": [q for n, p in points.items() if (q := point(n, p, keys)) is not None]}
                              for seed, points in runs.items()), files) for label, keys in kinds]
@@ -1148,7 +1143,7 @@ def section_calibration_maps(root: str = VAL20K + "-again") -> str:
     if (RESULTS / here(lever)).exists():
         same, total = reproduced(own, row("lever", [here(lever)], "sae", "margin"))
         text += f"; the training's test readings equal the holdout run's (`{root}/{lever}`) at {same} of {total}"
-        mine, theirs = _kernels(here(CALIBRATION_MAPS)), _kernels(here(lever))
+        mine, theirs = (_processor(here(name), "cpu_kernels") for name in (CALIBRATION_MAPS, lever))
         if mine != theirs:
             text += (f" (that run's processor used {theirs} kernels, this one {mine}: training reproduces on one "
                      "kind of processor only, so these are other models of the same setting; every map here is "

@@ -14,6 +14,16 @@ MIN_CALIBRATION = 20  # items a confidence map is fitted on, at the least
 MIN_OUTCOMES = 2  # out-of-fold predictions right, and wrong, a map needs at the least
 
 
+def fit_map(conf: np.ndarray, right: np.ndarray, on: np.ndarray, name: str) -> np.ndarray | None:
+    """Knots of map ``name`` (one of :data:`MAPS`) fitted on the out-of-fold readings ``on``, or None where they hold
+    fewer than ``MIN_OUTCOMES`` mistakes or successes: a map of all right (or all wrong) would say 1.0 (or 0.0) for
+    every item, the least sure included, so the confidence stands."""
+    wrong = np.count_nonzero(right[on] == 0)
+    if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:
+        return None
+    return MAPS[name](np.asarray(conf[on], np.float64), np.asarray(right[on], np.float64))
+
+
 class LatentSVM(ClassifierMixin, BaseEstimator):
     """One-vs-rest linear SVM over ``n_classes`` classes, some of which may have no labels yet.
 
@@ -85,13 +95,7 @@ class LatentSVM(ClassifierMixin, BaseEstimator):
         if oof is None:
             return None
         conf, right, kept = oof
-        on = on[kept]
-        if not on.any():
-            return None
-        wrong = np.count_nonzero(right[on] == 0)
-        if wrong < MIN_OUTCOMES or np.count_nonzero(on) - wrong < MIN_OUTCOMES:  # a map of all right (or all wrong)
-            return None  # would say 1.0 (or 0.0) for every item, the least sure included: the confidence stands
-        return MAPS[self.calibration](conf[on], right[on])
+        return fit_map(conf, right, on[kept], self.calibration)
 
     def out_of_fold(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """Each labeled code's confidence and whether it was right, from SVMs that did not see it (stratified, up
